@@ -1,0 +1,382 @@
+"""``rnnlab.RNN``, ``rnnlab.LSTM``, ``rnnlab.GRU``: the PyTorch-shaped face of the engine.
+
+Stacking, directions, dropout between layers, initial states, ragged ``lengths``, parameter storage
+under PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``...) and gradient accumulation live
+here; the equations live in ``rnnlab.cells`` and the time loop in ``rnnlab.recurrent``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import recurrent
+from .cells import CELLS
+from .errors import (
+    ConfigError, DTypeError, NonFiniteError, ShapeError, as_float_array, check_choice, check_float,
+    check_int,
+)
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def resolve_dtype(dtype) -> type:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    if name not in _DTYPES:
+        raise DTypeError(f"dtype: expected float32 or float64, got {dtype!r}")
+    return _DTYPES[name]
+
+
+class RecurrentLayer:
+    """Shared machinery of RNN, LSTM and GRU. Use the subclasses."""
+
+    cell_name = ""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None,
+                 recurrent_init="uniform", **cell_opts):
+        self.input_size = check_int("input_size", input_size, 1)
+        self.hidden_size = check_int("hidden_size", hidden_size, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
+        for arg, val in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(val, (bool, np.bool_)):
+                raise ConfigError(f"{arg}: expected True or False, got {val!r}")
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self.dropout = check_float("dropout", dropout, 0.0, 1.0, high_open=True)
+        check_choice("recurrent_init", recurrent_init, ("uniform", "orthogonal"))
+        self.recurrent_init = recurrent_init
+        self.dtype = resolve_dtype(dtype)
+        self.cell = CELLS[self.cell_name]
+        self.cell_opts = cell_opts
+        self.training = True
+        self.rng = np.random.default_rng(seed)
+        self.num_directions = 2 if self.bidirectional else 1
+        self._params = self._init_params()
+        self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
+        self._cache = None
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def gate_size(self) -> int:
+        return self.cell.G * self.hidden_size
+
+    def _suffix(self, layer, direction) -> str:
+        return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+
+    def _param_shapes(self) -> dict:
+        shapes, GH, H = {}, self.gate_size, self.hidden_size
+        for l in range(self.num_layers):
+            in_l = self.input_size if l == 0 else H * self.num_directions
+            for d in range(self.num_directions):
+                s = self._suffix(l, d)
+                shapes["weight_ih" + s] = (GH, in_l)
+                shapes["weight_hh" + s] = (GH, H)
+                if self.bias:
+                    shapes["bias_ih" + s] = (GH,)
+                    shapes["bias_hh" + s] = (GH,)
+        return shapes
+
+    def _init_params(self) -> dict:
+        k = 1.0 / np.sqrt(self.hidden_size)
+        params = {}
+        for name, shape in self._param_shapes().items():
+            if name.startswith("weight_hh") and self.recurrent_init == "orthogonal":
+                H = self.hidden_size
+                blocks = []
+                for _ in range(self.cell.G):
+                    q, r = np.linalg.qr(self.rng.standard_normal((H, H)))
+                    blocks.append(q * np.sign(np.diag(r)))        # Haar-uniform orthogonal block
+                params[name] = np.concatenate(blocks, axis=0).astype(self.dtype)
+            else:
+                params[name] = self.rng.uniform(-k, k, size=shape).astype(self.dtype)
+        return params
+
+    def _layer_params(self, l, d):
+        s, p = self._suffix(l, d), self._params
+        return p["weight_ih" + s], p["weight_hh" + s], p.get("bias_ih" + s), p.get("bias_hh" + s)
+
+    def named_parameters(self):
+        """(name, array) pairs; the arrays are the live parameters (in-place updates change the layer)."""
+        return list(self._params.items())
+
+    def parameters(self):
+        return list(self._params.values())
+
+    def num_parameters(self) -> int:
+        return int(sum(v.size for v in self._params.values()))
+
+    def state_dict(self) -> dict:
+        return {k: v.copy() for k, v in self._params.items()}
+
+    def load_state_dict(self, state_dict, strict=True) -> None:
+        """Copy arrays (NumPy, or anything ``np.asarray`` takes) into the layer; all mismatches are listed at once."""
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}")
+        expected = self._param_shapes()
+        problems, new = [], {}
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in expected]
+        if missing:
+            problems.append(f"missing keys {missing}")
+        if unexpected and strict:
+            problems.append(f"unexpected keys {unexpected}")
+        for k in expected:
+            if k not in state_dict:
+                continue
+            v = state_dict[k]
+            if hasattr(v, "detach"):            # a torch tensor
+                v = v.detach().cpu().numpy()
+            v = np.asarray(v)
+            if v.dtype.kind != "f":
+                problems.append(f"{k}: expected a floating-point array, got dtype {v.dtype}")
+            elif tuple(v.shape) != expected[k]:
+                problems.append(f"{k}: expected shape {expected[k]}, got {tuple(v.shape)}")
+            elif not np.isfinite(v).all():
+                problems.append(f"{k}: contains NaN or Inf")
+            else:
+                new[k] = v
+        if problems:
+            raise ShapeError(f"load_state_dict: {len(problems)} problem(s) for {self!r}: " + "; ".join(problems))
+        for k, v in new.items():
+            self._params[k][...] = v
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __repr__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.cell_opts.items())
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
+                f"bidirectional={self.bidirectional}{opts}, dtype={np.dtype(self.dtype).name})")
+
+    # ----------------------------------------------------------------- validation
+    def _check_state(self, arg, value, B, unbatched, check_finite):
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        arr = as_float_array(arg, value, self.dtype, check_finite)
+        expected = (LD, H) if unbatched else (LD, B, H)
+        if tuple(arr.shape) != expected:
+            raise ShapeError(f"{arg}: expected shape {expected} (num_layers * num_directions, "
+                             f"{'' if unbatched else 'batch, '}hidden_size), got {tuple(arr.shape)}")
+        return arr[:, None, :] if unbatched else arr
+
+    def _split_state(self, hx, B, unbatched, check_finite):
+        """hx -> tuple of (L*D, B, H) arrays, one per state variable."""
+        zeros = lambda: np.zeros((self.num_layers * self.num_directions, B, self.hidden_size), self.dtype)  # noqa: E731
+        n_state = len(self.cell.STATE)
+        if n_state == 1:
+            if isinstance(hx, tuple):
+                raise TypeError(f"hx: expected one array for {type(self).__name__}, got a tuple of {len(hx)}")
+            return (zeros() if hx is None else self._check_state("hx", hx, B, unbatched, check_finite),)
+        if hx is None:
+            return zeros(), zeros()
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"hx: expected a pair (h_0, c_0) for LSTM, got {type(hx).__name__}")
+        return (self._check_state("hx[0] (h_0)", hx[0], B, unbatched, check_finite),
+                self._check_state("hx[1] (c_0)", hx[1], B, unbatched, check_finite))
+
+    def _check_lengths(self, lengths, T, B):
+        arr = np.asarray(lengths.detach().cpu().numpy() if hasattr(lengths, "detach") else lengths)
+        if arr.dtype.kind not in "iu":
+            raise DTypeError(f"lengths: expected integers, got dtype {arr.dtype}")
+        if arr.shape != (B,):
+            raise ShapeError(f"lengths: expected shape ({B},) (one length per batch row), got {arr.shape}")
+        if arr.min() < 1 or arr.max() > T:
+            bad = arr[(arr < 1) | (arr > T)]
+            raise ValueError(f"lengths: expected values in [1, {T}] (the sequence length), got {bad.tolist()}")
+        if (arr == T).all():
+            return None
+        return (np.arange(T)[:, None] < arr[None, :])[..., None].astype(self.dtype)   # (T, B, 1)
+
+    # ----------------------------------------------------------------- forward / backward
+    def __call__(self, x, hx=None, lengths=None, check_finite=True):
+        return self.forward(x, hx, lengths, check_finite)
+
+    def forward(self, x, hx=None, lengths=None, check_finite=True):
+        """x (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched.
+
+        Returns ``(output, h_n)`` (``(output, (h_n, c_n))`` for the LSTM) with torch's shapes.
+        """
+        x = as_float_array("x", x, self.dtype, check_finite)
+        if x.ndim not in (2, 3):
+            raise ShapeError(f"x: expected a 3-D array ({'B, T' if self.batch_first else 'T, B'}, input_size) "
+                             f"or a 2-D unbatched (T, input_size), got shape {x.shape}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None, :]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        T, B, I = x.shape
+        if I != self.input_size:
+            raise ShapeError(f"x: expected input_size (last dimension) {self.input_size}, got {I}")
+        if T < 1 or B < 1:
+            raise ShapeError(f"x: expected at least one time step and one batch row, got T={T}, B={B}")
+        mask = None if lengths is None else self._check_lengths(lengths, T, B)
+        states0 = self._split_state(hx, B, unbatched, check_finite)
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        finals = [np.empty_like(s) for s in states0]
+        layer_caches = []
+        inp = x
+        for l in range(L):
+            outs, dir_caches = [], []
+            for d in range(D):
+                W_ih, W_hh, b_ih, b_hh = self._layer_params(l, d)
+                xw = (inp.reshape(T * B, -1) @ W_ih.T).reshape(T, B, -1)    # (T, B, G*H), outside the loop
+                if b_ih is not None:
+                    xw += b_ih
+                state0 = tuple(s[l * D + d] for s in states0)
+                out, stateT, cache = recurrent.scan_forward(
+                    self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts)
+                for f, s in zip(finals, stateT):
+                    f[l * D + d] = s
+                outs.append(out)
+                dir_caches.append(cache)
+            out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)    # (T, B, D*H)
+            drop = None
+            if self.training and self.dropout > 0 and l < L - 1:
+                keep = self.rng.random(out_l.shape) >= self.dropout
+                drop = keep.astype(self.dtype) / self.dtype(1.0 - self.dropout)
+            layer_caches.append((inp, dir_caches, drop))
+            inp = out_l if drop is None else out_l * drop
+        output = inp
+        self._cache = (layer_caches, unbatched, (T, B), len(states0))
+        if unbatched:
+            output = output[:, 0, :]
+            finals = [f[:, 0, :] for f in finals]
+        elif self.batch_first:
+            output = output.transpose(1, 0, 2)
+        if len(finals) == 1:
+            return output, finals[0]
+        return output, tuple(finals)
+
+    def backward(self, d_output, d_hn=None, check_finite=True):
+        """Backpropagate through the last forward. Returns ``(dx, dhx)`` (dhx = (dh0, dc0) for the LSTM).
+
+        Parameter gradients are added to ``self.grads`` (accumulated until ``zero_grad()``).
+        """
+        if self._cache is None:
+            raise RuntimeError("backward: no forward pass to backpropagate through; call forward first")
+        layer_caches, unbatched, (T, B), n_state = self._cache
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        out_shape = ((T, D * H) if unbatched else (B, T, D * H) if self.batch_first else (T, B, D * H))
+        d_output = as_float_array("d_output", d_output, self.dtype, check_finite)
+        if tuple(d_output.shape) != out_shape:
+            raise ShapeError(f"d_output: expected the output's shape {out_shape}, got {tuple(d_output.shape)}")
+        if unbatched:
+            d_output = d_output[:, None, :]
+        elif self.batch_first:
+            d_output = d_output.transpose(1, 0, 2)
+        if n_state == 1:
+            d_hn = (d_hn,)
+        elif d_hn is None:
+            d_hn = (None, None)
+        elif not isinstance(d_hn, (tuple, list)) or len(d_hn) != 2:
+            raise TypeError(f"d_hn: expected a pair (dh_n, dc_n) for LSTM (entries may be None), got {type(d_hn).__name__}")
+        names = ("d_hn",) if n_state == 1 else ("d_hn[0] (dh_n)", "d_hn[1] (dc_n)")
+        d_final = [np.zeros((L * D, B, H), self.dtype) if g is None
+                   else self._check_state(n, g, B, unbatched, check_finite) for n, g in zip(names, d_hn)]
+        d_init = [np.empty_like(g) for g in d_final]
+        d_inp = d_output                                                     # (T, B, D*H)
+        for l in range(L - 1, -1, -1):
+            inp, dir_caches, drop = layer_caches[l]
+            d_out_l = d_inp if drop is None else d_inp * drop               # backprop through dropout
+            d_x = np.zeros(inp.shape, self.dtype)
+            inp2 = inp.reshape(T * B, -1)
+            for d in range(D):
+                s = self._suffix(l, d)
+                W_ih, W_hh, b_ih, b_hh = self._layer_params(l, d)
+                dXW, dstate0, dW_hh, db_hh = recurrent.scan_backward(
+                    self.cell, d_out_l[:, :, d * H:(d + 1) * H], tuple(g[l * D + d] for g in d_final),
+                    dir_caches[d], W_hh, has_bias=self.bias, opts=self.cell_opts)
+                dXW2 = dXW.reshape(T * B, -1)                                # (T*B, G*H)
+                self.grads["weight_ih" + s] += dXW2.T @ inp2                # one product for all steps
+                self.grads["weight_hh" + s] += dW_hh
+                if self.bias:
+                    self.grads["bias_ih" + s] += dXW2.sum(axis=0)
+                    self.grads["bias_hh" + s] += db_hh
+                d_x += (dXW2 @ W_ih).reshape(d_x.shape)
+                for g, ds in zip(d_init, dstate0):
+                    g[l * D + d] = ds
+            d_inp = d_x
+        dx = d_inp
+        if unbatched:
+            dx = dx[:, 0, :]
+            d_init = [g[:, 0, :] for g in d_init]
+        elif self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, (d_init[0] if n_state == 1 else tuple(d_init))
+
+
+class RNN(RecurrentLayer):
+    """Elman RNN, ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or ReLU), as ``torch.nn.RNN``.
+
+    Arguments follow torch's order: ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh',
+    bias=True, batch_first=False, dropout=0.0, bidirectional=False, *, dtype=float32, seed=None,
+    recurrent_init='uniform')``. ``recurrent_init='orthogonal'`` draws each W_hh block orthogonal.
+    """
+
+    cell_name = "rnn"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, **kw):
+        check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         nonlinearity=nonlinearity, **kw)
+
+    @property
+    def nonlinearity(self):
+        return self.cell_opts["nonlinearity"]
+
+
+class LSTM(RecurrentLayer):
+    """LSTM with gate blocks i, f, g, o, as ``torch.nn.LSTM`` (no ``proj_size``).
+
+    ``forget_bias`` (default None: plain uniform init) sets the forget-gate block of ``bias_ih`` to that
+    value and of ``bias_hh`` to 0 at init, so the two biases sum to it (Jozefowicz et al. 2015 use 1.0):
+    the product of forget gates then starts near sigmoid(1)^T instead of 0.5^T.
+    """
+
+    cell_name = "lstm"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, forget_bias=None, **kw):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **kw)
+        self.forget_bias = None if forget_bias is None else check_float("forget_bias", forget_bias)
+        if self.forget_bias is not None:
+            if not self.bias:
+                raise ConfigError("forget_bias: needs bias=True, got bias=False")
+            H = self.hidden_size
+            for k, v in self._params.items():
+                if k.startswith("bias_ih"):
+                    v[H:2 * H] = self.forget_bias
+                elif k.startswith("bias_hh"):
+                    v[H:2 * H] = 0.0
+
+
+class GRU(RecurrentLayer):
+    """GRU with gate blocks r, z, n, as ``torch.nn.GRU``.
+
+    ``reset='after'`` (default) is PyTorch's/cuDNN's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``;
+    ``reset='before'`` is Cho et al. 2014's ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``
+    (ONNX linear_before_reset=0, Keras reset_after=False).
+    """
+
+    cell_name = "gru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, reset="after", **kw):
+        check_choice("reset", reset, ("after", "before"))
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         reset=reset, **kw)
+
+    @property
+    def reset(self):
+        return self.cell_opts["reset"]
