@@ -1,0 +1,1 @@
+"""Benchmarks: rnnlab against torch CPU, each library timed in its own block."""

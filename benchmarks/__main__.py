@@ -1,0 +1,3 @@
+from .bench_layers import main
+
+raise SystemExit(main())
