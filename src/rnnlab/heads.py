@@ -1,0 +1,44 @@
+"""Input and output layers around the recurrent stack (seed: output layer and prediction layer).
+
+    embedding:  x_t = E[token_t]                           E (V, I)
+    output:     o_t = h_t V^T + c                          V (K, H), c (K,)   -- the seed's V
+    prediction: y_hat_t = softmax(o_t) | sigmoid(o_t) | o_t
+
+The prediction layer is folded into the loss (``rnnlab.losses``) so its gradient is the stable
+``y_hat - y``; ``predict`` applies it for inference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def linear_forward(h, V, c):
+    """h (..., H) -> o (..., K)."""
+    o = h @ V.T
+    if c is not None:
+        o += c
+    return o
+
+
+def linear_backward(do, h, V):
+    """do (N, K), h (N, H) -> dh (N, H), dV (K, H), dc (K,)."""
+    return do @ V, do.T @ h, do.sum(axis=0)
+
+
+def embedding_backward(d_emb, tokens, num_embeddings):
+    """Scatter-add d_emb (N, I) into the rows of E picked by tokens (N,) -> dE (V, I)."""
+    dE = np.zeros((num_embeddings, d_emb.shape[-1]), dtype=d_emb.dtype)
+    np.add.at(dE, tokens, d_emb)
+    return dE
+
+
+def softmax(o, axis=-1):
+    e = np.exp(o - o.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(o):
+    return 0.5 * np.tanh(0.5 * o) + 0.5
+
+
+PREDICTIONS = {"softmax": softmax, "sigmoid": sigmoid, "identity": lambda o: o}

@@ -1,0 +1,233 @@
+"""A sequence model: input -> stacked recurrent layers -> output layer -> prediction.
+
+    x_t = onehot(token_t) | E[token_t] | features_t                  (T, B, I)
+    h_t = RNN/LSTM/GRU stack(x)                                      (T, B, D*H)
+    o_t = h_t V^T + c             at every step, or at each row's last valid step only
+    y_hat_t = softmax | sigmoid | identity (o_t)
+
+Forward and backward by hand like the layers; parameters under flat names ``embedding.weight``,
+``rnn.weight_ih_l0`` ..., ``head.weight`` (the seed's V), ``head.bias`` (the seed's c).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import heads, losses
+from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
+from .layers import GRU, LSTM, RNN, resolve_dtype
+
+CELL_CLASSES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+@dataclass
+class ModelConfig:
+    input_size: int                 # features (dense) or vocabulary size (onehot, embedding)
+    output_size: int                # classes, labels or regression targets
+    cell: str = "lstm"              # rnn | lstm | gru
+    hidden_size: int = 64
+    num_layers: int = 1
+    input_mode: str = "dense"       # dense | onehot | embedding
+    embedding_dim: int = 32
+    prediction: str = "softmax"     # softmax | sigmoid | identity
+    target: str = "every"           # every | last
+    dropout: float = 0.0
+    bidirectional: bool = False
+    nonlinearity: str = "tanh"      # RNN only
+    reset: str = "after"            # GRU only
+    forget_bias: float | None = None  # LSTM only
+    recurrent_init: str = "uniform"
+    dtype: str = "float32"
+
+    def validate(self) -> "ModelConfig":
+        check_choice("cell", self.cell, CELL_CLASSES)
+        check_choice("input_mode", self.input_mode, ("dense", "onehot", "embedding"))
+        check_choice("prediction", self.prediction, heads.PREDICTIONS)
+        check_choice("target", self.target, ("every", "last"))
+        check_int("input_size", self.input_size, 1)
+        check_int("output_size", self.output_size, 1)
+        check_int("hidden_size", self.hidden_size, 1)
+        check_int("num_layers", self.num_layers, 1)
+        if self.input_mode == "embedding":
+            check_int("embedding_dim", self.embedding_dim, 1)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            from .errors import closest
+            raise ConfigError(f"model config: unknown keys {unknown}{closest(unknown[0], names)}")
+        return cls(**d)
+
+
+class SequenceModel:
+    def __init__(self, config: ModelConfig, seed=None):
+        self.config = config.validate()
+        cfg = config
+        self.dtype = resolve_dtype(cfg.dtype)
+        self.rng = np.random.default_rng(seed)
+        kw = {}
+        if cfg.cell == "rnn":
+            kw["nonlinearity"] = cfg.nonlinearity
+        elif cfg.cell == "gru":
+            kw["reset"] = cfg.reset
+        elif cfg.forget_bias is not None:
+            kw["forget_bias"] = cfg.forget_bias
+        rnn_in = cfg.embedding_dim if cfg.input_mode == "embedding" else cfg.input_size
+        self.rnn = CELL_CLASSES[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
+                                          bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,
+                                          recurrent_init=cfg.recurrent_init, **kw)
+        feat = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        k = 1.0 / np.sqrt(feat)                                         # torch.nn.Linear's init
+        self._own = {}
+        if cfg.input_mode == "embedding":
+            self._own["embedding.weight"] = self.rng.standard_normal((cfg.input_size, cfg.embedding_dim)).astype(self.dtype)
+        self._own["head.weight"] = self.rng.uniform(-k, k, (cfg.output_size, feat)).astype(self.dtype)
+        self._own["head.bias"] = self.rng.uniform(-k, k, (cfg.output_size,)).astype(self.dtype)
+        self._own_grads = {n: np.zeros_like(v) for n, v in self._own.items()}
+        self._cache = None
+
+    # ------------------------------------------------------------- parameters
+    def named_parameters(self) -> dict:
+        """Name -> live array (updating it in place updates the model)."""
+        p = {}
+        if "embedding.weight" in self._own:
+            p["embedding.weight"] = self._own["embedding.weight"]
+        p.update({"rnn." + k: v for k, v in self.rnn.named_parameters()})
+        p["head.weight"], p["head.bias"] = self._own["head.weight"], self._own["head.bias"]
+        return p
+
+    @property
+    def grads(self) -> dict:
+        g = {"rnn." + k: v for k, v in self.rnn.grads.items()}
+        g.update(self._own_grads)
+        return {k: g[k] for k in self.named_parameters()}
+
+    def num_parameters(self) -> int:
+        return int(sum(v.size for v in self.named_parameters().values()))
+
+    def zero_grad(self):
+        self.rnn.zero_grad()
+        for g in self._own_grads.values():
+            g.fill(0)
+
+    def state_dict(self) -> dict:
+        return {k: v.copy() for k, v in self.named_parameters().items()}
+
+    def load_state_dict(self, sd) -> None:
+        rnn_sd = {k[4:]: v for k, v in sd.items() if k.startswith("rnn.")}
+        own_expected = {k: v.shape for k, v in self._own.items()}
+        problems = []
+        for k, shape in own_expected.items():
+            if k not in sd:
+                problems.append(f"missing key {k!r}")
+            elif tuple(np.shape(sd[k])) != shape:
+                problems.append(f"{k}: expected shape {shape}, got {tuple(np.shape(sd[k]))}")
+        other = [k for k in sd if not k.startswith("rnn.") and k not in own_expected]
+        if other:
+            problems.append(f"unexpected keys {sorted(other)}")
+        try:
+            self.rnn.load_state_dict(rnn_sd) if not problems else None
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ShapeError("load_state_dict: " + "; ".join(problems))
+        for k in own_expected:
+            self._own[k][...] = sd[k]
+
+    def train(self, mode=True):
+        self.rnn.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ------------------------------------------------------------- forward / backward
+    def _embed(self, inputs):
+        cfg = self.config
+        if cfg.input_mode == "dense":
+            x = np.asarray(inputs)
+            if x.dtype.kind != "f":
+                raise DTypeError(f"inputs: expected float features (T, B, {cfg.input_size}), got dtype {x.dtype}")
+            return x.astype(self.dtype, copy=False), None
+        tokens = np.asarray(inputs)
+        if tokens.dtype.kind not in "iu":
+            raise DTypeError(f"inputs: expected integer tokens (T, B) for input_mode={cfg.input_mode!r}, got dtype {tokens.dtype}")
+        if tokens.ndim != 2:
+            raise ShapeError(f"inputs: expected token indices of shape (T, B), got {tokens.shape}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= cfg.input_size):
+            raise ValueError(f"inputs: expected tokens in [0, {cfg.input_size - 1}], got values in "
+                             f"[{tokens.min()}, {tokens.max()}]")
+        if cfg.input_mode == "onehot":
+            return np.eye(cfg.input_size, dtype=self.dtype)[tokens], tokens     # (T, B, V)
+        return self._own["embedding.weight"][tokens], tokens                 # (T, B, E)
+
+    def forward(self, inputs, lengths=None, hx=None):
+        """inputs: tokens (T, B) or features (T, B, I), time-major. Returns (logits, state).
+
+        logits are (T, B, K) for target='every' and (B, K) for target='last'.
+        """
+        x, tokens = self._embed(inputs)
+        out, state = self.rnn(x, hx, lengths)                               # (T, B, D*H)
+        T, B = out.shape[:2]
+        if self.config.target == "last":
+            last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
+            h = out[last, np.arange(B)]                                      # (B, D*H)
+        else:
+            last = None
+            h = out
+        logits = heads.linear_forward(h, self._own["head.weight"], self._own["head.bias"])
+        self._cache = (h, tokens, last, out.shape)
+        return logits, state
+
+    __call__ = forward
+
+    def backward(self, d_logits, d_state=None):
+        """Backpropagate d_logits (shaped like logits); returns the gradient of the initial state."""
+        if self._cache is None:
+            raise RuntimeError("backward: call forward first")
+        h, tokens, last, out_shape = self._cache
+        K = self.config.output_size
+        dh, dV, dc = heads.linear_backward(d_logits.reshape(-1, K), h.reshape(-1, h.shape[-1]),
+                                           self._own["head.weight"])
+        self._own_grads["head.weight"] += dV
+        self._own_grads["head.bias"] += dc
+        if last is not None:
+            d_out = np.zeros(out_shape, self.dtype)
+            d_out[last, np.arange(out_shape[1])] = dh
+        else:
+            d_out = dh.reshape(out_shape)
+        dx, dhx = self.rnn.backward(d_out, d_state)
+        if self.config.input_mode == "embedding":
+            self._own_grads["embedding.weight"] += heads.embedding_backward(
+                dx.reshape(-1, dx.shape[-1]), tokens.reshape(-1), self.config.input_size)
+        return dhx
+
+    # ------------------------------------------------------------- loss and prediction
+    def target_mask(self, logits_shape, lengths):
+        """(N,) mask over the flattened logits: valid steps for target='every'; None when all count."""
+        if lengths is None or self.config.target == "last":
+            return None
+        T, B = logits_shape[:2]
+        return (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).reshape(-1)
+
+    def loss(self, logits, targets, lengths=None):
+        """(loss, d_logits) with the loss matching the prediction layer."""
+        fn = losses.LOSSES[losses.LOSS_FOR_PREDICTION[self.config.prediction]]
+        K = self.config.output_size
+        y = np.asarray(targets)
+        if self.config.prediction != "softmax":
+            y = y.reshape(-1, K)
+        loss, d = fn(logits.reshape(-1, K), y, self.target_mask(logits.shape, lengths))
+        return loss, d.reshape(logits.shape)
+
+    def predict(self, inputs, lengths=None, hx=None):
+        logits, state = self.forward(inputs, lengths, hx)
+        return heads.PREDICTIONS[self.config.prediction](logits), state

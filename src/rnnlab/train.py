@@ -1,0 +1,320 @@
+"""The training loop: the one place that knows tasks, the model, losses, optimizers and checkpoints.
+
+``train(config)`` runs a whole training job and returns a ``RunResult``; ``resume(run_dir)`` continues
+one from its last checkpoint with bit-identical results (the data and dropout RNG states, the optimizer
+state and, for truncated BPTT, the carried hidden state are all in the checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, read_toml, write_toml
+from .errors import CheckpointError, ConfigError, NonFiniteError
+from .model import ModelConfig, SequenceModel
+from .optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_optimizer
+from .tasks import build_task
+
+CHECKPOINT = "checkpoint.safetensors"
+FINAL = "model.safetensors"
+
+
+@dataclass
+class RunResult:
+    config: TrainConfig
+    records: list = field(default_factory=list)     # every metrics.jsonl record of this process
+    final: dict = field(default_factory=dict)       # last validation metrics
+    baseline: tuple | None = None
+    seconds: float = 0.0
+    steps_run: int = 0
+    clipped_steps: int = 0
+    skipped_steps: int = 0
+    warnings: list = field(default_factory=list)
+    model: SequenceModel | None = None
+    task: object = None
+    out: Path | None = None
+
+
+def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
+    return ModelConfig(
+        input_size=task.input_size, output_size=task.output_size, cell=cfg.model, hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers, input_mode=task.input_mode if cfg.input_mode == "auto" else cfg.input_mode,
+        embedding_dim=cfg.embedding_dim, prediction=task.prediction, target=task.target, dropout=cfg.dropout,
+        bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
+        forget_bias=cfg.forget_bias, recurrent_init=cfg.recurrent_init, dtype=cfg.dtype)
+
+
+def _check_mode(cfg, task, mcfg):
+    if (mcfg.input_mode == "dense") != (task.input_mode == "dense"):
+        raise ConfigError(f"input_mode: task {task.name!r} gives {'features' if task.input_mode == 'dense' else 'tokens'}, "
+                          f"so input_mode={cfg.input_mode!r} does not fit; use 'auto'")
+    if cfg.bidirectional and task.stateful:
+        raise ConfigError("bidirectional: a language model cannot look ahead; use bidirectional=false for task 'chars'")
+
+
+def evaluate(model: SequenceModel, task, batches=None) -> dict:
+    """Average the task's metrics over its validation batches (stateful tasks carry the state)."""
+    model.eval()
+    totals, weight, state = {}, 0.0, None
+    for batch in (task.val_batches() if batches is None else batches):
+        if batch.reset:
+            state = None
+        logits, new_state = model(batch.inputs, batch.lengths, state if task.stateful else None)
+        state = new_state
+        loss, _ = model.loss(logits, batch.targets, batch.lengths)
+        m = {"loss": loss, **task.extra_metrics(loss, logits, batch)}
+        w = float(np.asarray(batch.targets).shape[0] * (np.asarray(batch.targets).shape[1]
+                                                         if task.target == "every" else 1))
+        for k, v in m.items():
+            totals[k] = totals.get(k, 0.0) + v * w
+        weight += w
+    model.train()
+    return {k: v / weight for k, v in totals.items()}
+
+
+def _rng_state(rng) -> dict:
+    return rng.bit_generator.state
+
+
+def _set_rng_state(rng, state) -> None:
+    rng.bit_generator.state = state
+
+
+def _first_nonfinite(grads: dict):
+    for k, g in grads.items():
+        if not np.isfinite(g).all():
+            return k
+    return None
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None, progress: bool):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.progress = progress and not cfg.quiet
+        self.task = build_task(cfg, vocab=getattr(self, "_vocab", None))
+        self.mcfg = model_config_for(cfg, self.task)
+        _check_mode(cfg, self.task, self.mcfg)
+        self.model = SequenceModel(self.mcfg, seed=np.random.default_rng([cfg.seed, 0]))
+        self.params = self.model.named_parameters()
+        self.opt = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
+        self.data_rng = np.random.default_rng([cfg.seed, 1])
+        self.step = 0
+        self.state = None
+        self.last_val = {}
+        self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(), out=run_dir)
+        self._norm_ema = None
+
+    # --------------------------------------------------------------- checkpoints
+    def meta(self) -> dict:
+        return {"kind": "training", "config": self.cfg.to_dict(), "model_config": self.mcfg.to_dict(),
+                "task_info": self.task.info(), "step": self.step, "optimizer_t": self.opt.t,
+                "rng_data": _rng_state(self.data_rng), "rng_model": _rng_state(self.model.rng),
+                "metrics": self.last_val, "clipped_steps": self.result.clipped_steps,
+                "skipped_steps": self.result.skipped_steps, "n_state": 0 if self.state is None else len(self._state_tuple())}
+
+    def _state_tuple(self):
+        return self.state if isinstance(self.state, tuple) else (self.state,)
+
+    def save(self, path):
+        tensors = {f"model/{k}": v for k, v in self.params.items()}
+        tensors.update({f"optim/{k}": v for k, v in self.opt.state_arrays().items()})
+        if self.state is not None:
+            tensors.update({f"state/{i}": s for i, s in enumerate(self._state_tuple())})
+        save_checkpoint(path, tensors, self.meta())
+
+    def restore(self, path):
+        tensors, meta = load_checkpoint(path)
+        if meta.get("kind") != "training":
+            raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        self.opt.load_state_arrays({k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}, meta["optimizer_t"])
+        _set_rng_state(self.data_rng, meta["rng_data"])
+        _set_rng_state(self.model.rng, meta["rng_model"])
+        self.step = int(meta["step"])
+        self.last_val = meta.get("metrics", {})
+        self.result.clipped_steps = meta.get("clipped_steps", 0)
+        self.result.skipped_steps = meta.get("skipped_steps", 0)
+        n_state = meta.get("n_state", 0)
+        if n_state:
+            st = tuple(tensors[f"state/{i}"] for i in range(n_state))
+            self.state = st if n_state > 1 else st[0]
+
+    # --------------------------------------------------------------- logging
+    def log(self, record: dict):
+        self.result.records.append(record)
+        if self.run_dir is not None:
+            with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def _watch_explosion(self, norm):
+        if not np.isfinite(norm) or norm <= 0:
+            return
+        if self._norm_ema is not None and norm > 1e3 * self._norm_ema and not self.result.warnings:
+            msg = (f"step {self.step}: gradient norm {norm:.3g} is over 1000x its running average "
+                   f"{self._norm_ema:.3g} (exploding gradients); consider --clip 1.0")
+            if self.cfg.clip > 0:
+                msg += f" (clipping at {self.cfg.clip} is on)"
+            self.result.warnings.append(msg)
+        self._norm_ema = norm if self._norm_ema is None else 0.9 * self._norm_ema + 0.1 * norm
+
+    # --------------------------------------------------------------- the loop
+    def train_step(self):
+        cfg, task, model = self.cfg, self.task, self.model
+        batch = task.train_batch(self.data_rng, cfg.batch_size, self.step)
+        if batch.reset:
+            self.state = None
+        model.zero_grad()
+        logits, new_state = model(batch.inputs, batch.lengths, self.state if task.stateful else None)
+        loss, d_logits = model.loss(logits, batch.targets, batch.lengths)
+        model.backward(d_logits)                 # the gradient stops at the chunk boundary (TBPTT)
+        grads = model.grads
+        bad = None if math.isfinite(loss) else "loss"
+        bad = bad or _first_nonfinite(grads)
+        if bad is not None:
+            where = "the loss" if bad == "loss" else f"the gradient of {bad}"
+            if cfg.on_nonfinite == "stop":
+                kept = f"; the last good checkpoint is {self.run_dir / CHECKPOINT}" if (
+                    self.run_dir is not None and (self.run_dir / CHECKPOINT).exists()) else ""
+                raise NonFiniteError(f"step {self.step + 1}: NaN/Inf in {where} (loss={loss}); training stopped"
+                                     f"{kept}. Try a lower --lr or --clip 1.0, or --on-nonfinite skip")
+            self.result.skipped_steps += 1
+            self.step += 1
+            self.state = None if task.stateful else self.state
+            return {"loss": loss, "skipped": True}
+        norm = global_norm(grads)
+        clipped = False
+        if cfg.clip > 0:
+            norm, clipped = clip_grad_norm(grads, cfg.clip)
+        if cfg.clip_value > 0:
+            clipped = clip_grad_value(grads, cfg.clip_value) or clipped
+        self._watch_explosion(norm)
+        self.result.clipped_steps += int(clipped)
+        lr = lr_at(self.step, cfg.lr, cfg.steps, cfg.schedule, cfg.warmup, cfg.lr_step_size, cfg.lr_gamma, cfg.min_lr)
+        self.opt.step(grads, lr)
+        if task.stateful:
+            self.state = new_state
+        self.step += 1
+        return {"loss": loss, **task.extra_metrics(loss, logits, batch), "grad_norm": norm,
+                "clipped": bool(clipped), "lr": lr}
+
+    def run(self) -> RunResult:
+        cfg = self.cfg
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.task}/{cfg.model}", unit="step",
+                       dynamic_ncols=True, leave=True)
+        key = next((m for m in self.task.metrics if m != "loss"), None)
+        t0 = time.perf_counter()
+        start = self.step
+        try:
+            while self.step < cfg.steps:
+                m = self.train_step()
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self.log({"step": self.step, "split": "train", **m})
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+                    self.last_val = evaluate(self.model, self.task)
+                    self.log({"step": self.step, "split": "val", **self.last_val})
+                if self.run_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save(self.run_dir / CHECKPOINT)
+                if bar is not None:
+                    post = {"loss": f"{m['loss']:.4f}"}
+                    if key and key in m:
+                        post[key] = f"{m[key]:.4f}"
+                    if self.last_val and key in self.last_val:
+                        post[f"val_{key}"] = f"{self.last_val[key]:.4f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        r = self.result
+        r.seconds = time.perf_counter() - t0
+        r.steps_run = self.step - start
+        r.final = self.last_val or evaluate(self.model, self.task)
+        if self.run_dir is not None:
+            self.save(self.run_dir / CHECKPOINT)
+            save_model(self.run_dir / FINAL, self.model, self.task, cfg, r.final)
+        return r
+
+
+def save_model(path, model: SequenceModel, task, cfg: TrainConfig, metrics: dict):
+    """Final weights with what `evaluate` and `sample` need to rebuild the model and the task's view of data."""
+    save_checkpoint(path, {k: v for k, v in model.named_parameters().items()},
+                    {"kind": "model", "config": cfg.to_dict(), "model_config": model.config.to_dict(),
+                     "task_info": task.info(), "metrics": metrics})
+
+
+def load_model(path) -> tuple[SequenceModel, dict]:
+    """Load ``model.safetensors`` (or a training checkpoint, or a run folder) -> (model, meta)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (FINAL, CHECKPOINT):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise CheckpointError(f"{path}: no {FINAL} or {CHECKPOINT} in this folder")
+    tensors, meta = load_checkpoint(path)
+    if "model_config" not in meta:
+        raise CheckpointError(f"{path}: no model configuration in the checkpoint metadata")
+    model = SequenceModel(ModelConfig.from_dict(meta["model_config"]))
+    prefix = "model/" if meta.get("kind") == "training" else ""
+    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                          if prefix else tensors)
+    return model, meta
+
+
+def _prepare_run_dir(out: str, cfg: TrainConfig) -> Path | None:
+    if not out:
+        return None
+    run_dir = Path(out)
+    if (run_dir / "config.toml").exists():
+        raise ConfigError(f"out: {run_dir} already holds a run; continue it with `rnnlab resume {run_dir}` "
+                          f"or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_toml(run_dir / "config.toml", cfg.to_dict())
+    (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+    return run_dir
+
+
+def train(config, progress: bool = False) -> RunResult:
+    """Run a training job. ``config``: a ``TrainConfig`` or a dict of its options."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    cfg.validate()
+    trainer = _Trainer(cfg, None, progress)          # builds and checks everything before touching the disk
+    trainer.run_dir = trainer.result.out = _prepare_run_dir(cfg.out, cfg)
+    return trainer.run()
+
+
+def resume(run_dir, progress: bool = False, steps: int | None = None) -> RunResult:
+    """Continue the run in ``run_dir`` from its checkpoint (or from scratch if it was killed before one)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(f"run folder: {run_dir} has no config.toml; is it a folder made by `rnnlab train --out`?")
+    cfg = TrainConfig.from_dict(read_toml(run_dir / "config.toml"), source=str(run_dir / "config.toml")).validate()
+    if steps is not None:
+        cfg.steps = steps
+    trainer = _Trainer(cfg, run_dir, progress)
+    ckpt = run_dir / CHECKPOINT
+    if ckpt.is_file():
+        trainer.restore(ckpt)
+    # drop records written after the checkpoint (the run was killed before the next one)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        keep = []
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= trainer.step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue                          # a line torn by the kill
+        metrics.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+    return trainer.run()
