@@ -91,8 +91,7 @@ def test_newer_format_version(tmp_path, rng):
     header = json.loads(data[8:8 + n])
     header["__metadata__"]["format_version"] = str(FORMAT_VERSION + 1)
     new = json.dumps(header).encode()
-    new += b" " * (n - len(new)) if len(new) <= n else b""
-    assert len(new) == n
-    path.write_bytes(data[:8] + new + data[8 + n:])
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n:])
     with pytest.raises(CheckpointError, match="newer rnnlab"):
         load_checkpoint(path)
