@@ -73,7 +73,7 @@ def _add_config_flags(p):
                            metavar=name.upper(), help=f"default: {f.default!r}")
 
 
-def _print_summary(r, file=sys.stdout):
+def _print_summary(r, file=None):
     cfg = r.config
     lines = [f"== {cfg.task} / {cfg.model}  (hidden {cfg.hidden_size} x {cfg.num_layers} layers, "
              f"{r.model.num_parameters()} parameters)",
@@ -89,7 +89,7 @@ def _print_summary(r, file=sys.stdout):
         lines.append(f"   warning: {w}")
     if r.out is not None:
         lines.append(f"   run folder: {r.out}  (config.toml, metrics.jsonl, checkpoint.safetensors, model.safetensors)")
-    print("\n".join(lines), file=file)
+    print("\n".join(lines), file=file or sys.stdout)
 
 
 def cmd_train(args) -> int:

@@ -42,6 +42,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 32
     steps: int = 1000
+    tbptt: int = 0                  # truncate BPTT every this many steps inside a sequence (0 = full BPTT)
     optimizer: str = "adam"         # sgd | adam | adamw | rmsprop | adagrad
     lr: float = 1e-3
     momentum: float = 0.0
@@ -83,6 +84,7 @@ class TrainConfig:
         check_int("eval_every", self.eval_every, 0)
         check_int("log_every", self.log_every, 1)
         check_int("warmup", self.warmup, 0)
+        check_int("tbptt", self.tbptt, 0)
         check_int("seed", self.seed, 0)
         check_float("lr", self.lr, 0.0, low_open=True)
         check_float("clip", self.clip, 0.0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import heads, losses
-from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
+from .errors import ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_int
 from .layers import GRU, LSTM, RNN, resolve_dtype
 
 CELL_CLASSES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -156,7 +156,7 @@ class SequenceModel:
             x = np.asarray(inputs)
             if x.dtype.kind != "f":
                 raise DTypeError(f"inputs: expected float features (T, B, {cfg.input_size}), got dtype {x.dtype}")
-            return x.astype(self.dtype, copy=False), None
+            return as_float_array("inputs", x, self.dtype), None
         tokens = np.asarray(inputs)
         if tokens.dtype.kind not in "iu":
             raise DTypeError(f"inputs: expected integer tokens (T, B) for input_mode={cfg.input_mode!r}, got dtype {tokens.dtype}")
@@ -175,7 +175,7 @@ class SequenceModel:
         logits are (T, B, K) for target='every' and (B, K) for target='last'.
         """
         x, tokens = self._embed(inputs)
-        out, state = self.rnn(x, hx, lengths)                               # (T, B, D*H)
+        out, state = self.rnn(x, hx, lengths, check_finite=False)          # inputs checked in _embed
         T, B = out.shape[:2]
         if self.config.target == "last":
             last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
@@ -204,7 +204,7 @@ class SequenceModel:
             d_out[last, np.arange(out_shape[1])] = dh
         else:
             d_out = dh.reshape(out_shape)
-        dx, dhx = self.rnn.backward(d_out, d_state)
+        dx, dhx = self.rnn.backward(d_out, d_state, check_finite=False)  # NaN: the training guard reports it
         if self.config.input_mode == "embedding":
             self._own_grads["embedding.weight"] += heads.embedding_backward(
                 dx.reshape(-1, dx.shape[-1]), tokens.reshape(-1), self.config.input_size)

@@ -50,10 +50,41 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         forget_bias=cfg.forget_bias, recurrent_init=cfg.recurrent_init, dtype=cfg.dtype)
 
 
+def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0):
+    """Forward and backward over time in chunks of ``chunk`` steps (truncated BPTT).
+
+    The state is carried from chunk to chunk, the gradient is cut at each chunk's start (the ``dhx`` that
+    backward returns is dropped). Each chunk's loss is weighted by its share of the steps, so the total
+    equals the full-sequence mean loss, and with ``chunk`` 0 or >= T this is exactly full BPTT.
+    Returns (loss, logits, final state); parameter gradients accumulate in ``model.grads``.
+    """
+    T = inputs.shape[0]
+    if not chunk or chunk >= T:
+        logits, state = model(inputs, lengths, hx)
+        loss, d_logits = model.loss(logits, targets, lengths)
+        model.backward(d_logits)
+        return loss, logits, state
+    if lengths is not None or model.config.target != "every":
+        raise ConfigError("tbptt: truncated BPTT needs targets at every step and equal lengths")
+    total, parts, state = 0.0, [], hx
+    for t0 in range(0, T, chunk):
+        sl = slice(t0, min(T, t0 + chunk))
+        logits, state = model(inputs[sl], None, state)
+        loss, d_logits = model.loss(logits, targets[sl])
+        w = (sl.stop - sl.start) / T
+        model.backward(d_logits * d_logits.dtype.type(w))         # dhx dropped: the cut
+        total += loss * w
+        parts.append(logits)
+    return total, np.concatenate(parts), state
+
+
 def _check_mode(cfg, task, mcfg):
     if (mcfg.input_mode == "dense") != (task.input_mode == "dense"):
         raise ConfigError(f"input_mode: task {task.name!r} gives {'features' if task.input_mode == 'dense' else 'tokens'}, "
                           f"so input_mode={cfg.input_mode!r} does not fit; use 'auto'")
+    if cfg.tbptt and task.target != "every":
+        raise ConfigError(f"tbptt: task {task.name!r} has one target per sequence; truncated BPTT needs targets "
+                          f"at every step (use tbptt=0)")
     if cfg.bidirectional and task.stateful:
         raise ConfigError("bidirectional: a language model cannot look ahead; use bidirectional=false for task 'chars'")
 
@@ -171,9 +202,8 @@ class _Trainer:
         if batch.reset:
             self.state = None
         model.zero_grad()
-        logits, new_state = model(batch.inputs, batch.lengths, self.state if task.stateful else None)
-        loss, d_logits = model.loss(logits, batch.targets, batch.lengths)
-        model.backward(d_logits)                 # the gradient stops at the chunk boundary (TBPTT)
+        loss, logits, new_state = tbptt_backward(model, batch.inputs, batch.targets, batch.lengths,
+                                                 self.state if task.stateful else None, cfg.tbptt)
         grads = model.grads
         bad = None if math.isfinite(loss) else "loss"
         bad = bad or _first_nonfinite(grads)
