@@ -4,6 +4,8 @@
     rnnlab resume   DIR                                              continue a killed run from its checkpoint
     rnnlab evaluate RUN_OR_CHECKPOINT                                validation metrics of a trained model
     rnnlab sample   RUN_OR_CHECKPOINT [--length N] [--prompt S]       text from a character model
+    rnnlab compare  [--config FILE] [--task ...] [--models rnn,lstm,gru]  RNN vs LSTM vs GRU, with a report
+    rnnlab gradients [CHECKPOINT] [--task ...] [--sweep 0.5:1.5:11]   gradient-flow diagnostics and figures
     rnnlab check                                                     gradient-check every layer kind
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import sys
 import typing
+from pathlib import Path
 
 import numpy as np
 
@@ -144,6 +147,136 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _overrides(args, skip):
+    return {k: v for k, v in vars(args).items() if k not in skip and k not in ("command", "func")}
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare, summary_columns, summary_rows, write_compare_report
+    from .config import resolve
+    from .errors import ConfigError
+    from .report import text_table
+    cfg = resolve(args.config, _overrides(args, ("config", "json", "models", "match", "params", "forget_bias_ablation",
+                                                 "threshold", "report")))
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    threshold = None
+    if args.threshold is not None:
+        from .compare import default_threshold
+        from .tasks import build_task
+        threshold = (default_threshold(build_task(cfg))[0], args.threshold)
+    if args.params is not None and args.params < 1:
+        raise ConfigError(f"params: expected a positive parameter count, got {args.params}")
+    if not cfg.quiet:
+        print(f"rnnlab compare: {cfg.task}, models {', '.join(models)}, {cfg.steps} steps each, seed {cfg.seed}",
+              flush=True)
+
+    def done(label, e):
+        if not cfg.quiet:
+            fin = "  ".join(f"{k} {v:.4g}" for k, v in e["final"].items())
+            print(f"  {label}: {e['parameters']} parameters, {e['seconds']:.1f} s, validation {fin}", flush=True)
+
+    res = compare(cfg, models, args.match, args.params, args.forget_bias_ablation, threshold,
+                  progress=not cfg.quiet, on_model=done)
+    print()
+    print(text_table(summary_rows(res), summary_columns(res)))
+    if res["baseline"]:
+        print(f"baseline: {res['baseline'][0]} {res['baseline'][1]:.4g};  threshold: {res['threshold']['metric']} "
+              f"{res['threshold']['value']:.4g}")
+    paths = write_compare_report(res, args.report)
+    print(f"report: {paths['html']}  (figures in {paths['figures']}, numbers in {paths['json']})")
+    if args.json:
+        from .report import write_json
+        write_json(args.json, res)
+    return 0
+
+
+def _parse_range(text):
+    from .errors import ConfigError
+    try:
+        lo, hi, n = text.split(":")
+        lo, hi, n = float(lo), float(hi), int(n)
+    except ValueError:
+        raise ConfigError(f"sweep: expected LOW:HIGH:COUNT such as 0.5:1.5:11, got {text!r}") from None
+    if n < 1 or lo <= 0 or hi <= 0 or hi < lo:
+        raise ConfigError(f"sweep: expected 0 < LOW <= HIGH and COUNT >= 1, got {text!r}")
+    return np.linspace(lo, hi, n)
+
+
+def cmd_gradients(args) -> int:
+    from . import diagnostics as diag
+    from . import report
+    from .compare import _diag_batch, gradient_report
+    from .config import TrainConfig, resolve
+    from .errors import ConfigError
+    from .model import SequenceModel
+    from .tasks import build_task
+    from .train import load_model, model_config_for
+    out = Path(args.report)
+    results, figs = {}, {}
+    if args.sweep:
+        radii = _parse_range(args.sweep)
+        res = diag.sweep(radii, T=args.sweep_len, hidden_size=args.sweep_hidden, seed=getattr(args, "seed", 0))
+        figs["sweep"] = report.plot_sweep(res, out / "figures")
+        results["sweep"] = res
+        far = args.sweep_len - 1
+        print(f"sweep: relative ||dL/dh_t|| at distance {far} (T={args.sweep_len}, H={args.sweep_hidden})")
+        print("  radius  " + "  ".join(f"{c:>10s}" for c in diag.SWEEP_CELLS))
+        for i, rho in enumerate(radii):
+            print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:10.3g}" for c in diag.SWEEP_CELLS))
+    if args.checkpoint or not args.sweep:
+        if args.checkpoint:
+            model, meta = load_model(args.checkpoint)
+            cfg = TrainConfig.from_dict(meta["config"])
+            task = build_task(cfg, vocab=meta.get("task_info", {}).get("vocab"))
+            label = f"{cfg.model} ({Path(args.checkpoint).name})"
+        else:
+            cfg = resolve(args.config, _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len",
+                                                         "sweep_hidden", "at_step", "report")))
+            task = build_task(cfg)
+            model = SequenceModel(model_config_for(cfg, task), seed=np.random.default_rng([cfg.seed, 0]))
+            label = f"{cfg.model} (fresh)"
+        batch = _diag_batch(task)
+        g = gradient_report(model, batch)
+        T = len(g["grad_norm_h"])
+        if args.at_step is not None and not 0 <= args.at_step < T:
+            raise ConfigError(f"at_step: expected a time step in [0, {T - 1}] (the sequence has {T} steps), "
+                              f"got {args.at_step}")
+        results["model"] = {"label": label, "parameters": model.num_parameters(), **g}
+        print(f"{label}: {model.num_parameters()} parameters; task {task.describe()}")
+        print(f"  spectral radius of W_hh blocks: " + "; ".join(
+            f"{k}: " + ", ".join(f"{gate} {v:.3f}" for gate, v in blocks.items()) for k, blocks in g["spectral"].items()))
+        steps = sorted({T - 1, max(0, T - 11), T // 2, 0} | ({args.at_step} if args.at_step is not None else set()))
+        print("  step  distance   ||dL/dh_t||   ||dh_T/ds_t||_2" + ("   ||dL/dc_t||" if "grad_norm_c" in g else ""))
+        for t in steps:
+            line = f"  {t:4d}  {T - 1 - t:8d}   {g['grad_norm_h'][t]:11.4g}   {g['jacobian_norm'][t]:15.4g}"
+            if "grad_norm_c" in g:
+                line += f"   {g['grad_norm_c'][t]:11.4g}"
+            print(line)
+        for k, v in g["gates"].get("saturation", {}).items():
+            print(f"  gate {k}: {100 * v:.1f}% saturated (< 0.05 or > 0.95)")
+        series = {label: g["grad_norm_h"]}
+        if "grad_norm_c" in g:
+            series[label.replace("(", "(cell c, ")] = g["grad_norm_c"]
+        figs["grad"] = report.plot_grad_norms(series, out / "figures")
+        figs["jac"] = report.plot_grad_norms({label: g["jacobian_norm"]}, out / "figures", "jacobian_norms",
+                                             "Exact Jacobian norm ||dh_T/ds_t||_2 (layer 0)",
+                                             r"$\|\partial h_T/\partial s_t\|_2$")
+        if g["gates"]:
+            figs["gates"] = report.plot_gate_stats({label: g["gates"]}, out / "figures")
+    sections = []
+    if "grad" in figs:
+        sections.append(("Gradient flow", "Loss at the last step; norms against the distance from it.",
+                         [figs["grad"], figs["jac"]] + ([figs["gates"]] if "gates" in figs else [])))
+    if "sweep" in figs:
+        sections.append(("Spectral-radius sweep", "W_hh rescaled to each spectral radius; log10 of ||dL/dh_t|| "
+                         "relative to the last step.", [figs["sweep"]]))
+    paths = report.write_report(out, "rnnlab gradients", sections)
+    print(f"report: {paths['html']}")
+    if args.json:
+        report.write_json(args.json, results)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rnnlab", description="RNN, LSTM and GRU from first principles.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -174,6 +307,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=0)
     s.add_argument("--seed", type=int, default=None)
     s.set_defaults(func=cmd_sample)
+
+    cp = sub.add_parser("compare", help="train RNN, LSTM and GRU side by side; table, figures, report.html",
+                        description="Train several models on one task with the same data and seed, at matched "
+                        "parameter counts (the LSTM at --hidden-size sets the count), and report metrics, speed "
+                        "and gradient flow.")
+    cp.add_argument("--config", help="TOML file with training options")
+    cp.add_argument("--models", default="rnn,lstm,gru", help="comma-separated (default: rnn,lstm,gru)")
+    cp.add_argument("--match", choices=("params", "hidden"), default="params",
+                    help="match parameter counts (default) or use the same hidden size")
+    cp.add_argument("--params", type=int, default=None, help="target parameter count (default: the LSTM's)")
+    cp.add_argument("--forget-bias-ablation", action="store_true", help="also train the LSTM with forget bias 0 and 1")
+    cp.add_argument("--threshold", type=float, default=None, help="value of the task's metric that counts as solved")
+    cp.add_argument("--report", default="runs/compare", help="folder for figures, summary.md, report.html")
+    cp.add_argument("--json", help="also write the numbers to this JSON file")
+    _add_config_flags(cp)
+    cp.set_defaults(func=cmd_compare)
+
+    g = sub.add_parser("gradients", help="gradient-flow diagnostics of a model (fresh or a checkpoint) and sweeps")
+    g.add_argument("checkpoint", nargs="?", help="run folder or checkpoint (default: a fresh model from the flags)")
+    g.add_argument("--config", help="TOML file with options for a fresh model")
+    g.add_argument("--sweep", help="spectral-radius sweep LOW:HIGH:COUNT, e.g. 0.5:1.5:11")
+    g.add_argument("--sweep-len", type=int, default=100, help="sequence length of the sweep")
+    g.add_argument("--sweep-hidden", type=int, default=64, help="hidden size of the sweep's layers")
+    g.add_argument("--at-step", type=int, default=None, help="also print the norms at this time step")
+    g.add_argument("--report", default="runs/gradients", help="folder for figures and report.html")
+    g.add_argument("--json", help="write the numbers to this JSON file")
+    _add_config_flags(g)
+    g.set_defaults(func=cmd_gradients)
 
     c = sub.add_parser("check", help="gradient-check every layer kind (BPTT vs finite differences)")
     c.add_argument("--seq-len", type=int, default=6)

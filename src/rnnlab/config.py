@@ -62,6 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 0       # steps between checkpoints (0 = only at the end)
     eval_every: int = 100
     log_every: int = 10
+    diagnose_every: int = 0         # record gradient-flow curves every this many steps (0 = never)
     quiet: bool = False
 
     def validate(self) -> "TrainConfig":
@@ -83,6 +84,7 @@ class TrainConfig:
         check_int("checkpoint_every", self.checkpoint_every, 0)
         check_int("eval_every", self.eval_every, 0)
         check_int("log_every", self.log_every, 1)
+        check_int("diagnose_every", self.diagnose_every, 0)
         check_int("warmup", self.warmup, 0)
         check_int("tbptt", self.tbptt, 0)
         check_int("seed", self.seed, 0)

@@ -257,10 +257,12 @@ class RecurrentLayer:
             return output, finals[0]
         return output, tuple(finals)
 
-    def backward(self, d_output, d_hn=None, check_finite=True):
+    def backward(self, d_output, d_hn=None, check_finite=True, record_state_grads=False):
         """Backpropagate through the last forward. Returns ``(dx, dhx)`` (dhx = (dh0, dc0) for the LSTM).
 
         Parameter gradients are added to ``self.grads`` (accumulated until ``zero_grad()``).
+        ``record_state_grads``: also keep the total gradient with respect to every step's state in
+        ``self.state_grads[(layer, direction)] = (dL/dh (T, B, H), [dL/dc (T, B, H)])``.
         """
         if self._cache is None:
             raise RuntimeError("backward: no forward pass to backpropagate through; call forward first")
@@ -285,6 +287,8 @@ class RecurrentLayer:
                    else self._check_state(n, g, B, unbatched, check_finite) for n, g in zip(names, d_hn)]
         d_init = [np.empty_like(g) for g in d_final]
         d_inp = d_output                                                     # (T, B, D*H)
+        if record_state_grads:
+            self.state_grads = {}
         for l in range(L - 1, -1, -1):
             inp, dir_caches, drop = layer_caches[l]
             d_out_l = d_inp if drop is None else d_inp * drop               # backprop through dropout
@@ -293,9 +297,13 @@ class RecurrentLayer:
             for d in range(D):
                 s = self._suffix(l, d)
                 W_ih, W_hh, b_ih, b_hh = self._layer_params(l, d)
+                rec = [] if record_state_grads else None
                 dXW, dstate0, dW_hh, db_hh = recurrent.scan_backward(
                     self.cell, d_out_l[:, :, d * H:(d + 1) * H], tuple(g[l * D + d] for g in d_final),
-                    dir_caches[d], W_hh, has_bias=self.bias, opts=self.cell_opts)
+                    dir_caches[d], W_hh, has_bias=self.bias, opts=self.cell_opts, record=rec)
+                if rec is not None:
+                    rec.sort(key=lambda r: r[0])
+                    self.state_grads[(l, d)] = tuple(np.stack([r[1][i] for r in rec]) for i in range(n_state))
                 dXW2 = dXW.reshape(T * B, -1)                                # (T*B, G*H)
                 self.grads["weight_ih" + s] += dXW2.T @ inp2                # one product for all steps
                 self.grads["weight_hh" + s] += dW_hh
@@ -321,13 +329,14 @@ class RNN(RecurrentLayer):
     Arguments follow torch's order: ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh',
     bias=True, batch_first=False, dropout=0.0, bidirectional=False, *, dtype=float32, seed=None,
     recurrent_init='uniform')``. ``recurrent_init='orthogonal'`` draws each W_hh block orthogonal.
+    ``nonlinearity='identity'`` (not in torch) gives the linear RNN used by the gradient diagnostics.
     """
 
     cell_name = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, **kw):
-        check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        check_choice("nonlinearity", nonlinearity, ("tanh", "relu", "identity"))
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          nonlinearity=nonlinearity, **kw)
 

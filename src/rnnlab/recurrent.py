@@ -32,7 +32,9 @@ def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=No
     return out, state, (caches, mask, reverse)
 
 
-def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None):
+def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, record=None):
+    """``record``: an optional list that receives ``(t, dstate_t)``, the total gradient with respect to each
+    step's state (dL/dh_t, and dL/dc_t for the LSTM) -- what the gradient-flow diagnostics plot."""
     opts = opts or {}
     caches, mask, reverse = cache
     T = len(caches)
@@ -49,6 +51,8 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None):
             d_total = (dstate[0] + d_out[t] * m,) + dstate[1:]              # padded outputs ignored
             d_new = tuple(d * m for d in d_total)                            # into the cell at valid rows
             carry = tuple(d * (1 - m) for d in d_total)                      # past the cell at padded rows
+        if record is not None:
+            record.append((t, d_new if mask is None else d_total))
         dxw, dhw, dstate = cell.step_backward(d_new, caches[t], W_hh, **opts)
         if carry is not None:
             dstate = tuple(ds + c for ds, c in zip(dstate, carry))

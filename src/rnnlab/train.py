@@ -32,10 +32,12 @@ class RunResult:
     final: dict = field(default_factory=dict)       # last validation metrics
     baseline: tuple | None = None
     seconds: float = 0.0
+    train_seconds: float = 0.0                      # time inside training steps only (no evaluation, no I/O)
     steps_run: int = 0
     clipped_steps: int = 0
     skipped_steps: int = 0
     warnings: list = field(default_factory=list)
+    diagnostics: list = field(default_factory=list)  # gradient-flow records (config diagnose_every)
     model: SequenceModel | None = None
     task: object = None
     out: Path | None = None
@@ -195,6 +197,26 @@ class _Trainer:
             self.result.warnings.append(msg)
         self._norm_ema = norm if self._norm_ema is None else 0.9 * self._norm_ema + 0.1 * norm
 
+    def diagnose(self):
+        """Gradient-flow curves at this step (diagnostics.jsonl): ||dL/dh_t|| for a loss at the last step."""
+        from .diagnostics import model_grad_norms
+        from .tasks import Batch
+        b = self.task.val_batches()[0]
+        n = min(32, np.asarray(b.targets).shape[1] if self.task.target == "every" else len(b.targets))
+        if self.task.target == "every":
+            sub = Batch(b.inputs[:, :n], b.targets[:, :n], None if b.lengths is None else b.lengths[:n])
+        else:
+            sub = Batch(b.inputs[:, :n], b.targets[:n], None if b.lengths is None else b.lengths[:n])
+        self.model.eval()
+        g = model_grad_norms(self.model, sub)
+        self.model.train()
+        rec = {"step": self.step, "split": "diagnostics", "clipped_steps": self.result.clipped_steps,
+               **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in g.items()}}
+        self.result.diagnostics.append(rec)
+        if self.run_dir is not None:
+            with (self.run_dir / "diagnostics.jsonl").open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
     # --------------------------------------------------------------- the loop
     def train_step(self):
         cfg, task, model = self.cfg, self.task, self.model
@@ -246,9 +268,13 @@ class _Trainer:
         start = self.step
         try:
             while self.step < cfg.steps:
+                ts = time.perf_counter()
                 m = self.train_step()
+                self.result.train_seconds += time.perf_counter() - ts
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self.log({"step": self.step, "split": "train", **m})
+                if cfg.diagnose_every and (self.step % cfg.diagnose_every == 0 or self.step == 1):
+                    self.diagnose()
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
                     self.last_val = evaluate(self.model, self.task)
                     self.log({"step": self.step, "split": "val", **self.last_val})
@@ -337,8 +363,9 @@ def resume(run_dir, progress: bool = False, steps: int | None = None) -> RunResu
     if ckpt.is_file():
         trainer.restore(ckpt)
     # drop records written after the checkpoint (the run was killed before the next one)
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
+    for metrics in (run_dir / "metrics.jsonl", run_dir / "diagnostics.jsonl"):
+        if not metrics.is_file():
+            continue
         keep = []
         for line in metrics.read_text(encoding="utf-8").splitlines():
             try:

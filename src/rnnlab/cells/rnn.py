@@ -3,7 +3,7 @@
 Forward, per step (shapes: xw, h (B, H); W_hh (H, H); b_hh (H,)):
 
     a_t = xw_t + h_{t-1} W_hh^T + b_hh          xw_t = x_t W_ih^T + b_ih, computed outside the loop
-    h_t = tanh(a_t)         or  relu(a_t)
+    h_t = tanh(a_t)         or  relu(a_t)  or  a_t ("identity": the linear RNN of the gradient diagnostics)
 
 Backward, with dh = dL/dh_t (from the output at t and from step t+1):
 
@@ -24,7 +24,13 @@ def step_forward(xw, state, W_hh, b_hh, nonlinearity="tanh"):
     a = xw + h_prev @ W_hh.T                        # (B, H)
     if b_hh is not None:
         a += b_hh
-    h = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0.0)
+    if nonlinearity == "tanh":
+        h = np.tanh(a)
+    elif nonlinearity == "relu":
+        h = np.maximum(a, 0.0)
+    else:
+        h = a                                       # identity
+
     return (h,), (h_prev, h)
 
 
@@ -33,8 +39,10 @@ def step_backward(dstate, cache, W_hh, nonlinearity="tanh"):
     h_prev, h = cache
     if nonlinearity == "tanh":
         da = dh * (1.0 - h * h)                     # backprop through tanh
-    else:
+    elif nonlinearity == "relu":
         da = dh * (h > 0)                           # backprop through relu
+    else:
+        da = dh
     dh_prev = da @ W_hh                             # (B, H)
     return da, da, (dh_prev,)
 

@@ -1,0 +1,272 @@
+"""Gradient-flow diagnostics: the seed's vanishing/exploding argument, measured on real models.
+
+    grad_norms           ||dL/dh_t|| (and ||dL/dc_t||) for every step t, for a loss at the last step
+    jacobian_norms       ||dh_T/ds_t||_2 for every t, exact: the identity is backpropagated through the
+                         cached steps (H vector-Jacobian products at once), then an SVD; s_t = h_t, or
+                         (h_t, c_t) for the LSTM
+    spectral             singular values and spectral radius of each W_hh gate block
+    gate_stats           LSTM: mean forget gate per step and the product of forget gates over spans;
+                         GRU: the update gate's carry fraction z; saturation of every sigmoid gate
+    sweep                W_hh scaled to spectral radius rho: gradient norm vs distance, per cell
+
+For a linear RNN ``dh_T/dh_t = W_hh^(T-t)`` exactly; with tanh, ``diag(1 - h^2)`` shrinks it further, so
+the norm is bounded by ``sigma_max(W_hh)^(T-t)`` (MATH.md, section 2). The LSTM's cell path is scaled by
+the product of forget gates instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError, ShapeError, check_int
+
+
+def _layer_index(layer, l):
+    if not 0 <= l < layer.num_layers:
+        raise ConfigError(f"layer: expected an index in [0, {layer.num_layers - 1}], got {l}")
+
+
+# ----------------------------------------------------------------------------- per-step gradient norms
+def layer_grad_norms(layer, x, d_last=None, lengths=None, l=None, seed=0) -> dict:
+    """Norms of dL/dh_t for L = <h_T, g> (a loss at the last step), averaged over the batch.
+
+    ``g`` defaults to a random unit vector per row. ``l`` picks the layer (default: the top one); the
+    forward direction is reported. Returns {"grad_norm_h": (T,), ["grad_norm_c": (T,)]}.
+    """
+    l = layer.num_layers - 1 if l is None else l
+    _layer_index(layer, l)
+    was = layer.training
+    layer.eval()
+    out, _ = layer(x, lengths=lengths)
+    layer.train(was)
+    tm = out if not layer.batch_first else out.transpose(1, 0, 2)
+    T, B = tm.shape[:2]
+    H = layer.hidden_size
+    if d_last is None:
+        g = np.random.default_rng(seed).standard_normal((B, H))
+        d_last = g / np.linalg.norm(g, axis=1, keepdims=True)
+    d_out = np.zeros_like(tm)
+    last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
+    d_out[last, np.arange(B), :H] = d_last
+    if layer.batch_first:
+        d_out = d_out.transpose(1, 0, 2)
+    saved = {k: v.copy() for k, v in layer.grads.items()}
+    layer.backward(d_out, record_state_grads=True)
+    for k, v in saved.items():                      # diagnostics leave the gradients as they were
+        layer.grads[k][...] = v
+    grads = layer.state_grads[(l, 0)]
+    res = {"grad_norm_h": np.linalg.norm(grads[0], axis=2).mean(axis=1)}
+    if len(grads) == 2:
+        res["grad_norm_c"] = np.linalg.norm(grads[1], axis=2).mean(axis=1)
+    return res
+
+
+def model_grad_norms(model, batch) -> dict:
+    """||dL/dh_t|| of the top layer for the task loss placed at the last (valid) step of each sequence."""
+    logits, _ = model(batch.inputs, batch.lengths)
+    K = model.config.output_size
+    if model.config.target == "every":
+        T, B = logits.shape[:2]
+        last = np.full(B, T - 1) if batch.lengths is None else np.asarray(batch.lengths) - 1
+        mask = np.zeros((T, B))
+        mask[last, np.arange(B)] = 1
+        from . import losses
+        fn = losses.LOSSES[losses.LOSS_FOR_PREDICTION[model.config.prediction]]
+        y = np.asarray(batch.targets)
+        y = y.reshape(-1) if model.config.prediction == "softmax" else y.reshape(-1, K)
+        loss, d = fn(logits.reshape(-1, K), y, mask.reshape(-1))
+        d = d.reshape(logits.shape)
+    else:
+        loss, d = model.loss(logits, batch.targets, batch.lengths)
+    saved = {k: v.copy() for k, v in model.grads.items()}
+    rnn = model.rnn
+    # model.backward goes through the head; ask the layer to record on the way
+    orig = rnn.backward
+    rnn.backward = lambda *a, **k: orig(*a, **{**k, "record_state_grads": True})
+    try:
+        model.backward(d)
+    finally:
+        rnn.backward = orig
+    for k, v in saved.items():
+        model.grads[k][...] = v
+    grads = rnn.state_grads[(rnn.num_layers - 1, 0)]
+    res = {"loss_at_last_step": loss, "grad_norm_h": np.linalg.norm(grads[0], axis=2).mean(axis=1)}
+    if len(grads) == 2:
+        res["grad_norm_c"] = np.linalg.norm(grads[1], axis=2).mean(axis=1)
+    return res
+
+
+# ----------------------------------------------------------------------------- exact Jacobians
+def state_jacobians(layer, x, l=0) -> list:
+    """Exact ``dh_T/ds_t`` for one sequence x (T, I) through layer ``l`` (forward direction).
+
+    ``x`` is that layer's input. Returns a list over t of (H, n_state*H) matrices; the identity is
+    backpropagated through the cached steps, so each is a product of exact step Jacobians.
+    """
+    _layer_index(layer, l)
+    x = np.asarray(x, dtype=layer.dtype)
+    if x.ndim != 2:
+        raise ShapeError(f"x: expected one sequence (T, input_size), got shape {x.shape}")
+    from .recurrent import scan_forward
+    W_ih, W_hh, b_ih, b_hh = layer._layer_params(l, 0)
+    xw = x @ W_ih.T
+    if b_ih is not None:
+        xw = xw + b_ih
+    H, n = layer.hidden_size, len(layer.cell.STATE)
+    state0 = tuple(np.zeros((1, H), layer.dtype) for _ in range(n))
+    _, _, (caches, _, _) = scan_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=layer.cell_opts)
+    T = len(caches)
+    dstate = (np.eye(H, dtype=layer.dtype),) + tuple(np.zeros((H, H), layer.dtype) for _ in range(n - 1))
+    J = [None] * T
+    J[T - 1] = np.concatenate(dstate, axis=1)
+    for t in range(T - 1, 0, -1):
+        _, _, dstate = layer.cell.step_backward(dstate, caches[t], W_hh, **layer.cell_opts)
+        J[t - 1] = np.concatenate(dstate, axis=1)                     # rows: d h_T / d s_{t-1}
+    return J
+
+
+def layer_inputs(model, inputs, l=0):
+    """The input sequence that layer ``l`` of a model's stack sees (T, B, features)."""
+    x, _ = model._embed(inputs)
+    rnn = model.rnn
+    was = rnn.training
+    rnn.eval()
+    for k in range(l):
+        sub_out = _run_prefix(rnn, x, k)
+        x = sub_out
+    rnn.train(was)
+    return x
+
+
+def _run_prefix(rnn, x, k):
+    from .recurrent import scan_forward
+    T, B, _ = x.shape
+    outs = []
+    for d in range(rnn.num_directions):
+        W_ih, W_hh, b_ih, b_hh = rnn._layer_params(k, d)
+        xw = (x.reshape(T * B, -1) @ W_ih.T).reshape(T, B, -1)
+        if b_ih is not None:
+            xw += b_ih
+        st = tuple(np.zeros((B, rnn.hidden_size), rnn.dtype) for _ in rnn.cell.STATE)
+        out, _, _ = scan_forward(rnn.cell, xw, st, W_hh, b_hh, reverse=(d == 1), opts=rnn.cell_opts)
+        outs.append(out)
+    return np.concatenate(outs, axis=2)
+
+
+def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
+    """Mean over up to ``max_sequences`` batch rows of ||dh_T/ds_t||_2, for every t. x (T, B, I)."""
+    x = np.asarray(x)
+    B = x.shape[1]
+    norms = []
+    for b in range(min(B, max_sequences)):
+        Tb = x.shape[0] if lengths is None else int(lengths[b])
+        J = state_jacobians(layer, x[:Tb, b], l)
+        nb = np.array([np.linalg.norm(j, 2) for j in J])
+        norms.append(np.pad(nb, (x.shape[0] - Tb, 0), constant_values=np.nan))   # align on the last step
+    return np.nanmean(np.stack(norms), axis=0)
+
+
+# ----------------------------------------------------------------------------- weights and gates
+def spectral(layer) -> dict:
+    """For each W_hh (name -> per gate block): singular values and spectral radius."""
+    blocks = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}[layer.cell_name]
+    out = {}
+    for name, W in layer.named_parameters():
+        if not name.startswith("weight_hh"):
+            continue
+        out[name] = {}
+        for gate, blk in zip(blocks, np.split(W.astype(np.float64), len(blocks))):
+            out[name][gate] = {"singular_values": np.linalg.svd(blk, compute_uv=False),
+                               "spectral_radius": float(np.abs(np.linalg.eigvals(blk)).max())}
+    return out
+
+
+def spectral_radius(layer) -> float:
+    """The largest spectral radius over all W_hh gate blocks."""
+    return max(g["spectral_radius"] for blocks in spectral(layer).values() for g in blocks.values())
+
+
+def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
+    """Gate statistics of layer ``l`` (forward direction) on x (T, B, I), valid steps only."""
+    _layer_index(layer, l)
+    if layer.cell_name == "rnn":
+        return {}
+    was = layer.training
+    layer.eval()
+    layer(x, lengths=lengths)
+    layer.train(was)
+    layer_caches = layer._cache[0]
+    caches = layer_caches[l][1][0][0]
+    T = len(caches)
+    B = caches[0][0].shape[0]
+    valid = np.ones((T, B), bool) if lengths is None else (np.arange(T)[:, None] < np.asarray(lengths)[None, :])
+    res = {}
+
+    def saturation(a):  # share of units below 0.05 or above 0.95, valid steps only
+        v = a[valid]
+        return float(((v < 0.05) | (v > 0.95)).mean())
+
+    if layer.cell_name == "lstm":
+        f = np.stack([c[3] for c in caches])                                # (T, B, H)
+        i = np.stack([c[2] for c in caches])
+        o = np.stack([c[5] for c in caches])
+        res["forget_mean"] = np.array([f[t][valid[t]].mean() for t in range(T)])
+        logf = np.cumsum(np.log(np.maximum(f, 1e-30)), axis=0)             # (T, B, H)
+        K = T - 1 if max_span is None else min(max_span, T - 1)
+        spans = [1.0]
+        for k in range(1, K + 1):
+            prod = np.exp(logf[k:] - logf[:-k])                              # prod f over (t, t+k]
+            spans.append(float(prod[valid[k:]].mean()))
+        res["forget_product"] = np.array(spans)
+        res["saturation"] = {"i": saturation(i), "f": saturation(f), "o": saturation(o)}
+    else:
+        r = np.stack([c[1] for c in caches])
+        z = np.stack([c[2] for c in caches])
+        res["update_carry"] = np.array([z[t][valid[t]].mean() for t in range(T)])
+        res["saturation"] = {"r": saturation(r), "z": saturation(z)}
+    return res
+
+
+# ----------------------------------------------------------------------------- the sweep
+SWEEP_CELLS = {"rnn-tanh": ("rnn", {"nonlinearity": "tanh"}), "rnn-linear": ("rnn", {"nonlinearity": "identity"}),
+               "lstm": ("lstm", {}), "gru": ("gru", {})}
+
+
+def scale_recurrent(layer, radius: float) -> None:
+    """Rescale every W_hh gate block so its spectral radius equals ``radius``."""
+    for name, W in layer.named_parameters():
+        if name.startswith("weight_hh"):
+            for blk in np.split(W, layer.cell.G):                          # views into W
+                rho = np.abs(np.linalg.eigvals(blk.astype(np.float64))).max()
+                blk *= radius / rho
+
+
+def sweep(radii, cells=tuple(SWEEP_CELLS), T=100, hidden_size=64, batch_size=16, input_size=2, seed=0) -> dict:
+    """Gradient norm ||dL/dh_t|| vs distance T-1-t for W_hh scaled to each spectral radius in ``radii``.
+
+    The input is the adding problem's (uniform values and markers). Returns {"radii": ..., "distance": ...,
+    cell: (len(radii), T) array of norms, normalised by the norm at distance 0}.
+    """
+    from .layers import GRU, LSTM, RNN
+    radii = np.asarray(radii, dtype=np.float64)
+    if radii.size == 0:
+        raise ConfigError("radii: expected at least one spectral radius, got an empty range")
+    if (radii <= 0).any() or not np.isfinite(radii).all():
+        raise ConfigError(f"radii: expected positive finite values, got {radii.tolist()}")
+    check_int("T", T, 2)
+    unknown = [c for c in cells if c not in SWEEP_CELLS]
+    if unknown:
+        raise ConfigError(f"cells: unknown {unknown}; expected some of {list(SWEEP_CELLS)}")
+    from .tasks import Adding
+    x = Adding(T, val_size=1).generate(np.random.default_rng(seed), batch_size).inputs
+    cls = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+    res = {"radii": radii, "distance": np.arange(T)}
+    for name in cells:
+        kind, kw = SWEEP_CELLS[name]
+        rows = []
+        for rho in radii:
+            layer = cls[kind](input_size, hidden_size, dtype="float64", seed=seed, **kw)
+            scale_recurrent(layer, rho)
+            g = layer_grad_norms(layer, x, seed=seed)["grad_norm_h"]
+            rows.append((g / g[-1])[::-1])                                   # index = distance from the loss
+        res[name] = np.array(rows)
+    return res

@@ -1,0 +1,18 @@
+"""Every file in configs/ is a valid run configuration (they double as documentation)."""
+from pathlib import Path
+
+import pytest
+
+from rnnlab.config import resolve
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+def test_there_are_configs():
+    assert len(CONFIGS) >= 5
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_resolves(path):
+    cfg = resolve(path)
+    assert cfg.steps >= 1
