@@ -223,15 +223,16 @@ def cmd_gradients(args) -> int:
         print("  radius  " + "  ".join(f"{c:>10s}" for c in diag.SWEEP_CELLS))
         for i, rho in enumerate(radii):
             print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:10.3g}" for c in diag.SWEEP_CELLS))
-    if args.checkpoint or not args.sweep:
+    model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len", "sweep_hidden",
+                                    "at_step", "report"))
+    if args.checkpoint or not args.sweep or model_flags or args.config:
         if args.checkpoint:
             model, meta = load_model(args.checkpoint)
             cfg = TrainConfig.from_dict(meta["config"])
             task = build_task(cfg, vocab=meta.get("task_info", {}).get("vocab"))
             label = f"{cfg.model} ({Path(args.checkpoint).name})"
         else:
-            cfg = resolve(args.config, _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len",
-                                                         "sweep_hidden", "at_step", "report")))
+            cfg = resolve(args.config, model_flags)
             task = build_task(cfg)
             model = SequenceModel(model_config_for(cfg, task), seed=np.random.default_rng([cfg.seed, 0]))
             label = f"{cfg.model} (fresh)"
