@@ -43,6 +43,7 @@ class TrainConfig:
     batch_size: int = 32
     steps: int = 1000
     tbptt: int = 0                  # truncate BPTT every this many steps inside a sequence (0 = full BPTT)
+    bptt_segment: int = 0           # bound BPTT memory: keep states every this many steps, recompute (0 = off)
     optimizer: str = "adam"         # sgd | adam | adamw | rmsprop | adagrad
     lr: float = 1e-3
     momentum: float = 0.0
@@ -87,6 +88,7 @@ class TrainConfig:
         check_int("diagnose_every", self.diagnose_every, 0)
         check_int("warmup", self.warmup, 0)
         check_int("tbptt", self.tbptt, 0)
+        check_int("bptt_segment", self.bptt_segment, 0)
         check_int("seed", self.seed, 0)
         check_float("lr", self.lr, 0.0, low_open=True)
         check_float("clip", self.clip, 0.0)

@@ -35,7 +35,7 @@ class RecurrentLayer:
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None,
-                 recurrent_init="uniform", **cell_opts):
+                 recurrent_init="uniform", bptt_segment=None, **cell_opts):
         self.input_size = check_int("input_size", input_size, 1)
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
         self.num_layers = check_int("num_layers", num_layers, 1)
@@ -46,6 +46,8 @@ class RecurrentLayer:
         self.dropout = check_float("dropout", dropout, 0.0, 1.0, high_open=True)
         check_choice("recurrent_init", recurrent_init, ("uniform", "orthogonal"))
         self.recurrent_init = recurrent_init
+        # bound BPTT memory: keep states every bptt_segment steps, recompute inside segments in backward
+        self.bptt_segment = None if bptt_segment is None else check_int("bptt_segment", bptt_segment, 1)
         self.dtype = resolve_dtype(dtype)
         self.cell = CELLS[self.cell_name]
         self.cell_opts = cell_opts
@@ -234,7 +236,8 @@ class RecurrentLayer:
                     xw += b_ih
                 state0 = tuple(s[l * D + d] for s in states0)
                 out, stateT, cache = recurrent.scan_forward(
-                    self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts)
+                    self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts,
+                    segment=self.bptt_segment)
                 for f, s in zip(finals, stateT):
                     f[l * D + d] = s
                 outs.append(out)

@@ -8,28 +8,54 @@ packed sequences do: at a padded step the state is carried unchanged and the out
 ``h_n`` is each sequence's last valid state and the reverse direction starts at each sequence's own
 last valid step (padding sits at the end, where the reverse scan starts, and is skipped).
 Gradients that arrive at padded outputs are ignored.
+
+``segment`` bounds BPTT memory: the forward keeps the state only at every ``segment``-th step and the
+backward recomputes each segment's caches from it just before backpropagating through that segment
+(about one extra forward pass of time for caches of ``segment`` steps instead of T). Results are the same.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None):
-    opts = opts or {}
-    T = xw.shape[0]
-    state = tuple(state0)
-    out = np.empty(xw.shape[:2] + (state[0].shape[-1],), dtype=xw.dtype)   # (T, B, H)
-    caches = [None] * T
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        new, caches[t] = cell.step_forward(xw[t], state, W_hh, b_hh, **opts)
+def _run(cell, xw, state, W_hh, b_hh, mask, steps, opts, out, caches):
+    """Advance ``state`` over ``steps`` (time indices in processing order); fill out[t] and caches[t]."""
+    for t in steps:
+        new, cache_t = cell.step_forward(xw[t], state, W_hh, b_hh, **opts)
+        if caches is not None:
+            caches[t] = cache_t
         if mask is None:
             state = new
-            out[t] = new[0]
+            if out is not None:
+                out[t] = new[0]
         else:
             m = mask[t]                                                     # (B, 1)
             state = tuple(np.where(m, s_new, s) for s_new, s in zip(new, state))
-            out[t] = new[0] * m
-    return out, state, (caches, mask, reverse)
+            if out is not None:
+                out[t] = new[0] * m
+    return state
+
+
+def _order(T, reverse):
+    return list(range(T - 1, -1, -1)) if reverse else list(range(T))
+
+
+def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, segment=None):
+    opts = opts or {}
+    T = xw.shape[0]
+    out = np.empty(xw.shape[:2] + (state0[0].shape[-1],), dtype=xw.dtype)   # (T, B, H)
+    order = _order(T, reverse)
+    if not segment or segment >= T:
+        caches = [None] * T
+        state = _run(cell, xw, tuple(state0), W_hh, b_hh, mask, order, opts, out, caches)
+        return out, state, (caches, mask, reverse)
+    # memory-bounded: keep only the state entering each segment
+    segments = [order[i:i + segment] for i in range(0, T, segment)]
+    starts, state = [], tuple(state0)
+    for seg in segments:
+        starts.append(state)
+        state = _run(cell, xw, state, W_hh, b_hh, mask, seg, opts, out, None)
+    return out, state, (("segments", segments, starts, xw, b_hh), mask, reverse)
 
 
 def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, record=None):
@@ -37,12 +63,29 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, r
     step's state (dL/dh_t, and dL/dc_t for the LSTM) -- what the gradient-flow diagnostics plot."""
     opts = opts or {}
     caches, mask, reverse = cache
-    T = len(caches)
+    T = d_out.shape[0]
     GH = W_hh.shape[0]
     dXW = np.empty(d_out.shape[:2] + (GH,), dtype=d_out.dtype)             # (T, B, G*H)
-    dHW = dXW
-    dstate = tuple(d_state)
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+    dHW = [None]                                                            # allocated if the cell needs it
+    if isinstance(caches, tuple) and caches and caches[0] == "segments":
+        _, segments, starts, xw, b_hh = caches
+        dstate, dW_hh = tuple(d_state), np.zeros_like(W_hh)
+        for seg, start in zip(reversed(segments), reversed(starts)):
+            seg_caches = [None] * T
+            _run(cell, xw, start, W_hh, b_hh, mask, seg, opts, None, seg_caches)   # recompute this segment
+            dstate = _backward_steps(cell, d_out, dstate, seg_caches, W_hh, mask, seg[::-1], opts, dXW, dHW, record)
+            idx = sorted(seg)
+            dW_hh += cell.grad_W_hh((dXW if dHW[0] is None else dHW[0])[idx], [seg_caches[t] for t in idx], **opts)
+    else:
+        dstate = _backward_steps(cell, d_out, tuple(d_state), caches, W_hh, mask, _order(T, reverse)[::-1], opts,
+                                 dXW, dHW, record)
+        dW_hh = cell.grad_W_hh(dXW if dHW[0] is None else dHW[0], caches, **opts)
+    db_hh = (dXW if dHW[0] is None else dHW[0]).sum(axis=(0, 1)) if has_bias else None
+    return dXW, dstate, dW_hh, db_hh
+
+
+def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record):
+    for t in steps:
         if mask is None:
             d_new = (dstate[0] + d_out[t],) + dstate[1:]
             carry = None
@@ -58,9 +101,7 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, r
             dstate = tuple(ds + c for ds, c in zip(dstate, carry))
         dXW[t] = dxw
         if dhw is not dxw:
-            if dHW is dXW:
-                dHW = np.empty_like(dXW)
-            dHW[t] = dhw
-    dW_hh = cell.grad_W_hh(dHW, caches, **opts)
-    db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
-    return dXW, dstate, dW_hh, db_hh
+            if dHW[0] is None:
+                dHW[0] = np.empty_like(dXW)
+            dHW[0][t] = dhw
+    return dstate
