@@ -169,8 +169,8 @@ def summary_columns(res: dict) -> list[tuple[str, str]]:
     metric = res["threshold"]["metric"]
     return [("model", "model"), ("hidden", "hidden"), ("params", "params"), (f"val {metric}", f"val {metric}"),
             ("steps to threshold", "steps to threshold"), ("ms/train step", "ms/train step"),
-            ("ms/inference", "ms/inference"), ("grad ratio init", "|dL/dh_0| / |dL/dh_T| init"),
-            ("grad ratio trained", "trained")]
+            ("ms/inference", "ms/inference"), ("grad ratio init", "grad h_0/h_T init"),
+            ("grad ratio trained", "grad h_0/h_T trained")]
 
 
 def write_compare_report(res: dict, out_dir) -> dict:
