@@ -48,7 +48,7 @@ def test_failed_save_keeps_the_previous_file(tmp_path, rng, monkeypatch):
     assert os.listdir(tmp_path) == ["c.safetensors"]
 
 
-def test_truncated_file(tmp_path, rng):
+def test_truncated_file(tmp_path, rng, outcome):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, _tensors(rng), {})
     data = path.read_bytes()
@@ -56,9 +56,10 @@ def test_truncated_file(tmp_path, rng):
         path.write_bytes(data[:cut])
         with pytest.raises(CheckpointError, match=str(path.name)):
             load_checkpoint(path)
+        outcome("checkpoint: truncated file", "clear error")
 
 
-def test_corrupted_tensor_bytes_fail_the_checksum(tmp_path, rng):
+def test_corrupted_tensor_bytes_fail_the_checksum(tmp_path, rng, outcome):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, _tensors(rng), {})
     data = bytearray(path.read_bytes())
@@ -66,6 +67,7 @@ def test_corrupted_tensor_bytes_fail_the_checksum(tmp_path, rng):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum mismatch"):
         load_checkpoint(path)
+    outcome("checkpoint: flipped tensor byte", "clear error")
 
 
 def test_other_files(tmp_path):
@@ -83,7 +85,7 @@ def test_other_files(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_newer_format_version(tmp_path, rng):
+def test_newer_format_version(tmp_path, rng, outcome):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, {"a": np.zeros(2)}, {})
     data = path.read_bytes()
@@ -95,3 +97,4 @@ def test_newer_format_version(tmp_path, rng):
     path.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n:])
     with pytest.raises(CheckpointError, match="newer rnnlab"):
         load_checkpoint(path)
+    outcome("checkpoint: newer format version", "clear error")

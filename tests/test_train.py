@@ -54,7 +54,7 @@ def _run_cli(args, **kw):
     ["--task", "adding", "--seq-len", "20", "--batch-size", "8", "--model", "gru", "--optimizer", "sgd",
      "--momentum", "0.9", "--schedule", "cosine"],
 ], ids=["chars-stateful-dropout", "adding-gru-sgd"])
-def test_sigkill_and_resume_equals_uninterrupted(tmp_path, text_file, task_args):
+def test_sigkill_and_resume_equals_uninterrupted(tmp_path, text_file, task_args, outcome):
     common = task_args + ["--text", str(text_file), "--hidden-size", "16", "--steps", "300", "--eval-every", "50",
                           "--checkpoint-every", "20", "--quiet"]
     full = tmp_path / "full"
@@ -82,6 +82,7 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path, text_file, task_args)
     recs_full = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()]
     recs_killed = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
     assert recs_full == recs_killed
+    outcome("training run: SIGKILL after a checkpoint, then rnnlab resume", "final weights bit-identical")
 
 
 def test_tbptt_with_one_chunk_equals_full_bptt_and_cuts_otherwise():
@@ -118,7 +119,7 @@ def test_tbptt_with_one_chunk_equals_full_bptt_and_cuts_otherwise():
     assert not np.allclose(cut["rnn.weight_hh_l0"], full["rnn.weight_hh_l0"])
 
 
-def test_nonfinite_loss_stops_or_skips(monkeypatch, tmp_path):
+def test_nonfinite_loss_stops_or_skips(monkeypatch, tmp_path, outcome):
     orig = SequenceModel.loss
     calls = {"n": 0}
 
@@ -138,6 +139,7 @@ def test_nonfinite_loss_stops_or_skips(monkeypatch, tmp_path):
     calls["n"] = 0
     r = T.train({**cfg, "on_nonfinite": "skip"})
     assert r.skipped_steps == 1
+    outcome("training: NaN gradient at step 3", "stops naming step and tensor, last checkpoint kept / skipped")
     assert all(np.isfinite(v).all() for v in r.model.state_dict().values())
 
 
@@ -253,7 +255,7 @@ def test_config_file_and_flag_override(tmp_path, capsys):
     (["--lr", "-1"], "lr: expected a number > 0.0"),
     (["--optimizer", "adma"], "did you mean 'adam'"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, match, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(args, match, tmp_path, outcome):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     csv = tmp_path / "s.csv"
@@ -267,6 +269,7 @@ def test_bad_input_is_one_line_and_exit_2(args, match, tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert match in lines[0]
+    outcome("CLI: unknown task/option, bad values, missing or empty files", "one line on stderr, exit 2")
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):

@@ -20,9 +20,10 @@ def lstm():
     (dict(input_size=2, hidden_size=3, dtype="float16"), r"dtype: expected float32 or float64"),
     (dict(input_size=2, hidden_size=3, recurrent_init="orthogonl"), r"did you mean 'orthogonal'"),
 ])
-def test_constructor_errors(kwargs, match):
+def test_constructor_errors(kwargs, match, outcome):
     with pytest.raises((ValueError, TypeError), match=match):
         rnnlab.LSTM(**kwargs)
+    outcome("layer constructor: sizes < 1, dropout outside [0, 1), bad dtype", "clear error")
 
 
 def test_option_errors():
@@ -41,9 +42,10 @@ def test_option_errors():
     (np.zeros((5, 0, 4)), r"at least one time step and one batch row", ValueError),
     (np.full((5, 2, 4), np.nan), r"x: expected finite values", ValueError),
 ])
-def test_bad_x(lstm, x, match, exc):
+def test_bad_x(lstm, x, match, exc, outcome):
     with pytest.raises(exc, match=match):
         lstm(x)
+    outcome("layer: wrong rank, feature size, dtype, empty batch, NaN input", "clear error")
 
 
 def test_check_finite_false_skips(lstm):
@@ -69,9 +71,10 @@ def test_bad_hx(lstm):
     ([3], r"lengths: expected shape \(2,\)"),
     ([1.5, 2.0], r"lengths: expected integers"),
 ])
-def test_bad_lengths(lstm, lengths, match):
+def test_bad_lengths(lstm, lengths, match, outcome):
     with pytest.raises((ValueError, TypeError), match=match):
         lstm(np.zeros((3, 2, 4)), lengths=np.array(lengths))
+    outcome("layer: lengths outside [1, T], wrong count or dtype", "clear error")
 
 
 def test_backward_errors(lstm):

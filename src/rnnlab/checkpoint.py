@@ -4,7 +4,7 @@ A checkpoint is a safetensors file whose header metadata holds
 
     format          "rnnlab-checkpoint"
     format_version  "1"
-    checksum        sha256 over every tensor's name, dtype, shape and bytes
+    checksum        sha256 over the meta string and every tensor's name, dtype, shape and bytes
     meta            JSON: config, step, RNG states, metrics ... (whatever the caller stores)
 
 Saving writes a temporary file in the same folder, fsyncs it, renames it over the target and fsyncs the
@@ -28,8 +28,8 @@ FORMAT_VERSION = 1
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def tensors_checksum(tensors: dict) -> str:
-    h = hashlib.sha256()
+def tensors_checksum(tensors: dict, meta: str = "") -> str:
+    h = hashlib.sha256(meta.encode("utf-8"))
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
@@ -42,8 +42,9 @@ def save_checkpoint(path, tensors: dict, meta: dict) -> Path:
     from safetensors.numpy import save
     path = Path(path)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    meta_str = json.dumps(meta, sort_keys=True)
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-              "checksum": tensors_checksum(tensors), "meta": json.dumps(meta, sort_keys=True)}
+              "checksum": tensors_checksum(tensors, meta_str), "meta": meta_str}
     data = save(tensors, metadata=header)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -102,8 +103,8 @@ def load_checkpoint(path) -> tuple[dict, dict]:
         tensors = load(data)
     except Exception as exc:  # safetensors raises its own error types for malformed files
         raise CheckpointError(f"{path}: corrupted tensor data ({type(exc).__name__}: {exc})") from None
-    if tensors_checksum(tensors) != meta_raw.get("checksum"):
-        raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted")
+    if tensors_checksum(tensors, str(meta_raw.get("meta", ""))) != meta_raw.get("checksum"):
+        raise CheckpointError(f"{path}: checksum mismatch: the tensor data or metadata is corrupted")
     try:
         meta = json.loads(meta_raw.get("meta", "{}"))
     except json.JSONDecodeError:

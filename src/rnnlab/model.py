@@ -130,6 +130,10 @@ class SequenceModel:
                 problems.append(f"missing key {k!r}")
             elif tuple(np.shape(sd[k])) != shape:
                 problems.append(f"{k}: expected shape {shape}, got {tuple(np.shape(sd[k]))}")
+            elif np.asarray(sd[k]).dtype.kind != "f":
+                problems.append(f"{k}: expected a floating-point array, got dtype {np.asarray(sd[k]).dtype}")
+            elif not np.isfinite(sd[k]).all():
+                problems.append(f"{k}: contains NaN or Inf")
         other = [k for k in sd if not k.startswith("rnn.") and k not in own_expected]
         if other:
             problems.append(f"unexpected keys {sorted(other)}")
