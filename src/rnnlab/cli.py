@@ -6,6 +6,8 @@
     rnnlab sample   RUN_OR_CHECKPOINT [--length N] [--prompt S]       text from a character model
     rnnlab compare  [--config FILE] [--task ...] [--models rnn,lstm,gru]  RNN vs LSTM vs GRU, with a report
     rnnlab gradients [CHECKPOINT] [--task ...] [--sweep 0.5:1.5:11]   gradient-flow diagnostics and figures
+    rnnlab export   CHECKPOINT --format onnx|torch|keras --out FILE  deploy a model or layer elsewhere
+    rnnlab import   FILE --format onnx|torch|keras --out LAYER       read another tool's weights
     rnnlab check                                                     gradient-check every layer kind
 """
 from __future__ import annotations
@@ -202,6 +204,41 @@ def _parse_range(text):
     return np.linspace(lo, hi, n)
 
 
+def _layer_gradients(args, out) -> int:
+    """Diagnostics of a bare layer (e.g. imported from torch or ONNX) on standard-normal input."""
+    from . import diagnostics as diag
+    from . import report
+    from .errors import ConfigError
+    from .interop.files import load_layer
+    layer = load_layer(args.checkpoint)
+    T = getattr(args, "seq_len", 50)
+    B = getattr(args, "batch_size", 16)
+    if args.at_step is not None and not 0 <= args.at_step < T:
+        raise ConfigError(f"at_step: expected a time step in [0, {T - 1}] (the sequence has {T} steps), got {args.at_step}")
+    x = np.random.default_rng(getattr(args, "seed", 0)).standard_normal((T, B, layer.input_size))
+    if layer.batch_first:
+        x = x.transpose(1, 0, 2)
+    g = diag.layer_grad_norms(layer, x)
+    xt = x.transpose(1, 0, 2) if layer.batch_first else x
+    j = diag.jacobian_norms(layer, xt)
+    label = f"{type(layer).__name__} ({Path(args.checkpoint).name})"
+    print(f"{label}: {layer.num_parameters()} parameters, spectral radius {diag.spectral_radius(layer):.3f}; "
+          f"loss <h_T, g> on N(0, 1) input, T={T}, B={B}")
+    print("  step  distance   ||dL/dh_t||   ||dh_T/ds_t||_2")
+    for t in sorted({0, T // 2, max(0, T - 11), T - 1} | ({args.at_step} if args.at_step is not None else set())):
+        print(f"  {t:4d}  {T - 1 - t:8d}   {g['grad_norm_h'][t]:11.4g}   {j[t]:15.4g}")
+    figs = [report.plot_grad_norms({label: g["grad_norm_h"]}, out / "figures"),
+            report.plot_grad_norms({label: j}, out / "figures", "jacobian_norms", "Exact Jacobian norm",
+                                   r"$\|\partial h_T/\partial s_t\|_2$")]
+    paths = report.write_report(out, "rnnlab gradients", [("Gradient flow", f"{label}", figs)])
+    print(f"report: {paths['html']}")
+    if args.json:
+        report.write_json(args.json, {"layer": {"label": label, "parameters": layer.num_parameters(),
+                                                "spectral_radius": diag.spectral_radius(layer), **g,
+                                                "jacobian_norm": j}})
+    return 0
+
+
 def cmd_gradients(args) -> int:
     from . import diagnostics as diag
     from . import report
@@ -226,6 +263,8 @@ def cmd_gradients(args) -> int:
     model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len", "sweep_hidden",
                                     "at_step", "report"))
     if args.checkpoint or not args.sweep or model_flags or args.config:
+        if args.checkpoint and _load_any(args.checkpoint)[0] == "layer":
+            return _layer_gradients(args, out)
         if args.checkpoint:
             model, meta = load_model(args.checkpoint)
             cfg = TrainConfig.from_dict(meta["config"])
@@ -275,6 +314,83 @@ def cmd_gradients(args) -> int:
     print(f"report: {paths['html']}")
     if args.json:
         report.write_json(args.json, results)
+    return 0
+
+
+def _load_any(path):
+    """A run folder / model checkpoint -> ("model", SequenceModel); a layer file -> ("layer", layer)."""
+    from .checkpoint import load_checkpoint
+    from .interop.files import load_layer
+    from .train import load_model
+    p = Path(path)
+    if p.is_file():
+        _, meta = load_checkpoint(p)
+        if meta.get("kind") == "layer":
+            return "layer", load_layer(p)
+    return "model", load_model(p)[0]
+
+
+def cmd_export(args) -> int:
+    kind, obj = _load_any(args.checkpoint)
+    out = Path(args.out)
+    if args.format == "onnx":
+        from .interop.onnx import export
+        export(obj, out, lengths=args.lengths)
+        print(f"wrote {out} (ONNX opset 17; inputs {'inputs' if kind == 'model' else 'x'}"
+              f"{', lengths' if args.lengths else ''})")
+    elif args.format == "torch":
+        from safetensors.numpy import save_file
+        save_file({k: np.ascontiguousarray(v) for k, v in obj.state_dict().items()}, str(out))
+        print(f"wrote {out} (a torch state_dict as safetensors: safetensors.torch.load_file('{out}'))")
+    else:
+        from safetensors.numpy import save_file
+        from .interop.keras import to_keras
+        layer = obj.rnn if kind == "model" else obj
+        tensors = {}
+        for l, ws in enumerate(to_keras(layer)):
+            names = ["kernel", "recurrent_kernel", "bias"][:len(ws) // layer.num_directions]
+            for d in range(layer.num_directions):
+                for i, n in enumerate(names):
+                    tensors[f"layer{l}{'.backward' if d else ''}.{n}"] = ws[d * len(names) + i]
+        if kind == "model":                         # the output layer in Keras' Dense layout
+            tensors["head.kernel"] = np.ascontiguousarray(obj.named_parameters()["head.weight"].T)
+            tensors["head.bias"] = obj.named_parameters()["head.bias"].copy()
+        save_file(tensors, str(out))
+        print(f"wrote {out} (Keras weights per layer: kernel, recurrent_kernel, bias"
+              f"{'; the output layer as a Dense kernel and bias' if kind == 'model' else ''})")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .errors import ConfigError
+    from .interop.files import save_layer
+    if args.format == "onnx":
+        from .interop.onnx import import_layer
+        layer = import_layer(args.file)
+    elif args.format == "torch":
+        from .interop.torch import load_torch_state_dict
+        if not args.cell:
+            raise ConfigError("cell: --cell rnn|lstm|gru is needed to read a torch state_dict")
+        layer = load_torch_state_dict(args.file, args.cell, batch_first=args.batch_first)
+    else:
+        from safetensors.numpy import load_file
+        from .interop.keras import from_keras
+        if not args.cell:
+            raise ConfigError("cell: --cell rnn|lstm|gru is needed to read Keras weights")
+        t = {k: v for k, v in load_file(args.file).items() if k.startswith("layer")}
+        if not t:
+            raise ConfigError(f"file: {args.file} has no 'layer<N>.kernel' tensors (write them with rnnlab export --format keras)")
+        n = 1 + max(int(k.split(".")[0][5:]) for k in t)
+        bidir = any(".backward." in k for k in t)
+        weights = []
+        for l in range(n):
+            ws = []
+            for d in ([""] + ([".backward"] if bidir else [])):
+                ws += [t[f"layer{l}{d}.{k}"] for k in ("kernel", "recurrent_kernel", "bias") if f"layer{l}{d}.{k}" in t]
+            weights.append(ws)
+        layer = from_keras(args.cell, weights, bidirectional=bidir, batch_first=args.batch_first)
+    save_layer(layer, args.out)
+    print(f"wrote {args.out}: {layer!r}, {layer.num_parameters()} parameters")
     return 0
 
 
@@ -336,6 +452,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", help="write the numbers to this JSON file")
     _add_config_flags(g)
     g.set_defaults(func=cmd_gradients)
+
+    ex = sub.add_parser("export", help="export a trained model or a layer file to ONNX, torch or Keras weights")
+    ex.add_argument("checkpoint", help="run folder, model.safetensors, or a layer file from `rnnlab import`")
+    ex.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--lengths", action="store_true", help="ONNX: add a 'lengths' input for ragged batches")
+    ex.set_defaults(func=cmd_export)
+
+    im = sub.add_parser("import", help="read an ONNX file, torch state_dict or Keras weights into an rnnlab layer file")
+    im.add_argument("file")
+    im.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx")
+    im.add_argument("--cell", choices=("rnn", "lstm", "gru"), help="torch and keras: which cell the weights are")
+    im.add_argument("--batch-first", action="store_true")
+    im.add_argument("--out", required=True, help="layer file to write (.safetensors)")
+    im.set_defaults(func=cmd_import)
 
     c = sub.add_parser("check", help="gradient-check every layer kind (BPTT vs finite differences)")
     c.add_argument("--seq-len", type=int, default=6)

@@ -143,6 +143,18 @@ class RecurrentLayer:
         for k, v in new.items():
             self._params[k][...] = v
 
+    def config(self) -> dict:
+        """The constructor arguments that define the architecture (JSON-able); see ``layer_from_config``."""
+        return {"cell": self.cell_name, "input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
+                "dropout": self.dropout, "bidirectional": self.bidirectional,
+                "dtype": np.dtype(self.dtype).name, **self.cell_opts}
+
+    def to_torch(self):
+        """A ``torch.nn.RNN/LSTM/GRU`` with this layer's options and weights (needs the torch extra)."""
+        from .interop.torch import to_torch
+        return to_torch(self)
+
     def zero_grad(self) -> None:
         for g in self.grads.values():
             g.fill(0)
@@ -392,3 +404,12 @@ class GRU(RecurrentLayer):
     @property
     def reset(self):
         return self.cell_opts["reset"]
+
+
+def layer_from_config(cfg: dict, seed=None) -> RecurrentLayer:
+    """Build a layer from ``layer.config()`` output (weights freshly initialised)."""
+    cfg = dict(cfg)
+    kinds = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+    cell = cfg.pop("cell", None)
+    check_choice("cell", cell, kinds)
+    return kinds[cell](seed=seed, **cfg)

@@ -1,0 +1,31 @@
+"""Models in and out: PyTorch, Keras 3 weight layouts and ONNX, each verified against the other runtime.
+
+Gate layouts (MATH.md, section 6):
+
+    system    LSTM blocks   GRU blocks   GRU reset                         biases
+    PyTorch   i f g o       r z n        after                              b_ih, b_hh
+    ONNX      i o f c       z r h        linear_before_reset=1 is 'after'   B = [Wb, Rb]
+    Keras 3   i f c o       z r h        reset_after=True is 'after'        LSTM one; GRU (2, 3H) or (3H,)
+
+rnnlab uses PyTorch's layout; every converter here permutes gate blocks explicitly.
+"""
+from ..errors import RnnlabError
+
+
+class InteropError(RnnlabError, ValueError):
+    """A model uses a feature rnnlab cannot represent, or a file is not a model we can read."""
+
+
+def permute_blocks(W, order, G):
+    """Reorder the G row blocks of W (or entries of a bias) by ``order`` (indices into the source blocks)."""
+    import numpy as np
+    blocks = np.split(W, G, axis=0)
+    return np.concatenate([blocks[i] for i in order], axis=0)
+
+
+def require(module: str, extra: str):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InteropError(f"this needs the {module} package; install it with: pip install -e '.[{extra}]'") from None

@@ -1,0 +1,106 @@
+"""Keras 3 weight layouts for SimpleRNN, LSTM and GRU, converted in NumPy alone (no Keras needed).
+
+Per layer (and per direction; a ``Bidirectional`` wrapper lists the forward then the backward weights):
+
+    kernel            (I, G*H)   = W_ih^T with the gate blocks in Keras order
+    recurrent_kernel  (H, G*H)   = W_hh^T
+    bias              SimpleRNN, LSTM: (G*H,) = b_ih + b_hh;  GRU reset_after=True: (2, 3H) = [b_ih; b_hh];
+                      GRU reset_after=False: (3H,) = b_ih + b_hh (only valid for rnnlab reset='before')
+
+Gate orders: LSTM i f c o (= PyTorch i f g o); GRU z r h (PyTorch r z n). Keras' GRU with reset_after=True
+is PyTorch's GRU (rnnlab reset='after'); reset_after=False is Cho et al.'s (rnnlab reset='before').
+Reading Keras weights sets ``bias_ih`` to Keras' bias and ``bias_hh`` to 0 where Keras has one bias.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import InteropError, permute_blocks
+
+G = {"rnn": 1, "lstm": 4, "gru": 3}
+TO_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}      # Keras block j = PyTorch block TO_KERAS[j]
+FROM_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}    # the permutation is its own inverse
+
+
+def to_keras(layer) -> list[list[np.ndarray]]:
+    """One list of weights per layer: ``[kernel, recurrent_kernel, bias]`` (x2 for bidirectional)."""
+    cell, g = layer.cell_name, G[layer.cell_name]
+    if cell == "rnn" and layer.cell_opts["nonlinearity"] == "identity":
+        raise InteropError("layer: nonlinearity='identity' has no Keras SimpleRNN equivalent")
+    out = []
+    sd = layer.state_dict()
+    for l in range(layer.num_layers):
+        ws = []
+        for d in range(layer.num_directions):
+            s = layer._suffix(l, d)
+            perm = TO_KERAS[cell]
+            ws.append(permute_blocks(sd["weight_ih" + s], perm, g).T.copy())
+            ws.append(permute_blocks(sd["weight_hh" + s], perm, g).T.copy())
+            if layer.bias:
+                b_ih, b_hh = permute_blocks(sd["bias_ih" + s], perm, g), permute_blocks(sd["bias_hh" + s], perm, g)
+                if cell == "gru" and layer.cell_opts["reset"] == "after":
+                    ws.append(np.stack([b_ih, b_hh]))
+                else:
+                    ws.append(b_ih + b_hh)
+        out.append(ws)
+    return out
+
+
+def from_keras(cell: str, weights: list, bidirectional: bool = False, **options):
+    """Build an rnnlab layer from Keras weights (one list per stacked layer, as ``to_keras`` returns).
+
+    For the GRU, the bias shape tells the reset convention: (2, 3H) -> reset='after', (3H,) -> 'before'.
+    ``options``: batch_first, dtype, nonlinearity ('tanh' or 'relu' for SimpleRNN) ...
+    """
+    from ..errors import check_choice
+    from ..layers import layer_from_config
+    check_choice("cell", cell, G)
+    if not weights:
+        raise InteropError("weights: expected one list of arrays per layer, got none")
+    g, D = G[cell], 2 if bidirectional else 1
+    first = [np.asarray(w) for w in weights[0]]
+    per_dir = len(first) // D
+    if len(first) % D or per_dir not in (2, 3):
+        raise InteropError(f"weights[0]: expected {2 * D} or {3 * D} arrays (kernel, recurrent_kernel[, bias]"
+                           f"{' per direction' if D == 2 else ''}), got {len(first)}")
+    I, GH = first[0].shape
+    if GH % g:
+        raise InteropError(f"weights[0] kernel: {GH} columns is not a multiple of {g} gates for cell={cell!r}")
+    H = GH // g
+    has_bias = per_dir == 3
+    opts = dict(options)
+    if cell == "gru":                       # the bias shape tells the reset convention
+        if has_bias:
+            opts["reset"] = "after" if np.asarray(first[2]).ndim == 2 else "before"
+        else:
+            opts.setdefault("reset", "after")
+    dtype = opts.pop("dtype", "float64" if first[0].dtype == np.float64 else "float32")
+    layer = layer_from_config({"cell": cell, "input_size": int(I), "hidden_size": int(H), "num_layers": len(weights),
+                               "bias": has_bias, "bidirectional": bidirectional, "dtype": dtype, **opts})
+    sd = {}
+    perm = FROM_KERAS[cell]
+    for l, ws in enumerate(weights):
+        ws = [np.asarray(w) for w in ws]
+        if len(ws) != len(first):
+            raise InteropError(f"weights[{l}]: expected {len(first)} arrays like weights[0], got {len(ws)}")
+        I_l = I if l == 0 else D * H
+        for d in range(D):
+            k, r = ws[d * per_dir], ws[d * per_dir + 1]
+            s = layer._suffix(l, d)
+            if k.shape != (I_l, g * H) or r.shape != (H, g * H):
+                raise InteropError(f"weights[{l}]: expected kernel {(I_l, g * H)} and recurrent_kernel {(H, g * H)}, "
+                                   f"got {k.shape} and {r.shape}")
+            sd["weight_ih" + s] = permute_blocks(k.T, perm, g)
+            sd["weight_hh" + s] = permute_blocks(r.T, perm, g)
+            if has_bias:
+                b = ws[d * per_dir + 2]
+                if cell == "gru" and opts.get("reset") == "after":
+                    if b.shape != (2, g * H):
+                        raise InteropError(f"weights[{l}] bias: expected {(2, g * H)} (reset_after=True), got {b.shape}")
+                    sd["bias_ih" + s], sd["bias_hh" + s] = permute_blocks(b[0], perm, g), permute_blocks(b[1], perm, g)
+                else:
+                    if b.shape != (g * H,):
+                        raise InteropError(f"weights[{l}] bias: expected {(g * H,)}, got {b.shape}")
+                    sd["bias_ih" + s], sd["bias_hh" + s] = permute_blocks(b, perm, g), np.zeros(g * H)
+    layer.load_state_dict(sd)
+    return layer

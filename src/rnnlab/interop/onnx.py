@@ -1,0 +1,275 @@
+"""ONNX export and import: one ONNX RNN/LSTM/GRU operator per layer (opset 17), built with the ``onnx``
+package (no torch needed) and checked with ``onnx.checker``.
+
+Export (``export(layer_or_model, path)``): inputs ``x`` (T, B, I) -- (B, T, I) with batch_first, via the
+operator's ``layout`` attribute -- or integer ``inputs`` (T, B) for a token model; optional ``lengths`` (B,)
+int32 (the operators' ``sequence_lens``: ragged batches); optional ``h0`` / ``c0``. Outputs ``output``
+(T, B, D*H), ``h_n`` (and ``c_n``) (L*D, B, H) for a layer; ``logits`` and ``prediction`` for a model.
+Gate blocks are permuted to ONNX order (LSTM i o f c, GRU z r h), ``B = [b_ih, b_hh]``, the GRU's reset
+convention becomes ``linear_before_reset`` (1 = 'after'), bidirectional layers ``direction``.
+
+Import (``import_layer(path)``): the graph's RNN/LSTM/GRU operators, in order, become one stacked rnnlab
+layer. Anything rnnlab cannot represent -- peepholes (input P), ``input_forget``, ``clip``, other
+activations, ``direction='reverse'``, mixed cells or sizes -- is an error naming it, never a different model.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import InteropError, permute_blocks, require
+
+OPSET = 17
+G = {"rnn": 1, "lstm": 4, "gru": 3}
+TO_ONNX = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}        # ONNX block j = PyTorch block TO_ONNX[j]
+FROM_ONNX = {"rnn": [0], "lstm": [0, 2, 3, 1], "gru": [1, 0, 2]}      # PyTorch block j = ONNX block FROM_ONNX[j]
+OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+
+
+class _Builder:
+    def __init__(self, dtype):
+        self.onnx = require("onnx", "onnx")
+        self.h = self.onnx.helper
+        self.nodes, self.inits, self.n = [], [], 0
+        self.np_dtype = np.dtype(dtype)
+        self.elem = self.onnx.TensorProto.DOUBLE if self.np_dtype == np.float64 else self.onnx.TensorProto.FLOAT
+
+    def name(self, base):
+        self.n += 1
+        return f"{base}_{self.n}"
+
+    def const(self, base, arr, dtype=None):
+        from onnx import numpy_helper
+        name = self.name(base)
+        arr = np.asarray(arr, dtype=dtype or self.np_dtype)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def node(self, op, inputs, n_out=1, **attrs):
+        outs = [self.name(op.lower()) for _ in range(n_out)]
+        self.nodes.append(self.h.make_node(op, inputs, outs, **attrs))
+        return outs if n_out > 1 else outs[0]
+
+
+def _stack(b, layer, x, layout, lengths=None, h0=None, c0=None):
+    """Add the layer's operators to the builder; returns (output name, [h_n name, c_n name])."""
+    cell, g, H, D = layer.cell_name, G[layer.cell_name], layer.hidden_size, layer.num_directions
+    if cell == "rnn" and layer.cell_opts["nonlinearity"] == "identity":
+        raise InteropError("layer: nonlinearity='identity' has no ONNX RNN activation; use tanh or relu")
+    sd = layer.state_dict()
+    yh, yc = [], []
+    inp = x
+    for l in range(layer.num_layers):
+        W, R, B = [], [], []
+        for d in range(D):
+            s = layer._suffix(l, d)
+            perm = TO_ONNX[cell]
+            W.append(permute_blocks(sd["weight_ih" + s], perm, g))
+            R.append(permute_blocks(sd["weight_hh" + s], perm, g))
+            if layer.bias:
+                B.append(np.concatenate([permute_blocks(sd["bias_ih" + s], perm, g),
+                                         permute_blocks(sd["bias_hh" + s], perm, g)]))
+        ins = [inp, b.const(f"W_l{l}", np.stack(W)), b.const(f"R_l{l}", np.stack(R)),
+               b.const(f"B_l{l}", np.stack(B)) if layer.bias else "", lengths or ""]
+        sl = None
+        if h0 is not None or c0 is not None:
+            sl = [b.const("start", [l * D], np.int64), b.const("end", [(l + 1) * D], np.int64)]
+        ins.append(b.node("Slice", [h0] + sl) if h0 is not None else "")
+        if cell == "lstm":
+            ins.append(b.node("Slice", [c0] + sl) if c0 is not None else "")
+        while ins and ins[-1] == "":
+            ins.pop()
+        attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward", layout=layout)
+        if cell == "gru":
+            attrs["linear_before_reset"] = 1 if layer.cell_opts["reset"] == "after" else 0
+        if cell == "rnn":
+            attrs["activations"] = [{"tanh": "Tanh", "relu": "Relu"}[layer.cell_opts["nonlinearity"]]] * D
+        outs = b.node(OP[cell], ins, n_out=3 if cell == "lstm" else 2, **attrs)
+        Y = outs[0]
+        yh.append(outs[1])
+        if cell == "lstm":
+            yc.append(outs[2])
+        if layout == 0:                                   # Y (T, D, B, H) -> (T, B, D*H)
+            Y = b.node("Transpose", [Y], perm=[0, 2, 1, 3])
+        inp = b.node("Reshape", [Y, b.const("shape", [0, 0, -1], np.int64)])
+    states = [b.node("Concat", yh, axis=0) if len(yh) > 1 else b.node("Identity", yh)]
+    if yc:
+        states.append(b.node("Concat", yc, axis=0) if len(yc) > 1 else b.node("Identity", yc))
+    return inp, states
+
+
+def _finish(b, inputs, outputs, path, doc, props=None):
+    onnx = b.onnx
+    graph = b.h.make_graph(b.nodes, "rnnlab", inputs, outputs, initializer=b.inits)
+    model = b.h.make_model(graph, producer_name="rnnlab", opset_imports=[b.h.make_opsetid("", OPSET)],
+                           doc_string=doc)
+    if props:
+        b.h.set_model_props(model, props)
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return model
+
+
+def export_layer(layer, path, lengths: bool = False, initial_state: bool = False):
+    """Write ``layer`` as an ONNX graph; see the module docstring for inputs and outputs."""
+    b = _Builder(layer.dtype)
+    h = b.h
+    # onnxruntime runs only layout=0 (time-major) recurrent operators: batch_first is two Transposes around them
+    layout = 1 if layer.batch_first else 0
+    LD, H = layer.num_layers * layer.num_directions, layer.hidden_size
+    x_shape = ["B", "T", layer.input_size] if layout else ["T", "B", layer.input_size]
+    inputs = [h.make_tensor_value_info("x", b.elem, x_shape)]
+    if lengths:
+        inputs.append(h.make_tensor_value_info("lengths", b.onnx.TensorProto.INT32, ["B"]))
+    h0 = c0 = None
+    if initial_state:
+        inputs.append(h.make_tensor_value_info("h0", b.elem, [LD, "B", H]))
+        h0 = "h0"
+        if layer.cell_name == "lstm":
+            inputs.append(h.make_tensor_value_info("c0", b.elem, [LD, "B", H]))
+            c0 = "c0"
+    x = b.node("Transpose", ["x"], perm=[1, 0, 2]) if layout else "x"
+    out, states = _stack(b, layer, x, 0, "lengths" if lengths else None, h0, c0)
+    if layout:
+        out = b.node("Transpose", [out], perm=[1, 0, 2])
+    b.nodes.append(h.make_node("Identity", [out], ["output"]))
+    b.nodes.append(h.make_node("Identity", [states[0]], ["h_n"]))
+    D = layer.num_directions
+    o_shape = ["B", "T", D * H] if layout else ["T", "B", D * H]
+    outputs = [h.make_tensor_value_info("output", b.elem, o_shape), h.make_tensor_value_info("h_n", b.elem, [LD, "B", H])]
+    if len(states) == 2:
+        b.nodes.append(h.make_node("Identity", [states[1]], ["c_n"]))
+        outputs.append(h.make_tensor_value_info("c_n", b.elem, [LD, "B", H]))
+    return _finish(b, inputs, outputs, path, f"rnnlab {layer!r}", {"rnnlab.batch_first": str(int(layer.batch_first))})
+
+
+def export_model(model, path, lengths: bool = False):
+    """Write a ``SequenceModel`` (input layer, stack, output layer, prediction) as an ONNX graph."""
+    cfg = model.config
+    b = _Builder(model.dtype)
+    h = b.h
+    onnx = b.onnx
+    p = model.named_parameters()
+    if cfg.input_mode == "dense":
+        inputs = [h.make_tensor_value_info("inputs", b.elem, ["T", "B", cfg.input_size])]
+        x = "inputs"
+    else:
+        inputs = [h.make_tensor_value_info("inputs", onnx.TensorProto.INT64, ["T", "B"])]
+        table = p["embedding.weight"] if cfg.input_mode == "embedding" else np.eye(cfg.input_size)
+        x = b.node("Gather", [b.const("table", table), "inputs"], axis=0)
+    if lengths:
+        inputs.append(h.make_tensor_value_info("lengths", onnx.TensorProto.INT32, ["B"]))
+    out, _ = _stack(b, model.rnn, x, 0, "lengths" if lengths else None)
+    if cfg.target == "last":
+        if lengths:                                       # one-hot of each row's last valid step, summed over time
+            T = b.node("Gather", [b.node("Shape", [out]), b.const("zero", 0, np.int64)], axis=0)
+            steps = b.node("Range", [b.const("r0", 0, np.int64), T, b.const("r1", 1, np.int64)])
+            last = b.node("Sub", [b.node("Cast", ["lengths"], to=onnx.TensorProto.INT64), b.const("one", [1], np.int64)])
+            onehot = b.node("Equal", [b.node("Unsqueeze", [steps, b.const("ax1", [1], np.int64)]),
+                                      b.node("Unsqueeze", [last, b.const("ax0", [0], np.int64)])])
+            w = b.node("Unsqueeze", [b.node("Cast", [onehot], to=b.elem), b.const("ax2", [2], np.int64)])
+            out = b.node("ReduceSum", [b.node("Mul", [out, w]), b.const("axt", [0], np.int64)], keepdims=0)
+        else:
+            out = b.node("Gather", [out, b.const("lastidx", -1, np.int64)], axis=0)
+    logits = b.node("Add", [b.node("MatMul", [out, b.const("V_T", p["head.weight"].T)]), b.const("c", p["head.bias"])])
+    b.nodes.append(h.make_node("Identity", [logits], ["logits"]))
+    pred = {"softmax": lambda: b.node("Softmax", ["logits"], axis=-1), "sigmoid": lambda: b.node("Sigmoid", ["logits"]),
+            "identity": lambda: b.node("Identity", ["logits"])}[cfg.prediction]()
+    b.nodes.append(h.make_node("Identity", [pred], ["prediction"]))
+    shape = ["B", cfg.output_size] if cfg.target == "last" else ["T", "B", cfg.output_size]
+    outputs = [h.make_tensor_value_info("logits", b.elem, shape), h.make_tensor_value_info("prediction", b.elem, shape)]
+    return _finish(b, inputs, outputs, path, f"rnnlab SequenceModel {cfg.to_dict()}")
+
+
+def export(obj, path, lengths: bool = False, **kw):
+    """Export a layer or a ``SequenceModel`` to ONNX."""
+    from ..layers import RecurrentLayer
+    from ..model import SequenceModel
+    if isinstance(obj, RecurrentLayer):
+        return export_layer(obj, path, lengths=lengths, **kw)
+    if isinstance(obj, SequenceModel):
+        return export_model(obj, path, lengths=lengths)
+    raise InteropError(f"export: expected an rnnlab layer or SequenceModel, got {type(obj).__name__}")
+
+
+def import_layer(path, dtype=None):
+    """The RNN/LSTM/GRU operators of an ONNX file, in graph order, as one stacked rnnlab layer."""
+    onnx = require("onnx", "onnx")
+    from onnx import numpy_helper
+    from ..layers import layer_from_config
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise InteropError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    ops = [n for n in model.graph.node if n.op_type in ("RNN", "LSTM", "GRU")]
+    if not ops:
+        raise InteropError(f"{path}: no RNN, LSTM or GRU operator in the graph")
+    spec, sd = None, {}
+    for l, node in enumerate(ops):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        where = f"{path}: operator {node.name or node.op_type} (#{l})"
+        for bad in ("clip", "activation_alpha", "activation_beta"):
+            if bad in attrs:
+                raise InteropError(f"{where}: attribute {bad!r} is not supported by rnnlab")
+        if attrs.get("input_forget", 0):
+            raise InteropError(f"{where}: input_forget=1 (coupled input and forget gates) is not supported by rnnlab")
+        if node.op_type == "LSTM" and len(node.input) > 7 and node.input[7]:
+            raise InteropError(f"{where}: peephole weights (input P) are not supported by rnnlab")
+        direction = attrs.get("direction", b"forward")
+        direction = direction.decode() if isinstance(direction, bytes) else direction
+        if direction not in ("forward", "bidirectional"):
+            raise InteropError(f"{where}: direction={direction!r} is not supported (only forward and bidirectional)")
+        D = 2 if direction == "bidirectional" else 1
+        acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+        cell = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}[node.op_type]
+        opts = {}
+        if cell == "rnn":
+            kinds = set(acts or ["Tanh"])
+            if len(kinds) != 1 or not kinds <= {"Tanh", "Relu"}:
+                raise InteropError(f"{where}: activations {acts} are not supported (Tanh or Relu, the same in both directions)")
+            opts["nonlinearity"] = kinds.pop().lower()
+        elif acts and acts != DEFAULT_ACTS[node.op_type] * (len(acts) // len(DEFAULT_ACTS[node.op_type])):
+            raise InteropError(f"{where}: activations {acts} are not supported (only {DEFAULT_ACTS[node.op_type]})")
+        if cell == "gru":
+            opts["reset"] = "after" if attrs.get("linear_before_reset", 0) else "before"
+        try:
+            W, R = inits[node.input[1]], inits[node.input[2]]
+            B = inits[node.input[3]] if len(node.input) > 3 and node.input[3] else None
+        except KeyError as exc:
+            raise InteropError(f"{where}: weight {exc} is not a constant initializer; rnnlab imports constant weights only") from None
+        g = G[cell]
+        H = int(attrs.get("hidden_size", R.shape[-1]))
+        if W.shape[0] != D or W.shape[1] != g * H or R.shape != (D, g * H, H):
+            raise InteropError(f"{where}: weights of shape W {W.shape}, R {R.shape} do not fit hidden_size={H}, {D} direction(s)")
+        this = {"cell": cell, "hidden_size": H, "D": D, "layout": attrs.get("layout", 0), "bias": B is not None, **opts}
+        if spec is None:
+            spec = dict(this, input_size=int(W.shape[2]))
+        else:
+            for k in ("cell", "hidden_size", "D", "layout", "bias", "nonlinearity", "reset"):
+                if this.get(k) != spec.get(k):
+                    raise InteropError(f"{where}: {k}={this.get(k)!r} differs from the first operator's "
+                                       f"{spec.get(k)!r}; rnnlab stacks layers of one kind")
+            if W.shape[2] != D * H:
+                raise InteropError(f"{where}: input size {W.shape[2]} is not the previous layer's output {D * H}")
+        for d in range(D):
+            s = f"_l{l}" + ("_reverse" if d else "")
+            sd["weight_ih" + s] = permute_blocks(W[d], FROM_ONNX[cell], g)
+            sd["weight_hh" + s] = permute_blocks(R[d], FROM_ONNX[cell], g)
+            if B is not None:
+                sd["bias_ih" + s] = permute_blocks(B[d][:g * H], FROM_ONNX[cell], g)
+                sd["bias_hh" + s] = permute_blocks(B[d][g * H:], FROM_ONNX[cell], g)
+    if dtype is None:
+        dtype = "float64" if sd["weight_ih_l0"].dtype == np.float64 else "float32"
+    props = {p.key: p.value for p in model.metadata_props}
+    batch_first = spec["layout"] == 1 or props.get("rnnlab.batch_first") == "1"
+    cfg = {"cell": spec["cell"], "input_size": spec["input_size"], "hidden_size": spec["hidden_size"],
+           "num_layers": len(ops), "bias": spec["bias"], "batch_first": batch_first,
+           "bidirectional": spec["D"] == 2, "dtype": dtype}
+    for k in ("nonlinearity", "reset"):
+        if k in spec:
+            cfg[k] = spec[k]
+    layer = layer_from_config(cfg)
+    layer.load_state_dict(sd)
+    return layer

@@ -1,0 +1,149 @@
+"""PyTorch: ``from_torch(module)`` / ``to_torch(layer)``, sequence models, state dicts as safetensors."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import InteropError, require
+
+_TORCH_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+
+
+def from_torch(module, dtype=None):
+    """An rnnlab layer equal to ``torch.nn.RNN/LSTM/GRU`` ``module`` (options and weights copied)."""
+    torch = require("torch", "torch")
+    from ..layers import GRU, LSTM, RNN
+    kind = type(module).__name__
+    if not isinstance(module, torch.nn.RNNBase) or kind not in _TORCH_NAMES:
+        raise InteropError(f"module: expected torch.nn.RNN, LSTM or GRU, got {kind}")
+    if getattr(module, "proj_size", 0):
+        raise InteropError(f"module: LSTM proj_size={module.proj_size} (projections) is not supported by rnnlab")
+    if dtype is None:
+        dtype = {torch.float32: "float32", torch.float64: "float64"}.get(module.weight_ih_l0.dtype)
+        if dtype is None:
+            raise InteropError(f"module: dtype {module.weight_ih_l0.dtype} is not supported; use float32 or float64")
+    kw = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
+              dropout=float(module.dropout), bidirectional=module.bidirectional, dtype=dtype)
+    if kind == "RNN":
+        nl = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[module.mode]
+        layer = RNN(module.input_size, module.hidden_size, nonlinearity=nl, **kw)
+    else:
+        layer = {"LSTM": LSTM, "GRU": GRU}[kind](module.input_size, module.hidden_size, **kw)
+    layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+    layer.train(module.training)
+    return layer
+
+
+def to_torch(layer):
+    """A torch module with the layer's options and a copy of its weights."""
+    torch = require("torch", "torch")
+    if layer.cell_name == "rnn" and layer.cell_opts["nonlinearity"] == "identity":
+        raise InteropError("layer: nonlinearity='identity' has no torch.nn.RNN equivalent")
+    if layer.cell_name == "gru" and layer.cell_opts["reset"] == "before":
+        raise InteropError("layer: GRU reset='before' has no torch.nn.GRU equivalent (torch resets after)")
+    tdtype = torch.float64 if np.dtype(layer.dtype) == np.float64 else torch.float32
+    kw = dict(num_layers=layer.num_layers, bias=layer.bias, batch_first=layer.batch_first, dropout=layer.dropout,
+              bidirectional=layer.bidirectional, dtype=tdtype)
+    if layer.cell_name == "rnn":
+        kw["nonlinearity"] = layer.cell_opts["nonlinearity"]
+    mod = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[layer.cell_name](
+        layer.input_size, layer.hidden_size, **kw)
+    with torch.no_grad():
+        for name, p in mod.named_parameters():
+            p.copy_(torch.from_numpy(np.ascontiguousarray(layer.state_dict()[name])))
+    mod.train(layer.training)
+    return mod
+
+
+def model_to_torch(model):
+    """A torch module equal to a ``SequenceModel`` (embedding/one-hot -> recurrent stack -> Linear -> prediction).
+
+    Its ``forward(inputs, lengths=None)`` takes the same time-major inputs and returns the prediction
+    layer's output (probabilities for softmax/sigmoid, values for identity).
+    """
+    torch = require("torch", "torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    cfg = model.config
+    rnn = to_torch(model.rnn)
+    head = torch.nn.Linear(model.named_parameters()["head.weight"].shape[1], cfg.output_size,
+                           dtype=rnn.weight_ih_l0.dtype)
+    p = model.named_parameters()
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(p["head.weight"]))
+        head.bias.copy_(torch.from_numpy(p["head.bias"]))
+    emb = None
+    if cfg.input_mode == "embedding":
+        emb = torch.nn.Embedding(cfg.input_size, cfg.embedding_dim, dtype=rnn.weight_ih_l0.dtype)
+        with torch.no_grad():
+            emb.weight.copy_(torch.from_numpy(p["embedding.weight"]))
+
+    class TorchSequenceModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding, self.rnn, self.head = emb, rnn, head
+
+        def forward(self, inputs, lengths=None):
+            if cfg.input_mode == "embedding":
+                x = self.embedding(inputs)
+            elif cfg.input_mode == "onehot":
+                x = torch.nn.functional.one_hot(inputs, cfg.input_size).to(self.head.weight.dtype)
+            else:
+                x = inputs
+            T, B = x.shape[:2]
+            if lengths is not None:
+                packed = pack_padded_sequence(x, torch.as_tensor(lengths), enforce_sorted=False)
+                out, _ = self.rnn(packed)
+                out, _ = pad_packed_sequence(out, total_length=T)
+            else:
+                out, _ = self.rnn(x)
+            if cfg.target == "last":
+                last = (torch.full((B,), T - 1) if lengths is None else torch.as_tensor(lengths) - 1)
+                out = out[last, torch.arange(B)]
+            o = self.head(out)
+            if cfg.prediction == "softmax":
+                return torch.softmax(o, dim=-1)
+            if cfg.prediction == "sigmoid":
+                return torch.sigmoid(o)
+            return o
+
+    m = TorchSequenceModel()
+    m.eval()
+    return m
+
+
+def save_torch_state_dict(layer, path) -> None:
+    """Write the layer's weights under torch's names as a plain safetensors file
+    (``safetensors.torch.load_file(path)`` gives a state_dict that ``module.load_state_dict`` takes)."""
+    from safetensors.numpy import save_file
+    save_file({k: np.ascontiguousarray(v) for k, v in layer.state_dict().items()}, str(path))
+
+
+def load_torch_state_dict(path, cell: str, **options):
+    """Build a layer from a torch state_dict saved as safetensors; sizes are read from the shapes.
+
+    ``options``: batch_first, dtype, nonlinearity (RNN) ... -- what the shapes cannot tell.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    from ..errors import check_choice
+    from ..layers import layer_from_config
+    check_choice("cell", cell, ("rnn", "lstm", "gru"))
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InteropError(f"{path}: not a readable safetensors file ({exc})") from None
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    if "weight_ih_l0" not in sd:
+        raise InteropError(f"{path}: no 'weight_ih_l0' tensor; expected a torch RNN/LSTM/GRU state_dict")
+    GH, I = sd["weight_ih_l0"].shape
+    if GH % G:
+        raise InteropError(f"{path}: weight_ih_l0 has {GH} rows, not a multiple of {G} gates for cell={cell!r}")
+    if any(k.startswith("weight_hr") for k in sd):
+        raise InteropError(f"{path}: LSTM projections (weight_hr_*) are not supported")
+    L = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in sd if k.startswith("weight_ih_l"))
+    cfg = {"cell": cell, "input_size": int(I), "hidden_size": GH // G, "num_layers": L,
+           "bias": "bias_ih_l0" in sd, "bidirectional": "weight_ih_l0_reverse" in sd, **options}
+    if "dtype" not in cfg:
+        cfg["dtype"] = "float64" if sd["weight_ih_l0"].dtype == np.float64 else "float32"
+    layer = layer_from_config(cfg)
+    layer.load_state_dict(sd)
+    return layer
