@@ -16,6 +16,10 @@ def _nonzero_biases(layer, rng):
                            for k, v in layer.state_dict().items()})
 
 
+BACKENDS = ["numpy"] + (["numba"] if __import__("rnnlab.kernels").kernels.available() else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls,kw", CELLS, ids=IDS)
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,ragged", [
     (1, False, False, False),
@@ -23,11 +27,11 @@ def _nonzero_biases(layer, rng):
     (2, False, False, True),
     (1, True, False, False),
 ])
-def test_every_gradient(cls, kw, num_layers, bidirectional, batch_first, ragged):
+def test_every_gradient(cls, kw, num_layers, bidirectional, batch_first, ragged, backend):
     rng = np.random.default_rng(0)
     T, B, I, H = 5, 3, 4, 5
     layer = cls(I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional,
-                dtype="float64", seed=1, **kw)
+                dtype="float64", seed=1, backend=backend, **kw)
     _nonzero_biases(layer, rng)
     x = rng.standard_normal((B, T, I) if batch_first else (T, B, I))
     LD = num_layers * layer.num_directions
@@ -52,7 +56,7 @@ def test_no_bias_layers():
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     """The check can fail: break dW_hh and the error jumps."""
     from rnnlab.cells import rnn
-    layer = rnnlab.RNN(4, 5, dtype="float64", seed=0)
+    layer = rnnlab.RNN(4, 5, dtype="float64", seed=0, backend="numpy")
     x = np.random.default_rng(0).standard_normal((5, 3, 4))
     orig = rnn.grad_W_hh
     monkeypatch.setattr(rnn, "grad_W_hh", lambda dHW, caches, **kw: 1.01 * orig(dHW, caches))

@@ -12,10 +12,14 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.LSTM,
 GRID = list(itertools.product([1, 2, 3], [False, True], [False, True], [False, True], [False, True]))
 
 
-def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, dtype, seed):
+BACKENDS = ["numpy"] + (["numba"] if __import__("rnnlab.kernels").kernels.available() else [])
+
+
+def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, dtype, seed, backend="numpy"):
     rng = np.random.default_rng(seed)
     T, B, I, H = 6, 3, 4, 5
-    layer = cls(I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional, dtype=dtype, seed=seed, **kw)
+    layer = cls(I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional, dtype=dtype, seed=seed,
+                backend=backend, **kw)
     # non-zero biases everywhere (numpy-ml's bug hid behind zero biases)
     layer.load_state_dict({k: v + rng.uniform(-0.3, 0.3, v.shape) if k.startswith("bias") else v
                            for k, v in layer.state_dict().items()})
@@ -46,19 +50,21 @@ def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, d
     return got, want
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,ragged,user_state", GRID)
-def test_parity_float64(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state):
-    got, want = _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, np.float64, 7)
+def test_parity_float64(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, backend):
+    got, want = _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, np.float64, 7, backend)
     assert set(got) == set(want)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-10, err_msg=k)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("num_layers,bidirectional,ragged", [(1, False, False), (2, True, True), (3, True, False)])
-def test_parity_float32(cls, kw, num_layers, bidirectional, ragged):
-    got, want = _case(cls, kw, num_layers, bidirectional, False, ragged, True, np.float32, 3)
+def test_parity_float32(cls, kw, num_layers, bidirectional, ragged, backend):
+    got, want = _case(cls, kw, num_layers, bidirectional, False, ragged, True, np.float32, 3, backend)
     for k in want:
         scale = max(np.abs(want[k]).max(), 1e-3)
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5 * scale, err_msg=k)

@@ -20,6 +20,21 @@ import numpy as np
 from .errors import ConfigError, ShapeError, check_int
 
 
+class _reference_backend:
+    """Run a layer on the NumPy reference backend (it records per-step state gradients and keeps gate caches)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __enter__(self):
+        self.saved = self.layer.backend
+        self.layer.backend = "numpy"
+        return self.layer
+
+    def __exit__(self, *exc):
+        self.layer.backend = self.saved
+
+
 def _layer_index(layer, l):
     if not 0 <= l < layer.num_layers:
         raise ConfigError(f"layer: expected an index in [0, {layer.num_layers - 1}], got {l}")
@@ -34,6 +49,11 @@ def layer_grad_norms(layer, x, d_last=None, lengths=None, l=None, seed=0) -> dic
     """
     l = layer.num_layers - 1 if l is None else l
     _layer_index(layer, l)
+    with _reference_backend(layer):
+        return _layer_grad_norms(layer, x, d_last, lengths, l, seed)
+
+
+def _layer_grad_norms(layer, x, d_last, lengths, l, seed):
     was = layer.training
     layer.eval()
     out, _ = layer(x, lengths=lengths)
@@ -62,6 +82,11 @@ def layer_grad_norms(layer, x, d_last=None, lengths=None, l=None, seed=0) -> dic
 
 def model_grad_norms(model, batch) -> dict:
     """||dL/dh_t|| of the top layer for the task loss placed at the last (valid) step of each sequence."""
+    with _reference_backend(model.rnn):
+        return _model_grad_norms(model, batch)
+
+
+def _model_grad_norms(model, batch) -> dict:
     logits, _ = model(batch.inputs, batch.lengths)
     K = model.config.output_size
     if model.config.target == "every":
@@ -192,7 +217,8 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
         return {}
     was = layer.training
     layer.eval()
-    layer(x, lengths=lengths)
+    with _reference_backend(layer):
+        layer(x, lengths=lengths)
     layer.train(was)
     layer_caches = layer._cache[0]
     caches = layer_caches[l][1][0][0]

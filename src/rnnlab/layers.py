@@ -16,6 +16,19 @@ from .errors import (
 )
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+BACKENDS = ("auto", "numpy", "numba")
+# auto: the compiled whole loop while a step's recurrent product is small (per-call overhead dominates),
+# NumPy with BLAS products above; measured crossover, see docs/performance.md
+NUMBA_MAX_WORK = 1 << 20             # B * G*H * H multiply-adds per step
+
+
+def choose_backend(backend, B, GH, H, segment):
+    if backend == "numpy" or segment:
+        return "numpy"
+    if backend == "numba":
+        return "numba"
+    from .kernels import available
+    return "numba" if available() and B * GH * H <= NUMBA_MAX_WORK else "numpy"
 
 
 def resolve_dtype(dtype) -> type:
@@ -35,7 +48,7 @@ class RecurrentLayer:
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None,
-                 recurrent_init="uniform", bptt_segment=None, **cell_opts):
+                 recurrent_init="uniform", bptt_segment=None, backend="auto", **cell_opts):
         self.input_size = check_int("input_size", input_size, 1)
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
         self.num_layers = check_int("num_layers", num_layers, 1)
@@ -49,6 +62,12 @@ class RecurrentLayer:
         # bound BPTT memory: keep states every bptt_segment steps, recompute inside segments in backward
         self.bptt_segment = None if bptt_segment is None else check_int("bptt_segment", bptt_segment, 1)
         self.dtype = resolve_dtype(dtype)
+        check_choice("backend", backend, BACKENDS)
+        if backend == "numba":
+            from .kernels import available
+            if not available():
+                raise ConfigError("backend: 'numba' needs the numba package; install it with: pip install -e '.[fast]'")
+        self.backend = backend
         self.cell = CELLS[self.cell_name]
         self.cell_opts = cell_opts
         self.training = True
@@ -168,6 +187,8 @@ class RecurrentLayer:
 
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in self.cell_opts.items())
+        if self.backend != "auto":
+            opts += f", backend={self.backend!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
                 f"bidirectional={self.bidirectional}{opts}, dtype={np.dtype(self.dtype).name})")
@@ -247,9 +268,14 @@ class RecurrentLayer:
                 if b_ih is not None:
                     xw += b_ih
                 state0 = tuple(s[l * D + d] for s in states0)
-                out, stateT, cache = recurrent.scan_forward(
-                    self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts,
-                    segment=self.bptt_segment)
+                if choose_backend(self.backend, B, W_hh.shape[0], H, self.bptt_segment) == "numba":
+                    from .kernels import numba_scan
+                    out, stateT, cache = numba_scan.scan_forward(
+                        self.cell_name, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts)
+                else:
+                    out, stateT, cache = recurrent.scan_forward(
+                        self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts,
+                        segment=self.bptt_segment)
                 for f, s in zip(finals, stateT):
                     f[l * D + d] = s
                 outs.append(out)

@@ -62,6 +62,11 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, r
     """``record``: an optional list that receives ``(t, dstate_t)``, the total gradient with respect to each
     step's state (dL/dh_t, and dL/dc_t for the LSTM) -- what the gradient-flow diagnostics plot."""
     opts = opts or {}
+    if cache[0] == "numba":                                                  # the compiled backend's cache
+        if record is not None:
+            raise ValueError("record: state gradients are recorded by the numpy backend only")
+        from .kernels import numba_scan
+        return numba_scan.scan_backward(d_out, d_state, cache, W_hh, has_bias)
     caches, mask, reverse = cache
     T = d_out.shape[0]
     GH = W_hh.shape[0]

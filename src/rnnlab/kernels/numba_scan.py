@@ -1,0 +1,397 @@
+"""Whole-loop compiled scans for RNN, LSTM and GRU (forward and backward), with ragged-batch masks.
+
+The same equations as ``rnnlab.cells`` (see their docstrings), written as explicit loops so Numba fuses the
+gate math and the recurrent product of a step into one pass and no Python runs inside the time loop. The
+recurrent product is a rank-1 update per hidden unit (``a += h_k * W_hh^T[k]``), contiguous and vectorised.
+
+Transcendentals: float64 uses libm's ``tanh`` (exact to round-off, as the reference). float32 uses a
+rational approximation of tanh (Eigen's ``generic_fast_tanh_float`` coefficients, clamped at |x| = 7.99),
+which vectorises; its maximum error against ``numpy.tanh`` is measured in the tests (documented in
+docs/performance.md); ``sigmoid(x) = 0.5 tanh(x / 2) + 0.5`` in both.
+
+Caches are plain arrays (T, B, ...) so that the weight gradients stay one BLAS product after the loop.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+      -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_B = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+
+
+@njit(inline="always", fastmath=True)
+def _tanh32(x):
+    x = min(max(x, np.float32(-7.99881172180175781)), np.float32(7.99881172180175781))
+    x2 = x * x
+    p = np.float32(_A[6])
+    p = p * x2 + np.float32(_A[5])
+    p = p * x2 + np.float32(_A[4])
+    p = p * x2 + np.float32(_A[3])
+    p = p * x2 + np.float32(_A[2])
+    p = p * x2 + np.float32(_A[1])
+    p = p * x2 + np.float32(_A[0])
+    p = p * x
+    q = np.float32(_B[3])
+    q = q * x2 + np.float32(_B[2])
+    q = q * x2 + np.float32(_B[1])
+    q = q * x2 + np.float32(_B[0])
+    return p / q
+
+
+def _make(approx32: bool):
+    """Build the kernels; ``approx32`` picks the rational tanh (float32) or libm (float64)."""
+    if approx32:
+        th = _tanh32
+    else:
+        @njit(inline="always")
+        def th(x):
+            return math.tanh(x)
+
+    @njit(inline="always")
+    def sg(x):
+        return 0.5 * th(0.5 * x) + 0.5
+
+    # ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
+    @njit(cache=True)
+    def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
+        T, B, H = xw.shape
+        h = h0.copy()
+        a = np.empty(H, xw.dtype)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            for r in range(B):
+                for k in range(H):
+                    Hs[t, r, k] = h[r, k]
+                    a[k] = xw[t, r, k] + (b[k] if has_b else 0.0)
+                for k in range(H):
+                    hk = h[r, k]
+                    if hk != 0.0:
+                        for j in range(H):
+                            a[j] += hk * WT[k, j]
+                m = mask[t, r] if has_mask else 1.0
+                for k in range(H):
+                    if act == 0:
+                        v = th(a[k])
+                    elif act == 1:
+                        v = a[k] if a[k] > 0.0 else 0.0
+                    else:
+                        v = a[k]
+                    if m != 0.0:
+                        h[r, k] = v
+                        out[t, r, k] = v
+                    else:
+                        out[t, r, k] = 0.0
+        hT[:] = h
+
+    @njit(cache=True)
+    def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
+        T, B, H = d_out.shape
+        dh = dhT.copy()
+        da = np.empty(H, d_out.dtype)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            for r in range(B):
+                m = mask[t, r] if has_mask else 1.0
+                if m == 0.0:
+                    for k in range(H):
+                        dXW[t, r, k] = 0.0
+                    continue
+                for k in range(H):
+                    g = dh[r, k] + d_out[t, r, k]
+                    hk = out[t, r, k]
+                    if act == 0:
+                        da[k] = g * (1.0 - hk * hk)
+                    elif act == 1:
+                        da[k] = g if hk > 0.0 else 0.0
+                    else:
+                        da[k] = g
+                    dXW[t, r, k] = da[k]
+                    dh[r, k] = 0.0
+                for j in range(H):
+                    dj = da[j]
+                    if dj != 0.0:
+                        for k in range(H):
+                            dh[r, k] += dj * W[j, k]
+        dh0[:] = dh
+
+    # ------------------------------------------------------------------ LSTM (gates i f g o)
+    @njit(cache=True)
+    def lstm_fwd(xw, h0, c0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT):
+        T, B, GH = xw.shape
+        H = GH // 4
+        h = h0.copy()
+        c = c0.copy()
+        a = np.empty(GH, xw.dtype)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            for r in range(B):
+                for j in range(GH):
+                    a[j] = xw[t, r, j] + (b[j] if has_b else 0.0)
+                for k in range(H):
+                    hk = h[r, k]
+                    Hs[t, r, k] = hk
+                    Cs[t, r, k] = c[r, k]
+                    if hk != 0.0:
+                        for j in range(GH):
+                            a[j] += hk * WT[k, j]
+                m = mask[t, r] if has_mask else 1.0
+                for k in range(H):
+                    i = sg(a[k])
+                    f = sg(a[H + k])
+                    g = th(a[2 * H + k])
+                    o = sg(a[3 * H + k])
+                    cn = f * c[r, k] + i * g
+                    tc = th(cn)
+                    hn = o * tc
+                    Gs[t, r, k] = i
+                    Gs[t, r, H + k] = f
+                    Gs[t, r, 2 * H + k] = g
+                    Gs[t, r, 3 * H + k] = o
+                    TCs[t, r, k] = tc
+                    if m != 0.0:
+                        c[r, k] = cn
+                        h[r, k] = hn
+                        out[t, r, k] = hn
+                    else:
+                        out[t, r, k] = 0.0
+        hT[:] = h
+        cT[:] = c
+
+    @njit(cache=True)
+    def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0, dc0):
+        T, B, GH = dXW.shape
+        H = GH // 4
+        dh = dhT.copy()
+        dc = dcT.copy()
+        da = np.empty(GH, d_out.dtype)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            for r in range(B):
+                m = mask[t, r] if has_mask else 1.0
+                if m == 0.0:
+                    for j in range(GH):
+                        dXW[t, r, j] = 0.0
+                    continue
+                for k in range(H):
+                    g_h = dh[r, k] + d_out[t, r, k]
+                    i = Gs[t, r, k]
+                    f = Gs[t, r, H + k]
+                    g = Gs[t, r, 2 * H + k]
+                    o = Gs[t, r, 3 * H + k]
+                    tc = TCs[t, r, k]
+                    dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
+                    da[k] = (dck * g) * i * (1.0 - i)
+                    da[H + k] = (dck * Cs[t, r, k]) * f * (1.0 - f)
+                    da[2 * H + k] = (dck * i) * (1.0 - g * g)
+                    da[3 * H + k] = (g_h * tc) * o * (1.0 - o)
+                    dc[r, k] = dck * f
+                    dh[r, k] = 0.0
+                for j in range(GH):
+                    dj = da[j]
+                    dXW[t, r, j] = dj
+                    if dj != 0.0:
+                        for k in range(H):
+                            dh[r, k] += dj * W[j, k]
+        dh0[:] = dh
+        dc0[:] = dc
+
+    # ------------------------------------------------------------------ GRU (gates r z n; after: 1, before: 0)
+    @njit(cache=True)
+    def gru_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT):
+        T, B, GH = xw.shape
+        H = GH // 3
+        h = h0.copy()
+        gh = np.empty(GH, xw.dtype)
+        rh = np.empty(H, xw.dtype)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            for r in range(B):
+                n_rec = GH if after else 2 * H
+                for j in range(GH):
+                    gh[j] = b[j] if has_b else 0.0
+                for k in range(H):
+                    hk = h[r, k]
+                    Hs[t, r, k] = hk
+                    if hk != 0.0:
+                        for j in range(n_rec):
+                            gh[j] += hk * WT[k, j]
+                for k in range(H):
+                    Rs[t, r, k] = sg(xw[t, r, k] + gh[k])
+                    Zs[t, r, k] = sg(xw[t, r, H + k] + gh[H + k])
+                if not after:
+                    for k in range(H):
+                        rh[k] = Rs[t, r, k] * h[r, k]
+                        Es[t, r, k] = rh[k]
+                    for k in range(H):
+                        v = rh[k]
+                        if v != 0.0:
+                            for j in range(H):
+                                gh[2 * H + j] += v * WT[k, 2 * H + j]
+                m = mask[t, r] if has_mask else 1.0
+                for k in range(H):
+                    if after:
+                        Es[t, r, k] = gh[2 * H + k]
+                        n = th(xw[t, r, 2 * H + k] + Rs[t, r, k] * gh[2 * H + k])
+                    else:
+                        n = th(xw[t, r, 2 * H + k] + gh[2 * H + k])
+                    Ns[t, r, k] = n
+                    hn = n + Zs[t, r, k] * (h[r, k] - n)
+                    if m != 0.0:
+                        out[t, r, k] = hn
+                    else:
+                        out[t, r, k] = 0.0
+                if m != 0.0:
+                    for k in range(H):
+                        h[r, k] = out[t, r, k]
+        hT[:] = h
+
+    @njit(cache=True)
+    def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, dXW, dHW, dh0):
+        T, B, GH = dXW.shape
+        H = GH // 3
+        dh = dhT.copy()
+        dhw = np.empty(GH, d_out.dtype)
+        drh = np.empty(H, d_out.dtype)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            for r in range(B):
+                m = mask[t, r] if has_mask else 1.0
+                if m == 0.0:
+                    for j in range(GH):
+                        dXW[t, r, j] = 0.0
+                        dHW[t, r, j] = 0.0
+                    continue
+                for k in range(H):
+                    g = dh[r, k] + d_out[t, r, k]
+                    z = Zs[t, r, k]
+                    n = Ns[t, r, k]
+                    dz = g * (Hs[t, r, k] - n)
+                    dn = g * (1.0 - z) * (1.0 - n * n)
+                    dh[r, k] = g * z
+                    dXW[t, r, H + k] = dz * z * (1.0 - z)
+                    dXW[t, r, 2 * H + k] = dn
+                if after:
+                    for k in range(H):
+                        rr = Rs[t, r, k]
+                        dn = dXW[t, r, 2 * H + k]
+                        dr = dn * Es[t, r, k] * rr * (1.0 - rr)
+                        dXW[t, r, k] = dr
+                        dhw[k] = dr
+                        dhw[H + k] = dXW[t, r, H + k]
+                        dhw[2 * H + k] = dn * rr
+                    for j in range(GH):
+                        dj = dhw[j]
+                        dHW[t, r, j] = dj
+                        if dj != 0.0:
+                            for k in range(H):
+                                dh[r, k] += dj * W[j, k]
+                else:
+                    for k in range(H):
+                        drh[k] = 0.0
+                    for j in range(H):
+                        dj = dXW[t, r, 2 * H + j]
+                        if dj != 0.0:
+                            for k in range(H):
+                                drh[k] += dj * W[2 * H + j, k]
+                    for k in range(H):
+                        rr = Rs[t, r, k]
+                        dXW[t, r, k] = drh[k] * Hs[t, r, k] * rr * (1.0 - rr)
+                        dh[r, k] += drh[k] * rr
+                    for j in range(2 * H):
+                        dj = dXW[t, r, j]
+                        if dj != 0.0:
+                            for k in range(H):
+                                dh[r, k] += dj * W[j, k]
+                    for j in range(GH):
+                        dHW[t, r, j] = dXW[t, r, j]
+        dh0[:] = dh
+
+    return {"rnn": (rnn_fwd, rnn_bwd), "lstm": (lstm_fwd, lstm_bwd), "gru": (gru_fwd, gru_bwd)}
+
+
+_KERNELS = {}
+
+
+def kernels(dtype):
+    approx = np.dtype(dtype) == np.float32
+    if approx not in _KERNELS:
+        _KERNELS[approx] = _make(approx)
+    return _KERNELS[approx]
+
+
+_ACT = {"tanh": 0, "relu": 1, "identity": 2}
+
+
+def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None):
+    """Same contract as ``rnnlab.recurrent.scan_forward``; the cache holds arrays."""
+    opts = opts or {}
+    k_fwd = kernels(xw.dtype)[cell_name][0]
+    T, B, GH = xw.shape
+    H = state0[0].shape[-1]
+    dt = xw.dtype
+    has_mask = mask is not None
+    m2 = mask[..., 0] if has_mask else np.empty((1, 1), dt)
+    has_b = b_hh is not None
+    b = b_hh if has_b else np.empty(1, dt)
+    WT = np.ascontiguousarray(W_hh.T)
+    out = np.empty((T, B, H), dt)
+    Hs = np.empty((T, B, H), dt)
+    h0 = np.ascontiguousarray(state0[0])
+    hT = np.empty((B, H), dt)
+    xw = np.ascontiguousarray(xw)
+    if cell_name == "rnn":
+        act = _ACT[opts.get("nonlinearity", "tanh")]
+        k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
+        return out, (hT,), ("numba", cell_name, {"Hs": Hs, "out": out, "act": act}, mask, reverse)
+    if cell_name == "lstm":
+        Cs, Gs, TCs = np.empty((T, B, H), dt), np.empty((T, B, GH), dt), np.empty((T, B, H), dt)
+        cT = np.empty((B, H), dt)
+        k_fwd(xw, h0, np.ascontiguousarray(state0[1]), WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT)
+        return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs}, mask, reverse)
+    after = opts.get("reset", "after") == "after"
+    Rs, Zs, Ns, Es = (np.empty((T, B, H), dt) for _ in range(4))
+    k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT)
+    return out, (hT,), ("numba", cell_name, {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": after},
+                        mask, reverse)
+
+
+def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
+    """Same contract as ``rnnlab.recurrent.scan_backward``."""
+    _, cell_name, c, mask, reverse = cache
+    k_bwd = kernels(d_out.dtype)[cell_name][1]
+    T, B, H = d_out.shape
+    GH = W_hh.shape[0]
+    dt = d_out.dtype
+    has_mask = mask is not None
+    m2 = mask[..., 0] if has_mask else np.empty((1, 1), dt)
+    d_out = np.ascontiguousarray(d_out)
+    W = np.ascontiguousarray(W_hh)
+    dXW = np.empty((T, B, GH), dt)
+    dh0 = np.empty((B, H), dt)
+    Hs2 = c["Hs"].reshape(T * B, H)
+    if cell_name == "rnn":
+        k_bwd(d_out, np.ascontiguousarray(d_state[0]), W, m2, has_mask, reverse, c["act"], c["out"], c["Hs"], dXW, dh0)
+        dHW, dstate = dXW, (dh0,)
+        dW_hh = dXW.reshape(T * B, GH).T @ Hs2
+    elif cell_name == "lstm":
+        dc0 = np.empty((B, H), dt)
+        k_bwd(d_out, np.ascontiguousarray(d_state[0]), np.ascontiguousarray(d_state[1]), W, m2, has_mask, reverse,
+              c["Cs"], c["Gs"], c["TCs"], dXW, dh0, dc0)
+        dHW, dstate = dXW, (dh0, dc0)
+        dW_hh = dXW.reshape(T * B, GH).T @ Hs2
+    else:
+        dHW = np.empty((T, B, GH), dt)
+        k_bwd(d_out, np.ascontiguousarray(d_state[0]), W, m2, has_mask, reverse, c["after"], c["Hs"], c["Rs"], c["Zs"],
+              c["Ns"], c["Es"], dXW, dHW, dh0)
+        dstate = (dh0,)
+        d2 = dHW.reshape(T * B, GH)
+        if c["after"]:
+            dW_hh = d2.T @ Hs2
+        else:
+            dW_hh = np.concatenate([d2[:, :2 * H].T @ Hs2, d2[:, 2 * H:].T @ c["Es"].reshape(T * B, H)], axis=0)
+    db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
+    return dXW, dstate, dW_hh, db_hh
