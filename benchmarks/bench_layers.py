@@ -1,16 +1,26 @@
-"""Time forward and forward+backward of rnnlab's layers against torch.nn on the same shapes.
+"""Time rnnlab's layers against torch.nn (training and inference) and onnxruntime (inference) on the CPU.
 
-    python -m benchmarks [--shapes 32,100,32,128 ...] [--repeats 10] [--cells lstm,gru,rnn]
+    python -m benchmarks [--shapes 32,100,32,128 ...] [--cells lstm,gru,rnn] [--repeats 10]
+                         [--memory] [--compile] [--backend auto]
 
-Each library is timed in its own block (warm-up, then repeats; median reported): alternating single calls
-makes the two libraries' spinning worker threads slow each other down on two cores.
+Per cell and shape (B, T, I, H), float32, default settings of every library: median time of inference
+(forward) and of a training step (forward + backward over the sequence), the ratio rnnlab / torch, the
+ratio rnnlab / onnxruntime for inference, and at H >= 256 the fraction of the machine's measured sgemm
+peak that rnnlab's training step reaches (its FLOPs / peak / time). Each library is timed in its own block
+(warm-up, then repeats): alternating single calls makes the libraries' spinning worker threads fight.
+``--memory`` adds the peak resident memory of a training step, each library in its own process;
+``--compile`` the Numba compile time of a first call and the start of a second process with a warm cache.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -19,32 +29,43 @@ import rnnlab
 
 SHAPES = [(32, 100, 32, 128), (64, 100, 64, 256), (16, 500, 16, 64), (128, 50, 128, 512), (1, 1000, 8, 32)]
 CLS = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}
+G = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def median_time(fn, repeats, warmup=2):
+def median_time(fn, repeats, warmup=2, budget=20.0):
     for _ in range(warmup):
         fn()
     times = []
+    t_end = time.perf_counter() + budget
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        if time.perf_counter() > t_end and len(times) >= 3:
+            break
     return statistics.median(times)
 
 
-def bench_rnnlab(cell, B, T, I, H, repeats):
-    layer = CLS[cell](I, H, seed=0)
+def sgemm_peak(n=2048, repeats=5):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    t = median_time(lambda: a @ a, repeats)
+    return 2 * n ** 3 / t
+
+
+def train_flops(cell, B, T, I, H):
+    """Multiply-adds x 2 of forward (input and recurrent products) and backward (dx, dW_ih, dh, dW_hh)."""
+    return 3 * 2 * T * B * G[cell] * H * (I + H)
+
+
+def bench_rnnlab(cell, B, T, I, H, repeats, backend="auto"):
+    layer = CLS[cell](I, H, seed=0, backend=backend)
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
     d_out = np.ones((T, B, H), np.float32)
-
-    def fwd():
-        layer(x)
 
     def train_step():
         layer(x)
         layer.backward(d_out)
-
-    return median_time(fwd, repeats), median_time(train_step, repeats)
+    return median_time(lambda: layer(x), repeats), median_time(train_step, repeats)
 
 
 def bench_torch(cell, B, T, I, H, repeats):
@@ -60,8 +81,105 @@ def bench_torch(cell, B, T, I, H, repeats):
     def train_step():
         out, _ = mod(xg)
         out.sum().backward()
-
     return median_time(fwd, repeats), median_time(train_step, repeats)
+
+
+def bench_ort(cell, B, T, I, H, repeats):
+    import onnxruntime as ort
+    from rnnlab.interop.onnx import export
+    layer = CLS[cell](I, H, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.onnx")
+        export(layer, path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    return median_time(lambda: sess.run(None, {"x": x}), repeats)
+
+
+def bench_jax(cell, B, T, I, H, repeats):
+    import jax
+    import jax.numpy as jnp
+    k = 1 / np.sqrt(H)
+    rng = np.random.default_rng(0)
+    Wi = jnp.asarray(rng.uniform(-k, k, (G[cell] * H, I)), jnp.float32)
+    Wh = jnp.asarray(rng.uniform(-k, k, (G[cell] * H, H)), jnp.float32)
+    b = jnp.asarray(rng.uniform(-k, k, (G[cell] * H,)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((T, B, I)), jnp.float32)
+
+    def step(carry, xt):
+        h, c = carry
+        a = xt @ Wi.T + h @ Wh.T + b
+        if cell == "rnn":
+            h = jnp.tanh(a)
+        elif cell == "lstm":
+            i, f, g, o = jnp.split(a, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        else:
+            ar, az, an = jnp.split(xt @ Wi.T + b, 3, axis=-1)
+            hr, hz, hn = jnp.split(h @ Wh.T, 3, axis=-1)
+            r, z = jax.nn.sigmoid(ar + hr), jax.nn.sigmoid(az + hz)
+            n = jnp.tanh(an + r * hn)
+            h = n + z * (h - n)
+        return (h, c), h
+
+    def run(params, x):
+        Wi_, Wh_, b_ = params
+        h0 = jnp.zeros((B, H), jnp.float32)
+        return jax.lax.scan(step, (h0, h0), x)[1]
+    fwd = jax.jit(run)
+    grad = jax.jit(jax.grad(lambda p, x: run(p, x).sum()))
+    p = (Wi, Wh, b)
+    return (median_time(lambda: fwd(p, x).block_until_ready(), repeats),
+            median_time(lambda: jax.tree_util.tree_map(lambda a: a.block_until_ready(), grad(p, x)), repeats))
+
+
+_MEM = r"""
+import resource, sys, numpy as np
+lib, cell, B, T, I, H = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
+if lib == "torch":
+    import torch
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](I, H)
+    x = torch.randn(T, B, I, requires_grad=True)
+    def step():
+        out, _ = mod(x); out.sum().backward()
+else:
+    import rnnlab
+    layer = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}[cell](I, H, seed=0)
+    x = np.random.randn(T, B, I).astype(np.float32); d = np.ones((T, B, H), np.float32)
+    def step():
+        layer(x); layer.backward(d)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for _ in range(3):
+    step()
+print(max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+def peak_memory(lib, cell, shape):
+    p = subprocess.run([sys.executable, "-c", _MEM, lib, cell, *map(str, shape)], capture_output=True, text=True)
+    return float(p.stdout.strip()) if p.returncode == 0 else float("nan")
+
+
+_COMPILE = r"""
+import time, numpy as np
+t0 = time.perf_counter()
+import rnnlab
+layer = rnnlab.LSTM(8, 32, seed=0, backend="numba")
+x = np.random.randn(20, 1, 8).astype(np.float32)
+out, _ = layer(x); layer.backward(np.ones_like(out))
+print(time.perf_counter() - t0)
+"""
+
+
+def compile_times():
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        first = float(subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True).stdout)
+        second = float(subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True).stdout)
+    return first, second
 
 
 def parse_shape(s):
@@ -71,34 +189,68 @@ def parse_shape(s):
     return parts
 
 
+def _have(mod):
+    try:
+        __import__(mod)
+        return True
+    except ImportError:
+        return False
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", type=parse_shape, nargs="+", default=SHAPES, help="B,T,I,H ...")
     p.add_argument("--cells", default="lstm,gru,rnn")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--backend", default="auto", choices=("auto", "numpy", "numba"))
+    p.add_argument("--memory", action="store_true", help="peak memory of a training step, per library")
+    p.add_argument("--compile", action="store_true", help="Numba compile and cached start-up times")
+    p.add_argument("--json", help="write every number to this file")
     args = p.parse_args(argv)
-    try:
-        import torch
-        torch_version = torch.__version__
-    except ImportError:
-        torch = None
-        torch_version = "not installed (pip install -e '.[torch]')"
-    print(f"rnnlab {rnnlab.__version__}, numpy {np.__version__}, torch {torch_version}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus; float32, medians of {args.repeats}")
-    print(f"{'cell':5s} {'B,T,I,H':>16s} | {'fwd ms':>8s} {'torch':>8s} {'ratio':>6s} | "
-          f"{'train ms':>8s} {'torch':>8s} {'ratio':>6s}")
+    have = {m: _have(m) for m in ("torch", "onnxruntime", "jax", "numba")}
+    import torch
+    print(f"rnnlab {rnnlab.__version__} (backend {args.backend}), numpy {np.__version__}, torch {torch.__version__}"
+          f"{', onnxruntime ' + __import__('onnxruntime').__version__ if have['onnxruntime'] else ''}"
+          f"{', jax ' + __import__('jax').__version__ if have['jax'] else ', jax not installed'}; "
+          f"{platform.machine()}, {os.cpu_count()} cpus; float32, medians")
+    peak = sgemm_peak()
+    print(f"sgemm peak (2048^3, numpy/BLAS, all threads): {peak / 1e9:.1f} GFLOP/s")
+    from rnnlab.layers import choose_backend
+    rows = []
+    head = (f"{'cell':4s} {'B,T,I,H':>14s} {'be':>5s} | {'inf ms':>8s} {'torch':>8s} {'ratio':>5s} {'ort':>8s} {'r/ort':>5s} | "
+            f"{'train ms':>8s} {'torch':>8s} {'ratio':>5s}{'  jax tr':>9s} | {'peak%':>5s}")
+    print(head)
     for cell in args.cells.split(","):
         for B, T, I, H in args.shapes:
-            f_us, t_us = bench_rnnlab(cell, B, T, I, H, args.repeats)
-            if torch is not None:
-                f_th, t_th = bench_torch(cell, B, T, I, H, args.repeats)
-                rf, rt = f"{f_us / f_th:6.2f}", f"{t_us / t_th:6.2f}"
-                f_th, t_th = f"{f_th * 1e3:8.2f}", f"{t_th * 1e3:8.2f}"
-            else:
-                f_th = t_th = f"{'-':>8s}"
-                rf = rt = f"{'-':>6s}"
-            print(f"{cell:5s} {f'{B},{T},{I},{H}':>16s} | {f_us * 1e3:8.2f} {f_th} {rf} | {t_us * 1e3:8.2f} {t_th} {rt}",
-                  flush=True)
-    print("ratio = rnnlab time / torch time (below 1: rnnlab is faster)")
+            be = choose_backend(args.backend, B, G[cell] * H, H, None)
+            f_us, t_us = bench_rnnlab(cell, B, T, I, H, args.repeats, args.backend)
+            f_th, t_th = bench_torch(cell, B, T, I, H, args.repeats)
+            f_ort = bench_ort(cell, B, T, I, H, args.repeats) if have["onnxruntime"] else float("nan")
+            t_jax = bench_jax(cell, B, T, I, H, args.repeats)[1] if have["jax"] else float("nan")
+            frac = train_flops(cell, B, T, I, H) / peak / t_us if H >= 256 else float("nan")
+            row = {"cell": cell, "shape": [B, T, I, H], "backend": be, "rnnlab_fwd": f_us, "torch_fwd": f_th,
+                   "ort_fwd": f_ort, "rnnlab_train": t_us, "torch_train": t_th, "jax_train": t_jax,
+                   "peak_fraction": frac}
+            if args.memory:
+                row["rnnlab_peak_mib"] = peak_memory("rnnlab", cell, (B, T, I, H))
+                row["torch_peak_mib"] = peak_memory("torch", cell, (B, T, I, H))
+            rows.append(row)
+            line = (f"{cell:4s} {f'{B},{T},{I},{H}':>14s} {be:>5s} | {f_us * 1e3:8.2f} {f_th * 1e3:8.2f} {f_us / f_th:5.2f} "
+                    f"{f_ort * 1e3:8.2f} {f_us / f_ort:5.2f} | {t_us * 1e3:8.2f} {t_th * 1e3:8.2f} {t_us / t_th:5.2f}"
+                    f"{t_jax * 1e3:9.2f} | {100 * frac:5.1f}")
+            if args.memory:
+                line += f" | mem MiB {row['rnnlab_peak_mib']:.0f} vs torch {row['torch_peak_mib']:.0f}"
+            print(line, flush=True)
+    print("ratio = rnnlab time / torch time, r/ort = rnnlab / onnxruntime (below 1: rnnlab is faster); "
+          "peak% = training FLOPs / sgemm peak / time (H >= 256)")
+    out = {"sgemm_peak_flops": peak, "rows": rows}
+    if args.compile and have["numba"]:
+        first, second = compile_times()
+        out["compile"] = {"first_process_s": first, "cached_second_process_s": second}
+        print(f"numba: first process (compile LSTM fwd+bwd, import included) {first:.1f} s; "
+              f"second process with the disk cache {second:.1f} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
     return 0

@@ -19,7 +19,27 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 BACKENDS = ("auto", "numpy", "numba")
 # auto: the compiled whole loop while a step's recurrent product is small (per-call overhead dominates),
 # NumPy with BLAS products above; measured crossover, see docs/performance.md
-NUMBA_MAX_WORK = 1 << 20             # B * G*H * H multiply-adds per step
+NUMBA_MAX_WORK = 1 << 24             # B * G*H * H multiply-adds per step
+
+
+BLAS_SINGLE_THREAD_WORK = 1 << 22    # below this per-step work, the NumPy backend's products run on one BLAS thread
+_CONTROLLER = []
+
+
+def blas_limit(B, GH, H):
+    """A context that limits BLAS to one thread for small per-step products (threadpoolctl).
+
+    Small (B, H) x (H, G*H) products are dominated by thread start-up and, on a busy two-core machine, by
+    worker threads spinning against each other (measured up to 60x slower with two threads; see
+    docs/performance.md); large products keep every thread.
+    """
+    import contextlib
+    if B * GH * H >= BLAS_SINGLE_THREAD_WORK:
+        return contextlib.nullcontext()
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def choose_backend(backend, B, GH, H, segment):
@@ -260,6 +280,20 @@ class RecurrentLayer:
         finals = [np.empty_like(s) for s in states0]
         layer_caches = []
         inp = x
+        with blas_limit(B, self.gate_size, H):
+            output = self._forward_layers(inp, states0, finals, layer_caches, mask, T, B)
+        self._cache = (layer_caches, unbatched, (T, B), len(states0))
+        if unbatched:
+            output = output[:, 0, :]
+            finals = [f[:, 0, :] for f in finals]
+        elif self.batch_first:
+            output = output.transpose(1, 0, 2)
+        if len(finals) == 1:
+            return output, finals[0]
+        return output, tuple(finals)
+
+    def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B):
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
         for l in range(L):
             outs, dir_caches = [], []
             for d in range(D):
@@ -287,16 +321,7 @@ class RecurrentLayer:
                 drop = keep.astype(self.dtype) / self.dtype(1.0 - self.dropout)
             layer_caches.append((inp, dir_caches, drop))
             inp = out_l if drop is None else out_l * drop
-        output = inp
-        self._cache = (layer_caches, unbatched, (T, B), len(states0))
-        if unbatched:
-            output = output[:, 0, :]
-            finals = [f[:, 0, :] for f in finals]
-        elif self.batch_first:
-            output = output.transpose(1, 0, 2)
-        if len(finals) == 1:
-            return output, finals[0]
-        return output, tuple(finals)
+        return inp
 
     def backward(self, d_output, d_hn=None, check_finite=True, record_state_grads=False):
         """Backpropagate through the last forward. Returns ``(dx, dhx)`` (dhx = (dh0, dc0) for the LSTM).
@@ -327,9 +352,20 @@ class RecurrentLayer:
         d_final = [np.zeros((L * D, B, H), self.dtype) if g is None
                    else self._check_state(n, g, B, unbatched, check_finite) for n, g in zip(names, d_hn)]
         d_init = [np.empty_like(g) for g in d_final]
-        d_inp = d_output                                                     # (T, B, D*H)
         if record_state_grads:
             self.state_grads = {}
+        with blas_limit(B, self.gate_size, H):
+            dx = self._backward_layers(d_output, d_final, d_init, layer_caches, T, B, n_state, record_state_grads)
+        if unbatched:
+            dx = dx[:, 0, :]
+            d_init = [g[:, 0, :] for g in d_init]
+        elif self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, (d_init[0] if n_state == 1 else tuple(d_init))
+
+    def _backward_layers(self, d_output, d_final, d_init, layer_caches, T, B, n_state, record_state_grads):
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        d_inp = d_output                                                     # (T, B, D*H)
         for l in range(L - 1, -1, -1):
             inp, dir_caches, drop = layer_caches[l]
             d_out_l = d_inp if drop is None else d_inp * drop               # backprop through dropout
@@ -355,13 +391,7 @@ class RecurrentLayer:
                 for g, ds in zip(d_init, dstate0):
                     g[l * D + d] = ds
             d_inp = d_x
-        dx = d_inp
-        if unbatched:
-            dx = dx[:, 0, :]
-            d_init = [g[:, 0, :] for g in d_init]
-        elif self.batch_first:
-            dx = dx.transpose(1, 0, 2)
-        return dx, (d_init[0] if n_state == 1 else tuple(d_init))
+        return d_inp
 
 
 class RNN(RecurrentLayer):

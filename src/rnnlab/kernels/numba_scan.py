@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 _A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
       -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
@@ -42,285 +43,305 @@ def _tanh32(x):
     return p / q
 
 
-def _make(approx32: bool):
-    """Build the kernels; ``approx32`` picks the rational tanh (float32) or libm (float64)."""
-    if approx32:
-        th = _tanh32
-    else:
-        @njit(inline="always")
-        def th(x):
-            return math.tanh(x)
+def _th_dispatch(x):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
 
-    @njit(inline="always")
-    def sg(x):
-        return 0.5 * th(0.5 * x) + 0.5
 
-    # ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
-    @njit(cache=True)
-    def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
-        T, B, H = xw.shape
-        h = h0.copy()
-        a = np.empty(H, xw.dtype)
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            for r in range(B):
-                for k in range(H):
-                    Hs[t, r, k] = h[r, k]
-                    a[k] = xw[t, r, k] + (b[k] if has_b else 0.0)
-                for k in range(H):
-                    hk = h[r, k]
-                    if hk != 0.0:
-                        for j in range(H):
-                            a[j] += hk * WT[k, j]
-                m = mask[t, r] if has_mask else 1.0
-                for k in range(H):
-                    if act == 0:
-                        v = th(a[k])
-                    elif act == 1:
-                        v = a[k] if a[k] > 0.0 else 0.0
-                    else:
-                        v = a[k]
-                    if m != 0.0:
-                        h[r, k] = v
-                        out[t, r, k] = v
-                    else:
-                        out[t, r, k] = 0.0
-        hT[:] = h
+@overload(_th_dispatch)
+def _th_impl(x):
+    if x == types.float32:
+        return lambda x: _tanh32(x)
+    return lambda x: math.tanh(x)
 
-    @njit(cache=True)
-    def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
-        T, B, H = d_out.shape
-        dh = dhT.copy()
-        da = np.empty(H, d_out.dtype)
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            for r in range(B):
-                m = mask[t, r] if has_mask else 1.0
-                if m == 0.0:
-                    for k in range(H):
-                        dXW[t, r, k] = 0.0
-                    continue
-                for k in range(H):
-                    g = dh[r, k] + d_out[t, r, k]
-                    hk = out[t, r, k]
-                    if act == 0:
-                        da[k] = g * (1.0 - hk * hk)
-                    elif act == 1:
-                        da[k] = g if hk > 0.0 else 0.0
-                    else:
-                        da[k] = g
-                    dXW[t, r, k] = da[k]
-                    dh[r, k] = 0.0
-                for j in range(H):
-                    dj = da[j]
-                    if dj != 0.0:
-                        for k in range(H):
-                            dh[r, k] += dj * W[j, k]
-        dh0[:] = dh
 
-    # ------------------------------------------------------------------ LSTM (gates i f g o)
-    @njit(cache=True)
-    def lstm_fwd(xw, h0, c0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT):
-        T, B, GH = xw.shape
-        H = GH // 4
-        h = h0.copy()
-        c = c0.copy()
-        a = np.empty(GH, xw.dtype)
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            for r in range(B):
-                for j in range(GH):
-                    a[j] = xw[t, r, j] + (b[j] if has_b else 0.0)
-                for k in range(H):
-                    hk = h[r, k]
-                    Hs[t, r, k] = hk
-                    Cs[t, r, k] = c[r, k]
-                    if hk != 0.0:
-                        for j in range(GH):
-                            a[j] += hk * WT[k, j]
-                m = mask[t, r] if has_mask else 1.0
-                for k in range(H):
-                    i = sg(a[k])
-                    f = sg(a[H + k])
-                    g = th(a[2 * H + k])
-                    o = sg(a[3 * H + k])
-                    cn = f * c[r, k] + i * g
-                    tc = th(cn)
-                    hn = o * tc
-                    Gs[t, r, k] = i
-                    Gs[t, r, H + k] = f
-                    Gs[t, r, 2 * H + k] = g
-                    Gs[t, r, 3 * H + k] = o
-                    TCs[t, r, k] = tc
-                    if m != 0.0:
-                        c[r, k] = cn
-                        h[r, k] = hn
-                        out[t, r, k] = hn
-                    else:
-                        out[t, r, k] = 0.0
-        hT[:] = h
-        cT[:] = c
+@njit(inline="always")
+def th(x):
+    return _th_dispatch(x)
 
-    @njit(cache=True)
-    def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0, dc0):
-        T, B, GH = dXW.shape
-        H = GH // 4
-        dh = dhT.copy()
-        dc = dcT.copy()
-        da = np.empty(GH, d_out.dtype)
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            for r in range(B):
-                m = mask[t, r] if has_mask else 1.0
-                if m == 0.0:
-                    for j in range(GH):
-                        dXW[t, r, j] = 0.0
-                    continue
-                for k in range(H):
-                    g_h = dh[r, k] + d_out[t, r, k]
-                    i = Gs[t, r, k]
-                    f = Gs[t, r, H + k]
-                    g = Gs[t, r, 2 * H + k]
-                    o = Gs[t, r, 3 * H + k]
-                    tc = TCs[t, r, k]
-                    dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
-                    da[k] = (dck * g) * i * (1.0 - i)
-                    da[H + k] = (dck * Cs[t, r, k]) * f * (1.0 - f)
-                    da[2 * H + k] = (dck * i) * (1.0 - g * g)
-                    da[3 * H + k] = (g_h * tc) * o * (1.0 - o)
-                    dc[r, k] = dck * f
-                    dh[r, k] = 0.0
-                for j in range(GH):
-                    dj = da[j]
-                    dXW[t, r, j] = dj
-                    if dj != 0.0:
-                        for k in range(H):
-                            dh[r, k] += dj * W[j, k]
-        dh0[:] = dh
-        dc0[:] = dc
 
-    # ------------------------------------------------------------------ GRU (gates r z n; after: 1, before: 0)
-    @njit(cache=True)
-    def gru_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT):
-        T, B, GH = xw.shape
-        H = GH // 3
-        h = h0.copy()
-        gh = np.empty(GH, xw.dtype)
-        rh = np.empty(H, xw.dtype)
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            for r in range(B):
-                n_rec = GH if after else 2 * H
-                for j in range(GH):
-                    gh[j] = b[j] if has_b else 0.0
-                for k in range(H):
-                    hk = h[r, k]
-                    Hs[t, r, k] = hk
-                    if hk != 0.0:
-                        for j in range(n_rec):
-                            gh[j] += hk * WT[k, j]
-                for k in range(H):
-                    Rs[t, r, k] = sg(xw[t, r, k] + gh[k])
-                    Zs[t, r, k] = sg(xw[t, r, H + k] + gh[H + k])
-                if not after:
-                    for k in range(H):
-                        rh[k] = Rs[t, r, k] * h[r, k]
-                        Es[t, r, k] = rh[k]
-                    for k in range(H):
-                        v = rh[k]
-                        if v != 0.0:
-                            for j in range(H):
-                                gh[2 * H + j] += v * WT[k, 2 * H + j]
-                m = mask[t, r] if has_mask else 1.0
-                for k in range(H):
-                    if after:
-                        Es[t, r, k] = gh[2 * H + k]
-                        n = th(xw[t, r, 2 * H + k] + Rs[t, r, k] * gh[2 * H + k])
-                    else:
-                        n = th(xw[t, r, 2 * H + k] + gh[2 * H + k])
-                    Ns[t, r, k] = n
-                    hn = n + Zs[t, r, k] * (h[r, k] - n)
-                    if m != 0.0:
-                        out[t, r, k] = hn
-                    else:
-                        out[t, r, k] = 0.0
-                if m != 0.0:
-                    for k in range(H):
-                        h[r, k] = out[t, r, k]
-        hT[:] = h
+def _sg_dispatch(x):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
 
-    @njit(cache=True)
-    def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, dXW, dHW, dh0):
-        T, B, GH = dXW.shape
-        H = GH // 3
-        dh = dhT.copy()
-        dhw = np.empty(GH, d_out.dtype)
-        drh = np.empty(H, d_out.dtype)
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            for r in range(B):
-                m = mask[t, r] if has_mask else 1.0
-                if m == 0.0:
-                    for j in range(GH):
-                        dXW[t, r, j] = 0.0
-                        dHW[t, r, j] = 0.0
-                    continue
-                for k in range(H):
-                    g = dh[r, k] + d_out[t, r, k]
-                    z = Zs[t, r, k]
-                    n = Ns[t, r, k]
-                    dz = g * (Hs[t, r, k] - n)
-                    dn = g * (1.0 - z) * (1.0 - n * n)
-                    dh[r, k] = g * z
-                    dXW[t, r, H + k] = dz * z * (1.0 - z)
-                    dXW[t, r, 2 * H + k] = dn
-                if after:
-                    for k in range(H):
-                        rr = Rs[t, r, k]
-                        dn = dXW[t, r, 2 * H + k]
-                        dr = dn * Es[t, r, k] * rr * (1.0 - rr)
-                        dXW[t, r, k] = dr
-                        dhw[k] = dr
-                        dhw[H + k] = dXW[t, r, H + k]
-                        dhw[2 * H + k] = dn * rr
-                    for j in range(GH):
-                        dj = dhw[j]
-                        dHW[t, r, j] = dj
-                        if dj != 0.0:
-                            for k in range(H):
-                                dh[r, k] += dj * W[j, k]
-                else:
-                    for k in range(H):
-                        drh[k] = 0.0
+
+@overload(_sg_dispatch)
+def _sg_impl(x):
+    if x == types.float32:                  # float32 constants keep float32 math in float32
+        return lambda x: np.float32(0.5) * _tanh32(np.float32(0.5) * x) + np.float32(0.5)
+    return lambda x: 0.5 * math.tanh(0.5 * x) + 0.5
+
+
+@njit(inline="always")
+def sg(x):
+    return _sg_dispatch(x)
+
+
+# ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
+@njit(cache=True)
+def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
+    T, B, H = xw.shape
+    h = h0.copy()
+    a = np.empty(H, xw.dtype)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        for r in range(B):
+            for k in range(H):
+                Hs[t, r, k] = h[r, k]
+                a[k] = xw[t, r, k] + (b[k] if has_b else 0.0)
+            for k in range(H):
+                hk = h[r, k]
+                if hk != 0.0:
                     for j in range(H):
-                        dj = dXW[t, r, 2 * H + j]
-                        if dj != 0.0:
-                            for k in range(H):
-                                drh[k] += dj * W[2 * H + j, k]
+                        a[j] += hk * WT[k, j]
+            m = mask[t, r] if has_mask else 1.0
+            for k in range(H):
+                if act == 0:
+                    v = th(a[k])
+                elif act == 1:
+                    v = a[k] if a[k] > 0.0 else 0.0
+                else:
+                    v = a[k]
+                if m != 0.0:
+                    h[r, k] = v
+                    out[t, r, k] = v
+                else:
+                    out[t, r, k] = 0.0
+    hT[:] = h
+
+@njit(cache=True)
+def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
+    T, B, H = d_out.shape
+    dh = dhT.copy()
+    da = np.empty(H, d_out.dtype)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for r in range(B):
+            m = mask[t, r] if has_mask else 1.0
+            if m == 0.0:
+                for k in range(H):
+                    dXW[t, r, k] = 0.0
+                continue
+            for k in range(H):
+                g = dh[r, k] + d_out[t, r, k]
+                hk = out[t, r, k]
+                if act == 0:
+                    da[k] = g * (1.0 - hk * hk)
+                elif act == 1:
+                    da[k] = g if hk > 0.0 else 0.0
+                else:
+                    da[k] = g
+                dXW[t, r, k] = da[k]
+                dh[r, k] = 0.0
+            for j in range(H):
+                dj = da[j]
+                if dj != 0.0:
                     for k in range(H):
-                        rr = Rs[t, r, k]
-                        dXW[t, r, k] = drh[k] * Hs[t, r, k] * rr * (1.0 - rr)
-                        dh[r, k] += drh[k] * rr
-                    for j in range(2 * H):
-                        dj = dXW[t, r, j]
-                        if dj != 0.0:
-                            for k in range(H):
-                                dh[r, k] += dj * W[j, k]
+                        dh[r, k] += dj * W[j, k]
+    dh0[:] = dh
+
+# ------------------------------------------------------------------ LSTM (gates i f g o)
+@njit(cache=True)
+def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, c0):
+    T, B, GH = xw.shape
+    H = GH // 4
+    h = h0.copy()
+    c = c0.copy()
+    a = np.empty(GH, xw.dtype)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        for r in range(B):
+            for j in range(GH):
+                a[j] = xw[t, r, j] + (b[j] if has_b else 0.0)
+            for k in range(H):
+                hk = h[r, k]
+                Hs[t, r, k] = hk
+                Cs[t, r, k] = c[r, k]
+                if hk != 0.0:                       # the recurrent product as rank-1 updates, vectorised
                     for j in range(GH):
-                        dHW[t, r, j] = dXW[t, r, j]
-        dh0[:] = dh
+                        a[j] += hk * WT[k, j]
+            m = mask[t, r] if has_mask else 1.0
+            for k in range(H):
+                i = sg(a[k])
+                f = sg(a[H + k])
+                g = th(a[2 * H + k])
+                o = sg(a[3 * H + k])
+                cn = f * c[r, k] + i * g
+                tc = th(cn)
+                hn = o * tc
+                Gs[t, r, k] = i
+                Gs[t, r, H + k] = f
+                Gs[t, r, 2 * H + k] = g
+                Gs[t, r, 3 * H + k] = o
+                TCs[t, r, k] = tc
+                if m != 0.0:
+                    c[r, k] = cn
+                    h[r, k] = hn
+                    out[t, r, k] = hn
+                else:
+                    out[t, r, k] = 0.0
+    hT[:] = h
+    cT[:] = c
 
-    return {"rnn": (rnn_fwd, rnn_bwd), "lstm": (lstm_fwd, lstm_bwd), "gru": (gru_fwd, gru_bwd)}
+
+@njit(cache=True)
+def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0, dc0):
+    T, B, GH = dXW.shape
+    H = GH // 4
+    dh = dhT.copy()
+    dc = dcT.copy()
+    DA = np.zeros((B, GH), d_out.dtype)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for r in range(B):
+            m = mask[t, r] if has_mask else 1.0
+            if m == 0.0:                            # padded: the state gradient passes unchanged
+                for j in range(GH):
+                    dXW[t, r, j] = 0.0
+                    DA[r, j] = 0.0
+                continue
+            for k in range(H):
+                g_h = dh[r, k] + d_out[t, r, k]
+                i = Gs[t, r, k]
+                f = Gs[t, r, H + k]
+                g = Gs[t, r, 2 * H + k]
+                o = Gs[t, r, 3 * H + k]
+                tc = TCs[t, r, k]
+                dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
+                DA[r, k] = (dck * g) * i * (1.0 - i)
+                DA[r, H + k] = (dck * Cs[t, r, k]) * f * (1.0 - f)
+                DA[r, 2 * H + k] = (dck * i) * (1.0 - g * g)
+                DA[r, 3 * H + k] = (g_h * tc) * o * (1.0 - o)
+                dc[r, k] = dck * f
+            for j in range(GH):
+                dXW[t, r, j] = DA[r, j]
+        for r in range(B):
+            if (mask[t, r] if has_mask else 1.0) == 0.0:
+                continue
+            for k in range(H):
+                dh[r, k] = 0.0
+            for j in range(GH):
+                dj = DA[r, j]
+                if dj != 0.0:
+                    for k in range(H):
+                        dh[r, k] += dj * W[j, k]
+    dh0[:] = dh
+    dc0[:] = dc
 
 
-_KERNELS = {}
+# ------------------------------------------------------------------ GRU (gates r z n; after: 1, before: 0)
+@njit(cache=True)
+def gru_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT):
+    T, B, GH = xw.shape
+    H = GH // 3
+    h = h0.copy()
+    gh = np.empty(GH, xw.dtype)
+    rh = np.empty(H, xw.dtype)
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        for r in range(B):
+            n_rec = GH if after else 2 * H
+            for j in range(GH):
+                gh[j] = b[j] if has_b else 0.0
+            for k in range(H):
+                hk = h[r, k]
+                Hs[t, r, k] = hk
+                if hk != 0.0:
+                    for j in range(n_rec):
+                        gh[j] += hk * WT[k, j]
+            for k in range(H):
+                Rs[t, r, k] = sg(xw[t, r, k] + gh[k])
+                Zs[t, r, k] = sg(xw[t, r, H + k] + gh[H + k])
+            if not after:
+                for k in range(H):
+                    rh[k] = Rs[t, r, k] * h[r, k]
+                    Es[t, r, k] = rh[k]
+                for k in range(H):
+                    v = rh[k]
+                    if v != 0.0:
+                        for j in range(H):
+                            gh[2 * H + j] += v * WT[k, 2 * H + j]
+            m = mask[t, r] if has_mask else 1.0
+            for k in range(H):
+                if after:
+                    Es[t, r, k] = gh[2 * H + k]
+                    n = th(xw[t, r, 2 * H + k] + Rs[t, r, k] * gh[2 * H + k])
+                else:
+                    n = th(xw[t, r, 2 * H + k] + gh[2 * H + k])
+                Ns[t, r, k] = n
+                hn = n + Zs[t, r, k] * (h[r, k] - n)
+                if m != 0.0:
+                    out[t, r, k] = hn
+                else:
+                    out[t, r, k] = 0.0
+            if m != 0.0:
+                for k in range(H):
+                    h[r, k] = out[t, r, k]
+    hT[:] = h
+
+@njit(cache=True)
+def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, dXW, dHW, dh0):
+    T, B, GH = dXW.shape
+    H = GH // 3
+    dh = dhT.copy()
+    dhw = np.empty(GH, d_out.dtype)
+    drh = np.empty(H, d_out.dtype)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        for r in range(B):
+            m = mask[t, r] if has_mask else 1.0
+            if m == 0.0:
+                for j in range(GH):
+                    dXW[t, r, j] = 0.0
+                    dHW[t, r, j] = 0.0
+                continue
+            for k in range(H):
+                g = dh[r, k] + d_out[t, r, k]
+                z = Zs[t, r, k]
+                n = Ns[t, r, k]
+                dz = g * (Hs[t, r, k] - n)
+                dn = g * (1.0 - z) * (1.0 - n * n)
+                dh[r, k] = g * z
+                dXW[t, r, H + k] = dz * z * (1.0 - z)
+                dXW[t, r, 2 * H + k] = dn
+            if after:
+                for k in range(H):
+                    rr = Rs[t, r, k]
+                    dn = dXW[t, r, 2 * H + k]
+                    dr = dn * Es[t, r, k] * rr * (1.0 - rr)
+                    dXW[t, r, k] = dr
+                    dhw[k] = dr
+                    dhw[H + k] = dXW[t, r, H + k]
+                    dhw[2 * H + k] = dn * rr
+                for j in range(GH):
+                    dj = dhw[j]
+                    dHW[t, r, j] = dj
+                    if dj != 0.0:
+                        for k in range(H):
+                            dh[r, k] += dj * W[j, k]
+            else:
+                for k in range(H):
+                    drh[k] = 0.0
+                for j in range(H):
+                    dj = dXW[t, r, 2 * H + j]
+                    if dj != 0.0:
+                        for k in range(H):
+                            drh[k] += dj * W[2 * H + j, k]
+                for k in range(H):
+                    rr = Rs[t, r, k]
+                    dXW[t, r, k] = drh[k] * Hs[t, r, k] * rr * (1.0 - rr)
+                    dh[r, k] += drh[k] * rr
+                for j in range(2 * H):
+                    dj = dXW[t, r, j]
+                    if dj != 0.0:
+                        for k in range(H):
+                            dh[r, k] += dj * W[j, k]
+                for j in range(GH):
+                    dHW[t, r, j] = dXW[t, r, j]
+    dh0[:] = dh
 
 
 def kernels(dtype):
-    approx = np.dtype(dtype) == np.float32
-    if approx not in _KERNELS:
-        _KERNELS[approx] = _make(approx)
-    return _KERNELS[approx]
+    """The (forward, backward) kernels per cell; Numba specialises them for float32 and float64."""
+    return {"rnn": (rnn_fwd, rnn_bwd), "lstm": (lstm_fwd, lstm_bwd), "gru": (gru_fwd, gru_bwd)}
 
 
 _ACT = {"tanh": 0, "relu": 1, "identity": 2}
@@ -350,7 +371,7 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
     if cell_name == "lstm":
         Cs, Gs, TCs = np.empty((T, B, H), dt), np.empty((T, B, GH), dt), np.empty((T, B, H), dt)
         cT = np.empty((B, H), dt)
-        k_fwd(xw, h0, np.ascontiguousarray(state0[1]), WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT)
+        k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, np.ascontiguousarray(state0[1]))
         return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs}, mask, reverse)
     after = opts.get("reset", "after") == "after"
     Rs, Zs, Ns, Es = (np.empty((T, B, H), dt) for _ in range(4))
