@@ -138,7 +138,7 @@ def bench_jax(cell, B, T, I, H, repeats):
 
 _MEM = r"""
 import resource, sys, numpy as np
-lib, cell, B, T, I, H = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
+lib, cell, B, T, I, H, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
 if lib == "torch":
     import torch
     mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](I, H)
@@ -151,16 +151,19 @@ else:
     x = np.random.randn(T, B, I).astype(np.float32); d = np.ones((T, B, H), np.float32)
     def step():
         layer(x); layer.backward(d)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-for _ in range(3):
+for _ in range(steps):
     step()
-print(max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
 def peak_memory(lib, cell, shape):
-    p = subprocess.run([sys.executable, "-c", _MEM, lib, cell, *map(str, shape)], capture_output=True, text=True)
-    return float(p.stdout.strip()) if p.returncode == 0 else float("nan")
+    """Peak RSS of a process that runs 3 training steps minus that of one that builds everything and runs none."""
+    def run(steps):
+        p = subprocess.run([sys.executable, "-c", _MEM, lib, cell, *map(str, shape), str(steps)],
+                           capture_output=True, text=True)
+        return float(p.stdout.strip()) if p.returncode == 0 else float("nan")
+    return run(3) - run(0)
 
 
 _COMPILE = r"""
