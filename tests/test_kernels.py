@@ -12,10 +12,19 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.RNN, 
          (rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.GRU, {"reset": "before"})]
 
 
+@pytest.fixture(params=["loop", "hybrid"])
+def impl(request, monkeypatch):
+    """Force the whole-loop or the hybrid kernels at the small test sizes."""
+    from rnnlab import layers
+    if request.param == "hybrid":
+        monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("cls,kw", CELLS)
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("L,bidir,ragged", [(1, False, False), (2, True, True)])
-def test_numba_equals_reference(cls, kw, dtype, tol, L, bidir, ragged):
+def test_numba_equals_reference(cls, kw, dtype, tol, L, bidir, ragged, impl):
     rng = np.random.default_rng(0)
     ref = cls(6, 7, L, bidirectional=bidir, dtype=dtype, seed=0, backend="numpy", **kw)
     fast = cls(6, 7, L, bidirectional=bidir, dtype=dtype, seed=0, backend="numba", **kw)
@@ -52,8 +61,9 @@ def test_rational_tanh_max_error():
 
 def test_auto_backend_and_errors():
     from rnnlab.layers import choose_backend
-    assert choose_backend("auto", 1, 128, 32, None) == "numba"
-    assert choose_backend("auto", 128, 2048, 512, None) == "numpy"
+    assert choose_backend("auto", 1, 128, 32, None) == "loop"
+    assert choose_backend("auto", 128, 2048, 512, None, "lstm") == "hybrid"
+    assert choose_backend("auto", 128, 512, 512, None, "rnn") == "numpy"
     assert choose_backend("numba", 1, 4, 1, 10) == "numpy"            # bptt_segment runs on the reference
     with pytest.raises(ValueError, match="backend: expected one of"):
         rnnlab.LSTM(2, 3, backend="cuda")

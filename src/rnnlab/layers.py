@@ -42,13 +42,21 @@ def blas_limit(B, GH, H):
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
-def choose_backend(backend, B, GH, H, segment):
+def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
+    """-> "numpy" (reference), "loop" (compiled whole time loop) or "hybrid" (BLAS product + compiled gates)."""
     if backend == "numpy" or segment:
         return "numpy"
-    if backend == "numba":
-        return "numba"
-    from .kernels import available
-    return "numba" if available() and B * GH * H <= NUMBA_MAX_WORK else "numpy"
+    if backend == "auto":
+        from .kernels import available
+        if not available():
+            return "numpy"
+    work = B * GH * H
+    if work <= NUMBA_MAX_WORK:
+        return "loop"
+    hybrid_ok = cell_name == "lstm" or (cell_name == "gru" and (opts or {}).get("reset", "after") == "after")
+    if hybrid_ok:
+        return "hybrid"
+    return "loop" if backend == "numba" else "numpy"
 
 
 def resolve_dtype(dtype) -> type:
@@ -302,10 +310,13 @@ class RecurrentLayer:
                 if b_ih is not None:
                     xw += b_ih
                 state0 = tuple(s[l * D + d] for s in states0)
-                if choose_backend(self.backend, B, W_hh.shape[0], H, self.bptt_segment) == "numba":
+                impl = choose_backend(self.backend, B, W_hh.shape[0], H, self.bptt_segment, self.cell_name,
+                                      self.cell_opts)
+                if impl != "numpy":
                     from .kernels import numba_scan
-                    out, stateT, cache = numba_scan.scan_forward(
-                        self.cell_name, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts)
+                    scan = numba_scan.scan_forward if impl == "loop" else numba_scan.hybrid_forward
+                    out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_hh, mask, reverse=(d == 1),
+                                              opts=self.cell_opts)
                 else:
                     out, stateT, cache = recurrent.scan_forward(
                         self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts,

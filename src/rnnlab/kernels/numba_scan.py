@@ -383,6 +383,8 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
 def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
     """Same contract as ``rnnlab.recurrent.scan_backward``."""
     _, cell_name, c, mask, reverse = cache
+    if c.get("hybrid"):
+        return hybrid_backward(d_out, d_state, cache, W_hh, has_bias)
     k_bwd = kernels(d_out.dtype)[cell_name][1]
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -414,5 +416,185 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
             dW_hh = d2.T @ Hs2
         else:
             dW_hh = np.concatenate([d2[:, :2 * H].T @ Hs2, d2[:, 2 * H:].T @ c["Es"].reshape(T * B, H)], axis=0)
+    db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
+    return dXW, dstate, dW_hh, db_hh
+
+
+# ====================================================================== hybrid: BLAS product + fused gate kernel
+# For large steps the recurrent product goes to BLAS (all threads) and one compiled kernel per step does all
+# the gate math that the NumPy backend spreads over ~17 ufunc calls. Same caches as the whole-loop kernels.
+
+@njit(cache=True)
+def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs_t, TCs_t):
+    B, GH = A.shape
+    H = GH // 4
+    for r in range(B):
+        m = m_t[r] if has_mask else 1.0
+        for k in range(H):
+            Hs_t[r, k] = h[r, k]
+            Cs_t[r, k] = c[r, k]
+        for j in range(GH):
+            A[r, j] += xw_t[r, j] + (b[j] if has_b else 0.0)
+        for k in range(H):
+            i = sg(A[r, k])
+            f = sg(A[r, H + k])
+            g = th(A[r, 2 * H + k])
+            o = sg(A[r, 3 * H + k])
+            cn = f * c[r, k] + i * g
+            tc = th(cn)
+            hn = o * tc
+            Gs_t[r, k] = i
+            Gs_t[r, H + k] = f
+            Gs_t[r, 2 * H + k] = g
+            Gs_t[r, 3 * H + k] = o
+            TCs_t[r, k] = tc
+            if m != 0.0:
+                c[r, k] = cn
+                h[r, k] = hn
+                out_t[r, k] = hn
+            else:
+                out_t[r, k] = 0.0
+
+
+@njit(cache=True)
+def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
+    B, GH = DA.shape
+    H = GH // 4
+    for r in range(B):
+        m = m_t[r] if has_mask else 1.0
+        if m == 0.0:
+            for j in range(GH):
+                DA[r, j] = 0.0
+            continue
+        for k in range(H):
+            g_h = dh[r, k] + d_out_t[r, k]
+            i = Gs_t[r, k]
+            f = Gs_t[r, H + k]
+            g = Gs_t[r, 2 * H + k]
+            o = Gs_t[r, 3 * H + k]
+            tc = TCs_t[r, k]
+            dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
+            DA[r, k] = (dck * g) * i * (1.0 - i)
+            DA[r, H + k] = (dck * Cs_t[r, k]) * f * (1.0 - f)
+            DA[r, 2 * H + k] = (dck * i) * (1.0 - g * g)
+            DA[r, 3 * H + k] = (g_h * tc) * o * (1.0 - o)
+            dc[r, k] = dck * f
+
+
+@njit(cache=True)
+def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, Ns_t, Es_t):
+    B, GH = A.shape
+    H = GH // 3
+    for r in range(B):
+        m = m_t[r] if has_mask else 1.0
+        for j in range(GH):
+            A[r, j] += b[j] if has_b else 0.0
+        for k in range(H):
+            hk = h[r, k]
+            Hs_t[r, k] = hk
+            rr = sg(xw_t[r, k] + A[r, k])
+            z = sg(xw_t[r, H + k] + A[r, H + k])
+            n = th(xw_t[r, 2 * H + k] + rr * A[r, 2 * H + k])
+            Rs_t[r, k] = rr
+            Zs_t[r, k] = z
+            Ns_t[r, k] = n
+            Es_t[r, k] = A[r, 2 * H + k]
+            hn = n + z * (hk - n)
+            if m != 0.0:
+                out_t[r, k] = hn
+            else:
+                out_t[r, k] = 0.0
+        if m != 0.0:
+            for k in range(H):
+                h[r, k] = out_t[r, k]
+
+
+@njit(cache=True)
+def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, DHW, dh_part):
+    B, GH = DX.shape
+    H = GH // 3
+    for r in range(B):
+        m = m_t[r] if has_mask else 1.0
+        if m == 0.0:
+            for j in range(GH):
+                DX[r, j] = 0.0
+                DHW[r, j] = 0.0
+            for k in range(H):
+                dh_part[r, k] = dh[r, k]            # padded: the state gradient passes unchanged
+            continue
+        for k in range(H):
+            g = dh[r, k] + d_out_t[r, k]
+            z = Zs_t[r, k]
+            n = Ns_t[r, k]
+            rr = Rs_t[r, k]
+            dn = g * (1.0 - z) * (1.0 - n * n)
+            dr = dn * Es_t[r, k] * rr * (1.0 - rr)
+            dz = g * (Hs_t[r, k] - n) * z * (1.0 - z)
+            DX[r, k] = dr
+            DX[r, H + k] = dz
+            DX[r, 2 * H + k] = dn
+            DHW[r, k] = dr
+            DHW[r, H + k] = dz
+            DHW[r, 2 * H + k] = dn * rr
+            dh_part[r, k] = g * z
+
+
+def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None):
+    """LSTM and GRU (reset='after'): BLAS for h W_hh^T, one compiled gate kernel per step."""
+    T, B, GH = xw.shape
+    H = state0[0].shape[-1]
+    dt = xw.dtype
+    has_mask = mask is not None
+    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    has_b = b_hh is not None
+    b = b_hh if has_b else np.empty(1, dt)
+    WT = np.ascontiguousarray(W_hh.T)
+    out = np.empty((T, B, H), dt)
+    Hs = np.empty((T, B, H), dt)
+    h = np.array(state0[0], dtype=dt, order="C")
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    if cell_name == "lstm":
+        c = np.array(state0[1], dtype=dt, order="C")
+        Cs, Gs, TCs = np.empty((T, B, H), dt), np.empty((T, B, GH), dt), np.empty((T, B, H), dt)
+        for t in order:
+            A = h @ WT                                                       # (B, 4H), BLAS
+            lstm_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, c, out[t], Hs[t], Cs[t], Gs[t], TCs[t])
+        return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs, "hybrid": True}, mask, reverse)
+    Rs, Zs, Ns, Es = (np.empty((T, B, H), dt) for _ in range(4))
+    for t in order:
+        A = h @ WT                                                           # (B, 3H), BLAS
+        gru_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, out[t], Hs[t], Rs[t], Zs[t], Ns[t], Es[t])
+    return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
+                                        "hybrid": True}, mask, reverse)
+
+
+def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
+    _, cell_name, c, mask, reverse = cache
+    T, B, H = d_out.shape
+    GH = W_hh.shape[0]
+    dt = d_out.dtype
+    has_mask = mask is not None
+    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    d_out = np.ascontiguousarray(d_out)
+    dXW = np.empty((T, B, GH), dt)
+    dh = np.array(d_state[0], dtype=dt, order="C")
+    order = range(T) if reverse else range(T - 1, -1, -1)
+    Hs2 = c["Hs"].reshape(T * B, H)
+    if cell_name == "lstm":
+        dc = np.array(d_state[1], dtype=dt, order="C")
+        for t in order:
+            lstm_gates_bwd(dh, dc, d_out[t], m2[t], has_mask, c["Cs"][t], c["Gs"][t], c["TCs"][t], dXW[t])
+            dh_new = dXW[t] @ W_hh                                           # (B, H), BLAS
+            dh = dh_new if not has_mask else np.where(m2[t][:, None] != 0, dh_new, dh)
+        dHW, dstate = dXW, (dh, dc)
+    else:
+        dHW = np.empty((T, B, GH), dt)
+        dh_part = np.empty((B, H), dt)
+        for t in order:
+            gru_gates_bwd(dh, d_out[t], m2[t], has_mask, c["Hs"][t], c["Rs"][t], c["Zs"][t], c["Ns"][t], c["Es"][t],
+                          dXW[t], dHW[t], dh_part)
+            dh = dh_part + dHW[t] @ W_hh
+        dstate = (dh,)
+    dW_hh = dHW.reshape(T * B, GH).T @ Hs2
     db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
     return dXW, dstate, dW_hh, db_hh
