@@ -75,6 +75,64 @@ def sg(x):
     return _sg_dispatch(x)
 
 
+# ------------------------------------------------------------------ LSTM gate math of one step (all rows)
+@njit(cache=True)
+def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs_t, TCs_t):
+    B, GH = A.shape
+    H = GH // 4
+    for r in range(B):
+        m = m_t[r] if has_mask else 1.0
+        for k in range(H):
+            Hs_t[r, k] = h[r, k]
+            Cs_t[r, k] = c[r, k]
+        for j in range(GH):
+            A[r, j] += xw_t[r, j] + (b[j] if has_b else 0.0)
+        for k in range(H):
+            i = sg(A[r, k])
+            f = sg(A[r, H + k])
+            g = th(A[r, 2 * H + k])
+            o = sg(A[r, 3 * H + k])
+            cn = f * c[r, k] + i * g
+            tc = th(cn)
+            hn = o * tc
+            Gs_t[r, k] = i
+            Gs_t[r, H + k] = f
+            Gs_t[r, 2 * H + k] = g
+            Gs_t[r, 3 * H + k] = o
+            TCs_t[r, k] = tc
+            if m != 0.0:
+                c[r, k] = cn
+                h[r, k] = hn
+                out_t[r, k] = hn
+            else:
+                out_t[r, k] = 0.0
+
+
+@njit(cache=True)
+def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
+    B, GH = DA.shape
+    H = GH // 4
+    for r in range(B):
+        m = m_t[r] if has_mask else 1.0
+        if m == 0.0:
+            for j in range(GH):
+                DA[r, j] = 0.0
+            continue
+        for k in range(H):
+            g_h = dh[r, k] + d_out_t[r, k]
+            i = Gs_t[r, k]
+            f = Gs_t[r, H + k]
+            g = Gs_t[r, 2 * H + k]
+            o = Gs_t[r, 3 * H + k]
+            tc = TCs_t[r, k]
+            dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
+            DA[r, k] = (dck * g) * i * (1.0 - i)
+            DA[r, H + k] = (dck * Cs_t[r, k]) * f * (1.0 - f)
+            DA[r, 2 * H + k] = (dck * i) * (1.0 - g * g)
+            DA[r, 3 * H + k] = (g_h * tc) * o * (1.0 - o)
+            dc[r, k] = dck * f
+
+
 # ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
 @njit(cache=True)
 def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
@@ -145,39 +203,18 @@ def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs
     H = GH // 4
     h = h0.copy()
     c = c0.copy()
-    a = np.empty(GH, xw.dtype)
+    A = np.empty((B, GH), xw.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
-        for r in range(B):
+        for r in range(B):                          # the recurrent product as rank-1 updates, vectorised
             for j in range(GH):
-                a[j] = xw[t, r, j] + (b[j] if has_b else 0.0)
+                A[r, j] = 0.0
             for k in range(H):
                 hk = h[r, k]
-                Hs[t, r, k] = hk
-                Cs[t, r, k] = c[r, k]
-                if hk != 0.0:                       # the recurrent product as rank-1 updates, vectorised
+                if hk != 0.0:
                     for j in range(GH):
-                        a[j] += hk * WT[k, j]
-            m = mask[t, r] if has_mask else 1.0
-            for k in range(H):
-                i = sg(a[k])
-                f = sg(a[H + k])
-                g = th(a[2 * H + k])
-                o = sg(a[3 * H + k])
-                cn = f * c[r, k] + i * g
-                tc = th(cn)
-                hn = o * tc
-                Gs[t, r, k] = i
-                Gs[t, r, H + k] = f
-                Gs[t, r, 2 * H + k] = g
-                Gs[t, r, 3 * H + k] = o
-                TCs[t, r, k] = tc
-                if m != 0.0:
-                    c[r, k] = cn
-                    h[r, k] = hn
-                    out[t, r, k] = hn
-                else:
-                    out[t, r, k] = 0.0
+                        A[r, j] += hk * WT[k, j]
+        lstm_gates_fwd(A, xw[t], b, has_b, mask[t], has_mask, h, c, out[t], Hs[t], Cs[t], Gs[t], TCs[t])
     hT[:] = h
     cT[:] = c
 
@@ -188,38 +225,16 @@ def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0,
     H = GH // 4
     dh = dhT.copy()
     dc = dcT.copy()
-    DA = np.zeros((B, GH), d_out.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        for r in range(B):
-            m = mask[t, r] if has_mask else 1.0
-            if m == 0.0:                            # padded: the state gradient passes unchanged
-                for j in range(GH):
-                    dXW[t, r, j] = 0.0
-                    DA[r, j] = 0.0
-                continue
-            for k in range(H):
-                g_h = dh[r, k] + d_out[t, r, k]
-                i = Gs[t, r, k]
-                f = Gs[t, r, H + k]
-                g = Gs[t, r, 2 * H + k]
-                o = Gs[t, r, 3 * H + k]
-                tc = TCs[t, r, k]
-                dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
-                DA[r, k] = (dck * g) * i * (1.0 - i)
-                DA[r, H + k] = (dck * Cs[t, r, k]) * f * (1.0 - f)
-                DA[r, 2 * H + k] = (dck * i) * (1.0 - g * g)
-                DA[r, 3 * H + k] = (g_h * tc) * o * (1.0 - o)
-                dc[r, k] = dck * f
-            for j in range(GH):
-                dXW[t, r, j] = DA[r, j]
+        lstm_gates_bwd(dh, dc, d_out[t], mask[t], has_mask, Cs[t], Gs[t], TCs[t], dXW[t])
         for r in range(B):
             if (mask[t, r] if has_mask else 1.0) == 0.0:
-                continue
+                continue                            # padded: the state gradient passes unchanged
             for k in range(H):
                 dh[r, k] = 0.0
             for j in range(GH):
-                dj = DA[r, j]
+                dj = dXW[t, r, j]
                 if dj != 0.0:
                     for k in range(H):
                         dh[r, k] += dj * W[j, k]
@@ -355,7 +370,7 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
     H = state0[0].shape[-1]
     dt = xw.dtype
     has_mask = mask is not None
-    m2 = mask[..., 0] if has_mask else np.empty((1, 1), dt)
+    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
     has_b = b_hh is not None
     b = b_hh if has_b else np.empty(1, dt)
     WT = np.ascontiguousarray(W_hh.T)
@@ -390,7 +405,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
     GH = W_hh.shape[0]
     dt = d_out.dtype
     has_mask = mask is not None
-    m2 = mask[..., 0] if has_mask else np.empty((1, 1), dt)
+    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
     d_out = np.ascontiguousarray(d_out)
     W = np.ascontiguousarray(W_hh)
     dXW = np.empty((T, B, GH), dt)
@@ -423,63 +438,6 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
 # ====================================================================== hybrid: BLAS product + fused gate kernel
 # For large steps the recurrent product goes to BLAS (all threads) and one compiled kernel per step does all
 # the gate math that the NumPy backend spreads over ~17 ufunc calls. Same caches as the whole-loop kernels.
-
-@njit(cache=True)
-def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs_t, TCs_t):
-    B, GH = A.shape
-    H = GH // 4
-    for r in range(B):
-        m = m_t[r] if has_mask else 1.0
-        for k in range(H):
-            Hs_t[r, k] = h[r, k]
-            Cs_t[r, k] = c[r, k]
-        for j in range(GH):
-            A[r, j] += xw_t[r, j] + (b[j] if has_b else 0.0)
-        for k in range(H):
-            i = sg(A[r, k])
-            f = sg(A[r, H + k])
-            g = th(A[r, 2 * H + k])
-            o = sg(A[r, 3 * H + k])
-            cn = f * c[r, k] + i * g
-            tc = th(cn)
-            hn = o * tc
-            Gs_t[r, k] = i
-            Gs_t[r, H + k] = f
-            Gs_t[r, 2 * H + k] = g
-            Gs_t[r, 3 * H + k] = o
-            TCs_t[r, k] = tc
-            if m != 0.0:
-                c[r, k] = cn
-                h[r, k] = hn
-                out_t[r, k] = hn
-            else:
-                out_t[r, k] = 0.0
-
-
-@njit(cache=True)
-def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
-    B, GH = DA.shape
-    H = GH // 4
-    for r in range(B):
-        m = m_t[r] if has_mask else 1.0
-        if m == 0.0:
-            for j in range(GH):
-                DA[r, j] = 0.0
-            continue
-        for k in range(H):
-            g_h = dh[r, k] + d_out_t[r, k]
-            i = Gs_t[r, k]
-            f = Gs_t[r, H + k]
-            g = Gs_t[r, 2 * H + k]
-            o = Gs_t[r, 3 * H + k]
-            tc = TCs_t[r, k]
-            dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
-            DA[r, k] = (dck * g) * i * (1.0 - i)
-            DA[r, H + k] = (dck * Cs_t[r, k]) * f * (1.0 - f)
-            DA[r, 2 * H + k] = (dck * i) * (1.0 - g * g)
-            DA[r, 3 * H + k] = (g_h * tc) * o * (1.0 - o)
-            dc[r, k] = dck * f
-
 
 @njit(cache=True)
 def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, Ns_t, Es_t):
