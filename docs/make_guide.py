@@ -20,7 +20,7 @@ from rnnlab.compare import _diag_batch, compare, gradient_report, summary_column
 from rnnlab.config import TrainConfig, resolve
 from rnnlab.model import SequenceModel
 from rnnlab.tasks import build_task
-from rnnlab.train import model_config_for, train
+from rnnlab.trainer import model_config_for, train
 
 DOCS = Path(__file__).parent
 FIG = DOCS / "figures"

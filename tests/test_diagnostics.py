@@ -132,7 +132,7 @@ def test_parameter_matching_within_two_percent():
     from rnnlab.compare import count_parameters, match_hidden_size
     from rnnlab.model import SequenceModel
     from rnnlab.tasks import build_task
-    from rnnlab.train import model_config_for
+    from rnnlab.trainer import model_config_for
     for task, kw in [("adding", {}), ("copy", {"seq_len": 10}), ("copy", {"num_layers": 2, "seq_len": 10})]:
         cfg = TrainConfig(task=task, hidden_size=64, **kw)
         t = build_task(cfg)
@@ -211,7 +211,7 @@ def test_gradients_of_a_checkpoint(tmp_path, capsys):
 
 
 def test_training_records_diagnostics(tmp_path):
-    from rnnlab.train import train
+    from rnnlab.trainer import train
     r = train(dict(task="adding", seq_len=10, steps=20, hidden_size=4, diagnose_every=10, out=str(tmp_path / "r")))
     assert [d["step"] for d in r.diagnostics] == [1, 10, 20]
     lines = (tmp_path / "r" / "diagnostics.jsonl").read_text().splitlines()

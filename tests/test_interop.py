@@ -222,7 +222,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, cell, kw, L, bidir, bf):
 
 def test_trained_model_exports_with_equal_predictions(tmp_path, capsys):
     from rnnlab.cli import main
-    from rnnlab.train import load_model
+    from rnnlab.trainer import load_model
     run = tmp_path / "run"
     assert main(["train", "--task", "copy", "--seq-len", "4", "--steps", "5", "--hidden-size", "6", "--quiet",
                  "--model", "lstm", "--num-layers", "2", "--out", str(run)]) == 0

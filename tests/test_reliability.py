@@ -211,7 +211,7 @@ def test_nonfinite_weights_are_refused_on_load(outcome):
 
 
 def test_exploding_gradient_warning(outcome):
-    from rnnlab.train import _Trainer
+    from rnnlab.trainer import _Trainer
     from rnnlab.config import TrainConfig
     tr = _Trainer(TrainConfig(task="adding", seq_len=5, steps=2, hidden_size=3), None, False)
     for n in [1.0] * 10 + [1e5]:

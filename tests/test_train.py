@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import train as T
+from rnnlab import trainer as T
 from rnnlab.checkpoint import load_checkpoint
 from rnnlab.cli import main
 from rnnlab.errors import NonFiniteError

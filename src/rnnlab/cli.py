@@ -99,7 +99,7 @@ def _print_summary(r, file=None):
 
 def cmd_train(args) -> int:
     from .config import resolve
-    from .train import train
+    from .trainer import train
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "json")}
     cfg = resolve(args.config, overrides)
     r = train(cfg, progress=not cfg.quiet)
@@ -112,7 +112,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .train import resume
+    from .trainer import resume
     r = resume(args.run_dir, progress=not args.quiet, steps=args.steps)
     _print_summary(r)
     return 0
@@ -121,7 +121,7 @@ def cmd_resume(args) -> int:
 def cmd_evaluate(args) -> int:
     from .config import TrainConfig
     from .tasks import build_task
-    from .train import evaluate, load_model
+    from .trainer import evaluate, load_model
     model, meta = load_model(args.checkpoint)
     cfg = TrainConfig.from_dict(meta["config"])
     task = build_task(cfg, vocab=meta.get("task_info", {}).get("vocab"))
@@ -139,7 +139,7 @@ def cmd_evaluate(args) -> int:
 def cmd_sample(args) -> int:
     from .errors import ConfigError
     from .sample import sample_text
-    from .train import load_model
+    from .trainer import load_model
     model, meta = load_model(args.checkpoint)
     vocab = meta.get("task_info", {}).get("vocab")
     if vocab is None:
@@ -247,7 +247,7 @@ def cmd_gradients(args) -> int:
     from .errors import ConfigError
     from .model import SequenceModel
     from .tasks import build_task
-    from .train import load_model, model_config_for
+    from .trainer import load_model, model_config_for
     out = Path(args.report)
     results, figs = {}, {}
     if args.sweep:
@@ -321,7 +321,7 @@ def _load_any(path):
     """A run folder / model checkpoint -> ("model", SequenceModel); a layer file -> ("layer", layer)."""
     from .checkpoint import load_checkpoint
     from .interop.files import load_layer
-    from .train import load_model
+    from .trainer import load_model
     p = Path(path)
     if p.is_file():
         _, meta = load_checkpoint(p)

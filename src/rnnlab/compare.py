@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .model import SequenceModel
 from .tasks import Batch, build_task
-from .train import evaluate, model_config_for, train
+from .trainer import evaluate, model_config_for, train
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 LOWER_IS_BETTER = {"loss", "mse", "bpc", "perplexity", "naive_mse"}
