@@ -137,28 +137,31 @@ def bench_jax(cell, B, T, I, H, repeats):
 
 
 _MEM = r"""
-import resource, sys, numpy as np
+import sys, numpy as np
 lib, cell, B, T, I, H, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
 if lib == "torch":
     import torch
     mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](I, H)
-    x = torch.randn(T, B, I, requires_grad=True)
-    def step():
+    def step(T, B):
+        x = torch.randn(T, B, I, requires_grad=True)
         out, _ = mod(x); out.sum().backward()
 else:
     import rnnlab
     layer = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}[cell](I, H, seed=0)
-    x = np.random.randn(T, B, I).astype(np.float32); d = np.ones((T, B, H), np.float32)
-    def step():
-        layer(x); layer.backward(d)
+    def step(T, B):
+        x = np.random.randn(T, B, I).astype(np.float32)
+        out, _ = layer(x); layer.backward(np.ones_like(out))
+step(2, B)                       # warm-up at a tiny length: loads kernels and libraries in both processes
 for _ in range(steps):
-    step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    step(T, B)
+# VmHWM (peak RSS of this address space): unlike ru_maxrss it is not inherited from the parent across fork+exec
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(int(hwm.split()[1]) / 1024)
 """
 
 
 def peak_memory(lib, cell, shape):
-    """Peak RSS of a process that runs 3 training steps minus that of one that builds everything and runs none."""
+    """Peak RSS of a process that runs 3 training steps minus that of one that only warms up (T = 2)."""
     def run(steps):
         p = subprocess.run([sys.executable, "-c", _MEM, lib, cell, *map(str, shape), str(steps)],
                            capture_output=True, text=True)
@@ -226,7 +229,7 @@ def main(argv=None) -> int:
     print(head)
     for cell in args.cells.split(","):
         for B, T, I, H in args.shapes:
-            be = choose_backend(args.backend, B, G[cell] * H, H, None)
+            be = choose_backend(args.backend, B, G[cell] * H, H, None, cell)
             f_us, t_us = bench_rnnlab(cell, B, T, I, H, args.repeats, args.backend)
             f_th, t_th = bench_torch(cell, B, T, I, H, args.repeats)
             f_ort = bench_ort(cell, B, T, I, H, args.repeats) if have["onnxruntime"] else float("nan")
@@ -243,7 +246,7 @@ def main(argv=None) -> int:
                     f"{f_ort * 1e3:8.2f} {f_us / f_ort:5.2f} | {t_us * 1e3:8.2f} {t_th * 1e3:8.2f} {t_us / t_th:5.2f}"
                     f"{t_jax * 1e3:9.2f} | {100 * frac:5.1f}")
             if args.memory:
-                line += f" | mem MiB {row['rnnlab_peak_mib']:.0f} vs torch {row['torch_peak_mib']:.0f}"
+                line += f" | MiB {row['rnnlab_peak_mib']:.1f} vs torch {row['torch_peak_mib']:.1f}"
             print(line, flush=True)
     print("ratio = rnnlab time / torch time, r/ort = rnnlab / onnxruntime (below 1: rnnlab is faster); "
           "peak% = training FLOPs / sgemm peak / time (H >= 256)")

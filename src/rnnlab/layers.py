@@ -19,7 +19,7 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 BACKENDS = ("auto", "numpy", "numba")
 # auto: the compiled whole loop while a step's recurrent product is small (per-call overhead dominates),
 # NumPy with BLAS products above; measured crossover, see docs/performance.md
-NUMBA_MAX_WORK = 1 << 24             # B * G*H * H multiply-adds per step
+NUMBA_MAX_WORK = 1 << 17             # B * G*H * H multiply-adds per step
 
 
 BLAS_SINGLE_THREAD_WORK = 1 << 22    # below this per-step work, the NumPy backend's products run on one BLAS thread

@@ -19,14 +19,17 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+FAST = {"contract", "reassoc", "arcp", "nsz", "afn"}    # no 'nnan'/'ninf': NaN and Inf must still propagate
 _A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
       -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
 _B = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
-@njit(inline="always", fastmath=True)
+@njit(inline="always", fastmath=True, error_model="numpy")
 def _tanh32(x):
-    x = min(max(x, np.float32(-7.99881172180175781)), np.float32(7.99881172180175781))
+    clamp = np.float32(7.99881172180175781)
+    x = x if x < clamp else clamp                   # selects, not min/max: they vectorise
+    x = x if x > -clamp else -clamp
     x2 = x * x
     p = np.float32(_A[6])
     p = p * x2 + np.float32(_A[5])
@@ -54,7 +57,7 @@ def _th_impl(x):
     return lambda x: math.tanh(x)
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def th(x):
     return _th_dispatch(x)
 
@@ -70,45 +73,47 @@ def _sg_impl(x):
     return lambda x: 0.5 * math.tanh(0.5 * x) + 0.5
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def sg(x):
     return _sg_dispatch(x)
 
 
 # ------------------------------------------------------------------ LSTM gate math of one step (all rows)
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs_t, TCs_t):
     B, GH = A.shape
     H = GH // 4
-    for r in range(B):
-        m = m_t[r] if has_mask else 1.0
+    for r in range(B):                              # simple loops over contiguous rows: they vectorise
+        a, g_ = A[r], Gs_t[r]
+        Hs_t[r] = h[r]
+        Cs_t[r] = c[r]
+        if has_b:
+            for j in range(GH):
+                a[j] += xw_t[r, j] + b[j]
+        else:
+            for j in range(GH):
+                a[j] += xw_t[r, j]
+        for j in range(2 * H):                      # i, f
+            g_[j] = sg(a[j])
+        for j in range(2 * H, 3 * H):               # g
+            g_[j] = th(a[j])
+        for j in range(3 * H, GH):                  # o
+            g_[j] = sg(a[j])
+        cr, tcr = c[r], TCs_t[r]
         for k in range(H):
-            Hs_t[r, k] = h[r, k]
-            Cs_t[r, k] = c[r, k]
-        for j in range(GH):
-            A[r, j] += xw_t[r, j] + (b[j] if has_b else 0.0)
-        for k in range(H):
-            i = sg(A[r, k])
-            f = sg(A[r, H + k])
-            g = th(A[r, 2 * H + k])
-            o = sg(A[r, 3 * H + k])
-            cn = f * c[r, k] + i * g
-            tc = th(cn)
-            hn = o * tc
-            Gs_t[r, k] = i
-            Gs_t[r, H + k] = f
-            Gs_t[r, 2 * H + k] = g
-            Gs_t[r, 3 * H + k] = o
-            TCs_t[r, k] = tc
-            if m != 0.0:
-                c[r, k] = cn
-                h[r, k] = hn
-                out_t[r, k] = hn
-            else:
-                out_t[r, k] = 0.0
+            cn = g_[H + k] * cr[k] + g_[k] * g_[2 * H + k]
+            tcr[k] = th(cn)
+            a[k] = cn                               # A's row is free now: keep c_t there
+        if (m_t[r] if has_mask else 1.0) != 0.0:
+            for k in range(H):
+                cr[k] = a[k]
+                h[r, k] = g_[3 * H + k] * tcr[k]
+            out_t[r] = h[r]
+        else:
+            out_t[r] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
     B, GH = DA.shape
     H = GH // 4
@@ -134,7 +139,7 @@ def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
 
 
 # ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
     T, B, H = xw.shape
     h = h0.copy()
@@ -165,7 +170,7 @@ def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
                     out[t, r, k] = 0.0
     hT[:] = h
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
     T, B, H = d_out.shape
     dh = dhT.copy()
@@ -197,7 +202,7 @@ def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
     dh0[:] = dh
 
 # ------------------------------------------------------------------ LSTM (gates i f g o)
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, c0):
     T, B, GH = xw.shape
     H = GH // 4
@@ -219,7 +224,7 @@ def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs
     cT[:] = c
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0, dc0):
     T, B, GH = dXW.shape
     H = GH // 4
@@ -243,7 +248,7 @@ def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0,
 
 
 # ------------------------------------------------------------------ GRU (gates r z n; after: 1, before: 0)
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def gru_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT):
     T, B, GH = xw.shape
     H = GH // 3
@@ -292,7 +297,7 @@ def gru_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Z
                     h[r, k] = out[t, r, k]
     hT[:] = h
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, dXW, dHW, dh0):
     T, B, GH = dXW.shape
     H = GH // 3
@@ -439,7 +444,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
 # For large steps the recurrent product goes to BLAS (all threads) and one compiled kernel per step does all
 # the gate math that the NumPy backend spreads over ~17 ufunc calls. Same caches as the whole-loop kernels.
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, Ns_t, Es_t):
     B, GH = A.shape
     H = GH // 3
@@ -467,7 +472,7 @@ def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, 
                 h[r, k] = out_t[r, k]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, DHW, dh_part):
     B, GH = DX.shape
     H = GH // 3
