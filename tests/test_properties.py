@@ -134,3 +134,24 @@ def test_init_options():
     assert np.abs(sd["weight_ih_l0"]).max() <= k
     assert lstm.num_parameters() == 4 * (H * 3 + H * H + 2 * H)
     assert rnnlab.LSTM(3, H, seed=0).state_dict()["weight_ih_l0"].dtype == np.float32
+
+
+@COMMON
+@given(kind=KINDS, T=st.integers(2, 12), B=st.integers(1, 4), segment=st.integers(1, 6), bidir=st.booleans(),
+       L=st.integers(1, 2), ragged=st.booleans(), seed=st.integers(0, 10_000))
+def test_memory_bounded_bptt_equals_full(kind, T, B, segment, bidir, L, ragged, seed):
+    """bptt_segment keeps states at segment boundaries and recomputes: same outputs and gradients."""
+    rng = np.random.default_rng(seed)
+    full = CLS[kind[0]](3, 4, L, bidirectional=bidir, dtype="float64", seed=seed, backend="numpy", **kind[1])
+    seg = CLS[kind[0]](3, 4, L, bidirectional=bidir, dtype="float64", seed=seed, bptt_segment=segment, **kind[1])
+    x = rng.standard_normal((T, B, 3))
+    lengths = rng.integers(1, T + 1, size=B) if ragged else None
+    o1, _ = full(x, lengths=lengths)
+    o2, _ = seg(x, lengths=lengths)
+    np.testing.assert_array_equal(o1, o2)
+    d = rng.standard_normal(o1.shape)
+    dx1, _ = full.backward(d)
+    dx2, _ = seg.backward(d)
+    np.testing.assert_allclose(dx2, dx1, rtol=0, atol=1e-12)
+    for k in full.grads:
+        np.testing.assert_allclose(seg.grads[k], full.grads[k], rtol=0, atol=1e-12, err_msg=k)
