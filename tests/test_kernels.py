@@ -67,3 +67,20 @@ def test_auto_backend_and_errors():
     assert choose_backend("numba", 1, 4, 1, 10) == "numpy"            # bptt_segment runs on the reference
     with pytest.raises(ValueError, match="backend: expected one of"):
         rnnlab.LSTM(2, 3, backend="cuda")
+
+
+@pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("impl_name", ["loop", "hybrid"])
+def test_nan_propagates_through_the_kernels(cls, dtype, impl_name, monkeypatch):
+    """A NaN must reach the output (and so the training loop's guard), never be clamped away."""
+    from rnnlab import layers
+    if impl_name == "hybrid":
+        monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
+    layer = cls(4, 5, dtype=dtype, seed=0, backend="numba")
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(dtype)
+    x[1, 0, 2] = np.nan
+    out, _ = layer(x, check_finite=False)
+    assert np.isnan(out[1:, 0]).all() and np.isfinite(out[:, 1]).all()
+    dx, _ = layer.backward(np.ones_like(out))
+    assert np.isnan(dx[:2, 0]).any()

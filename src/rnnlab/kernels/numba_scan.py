@@ -25,11 +25,11 @@ _A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.122297
 _B = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
-@njit(inline="always", fastmath=True, error_model="numpy")
-def _tanh32(x):
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _tanh32(x_in):
     clamp = np.float32(7.99881172180175781)
-    x = x if x < clamp else clamp                   # selects, not min/max: they vectorise
-    x = x if x > -clamp else -clamp
+    x = clamp if x_in > clamp else x_in             # selects, not min/max: they vectorise
+    x = -clamp if x < -clamp else x
     x2 = x * x
     p = np.float32(_A[6])
     p = p * x2 + np.float32(_A[5])
@@ -43,7 +43,8 @@ def _tanh32(x):
     q = q * x2 + np.float32(_B[2])
     q = q * x2 + np.float32(_B[1])
     q = q * x2 + np.float32(_B[0])
-    return p / q
+    # the clamps may be folded into min/max, which drop a NaN: give it back explicitly
+    return p / q if x_in == x_in else x_in
 
 
 def _th_dispatch(x):  # pragma: no cover - replaced by the overload below
