@@ -114,7 +114,8 @@ def plot_gate_stats(stats: dict, out_dir, stem="gates"):
     axes[1].set_title("Gate means over time")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:      # a GRU alone draws nothing in the forget-gate panel
+            ax.legend(fontsize=8)
     return save_figure(fig, Path(out_dir), stem)
 
 
