@@ -299,3 +299,11 @@ def test_cli_import_diagnose_export_round_trip(tmp_path, capsys):
         lay = load_layer(tmp_path / f"{f}.safetensors")
         for k, v in mod.state_dict().items():
             np.testing.assert_array_equal(lay.state_dict()[k], v.numpy())
+
+
+def test_top_level_onnx_module(tmp_path):
+    import rnnlab.onnx
+    layer = rnnlab.GRU(3, 4, seed=0)
+    rnnlab.onnx.export(layer, tmp_path / "g.onnx")
+    back = rnnlab.onnx.import_layer(tmp_path / "g.onnx")
+    assert back.config() == layer.config()
