@@ -368,6 +368,20 @@ def kernels(dtype):
 _ACT = {"tanh": 0, "relu": 1, "identity": 2}
 
 
+def _prepare(xw, state0, W_hh, b_hh, mask):
+    """What every compiled scan needs: contiguous inputs, the (T, B) mask (or a dummy), the bias (or a dummy),
+    W_hh^T and empty (T, B, H) buffers for the output and the previous states."""
+    T, B, _ = xw.shape
+    H = state0[0].shape[-1]
+    dt = xw.dtype
+    has_mask = mask is not None
+    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    has_b = b_hh is not None
+    b = b_hh if has_b else np.empty(1, dt)
+    return (np.ascontiguousarray(xw), m2, has_mask, b, has_b, np.ascontiguousarray(W_hh.T),
+            np.empty((T, B, H), dt), np.empty((T, B, H), dt))
+
+
 def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None):
     """Same contract as ``rnnlab.recurrent.scan_forward``; the cache holds arrays."""
     opts = opts or {}
@@ -375,16 +389,9 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
-    has_mask = mask is not None
-    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
-    has_b = b_hh is not None
-    b = b_hh if has_b else np.empty(1, dt)
-    WT = np.ascontiguousarray(W_hh.T)
-    out = np.empty((T, B, H), dt)
-    Hs = np.empty((T, B, H), dt)
+    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
     h0 = np.ascontiguousarray(state0[0])
     hT = np.empty((B, H), dt)
-    xw = np.ascontiguousarray(xw)
     if cell_name == "rnn":
         act = _ACT[opts.get("nonlinearity", "tanh")]
         k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
@@ -508,13 +515,7 @@ def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, 
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
-    has_mask = mask is not None
-    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
-    has_b = b_hh is not None
-    b = b_hh if has_b else np.empty(1, dt)
-    WT = np.ascontiguousarray(W_hh.T)
-    out = np.empty((T, B, H), dt)
-    Hs = np.empty((T, B, H), dt)
+    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
     h = np.array(state0[0], dtype=dt, order="C")
     order = range(T - 1, -1, -1) if reverse else range(T)
     if cell_name == "lstm":
