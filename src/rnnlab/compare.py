@@ -41,12 +41,10 @@ def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
 
 def match_hidden_size(cfg: TrainConfig, task, cell: str, target: int) -> int:
     """The hidden size whose parameter count is closest to ``target``."""
-    lo, hi = 1, 1
+    hi = 1
     while count_parameters(cfg, task, cell, hi) < target and hi < 1 << 16:
-        hi *= 2
-    best = min(range(max(1, hi // 2), hi + 1), key=lambda h: abs(count_parameters(cfg, task, cell, h) - target))
-    del lo
-    return best
+        hi *= 2                                     # the count grows with H: bracket, then search the bracket
+    return min(range(max(1, hi // 2), hi + 1), key=lambda h: abs(count_parameters(cfg, task, cell, h) - target))
 
 
 def default_threshold(task) -> tuple[str, float]:
