@@ -16,7 +16,7 @@ import numpy as np
 
 from rnnlab import diagnostics as D
 from rnnlab import report
-from rnnlab.compare import _diag_batch, compare, gradient_report, summary_columns, summary_rows, write_compare_report
+from rnnlab.compare import compare, gradient_report, summary_columns, summary_rows, write_compare_report
 from rnnlab.config import TrainConfig, resolve
 from rnnlab.model import SequenceModel
 from rnnlab.tasks import build_task
@@ -39,7 +39,7 @@ def main() -> int:
     # 2. gradient flow at initialisation, adding T = 100, same parameter budget
     cfg = TrainConfig(task="adding", seq_len=100, hidden_size=64, seed=0)
     task = build_task(cfg)
-    batch = _diag_batch(task)
+    batch = D.diagnostic_batch(task)
     init = {}
     for label, over in [("rnn", {"model": "rnn", "hidden_size": 130}), ("lstm", {"model": "lstm"}),
                         ("lstm forget bias 1", {"model": "lstm", "forget_bias": 1.0}),

@@ -242,7 +242,7 @@ def _layer_gradients(args, out) -> int:
 def cmd_gradients(args) -> int:
     from . import diagnostics as diag
     from . import report
-    from .compare import _diag_batch, gradient_report
+    from .compare import gradient_report
     from .config import TrainConfig, resolve
     from .errors import ConfigError
     from .model import SequenceModel
@@ -275,7 +275,7 @@ def cmd_gradients(args) -> int:
             task = build_task(cfg)
             model = SequenceModel(model_config_for(cfg, task), seed=np.random.default_rng([cfg.seed, 0]))
             label = f"{cfg.model} (fresh)"
-        batch = _diag_batch(task)
+        batch = diag.diagnostic_batch(task)
         g = gradient_report(model, batch)
         T = len(g["grad_norm_h"])
         if args.at_step is not None and not 0 <= args.at_step < T:
@@ -283,7 +283,7 @@ def cmd_gradients(args) -> int:
                               f"got {args.at_step}")
         results["model"] = {"label": label, "parameters": model.num_parameters(), **g}
         print(f"{label}: {model.num_parameters()} parameters; task {task.describe()}")
-        print(f"  spectral radius of W_hh blocks: " + "; ".join(
+        print("  spectral radius of W_hh blocks: " + "; ".join(
             f"{k}: " + ", ".join(f"{gate} {v:.3f}" for gate, v in blocks.items()) for k, blocks in g["spectral"].items()))
         steps = sorted({T - 1, max(0, T - 11), T // 2, 0} | ({args.at_step} if args.at_step is not None else set()))
         print("  step  distance   ||dL/dh_t||   ||dh_T/ds_t||_2" + ("   ||dL/dc_t||" if "grad_norm_c" in g else ""))

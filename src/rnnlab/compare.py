@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .model import SequenceModel
 from .tasks import Batch, build_task
-from .trainer import evaluate, model_config_for, train
+from .trainer import model_config_for, train
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 LOWER_IS_BETTER = {"loss", "mse", "bpc", "perplexity", "naive_mse"}
@@ -62,15 +62,6 @@ def default_threshold(task) -> tuple[str, float]:
 
 def _reached(metric, value, threshold):
     return value <= threshold if metric in LOWER_IS_BETTER else value >= threshold
-
-
-def _diag_batch(task, n=32) -> Batch:
-    b = task.val_batches()[0]
-    if task.target == "every":
-        n = min(n, b.inputs.shape[1])
-        return Batch(b.inputs[:, :n], b.targets[:, :n], None if b.lengths is None else b.lengths[:n])
-    n = min(n, len(b.targets))
-    return Batch(b.inputs[:, :n], b.targets[:n], None if b.lengths is None else b.lengths[:n])
 
 
 def gradient_report(model: SequenceModel, batch: Batch, jacobian_sequences=4) -> dict:
@@ -128,7 +119,7 @@ def compare(cfg: TrainConfig, models=("rnn", "lstm", "gru"), match: str = "param
     out = {"task": task.name, "description": task.describe(), "baseline": task.baseline(),
            "threshold": {"metric": metric, "value": thr}, "match": match, "target_parameters": target_params,
            "config": cfg.to_dict(), "models": {}}
-    batch = _diag_batch(task)
+    batch = diag.diagnostic_batch(task)
     for label, cell, over in runs:
         rcfg = dataclasses.replace(cfg, **over)
         init_model = SequenceModel(model_config_for(rcfg, task), seed=np.random.default_rng([rcfg.seed, 0]))

@@ -80,6 +80,17 @@ def _layer_grad_norms(layer, x, d_last, lengths, l, seed):
     return res
 
 
+def diagnostic_batch(task, n=32):
+    """The first ``n`` sequences of the task's first validation batch: what the diagnostics look at."""
+    from .tasks import Batch
+    b = task.val_batches()[0]
+    if task.target == "every":                      # targets (T, B)
+        n = min(n, b.inputs.shape[1])
+        return Batch(b.inputs[:, :n], b.targets[:, :n], None if b.lengths is None else b.lengths[:n])
+    n = min(n, len(b.targets))                      # targets (B, ...)
+    return Batch(b.inputs[:, :n], b.targets[:n], None if b.lengths is None else b.lengths[:n])
+
+
 def model_grad_norms(model, batch) -> dict:
     """||dL/dh_t|| of the top layer for the task loss placed at the last (valid) step of each sequence."""
     with _reference_backend(model.rnn):
@@ -104,13 +115,7 @@ def _model_grad_norms(model, batch) -> dict:
         loss, d = model.loss(logits, batch.targets, batch.lengths)
     saved = {k: v.copy() for k, v in model.grads.items()}
     rnn = model.rnn
-    # model.backward goes through the head; ask the layer to record on the way
-    orig = rnn.backward
-    rnn.backward = lambda *a, **k: orig(*a, **{**k, "record_state_grads": True})
-    try:
-        model.backward(d)
-    finally:
-        rnn.backward = orig
+    model.backward(d, record_state_grads=True)
     for k, v in saved.items():
         model.grads[k][...] = v
     grads = rnn.state_grads[(rnn.num_layers - 1, 0)]

@@ -11,7 +11,7 @@ import numpy as np
 from . import recurrent
 from .cells import CELLS
 from .errors import (
-    ConfigError, DTypeError, NonFiniteError, ShapeError, as_float_array, check_choice, check_float,
+    ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_float,
     check_int,
 )
 
@@ -284,12 +284,10 @@ class RecurrentLayer:
             raise ShapeError(f"x: expected at least one time step and one batch row, got T={T}, B={B}")
         mask = None if lengths is None else self._check_lengths(lengths, T, B)
         states0 = self._split_state(hx, B, unbatched, check_finite)
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
         finals = [np.empty_like(s) for s in states0]
         layer_caches = []
-        inp = x
-        with blas_limit(B, self.gate_size, H):
-            output = self._forward_layers(inp, states0, finals, layer_caches, mask, T, B)
+        with blas_limit(B, self.gate_size, self.hidden_size):
+            output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B)
         self._cache = (layer_caches, unbatched, (T, B), len(states0))
         if unbatched:
             output = output[:, 0, :]

@@ -48,13 +48,18 @@ def softmax_cross_entropy(o, y, mask=None):
     return loss, do.astype(o.dtype, copy=False)
 
 
-def sigmoid_binary_cross_entropy(o, y, mask=None):
-    """o (N, K) logits, y (N, K) targets in [0, 1] (multi-label)."""
+def _elementwise(o, y, mask):
+    """Targets shaped like o, the row mask and the number of counted elements, for BCE and MSE."""
     y = np.asarray(y, dtype=o.dtype)
     if y.shape != o.shape:
         raise ShapeError(f"targets: expected shape {o.shape}, got {y.shape}")
     m, n = _mask(mask, o.shape[0], o.dtype)
-    n *= o.shape[1]
+    return y, m, n * o.shape[1]
+
+
+def sigmoid_binary_cross_entropy(o, y, mask=None):
+    """o (N, K) logits, y (N, K) targets in [0, 1] (multi-label)."""
+    y, m, n = _elementwise(o, y, mask)
     # softplus(o) - y o, written so exp never overflows
     per = np.maximum(o, 0) - o * y + np.log1p(np.exp(-np.abs(o)))
     loss = float((per * m[:, None]).sum() / n)
@@ -64,11 +69,7 @@ def sigmoid_binary_cross_entropy(o, y, mask=None):
 
 def mse(o, y, mask=None):
     """o (N, K) predictions, y (N, K) targets."""
-    y = np.asarray(y, dtype=o.dtype)
-    if y.shape != o.shape:
-        raise ShapeError(f"targets: expected shape {o.shape}, got {y.shape}")
-    m, n = _mask(mask, o.shape[0], o.dtype)
-    n *= o.shape[1]
+    y, m, n = _elementwise(o, y, mask)
     diff = (o - y) * m[:, None]
     return float((diff * diff).sum() / n), (2.0 / n) * diff
 

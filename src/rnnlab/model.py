@@ -193,8 +193,11 @@ class SequenceModel:
 
     __call__ = forward
 
-    def backward(self, d_logits, d_state=None):
-        """Backpropagate d_logits (shaped like logits); returns the gradient of the initial state."""
+    def backward(self, d_logits, d_state=None, record_state_grads=False):
+        """Backpropagate d_logits (shaped like logits); returns the gradient of the initial state.
+
+        ``record_state_grads`` keeps dL/dh_t (and dL/dc_t) of every step in ``self.rnn.state_grads``.
+        """
         if self._cache is None:
             raise RuntimeError("backward: call forward first")
         h, tokens, last, out_shape = self._cache
@@ -208,7 +211,8 @@ class SequenceModel:
             d_out[last, np.arange(out_shape[1])] = dh
         else:
             d_out = dh.reshape(out_shape)
-        dx, dhx = self.rnn.backward(d_out, d_state, check_finite=False)  # NaN: the training guard reports it
+        dx, dhx = self.rnn.backward(d_out, d_state, check_finite=False,  # NaN: the training guard reports it
+                                    record_state_grads=record_state_grads)
         if self.config.input_mode == "embedding":
             self._own_grads["embedding.weight"] += heads.embedding_backward(
                 dx.reshape(-1, dx.shape[-1]), tokens.reshape(-1), self.config.input_size)

@@ -131,7 +131,7 @@ class _Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.progress = progress and not cfg.quiet
-        self.task = build_task(cfg, vocab=getattr(self, "_vocab", None))
+        self.task = build_task(cfg)
         self.mcfg = model_config_for(cfg, self.task)
         _check_mode(cfg, self.task, self.mcfg)
         self.model = SequenceModel(self.mcfg, seed=np.random.default_rng([cfg.seed, 0]))
@@ -205,16 +205,9 @@ class _Trainer:
 
     def diagnose(self):
         """Gradient-flow curves at this step (diagnostics.jsonl): ||dL/dh_t|| for a loss at the last step."""
-        from .diagnostics import model_grad_norms
-        from .tasks import Batch
-        b = self.task.val_batches()[0]
-        n = min(32, np.asarray(b.targets).shape[1] if self.task.target == "every" else len(b.targets))
-        if self.task.target == "every":
-            sub = Batch(b.inputs[:, :n], b.targets[:, :n], None if b.lengths is None else b.lengths[:n])
-        else:
-            sub = Batch(b.inputs[:, :n], b.targets[:n], None if b.lengths is None else b.lengths[:n])
+        from .diagnostics import diagnostic_batch, model_grad_norms
         self.model.eval()
-        g = model_grad_norms(self.model, sub)
+        g = model_grad_norms(self.model, diagnostic_batch(self.task))
         self.model.train()
         rec = {"step": self.step, "split": "diagnostics", "clipped_steps": self.result.clipped_steps,
                **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in g.items()}}

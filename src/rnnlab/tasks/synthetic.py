@@ -18,7 +18,22 @@ from ..errors import check_int
 from .base import Batch, Task
 
 
-class Adding(Task):
+class GeneratedTask(Task):
+    """A task whose batches come from ``generate(rng, B)``; validation is one fixed generated batch."""
+
+    _val: Batch
+
+    def generate(self, rng, B) -> Batch:
+        raise NotImplementedError
+
+    def train_batch(self, rng, batch_size, step):
+        return self.generate(rng, batch_size)
+
+    def val_batches(self):
+        return [self._val]
+
+
+class Adding(GeneratedTask):
     name = "adding"
     input_mode = "dense"
     prediction = "identity"
@@ -43,12 +58,6 @@ class Adding(Task):
         y = (x[first, cols, 0] + x[second, cols, 0])[:, None]    # (B, 1)
         return Batch(x, y)
 
-    def train_batch(self, rng, batch_size, step):
-        return self.generate(rng, batch_size)
-
-    def val_batches(self):
-        return [self._val]
-
     def baseline(self):
         return ("always-predict-1 MSE", 1.0 / 6.0)
 
@@ -59,7 +68,7 @@ class Adding(Task):
         return {"mse": loss}
 
 
-class Copy(Task):
+class Copy(GeneratedTask):
     name = "copy"
     input_mode = "onehot"
     prediction = "softmax"
@@ -83,12 +92,6 @@ class Copy(Task):
         x[S + T - 1] = 9                                           # delimiter
         y[T + S:] = sym
         return Batch(x, y)
-
-    def train_batch(self, rng, batch_size, step):
-        return self.generate(rng, batch_size)
-
-    def val_batches(self):
-        return [self._val]
 
     def baseline(self):
         return ("memoryless cross-entropy", 10 * math.log(8) / (self.T + 20))
