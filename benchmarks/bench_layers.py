@@ -99,41 +99,44 @@ def bench_ort(cell, B, T, I, H, repeats):
 
 
 def bench_jax(cell, B, T, I, H, repeats):
+    """(inference, training step) of a jitted ``lax.scan`` over the cell; the gradient is taken with respect
+    to the weights (which the step must use, or XLA folds the whole computation away)."""
     import jax
     import jax.numpy as jnp
     k = 1 / np.sqrt(H)
     rng = np.random.default_rng(0)
-    Wi = jnp.asarray(rng.uniform(-k, k, (G[cell] * H, I)), jnp.float32)
-    Wh = jnp.asarray(rng.uniform(-k, k, (G[cell] * H, H)), jnp.float32)
-    b = jnp.asarray(rng.uniform(-k, k, (G[cell] * H,)), jnp.float32)
+    p = tuple(jnp.asarray(rng.uniform(-k, k, shape), jnp.float32)
+              for shape in ((G[cell] * H, I), (G[cell] * H, H), (G[cell] * H,)))
     x = jnp.asarray(rng.standard_normal((T, B, I)), jnp.float32)
 
-    def step(carry, xt):
-        h, c = carry
-        a = xt @ Wi.T + h @ Wh.T + b
-        if cell == "rnn":
-            h = jnp.tanh(a)
-        elif cell == "lstm":
-            i, f, g, o = jnp.split(a, 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        else:
-            ar, az, an = jnp.split(xt @ Wi.T + b, 3, axis=-1)
-            hr, hz, hn = jnp.split(h @ Wh.T, 3, axis=-1)
-            r, z = jax.nn.sigmoid(ar + hr), jax.nn.sigmoid(az + hz)
-            n = jnp.tanh(an + r * hn)
-            h = n + z * (h - n)
-        return (h, c), h
-
     def run(params, x):
-        Wi_, Wh_, b_ = params
+        Wi, Wh, b = params
+
+        def step(carry, xw_t):
+            h, c = carry
+            a = xw_t + h @ Wh.T
+            if cell == "rnn":
+                h = jnp.tanh(a)
+            elif cell == "lstm":
+                i, f, g, o = jnp.split(a, 4, axis=-1)
+                c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+                h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            else:                                           # reset after, as torch
+                ar, az, an = jnp.split(xw_t, 3, axis=-1)
+                hr, hz, hn = jnp.split(h @ Wh.T, 3, axis=-1)
+                r, z = jax.nn.sigmoid(ar + hr), jax.nn.sigmoid(az + hz)
+                n = jnp.tanh(an + r * hn)
+                h = n + z * (h - n)
+            return (h, c), h
+
         h0 = jnp.zeros((B, H), jnp.float32)
-        return jax.lax.scan(step, (h0, h0), x)[1]
+        xw = x @ Wi.T + b                                   # the input product outside the loop, as ours
+        return jax.lax.scan(step, (h0, h0), xw)[1]
+
     fwd = jax.jit(run)
     grad = jax.jit(jax.grad(lambda p, x: run(p, x).sum()))
-    p = (Wi, Wh, b)
     return (median_time(lambda: fwd(p, x).block_until_ready(), repeats),
-            median_time(lambda: jax.tree_util.tree_map(lambda a: a.block_until_ready(), grad(p, x)), repeats))
+            median_time(lambda: jax.block_until_ready(grad(p, x)), repeats))
 
 
 _MEM = r"""
@@ -225,7 +228,7 @@ def main(argv=None) -> int:
     from rnnlab.layers import choose_backend
     rows = []
     head = (f"{'cell':4s} {'B,T,I,H':>14s} {'be':>5s} | {'inf ms':>8s} {'torch':>8s} {'ratio':>5s} {'ort':>8s} {'r/ort':>5s} | "
-            f"{'train ms':>8s} {'torch':>8s} {'ratio':>5s}{'  jax tr':>9s} | {'peak%':>5s}")
+            f"{'train ms':>8s} {'torch':>8s} {'ratio':>5s} {'jax':>8s} {'r/jax':>5s} | {'peak%':>5s}")
     print(head)
     for cell in args.cells.split(","):
         for B, T, I, H in args.shapes:
@@ -233,10 +236,10 @@ def main(argv=None) -> int:
             f_us, t_us = bench_rnnlab(cell, B, T, I, H, args.repeats, args.backend)
             f_th, t_th = bench_torch(cell, B, T, I, H, args.repeats)
             f_ort = bench_ort(cell, B, T, I, H, args.repeats) if have["onnxruntime"] else float("nan")
-            t_jax = bench_jax(cell, B, T, I, H, args.repeats)[1] if have["jax"] else float("nan")
+            f_jax, t_jax = bench_jax(cell, B, T, I, H, args.repeats) if have["jax"] else (float("nan"),) * 2
             frac = train_flops(cell, B, T, I, H) / peak / t_us if H >= 256 else float("nan")
             row = {"cell": cell, "shape": [B, T, I, H], "backend": be, "rnnlab_fwd": f_us, "torch_fwd": f_th,
-                   "ort_fwd": f_ort, "rnnlab_train": t_us, "torch_train": t_th, "jax_train": t_jax,
+                   "ort_fwd": f_ort, "jax_fwd": f_jax, "rnnlab_train": t_us, "torch_train": t_th, "jax_train": t_jax,
                    "peak_fraction": frac}
             if args.memory:
                 row["rnnlab_peak_mib"] = peak_memory("rnnlab", cell, (B, T, I, H))
@@ -244,11 +247,12 @@ def main(argv=None) -> int:
             rows.append(row)
             line = (f"{cell:4s} {f'{B},{T},{I},{H}':>14s} {be:>5s} | {f_us * 1e3:8.2f} {f_th * 1e3:8.2f} {f_us / f_th:5.2f} "
                     f"{f_ort * 1e3:8.2f} {f_us / f_ort:5.2f} | {t_us * 1e3:8.2f} {t_th * 1e3:8.2f} {t_us / t_th:5.2f}"
-                    f"{t_jax * 1e3:9.2f} | {100 * frac:5.1f}")
+                    f" {t_jax * 1e3:8.2f} {t_us / t_jax:5.2f} | {100 * frac:5.1f}")
             if args.memory:
                 line += f" | MiB {row['rnnlab_peak_mib']:.1f} vs torch {row['torch_peak_mib']:.1f}"
             print(line, flush=True)
-    print("ratio = rnnlab time / torch time, r/ort = rnnlab / onnxruntime (below 1: rnnlab is faster); "
+    print("ratio = rnnlab time / torch time, r/ort = rnnlab / onnxruntime, r/jax = rnnlab / jax (training; below 1: "
+          "rnnlab is faster); jax inference is in --json; "
           "peak% = training FLOPs / sgemm peak / time (H >= 256)")
     out = {"sgemm_peak_flops": peak, "rows": rows}
     if args.compile and have["numba"]:

@@ -80,38 +80,48 @@ def sg(x):
 
 
 # ------------------------------------------------------------------ LSTM gate math of one step (all rows)
+# Every inner loop runs over range(n) on a zero-based row or gate-block view: an index such as a[2 * H + k]
+# keeps Numba's negative-index wrap-around check (LLVM cannot prove 2 * H >= 0), which blocks vectorisation
+# and made these kernels 2-5x slower. Copies are explicit loops: a slice assignment may allocate a temporary.
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs_t, TCs_t):
     B, GH = A.shape
     H = GH // 4
-    for r in range(B):                              # simple loops over contiguous rows: they vectorise
-        a, g_ = A[r], Gs_t[r]
-        Hs_t[r] = h[r]
-        Cs_t[r] = c[r]
+    for r in range(B):
+        a, g_, x = A[r], Gs_t[r], xw_t[r]                   # (4H,) pre-activations, gates, input part
+        hr, cr, tcr, hs, cs = h[r], c[r], TCs_t[r], Hs_t[r], Cs_t[r]
+        for k in range(H):
+            hs[k] = hr[k]
+            cs[k] = cr[k]
         if has_b:
             for j in range(GH):
-                a[j] += xw_t[r, j] + b[j]
+                a[j] += x[j] + b[j]
         else:
             for j in range(GH):
-                a[j] += xw_t[r, j]
-        for j in range(2 * H):                      # i, f
-            g_[j] = sg(a[j])
-        for j in range(2 * H, 3 * H):               # g
-            g_[j] = th(a[j])
-        for j in range(3 * H, GH):                  # o
-            g_[j] = sg(a[j])
-        cr, tcr = c[r], TCs_t[r]
+                a[j] += x[j]
+        ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        i, f, g, o = g_[:H], g_[H:2 * H], g_[2 * H:3 * H], g_[3 * H:]
         for k in range(H):
-            cn = g_[H + k] * cr[k] + g_[k] * g_[2 * H + k]
-            tcr[k] = th(cn)
-            a[k] = cn                               # A's row is free now: keep c_t there
+            i[k] = sg(ai[k])
+        for k in range(H):
+            f[k] = sg(af[k])
+        for k in range(H):
+            g[k] = th(ag[k])
+        for k in range(H):
+            o[k] = sg(ao[k])
+        for k in range(H):
+            ai[k] = f[k] * cr[k] + i[k] * g[k]              # c_t, kept in A's free row
+        for k in range(H):
+            tcr[k] = th(ai[k])
+        o_ = out_t[r]
         if (m_t[r] if has_mask else 1.0) != 0.0:
             for k in range(H):
-                cr[k] = a[k]
-                h[r, k] = g_[3 * H + k] * tcr[k]
-            out_t[r] = h[r]
+                cr[k] = ai[k]
+                hr[k] = o[k] * tcr[k]
+                o_[k] = hr[k]
         else:
-            out_t[r] = 0.0
+            for k in range(H):
+                o_[k] = 0.0
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
@@ -119,24 +129,24 @@ def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
     B, GH = DA.shape
     H = GH // 4
     for r in range(B):
+        da = DA[r]
         m = m_t[r] if has_mask else 1.0
         if m == 0.0:
             for j in range(GH):
-                DA[r, j] = 0.0
+                da[j] = 0.0
             continue
+        g_ = Gs_t[r]
+        i, f, g, o = g_[:H], g_[H:2 * H], g_[2 * H:3 * H], g_[3 * H:]
+        di, df, dg, do = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
+        dhr, dcr, dor, tc, cp = dh[r], dc[r], d_out_t[r], TCs_t[r], Cs_t[r]
         for k in range(H):
-            g_h = dh[r, k] + d_out_t[r, k]
-            i = Gs_t[r, k]
-            f = Gs_t[r, H + k]
-            g = Gs_t[r, 2 * H + k]
-            o = Gs_t[r, 3 * H + k]
-            tc = TCs_t[r, k]
-            dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
-            DA[r, k] = (dck * g) * i * (1.0 - i)
-            DA[r, H + k] = (dck * Cs_t[r, k]) * f * (1.0 - f)
-            DA[r, 2 * H + k] = (dck * i) * (1.0 - g * g)
-            DA[r, 3 * H + k] = (g_h * tc) * o * (1.0 - o)
-            dc[r, k] = dck * f
+            g_h = dhr[k] + dor[k]
+            dck = dcr[k] + g_h * o[k] * (1.0 - tc[k] * tc[k])
+            di[k] = (dck * g[k]) * i[k] * (1.0 - i[k])
+            df[k] = (dck * cp[k]) * f[k] * (1.0 - f[k])
+            dg[k] = (dck * i[k]) * (1.0 - g[k] * g[k])
+            do[k] = (g_h * tc[k]) * o[k] * (1.0 - o[k])
+            dcr[k] = dck * f[k]
 
 
 # ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
@@ -456,28 +466,32 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
 def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, Ns_t, Es_t):
     B, GH = A.shape
     H = GH // 3
-    for r in range(B):
+    for r in range(B):                                  # zero-based views: see lstm_gates_fwd
         m = m_t[r] if has_mask else 1.0
-        for j in range(GH):
-            A[r, j] += b[j] if has_b else 0.0
+        a, x = A[r], xw_t[r]
+        if has_b:
+            for j in range(GH):
+                a[j] += b[j]
+        ar, az, an = a[:H], a[H:2 * H], a[2 * H:]
+        xr, xz, xn = x[:H], x[H:2 * H], x[2 * H:]
+        hr, o_, hs, rs, zs, ns, es = h[r], out_t[r], Hs_t[r], Rs_t[r], Zs_t[r], Ns_t[r], Es_t[r]
         for k in range(H):
-            hk = h[r, k]
-            Hs_t[r, k] = hk
-            rr = sg(xw_t[r, k] + A[r, k])
-            z = sg(xw_t[r, H + k] + A[r, H + k])
-            n = th(xw_t[r, 2 * H + k] + rr * A[r, 2 * H + k])
-            Rs_t[r, k] = rr
-            Zs_t[r, k] = z
-            Ns_t[r, k] = n
-            Es_t[r, k] = A[r, 2 * H + k]
-            hn = n + z * (hk - n)
-            if m != 0.0:
-                out_t[r, k] = hn
-            else:
-                out_t[r, k] = 0.0
+            rr = sg(xr[k] + ar[k])
+            z = sg(xz[k] + az[k])
+            n = th(xn[k] + rr * an[k])
+            rs[k] = rr
+            zs[k] = z
+            ns[k] = n
+            es[k] = an[k]
+            hs[k] = hr[k]
+            ar[k] = n + z * (hr[k] - n)                 # h_t, kept in A's free row
         if m != 0.0:
             for k in range(H):
-                h[r, k] = out_t[r, k]
+                o_[k] = ar[k]
+                hr[k] = ar[k]
+        else:
+            for k in range(H):
+                o_[k] = 0.0
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
@@ -486,28 +500,32 @@ def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, 
     H = GH // 3
     for r in range(B):
         m = m_t[r] if has_mask else 1.0
+        dx, dhw, dp, dhr = DX[r], DHW[r], dh_part[r], dh[r]
         if m == 0.0:
             for j in range(GH):
-                DX[r, j] = 0.0
-                DHW[r, j] = 0.0
+                dx[j] = 0.0
+                dhw[j] = 0.0
             for k in range(H):
-                dh_part[r, k] = dh[r, k]            # padded: the state gradient passes unchanged
+                dp[k] = dhr[k]                          # padded: the state gradient passes unchanged
             continue
+        dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]
+        dwr, dwz, dwn = dhw[:H], dhw[H:2 * H], dhw[2 * H:]
+        dor, hs, rs, zs, ns, es = d_out_t[r], Hs_t[r], Rs_t[r], Zs_t[r], Ns_t[r], Es_t[r]
         for k in range(H):
-            g = dh[r, k] + d_out_t[r, k]
-            z = Zs_t[r, k]
-            n = Ns_t[r, k]
-            rr = Rs_t[r, k]
+            g = dhr[k] + dor[k]
+            z = zs[k]
+            n = ns[k]
+            rr = rs[k]
             dn = g * (1.0 - z) * (1.0 - n * n)
-            dr = dn * Es_t[r, k] * rr * (1.0 - rr)
-            dz = g * (Hs_t[r, k] - n) * z * (1.0 - z)
-            DX[r, k] = dr
-            DX[r, H + k] = dz
-            DX[r, 2 * H + k] = dn
-            DHW[r, k] = dr
-            DHW[r, H + k] = dz
-            DHW[r, 2 * H + k] = dn * rr
-            dh_part[r, k] = g * z
+            dr = dn * es[k] * rr * (1.0 - rr)
+            dz = g * (hs[k] - n) * z * (1.0 - z)
+            dxr[k] = dr
+            dxz[k] = dz
+            dxn[k] = dn
+            dwr[k] = dr
+            dwz[k] = dz
+            dwn[k] = dn * rr
+            dp[k] = g * z
 
 
 def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None):
