@@ -62,10 +62,14 @@ def bench_rnnlab(cell, B, T, I, H, repeats, backend="auto"):
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
     d_out = np.ones((T, B, H), np.float32)
 
+    def fwd():
+        with rnnlab.no_grad():                  # as torch.no_grad() for torch's inference below
+            layer(x)
+
     def train_step():
         layer(x)
         layer.backward(d_out)
-    return median_time(lambda: layer(x), repeats), median_time(train_step, repeats)
+    return median_time(fwd, repeats), median_time(train_step, repeats)
 
 
 def bench_torch(cell, B, T, I, H, repeats):

@@ -16,6 +16,7 @@ import numpy as np
 from . import diagnostics as diag
 from .config import TrainConfig
 from .errors import ConfigError
+from .grad_mode import no_grad
 from .model import SequenceModel
 from .tasks import Batch, build_task
 from .trainer import model_config_for, train
@@ -81,6 +82,7 @@ def gradient_report(model: SequenceModel, batch: Batch, jacobian_sequences=4) ->
     return res
 
 
+@no_grad()
 def _time_inference(model, task, batch_size, repeats=5) -> float:
     b = task.train_batch(np.random.default_rng(123), batch_size, 0)
     model.eval()

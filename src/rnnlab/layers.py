@@ -14,6 +14,7 @@ from .errors import (
     ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_float,
     check_int,
 )
+from .grad_mode import is_grad_enabled
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 BACKENDS = ("auto", "numpy", "numba")
@@ -286,9 +287,11 @@ class RecurrentLayer:
         states0 = self._split_state(hx, B, unbatched, check_finite)
         finals = [np.empty_like(s) for s in states0]
         layer_caches = []
+        keep = is_grad_enabled()
         with blas_limit(B, self.gate_size, self.hidden_size):
-            output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B)
-        self._cache = (layer_caches, unbatched, (T, B), len(states0))
+            output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B, keep)
+        self._cache = (layer_caches, unbatched, (T, B), len(states0)) if keep else None
+        self._no_grad_forward = not keep
         if unbatched:
             output = output[:, 0, :]
             finals = [f[:, 0, :] for f in finals]
@@ -298,7 +301,7 @@ class RecurrentLayer:
             return output, finals[0]
         return output, tuple(finals)
 
-    def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B):
+    def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B, keep=True):
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         for l in range(L):
             outs, dir_caches = [], []
@@ -314,7 +317,7 @@ class RecurrentLayer:
                     from .kernels import numba_scan
                     scan = numba_scan.scan_forward if impl == "loop" else numba_scan.hybrid_forward
                     out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_hh, mask, reverse=(d == 1),
-                                              opts=self.cell_opts)
+                                              opts=self.cell_opts, keep=keep)
                 else:
                     out, stateT, cache = recurrent.scan_forward(
                         self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts,
@@ -322,13 +325,15 @@ class RecurrentLayer:
                 for f, s in zip(finals, stateT):
                     f[l * D + d] = s
                 outs.append(out)
-                dir_caches.append(cache)
+                if keep:
+                    dir_caches.append(cache)
             out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)    # (T, B, D*H)
             drop = None
             if self.training and self.dropout > 0 and l < L - 1:
-                keep = self.rng.random(out_l.shape) >= self.dropout
-                drop = keep.astype(self.dtype) / self.dtype(1.0 - self.dropout)
-            layer_caches.append((inp, dir_caches, drop))
+                kept = self.rng.random(out_l.shape) >= self.dropout
+                drop = kept.astype(self.dtype) / self.dtype(1.0 - self.dropout)
+            if keep:
+                layer_caches.append((inp, dir_caches, drop))
             inp = out_l if drop is None else out_l * drop
         return inp
 
@@ -340,6 +345,9 @@ class RecurrentLayer:
         ``self.state_grads[(layer, direction)] = (dL/dh (T, B, H), [dL/dc (T, B, H)])``.
         """
         if self._cache is None:
+            if getattr(self, "_no_grad_forward", False):
+                raise RuntimeError("backward: the last forward ran under rnnlab.no_grad() and kept no cache; "
+                                   "run the forward outside no_grad() to backpropagate")
             raise RuntimeError("backward: no forward pass to backpropagate through; call forward first")
         layer_caches, unbatched, (T, B), n_state = self._cache
         L, D, H = self.num_layers, self.num_directions, self.hidden_size

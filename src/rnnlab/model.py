@@ -17,6 +17,7 @@ import numpy as np
 
 from . import heads, losses
 from .errors import ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_int
+from .grad_mode import is_grad_enabled
 from .layers import GRU, LSTM, RNN, resolve_dtype
 
 CELL_CLASSES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -188,7 +189,7 @@ class SequenceModel:
             last = None
             h = out
         logits = heads.linear_forward(h, self._own["head.weight"], self._own["head.bias"])
-        self._cache = (h, tokens, last, out.shape)
+        self._cache = (h, tokens, last, out.shape) if is_grad_enabled() else None
         return logits, state
 
     __call__ = forward
@@ -199,7 +200,7 @@ class SequenceModel:
         ``record_state_grads`` keeps dL/dh_t (and dL/dc_t) of every step in ``self.rnn.state_grads``.
         """
         if self._cache is None:
-            raise RuntimeError("backward: call forward first")
+            raise RuntimeError("backward: call forward first (outside rnnlab.no_grad(), which keeps no cache)")
         h, tokens, last, out_shape = self._cache
         K = self.config.output_size
         dh, dV, dc = heads.linear_backward(d_logits.reshape(-1, K), h.reshape(-1, h.shape[-1]),

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError, check_float, check_int
+from .grad_mode import no_grad
 from .heads import softmax
 
 
+@no_grad()
 def sample_text(model, vocab: str, length: int, prompt: str = "", temperature: float = 1.0, top_k: int = 0,
                 seed=None) -> str:
     """Feed ``prompt`` through the model, then draw ``length`` characters one at a time.

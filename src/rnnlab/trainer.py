@@ -17,6 +17,7 @@ import numpy as np
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, read_toml, write_toml
 from .errors import CheckpointError, ConfigError, NonFiniteError
+from .grad_mode import no_grad
 from .model import ModelConfig, SequenceModel
 from .optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_optimizer
 from .tasks import build_task
@@ -91,6 +92,7 @@ def _check_mode(cfg, task, mcfg):
         raise ConfigError("bidirectional: a language model cannot look ahead; use bidirectional=false for task 'chars'")
 
 
+@no_grad()
 def evaluate(model: SequenceModel, task, batches=None) -> dict:
     """Average the task's metrics over its validation batches (stateful tasks carry the state)."""
     model.eval()

@@ -153,13 +153,15 @@ def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
     T, B, H = xw.shape
+    keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
     h = h0.copy()
     a = np.empty(H, xw.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
+        ct = t if keep else 0
         for r in range(B):
             for k in range(H):
-                Hs[t, r, k] = h[r, k]
+                Hs[ct, r, k] = h[r, k]
                 a[k] = xw[t, r, k] + (b[k] if has_b else 0.0)
             for k in range(H):
                 hk = h[r, k]
@@ -217,11 +219,13 @@ def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
 def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, c0):
     T, B, GH = xw.shape
     H = GH // 4
+    keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
     h = h0.copy()
     c = c0.copy()
     A = np.empty((B, GH), xw.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
+        ct = t if keep else 0
         for r in range(B):                          # the recurrent product as rank-1 updates, vectorised
             for j in range(GH):
                 A[r, j] = 0.0
@@ -230,7 +234,7 @@ def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs
                 if hk != 0.0:
                     for j in range(GH):
                         A[r, j] += hk * WT[k, j]
-        lstm_gates_fwd(A, xw[t], b, has_b, mask[t], has_mask, h, c, out[t], Hs[t], Cs[t], Gs[t], TCs[t])
+        lstm_gates_fwd(A, xw[t], b, has_b, mask[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[ct])
     hT[:] = h
     cT[:] = c
 
@@ -263,110 +267,123 @@ def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0,
 def gru_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT):
     T, B, GH = xw.shape
     H = GH // 3
+    keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
     h = h0.copy()
-    gh = np.empty(GH, xw.dtype)
+    gh = np.empty(GH, xw.dtype)                     # h W_hh^T (+ b_hh) of one row
+    ghr, ghz, ghn = gh[:H], gh[H:2 * H], gh[2 * H:]  # zero-based views: see lstm_gates_fwd
     rh = np.empty(H, xw.dtype)
+    n_rec = GH if after else 2 * H
     for s in range(T):
         t = T - 1 - s if reverse else s
+        ct = t if keep else 0
         for r in range(B):
-            n_rec = GH if after else 2 * H
-            for j in range(GH):
-                gh[j] = b[j] if has_b else 0.0
+            x = xw[t, r]
+            xr, xz, xn = x[:H], x[H:2 * H], x[2 * H:]
+            hr, o_ = h[r], out[t, r]
+            hs, rs, zs, ns, es = Hs[ct, r], Rs[ct, r], Zs[ct, r], Ns[ct, r], Es[ct, r]
+            if has_b:
+                for j in range(GH):
+                    gh[j] = b[j]
+            else:
+                for j in range(GH):
+                    gh[j] = 0.0
             for k in range(H):
-                hk = h[r, k]
-                Hs[t, r, k] = hk
+                hk = hr[k]
+                hs[k] = hk
                 if hk != 0.0:
+                    w = WT[k]
                     for j in range(n_rec):
-                        gh[j] += hk * WT[k, j]
+                        gh[j] += hk * w[j]
             for k in range(H):
-                Rs[t, r, k] = sg(xw[t, r, k] + gh[k])
-                Zs[t, r, k] = sg(xw[t, r, H + k] + gh[H + k])
+                rs[k] = sg(xr[k] + ghr[k])
+                zs[k] = sg(xz[k] + ghz[k])
             if not after:
                 for k in range(H):
-                    rh[k] = Rs[t, r, k] * h[r, k]
-                    Es[t, r, k] = rh[k]
+                    rh[k] = rs[k] * hr[k]
+                    es[k] = rh[k]
                 for k in range(H):
                     v = rh[k]
                     if v != 0.0:
+                        wn = WT[k, 2 * H:]
                         for j in range(H):
-                            gh[2 * H + j] += v * WT[k, 2 * H + j]
+                            ghn[j] += v * wn[j]
             m = mask[t, r] if has_mask else 1.0
             for k in range(H):
                 if after:
-                    Es[t, r, k] = gh[2 * H + k]
-                    n = th(xw[t, r, 2 * H + k] + Rs[t, r, k] * gh[2 * H + k])
+                    es[k] = ghn[k]
+                    n = th(xn[k] + rs[k] * ghn[k])
                 else:
-                    n = th(xw[t, r, 2 * H + k] + gh[2 * H + k])
-                Ns[t, r, k] = n
-                hn = n + Zs[t, r, k] * (h[r, k] - n)
-                if m != 0.0:
-                    out[t, r, k] = hn
-                else:
-                    out[t, r, k] = 0.0
+                    n = th(xn[k] + ghn[k])
+                ns[k] = n
+                hn = n + zs[k] * (hr[k] - n)
+                o_[k] = hn if m != 0.0 else 0.0
             if m != 0.0:
                 for k in range(H):
-                    h[r, k] = out[t, r, k]
+                    hr[k] = o_[k]
     hT[:] = h
+
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, dXW, dHW, dh0):
     T, B, GH = dXW.shape
     H = GH // 3
     dh = dhT.copy()
-    dhw = np.empty(GH, d_out.dtype)
     drh = np.empty(H, d_out.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
         for r in range(B):
+            dx, dhw, dhr = dXW[t, r], dHW[t, r], dh[r]
             m = mask[t, r] if has_mask else 1.0
             if m == 0.0:
                 for j in range(GH):
-                    dXW[t, r, j] = 0.0
-                    dHW[t, r, j] = 0.0
+                    dx[j] = 0.0
+                    dhw[j] = 0.0
                 continue
+            dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]          # zero-based views: see lstm_gates_fwd
+            dwr, dwz, dwn = dhw[:H], dhw[H:2 * H], dhw[2 * H:]
+            dor, hs, rs, zs, ns, es = d_out[t, r], Hs[t, r], Rs[t, r], Zs[t, r], Ns[t, r], Es[t, r]
             for k in range(H):
-                g = dh[r, k] + d_out[t, r, k]
-                z = Zs[t, r, k]
-                n = Ns[t, r, k]
-                dz = g * (Hs[t, r, k] - n)
-                dn = g * (1.0 - z) * (1.0 - n * n)
-                dh[r, k] = g * z
-                dXW[t, r, H + k] = dz * z * (1.0 - z)
-                dXW[t, r, 2 * H + k] = dn
+                g = dhr[k] + dor[k]
+                z = zs[k]
+                n = ns[k]
+                dxz[k] = g * (hs[k] - n) * z * (1.0 - z)
+                dxn[k] = g * (1.0 - z) * (1.0 - n * n)
+                dhr[k] = g * z
             if after:
                 for k in range(H):
-                    rr = Rs[t, r, k]
-                    dn = dXW[t, r, 2 * H + k]
-                    dr = dn * Es[t, r, k] * rr * (1.0 - rr)
-                    dXW[t, r, k] = dr
-                    dhw[k] = dr
-                    dhw[H + k] = dXW[t, r, H + k]
-                    dhw[2 * H + k] = dn * rr
+                    rr = rs[k]
+                    dr = dxn[k] * es[k] * rr * (1.0 - rr)
+                    dxr[k] = dr
+                    dwr[k] = dr
+                    dwz[k] = dxz[k]
+                    dwn[k] = dxn[k] * rr
                 for j in range(GH):
                     dj = dhw[j]
-                    dHW[t, r, j] = dj
                     if dj != 0.0:
+                        w = W[j]
                         for k in range(H):
-                            dh[r, k] += dj * W[j, k]
+                            dhr[k] += dj * w[k]
             else:
                 for k in range(H):
                     drh[k] = 0.0
                 for j in range(H):
-                    dj = dXW[t, r, 2 * H + j]
+                    dj = dxn[j]
                     if dj != 0.0:
+                        w = W[2 * H + j]
                         for k in range(H):
-                            drh[k] += dj * W[2 * H + j, k]
+                            drh[k] += dj * w[k]
                 for k in range(H):
-                    rr = Rs[t, r, k]
-                    dXW[t, r, k] = drh[k] * Hs[t, r, k] * rr * (1.0 - rr)
-                    dh[r, k] += drh[k] * rr
+                    rr = rs[k]
+                    dxr[k] = drh[k] * hs[k] * rr * (1.0 - rr)
+                    dhr[k] += drh[k] * rr
                 for j in range(2 * H):
-                    dj = dXW[t, r, j]
+                    dj = dx[j]
                     if dj != 0.0:
+                        w = W[j]
                         for k in range(H):
-                            dh[r, k] += dj * W[j, k]
+                            dhr[k] += dj * w[k]
                 for j in range(GH):
-                    dHW[t, r, j] = dXW[t, r, j]
+                    dhw[j] = dx[j]
     dh0[:] = dh
 
 
@@ -392,14 +409,18 @@ def _prepare(xw, state0, W_hh, b_hh, mask):
             np.empty((T, B, H), dt), np.empty((T, B, H), dt))
 
 
-def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None):
-    """Same contract as ``rnnlab.recurrent.scan_forward``; the cache holds arrays."""
+def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True):
+    """Same contract as ``rnnlab.recurrent.scan_forward``; the cache holds arrays. ``keep=False``
+    (inference): the kernels write their caches into one reused row instead of T rows."""
     opts = opts or {}
     k_fwd = kernels(xw.dtype)[cell_name][0]
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
     xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
+    Tc = T if keep else 1
+    if not keep:
+        Hs = Hs[:1]
     h0 = np.ascontiguousarray(state0[0])
     hT = np.empty((B, H), dt)
     if cell_name == "rnn":
@@ -407,12 +428,12 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
         k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
         return out, (hT,), ("numba", cell_name, {"Hs": Hs, "out": out, "act": act}, mask, reverse)
     if cell_name == "lstm":
-        Cs, Gs, TCs = np.empty((T, B, H), dt), np.empty((T, B, GH), dt), np.empty((T, B, H), dt)
+        Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
         cT = np.empty((B, H), dt)
         k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, np.ascontiguousarray(state0[1]))
         return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs}, mask, reverse)
     after = opts.get("reset", "after") == "after"
-    Rs, Zs, Ns, Es = (np.empty((T, B, H), dt) for _ in range(4))
+    Rs, Zs, Ns, Es = (np.empty((Tc, B, H), dt) for _ in range(4))
     k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT)
     return out, (hT,), ("numba", cell_name, {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": after},
                         mask, reverse)
@@ -528,25 +549,31 @@ def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, 
             dp[k] = g * z
 
 
-def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None):
-    """LSTM and GRU (reset='after'): BLAS for h W_hh^T, one compiled gate kernel per step."""
+def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True):
+    """LSTM and GRU (reset='after'): BLAS for h W_hh^T, one compiled gate kernel per step. ``keep=False``
+    (inference): one reused row of caches instead of T, and no cache is returned."""
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
     xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
     h = np.array(state0[0], dtype=dt, order="C")
     order = range(T - 1, -1, -1) if reverse else range(T)
+    Tc = T if keep else 1
+    if not keep:
+        Hs = Hs[:1]
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
-        Cs, Gs, TCs = np.empty((T, B, H), dt), np.empty((T, B, GH), dt), np.empty((T, B, H), dt)
+        Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
         for t in order:
+            ct = t if keep else 0
             A = h @ WT                                                       # (B, 4H), BLAS
-            lstm_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, c, out[t], Hs[t], Cs[t], Gs[t], TCs[t])
+            lstm_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[ct])
         return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs, "hybrid": True}, mask, reverse)
-    Rs, Zs, Ns, Es = (np.empty((T, B, H), dt) for _ in range(4))
+    Rs, Zs, Ns, Es = (np.empty((Tc, B, H), dt) for _ in range(4))
     for t in order:
+        ct = t if keep else 0
         A = h @ WT                                                           # (B, 3H), BLAS
-        gru_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, out[t], Hs[t], Rs[t], Zs[t], Ns[t], Es[t])
+        gru_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, out[t], Hs[ct], Rs[ct], Zs[ct], Ns[ct], Es[ct])
     return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
                                         "hybrid": True}, mask, reverse)
 
