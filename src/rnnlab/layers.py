@@ -23,7 +23,7 @@ BACKENDS = ("auto", "numpy", "numba")
 NUMBA_MAX_WORK = 1 << 17             # B * G*H * H multiply-adds per step
 
 
-BLAS_SINGLE_THREAD_WORK = 1 << 22    # below this per-step work, the NumPy backend's products run on one BLAS thread
+BLAS_SINGLE_THREAD_WORK = 1 << 20    # below this per-step work, the per-step products run on one BLAS thread
 _CONTROLLER = []
 
 
