@@ -63,7 +63,8 @@ def test_auto_backend_and_errors():
     from rnnlab.layers import choose_backend
     assert choose_backend("auto", 1, 128, 32, None) == "loop"
     assert choose_backend("auto", 128, 2048, 512, None, "lstm") == "hybrid"
-    assert choose_backend("auto", 128, 512, 512, None, "rnn") == "numpy"
+    assert choose_backend("auto", 128, 512, 512, None, "rnn") == "hybrid"
+    assert choose_backend("auto", 128, 1536, 512, None, "gru", {"reset": "before"}) == "numpy"
     assert choose_backend("numba", 1, 4, 1, 10) == "numpy"            # bptt_segment runs on the reference
     with pytest.raises(ValueError, match="backend: expected one of"):
         rnnlab.LSTM(2, 3, backend="cuda")

@@ -19,7 +19,8 @@ from .grad_mode import is_grad_enabled
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 BACKENDS = ("auto", "numpy", "numba")
 # auto: the compiled whole loop while a step's recurrent product is small (per-call overhead dominates),
-# NumPy with BLAS products above; measured crossover, see docs/performance.md
+# above it BLAS for the product and one compiled kernel per step for the rest ("hybrid"; the NumPy reference
+# for the reset-before GRU); measured crossover, see docs/performance.md
 NUMBA_MAX_WORK = 1 << 17             # B * G*H * H multiply-adds per step
 
 
@@ -54,7 +55,7 @@ def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
     work = B * GH * H
     if work <= NUMBA_MAX_WORK:
         return "loop"
-    hybrid_ok = cell_name == "lstm" or (cell_name == "gru" and (opts or {}).get("reset", "after") == "after")
+    hybrid_ok = cell_name in ("lstm", "rnn") or (cell_name == "gru" and (opts or {}).get("reset", "after") == "after")
     if hybrid_ok:
         return "hybrid"
     return "loop" if backend == "numba" else "numpy"

@@ -173,7 +173,7 @@ def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
                 if act == 0:
                     v = th(a[k])
                 elif act == 1:
-                    v = a[k] if a[k] > 0.0 else 0.0
+                    v = 0.0 if a[k] <= 0.0 else a[k]        # NaN <= 0 is false: NaN passes
                 else:
                     v = a[k]
                 if m != 0.0:
@@ -549,8 +549,57 @@ def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, 
             dp[k] = g * z
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def rnn_act_fwd(A, xw_t, b, has_b, m_t, has_mask, act, h, out_t, Hs_t):
+    B, H = A.shape
+    for r in range(B):                                  # zero-based row views: see lstm_gates_fwd
+        a, x, hr, o_, hs = A[r], xw_t[r], h[r], out_t[r], Hs_t[r]
+        for k in range(H):
+            hs[k] = hr[k]
+        if has_b:
+            for k in range(H):
+                a[k] += x[k] + b[k]
+        else:
+            for k in range(H):
+                a[k] += x[k]
+        if act == 0:
+            for k in range(H):
+                a[k] = th(a[k])
+        elif act == 1:
+            for k in range(H):
+                a[k] = 0.0 if a[k] <= 0.0 else a[k]     # NaN <= 0 is false: NaN passes
+        if (m_t[r] if has_mask else 1.0) != 0.0:
+            for k in range(H):
+                hr[k] = a[k]
+                o_[k] = a[k]
+        else:
+            for k in range(H):
+                o_[k] = 0.0
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, out_t, DA):
+    B, H = DA.shape
+    for r in range(B):
+        da = DA[r]
+        if (m_t[r] if has_mask else 1.0) == 0.0:
+            for k in range(H):
+                da[k] = 0.0
+            continue
+        dhr, dor, hr = dh[r], d_out_t[r], out_t[r]
+        if act == 0:
+            for k in range(H):
+                da[k] = (dhr[k] + dor[k]) * (1.0 - hr[k] * hr[k])
+        elif act == 1:
+            for k in range(H):
+                da[k] = (dhr[k] + dor[k]) if hr[k] > 0.0 else 0.0
+        else:
+            for k in range(H):
+                da[k] = dhr[k] + dor[k]
+
+
 def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True):
-    """LSTM and GRU (reset='after'): BLAS for h W_hh^T, one compiled gate kernel per step. ``keep=False``
+    """RNN, LSTM and GRU (reset='after'): BLAS for h W_hh^T, one compiled gate kernel per step. ``keep=False``
     (inference): one reused row of caches instead of T, and no cache is returned."""
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
@@ -561,6 +610,12 @@ def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, 
     Tc = T if keep else 1
     if not keep:
         Hs = Hs[:1]
+    if cell_name == "rnn":
+        act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
+        for t in order:
+            A = h @ WT                                                       # (B, H), BLAS
+            rnn_act_fwd(A, xw[t], b, has_b, m2[t], has_mask, act, h, out[t], Hs[t if keep else 0])
+        return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "hybrid": True}, mask, reverse)
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
         Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
@@ -590,7 +645,13 @@ def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
     dh = np.array(d_state[0], dtype=dt, order="C")
     order = range(T) if reverse else range(T - 1, -1, -1)
     Hs2 = c["Hs"].reshape(T * B, H)
-    if cell_name == "lstm":
+    if cell_name == "rnn":
+        for t in order:
+            rnn_act_bwd(dh, d_out[t], m2[t], has_mask, c["act"], c["out"][t], dXW[t])
+            dh_new = dXW[t] @ W_hh                                           # (B, H), BLAS
+            dh = dh_new if not has_mask else np.where(m2[t][:, None] != 0, dh_new, dh)
+        dHW, dstate = dXW, (dh,)
+    elif cell_name == "lstm":
         dc = np.array(d_state[1], dtype=dt, order="C")
         for t in order:
             lstm_gates_bwd(dh, dc, d_out[t], m2[t], has_mask, c["Cs"][t], c["Gs"][t], c["TCs"][t], dXW[t])
