@@ -606,31 +606,34 @@ def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, 
     dt = xw.dtype
     xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
     h = np.array(state0[0], dtype=dt, order="C")
-    order = range(T - 1, -1, -1) if reverse else range(T)
+    order = [(t, t if keep else 0) for t in (range(T - 1, -1, -1) if reverse else range(T))]   # (step, cache row)
     Tc = T if keep else 1
     if not keep:
         Hs = Hs[:1]
     if cell_name == "rnn":
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
-        for t in order:
+        for t, ct in order:
             A = h @ WT                                                       # (B, H), BLAS
-            rnn_act_fwd(A, xw[t], b, has_b, m2[t], has_mask, act, h, out[t], Hs[t if keep else 0])
+            rnn_act_fwd(A, xw[t], b, has_b, m2[t], has_mask, act, h, out[t], Hs[ct])
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "hybrid": True}, mask, reverse)
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
         Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
-        for t in order:
-            ct = t if keep else 0
+        for t, ct in order:
             A = h @ WT                                                       # (B, 4H), BLAS
             lstm_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[ct])
         return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs, "hybrid": True}, mask, reverse)
     Rs, Zs, Ns, Es = (np.empty((Tc, B, H), dt) for _ in range(4))
-    for t in order:
-        ct = t if keep else 0
+    for t, ct in order:
         A = h @ WT                                                           # (B, 3H), BLAS
         gru_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, out[t], Hs[ct], Rs[ct], Zs[ct], Ns[ct], Es[ct])
     return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
                                         "hybrid": True}, mask, reverse)
+
+
+def _carry_dh(dh_new, dh, m_t, has_mask):
+    """The state gradient after one step back: the new one on valid rows, unchanged on padded rows."""
+    return dh_new if not has_mask else np.where(m_t[:, None] != 0, dh_new, dh)
 
 
 def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
@@ -648,15 +651,13 @@ def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
     if cell_name == "rnn":
         for t in order:
             rnn_act_bwd(dh, d_out[t], m2[t], has_mask, c["act"], c["out"][t], dXW[t])
-            dh_new = dXW[t] @ W_hh                                           # (B, H), BLAS
-            dh = dh_new if not has_mask else np.where(m2[t][:, None] != 0, dh_new, dh)
+            dh = _carry_dh(dXW[t] @ W_hh, dh, m2[t], has_mask)               # (B, H), BLAS
         dHW, dstate = dXW, (dh,)
     elif cell_name == "lstm":
         dc = np.array(d_state[1], dtype=dt, order="C")
         for t in order:
             lstm_gates_bwd(dh, dc, d_out[t], m2[t], has_mask, c["Cs"][t], c["Gs"][t], c["TCs"][t], dXW[t])
-            dh_new = dXW[t] @ W_hh                                           # (B, H), BLAS
-            dh = dh_new if not has_mask else np.where(m2[t][:, None] != 0, dh_new, dh)
+            dh = _carry_dh(dXW[t] @ W_hh, dh, m2[t], has_mask)               # (B, H), BLAS
         dHW, dstate = dXW, (dh, dc)
     else:
         dHW = np.empty((T, B, GH), dt)
