@@ -28,3 +28,37 @@ def pytest_sessionfinish(session, exitstatus):
     if path and _OUTCOMES:
         with open(path, "w", encoding="utf-8") as fh:
             json.dump({k: dict(v) for k, v in _OUTCOMES.items()}, fh, indent=1, sort_keys=True)
+
+
+# ---------------------------------------------------------------- compiled paths, forced at the tests' small sizes
+def _numba_ok():
+    from rnnlab.kernels import available
+    return available()
+
+
+def _split_ok():
+    if not _numba_ok():
+        return False
+    from rnnlab.kernels import split_scan
+    return split_scan.available()
+
+
+# "numba" picks its path by size (the whole-loop kernels at test sizes); "numba-hybrid" and "numba-split" force
+# the per-step BLAS paths: one thread, or the batch split over two threads (blocks of a single row allowed)
+NUMBA_BACKENDS = (["numba"] if _numba_ok() else []) + (["numba-hybrid"] if _numba_ok() else []) + (
+    ["numba-split"] if _split_ok() else [])
+BACKENDS = ["numpy"] + NUMBA_BACKENDS
+
+
+def use_backend(backend, monkeypatch):
+    """-> the layer's ``backend=`` argument, after forcing the path a test backend name asks for."""
+    if backend in ("numba-hybrid", "numba-split"):
+        from rnnlab import layers
+        monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
+        monkeypatch.setenv("RNNLAB_NUM_THREADS", "2" if backend == "numba-split" else "1")
+        if backend == "numba-split":
+            from rnnlab.kernels import split_scan
+            monkeypatch.setattr(split_scan, "MIN_ROWS", 1)
+            monkeypatch.setattr(split_scan, "PMATMUL_MIN_ROWS", 1)
+        return "numba"
+    return backend

@@ -16,7 +16,7 @@ def _nonzero_biases(layer, rng):
                            for k, v in layer.state_dict().items()})
 
 
-BACKENDS = ["numpy"] + (["numba"] if __import__("rnnlab.kernels").kernels.available() else [])
+from conftest import BACKENDS, use_backend  # noqa: E402
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -27,7 +27,8 @@ BACKENDS = ["numpy"] + (["numba"] if __import__("rnnlab.kernels").kernels.availa
     (2, False, False, True),
     (1, True, False, False),
 ])
-def test_every_gradient(cls, kw, num_layers, bidirectional, batch_first, ragged, backend):
+def test_every_gradient(cls, kw, num_layers, bidirectional, batch_first, ragged, backend, monkeypatch):
+    backend = use_backend(backend, monkeypatch)
     rng = np.random.default_rng(0)
     T, B, I, H = 5, 3, 4, 5
     layer = cls(I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional,

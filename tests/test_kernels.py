@@ -5,6 +5,7 @@ import pytest
 
 import rnnlab
 from rnnlab.kernels import available
+from conftest import NUMBA_BACKENDS, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed (extra 'fast')")
 
@@ -12,12 +13,10 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.RNN, 
          (rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.GRU, {"reset": "before"})]
 
 
-@pytest.fixture(params=["loop", "hybrid"])
+@pytest.fixture(params=NUMBA_BACKENDS)
 def impl(request, monkeypatch):
-    """Force the whole-loop or the hybrid kernels at the small test sizes."""
-    from rnnlab import layers
-    if request.param == "hybrid":
-        monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
+    """Force the whole-loop, hybrid or batch-split kernels at the small test sizes."""
+    use_backend(request.param, monkeypatch)
     return request.param
 
 
@@ -59,11 +58,18 @@ def test_rational_tanh_max_error():
     assert np.all(np.abs(apply(x)) <= 1.0)
 
 
-def test_auto_backend_and_errors():
+def test_auto_backend_and_errors(monkeypatch):
     from rnnlab.layers import choose_backend
     assert choose_backend("auto", 1, 128, 32, None) == "loop"
+    from rnnlab.kernels import split_scan
+    split = "split" if split_scan.available() else "hybrid"
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    assert choose_backend("auto", 128, 2048, 512, None, "lstm") == split
+    assert choose_backend("auto", 128, 512, 512, None, "rnn") == split
+    assert choose_backend("auto", 128, 1536, 512, None, "gru") == split
+    assert choose_backend("auto", 15, 2048, 512, None, "lstm") == "hybrid"     # fewer than 8 rows per thread
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
     assert choose_backend("auto", 128, 2048, 512, None, "lstm") == "hybrid"
-    assert choose_backend("auto", 128, 512, 512, None, "rnn") == "hybrid"
     assert choose_backend("auto", 128, 1536, 512, None, "gru", {"reset": "before"}) == "numpy"
     assert choose_backend("numba", 1, 4, 1, 10) == "numpy"            # bptt_segment runs on the reference
     with pytest.raises(ValueError, match="backend: expected one of"):
@@ -72,12 +78,10 @@ def test_auto_backend_and_errors():
 
 @pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("impl_name", ["loop", "hybrid"])
+@pytest.mark.parametrize("impl_name", NUMBA_BACKENDS)
 def test_nan_propagates_through_the_kernels(cls, dtype, impl_name, monkeypatch):
     """A NaN must reach the output (and so the training loop's guard), never be clamped away."""
-    from rnnlab import layers
-    if impl_name == "hybrid":
-        monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
+    use_backend(impl_name, monkeypatch)
     layer = cls(4, 5, dtype=dtype, seed=0, backend="numba")
     x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(dtype)
     x[1, 0, 2] = np.nan
@@ -85,3 +89,56 @@ def test_nan_propagates_through_the_kernels(cls, dtype, impl_name, monkeypatch):
     assert np.isnan(out[1:, 0]).all() and np.isfinite(out[:, 1]).all()
     dx, _ = layer.backward(np.ones_like(out))
     assert np.isnan(dx[:2, 0]).any()
+
+
+split_only = pytest.mark.skipif("numba-split" not in NUMBA_BACKENDS, reason="NumPy's BLAS gemm not found")
+
+
+@split_only
+@pytest.mark.parametrize("B", [2, 5, 16])
+def test_split_runs_every_row_block_and_matches_one_thread(B, monkeypatch):
+    """The batch split over two threads gives the one-thread hybrid's numbers on every row, and it is
+    really the split path that ran (its cache says so)."""
+    from rnnlab.kernels import split_scan
+    rng = np.random.default_rng(B)
+    x = rng.standard_normal((11, B, 3))
+    lengths = rng.integers(1, 12, B)
+    results = {}
+    for name in ("numba-hybrid", "numba-split"):
+        with monkeypatch.context() as m:
+            use_backend(name, m)
+            layer = rnnlab.LSTM(3, 6, 2, bidirectional=True, dtype="float64", seed=4, backend="numba")
+            out, (h, c) = layer(x, lengths=lengths)
+            dx, (dh, dc) = layer.backward(np.cos(out))
+            assert layer._cache[-1] == ("split" if name == "numba-split" else "hybrid")
+            if name == "numba-split":
+                assert split_scan.threads_for(B) == 2
+            results[name] = [out, h, c, dx, dh, dc] + [layer.grads[k].copy() for k in sorted(layer.grads)]
+    for a, b in zip(*results.values()):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
+
+
+@split_only
+def test_pmatmul_and_gemm():
+    from rnnlab.kernels import blas, split_scan
+    rng = np.random.default_rng(0)
+    for dt in (np.float32, np.float64):
+        assert blas.gemm(dt) is not None
+        a, b, bias = (rng.standard_normal(s).astype(dt) for s in ((300, 7), (7, 9), (9,)))
+        tol = 1e-5 if dt == np.float32 else 1e-12
+        np.testing.assert_allclose(split_scan.pmatmul(a, b), a @ b, rtol=tol, atol=tol)
+        np.testing.assert_allclose(split_scan.pmatmul(a, b, bias), a @ b + bias, rtol=tol, atol=tol)
+        np.testing.assert_allclose(split_scan.pmatmul(a[::2].T, a[1::2]), a[::2].T @ a[1::2], rtol=tol, atol=10 * tol)
+
+
+def test_num_threads_setting(monkeypatch):
+    from rnnlab.kernels import split_scan
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "3")
+    assert split_scan.num_threads() == 3
+    assert split_scan.threads_for(16) == 2 and split_scan.threads_for(7) == 1 and split_scan.threads_for(100) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("RNNLAB_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match="RNNLAB_NUM_THREADS: expected a positive integer, got"):
+            split_scan.num_threads()
+    monkeypatch.delenv("RNNLAB_NUM_THREADS")
+    assert split_scan.num_threads() >= 1

@@ -12,7 +12,7 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.LSTM,
 GRID = list(itertools.product([1, 2, 3], [False, True], [False, True], [False, True], [False, True]))
 
 
-BACKENDS = ["numpy"] + (["numba"] if __import__("rnnlab.kernels").kernels.available() else [])
+from conftest import BACKENDS, use_backend  # noqa: E402
 
 
 def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, dtype, seed, backend="numpy"):
@@ -53,7 +53,8 @@ def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, d
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,ragged,user_state", GRID)
-def test_parity_float64(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, backend):
+def test_parity_float64(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, backend, monkeypatch):
+    backend = use_backend(backend, monkeypatch)
     got, want = _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, np.float64, 7, backend)
     assert set(got) == set(want)
     for k in want:
@@ -63,7 +64,8 @@ def test_parity_float64(cls, kw, num_layers, bidirectional, batch_first, ragged,
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("num_layers,bidirectional,ragged", [(1, False, False), (2, True, True), (3, True, False)])
-def test_parity_float32(cls, kw, num_layers, bidirectional, ragged, backend):
+def test_parity_float32(cls, kw, num_layers, bidirectional, ragged, backend, monkeypatch):
+    backend = use_backend(backend, monkeypatch)
     got, want = _case(cls, kw, num_layers, bidirectional, False, ragged, True, np.float32, 3, backend)
     for k in want:
         scale = max(np.abs(want[k]).max(), 1e-3)

@@ -38,6 +38,11 @@ def blas_limit(B, GH, H):
     import contextlib
     if B * GH * H >= BLAS_SINGLE_THREAD_WORK:
         return contextlib.nullcontext()
+    return blas_single_thread()
+
+
+def blas_single_thread():
+    """A context that runs BLAS on one thread (threadpoolctl), e.g. while rnnlab's own threads call it."""
     if not _CONTROLLER:
         from threadpoolctl import ThreadpoolController
         _CONTROLLER.append(ThreadpoolController())
@@ -45,7 +50,8 @@ def blas_limit(B, GH, H):
 
 
 def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
-    """-> "numpy" (reference), "loop" (compiled whole time loop) or "hybrid" (BLAS product + compiled gates)."""
+    """-> "numpy" (reference), "loop" (compiled whole time loop), "hybrid" (BLAS product + compiled gates) or
+    "split" (the hybrid step, the batch's rows split over threads that each run the whole time loop)."""
     if backend == "numpy" or segment:
         return "numpy"
     if backend == "auto":
@@ -57,8 +63,19 @@ def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
         return "loop"
     hybrid_ok = cell_name in ("lstm", "rnn") or (cell_name == "gru" and (opts or {}).get("reset", "after") == "after")
     if hybrid_ok:
-        return "hybrid"
+        from .kernels import split_scan
+        return "split" if split_scan.threads_for(B) > 1 and split_scan.available() else "hybrid"
     return "loop" if backend == "numba" else "numpy"
+
+
+def _project(mm, x2, W_ih, b_ih):
+    """x W_ih^T + b_ih for all steps at once, outside the time loop: (T*B, I) -> (T*B, G*H)."""
+    if mm is not np.matmul:
+        return mm(x2, W_ih.T, b_ih)
+    xw = x2 @ W_ih.T
+    if b_ih is not None:
+        xw += b_ih
+    return xw
 
 
 def resolve_dtype(dtype) -> type:
@@ -289,9 +306,11 @@ class RecurrentLayer:
         finals = [np.empty_like(s) for s in states0]
         layer_caches = []
         keep = is_grad_enabled()
-        with blas_limit(B, self.gate_size, self.hidden_size):
-            output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B, keep)
-        self._cache = (layer_caches, unbatched, (T, B), len(states0)) if keep else None
+        impl = choose_backend(self.backend, B, self.gate_size, self.hidden_size, self.bptt_segment, self.cell_name,
+                              self.cell_opts)
+        with self._blas_context(impl, B):
+            output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B, keep, impl)
+        self._cache = (layer_caches, unbatched, (T, B), len(states0), impl) if keep else None
         self._no_grad_forward = not keep
         if unbatched:
             output = output[:, 0, :]
@@ -302,21 +321,32 @@ class RecurrentLayer:
             return output, finals[0]
         return output, tuple(finals)
 
-    def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B, keep=True):
+    def _blas_context(self, impl, B):
+        """BLAS threads for a forward or backward: one while rnnlab's own threads run the batch-split scan (BLAS
+        workers woken by a two-thread product spin against them), else by the size of the per-step product."""
+        if impl == "split":
+            return blas_single_thread()
+        return blas_limit(B, self.gate_size, self.hidden_size)
+
+    def _matmul(self, impl):
+        if impl == "split":
+            from .kernels.split_scan import pmatmul
+            return pmatmul
+        return np.matmul
+
+    def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B, keep=True, impl="numpy"):
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        mm = self._matmul(impl)
         for l in range(L):
             outs, dir_caches = [], []
             for d in range(D):
                 W_ih, W_hh, b_ih, b_hh = self._layer_params(l, d)
-                xw = (inp.reshape(T * B, -1) @ W_ih.T).reshape(T, B, -1)    # (T, B, G*H), outside the loop
-                if b_ih is not None:
-                    xw += b_ih
+                xw = _project(mm, inp.reshape(T * B, -1), W_ih, b_ih).reshape(T, B, -1)   # (T, B, G*H)
                 state0 = tuple(s[l * D + d] for s in states0)
-                impl = choose_backend(self.backend, B, W_hh.shape[0], H, self.bptt_segment, self.cell_name,
-                                      self.cell_opts)
                 if impl != "numpy":
-                    from .kernels import numba_scan
-                    scan = numba_scan.scan_forward if impl == "loop" else numba_scan.hybrid_forward
+                    from .kernels import numba_scan, split_scan
+                    scan = {"loop": numba_scan.scan_forward, "hybrid": numba_scan.hybrid_forward,
+                            "split": split_scan.split_forward}[impl]
                     out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_hh, mask, reverse=(d == 1),
                                               opts=self.cell_opts, keep=keep)
                 else:
@@ -350,7 +380,7 @@ class RecurrentLayer:
                 raise RuntimeError("backward: the last forward ran under rnnlab.no_grad() and kept no cache; "
                                    "run the forward outside no_grad() to backpropagate")
             raise RuntimeError("backward: no forward pass to backpropagate through; call forward first")
-        layer_caches, unbatched, (T, B), n_state = self._cache
+        layer_caches, unbatched, (T, B), n_state, impl = self._cache
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         out_shape = ((T, D * H) if unbatched else (B, T, D * H) if self.batch_first else (T, B, D * H))
         d_output = as_float_array("d_output", d_output, self.dtype, check_finite)
@@ -372,8 +402,9 @@ class RecurrentLayer:
         d_init = [np.empty_like(g) for g in d_final]
         if record_state_grads:
             self.state_grads = {}
-        with blas_limit(B, self.gate_size, H):
-            dx = self._backward_layers(d_output, d_final, d_init, layer_caches, T, B, n_state, record_state_grads)
+        with self._blas_context(impl, B):
+            dx = self._backward_layers(d_output, d_final, d_init, layer_caches, T, B, n_state, record_state_grads,
+                                       self._matmul(impl))
         if unbatched:
             dx = dx[:, 0, :]
             d_init = [g[:, 0, :] for g in d_init]
@@ -381,7 +412,8 @@ class RecurrentLayer:
             dx = dx.transpose(1, 0, 2)
         return dx, (d_init[0] if n_state == 1 else tuple(d_init))
 
-    def _backward_layers(self, d_output, d_final, d_init, layer_caches, T, B, n_state, record_state_grads):
+    def _backward_layers(self, d_output, d_final, d_init, layer_caches, T, B, n_state, record_state_grads,
+                         mm=np.matmul):
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         d_inp = d_output                                                     # (T, B, D*H)
         for l in range(L - 1, -1, -1):
@@ -400,12 +432,12 @@ class RecurrentLayer:
                     rec.sort(key=lambda r: r[0])
                     self.state_grads[(l, d)] = tuple(np.stack([r[1][i] for r in rec]) for i in range(n_state))
                 dXW2 = dXW.reshape(T * B, -1)                                # (T*B, G*H)
-                self.grads["weight_ih" + s] += dXW2.T @ inp2                # one product for all steps
+                self.grads["weight_ih" + s] += mm(dXW2.T, inp2)             # one product for all steps
                 self.grads["weight_hh" + s] += dW_hh
                 if self.bias:
                     self.grads["bias_ih" + s] += dXW2.sum(axis=0)
                     self.grads["bias_hh" + s] += db_hh
-                d_x += (dXW2 @ W_ih).reshape(d_x.shape)
+                d_x += mm(dXW2, W_ih).reshape(d_x.shape)
                 for g, ds in zip(d_init, dstate0):
                     g[l * D + d] = ds
             d_inp = d_x

@@ -1,0 +1,263 @@
+"""Batch-split scans: the rows of a batch are independent chains, so each thread runs the whole time loop
+for its own block of rows (forward and backward), with no synchronisation between steps.
+
+Per step and per thread: the recurrent product of its rows (NumPy's BLAS ``gemm`` on one thread, called from
+compiled code, see ``rnnlab.kernels.blas``) and the same fused gate kernels as the hybrid path
+(``numba_scan.lstm_gates_fwd`` and the others). The kernels release the GIL, so plain Python threads run
+them in parallel; the caches are the hybrid path's, so the weight gradients stay one large BLAS product
+after the loop, split over the same threads (``pmatmul``).
+
+Why: on a 2-core machine the hybrid path's per-step product (B, H) x (H, 4H) is too small for two BLAS
+threads to share well, and its gate kernel runs on one core; splitting the batch keeps both cores busy
+with whole steps (measured in docs/performance.md).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit
+
+from . import blas
+from .numba_scan import (
+    _ACT, FAST, _prepare, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd, rnn_act_fwd,
+)
+
+MIN_ROWS = 8            # fewest batch rows per thread: below it a step is overhead-bound (the whole-loop kernels win)
+_POOL: list = []
+_LOCK = threading.Lock()
+
+
+def num_threads() -> int:
+    """Threads for the batch split: ``RNNLAB_NUM_THREADS`` if set, else the CPUs this process may run on."""
+    env = os.environ.get("RNNLAB_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}")
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                                  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_for(B: int) -> int:
+    """How many threads a batch of B rows is split over (1: no split)."""
+    return max(1, min(num_threads(), B // MIN_ROWS))
+
+
+def available() -> bool:
+    """True where NumPy's BLAS ``gemm`` could be found for both float types (see ``rnnlab.kernels.blas``)."""
+    return blas.gemm(np.float32) is not None and blas.gemm(np.float64) is not None
+
+
+# ------------------------------------------------------------------ compiled per-thread loops
+@njit(cache=True, nogil=True, error_model="numpy")
+def _mm(gemm, C, A, W, alpha, beta):
+    """C (n, m) = alpha A (n, k) @ W (k, m) + beta C; row-major, contiguous rows, leading dims from strides."""
+    n, k = A.shape
+    m = W.shape[1]
+    if n == 0:
+        return
+    isz = C.itemsize
+    gemm(101, 111, 111, n, m, k, alpha, A.ctypes, A.strides[0] // isz, W.ctypes, W.strides[0] // isz, beta,
+         C.ctypes, C.strides[0] // isz)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _carry_rows(dst, src, m_t, has_mask):
+    """dst = src on the valid rows (all rows without a mask); padded rows keep dst."""
+    for r in range(dst.shape[0]):
+        if has_mask and m_t[r] == 0.0:
+            continue
+        d, s = dst[r], src[r]
+        for k in range(d.shape[0]):
+            d[k] = s[k]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, WT, h, c, A, out, Hs, Cs, Gs, TCs,
+                  one, zero):
+    T = xw.shape[0]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ct = t if keep else 0                               # one reused cache row under no_grad
+        _mm(gemm, A[r0:r1], h[r0:r1], WT, one, zero)        # (rows, 4H) = h W_hh^T
+        lstm_gates_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
+                       out[t, r0:r1], Hs[ct, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[ct, r0:r1])
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def gru_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, WT, h, A, out, Hs, Rs, Zs, Ns, Es,
+                 one, zero):
+    T = xw.shape[0]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ct = t if keep else 0
+        _mm(gemm, A[r0:r1], h[r0:r1], WT, one, zero)        # (rows, 3H)
+        gru_gates_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], out[t, r0:r1],
+                      Hs[ct, r0:r1], Rs[ct, r0:r1], Zs[ct, r0:r1], Ns[ct, r0:r1], Es[ct, r0:r1])
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def rnn_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, act, WT, h, A, out, Hs, one, zero):
+    T = xw.shape[0]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        ct = t if keep else 0
+        _mm(gemm, A[r0:r1], h[r0:r1], WT, one, zero)        # (rows, H)
+        rnn_act_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, act, h[r0:r1], out[t, r0:r1],
+                    Hs[ct, r0:r1])
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, dc, Cs, Gs, TCs, dXW, D, one, zero):
+    T = d_out.shape[0]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        lstm_gates_bwd(dh[r0:r1], dc[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Cs[t, r0:r1], Gs[t, r0:r1],
+                       TCs[t, r0:r1], dXW[t, r0:r1])
+        _mm(gemm, D[r0:r1], dXW[t, r0:r1], W, one, zero)    # (rows, H) = dA W_hh
+        _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], has_mask)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def rnn_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, act, W, dh, out, dXW, D, one, zero):
+    T = d_out.shape[0]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, out[t, r0:r1], dXW[t, r0:r1])
+        _mm(gemm, D[r0:r1], dXW[t, r0:r1], W, one, zero)
+        _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], has_mask)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def gru_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, Hs, Rs, Zs, Ns, Es, dXW, dHW, D, one):
+    T = d_out.shape[0]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        gru_gates_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Hs[t, r0:r1], Rs[t, r0:r1],
+                      Zs[t, r0:r1], Ns[t, r0:r1], Es[t, r0:r1], dXW[t, r0:r1], dHW[t, r0:r1], D[r0:r1])
+        _mm(gemm, D[r0:r1], dHW[t, r0:r1], W, one, one)     # dh = dh z-part + dA W_hh (padded rows: dA = 0)
+        _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], False)
+
+
+# ------------------------------------------------------------------ drivers
+def _pool(n):
+    with _LOCK:
+        if not _POOL or _POOL[0]._max_workers < n:
+            if _POOL:
+                _POOL.pop().shutdown(wait=False)
+            _POOL.append(ThreadPoolExecutor(max_workers=n, thread_name_prefix="rnnlab-split"))
+        return _POOL[0]
+
+
+def _in_threads(work, bounds):
+    """work(lo, hi) for each block [bounds[i], bounds[i+1]), one block per thread; the first block runs in the
+    calling thread. The caller runs BLAS on one thread meanwhile (``rnnlab.layers.blas_single_thread``)."""
+    n = len(bounds) - 1
+    futures = [_pool(n - 1).submit(work, bounds[i], bounds[i + 1]) for i in range(1, n)] if n > 1 else []
+    try:
+        work(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _run(kernel, B, args):
+    """kernel(r0, r1, *args) over the row blocks of the batch, one block per thread."""
+    n = threads_for(B)
+    _in_threads(lambda r0, r1: kernel(r0, r1, *args), [B * i // n for i in range(n + 1)])
+
+
+PMATMUL_MIN_ROWS = 64
+
+
+def pmatmul(a, b, bias=None):
+    """``a @ b (+ bias)`` with the output's rows split over rnnlab's threads (each a one-thread BLAS call,
+    which releases the GIL). Used for the large products around the batch-split scans, so that BLAS's own
+    worker threads never wake up and spin against the scan's threads."""
+    M = a.shape[0]
+    out = np.empty((M, b.shape[1]), np.result_type(a, b))       # (M, N)
+    n = max(1, min(num_threads(), M // PMATMUL_MIN_ROWS))
+
+    def block(lo, hi):
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+        if bias is not None:
+            out[lo:hi] += bias
+    _in_threads(block, [M * i // n for i in range(n + 1)])
+    return out
+
+
+def _bind(kernel, gemm):
+    return lambda r0, r1, *args: kernel(gemm, r0, r1, *args)
+
+
+def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True):
+    """Same contract as ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after')."""
+    T, B, GH = xw.shape
+    H = state0[0].shape[-1]
+    dt = xw.dtype
+    gemm = blas.gemm(dt)
+    one, zero = dt.type(1.0), dt.type(0.0)
+    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
+    h = np.array(state0[0], dtype=dt, order="C")
+    A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
+    Tc = T if keep else 1
+    if not keep:
+        Hs = Hs[:1]
+    common = (xw, b, has_b, m2, has_mask, reverse, keep)
+    if cell_name == "lstm":
+        c = np.array(state0[1], dtype=dt, order="C")
+        Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
+        _run(_bind(lstm_fwd_rows, gemm), B, common + (WT, h, c, A, out, Hs, Cs, Gs, TCs, one, zero))
+        return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs, "split": True}, mask,
+                             reverse)
+    if cell_name == "rnn":
+        act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
+        _run(_bind(rnn_fwd_rows, gemm), B, common + (act, WT, h, A, out, Hs, one, zero))
+        return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
+    Rs, Zs, Ns, Es = (np.empty((Tc, B, H), dt) for _ in range(4))
+    _run(_bind(gru_fwd_rows, gemm), B, common + (WT, h, A, out, Hs, Rs, Zs, Ns, Es, one, zero))
+    return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
+                                        "split": True}, mask, reverse)
+
+
+def split_backward(d_out, d_state, cache, W_hh, has_bias=True):
+    """Same contract as ``numba_scan.hybrid_backward``."""
+    _, cell_name, c, mask, reverse = cache
+    T, B, H = d_out.shape
+    GH = W_hh.shape[0]
+    dt = d_out.dtype
+    gemm = blas.gemm(dt)
+    one, zero = dt.type(1.0), dt.type(0.0)
+    has_mask = mask is not None
+    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    d_out = np.ascontiguousarray(d_out)
+    W = np.ascontiguousarray(W_hh)                              # (G*H, H)
+    dXW = np.empty((T, B, GH), dt)
+    dh = np.array(d_state[0], dtype=dt, order="C")
+    D = np.empty((B, H), dt)                                    # the next state gradient of a step
+    if cell_name == "lstm":
+        dc = np.array(d_state[1], dtype=dt, order="C")
+        _run(_bind(lstm_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, W, dh, dc, c["Cs"], c["Gs"], c["TCs"],
+                                             dXW, D, one, zero))
+        dHW, dstate = dXW, (dh, dc)
+    elif cell_name == "rnn":
+        _run(_bind(rnn_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, c["act"], W, dh, c["out"], dXW, D, one,
+                                            zero))
+        dHW, dstate = dXW, (dh,)
+    else:
+        dHW = np.empty((T, B, GH), dt)
+        _run(_bind(gru_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, W, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"],
+                                            c["Es"], dXW, dHW, D, one))
+        dstate = (dh,)
+    dW_hh = pmatmul(dHW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))   # (G*H, H), one product
+    db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
+    return dXW, dstate, dW_hh, db_hh
