@@ -68,6 +68,27 @@ def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
     return "loop" if backend == "numba" else "numpy"
 
 
+class _Recycler:
+    """``alloc(shape, dtype)``: an array of the last forward's compiled-backend caches with that shape when one is
+    left, else ``np.empty``. A new forward drops the last one's caches anyway; handing their arrays to the new
+    caches keeps one set alive instead of two, and avoids the page faults of fresh allocations (measured: freeing
+    the old caches first and allocating anew cost 10 ms per LSTM (32, 100, 32, 128) training step here)."""
+
+    def __init__(self, cache):
+        self.free = {}
+        for _, dir_caches, _ in (cache[0] if cache else ()):
+            for c in dir_caches:
+                if c[0] != "numba":
+                    continue
+                for name, v in c[2].items():
+                    if name != "out" and isinstance(v, np.ndarray) and v.ndim == 3:   # "out" is the user's
+                        self.free.setdefault((v.shape, v.dtype), []).append(v)
+
+    def __call__(self, shape, dtype):
+        arrays = self.free.get((tuple(shape), np.dtype(dtype)))
+        return arrays.pop() if arrays else np.empty(shape, dtype)
+
+
 def _project(mm, x2, W_ih, b_ih):
     """x W_ih^T + b_ih for all steps at once, outside the time loop: (T*B, I) -> (T*B, G*H)."""
     if mm is not np.matmul:
@@ -303,13 +324,15 @@ class RecurrentLayer:
             raise ShapeError(f"x: expected at least one time step and one batch row, got T={T}, B={B}")
         mask = None if lengths is None else self._check_lengths(lengths, T, B)
         states0 = self._split_state(hx, B, unbatched, check_finite)
+        recycle = _Recycler(self._cache)    # the last forward's cache arrays, reused (peak memory, page faults)
+        self._cache = None
         finals = [np.empty_like(s) for s in states0]
         layer_caches = []
         keep = is_grad_enabled()
         impl = choose_backend(self.backend, B, self.gate_size, self.hidden_size, self.bptt_segment, self.cell_name,
                               self.cell_opts)
         with self._blas_context(impl, B):
-            output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B, keep, impl)
+            output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B, keep, impl, recycle)
         self._cache = (layer_caches, unbatched, (T, B), len(states0), impl) if keep else None
         self._no_grad_forward = not keep
         if unbatched:
@@ -334,7 +357,8 @@ class RecurrentLayer:
             return pmatmul
         return np.matmul
 
-    def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B, keep=True, impl="numpy"):
+    def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B, keep=True, impl="numpy",
+                        alloc=np.empty):
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         mm = self._matmul(impl)
         for l in range(L):
@@ -348,7 +372,7 @@ class RecurrentLayer:
                     scan = {"loop": numba_scan.scan_forward, "hybrid": numba_scan.hybrid_forward,
                             "split": split_scan.split_forward}[impl]
                     out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_hh, mask, reverse=(d == 1),
-                                              opts=self.cell_opts, keep=keep)
+                                              opts=self.cell_opts, keep=keep, alloc=alloc)
                 else:
                     out, stateT, cache = recurrent.scan_forward(
                         self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts,

@@ -125,7 +125,9 @@ def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
+def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, Cn_t, DA):
+    """One step back. Cs_t: the cell state before the step, Cn_t: after it (tanh(c_t) is recomputed from it
+    rather than cached: one (T, B, H) array less for a transcendental per unit)."""
     B, GH = DA.shape
     H = GH // 4
     for r in range(B):
@@ -138,15 +140,24 @@ def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, TCs_t, DA):
         g_ = Gs_t[r]
         i, f, g, o = g_[:H], g_[H:2 * H], g_[2 * H:3 * H], g_[3 * H:]
         di, df, dg, do = da[:H], da[H:2 * H], da[2 * H:3 * H], da[3 * H:]
-        dhr, dcr, dor, tc, cp = dh[r], dc[r], d_out_t[r], TCs_t[r], Cs_t[r]
+        dhr, dcr, dor, cn, cp = dh[r], dc[r], d_out_t[r], Cn_t[r], Cs_t[r]
         for k in range(H):
+            tc = th(cn[k])
             g_h = dhr[k] + dor[k]
-            dck = dcr[k] + g_h * o[k] * (1.0 - tc[k] * tc[k])
+            dck = dcr[k] + g_h * o[k] * (1.0 - tc * tc)
             di[k] = (dck * g[k]) * i[k] * (1.0 - i[k])
             df[k] = (dck * cp[k]) * f[k] * (1.0 - f[k])
             dg[k] = (dck * i[k]) * (1.0 - g[k] * g[k])
-            do[k] = (g_h * tc[k]) * o[k] * (1.0 - o[k])
+            do[k] = (g_h * tc) * o[k] * (1.0 - o[k])
             dcr[k] = dck * f[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _c_after(Cs, cT, t, reverse):
+    """The LSTM cell state after step t: the state before the next step in scan order, or the final state
+    (on padded rows it is not used)."""
+    n = t - 1 if reverse else t + 1
+    return cT if n < 0 or n >= Cs.shape[0] else Cs[n]
 
 
 # ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
@@ -234,20 +245,20 @@ def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs
                 if hk != 0.0:
                     for j in range(GH):
                         A[r, j] += hk * WT[k, j]
-        lstm_gates_fwd(A, xw[t], b, has_b, mask[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[ct])
+        lstm_gates_fwd(A, xw[t], b, has_b, mask[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[0])
     hT[:] = h
     cT[:] = c
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, TCs, dXW, dh0, dc0):
+def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, cT, dXW, dh0, dc0):
     T, B, GH = dXW.shape
     H = GH // 4
     dh = dhT.copy()
     dc = dcT.copy()
     for s in range(T):
         t = s if reverse else T - 1 - s
-        lstm_gates_bwd(dh, dc, d_out[t], mask[t], has_mask, Cs[t], Gs[t], TCs[t], dXW[t])
+        lstm_gates_bwd(dh, dc, d_out[t], mask[t], has_mask, Cs[t], Gs[t], _c_after(Cs, cT, t, reverse), dXW[t])
         for r in range(B):
             if (mask[t, r] if has_mask else 1.0) == 0.0:
                 continue                            # padded: the state gradient passes unchanged
@@ -395,7 +406,7 @@ def kernels(dtype):
 _ACT = {"tanh": 0, "relu": 1, "identity": 2}
 
 
-def _prepare(xw, state0, W_hh, b_hh, mask):
+def _prepare(xw, state0, W_hh, b_hh, mask, alloc=np.empty):
     """What every compiled scan needs: contiguous inputs, the (T, B) mask (or a dummy), the bias (or a dummy),
     W_hh^T and empty (T, B, H) buffers for the output and the previous states."""
     T, B, _ = xw.shape
@@ -406,18 +417,19 @@ def _prepare(xw, state0, W_hh, b_hh, mask):
     has_b = b_hh is not None
     b = b_hh if has_b else np.empty(1, dt)
     return (np.ascontiguousarray(xw), m2, has_mask, b, has_b, np.ascontiguousarray(W_hh.T),
-            np.empty((T, B, H), dt), np.empty((T, B, H), dt))
+            np.empty((T, B, H), dt), alloc((T, B, H), dt))
 
 
-def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True):
+def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True, alloc=np.empty):
     """Same contract as ``rnnlab.recurrent.scan_forward``; the cache holds arrays. ``keep=False``
-    (inference): the kernels write their caches into one reused row instead of T rows."""
+    (inference): the kernels write their caches into one reused row instead of T rows. ``alloc(shape, dtype)``
+    gives the cache arrays (the layer hands back the last forward's)."""
     opts = opts or {}
     k_fwd = kernels(xw.dtype)[cell_name][0]
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
-    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
+    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask, alloc if keep else np.empty)
     Tc = T if keep else 1
     if not keep:
         Hs = Hs[:1]
@@ -428,12 +440,12 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
         k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
         return out, (hT,), ("numba", cell_name, {"Hs": Hs, "out": out, "act": act}, mask, reverse)
     if cell_name == "lstm":
-        Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
+        Cs, Gs, TCs = alloc((Tc, B, H), dt), alloc((Tc, B, GH), dt), np.empty((1, B, H), dt)   # TCs: scratch
         cT = np.empty((B, H), dt)
         k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, np.ascontiguousarray(state0[1]))
-        return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs}, mask, reverse)
+        return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": cT.copy()}, mask, reverse)
     after = opts.get("reset", "after") == "after"
-    Rs, Zs, Ns, Es = (np.empty((Tc, B, H), dt) for _ in range(4))
+    Rs, Zs, Ns, Es = (alloc((Tc, B, H), dt) for _ in range(4))
     k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT)
     return out, (hT,), ("numba", cell_name, {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": after},
                         mask, reverse)
@@ -465,7 +477,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
     elif cell_name == "lstm":
         dc0 = np.empty((B, H), dt)
         k_bwd(d_out, np.ascontiguousarray(d_state[0]), np.ascontiguousarray(d_state[1]), W, m2, has_mask, reverse,
-              c["Cs"], c["Gs"], c["TCs"], dXW, dh0, dc0)
+              c["Cs"], c["Gs"], c["cT"], dXW, dh0, dc0)
         dHW, dstate = dXW, (dh0, dc0)
         dW_hh = dXW.reshape(T * B, GH).T @ Hs2
     else:
@@ -601,13 +613,14 @@ def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, out_t, DA):
                 da[k] = dhr[k] + dor[k]
 
 
-def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True):
+def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
+                   alloc=np.empty):
     """RNN, LSTM and GRU (reset='after'): BLAS for h W_hh^T, one compiled gate kernel per step. ``keep=False``
     (inference): one reused row of caches instead of T, and no cache is returned."""
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
-    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
+    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask, alloc if keep else np.empty)
     h = np.array(state0[0], dtype=dt, order="C")
     order = [(t, t if keep else 0) for t in (range(T - 1, -1, -1) if reverse else range(T))]   # (step, cache row)
     Tc = T if keep else 1
@@ -621,12 +634,13 @@ def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, 
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "hybrid": True}, mask, reverse)
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
-        Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
+        Cs, Gs, tc = alloc((Tc, B, H), dt), alloc((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
         for t, ct in order:
             A = h @ WT                                                       # (B, 4H), BLAS
-            lstm_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[ct])
-        return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs, "hybrid": True}, mask, reverse)
-    Rs, Zs, Ns, Es = (np.empty((Tc, B, H), dt) for _ in range(4))
+            lstm_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], tc)
+        return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "hybrid": True}, mask,
+                             reverse)
+    Rs, Zs, Ns, Es = (alloc((Tc, B, H), dt) for _ in range(4))
     for t, ct in order:
         A = h @ WT                                                           # (B, 3H), BLAS
         gru_gates_fwd(A, xw[t], b, has_b, m2[t], has_mask, h, out[t], Hs[ct], Rs[ct], Zs[ct], Ns[ct], Es[ct])
@@ -659,7 +673,8 @@ def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
     elif cell_name == "lstm":
         dc = np.array(d_state[1], dtype=dt, order="C")
         for t in order:
-            lstm_gates_bwd(dh, dc, d_out[t], m2[t], has_mask, c["Cs"][t], c["Gs"][t], c["TCs"][t], dXW[t])
+            lstm_gates_bwd(dh, dc, d_out[t], m2[t], has_mask, c["Cs"][t], c["Gs"][t],
+                           _c_after(c["Cs"], c["cT"], t, reverse), dXW[t])
             dh = _carry_dh(dXW[t] @ W_hh, dh, m2[t], has_mask)               # (B, H), BLAS
         dHW, dstate = dXW, (dh, dc)
     else:

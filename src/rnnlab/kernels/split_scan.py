@@ -22,7 +22,7 @@ from numba import njit
 
 from . import blas
 from .numba_scan import (
-    _ACT, FAST, _prepare, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd, rnn_act_fwd,
+    _ACT, FAST, _c_after, _prepare, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd, rnn_act_fwd,
 )
 
 MIN_ROWS = 8            # fewest batch rows per thread: below it a step is overhead-bound (the whole-loop kernels win)
@@ -90,7 +90,7 @@ def lstm_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, WT, h
         ct = t if keep else 0                               # one reused cache row under no_grad
         _mm(gemm, A[r0:r1], h[r0:r1], WT, one, zero)        # (rows, 4H) = h W_hh^T
         lstm_gates_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
-                       out[t, r0:r1], Hs[ct, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[ct, r0:r1])
+                       out[t, r0:r1], Hs[ct, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -117,12 +117,12 @@ def rnn_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, act, W
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, dc, Cs, Gs, TCs, dXW, D, one, zero):
+def lstm_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, dc, Cs, Gs, cT, dXW, D, one, zero):
     T = d_out.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s
         lstm_gates_bwd(dh[r0:r1], dc[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Cs[t, r0:r1], Gs[t, r0:r1],
-                       TCs[t, r0:r1], dXW[t, r0:r1])
+                       _c_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
         _mm(gemm, D[r0:r1], dXW[t, r0:r1], W, one, zero)    # (rows, H) = dA W_hh
         _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], has_mask)
 
@@ -199,14 +199,15 @@ def _bind(kernel, gemm):
     return lambda r0, r1, *args: kernel(gemm, r0, r1, *args)
 
 
-def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True):
+def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
+                  alloc=np.empty):
     """Same contract as ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after')."""
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
     gemm = blas.gemm(dt)
     one, zero = dt.type(1.0), dt.type(0.0)
-    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask)
+    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask, alloc if keep else np.empty)
     h = np.array(state0[0], dtype=dt, order="C")
     A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
     Tc = T if keep else 1
@@ -215,15 +216,15 @@ def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, o
     common = (xw, b, has_b, m2, has_mask, reverse, keep)
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
-        Cs, Gs, TCs = np.empty((Tc, B, H), dt), np.empty((Tc, B, GH), dt), np.empty((Tc, B, H), dt)
-        _run(_bind(lstm_fwd_rows, gemm), B, common + (WT, h, c, A, out, Hs, Cs, Gs, TCs, one, zero))
-        return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "TCs": TCs, "split": True}, mask,
+        Cs, Gs, tc = alloc((Tc, B, H), dt), alloc((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
+        _run(_bind(lstm_fwd_rows, gemm), B, common + (WT, h, c, A, out, Hs, Cs, Gs, tc, one, zero))
+        return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True}, mask,
                              reverse)
     if cell_name == "rnn":
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
         _run(_bind(rnn_fwd_rows, gemm), B, common + (act, WT, h, A, out, Hs, one, zero))
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
-    Rs, Zs, Ns, Es = (np.empty((Tc, B, H), dt) for _ in range(4))
+    Rs, Zs, Ns, Es = (alloc((Tc, B, H), dt) for _ in range(4))
     _run(_bind(gru_fwd_rows, gemm), B, common + (WT, h, A, out, Hs, Rs, Zs, Ns, Es, one, zero))
     return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
                                         "split": True}, mask, reverse)
@@ -246,7 +247,7 @@ def split_backward(d_out, d_state, cache, W_hh, has_bias=True):
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
     if cell_name == "lstm":
         dc = np.array(d_state[1], dtype=dt, order="C")
-        _run(_bind(lstm_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, W, dh, dc, c["Cs"], c["Gs"], c["TCs"],
+        _run(_bind(lstm_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, W, dh, dc, c["Cs"], c["Gs"], c["cT"],
                                              dXW, D, one, zero))
         dHW, dstate = dXW, (dh, dc)
     elif cell_name == "rnn":
