@@ -1,6 +1,6 @@
 """Time rnnlab's layers against torch.nn (training and inference) and onnxruntime (inference) on the CPU.
 
-    python -m benchmarks [--shapes 32,100,32,128 ...] [--cells lstm,gru,rnn] [--repeats 10]
+    python -m benchmarks [--shapes 32,100,32,128 ...] [--cells lstm,gru,rnn] [--repeats 10] [--rounds 3]
                          [--memory] [--compile] [--backend auto]
 
 Per cell and shape (B, T, I, H), float32, default settings of every library: median time of inference
@@ -10,6 +10,8 @@ peak that rnnlab's training step reaches (its FLOPs / peak / time). Each library
 (warm-up, then repeats): alternating single calls makes the libraries' spinning worker threads fight.
 ``--memory`` adds the peak resident memory of a training step, each library in its own process;
 ``--compile`` the Numba compile time of a first call and the start of a second process with a warm cache.
+``--rounds N`` times every library's blocks N times in turn and keeps each library's best median (other jobs
+on a shared machine slow whichever block they hit).
 """
 from __future__ import annotations
 
@@ -222,11 +224,15 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", type=parse_shape, nargs="+", default=SHAPES, help="B,T,I,H ...")
     p.add_argument("--cells", default="lstm,gru,rnn")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every library's blocks this many times in turn and keep each one's best median")
     p.add_argument("--backend", default="auto", choices=("auto", "numpy", "numba"))
     p.add_argument("--memory", action="store_true", help="peak memory of a training step, per library")
     p.add_argument("--compile", action="store_true", help="Numba compile and cached start-up times")
     p.add_argument("--json", help="write every number to this file")
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.repeats < 1:
+        p.error(f"--rounds and --repeats: expected positive integers, got {args.rounds} and {args.repeats}")
     have = {m: _have(m) for m in ("torch", "onnxruntime", "jax", "numba")}
     import torch
     print(f"rnnlab {rnnlab.__version__} (backend {args.backend}), numpy {np.__version__}, torch {torch.__version__}"
@@ -243,10 +249,16 @@ def main(argv=None) -> int:
     for cell in args.cells.split(","):
         for B, T, I, H in args.shapes:
             be = choose_backend(args.backend, B, G[cell] * H, H, None, cell)
-            f_us, t_us = bench_rnnlab(cell, B, T, I, H, args.repeats, args.backend)
-            f_th, t_th = bench_torch(cell, B, T, I, H, args.repeats)
-            f_ort = bench_ort(cell, B, T, I, H, args.repeats) if have["onnxruntime"] else float("nan")
-            f_jax, t_jax = bench_jax(cell, B, T, I, H, args.repeats) if have["jax"] else (float("nan"),) * 2
+            runs = []
+            for _ in range(args.rounds):          # each library in its own block, the blocks in rounds
+                f_us, t_us = bench_rnnlab(cell, B, T, I, H, args.repeats, args.backend)
+                f_th, t_th = bench_torch(cell, B, T, I, H, args.repeats)
+                f_ort = bench_ort(cell, B, T, I, H, args.repeats) if have["onnxruntime"] else float("nan")
+                f_jax, t_jax = bench_jax(cell, B, T, I, H, args.repeats) if have["jax"] else (float("nan"),) * 2
+                runs.append((f_us, t_us, f_th, t_th, f_ort, f_jax, t_jax))
+            # the best round's median per library: drifting load from other jobs on a shared machine slows
+            # whichever block it hits; the least disturbed block of each library is the comparable number
+            f_us, t_us, f_th, t_th, f_ort, f_jax, t_jax = (min(col) for col in zip(*runs))
             frac = train_flops(cell, B, T, I, H) / peak / t_us if H >= 256 else float("nan")
             row = {"cell": cell, "shape": [B, T, I, H], "backend": be, "rnnlab_fwd": f_us, "torch_fwd": f_th,
                    "ort_fwd": f_ort, "jax_fwd": f_jax, "rnnlab_train": t_us, "torch_train": t_th, "jax_train": t_jax,
