@@ -167,3 +167,32 @@ def test_next_forward_reuses_the_cache_arrays_but_never_an_output(cls, impl_name
     d = np.cos(out2)
     np.testing.assert_allclose(layer.backward(d)[0], fresh.backward(d)[0], rtol=0, atol=1e-13)
     np.testing.assert_allclose(layer.backward(d)[0], fresh.backward(d)[0], rtol=0, atol=1e-13)   # twice: kept
+
+
+def _split_forward_in_child(queue):
+    layer = rnnlab.LSTM(3, 16, seed=0, backend="numba")
+    out, _ = layer(np.ones((4, 32, 3), np.float32))
+    queue.put(float(out.sum()))
+
+
+@split_only
+@pytest.mark.filterwarnings("ignore:os.fork")       # JAX, imported by another test, warns about any fork
+def test_split_works_in_a_forked_child(monkeypatch):
+    """The thread pool is per process: a child forked after the parent used it must not wait for the
+    parent's threads (they do not exist in the child)."""
+    import multiprocessing as mp
+    from rnnlab import layers
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
+    layer = rnnlab.LSTM(3, 16, seed=0, backend="numba")
+    out, _ = layer(np.ones((4, 32, 3), np.float32))
+    assert layer._cache[-1] == "split"
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_split_forward_in_child, args=(q,))
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+    assert p.exitcode == 0, "the forked child hung or failed"
+    assert q.get(timeout=5) == pytest.approx(float(out.sum()), rel=1e-6)

@@ -56,7 +56,7 @@ def test_fuzz_layer_forward_backward(outcome, kind, T, B, I, H, L, bidir, batch_
     Tx = 0 if fault == "zero steps" else T
     Ix = I + 1 if fault == "wrong feature size" else I
     shape = (Tx, Ix) if unbatched else ((B, Tx, Ix) if batch_first else (Tx, B, Ix))
-    shape = {"rank 4": shape + (1,), "rank 1": (Tx,)}.get(fault, shape)
+    shape = {"rank 4": (Tx, B, Ix, 1), "rank 1": (Tx,)}.get(fault, shape)     # rank 4 even when unbatched
     x = rng.standard_normal(shape).astype(dtype)
     if fault == "integer dtype":
         x = x.astype(np.int64)

@@ -365,13 +365,16 @@ class RecurrentLayer:
             outs, dir_caches = [], []
             for d in range(D):
                 W_ih, W_hh, b_ih, b_hh = self._layer_params(l, d)
-                xw = _project(mm, inp.reshape(T * B, -1), W_ih, b_ih).reshape(T, B, -1)   # (T, B, G*H)
-                state0 = tuple(s[l * D + d] for s in states0)
+                # compiled LSTM/RNN: b_ih joins b_hh in the gate kernel (one pass over x W_ih^T less)
+                fold = impl != "numpy" and self.cell_name != "gru" and b_ih is not None
+                xw = _project(mm, inp.reshape(T * B, -1), W_ih, None if fold else b_ih).reshape(T, B, -1)
+                state0 = tuple(s[l * D + d] for s in states0)                # xw: (T, B, G*H)
                 if impl != "numpy":
                     from .kernels import numba_scan, split_scan
                     scan = {"loop": numba_scan.scan_forward, "hybrid": numba_scan.hybrid_forward,
                             "split": split_scan.split_forward}[impl]
-                    out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_hh, mask, reverse=(d == 1),
+                    b_rec = b_ih + b_hh if fold else b_hh
+                    out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_rec, mask, reverse=(d == 1),
                                               opts=self.cell_opts, keep=keep, alloc=alloc)
                 else:
                     out, stateT, cache = recurrent.scan_forward(

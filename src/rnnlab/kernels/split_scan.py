@@ -150,11 +150,15 @@ def gru_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, Hs, Rs, Zs, 
 
 # ------------------------------------------------------------------ drivers
 def _pool(n):
+    """The worker threads (created once per process: a forked child has none of its parent's threads, and a
+    pool copied into it would wait forever for them)."""
     with _LOCK:
-        if not _POOL or _POOL[0]._max_workers < n:
-            if _POOL:
-                _POOL.pop().shutdown(wait=False)
-            _POOL.append(ThreadPoolExecutor(max_workers=n, thread_name_prefix="rnnlab-split"))
+        if _POOL and (_POOL[1] != os.getpid() or _POOL[0]._max_workers < n):
+            if _POOL[1] == os.getpid():
+                _POOL[0].shutdown(wait=False)
+            _POOL.clear()
+        if not _POOL:
+            _POOL.extend([ThreadPoolExecutor(max_workers=n, thread_name_prefix="rnnlab-split"), os.getpid()])
         return _POOL[0]
 
 
