@@ -446,7 +446,7 @@ class RecurrentLayer:
         for l in range(L - 1, -1, -1):
             inp, dir_caches, drop = layer_caches[l]
             d_out_l = d_inp if drop is None else d_inp * drop               # backprop through dropout
-            d_x = np.zeros(inp.shape, self.dtype)
+            d_x = None
             inp2 = inp.reshape(T * B, -1)
             for d in range(D):
                 s = self._suffix(l, d)
@@ -462,9 +462,12 @@ class RecurrentLayer:
                 self.grads["weight_ih" + s] += mm(dXW2.T, inp2)             # one product for all steps
                 self.grads["weight_hh" + s] += dW_hh
                 if self.bias:
-                    self.grads["bias_ih" + s] += dXW2.sum(axis=0)
+                    # compiled LSTM/RNN: the gradient of b_ih is that of b_hh (the same dA summed)
+                    same = dir_caches[d][0] == "numba" and self.cell_name != "gru"
+                    self.grads["bias_ih" + s] += db_hh if same else dXW2.sum(axis=0)
                     self.grads["bias_hh" + s] += db_hh
-                d_x += mm(dXW2, W_ih).reshape(d_x.shape)
+                dxd = mm(dXW2, W_ih).reshape(inp.shape)                      # (T, B, I)
+                d_x = dxd if d_x is None else d_x + dxd
                 for g, ds in zip(d_init, dstate0):
                     g[l * D + d] = ds
             d_inp = d_x

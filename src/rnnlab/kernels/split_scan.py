@@ -199,6 +199,19 @@ def pmatmul(a, b, bias=None):
     return out
 
 
+def psum_rows(a):
+    """``a.sum(axis=0)`` for a (M, N) array, the rows split over rnnlab's threads (NumPy releases the GIL)."""
+    M = a.shape[0]
+    n = max(1, min(num_threads(), M // PMATMUL_MIN_ROWS))
+    parts = [None] * n
+    bounds = [M * i // n for i in range(n + 1)]
+
+    def block(lo, hi):
+        parts[bounds.index(lo)] = a[lo:hi].sum(axis=0)
+    _in_threads(block, bounds)
+    return parts[0] if n == 1 else np.sum(parts, axis=0)
+
+
 def _bind(kernel, gemm):
     return lambda r0, r1, *args: kernel(gemm, r0, r1, *args)
 
@@ -264,5 +277,5 @@ def split_backward(d_out, d_state, cache, W_hh, has_bias=True):
                                             c["Es"], dXW, dHW, D, one))
         dstate = (dh,)
     dW_hh = pmatmul(dHW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))   # (G*H, H), one product
-    db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
+    db_hh = psum_rows(dHW.reshape(T * B, GH)) if has_bias else None
     return dXW, dstate, dW_hh, db_hh
