@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 from . import blas
 from .numba_scan import (
@@ -138,13 +138,26 @@ def rnn_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, act, W, dh, out, dX
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def gru_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, Hs, Rs, Zs, Ns, Es, dXW, dHW, D, one):
+def _copy_n_block(dst, src):
+    """dst (rows, H) = the n block src[:, 2H:] (unsigned offsets: see numba_scan.lstm_gates_fwd)."""
+    H = uint64(dst.shape[1])
+    H2 = uint64(2) * H
+    for r in range(dst.shape[0]):
+        for k in range(H):
+            dst[r, k] = src[r, H2 + k]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def gru_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, Hs, Rs, Zs, Ns, Es, dXW, S, dHn, D, one):
+    """S (B, 3H): this step's dL/d(h W_hh^T); its r and z blocks equal dXW's, so only the n block is kept
+    (dHn, (T, B, H)) for dW_hh: two (T, B, H) arrays less than keeping dL/d(h W_hh^T) whole."""
     T = d_out.shape[0]
     for s in range(T):
         t = s if reverse else T - 1 - s
         gru_gates_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Hs[t, r0:r1], Rs[t, r0:r1],
-                      Zs[t, r0:r1], Ns[t, r0:r1], Es[t, r0:r1], dXW[t, r0:r1], dHW[t, r0:r1], D[r0:r1])
-        _mm(gemm, D[r0:r1], dHW[t, r0:r1], W, one, one)     # dh = dh z-part + dA W_hh (padded rows: dA = 0)
+                      Zs[t, r0:r1], Ns[t, r0:r1], Es[t, r0:r1], dXW[t, r0:r1], S[r0:r1], D[r0:r1])
+        _mm(gemm, D[r0:r1], S[r0:r1], W, one, one)          # dh = dh z-part + dA W_hh (padded rows: dA = 0)
+        _copy_n_block(dHn[t, r0:r1], S[r0:r1])
         _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], False)
 
 
@@ -272,10 +285,13 @@ def split_backward(d_out, d_state, cache, W_hh, has_bias=True):
                                             zero))
         dHW, dstate = dXW, (dh,)
     else:
-        dHW = np.empty((T, B, GH), dt)
+        S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
         _run(_bind(gru_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, W, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"],
-                                            c["Es"], dXW, dHW, D, one))
-        dstate = (dh,)
+                                            c["Es"], dXW, S, dHn, D, one))
+        Hs2, dX2, dHn2 = c["Hs"].reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
+        dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
+        db_hh = np.concatenate([psum_rows(dX2[:, :2 * H]), psum_rows(dHn2)]) if has_bias else None
+        return dXW, (dh,), dW_hh, db_hh
     dW_hh = pmatmul(dHW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))   # (G*H, H), one product
     db_hh = psum_rows(dHW.reshape(T * B, GH)) if has_bias else None
     return dXW, dstate, dW_hh, db_hh
