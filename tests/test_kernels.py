@@ -196,3 +196,17 @@ def test_split_works_in_a_forked_child(monkeypatch):
         p.kill()
     assert p.exitcode == 0, "the forked child hung or failed"
     assert q.get(timeout=5) == pytest.approx(float(out.sum()), rel=1e-6)
+
+
+def test_no_numpy_blas_found_keeps_the_hybrid_path(monkeypatch):
+    """Where NumPy's CBLAS gemm cannot be found (another BLAS vendor or wheel layout), auto keeps the
+    one-thread hybrid path and the results stay the reference's."""
+    from rnnlab.kernels import blas
+    from rnnlab.layers import choose_backend
+    monkeypatch.setattr(blas, "_FOUND", {"float32": None, "float64": None})
+    monkeypatch.setattr(blas, "_library_paths", lambda: [])
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    assert choose_backend("auto", 128, 2048, 512, None, "lstm") == "hybrid"
+    blas._FOUND.clear()                                     # a fresh search finds nothing either
+    assert blas.gemm(np.float32) is None
+    assert choose_backend("auto", 128, 2048, 512, None, "lstm") == "hybrid"
