@@ -12,17 +12,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def linear_forward(h, V, c):
-    """h (..., H) -> o (..., K)."""
-    o = h @ V.T
+def linear_forward(h, V, c, mm=np.matmul):
+    """h (..., H) -> o (..., K). ``mm``: the matrix product of 2-D arrays to use (the recurrent layer's)."""
+    o = mm(h.reshape(-1, h.shape[-1]), V.T).reshape(h.shape[:-1] + (V.shape[0],))
     if c is not None:
         o += c
     return o
 
 
-def linear_backward(do, h, V):
+def linear_backward(do, h, V, mm=np.matmul):
     """do (N, K), h (N, H) -> dh (N, H), dV (K, H), dc (K,)."""
-    return do @ V, do.T @ h, do.sum(axis=0)
+    return mm(do, V), mm(do.T, h), do.sum(axis=0)
 
 
 def embedding_backward(d_emb, tokens, num_embeddings):

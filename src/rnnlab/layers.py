@@ -344,6 +344,16 @@ class RecurrentLayer:
             return output, finals[0]
         return output, tuple(finals)
 
+    def blas_scope(self, B):
+        """(context, matmul) for work around this layer on a batch of B rows: the BLAS thread setting its
+        forward and backward use, and the matrix product to use under it (split over rnnlab's threads when the
+        batch-split path runs, ``np.matmul`` otherwise). A model runs its own products inside it, so that no
+        two-thread BLAS call leaves worker threads spinning against the split path's threads (measured: an
+        LSTM model's training step (32, 100, 32, 128) 55 -> 30 ms)."""
+        impl = choose_backend(self.backend, B, self.gate_size, self.hidden_size, self.bptt_segment, self.cell_name,
+                              self.cell_opts)
+        return self._blas_context(impl, B), self._matmul(impl)
+
     def _blas_context(self, impl, B):
         """BLAS threads for a forward or backward: one while rnnlab's own threads run the batch-split scan (BLAS
         workers woken by a two-thread product spin against them), else by the size of the per-step product."""

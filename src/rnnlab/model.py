@@ -180,15 +180,17 @@ class SequenceModel:
         logits are (T, B, K) for target='every' and (B, K) for target='last'.
         """
         x, tokens = self._embed(inputs)
-        out, state = self.rnn(x, hx, lengths, check_finite=False)          # inputs checked in _embed
-        T, B = out.shape[:2]
-        if self.config.target == "last":
-            last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
-            h = out[last, np.arange(B)]                                      # (B, D*H)
-        else:
-            last = None
-            h = out
-        logits = heads.linear_forward(h, self._own["head.weight"], self._own["head.bias"])
+        scope, mm = self.rnn.blas_scope(x.shape[1])                          # BLAS threads: see blas_scope
+        with scope:
+            out, state = self.rnn(x, hx, lengths, check_finite=False)      # inputs checked in _embed
+            T, B = out.shape[:2]
+            if self.config.target == "last":
+                last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
+                h = out[last, np.arange(B)]                                  # (B, D*H)
+            else:
+                last = None
+                h = out
+            logits = heads.linear_forward(h, self._own["head.weight"], self._own["head.bias"], mm)
         self._cache = (h, tokens, last, out.shape) if is_grad_enabled() else None
         return logits, state
 
@@ -203,17 +205,19 @@ class SequenceModel:
             raise RuntimeError("backward: call forward first (outside rnnlab.no_grad(), which keeps no cache)")
         h, tokens, last, out_shape = self._cache
         K = self.config.output_size
-        dh, dV, dc = heads.linear_backward(d_logits.reshape(-1, K), h.reshape(-1, h.shape[-1]),
-                                           self._own["head.weight"])
-        self._own_grads["head.weight"] += dV
-        self._own_grads["head.bias"] += dc
-        if last is not None:
-            d_out = np.zeros(out_shape, self.dtype)
-            d_out[last, np.arange(out_shape[1])] = dh
-        else:
-            d_out = dh.reshape(out_shape)
-        dx, dhx = self.rnn.backward(d_out, d_state, check_finite=False,  # NaN: the training guard reports it
-                                    record_state_grads=record_state_grads)
+        scope, mm = self.rnn.blas_scope(out_shape[1])
+        with scope:
+            dh, dV, dc = heads.linear_backward(d_logits.reshape(-1, K), h.reshape(-1, h.shape[-1]),
+                                               self._own["head.weight"], mm)
+            self._own_grads["head.weight"] += dV
+            self._own_grads["head.bias"] += dc
+            if last is not None:
+                d_out = np.zeros(out_shape, self.dtype)
+                d_out[last, np.arange(out_shape[1])] = dh
+            else:
+                d_out = dh.reshape(out_shape)
+            dx, dhx = self.rnn.backward(d_out, d_state, check_finite=False,  # NaN: the training guard reports it
+                                        record_state_grads=record_state_grads)
         if self.config.input_mode == "embedding":
             self._own_grads["embedding.weight"] += heads.embedding_backward(
                 dx.reshape(-1, dx.shape[-1]), tokens.reshape(-1), self.config.input_size)

@@ -220,8 +220,13 @@ class _Trainer:
 
     # --------------------------------------------------------------- the loop
     def train_step(self):
+        batch = self.task.train_batch(self.data_rng, self.cfg.batch_size, self.step)
+        scope, _ = self.model.rnn.blas_scope(batch.inputs.shape[1])
+        with scope:                 # the whole step on the recurrent layer's BLAS setting: see blas_scope
+            return self._train_step(batch)
+
+    def _train_step(self, batch):
         cfg, task, model = self.cfg, self.task, self.model
-        batch = task.train_batch(self.data_rng, cfg.batch_size, self.step)
         if batch.reset:
             self.state = None
         model.zero_grad()

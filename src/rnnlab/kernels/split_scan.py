@@ -22,7 +22,8 @@ from numba import njit, uint64
 
 from . import blas
 from .numba_scan import (
-    _ACT, FAST, _c_after, _prepare, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd, rnn_act_fwd,
+    _ACT, FAST, _c_after, _prepare, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd,
+    rnn_act_fwd,
 )
 
 MIN_ROWS = 8            # fewest batch rows per thread: below it a step is overhead-bound (the whole-loop kernels win)
