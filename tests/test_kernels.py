@@ -210,3 +210,26 @@ def test_no_numpy_blas_found_keeps_the_hybrid_path(monkeypatch):
     blas._FOUND.clear()                                     # a fresh search finds nothing either
     assert blas.gemm(np.float32) is None
     assert choose_backend("auto", 128, 2048, 512, None, "lstm") == "hybrid"
+
+
+@split_only
+@pytest.mark.parametrize("target", ["every", "last"])
+def test_model_on_the_split_path_equals_the_reference(target, monkeypatch):
+    """A whole model (its head's products split over the threads inside the layer's BLAS scope) gives the
+    NumPy reference's logits and gradients."""
+    from rnnlab.model import ModelConfig, SequenceModel
+    cfg = ModelConfig(cell="lstm", input_size=3, output_size=4, hidden_size=6, dtype="float64", target=target,
+                      input_mode="dense")
+    x = np.random.default_rng(0).standard_normal((7, 5, 3))
+    got = {}
+    for name in ("numpy", "numba-split"):
+        with monkeypatch.context() as m:
+            backend = use_backend(name, m)
+            model = SequenceModel(cfg, seed=3)
+            model.rnn.backend = backend
+            logits, _ = model(x)
+            model.backward(np.sin(logits))
+            assert (model.rnn._cache[-1] == "split") == (name == "numba-split")
+            got[name] = [logits] + [g.copy() for _, g in sorted(model.grads.items())]
+    for a, b in zip(got["numpy"], got["numba-split"]):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
