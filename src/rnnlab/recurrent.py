@@ -58,15 +58,16 @@ def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=No
     return out, state, (("segments", segments, starts, xw, b_hh), mask, reverse)
 
 
-def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, record=None):
+def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, record=None, alloc=np.empty):
     """``record``: an optional list that receives ``(t, dstate_t)``, the total gradient with respect to each
-    step's state (dL/dh_t, and dL/dc_t for the LSTM) -- what the gradient-flow diagnostics plot."""
+    step's state (dL/dh_t, and dL/dc_t for the LSTM) -- what the gradient-flow diagnostics plot.
+    ``alloc(shape, dtype)``: where the compiled batch-split path puts dL/dA (the layer's work buffer)."""
     opts = opts or {}
     if cache[0] == "numba":                                                  # the compiled backend's cache
         if record is not None:
             raise ValueError("record: state gradients are recorded by the numpy backend only")
         from .kernels import numba_scan
-        return numba_scan.scan_backward(d_out, d_state, cache, W_hh, has_bias)
+        return numba_scan.scan_backward(d_out, d_state, cache, W_hh, has_bias, alloc)
     caches, mask, reverse = cache
     T = d_out.shape[0]
     GH = W_hh.shape[0]

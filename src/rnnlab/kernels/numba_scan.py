@@ -460,12 +460,12 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
                         mask, reverse)
 
 
-def scan_backward(d_out, d_state, cache, W_hh, has_bias=True):
+def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
     """Same contract as ``rnnlab.recurrent.scan_backward``."""
     _, cell_name, c, mask, reverse = cache
     if c.get("split"):
         from .split_scan import split_backward
-        return split_backward(d_out, d_state, cache, W_hh, has_bias)
+        return split_backward(d_out, d_state, cache, W_hh, has_bias, alloc)
     if c.get("hybrid"):
         return hybrid_backward(d_out, d_state, cache, W_hh, has_bias)
     k_bwd = kernels(d_out.dtype)[cell_name][1]

@@ -197,12 +197,13 @@ def _run(kernel, B, args):
 PMATMUL_MIN_ROWS = 64
 
 
-def pmatmul(a, b, bias=None):
+def pmatmul(a, b, bias=None, out=None):
     """``a @ b (+ bias)`` with the output's rows split over rnnlab's threads (each a one-thread BLAS call,
     which releases the GIL). Used for the large products around the batch-split scans, so that BLAS's own
-    worker threads never wake up and spin against the scan's threads."""
+    worker threads never wake up and spin against the scan's threads. ``out``: a (M, N) array to write to."""
     M = a.shape[0]
-    out = np.empty((M, b.shape[1]), np.result_type(a, b))       # (M, N)
+    if out is None:
+        out = np.empty((M, b.shape[1]), np.result_type(a, b))   # (M, N)
     n = max(1, min(num_threads(), M // PMATMUL_MIN_ROWS))
 
     def block(lo, hi):
@@ -261,8 +262,8 @@ def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, o
                                         "split": True}, mask, reverse)
 
 
-def split_backward(d_out, d_state, cache, W_hh, has_bias=True):
-    """Same contract as ``numba_scan.hybrid_backward``."""
+def split_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
+    """Same contract as ``numba_scan.hybrid_backward``; ``alloc(shape, dtype)`` gives the returned dL/dA."""
     _, cell_name, c, mask, reverse = cache
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -273,7 +274,7 @@ def split_backward(d_out, d_state, cache, W_hh, has_bias=True):
     m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
     d_out = np.ascontiguousarray(d_out)
     W = np.ascontiguousarray(W_hh)                              # (G*H, H)
-    dXW = np.empty((T, B, GH), dt)
+    dXW = alloc((T, B, GH), dt)
     dh = np.array(d_state[0], dtype=dt, order="C")
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
     if cell_name == "lstm":
