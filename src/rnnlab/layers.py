@@ -89,10 +89,8 @@ class _Recycler:
         return arrays.pop() if arrays else np.empty(shape, dtype)
 
 
-def _project(mm, x2, W_ih, b_ih):
+def _project(x2, W_ih, b_ih):
     """x W_ih^T + b_ih for all steps at once, outside the time loop: (T*B, I) -> (T*B, G*H)."""
-    if mm is not np.matmul:
-        return mm(x2, W_ih.T, b_ih)
     xw = x2 @ W_ih.T
     if b_ih is not None:
         xw += b_ih
@@ -392,7 +390,7 @@ class RecurrentLayer:
                 if impl == "split":
                     xw = mm(x2, W_ih.T, None if fold else b_ih, out=self._workspace((T * B, W_ih.shape[0])))
                 else:
-                    xw = _project(mm, x2, W_ih, None if fold else b_ih)
+                    xw = _project(x2, W_ih, None if fold else b_ih)
                 xw = xw.reshape(T, B, -1)
                 state0 = tuple(s[l * D + d] for s in states0)                # xw: (T, B, G*H)
                 if impl != "numpy":
