@@ -36,17 +36,12 @@ def _numba_ok():
     return available()
 
 
-def _split_ok():
-    if not _numba_ok():
-        return False
-    from rnnlab.kernels import split_scan
-    return split_scan.available()
 
 
 # "numba" picks its path by size (the whole-loop kernels at test sizes); "numba-hybrid" and "numba-split" force
 # the per-step BLAS paths: one thread, or the batch split over two threads (blocks of a single row allowed)
 NUMBA_BACKENDS = (["numba"] if _numba_ok() else []) + (["numba-hybrid"] if _numba_ok() else []) + (
-    ["numba-split"] if _split_ok() else [])
+    ["numba-split"] if _numba_ok() else [])
 BACKENDS = ["numpy"] + NUMBA_BACKENDS
 
 

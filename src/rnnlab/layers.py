@@ -64,7 +64,7 @@ def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
     hybrid_ok = cell_name in ("lstm", "rnn") or (cell_name == "gru" and (opts or {}).get("reset", "after") == "after")
     if hybrid_ok:
         from .kernels import split_scan
-        return "split" if split_scan.threads_for(B) > 1 and split_scan.available() else "hybrid"
+        return "split" if split_scan.threads_for(B) > 1 else "hybrid"
     return "loop" if backend == "numba" else "numpy"
 
 

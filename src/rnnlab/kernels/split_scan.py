@@ -1,8 +1,8 @@
 """Batch-split scans: the rows of a batch are independent chains, so each thread runs the whole time loop
 for its own block of rows (forward and backward), with no synchronisation between steps.
 
-Per step and per thread: the recurrent product of its rows (NumPy's BLAS ``gemm`` on one thread, called from
-compiled code, see ``rnnlab.kernels.blas``) and the same fused gate kernels as the hybrid path
+Per step and per thread: the recurrent product of its rows (``rnnlab.kernels.packed_gemm``: W_hh packed once
+per call, a register-blocked micro-kernel per step) and the same fused gate kernels as the hybrid path
 (``numba_scan.lstm_gates_fwd`` and the others). The kernels release the GIL, so plain Python threads run
 them in parallel; the caches are the hybrid path's, so the weight gradients stay one large BLAS product
 after the loop, split over the same threads (``pmatmul``).
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, uint64
 
-from . import blas
+from .packed_gemm import MR_MAX, pack, pgemm
 from .numba_scan import (
     _ACT, FAST, _c_after, _prepare, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd,
     rnn_act_fwd,
@@ -53,22 +53,11 @@ def threads_for(B: int) -> int:
     return max(1, min(num_threads(), B // MIN_ROWS))
 
 
-def available() -> bool:
-    """True where NumPy's BLAS ``gemm`` could be found for both float types (see ``rnnlab.kernels.blas``)."""
-    return blas.gemm(np.float32) is not None and blas.gemm(np.float64) is not None
-
-
 # ------------------------------------------------------------------ compiled per-thread loops
-@njit(cache=True, nogil=True, error_model="numpy")
-def _mm(gemm, C, A, W, alpha, beta):
-    """C (n, m) = alpha A (n, k) @ W (k, m) + beta C; row-major, contiguous rows, leading dims from strides."""
-    n, k = A.shape
-    m = W.shape[1]
-    if n == 0:
-        return
-    isz = C.itemsize
-    gemm(101, 111, 111, n, m, k, alpha, A.ctypes, A.strides[0] // isz, W.ctypes, W.strides[0] // isz, beta,
-         C.ctypes, C.strides[0] // isz)
+@njit(cache=True, nogil=True)
+def _tile(P):
+    """The packed product's scratch tile, one per thread."""
+    return np.empty((MR_MAX, P.shape[2]), P.dtype)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -83,58 +72,61 @@ def _carry_rows(dst, src, m_t, has_mask):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, WT, h, c, A, out, Hs, Cs, Gs, TCs,
-                  one, zero):
-    T = xw.shape[0]
+def lstm_fwd_rows(r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Hs, Cs, Gs, TCs):
+    T, _, GH = xw.shape
+    tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0                               # one reused cache row under no_grad
-        _mm(gemm, A[r0:r1], h[r0:r1], WT, one, zero)        # (rows, 4H) = h W_hh^T
+        pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, 4H) = h W_hh^T
         lstm_gates_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
                        out[t, r0:r1], Hs[ct, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def gru_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, WT, h, A, out, Hs, Rs, Zs, Ns, Es,
-                 one, zero):
-    T = xw.shape[0]
+def gru_fwd_rows(r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs, Zs, Ns, Es):
+    T, _, GH = xw.shape
+    tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
-        _mm(gemm, A[r0:r1], h[r0:r1], WT, one, zero)        # (rows, 3H)
+        pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, 3H)
         gru_gates_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], out[t, r0:r1],
                       Hs[ct, r0:r1], Rs[ct, r0:r1], Zs[ct, r0:r1], Ns[ct, r0:r1], Es[ct, r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_fwd_rows(gemm, r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, act, WT, h, A, out, Hs, one, zero):
-    T = xw.shape[0]
+def rnn_fwd_rows(r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs):
+    T, _, GH = xw.shape
+    tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
-        _mm(gemm, A[r0:r1], h[r0:r1], WT, one, zero)        # (rows, H)
+        pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, H)
         rnn_act_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, act, h[r0:r1], out[t, r0:r1],
                     Hs[ct, r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, dc, Cs, Gs, cT, dXW, D, one, zero):
-    T = d_out.shape[0]
+def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, dXW, D):
+    T, _, H = d_out.shape
+    tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
         lstm_gates_bwd(dh[r0:r1], dc[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Cs[t, r0:r1], Gs[t, r0:r1],
                        _c_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
-        _mm(gemm, D[r0:r1], dXW[t, r0:r1], W, one, zero)    # (rows, H) = dA W_hh
+        pgemm(D[r0:r1], dXW[t, r0:r1], P, H, False, tile)  # (rows, H) = dA W_hh
         _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], has_mask)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, act, W, dh, out, dXW, D, one, zero):
-    T = d_out.shape[0]
+def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, out, dXW, D):
+    T, _, H = d_out.shape
+    tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
         rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, out[t, r0:r1], dXW[t, r0:r1])
-        _mm(gemm, D[r0:r1], dXW[t, r0:r1], W, one, zero)
+        pgemm(D[r0:r1], dXW[t, r0:r1], P, H, False, tile)
         _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], has_mask)
 
 
@@ -149,15 +141,16 @@ def _copy_n_block(dst, src):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def gru_bwd_rows(gemm, r0, r1, d_out, m2, has_mask, reverse, W, dh, Hs, Rs, Zs, Ns, Es, dXW, S, dHn, D, one):
+def gru_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, Hs, Rs, Zs, Ns, Es, dXW, S, dHn, D):
     """S (B, 3H): this step's dL/d(h W_hh^T); its r and z blocks equal dXW's, so only the n block is kept
     (dHn, (T, B, H)) for dW_hh: two (T, B, H) arrays less than keeping dL/d(h W_hh^T) whole."""
-    T = d_out.shape[0]
+    T, _, H = d_out.shape
+    tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
         gru_gates_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Hs[t, r0:r1], Rs[t, r0:r1],
                       Zs[t, r0:r1], Ns[t, r0:r1], Es[t, r0:r1], dXW[t, r0:r1], S[r0:r1], D[r0:r1])
-        _mm(gemm, D[r0:r1], S[r0:r1], W, one, one)          # dh = dh z-part + dA W_hh (padded rows: dA = 0)
+        pgemm(D[r0:r1], S[r0:r1], P, H, True, tile)        # dh = dh z-part + dA W_hh (padded rows: dA = 0)
         _copy_n_block(dHn[t, r0:r1], S[r0:r1])
         _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], False)
 
@@ -227,19 +220,14 @@ def psum_rows(a):
     return parts[0] if n == 1 else np.sum(parts, axis=0)
 
 
-def _bind(kernel, gemm):
-    return lambda r0, r1, *args: kernel(gemm, r0, r1, *args)
-
-
 def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
                   alloc=np.empty):
     """Same contract as ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after')."""
     T, B, GH = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
-    gemm = blas.gemm(dt)
-    one, zero = dt.type(1.0), dt.type(0.0)
     xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask, alloc if keep else np.empty)
+    P = pack(WT)                                                # W_hh^T (H, G*H) as column panels
     h = np.array(state0[0], dtype=dt, order="C")
     A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
     Tc = T if keep else 1
@@ -249,15 +237,15 @@ def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, o
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
         Cs, Gs, tc = alloc((Tc, B, H), dt), alloc((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
-        _run(_bind(lstm_fwd_rows, gemm), B, common + (WT, h, c, A, out, Hs, Cs, Gs, tc, one, zero))
+        _run(lstm_fwd_rows, B, common + (P, h, c, A, out, Hs, Cs, Gs, tc))
         return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True}, mask,
                              reverse)
     if cell_name == "rnn":
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
-        _run(_bind(rnn_fwd_rows, gemm), B, common + (act, WT, h, A, out, Hs, one, zero))
+        _run(rnn_fwd_rows, B, common + (act, P, h, A, out, Hs))
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
     Rs, Zs, Ns, Es = (alloc((Tc, B, H), dt) for _ in range(4))
-    _run(_bind(gru_fwd_rows, gemm), B, common + (WT, h, A, out, Hs, Rs, Zs, Ns, Es, one, zero))
+    _run(gru_fwd_rows, B, common + (P, h, A, out, Hs, Rs, Zs, Ns, Es))
     return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
                                         "split": True}, mask, reverse)
 
@@ -268,28 +256,24 @@ def split_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
     dt = d_out.dtype
-    gemm = blas.gemm(dt)
-    one, zero = dt.type(1.0), dt.type(0.0)
     has_mask = mask is not None
     m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
     d_out = np.ascontiguousarray(d_out)
-    W = np.ascontiguousarray(W_hh)                              # (G*H, H)
+    P = pack(np.ascontiguousarray(W_hh))                        # W_hh (G*H, H) as column panels
     dXW = alloc((T, B, GH), dt)
     dh = np.array(d_state[0], dtype=dt, order="C")
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
     if cell_name == "lstm":
         dc = np.array(d_state[1], dtype=dt, order="C")
-        _run(_bind(lstm_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, W, dh, dc, c["Cs"], c["Gs"], c["cT"],
-                                             dXW, D, one, zero))
+        _run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c["Cs"], c["Gs"], c["cT"], dXW, D))
         dHW, dstate = dXW, (dh, dc)
     elif cell_name == "rnn":
-        _run(_bind(rnn_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, c["act"], W, dh, c["out"], dXW, D, one,
-                                            zero))
+        _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, D))
         dHW, dstate = dXW, (dh,)
     else:
         S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
-        _run(_bind(gru_bwd_rows, gemm), B, (d_out, m2, has_mask, reverse, W, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"],
-                                            c["Es"], dXW, S, dHn, D, one))
+        _run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"], c["Es"], dXW,
+                               S, dHn, D))
         Hs2, dX2, dHn2 = c["Hs"].reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
         dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
         db_hh = np.concatenate([psum_rows(dX2[:, :2 * H]), psum_rows(dHn2)]) if has_bias else None

@@ -1,0 +1,192 @@
+"""A matrix product for the per-step recurrent products: C (M, N) (+)= A (M, K) @ W (K, N) with W packed once.
+
+Why: a recurrent layer multiplies the same W_hh by a new (rows, H) state at every step. A BLAS ``gemm`` packs
+both operands on every call; with a few dozen rows per thread that packing is a large part of the call
+(OpenBLAS reached 55-75 GFLOP/s on one core of this machine at these sizes, its peak there is about 86). Here
+W is packed once per sequence into column panels (``pack``), and each step runs a register-blocked
+micro-kernel over them (``pgemm``): measured in docs/performance.md.
+
+Layout. ``pack(W)`` gives P (ceil(N / NR), K, NR): panel p holds columns p*NR .. p*NR+NR-1 of W, zero padded,
+row k of the panel contiguous. NR = 2 SIMD vectors (16 float32 or 8 float64). The micro-kernel computes an
+(MR <= 6, NR) block of C: 2*MR vector accumulators stay in registers for the whole k loop, and each k costs
+two vector loads of the panel, MR broadcasts of A and 2*MR fused multiply-adds. K is split in blocks of KC so
+a panel block (KC x NR) stays in the first-level cache while it is reused by every block of rows.
+
+The micro-kernel is written in LLVM IR (``numba.extending.intrinsic``) because Numba gives no way to keep a
+tile of vector accumulators in registers from Python code (a tile of scalar accumulators is not combined by
+LLVM's vectoriser: 10x slower, see docs/performance.md). ``llvm.fmuladd`` fuses where the CPU has FMA and
+falls back to a multiply and an add where it does not.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+MR_MAX = 6                                      # rows of C per micro-kernel call
+KC = 256                                        # K block: a (KC, NR) panel block is 16 KiB in float32
+_VW = {types.float32: 8, types.float64: 4}      # SIMD lanes per vector (256 bits)
+
+
+def nr(dtype) -> int:
+    """Columns per packed panel: two 256-bit vectors."""
+    return 16 if np.dtype(dtype) == np.float32 else 8
+
+
+def _make_ukr(MR):
+    """The (MR, NR) micro-kernel: C[:MR, :NR] = (C if acc else 0) + A[:MR, :K] @ panel[:K, :NR].
+    Arguments: K, the addresses of A, the panel and C, A's and C's row strides in elements, acc, and z, any
+    value of the element type (it picks float32 or float64)."""
+    @intrinsic
+    def ukr(typingctx, K, a, lda, bp, c, ldc, acc, z):
+        if z not in _VW:
+            raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+        sig = types.void(K, a, lda, bp, c, ldc, acc, z)
+        VW = _VW[z]
+        NV = 2                                              # vectors per row of the tile (NR = NV * VW)
+        NR = NV * VW
+
+        def codegen(context, builder, signature, args):
+            K, a, lda, bp, c, ldc, acc, _ = args
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            ft = ir.FloatType() if z == types.float32 else ir.DoubleType()
+            vt = ir.VectorType(ft, VW)
+            al = 4 if z == types.float32 else 8                 # element alignment (rows need not be aligned)
+            fp, vp = ft.as_pointer(), vt.as_pointer()
+
+            def wide(v):
+                return builder.sext(v, i64) if v.type.width < 64 else v
+            K, lda, ldc = wide(K), wide(lda), wide(ldc)
+            a, bp, c = builder.inttoptr(a, fp), builder.inttoptr(bp, fp), builder.inttoptr(c, fp)
+            accb = builder.icmp_unsigned("!=", acc, ir.Constant(acc.type, 0))
+            zero = ir.Constant(vt, [0.0] * VW)
+            crow = [builder.gep(c, [builder.mul(ir.Constant(i64, i), ldc)]) for i in range(MR)]
+            arow = [builder.gep(a, [builder.mul(ir.Constant(i64, i), lda)]) for i in range(MR)]
+            cvec = [builder.bitcast(builder.gep(crow[i], [ir.Constant(i64, v * VW)]), vp)
+                    for i in range(MR) for v in range(NV)]
+            init = [builder.select(accb, builder.load(p, align=al), zero) for p in cvec]
+            fn = builder.function
+            entry = builder.block
+            loop = fn.append_basic_block("pgemm_loop")
+            done = fn.append_basic_block("pgemm_done")
+            builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(ir.Constant(i64, 0), entry)
+            phis = []
+            for x in init:
+                ph = builder.phi(vt)
+                ph.add_incoming(x, entry)
+                phis.append(ph)
+            boff = builder.mul(k, ir.Constant(i64, NR))
+            bv = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(boff, ir.Constant(i64, v * VW))]), vp),
+                               align=al) for v in range(NV)]
+            mod = builder.module
+            name = f"llvm.fmuladd.v{VW}{'f32' if z == types.float32 else 'f64'}"
+            fma = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(vt, [vt, vt, vt]), name)
+            undef = ir.Constant(vt, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
+            new = []
+            for i in range(MR):
+                s = builder.load(builder.gep(arow[i], [k]), align=al)
+                sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+                for v in range(NV):
+                    new.append(builder.call(fma, [sv, bv[v], phis[i * NV + v]]))
+            k1 = builder.add(k, ir.Constant(i64, 1))
+            k.add_incoming(k1, loop)
+            for ph, x in zip(phis, new):
+                ph.add_incoming(x, loop)
+            builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+
+            builder.position_at_end(done)
+            outs = []
+            for x0, x1 in zip(init, new):                   # all phi nodes first, then the stores
+                ph = builder.phi(vt)
+                ph.add_incoming(x0, entry)
+                ph.add_incoming(x1, loop)
+                outs.append(ph)
+            for p, x in zip(cvec, outs):
+                builder.store(x, p, align=al)
+            return context.get_dummy_value()
+        return sig, codegen
+    return ukr
+
+
+_u6, _u5, _u4, _u3, _u2, _u1 = (_make_ukr(m) for m in (6, 5, 4, 3, 2, 1))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows(mr, kc, a, lda, bp, c, ldc, acc, z):
+    if mr == 6:
+        _u6(kc, a, lda, bp, c, ldc, acc, z)
+    elif mr == 5:
+        _u5(kc, a, lda, bp, c, ldc, acc, z)
+    elif mr == 4:
+        _u4(kc, a, lda, bp, c, ldc, acc, z)
+    elif mr == 3:
+        _u3(kc, a, lda, bp, c, ldc, acc, z)
+    elif mr == 2:
+        _u2(kc, a, lda, bp, c, ldc, acc, z)
+    else:
+        _u1(kc, a, lda, bp, c, ldc, acc, z)
+
+
+@njit(cache=True, nogil=True)
+def pack_into(P, W):
+    """P (ceil(N / NR), K, NR) = the column panels of W (K, N), zero padded."""
+    K, N = W.shape
+    NR = P.shape[2]
+    for p in range(P.shape[0]):
+        for k in range(K):
+            for j in range(NR):
+                col = p * NR + j
+                P[p, k, j] = W[k, col] if col < N else 0.0
+
+
+def pack(W):
+    """W (K, N) -> its column panels P (ceil(N / NR), K, NR), for ``pgemm``."""
+    K, N = W.shape
+    n = nr(W.dtype)
+    P = np.empty(((N + n - 1) // n, K, n), W.dtype)
+    pack_into(P, W)
+    return P
+
+
+@njit(cache=True, nogil=True)
+def pgemm(C, A, P, N, acc, tile):
+    """C (M, N) = A (M, K) @ W (K, N) (+ C if acc), W given as its panels P = pack(W). A and C: rows
+    contiguous, any row stride. tile: (MR_MAX, NR) scratch of the same dtype (for the last, partial panel)."""
+    M, K = A.shape
+    NP, NR = P.shape[0], P.shape[2]
+    isz = A.itemsize
+    lda = A.strides[0] // isz
+    ldc = C.strides[0] // isz
+    a0, c0, p0, t0 = A.ctypes.data, C.ctypes.data, P.ctypes.data, tile.ctypes.data
+    z = tile[0, 0]
+    if K == 0 and not acc:
+        C[:, :N] = 0.0
+    for kb in range(0, K, KC):
+        kc = min(KC, K - kb)
+        ac = 1 if (acc or kb > 0) else 0
+        for p in range(NP):
+            bp = p0 + isz * (p * K * NR + kb * NR)
+            nv = min(NR, N - p * NR)                        # valid columns of this panel
+            i = 0
+            while i < M:
+                mr = min(MR_MAX, M - i)
+                a = a0 + isz * (i * lda + kb)
+                if nv == NR:
+                    _rows(mr, kc, a, lda, bp, c0 + isz * (i * ldc + p * NR), ldc, ac, z)
+                else:                                       # partial panel: through the tile
+                    if ac:
+                        for r in range(mr):
+                            for j in range(nv):
+                                tile[r, j] = C[i + r, p * NR + j]
+                    _rows(mr, kc, a, lda, bp, t0, NR, ac, z)
+                    for r in range(mr):
+                        for j in range(nv):
+                            C[i + r, p * NR + j] = tile[r, j]
+                i += mr

@@ -1,0 +1,52 @@
+"""The packed per-step product (rnnlab.kernels.packed_gemm) against NumPy's matmul."""
+import numpy as np
+import pytest
+
+from rnnlab.kernels import available
+
+pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed (extra 'fast')")
+
+SHAPES = [(1, 1, 1), (7, 33, 50), (6, 16, 16), (13, 300, 17), (32, 256, 1024), (5, 600, 8), (11, 513, 40), (3, 0, 9)]
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_pgemm_equals_matmul(M, K, N, dtype, tol):
+    from rnnlab.kernels.packed_gemm import MR_MAX, nr, pack, pgemm
+    rng = np.random.default_rng(M * 1000 + K + N)
+    # A and C as row blocks of wider arrays: row strides differ from the row lengths, as in the scans
+    A = rng.standard_normal((M, K + 5)).astype(dtype)[:, 2:2 + K]
+    W = rng.standard_normal((K, N)).astype(dtype)
+    big = rng.standard_normal((M, N + 7)).astype(dtype)
+    C = big[:, 3:3 + N]
+    C0, edge = C.copy(), big.copy()
+    P = pack(W)
+    assert P.shape == (-(-N // nr(dtype)), K, nr(dtype))
+    tile = np.empty((MR_MAX, nr(dtype)), dtype)
+    ref = A.astype(np.float64) @ W.astype(np.float64)
+    scale = max(1.0, np.sqrt(K))
+    pgemm(C, A, P, N, True, tile)                       # accumulate
+    np.testing.assert_allclose(C, C0 + ref, rtol=0, atol=tol * scale * 4)
+    pgemm(C, A, P, N, False, tile)                      # overwrite
+    np.testing.assert_allclose(C, ref, rtol=0, atol=tol * scale * 4)
+    # nothing outside C was written
+    np.testing.assert_array_equal(big[:, :3], edge[:, :3])
+    np.testing.assert_array_equal(big[:, 3 + N:], edge[:, 3 + N:])
+
+
+def test_pack_layout():
+    from rnnlab.kernels.packed_gemm import pack
+    W = np.arange(3 * 20, dtype=np.float32).reshape(3, 20)
+    P = pack(W)                                         # (2 panels, K = 3, 16 columns)
+    assert P.shape == (2, 3, 16)
+    np.testing.assert_array_equal(P[0], W[:, :16])
+    np.testing.assert_array_equal(P[1, :, :4], W[:, 16:])
+    assert not P[1, :, 4:].any()                        # zero padding
+
+
+def test_pgemm_rejects_other_dtypes():
+    from numba.core.errors import TypingError
+    from rnnlab.kernels.packed_gemm import pgemm
+    A = np.ones((2, 2), np.int64)
+    with pytest.raises(TypingError, match="float32 or float64"):
+        pgemm(A, A, np.ones((1, 2, 8), np.int64), 2, False, np.ones((6, 8), np.int64))
