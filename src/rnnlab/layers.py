@@ -142,7 +142,7 @@ class RecurrentLayer:
         self._params = self._init_params()
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
         self._cache = None
-        self._work = None               # the split path's (T*B, G*H) buffer: input projection, then dL/dA
+        self._work = None               # the compiled backward's (T*B, G*H) buffer for dL/dA
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -361,10 +361,9 @@ class RecurrentLayer:
         return blas_limit(B, self.gate_size, self.hidden_size)
 
     def _workspace(self, shape):
-        """A view of the layer's work buffer with this shape (grown when too small). The split path writes the
-        input projection into it in forward (used up by the scan) and dL/dA in backward (used up by the
-        weight products): reusing it spares the page faults of a fresh block each call (glibc maps blocks over
-        32 MiB afresh: 6 ms per 52 MiB array measured here)."""
+        """A view of the layer's work buffer with this shape (grown when too small). The compiled backward
+        writes dL/dA (T, B, G*H) into it, used up by the weight products: reusing it spares the page faults of
+        a fresh block each call (glibc maps blocks over 32 MiB afresh: 6 ms per 52 MiB array measured here)."""
         n = int(np.prod(shape))
         if self._work is None or self._work.size < n or self._work.dtype != self.dtype:
             self._work = np.empty(n, self.dtype)
@@ -379,28 +378,27 @@ class RecurrentLayer:
     def _forward_layers(self, inp, states0, finals, layer_caches, mask, T, B, keep=True, impl="numpy",
                         alloc=np.empty):
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        mm = self._matmul(impl)
         for l in range(L):
             outs, dir_caches = [], []
             for d in range(D):
                 W_ih, W_hh, b_ih, b_hh = self._layer_params(l, d)
                 # compiled LSTM/RNN: b_ih joins b_hh in the gate kernel (one pass over x W_ih^T less)
                 fold = impl != "numpy" and self.cell_name != "gru" and b_ih is not None
-                x2 = inp.reshape(T * B, -1)
-                if impl == "split":
-                    xw = mm(x2, W_ih.T, None if fold else b_ih, out=self._workspace((T * B, W_ih.shape[0])))
-                else:
-                    xw = _project(x2, W_ih, None if fold else b_ih)
-                xw = xw.reshape(T, B, -1)
-                state0 = tuple(s[l * D + d] for s in states0)                # xw: (T, B, G*H)
-                if impl != "numpy":
-                    from .kernels import numba_scan, split_scan
-                    scan = {"loop": numba_scan.scan_forward, "hybrid": numba_scan.hybrid_forward,
-                            "split": split_scan.split_forward}[impl]
-                    b_rec = b_ih + b_hh if fold else b_hh
+                state0 = tuple(s[l * D + d] for s in states0)
+                b_rec = b_ih + b_hh if fold else b_hh
+                if impl == "split":             # the input projection runs inside the split scan, step by step
+                    from .kernels import split_scan
+                    out, stateT, cache = split_scan.split_forward(
+                        self.cell_name, inp, W_ih, None if fold else b_ih, state0, W_hh, b_rec, mask,
+                        reverse=(d == 1), opts=self.cell_opts, keep=keep, alloc=alloc)
+                elif impl != "numpy":
+                    from .kernels import numba_scan
+                    xw = _project(inp.reshape(T * B, -1), W_ih, None if fold else b_ih).reshape(T, B, -1)
+                    scan = {"loop": numba_scan.scan_forward, "hybrid": numba_scan.hybrid_forward}[impl]
                     out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_rec, mask, reverse=(d == 1),
                                               opts=self.cell_opts, keep=keep, alloc=alloc)
                 else:
+                    xw = _project(inp.reshape(T * B, -1), W_ih, b_ih).reshape(T, B, -1)      # (T, B, G*H)
                     out, stateT, cache = recurrent.scan_forward(
                         self.cell, xw, state0, W_hh, b_hh, mask, reverse=(d == 1), opts=self.cell_opts,
                         segment=self.bptt_segment)

@@ -22,7 +22,7 @@ from numba import njit, uint64
 
 from .packed_gemm import MR_MAX, pack, pgemm
 from .numba_scan import (
-    _ACT, FAST, _c_after, _prepare, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd,
+    _ACT, FAST, _c_after, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd,
     rnn_act_fwd,
 )
 
@@ -72,38 +72,57 @@ def _carry_rows(dst, src, m_t, has_mask):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd_rows(r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Hs, Cs, Gs, TCs):
-    T, _, GH = xw.shape
+def _x_rows(X, x_t, Pih, bx, has_bx, tile):
+    """X (rows, G*H) = x_t (rows, I) W_ih^T (+ b_ih): this step's input projection, computed in the loop (no
+    (T, B, G*H) array written before it and read back: 2 x 52 MiB of memory traffic at (128, 50, 128, 512))."""
+    if has_bx:
+        for r in range(X.shape[0]):
+            for j in range(X.shape[1]):
+                X[r, j] = bx[j]
+    pgemm(X, x_t, Pih, X.shape[1], has_bx, tile)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_fwd_rows(r0, r1, x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Hs, Cs,
+                  Gs, TCs):
+    T = x.shape[0]
+    GH = A.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0                               # one reused cache row under no_grad
+        _x_rows(X[r0:r1], x[t, r0:r1], Pih, bx, has_bx, tile)
         pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, 4H) = h W_hh^T
-        lstm_gates_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
+        lstm_gates_fwd(A[r0:r1], X[r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
                        out[t, r0:r1], Hs[ct, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def gru_fwd_rows(r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs, Zs, Ns, Es):
-    T, _, GH = xw.shape
+def gru_fwd_rows(r0, r1, x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs, Zs,
+                 Ns, Es):
+    T = x.shape[0]
+    GH = A.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
+        _x_rows(X[r0:r1], x[t, r0:r1], Pih, bx, has_bx, tile)
         pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, 3H)
-        gru_gates_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], out[t, r0:r1],
+        gru_gates_fwd(A[r0:r1], X[r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], out[t, r0:r1],
                       Hs[ct, r0:r1], Rs[ct, r0:r1], Zs[ct, r0:r1], Ns[ct, r0:r1], Es[ct, r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_fwd_rows(r0, r1, xw, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs):
-    T, _, GH = xw.shape
+def rnn_fwd_rows(r0, r1, x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs):
+    T = x.shape[0]
+    GH = A.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
+        _x_rows(X[r0:r1], x[t, r0:r1], Pih, bx, has_bx, tile)
         pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, H)
-        rnn_act_fwd(A[r0:r1], xw[t, r0:r1], b, has_b, m2[t, r0:r1], has_mask, act, h[r0:r1], out[t, r0:r1],
+        rnn_act_fwd(A[r0:r1], X[r0:r1], b, has_b, m2[t, r0:r1], has_mask, act, h[r0:r1], out[t, r0:r1],
                     Hs[ct, r0:r1])
 
 
@@ -220,23 +239,32 @@ def psum_rows(a):
     return parts[0] if n == 1 else np.sum(parts, axis=0)
 
 
-def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
+def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
                   alloc=np.empty):
-    """Same contract as ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after')."""
-    T, B, GH = xw.shape
-    H = state0[0].shape[-1]
-    dt = xw.dtype
-    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask, alloc if keep else np.empty)
-    P = pack(WT)                                                # W_hh^T (H, G*H) as column panels
+    """As ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after'), but from the layer's input x
+    (T, B, I) and W_ih (G*H, I): each thread computes its rows' input projection step by step (``_x_rows``).
+    b_x: the bias added to x W_ih^T (the GRU's b_ih; None where the caller folded b_ih into b_hh)."""
+    T, B, _ = x.shape
+    GH, H = W_hh.shape
+    dt = x.dtype
+    x = np.ascontiguousarray(x)
+    has_mask = mask is not None
+    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    has_b, has_bx = b_hh is not None, b_x is not None
+    b = b_hh if has_b else np.empty(1, dt)
+    bx = b_x if has_bx else np.empty(1, dt)
+    P = pack(np.ascontiguousarray(W_hh.T))                      # W_hh^T (H, G*H) as column panels
+    Pih = pack(np.ascontiguousarray(W_ih.T))                    # W_ih^T (I, G*H)
+    Tc = T if keep else 1                                       # under no_grad: one reused cache row
+    cache = alloc if keep else np.empty
+    out, Hs = np.empty((T, B, H), dt), cache((Tc, B, H), dt)
     h = np.array(state0[0], dtype=dt, order="C")
-    A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
-    Tc = T if keep else 1
-    if not keep:
-        Hs = Hs[:1]
-    common = (xw, b, has_b, m2, has_mask, reverse, keep)
+    A = np.empty((B, GH), dt)                                   # (B, G*H) h W_hh^T of a step
+    X = np.empty((B, GH), dt)                                   # (B, G*H) x W_ih^T (+ b_ih) of a step
+    common = (x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep)
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
-        Cs, Gs, tc = alloc((Tc, B, H), dt), alloc((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
+        Cs, Gs, tc = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
         _run(lstm_fwd_rows, B, common + (P, h, c, A, out, Hs, Cs, Gs, tc))
         return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True}, mask,
                              reverse)
@@ -244,7 +272,7 @@ def split_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, o
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
         _run(rnn_fwd_rows, B, common + (act, P, h, A, out, Hs))
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
-    Rs, Zs, Ns, Es = (alloc((Tc, B, H), dt) for _ in range(4))
+    Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
     _run(gru_fwd_rows, B, common + (P, h, A, out, Hs, Rs, Zs, Ns, Es))
     return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
                                         "split": True}, mask, reverse)
