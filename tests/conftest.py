@@ -50,6 +50,7 @@ def use_backend(backend, monkeypatch):
     if backend in ("numba-hybrid", "numba-split"):
         from rnnlab import layers
         monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
+        monkeypatch.setattr(layers, "SPLIT_MIN_WORK", 0)
         monkeypatch.setenv("RNNLAB_NUM_THREADS", "2" if backend == "numba-split" else "1")
         if backend == "numba-split":
             from rnnlab.kernels import split_scan

@@ -66,7 +66,11 @@ def test_auto_backend_and_errors(monkeypatch):
     assert choose_backend("auto", 128, 2048, 512, None, "lstm") == split
     assert choose_backend("auto", 128, 512, 512, None, "rnn") == split
     assert choose_backend("auto", 128, 1536, 512, None, "gru") == split
-    assert choose_backend("auto", 15, 2048, 512, None, "lstm") == "hybrid"     # fewer than 8 rows per thread
+    assert choose_backend("auto", 2, 256, 64, None, "lstm") == split            # one row per thread, enough work
+    assert choose_backend("auto", 16, 64, 64, None, "rnn") == split
+    assert choose_backend("auto", 2, 128, 32, None, "lstm") == "loop"          # too little work per thread
+    assert choose_backend("auto", 4, 32, 32, None, "rnn") == "loop"
+    assert choose_backend("auto", 1, 2048, 512, None, "lstm") == "hybrid"      # one row: no split
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
     assert choose_backend("auto", 128, 2048, 512, None, "lstm") == "hybrid"
     assert choose_backend("auto", 128, 1536, 512, None, "gru", {"reset": "before"}) == "numpy"
@@ -133,7 +137,7 @@ def test_num_threads_setting(monkeypatch):
     from rnnlab.kernels import split_scan
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "3")
     assert split_scan.num_threads() == 3
-    assert split_scan.threads_for(16) == 2 and split_scan.threads_for(7) == 1 and split_scan.threads_for(100) == 3
+    assert split_scan.threads_for(2) == 2 and split_scan.threads_for(1) == 1 and split_scan.threads_for(100) == 3
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("RNNLAB_NUM_THREADS", bad)
         with pytest.raises(ValueError, match="RNNLAB_NUM_THREADS: expected a positive integer, got"):

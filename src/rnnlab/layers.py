@@ -18,10 +18,13 @@ from .grad_mode import is_grad_enabled
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 BACKENDS = ("auto", "numpy", "numba")
-# auto: the compiled whole loop while a step's recurrent product is small (per-call overhead dominates),
-# above it BLAS for the product and one compiled kernel per step for the rest ("hybrid"; the NumPy reference
-# for the reset-before GRU); measured crossover, see docs/performance.md
+# auto: the batch split (each thread runs the whole time loop for its rows, packed products) when there are at
+# least two threads with SPLIT_MIN_WORK multiply-adds each per step; else the compiled whole loop while a
+# step's recurrent product is small (per-call overhead dominates), above it BLAS for the product and one
+# compiled kernel per step for the rest ("hybrid"; the NumPy reference for the reset-before GRU); measured
+# crossovers, see docs/performance.md
 NUMBA_MAX_WORK = 1 << 17             # B * G*H * H multiply-adds per step
+SPLIT_MIN_WORK = 1 << 13             # (B / threads) * G*H * H multiply-adds per step and thread
 
 
 BLAS_SINGLE_THREAD_WORK = 1 << 20    # below this per-step work, the per-step products run on one BLAS thread
@@ -59,12 +62,16 @@ def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
         if not available():
             return "numpy"
     work = B * GH * H
-    if work <= NUMBA_MAX_WORK:
-        return "loop"
     hybrid_ok = cell_name in ("lstm", "rnn") or (cell_name == "gru" and (opts or {}).get("reset", "after") == "after")
     if hybrid_ok:
         from .kernels import split_scan
-        return "split" if split_scan.threads_for(B) > 1 else "hybrid"
+        n = split_scan.threads_for(B)
+        if n > 1 and work // n >= SPLIT_MIN_WORK:
+            return "split"
+    if work <= NUMBA_MAX_WORK:
+        return "loop"
+    if hybrid_ok:
+        return "hybrid"
     return "loop" if backend == "numba" else "numpy"
 
 

@@ -26,7 +26,7 @@ from .numba_scan import (
     rnn_act_fwd,
 )
 
-MIN_ROWS = 8            # fewest batch rows per thread: below it a step is overhead-bound (the whole-loop kernels win)
+MIN_ROWS = 1            # fewest batch rows per thread (the layer also asks for enough work per thread)
 _POOL: list = []
 _LOCK = threading.Lock()
 
