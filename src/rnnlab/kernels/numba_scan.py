@@ -89,7 +89,8 @@ def sg(x):
 def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs_t, TCs_t):
     """A (B, 4H): h W_hh^T on entry; adds x W_ih^T + b_ih (xw_t) and b_hh (b), writes the gates (Gs_t), the
     new states (h, c, out_t; padded rows keep their state and output 0) and the caches of h and c before the
-    step (Hs_t, Cs_t). TCs_t (B, H) is scratch for tanh(c_t)."""
+    step (Hs_t, Cs_t). TCs_t (B, H) is scratch for tanh(c_t). xw_t None: A holds x W_ih^T already (a
+    compile-time branch: Numba prunes ``is None`` on a None argument)."""
     B, GH = A.shape
     H = uint64(GH // 4)
     H2 = uint64(2) * H
@@ -98,7 +99,11 @@ def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs
         for k in range(H):
             Hs_t[r, k] = h[r, k]
             Cs_t[r, k] = c[r, k]
-        if has_b:
+        if xw_t is None:
+            if has_b:
+                for j in range(uint64(GH)):
+                    A[r, j] += b[j]
+        elif has_b:
             for j in range(uint64(GH)):
                 A[r, j] += xw_t[r, j] + b[j]
         else:
@@ -577,13 +582,19 @@ def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, 
 def rnn_act_fwd(A, xw_t, b, has_b, m_t, has_mask, act, h, out_t, Hs_t):
     B, H = A.shape
     for r in range(B):                                  # zero-based row views: see lstm_gates_fwd
-        a, x, hr, o_, hs = A[r], xw_t[r], h[r], out_t[r], Hs_t[r]
+        a, hr, o_, hs = A[r], h[r], out_t[r], Hs_t[r]
         for k in range(H):
             hs[k] = hr[k]
-        if has_b:
+        if xw_t is None:                                # A holds x W_ih^T already (see lstm_gates_fwd)
+            if has_b:
+                for k in range(H):
+                    a[k] += b[k]
+        elif has_b:
+            x = xw_t[r]
             for k in range(H):
                 a[k] += x[k] + b[k]
         else:
+            x = xw_t[r]
             for k in range(H):
                 a[k] += x[k]
         if act == 0:

@@ -83,18 +83,30 @@ def _x_rows(X, x_t, Pih, bx, has_bx, tile):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd_rows(r0, r1, x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Hs, Cs,
-                  Gs, TCs):
+def _xh_rows(XH_t, x_t, h):
+    """XH_t (rows, I+H) = [x_t | h]: the operand of the step's one product [x h] [W_ih W_hh]^T, kept (under
+    training) for the weight gradients, which are then one product too: dL/dA^T [X H] (unsigned offsets: see
+    numba_scan.lstm_gates_fwd)."""
+    I = uint64(x_t.shape[1])
+    for r in range(XH_t.shape[0]):
+        for k in range(I):
+            XH_t[r, k] = x_t[r, k]
+        for k in range(uint64(h.shape[1])):
+            XH_t[r, I + k] = h[r, k]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Hs, Cs, Gs, TCs):
     T = x.shape[0]
     GH = A.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0                               # one reused cache row under no_grad
-        _x_rows(X[r0:r1], x[t, r0:r1], Pih, bx, has_bx, tile)
-        pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, 4H) = h W_hh^T
-        lstm_gates_fwd(A[r0:r1], X[r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
-                       out[t, r0:r1], Hs[ct, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
+        _xh_rows(XH[ct, r0:r1], x[t, r0:r1], h[r0:r1])
+        pgemm(A[r0:r1], XH[ct, r0:r1], P, GH, False, tile)  # (rows, 4H) = [x h] [W_ih W_hh]^T
+        lstm_gates_fwd(A[r0:r1], None, b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
+                       out[t, r0:r1], Hs[0, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -113,17 +125,16 @@ def gru_fwd_rows(r0, r1, x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse,
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_fwd_rows(r0, r1, x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs):
+def rnn_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs):
     T = x.shape[0]
     GH = A.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
-        _x_rows(X[r0:r1], x[t, r0:r1], Pih, bx, has_bx, tile)
-        pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, H)
-        rnn_act_fwd(A[r0:r1], X[r0:r1], b, has_b, m2[t, r0:r1], has_mask, act, h[r0:r1], out[t, r0:r1],
-                    Hs[ct, r0:r1])
+        _xh_rows(XH[ct, r0:r1], x[t, r0:r1], h[r0:r1])
+        pgemm(A[r0:r1], XH[ct, r0:r1], P, GH, False, tile)  # (rows, H)
+        rnn_act_fwd(A[r0:r1], None, b, has_b, m2[t, r0:r1], has_mask, act, h[r0:r1], out[t, r0:r1], Hs[0, r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -242,44 +253,57 @@ def psum_rows(a):
 def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
                   alloc=np.empty):
     """As ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after'), but from the layer's input x
-    (T, B, I) and W_ih (G*H, I): each thread computes its rows' input projection step by step (``_x_rows``).
-    b_x: the bias added to x W_ih^T (the GRU's b_ih; None where the caller folded b_ih into b_hh)."""
-    T, B, _ = x.shape
+    (T, B, I) and W_ih (G*H, I): each thread computes its rows' input projection step by step, so no
+    (T, B, G*H) array is written before the loop and read back (2 x 52 MiB of memory traffic at (128, 50,
+    128, 512)). LSTM and RNN: one product per step, [x_t | h] [W_ih W_hh]^T, and the cache keeps [x_t | h]
+    ("XH") instead of h, so that backward gets both weight gradients from one product too (see
+    ``split_backward``). GRU: two products (``_x_rows``). b_x: the bias added to x W_ih^T (b_ih)."""
+    T, B, I = x.shape
     GH, H = W_hh.shape
     dt = x.dtype
     x = np.ascontiguousarray(x)
     has_mask = mask is not None
     m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
     has_b, has_bx = b_hh is not None, b_x is not None
+    if has_bx and cell_name != "gru":                           # LSTM, RNN: both biases join in the gate kernel
+        b_hh, has_b, has_bx = (b_x if b_hh is None else b_hh + b_x), True, False
     b = b_hh if has_b else np.empty(1, dt)
     bx = b_x if has_bx else np.empty(1, dt)
-    P = pack(np.ascontiguousarray(W_hh.T))                      # W_hh^T (H, G*H) as column panels
-    Pih = pack(np.ascontiguousarray(W_ih.T))                    # W_ih^T (I, G*H)
     Tc = T if keep else 1                                       # under no_grad: one reused cache row
     cache = alloc if keep else np.empty
-    out, Hs = np.empty((T, B, H), dt), cache((Tc, B, H), dt)
+    out = np.empty((T, B, H), dt)
     h = np.array(state0[0], dtype=dt, order="C")
-    A = np.empty((B, GH), dt)                                   # (B, G*H) h W_hh^T of a step
-    X = np.empty((B, GH), dt)                                   # (B, G*H) x W_ih^T (+ b_ih) of a step
-    common = (x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep)
-    if cell_name == "lstm":
-        c = np.array(state0[1], dtype=dt, order="C")
-        Cs, Gs, tc = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
-        _run(lstm_fwd_rows, B, common + (P, h, c, A, out, Hs, Cs, Gs, tc))
-        return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True}, mask,
-                             reverse)
-    if cell_name == "rnn":
+    A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
+    if cell_name != "gru":                                      # one product per step from [x | h]
+        P = pack(np.concatenate((W_ih.T, W_hh.T)))              # [W_ih W_hh]^T (I+H, G*H) as column panels
+        XH = cache((Tc, B, I + H), dt)                          # [x_t | h_{t-1}] of every step
+        Hs = np.empty((1, B, H), dt)                            # scratch: h is kept in XH
+        common = (x, XH, b, has_b, m2, has_mask, reverse, keep)
+        if cell_name == "lstm":
+            c = np.array(state0[1], dtype=dt, order="C")
+            Cs, Gs, tc = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
+            _run(lstm_fwd_rows, B, common + (P, h, c, A, out, Hs, Cs, Gs, tc))
+            return out, (h, c), ("numba", "lstm", {"XH": XH, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True},
+                                 mask, reverse)
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
         _run(rnn_fwd_rows, B, common + (act, P, h, A, out, Hs))
-        return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
+        return out, (h,), ("numba", "rnn", {"XH": XH, "out": out, "act": act, "split": True}, mask, reverse)
+    # GRU: x W_ih^T and h W_hh^T stay apart (the reset gate multiplies the n block of h W_hh^T only)
+    P = pack(np.ascontiguousarray(W_hh.T))                      # W_hh^T (H, G*H) as column panels
+    Pih = pack(np.ascontiguousarray(W_ih.T))                    # W_ih^T (I, G*H)
+    Hs = cache((Tc, B, H), dt)
+    X = np.empty((B, GH), dt)                                   # (B, G*H) x W_ih^T (+ b_ih) of a step
     Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
-    _run(gru_fwd_rows, B, common + (P, h, A, out, Hs, Rs, Zs, Ns, Es))
+    _run(gru_fwd_rows, B, (x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs, Zs,
+                           Ns, Es))
     return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
                                         "split": True}, mask, reverse)
 
 
 def split_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
-    """Same contract as ``numba_scan.hybrid_backward``; ``alloc(shape, dtype)`` gives the returned dL/dA."""
+    """Same contract as ``numba_scan.hybrid_backward``, except that dW_hh is None for a cache with "XH" (LSTM,
+    RNN): the caller takes dW_ih and dW_hh from one product, dL/dA^T [X H]. ``alloc(shape, dtype)`` gives the
+    returned dL/dA."""
     _, cell_name, c, mask, reverse = cache
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -306,6 +330,7 @@ def split_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
         dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
         db_hh = np.concatenate([psum_rows(dX2[:, :2 * H]), psum_rows(dHn2)]) if has_bias else None
         return dXW, (dh,), dW_hh, db_hh
-    dW_hh = pmatmul(dHW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))   # (G*H, H), one product
+    # LSTM, RNN: dW_hh comes with dW_ih from one product, dL/dA^T [X H], in the layer (dW_hh None here)
+    dW_hh = None if "XH" in c else pmatmul(dHW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))   # (G*H, H)
     db_hh = psum_rows(dHW.reshape(T * B, GH)) if has_bias else None
     return dXW, dstate, dW_hh, db_hh
