@@ -465,14 +465,14 @@ def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, op
                         mask, reverse)
 
 
-def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
+def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty, W_ih=None):
     """Same contract as ``rnnlab.recurrent.scan_backward``."""
     _, cell_name, c, mask, reverse = cache
     if c.get("split"):
         from .split_scan import split_backward
-        return split_backward(d_out, d_state, cache, W_hh, has_bias, alloc)
+        return split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias, alloc)
     if c.get("hybrid"):
-        return hybrid_backward(d_out, d_state, cache, W_hh, has_bias)
+        return hybrid_backward(d_out, d_state, cache, W_hh, has_bias) + (None,)
     k_bwd = kernels(d_out.dtype)[cell_name][1]
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -505,7 +505,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
         else:
             dW_hh = np.concatenate([d2[:, :2 * H].T @ Hs2, d2[:, 2 * H:].T @ c["Es"].reshape(T * B, H)], axis=0)
     db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
-    return dXW, dstate, dW_hh, db_hh
+    return dXW, dstate, dW_hh, db_hh, None
 
 
 # ====================================================================== hybrid: BLAS product + fused gate kernel

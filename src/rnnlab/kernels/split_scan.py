@@ -138,26 +138,42 @@ def rnn_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, dXW, D):
-    T, _, H = d_out.shape
+def _dx_carry(dx_t, dh, DX, m_t, has_mask):
+    """DX (rows, I+H) = dA [W_ih W_hh]: dx_t = its x part; dh = its h part on the valid rows (padded rows keep
+    dh; their dA is 0, so is their dx)."""
+    I = uint64(dx_t.shape[1])
+    for r in range(DX.shape[0]):
+        for k in range(I):
+            dx_t[r, k] = DX[r, k]
+        if has_mask and m_t[r] == 0.0:
+            continue
+        for k in range(uint64(dh.shape[1])):
+            dh[r, k] = DX[r, I + k]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, dXW, DX, dx):
+    T = d_out.shape[0]
+    N = DX.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
         lstm_gates_bwd(dh[r0:r1], dc[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Cs[t, r0:r1], Gs[t, r0:r1],
                        _c_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
-        pgemm(D[r0:r1], dXW[t, r0:r1], P, H, False, tile)  # (rows, H) = dA W_hh
-        _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], has_mask)
+        pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
+        _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, out, dXW, D):
-    T, _, H = d_out.shape
+def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, out, dXW, DX, dx):
+    T = d_out.shape[0]
+    N = DX.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
         rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, out[t, r0:r1], dXW[t, r0:r1])
-        pgemm(D[r0:r1], dXW[t, r0:r1], P, H, False, tile)
-        _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], has_mask)
+        pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
+        _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -300,10 +316,11 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
                                         "split": True}, mask, reverse)
 
 
-def split_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
-    """Same contract as ``numba_scan.hybrid_backward``, except that dW_hh is None for a cache with "XH" (LSTM,
-    RNN): the caller takes dW_ih and dW_hh from one product, dL/dA^T [X H]. ``alloc(shape, dtype)`` gives the
-    returned dL/dA."""
+def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.empty):
+    """Same contract as ``rnnlab.recurrent.scan_backward``. LSTM, RNN: the step's product gives dx_t and the
+    state gradient at once, dA [W_ih W_hh] (dx returned), and dW_hh is None: the caller takes dW_ih and dW_hh
+    from one product, dL/dA^T [X H], with the cached [x_t | h] ("XH"). GRU: dx None (the caller's dL/dA W_ih).
+    ``alloc(shape, dtype)`` gives the returned dL/dA."""
     _, cell_name, c, mask, reverse = cache
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -311,26 +328,26 @@ def split_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty):
     has_mask = mask is not None
     m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
     d_out = np.ascontiguousarray(d_out)
-    P = pack(np.ascontiguousarray(W_hh))                        # W_hh (G*H, H) as column panels
     dXW = alloc((T, B, GH), dt)
     dh = np.array(d_state[0], dtype=dt, order="C")
+    if cell_name in ("lstm", "rnn"):
+        I = W_ih.shape[1]
+        P = pack(np.concatenate((W_ih, W_hh), axis=1))          # [W_ih W_hh] (G*H, I+H) as column panels
+        DX, dx = np.empty((B, I + H), dt), np.empty((T, B, I), dt)
+        if cell_name == "lstm":
+            dc = np.array(d_state[1], dtype=dt, order="C")
+            _run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c["Cs"], c["Gs"], c["cT"], dXW, DX, dx))
+            dstate = (dh, dc)
+        else:
+            _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, DX, dx))
+            dstate = (dh,)
+        return dXW, dstate, None, psum_rows(dXW.reshape(T * B, GH)) if has_bias else None, dx
+    P = pack(np.ascontiguousarray(W_hh))                        # W_hh (G*H, H) as column panels
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
-    if cell_name == "lstm":
-        dc = np.array(d_state[1], dtype=dt, order="C")
-        _run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c["Cs"], c["Gs"], c["cT"], dXW, D))
-        dHW, dstate = dXW, (dh, dc)
-    elif cell_name == "rnn":
-        _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, D))
-        dHW, dstate = dXW, (dh,)
-    else:
-        S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
-        _run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"], c["Es"], dXW,
-                               S, dHn, D))
-        Hs2, dX2, dHn2 = c["Hs"].reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
-        dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
-        db_hh = np.concatenate([psum_rows(dX2[:, :2 * H]), psum_rows(dHn2)]) if has_bias else None
-        return dXW, (dh,), dW_hh, db_hh
-    # LSTM, RNN: dW_hh comes with dW_ih from one product, dL/dA^T [X H], in the layer (dW_hh None here)
-    dW_hh = None if "XH" in c else pmatmul(dHW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))   # (G*H, H)
-    db_hh = psum_rows(dHW.reshape(T * B, GH)) if has_bias else None
-    return dXW, dstate, dW_hh, db_hh
+    S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
+    _run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"], c["Es"], dXW, S,
+                           dHn, D))
+    Hs2, dX2, dHn2 = c["Hs"].reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
+    dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
+    db_hh = np.concatenate([psum_rows(dX2[:, :2 * H]), psum_rows(dHn2)]) if has_bias else None
+    return dXW, (dh,), dW_hh, db_hh, None
