@@ -221,3 +221,19 @@ def test_model_on_the_split_path_equals_the_reference(target, monkeypatch):
             got[name] = [logits] + [g.copy() for _, g in sorted(model.grads.items())]
     for a, b in zip(got["numpy"], got["numba-split"]):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
+
+
+def test_blas_single_thread_context_restores_and_nests():
+    from threadpoolctl import threadpool_info
+    from rnnlab.layers import blas_single_thread
+
+    def blas_threads():                                     # NumPy's BLAS: the one rnnlab's products use
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+    before = blas_threads()
+    assert before
+    with blas_single_thread():
+        assert all(n == 1 for n in blas_threads())
+        with blas_single_thread():
+            assert all(n == 1 for n in blas_threads())
+        assert all(n == 1 for n in blas_threads())          # the inner exit keeps the outer setting
+    assert blas_threads() == before

@@ -7,9 +7,15 @@ the whole time loop of each cell, forward and backward, for the shapes where per
 from __future__ import annotations
 
 
+_AVAILABLE = []
+
+
 def available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    if not _AVAILABLE:                      # asked at every forward: the import is looked up once
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            _AVAILABLE.append(False)
+        else:
+            _AVAILABLE.append(True)
+    return _AVAILABLE[0]
