@@ -1,11 +1,13 @@
 """Batch-split scans: the rows of a batch are independent chains, so each thread runs the whole time loop
 for its own block of rows (forward and backward), with no synchronisation between steps.
 
-Per step and per thread: the recurrent product of its rows (``rnnlab.kernels.packed_gemm``: W_hh packed once
-per call, a register-blocked micro-kernel per step) and the same fused gate kernels as the hybrid path
-(``numba_scan.lstm_gates_fwd`` and the others). The kernels release the GIL, so plain Python threads run
-them in parallel; the caches are the hybrid path's, so the weight gradients stay one large BLAS product
-after the loop, split over the same threads (``pmatmul``).
+Per step and per thread: the step's matrix product of its rows (``rnnlab.kernels.packed_gemm``: the weights
+packed once per call, a register-blocked micro-kernel per step) and the same fused gate kernels as the hybrid
+path (``numba_scan.lstm_gates_fwd`` and the others). LSTM and RNN: one product per step, [x_t h] [W_ih W_hh]^T
+forward and dA [W_ih W_hh] backward (dx_t and the state gradient at once); the GRU: x_t W_ih^T and h W_hh^T
+apart (its reset gate multiplies the n block of the latter). The kernels release the GIL, so plain Python
+threads run them in parallel; the weight gradients are one large BLAS product after the loop, split over
+the same threads (``pmatmul``).
 
 Why: on a 2-core machine the hybrid path's per-step product (B, H) x (H, 4H) is too small for two BLAS
 threads to share well, and its gate kernel runs on one core; splitting the batch keeps both cores busy
