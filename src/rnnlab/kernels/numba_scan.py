@@ -420,14 +420,21 @@ def kernels(dtype):
 _ACT = {"tanh": 0, "relu": 1, "identity": 2}
 
 
+def mask_rows(mask, T, dt):
+    """(m2, has_mask): the (T, B) mask the kernels read (the (T, B, 1) mask's last axis dropped), or a dummy
+    (T, 1) array and False without a mask."""
+    if mask is None:
+        return np.empty((T, 1), dt), False
+    return np.ascontiguousarray(mask[..., 0]), True
+
+
 def _prepare(xw, state0, W_hh, b_hh, mask, alloc=np.empty):
     """What every compiled scan needs: contiguous inputs, the (T, B) mask (or a dummy), the bias (or a dummy),
     W_hh^T and empty (T, B, H) buffers for the output and the previous states."""
     T, B, _ = xw.shape
     H = state0[0].shape[-1]
     dt = xw.dtype
-    has_mask = mask is not None
-    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    m2, has_mask = mask_rows(mask, T, dt)
     has_b = b_hh is not None
     b = b_hh if has_b else np.empty(1, dt)
     return (np.ascontiguousarray(xw), m2, has_mask, b, has_b, np.ascontiguousarray(W_hh.T),
@@ -477,8 +484,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty, W_
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
     dt = d_out.dtype
-    has_mask = mask is not None
-    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    m2, has_mask = mask_rows(mask, T, dt)
     d_out = np.ascontiguousarray(d_out)
     W = np.ascontiguousarray(W_hh)
     dXW = np.empty((T, B, GH), dt)
@@ -678,8 +684,7 @@ def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
     dt = d_out.dtype
-    has_mask = mask is not None
-    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    m2, has_mask = mask_rows(mask, T, dt)
     d_out = np.ascontiguousarray(d_out)
     dXW = np.empty((T, B, GH), dt)
     dh = np.array(d_state[0], dtype=dt, order="C")

@@ -24,7 +24,7 @@ from numba import njit, uint64
 
 from .packed_gemm import MR_MAX, pack, pgemm
 from .numba_scan import (
-    _ACT, FAST, _c_after, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd,
+    _ACT, FAST, _c_after, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd,
     rnn_act_fwd,
 )
 
@@ -280,8 +280,7 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
     GH, H = W_hh.shape
     dt = x.dtype
     x = np.ascontiguousarray(x)
-    has_mask = mask is not None
-    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    m2, has_mask = mask_rows(mask, T, dt)
     has_b, has_bx = b_hh is not None, b_x is not None
     if has_bx and cell_name != "gru":                           # LSTM, RNN: both biases join in the gate kernel
         b_hh, has_b, has_bx = (b_x if b_hh is None else b_hh + b_x), True, False
@@ -327,8 +326,7 @@ def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.em
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
     dt = d_out.dtype
-    has_mask = mask is not None
-    m2 = np.ascontiguousarray(mask[..., 0]) if has_mask else np.empty((T, 1), dt)
+    m2, has_mask = mask_rows(mask, T, dt)
     d_out = np.ascontiguousarray(d_out)
     dXW = alloc((T, B, GH), dt)
     dh = np.array(d_state[0], dtype=dt, order="C")
