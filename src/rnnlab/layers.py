@@ -75,7 +75,7 @@ def blas_single_thread():
 
 def choose_backend(backend, B, GH, H, segment, cell_name="lstm", opts=None):
     """-> "numpy" (reference), "loop" (compiled whole time loop), "hybrid" (BLAS product + compiled gates) or
-    "split" (the hybrid step, the batch's rows split over threads that each run the whole time loop)."""
+    "split" (the batch's rows split over threads that each run the whole time loop, packed products)."""
     if backend == "numpy" or segment:
         return "numpy"
     if backend == "auto" and not kernels.available():
