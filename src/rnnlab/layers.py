@@ -412,17 +412,18 @@ class RecurrentLayer:
                 fold = impl != "numpy" and self.cell_name != "gru" and b_ih is not None
                 state0 = tuple(s[l * D + d] for s in states0)
                 b_rec = b_ih + b_hh if fold else b_hh
-                if impl == "split":             # the input projection runs inside the split scan, step by step
-                    from .kernels import split_scan
-                    out, stateT, cache = split_scan.split_forward(
+                if impl in ("split", "loop"):   # the input projection runs inside the compiled loop
+                    from .kernels import numba_scan, split_scan
+                    scan = split_scan.split_forward if impl == "split" else numba_scan.scan_forward
+                    out, stateT, cache = scan(
                         self.cell_name, inp, W_ih, None if fold else b_ih, state0, W_hh, b_rec, mask,
                         reverse=(d == 1), opts=self.cell_opts, keep=keep, alloc=alloc)
-                elif impl != "numpy":
+                elif impl == "hybrid":
                     from .kernels import numba_scan
                     xw = _project(inp.reshape(T * B, -1), W_ih, None if fold else b_ih).reshape(T, B, -1)
-                    scan = {"loop": numba_scan.scan_forward, "hybrid": numba_scan.hybrid_forward}[impl]
-                    out, stateT, cache = scan(self.cell_name, xw, state0, W_hh, b_rec, mask, reverse=(d == 1),
-                                              opts=self.cell_opts, keep=keep, alloc=alloc)
+                    out, stateT, cache = numba_scan.hybrid_forward(
+                        self.cell_name, xw, state0, W_hh, b_rec, mask, reverse=(d == 1), opts=self.cell_opts,
+                        keep=keep, alloc=alloc)
                 else:
                     xw = _project(inp.reshape(T * B, -1), W_ih, b_ih).reshape(T, B, -1)      # (T, B, G*H)
                     out, stateT, cache = recurrent.scan_forward(
@@ -508,14 +509,8 @@ class RecurrentLayer:
                     rec.sort(key=lambda r: r[0])
                     self.state_grads[(l, d)] = tuple(np.stack([r[1][i] for r in rec]) for i in range(n_state))
                 dXW2 = dXW.reshape(T * B, -1)                                # (T*B, G*H)
-                if dW_hh is None:       # split LSTM/RNN: both weight gradients from one product, dL/dA^T [X H]
-                    XH = dir_caches[d][2]["XH"]
-                    dW = mm(dXW2.T, XH.reshape(T * B, -1))                   # (G*H, I+H)
-                    self.grads["weight_ih" + s] += dW[:, :XH.shape[2] - H]
-                    self.grads["weight_hh" + s] += dW[:, XH.shape[2] - H:]
-                else:
-                    self.grads["weight_ih" + s] += mm(dXW2.T, inp2)         # one product for all steps
-                    self.grads["weight_hh" + s] += dW_hh
+                self.grads["weight_ih" + s] += mm(dXW2.T, inp2)             # one product for all steps
+                self.grads["weight_hh" + s] += dW_hh
                 if self.bias:
                     # compiled LSTM/RNN: the gradient of b_ih is that of b_hh (the same dA summed)
                     same = dir_caches[d][0] == "numba" and self.cell_name != "gru"

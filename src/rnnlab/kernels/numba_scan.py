@@ -19,6 +19,8 @@ import numpy as np
 from numba import njit, types, uint64
 from numba.extending import overload
 
+from .packed_gemm import MR_MAX, pack, pgemm
+
 FAST = {"contract", "reassoc", "arcp", "nsz", "afn"}    # no 'nnan'/'ninf': NaN and Inf must still propagate
 _A = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
       -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
@@ -182,20 +184,45 @@ def _vecmat_acc(out, r, v, M):
             out[r, j] += vk * M[k, j]
 
 
+PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop kernels
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def _project_chunk(XW, x2, s, T, B, reverse, Pih, bx, has_bx, tile):
+    """The input projection x_t W_ih^T (+ b_ih) of the steps s .. s+n-1 of the scan (n = XW rows / B), from x2
+    (T*B, I), into XW (n*B, G*H): a packed product over a block of steps that stays in cache, instead of a
+    (T, B, G*H) array written before the loop and read back. Returns ta, the first time index of the block
+    (step t's rows are XW[(t - ta)*B : (t - ta + 1)*B])."""
+    n = min(XW.shape[0] // B, T - s)
+    ta = T - s - n if reverse else s
+    rows = XW[:n * B]
+    if has_bx:
+        for r in range(n * B):
+            for j in range(XW.shape[1]):
+                rows[r, j] = bx[j]
+    pgemm(rows, x2[ta * B:(ta + n) * B], Pih, XW.shape[1], has_bx, tile)
+    return ta
+
+
 # ------------------------------------------------------------------ RNN (act: 0 tanh, 1 relu, 2 identity)
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def rnn_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
-    T, B, H = xw.shape
+def rnn_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT):
+    T, B, H = out.shape
     keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
     h = h0.copy()
-    a = np.empty(H, xw.dtype)
+    a = np.empty(H, out.dtype)
+    tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
+    ta = 0
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
+        if s % (XW.shape[0] // B) == 0:
+            ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, b, False, tile)
         for r in range(B):
+            xr = (t - ta) * B + r
             for k in range(H):
                 Hs[ct, r, k] = h[r, k]
-                a[k] = xw[t, r, k] + (b[k] if has_b else 0.0)
+                a[k] = XW[xr, k] + (b[k] if has_b else 0.0)
             for k in range(H):
                 hk = h[r, k]
                 if hk != 0.0:
@@ -249,21 +276,23 @@ def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
 
 # ------------------------------------------------------------------ LSTM (gates i f g o)
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, c0):
-    T, B, GH = xw.shape
-    H = GH // 4
+def lstm_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, c0):
+    T, B, H = out.shape
+    GH = WT.shape[1]
     keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
     h = h0.copy()
     c = c0.copy()
-    A = np.empty((B, GH), xw.dtype)
+    tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
+    ta = 0
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
+        if s % (XW.shape[0] // B) == 0:
+            ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, b, False, tile)
+        A = XW[(t - ta) * B:(t - ta + 1) * B]       # (B, 4H): x_t W_ih^T, then + h W_hh^T
         for r in range(B):                          # the recurrent product as rank-1 updates, vectorised
-            for j in range(GH):
-                A[r, j] = 0.0
             _vecmat_acc(A, r, h, WT)
-        lstm_gates_fwd(A, xw[t], b, has_b, mask[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[0])
+        lstm_gates_fwd(A, None, b, has_b, mask[t], has_mask, h, c, out[t], Hs[ct], Cs[ct], Gs[ct], TCs[0])
     hT[:] = h
     cT[:] = c
 
@@ -289,20 +318,25 @@ def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, cT, dXW, dh0, 
 
 # ------------------------------------------------------------------ GRU (gates r z n; after: 1, before: 0)
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def gru_fwd(xw, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT):
-    T, B, GH = xw.shape
-    H = GH // 3
+def gru_fwd(x2, Pih, bx, has_bx, XW, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es,
+            hT):
+    T, B, H = out.shape
+    GH = WT.shape[1]
     keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
     h = h0.copy()
-    gh = np.empty(GH, xw.dtype)                     # h W_hh^T (+ b_hh) of one row
+    gh = np.empty(GH, out.dtype)                    # h W_hh^T (+ b_hh) of one row
     ghr, ghz, ghn = gh[:H], gh[H:2 * H], gh[2 * H:]  # zero-based views: see lstm_gates_fwd
-    rh = np.empty(H, xw.dtype)
+    rh = np.empty(H, out.dtype)
     n_rec = GH if after else 2 * H
+    tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
+    ta = 0
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
+        if s % (XW.shape[0] // B) == 0:
+            ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, bx, has_bx, tile)
         for r in range(B):
-            x = xw[t, r]
+            x = XW[(t - ta) * B + r]
             xr, xz, xn = x[:H], x[H:2 * H], x[2 * H:]
             hr, o_ = h[r], out[t, r]
             hs, rs, zs, ns, es = Hs[ct, r], Rs[ct, r], Zs[ct, r], Ns[ct, r], Es[ct, r]
@@ -428,46 +462,46 @@ def mask_rows(mask, T, dt):
     return np.ascontiguousarray(mask[..., 0]), True
 
 
-def _prepare(xw, state0, W_hh, b_hh, mask, alloc=np.empty):
-    """What every compiled scan needs: contiguous inputs, the (T, B) mask (or a dummy), the bias (or a dummy),
-    W_hh^T and empty (T, B, H) buffers for the output and the previous states."""
-    T, B, _ = xw.shape
-    H = state0[0].shape[-1]
-    dt = xw.dtype
-    m2, has_mask = mask_rows(mask, T, dt)
-    has_b = b_hh is not None
-    b = b_hh if has_b else np.empty(1, dt)
-    return (np.ascontiguousarray(xw), m2, has_mask, b, has_b, np.ascontiguousarray(W_hh.T),
-            np.empty((T, B, H), dt), alloc((T, B, H), dt))
-
-
-def scan_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True, alloc=np.empty):
-    """Same contract as ``rnnlab.recurrent.scan_forward``; the cache holds arrays. ``keep=False``
-    (inference): the kernels write their caches into one reused row instead of T rows. ``alloc(shape, dtype)``
-    gives the cache arrays (the layer hands back the last forward's)."""
+def scan_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
+                 alloc=np.empty):
+    """Same contract as ``rnnlab.recurrent.scan_forward``, but from the layer's input x (T, B, I), W_ih (G*H, I)
+    and b_x (b_ih, or None): the kernels compute x_t W_ih^T block by block of steps inside the loop (packed
+    products, ``_project_chunk``). LSTM and RNN: b_x joins b_hh in the gate math. The cache holds arrays.
+    ``keep=False`` (inference): the kernels write their caches into one reused row instead of T rows.
+    ``alloc(shape, dtype)`` gives the cache arrays (the layer hands back the last forward's)."""
     opts = opts or {}
-    k_fwd = kernels(xw.dtype)[cell_name][0]
-    T, B, GH = xw.shape
-    H = state0[0].shape[-1]
-    dt = xw.dtype
-    xw, m2, has_mask, b, has_b, WT, out, Hs = _prepare(xw, state0, W_hh, b_hh, mask, alloc if keep else np.empty)
+    k_fwd = kernels(x.dtype)[cell_name][0]
+    T, B, I = x.shape
+    GH, H = W_hh.shape
+    dt = x.dtype
+    m2, has_mask = mask_rows(mask, T, dt)
+    has_b, has_bx = b_hh is not None, b_x is not None
+    if has_bx and cell_name != "gru":                           # LSTM, RNN: both biases join in the gate math
+        b_hh, has_b, has_bx = (b_x if b_hh is None else b_hh + b_x), True, False
+    b = b_hh if has_b else np.empty(1, dt)
+    bx = b_x if has_bx else np.empty(1, dt)
+    x2 = np.ascontiguousarray(x).reshape(T * B, I)
+    Pih = pack(np.ascontiguousarray(W_ih.T))                    # W_ih^T (I, G*H) as column panels
+    XW = np.empty((max(1, PROJ_ROWS // B) * B, GH), dt)         # x W_ih^T of a block of steps
+    WT = np.ascontiguousarray(W_hh.T)
     Tc = T if keep else 1
-    if not keep:
-        Hs = Hs[:1]
+    cache = alloc if keep else np.empty
+    out, Hs = np.empty((T, B, H), dt), cache((Tc, B, H), dt)
     h0 = np.ascontiguousarray(state0[0])
     hT = np.empty((B, H), dt)
     if cell_name == "rnn":
         act = _ACT[opts.get("nonlinearity", "tanh")]
-        k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
+        k_fwd(x2, Pih, XW, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
         return out, (hT,), ("numba", cell_name, {"Hs": Hs, "out": out, "act": act}, mask, reverse)
     if cell_name == "lstm":
-        Cs, Gs, TCs = alloc((Tc, B, H), dt), alloc((Tc, B, GH), dt), np.empty((1, B, H), dt)   # TCs: scratch
+        Cs, Gs, TCs = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((1, B, H), dt)   # TCs: scratch
         cT = np.empty((B, H), dt)
-        k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT, np.ascontiguousarray(state0[1]))
+        k_fwd(x2, Pih, XW, h0, WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, TCs, hT, cT,
+              np.ascontiguousarray(state0[1]))
         return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": cT.copy()}, mask, reverse)
     after = opts.get("reset", "after") == "after"
-    Rs, Zs, Ns, Es = (alloc((Tc, B, H), dt) for _ in range(4))
-    k_fwd(xw, h0, WT, b, has_b, m2, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT)
+    Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
+    k_fwd(x2, Pih, bx, has_bx, XW, h0, WT, b, has_b, m2, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT)
     return out, (hT,), ("numba", cell_name, {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": after},
                         mask, reverse)
 
@@ -637,6 +671,19 @@ def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, out_t, DA):
         else:
             for k in range(H):
                 da[k] = dhr[k] + dor[k]
+
+
+def _prepare(xw, state0, W_hh, b_hh, mask, alloc=np.empty):
+    """What the hybrid scan needs: contiguous inputs, the (T, B) mask (or a dummy), the bias (or a dummy),
+    W_hh^T and empty (T, B, H) buffers for the output and the previous states."""
+    T, B, _ = xw.shape
+    H = state0[0].shape[-1]
+    dt = xw.dtype
+    m2, has_mask = mask_rows(mask, T, dt)
+    has_b = b_hh is not None
+    b = b_hh if has_b else np.empty(1, dt)
+    return (np.ascontiguousarray(xw), m2, has_mask, b, has_b, np.ascontiguousarray(W_hh.T),
+            np.empty((T, B, H), dt), alloc((T, B, H), dt))
 
 
 def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
