@@ -509,8 +509,14 @@ class RecurrentLayer:
                     rec.sort(key=lambda r: r[0])
                     self.state_grads[(l, d)] = tuple(np.stack([r[1][i] for r in rec]) for i in range(n_state))
                 dXW2 = dXW.reshape(T * B, -1)                                # (T*B, G*H)
-                self.grads["weight_ih" + s] += mm(dXW2.T, inp2)             # one product for all steps
-                self.grads["weight_hh" + s] += dW_hh
+                if dW_hh is None:       # the split LSTM: both weight gradients from one product, dL/dA^T [X H]
+                    XH = dir_caches[d][2]["XH"]
+                    dW = mm(dXW2.T, XH.reshape(T * B, -1))                   # (G*H, I+H)
+                    self.grads["weight_ih" + s] += dW[:, :XH.shape[2] - H]
+                    self.grads["weight_hh" + s] += dW[:, XH.shape[2] - H:]
+                else:
+                    self.grads["weight_ih" + s] += mm(dXW2.T, inp2)         # one product for all steps
+                    self.grads["weight_hh" + s] += dW_hh
                 if self.bias:
                     # compiled LSTM/RNN: the gradient of b_ih is that of b_hh (the same dA summed)
                     same = dir_caches[d][0] == "numba" and self.cell_name != "gru"

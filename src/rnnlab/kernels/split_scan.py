@@ -87,7 +87,7 @@ def _x_rows(X, x_t, Pih, bx, has_bx, tile):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _xh_rows(XH_t, x_t, h):
     """XH_t (rows, I+H) = [x_t | h]: the operand of the step's one product [x h] [W_ih W_hh]^T (unsigned
-    offsets: see numba_scan.lstm_gates_fwd)."""
+    offsets: see numba_scan.lstm_gates_fwd). The LSTM keeps it for backward (see ``split_forward``)."""
     I = uint64(x_t.shape[1])
     for r in range(XH_t.shape[0]):
         for k in range(I):
@@ -104,10 +104,10 @@ def lstm_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c,
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0                               # one reused cache row under no_grad
-        _xh_rows(XH[r0:r1], x[t, r0:r1], h[r0:r1])
-        pgemm(A[r0:r1], XH[r0:r1], P, GH, False, tile)      # (rows, 4H) = [x h] [W_ih W_hh]^T
+        _xh_rows(XH[ct, r0:r1], x[t, r0:r1], h[r0:r1])
+        pgemm(A[r0:r1], XH[ct, r0:r1], P, GH, False, tile)  # (rows, 4H) = [x h] [W_ih W_hh]^T
         lstm_gates_fwd(A[r0:r1], None, b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
-                       out[t, r0:r1], Hs[ct, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
+                       out[t, r0:r1], Hs[0, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -272,10 +272,11 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
     """As ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after'), but from the layer's input x
     (T, B, I) and W_ih (G*H, I): each thread computes its rows' input projection step by step, so no
     (T, B, G*H) array is written before the loop and read back (2 x 52 MiB of memory traffic at (128, 50,
-    128, 512)). LSTM and RNN: one product per step, [x_t | h] [W_ih W_hh]^T, from a (B, I+H) scratch; the
-    cache keeps h alone ("Hs"; x is the layer's input, which it keeps anyway: caching [x_t | h] cost a copy of
-    x, 3.1 MiB of peak memory at (128, 50, 128, 512)). GRU: two products (``_x_rows``). b_x: the bias added to
-    x W_ih^T (b_ih)."""
+    128, 512)). LSTM and RNN: one product per step, [x_t | h] [W_ih W_hh]^T. The LSTM's cache keeps [x_t | h]
+    ("XH") instead of h, so that backward gets both weight gradients from one product, dL/dA^T [X H] (3-5 %
+    of its training step, measured); the RNN's keeps h alone ("Hs"): its cache is small, and a copy of x in
+    it was 3.1 MiB of peak memory at (128, 50, 128, 512), the one shape where rnnlab used more than torch.
+    GRU: two products (``_x_rows``). b_x: the bias added to x W_ih^T (b_ih)."""
     T, B, I = x.shape
     GH, H = W_hh.shape
     dt = x.dtype
@@ -293,17 +294,17 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
     A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
     if cell_name != "gru":                                      # one product per step from [x | h]
         P = pack(np.concatenate((W_ih.T, W_hh.T)))              # [W_ih W_hh]^T (I+H, G*H) as column panels
-        XH = np.empty((B, I + H), dt)                           # [x_t | h_{t-1}] of a step
-        Hs = cache((Tc, B, H), dt)                              # h_{t-1} of every step
-        common = (x, XH, b, has_b, m2, has_mask, reverse, keep)
         if cell_name == "lstm":
+            XH = cache((Tc, B, I + H), dt)                      # [x_t | h_{t-1}] of every step
             c = np.array(state0[1], dtype=dt, order="C")
             Cs, Gs, tc = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
-            _run(lstm_fwd_rows, B, common + (P, h, c, A, out, Hs, Cs, Gs, tc))
-            return out, (h, c), ("numba", "lstm", {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True},
+            _run(lstm_fwd_rows, B, (x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out,
+                                    np.empty((1, B, H), dt), Cs, Gs, tc))              # h is kept in XH
+            return out, (h, c), ("numba", "lstm", {"XH": XH, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True},
                                  mask, reverse)
+        XH, Hs = np.empty((B, I + H), dt), cache((Tc, B, H), dt)  # [x_t | h_{t-1}] of a step; h of every step
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
-        _run(rnn_fwd_rows, B, common + (act, P, h, A, out, Hs))
+        _run(rnn_fwd_rows, B, (x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
     # GRU: x W_ih^T and h W_hh^T stay apart (the reset gate multiplies the n block of h W_hh^T only)
     P = pack(np.ascontiguousarray(W_hh.T))                      # W_hh^T (H, G*H) as column panels
@@ -319,8 +320,9 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
 
 def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.empty):
     """Same contract as ``rnnlab.recurrent.scan_backward``. LSTM, RNN: the step's product gives dx_t and the
-    state gradient at once, dA [W_ih W_hh] (dx returned). GRU: dx None (the caller's dL/dA W_ih). The caller
-    takes dW_ih = dL/dA^T X. ``alloc(shape, dtype)`` gives the returned dL/dA."""
+    state gradient at once, dA [W_ih W_hh] (dx returned); the LSTM returns dW_hh None: the caller takes dW_ih
+    and dW_hh from one product, dL/dA^T [X H], with the cached [x_t | h] ("XH"). GRU: dx None (the caller's
+    dL/dA W_ih). ``alloc(shape, dtype)`` gives the returned dL/dA."""
     _, cell_name, c, mask, reverse = cache
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -341,7 +343,7 @@ def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.em
             _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, DX, dx))
             dstate = (dh,)
         dX2 = dXW.reshape(T * B, GH)
-        dW_hh = pmatmul(dX2.T, c["Hs"].reshape(T * B, H))                               # (G*H, H)
+        dW_hh = None if cell_name == "lstm" else pmatmul(dX2.T, c["Hs"].reshape(T * B, H))      # (G*H, H)
         return dXW, dstate, dW_hh, psum_rows(dX2) if has_bias else None, dx
     P = pack(np.ascontiguousarray(W_hh))                        # W_hh (G*H, H) as column panels
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
