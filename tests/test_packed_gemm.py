@@ -50,3 +50,25 @@ def test_pgemm_rejects_other_dtypes():
     A = np.ones((2, 2), np.int64)
     with pytest.raises(TypingError, match="float32 or float64"):
         pgemm(A, A, np.ones((1, 2, 8), np.int64), 2, False, np.ones((6, 8), np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K1,K2,N", [(3, 5, 20), (40, 17, 33), (1, 0, 1), (64, 200, 48)])
+def test_pack_blocks_and_layouts(K1, K2, N, dtype):
+    """pack(W1, W2) == pack(np.concatenate((W1, W2))), for row-major blocks and for transposed views (each
+    takes its own loop order)."""
+    from rnnlab.kernels.packed_gemm import nr, pack
+    rng = np.random.default_rng(K1 + K2 + N)
+    W1, W2 = rng.standard_normal((K1, N)).astype(dtype), rng.standard_normal((K2, N)).astype(dtype)
+    n = nr(dtype)
+    expect = np.zeros((K1 + K2, -(-N // n) * n), dtype)
+    expect[:, :N] = np.concatenate((W1, W2))
+    expect = expect.reshape(K1 + K2, -1, n).transpose(1, 0, 2)
+    np.testing.assert_array_equal(pack(W1, W2), expect)
+    np.testing.assert_array_equal(pack(np.ascontiguousarray(W1.T).T, np.ascontiguousarray(W2.T).T), expect)
+
+
+def test_pack_rejects_mismatched_blocks():
+    from rnnlab.kernels.packed_gemm import pack
+    with pytest.raises(ValueError, match="20 columns"):
+        pack(np.ones((3, 20), np.float32), np.ones((3, 21), np.float32))

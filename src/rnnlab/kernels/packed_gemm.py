@@ -136,22 +136,46 @@ def _rows(mr, kc, a, lda, bp, c, ldc, acc, z):
 
 @njit(cache=True, nogil=True)
 def pack_into(P, W):
-    """P (ceil(N / NR), K, NR) = the column panels of W (K, N), zero padded."""
+    """P (ceil(N / NR), K, NR) = the column panels of W (K, N), zero padded. W may be a transposed view: the
+    loops follow its memory order (a column strip of a row-major W read row by row touches a new page per row:
+    packing a (640, 2048) W took 5.5 ms that way, 2.4 ms in blocks of 16 rows)."""
     K, N = W.shape
-    NR = P.shape[2]
-    for p in range(P.shape[0]):
-        for k in range(K):
+    NP, NR = P.shape[0], P.shape[2]
+    if W.strides[0] < W.strides[1]:                         # columns contiguous (a transposed view)
+        for p in range(NP):
             for j in range(NR):
                 col = p * NR + j
-                P[p, k, j] = W[k, col] if col < N else 0.0
+                if col < N:
+                    for k in range(K):
+                        P[p, k, j] = W[k, col]
+                else:
+                    for k in range(K):
+                        P[p, k, j] = 0.0
+        return
+    for kb in range(0, K, 16):                              # rows contiguous: blocks of 16 rows
+        ke = min(K, kb + 16)
+        for p in range(NP):
+            j0 = p * NR
+            j1 = min(NR, N - j0)
+            for k in range(kb, ke):
+                for j in range(j1):
+                    P[p, k, j] = W[k, j0 + j]
+                for j in range(j1, NR):
+                    P[p, k, j] = 0.0
 
 
-def pack(W):
-    """W (K, N) -> its column panels P (ceil(N / NR), K, NR), for ``pgemm``."""
-    K, N = W.shape
-    n = nr(W.dtype)
-    P = np.empty(((N + n - 1) // n, K, n), W.dtype)
-    pack_into(P, W)
+def pack(*blocks):
+    """The column panels P (ceil(N / NR), K, NR), for ``pgemm``, of W (K, N), or of the blocks (K_i, N)
+    stacked along K (``np.concatenate(blocks)`` without the copy), any memory layout."""
+    N = blocks[0].shape[1]
+    if any(w.ndim != 2 or w.shape[1] != N for w in blocks):
+        raise ValueError(f"pack: expected 2-D blocks with {N} columns, got shapes {[w.shape for w in blocks]}")
+    n = nr(blocks[0].dtype)
+    P = np.empty(((N + n - 1) // n, sum(w.shape[0] for w in blocks), n), blocks[0].dtype)
+    k0 = 0
+    for w in blocks:
+        pack_into(P[:, k0:k0 + w.shape[0]], w)
+        k0 += w.shape[0]
     return P
 
 

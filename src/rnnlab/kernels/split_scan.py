@@ -293,7 +293,7 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
     h = np.array(state0[0], dtype=dt, order="C")
     A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
     if cell_name != "gru":                                      # one product per step from [x | h]
-        P = pack(np.concatenate((W_ih.T, W_hh.T)))              # [W_ih W_hh]^T (I+H, G*H) as column panels
+        P = pack(W_ih.T, W_hh.T)                                # [W_ih W_hh]^T (I+H, G*H) as column panels
         if cell_name == "lstm":
             XH = cache((Tc, B, I + H), dt)                      # [x_t | h_{t-1}] of every step
             c = np.array(state0[1], dtype=dt, order="C")
@@ -307,8 +307,8 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
         _run(rnn_fwd_rows, B, (x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
     # GRU: x W_ih^T and h W_hh^T stay apart (the reset gate multiplies the n block of h W_hh^T only)
-    P = pack(np.ascontiguousarray(W_hh.T))                      # W_hh^T (H, G*H) as column panels
-    Pih = pack(np.ascontiguousarray(W_ih.T))                    # W_ih^T (I, G*H)
+    P = pack(W_hh.T)                                            # W_hh^T (H, G*H) as column panels
+    Pih = pack(W_ih.T)                                          # W_ih^T (I, G*H)
     Hs = cache((Tc, B, H), dt)
     X = np.empty((B, GH), dt)                                   # (B, G*H) x W_ih^T (+ b_ih) of a step
     Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
@@ -345,7 +345,7 @@ def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.em
         dX2 = dXW.reshape(T * B, GH)
         dW_hh = None if cell_name == "lstm" else pmatmul(dX2.T, c["Hs"].reshape(T * B, H))      # (G*H, H)
         return dXW, dstate, dW_hh, psum_rows(dX2) if has_bias else None, dx
-    P = pack(np.ascontiguousarray(W_hh))                        # W_hh (G*H, H) as column panels
+    P = pack(W_hh)                                              # W_hh (G*H, H) as column panels
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
     S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
     _run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"], c["Es"], dXW, S,
