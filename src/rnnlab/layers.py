@@ -6,6 +6,8 @@ here; the equations live in ``rnnlab.cells`` and the time loop in ``rnnlab.recur
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import kernels, recurrent
@@ -38,7 +40,6 @@ def blas_limit(B, GH, H):
     worker threads spinning against each other (measured up to 60x slower with two threads; see
     docs/performance.md); large products keep every thread.
     """
-    import contextlib
     if B * GH * H >= BLAS_SINGLE_THREAD_WORK:
         return contextlib.nullcontext()
     return blas_single_thread()
@@ -356,7 +357,8 @@ class RecurrentLayer:
         keep = is_grad_enabled()
         impl = choose_backend(self.backend, B, self.gate_size, self.hidden_size, self.bptt_segment, self.cell_name,
                               self.cell_opts)
-        with self._blas_context(impl, B):
+        # the compiled loop's forward makes no BLAS call (its products are its own): no thread setting to change
+        with contextlib.nullcontext() if impl == "loop" else self._blas_context(impl, B):
             output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B, keep, impl, recycle)
         self._cache = (layer_caches, unbatched, (T, B), len(states0), impl) if keep else None
         self._no_grad_forward = not keep
