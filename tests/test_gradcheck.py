@@ -45,10 +45,12 @@ def test_every_gradient(cls, kw, num_layers, bidirectional, batch_first, ragged,
     assert not bad, bad
 
 
-def test_no_bias_layers():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_bias_layers(backend, monkeypatch):
+    backend = use_backend(backend, monkeypatch)
     rng = np.random.default_rng(3)
     for cls in (rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU):
-        layer = cls(4, 5, 2, bias=False, dtype="float64", seed=0)
+        layer = cls(4, 5, 2, bias=False, dtype="float64", seed=0, backend=backend)
         assert not any(k.startswith("bias") for k in layer.grads)
         errors = check_layer(layer, rng.standard_normal((4, 3, 4)))
         assert max(errors.values()) < TOL, errors

@@ -511,11 +511,13 @@ class RecurrentLayer:
                     rec.sort(key=lambda r: r[0])
                     self.state_grads[(l, d)] = tuple(np.stack([r[1][i] for r in rec]) for i in range(n_state))
                 dXW2 = dXW.reshape(T * B, -1)                                # (T*B, G*H)
-                if dW_hh is None:       # the split LSTM: both weight gradients from one product, dL/dA^T [X H]
+                if dW_hh is None:       # the split LSTM: dW_ih, dW_hh (and db) from one product, dL/dA^T [X H 1]
                     XH = dir_caches[d][2]["XH"]
-                    dW = mm(dXW2.T, XH.reshape(T * B, -1))                   # (G*H, I+H)
-                    self.grads["weight_ih" + s] += dW[:, :XH.shape[2] - H]
-                    self.grads["weight_hh" + s] += dW[:, XH.shape[2] - H:]
+                    dW = mm(dXW2.T, XH.reshape(T * B, -1))                   # (G*H, I+H[+1])
+                    I = W_ih.shape[1]
+                    self.grads["weight_ih" + s] += dW[:, :I]
+                    self.grads["weight_hh" + s] += dW[:, I:I + H]
+                    db_hh = dW[:, I + H] if self.bias else None
                 else:
                     self.grads["weight_ih" + s] += mm(dXW2.T, inp2)         # one product for all steps
                     self.grads["weight_hh" + s] += dW_hh

@@ -86,14 +86,18 @@ def _x_rows(X, x_t, Pih, bx, has_bx, tile):
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _xh_rows(XH_t, x_t, h):
-    """XH_t (rows, I+H) = [x_t | h]: the operand of the step's one product [x h] [W_ih W_hh]^T (unsigned
-    offsets: see numba_scan.lstm_gates_fwd). The LSTM keeps it for backward (see ``split_forward``)."""
+    """XH_t (rows, I+H[+1]) = [x_t | h (| 1)]: the operand of the step's one product [x h 1] [W_ih W_hh b]^T
+    (the column of ones where the layer has a bias; unsigned offsets: see numba_scan.lstm_gates_fwd). The LSTM
+    keeps it for backward (see ``split_forward``)."""
     I = uint64(x_t.shape[1])
+    IH = I + uint64(h.shape[1])
     for r in range(XH_t.shape[0]):
         for k in range(I):
             XH_t[r, k] = x_t[r, k]
         for k in range(uint64(h.shape[1])):
             XH_t[r, I + k] = h[r, k]
+        if XH_t.shape[1] > IH:
+            XH_t[r, IH] = 1.0
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -292,19 +296,22 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
     out = np.empty((T, B, H), dt)
     h = np.array(state0[0], dtype=dt, order="C")
     A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
-    if cell_name != "gru":                                      # one product per step from [x | h]
-        P = pack(W_ih.T, W_hh.T)                                # [W_ih W_hh]^T (I+H, G*H) as column panels
+    if cell_name != "gru":                                      # one product per step from [x | h | 1]
+        # [W_ih W_hh b]^T (I+H+1, G*H) as column panels: the bias is the product's last row (with a column of
+        # ones in XH), so the gate kernel adds none and backward gets db from the weight-gradient product
+        P = pack(W_ih.T, W_hh.T, b[None, :]) if has_b else pack(W_ih.T, W_hh.T)
+        K = I + H + (1 if has_b else 0)
         if cell_name == "lstm":
-            XH = cache((Tc, B, I + H), dt)                      # [x_t | h_{t-1}] of every step
+            XH = cache((Tc, B, K), dt)                          # [x_t | h_{t-1} | 1] of every step
             c = np.array(state0[1], dtype=dt, order="C")
             Cs, Gs, tc = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
-            _run(lstm_fwd_rows, B, (x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out,
+            _run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out,
                                     np.empty((1, B, H), dt), Cs, Gs, tc))              # h is kept in XH
             return out, (h, c), ("numba", "lstm", {"XH": XH, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True},
                                  mask, reverse)
-        XH, Hs = np.empty((B, I + H), dt), cache((Tc, B, H), dt)  # [x_t | h_{t-1}] of a step; h of every step
+        XH, Hs = np.empty((B, K), dt), cache((Tc, B, H), dt)   # [x_t | h_{t-1} | 1] of a step; h of every step
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
-        _run(rnn_fwd_rows, B, (x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
+        _run(rnn_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
         return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
     # GRU: x W_ih^T and h W_hh^T stay apart (the reset gate multiplies the n block of h W_hh^T only)
     P = pack(W_hh.T)                                            # W_hh^T (H, G*H) as column panels
@@ -320,9 +327,9 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
 
 def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.empty):
     """Same contract as ``rnnlab.recurrent.scan_backward``. LSTM, RNN: the step's product gives dx_t and the
-    state gradient at once, dA [W_ih W_hh] (dx returned); the LSTM returns dW_hh None: the caller takes dW_ih
-    and dW_hh from one product, dL/dA^T [X H], with the cached [x_t | h] ("XH"). GRU: dx None (the caller's
-    dL/dA W_ih). ``alloc(shape, dtype)`` gives the returned dL/dA."""
+    state gradient at once, dA [W_ih W_hh] (dx returned); the LSTM returns dW_hh and db_hh None: the caller
+    takes dW_ih, dW_hh and db from one product, dL/dA^T [X H 1], with the cached [x_t | h | 1] ("XH"). GRU: dx
+    None (the caller's dL/dA W_ih). ``alloc(shape, dtype)`` gives the returned dL/dA."""
     _, cell_name, c, mask, reverse = cache
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -342,8 +349,10 @@ def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.em
         else:
             _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, DX, dx))
             dstate = (dh,)
+        if cell_name == "lstm":
+            return dXW, dstate, None, None, dx
         dX2 = dXW.reshape(T * B, GH)
-        dW_hh = None if cell_name == "lstm" else pmatmul(dX2.T, c["Hs"].reshape(T * B, H))      # (G*H, H)
+        dW_hh = pmatmul(dX2.T, c["Hs"].reshape(T * B, H))                               # (G*H, H)
         return dXW, dstate, dW_hh, psum_rows(dX2) if has_bias else None, dx
     P = pack(W_hh)                                              # W_hh (G*H, H) as column panels
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
