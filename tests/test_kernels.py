@@ -98,6 +98,37 @@ split_only = pytest.mark.skipif("numba-split" not in NUMBA_BACKENDS, reason="num
 
 
 @split_only
+@pytest.mark.parametrize("cls", [rnnlab.LSTM, rnnlab.RNN, rnnlab.GRU])
+def test_split_share_adapts_and_leaves_the_numbers_unchanged(cls, monkeypatch):
+    """The two threads' row split follows their measured speeds: any split gives bit-identical results, the
+    share moves after a call, and it stays within 30-70 %."""
+    from rnnlab.kernels import split_scan
+    use_backend("numba-split", monkeypatch)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 20, 3)).astype(np.float32)
+    layer = cls(3, 8, dtype="float32", seed=1, backend="numba")
+    results = []
+    for share in (0.3, 0.5, 0.7):
+        monkeypatch.setattr(split_scan, "_SHARE", [share])
+        layer.zero_grad()
+        out, _ = layer(x)
+        dx, _ = layer.backward(np.cos(out))
+        assert layer._cache[-1] == "split"
+        assert 0.3 <= split_scan._SHARE[0] <= 0.7
+        results.append([out, dx] + [layer.grads[k].copy() for k in sorted(layer.grads)])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    # a thread that is twice as fast gets more rows: simulate it with a kernel that sleeps per row of block 1
+    import time
+    monkeypatch.setattr(split_scan, "_SHARE", [0.5])
+    monkeypatch.setattr(split_scan, "threads_for", lambda B: 2)
+    for _ in range(5):
+        split_scan._run(lambda r0, r1: time.sleep((r1 - r0) * (0.002 if r0 == 0 else 0.004)), 20, ())
+    assert split_scan._SHARE[0] > 0.6
+
+
+@split_only
 @pytest.mark.parametrize("B", [2, 5, 16])
 def test_split_runs_every_row_block_and_matches_one_thread(B, monkeypatch):
     """The batch split over two threads gives the one-thread hybrid's numbers on every row, and it is

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -232,10 +233,32 @@ def _in_threads(work, bounds):
             f.result()
 
 
+_SHARE = [0.5]          # with two threads: the calling thread's share of the rows, adapted to measured speed
+
+
 def _run(kernel, B, args):
-    """kernel(r0, r1, *args) over the row blocks of the batch, one block per thread."""
+    """kernel(r0, r1, *args) over the row blocks of the batch, one block per thread.
+
+    With two threads the rows are split by the threads' measured speeds: on this shared virtual machine one
+    of the two often runs 10-30 % slower than the other for seconds at a time, and an even split leaves the
+    faster one waiting. Each call times both blocks and moves the split toward equal times (smoothed, and
+    kept within 30-70 %). Every row's result is the same whatever block it is in."""
     n = threads_for(B)
-    _in_threads(lambda r0, r1: kernel(r0, r1, *args), [B * i // n for i in range(n + 1)])
+    if n != 2:                      # more threads: which pool thread takes which block is not fixed
+        _in_threads(lambda r0, r1: kernel(r0, r1, *args), [B * i // n for i in range(n + 1)])
+        return
+    share = _SHARE[0]
+    m = min(B - MIN_ROWS, max(MIN_ROWS, round(B * share)))
+    took = {}
+
+    def work(r0, r1):
+        t0 = time.perf_counter()
+        kernel(r0, r1, *args)
+        took[r0] = time.perf_counter() - t0
+    _in_threads(work, [0, m, B])
+    if min(took.values()) > 1e-4:   # rows per second of each thread -> the share that equalises the times
+        rate0, rate1 = m / took[0], (B - m) / took[m]
+        _SHARE[0] = min(0.7, max(0.3, 0.7 * share + 0.3 * rate0 / (rate0 + rate1)))
 
 
 PMATMUL_MIN_ROWS = 64
