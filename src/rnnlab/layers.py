@@ -503,7 +503,7 @@ class RecurrentLayer:
                 s = self._suffix(l, d)
                 W_ih, W_hh, b_ih, b_hh = self._layer_params(l, d)
                 rec = [] if record_state_grads else None
-                dXW, dstate0, dW_hh, db_hh, dxd = recurrent.scan_backward(
+                dXW, dstate0, dW_hh, db_hh, dxd, db_ih = recurrent.scan_backward(
                     self.cell, d_out_l[:, :, d * H:(d + 1) * H], tuple(g[l * D + d] for g in d_final),
                     dir_caches[d], W_hh, has_bias=self.bias, opts=self.cell_opts, record=rec,
                     alloc=lambda shape, dtype: self._workspace(shape), W_ih=W_ih)
@@ -524,9 +524,11 @@ class RecurrentLayer:
                 if self.bias:
                     # compiled LSTM/RNN: the gradient of b_ih is that of b_hh (the same dA summed)
                     same = dir_caches[d][0] == "numba" and self.cell_name != "gru"
-                    self.grads["bias_ih" + s] += db_hh if same else dXW2.sum(axis=0)
+                    if db_ih is None:
+                        db_ih = db_hh if same else dXW2.sum(axis=0)
+                    self.grads["bias_ih" + s] += db_ih
                     self.grads["bias_hh" + s] += db_hh
-                if dxd is None:                                              # (the split LSTM/RNN: in its loop)
+                if dxd is None:                                              # (the split path: in its loop)
                     dxd = mm(dXW2, W_ih).reshape(inp.shape)                  # (T, B, I)
                 d_x = dxd if d_x is None else d_x + dxd
                 for g, ds in zip(d_init, dstate0):

@@ -60,9 +60,10 @@ def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=No
 
 def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, record=None, alloc=np.empty,
                   W_ih=None):
-    """-> (dL/dA (T, B, G*H), dL/d state0, dW_hh, db_hh, dx): dx is None except where the compiled batch-split
-    path computed dL/dx = dL/dA W_ih in its loop (LSTM, RNN; it needs ``W_ih``), and dW_hh None where that path
-    leaves it to one product with dW_ih (see ``rnnlab.kernels.split_scan.split_backward``).
+    """-> (dL/dA (T, B, G*H), dL/d state0, dW_hh, db_hh, dx, db_ih): dx is None except where the compiled
+    batch-split path computed dL/dx = dL/dA W_ih in its loop (it needs ``W_ih``), dW_hh and db_hh None where
+    that path leaves them to one product with dW_ih (the LSTM), and db_ih None except where that path summed it
+    in its loop (the GRU; see ``rnnlab.kernels.split_scan.split_backward``).
     ``record``: an optional list that receives ``(t, dstate_t)``, the total gradient with respect to each
     step's state (dL/dh_t, and dL/dc_t for the LSTM) -- what the gradient-flow diagnostics plot.
     ``alloc(shape, dtype)``: where the compiled backward puts dL/dA (the layer's work buffer)."""
@@ -91,7 +92,7 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, r
                                  dXW, dHW, record)
         dW_hh = cell.grad_W_hh(dXW if dHW[0] is None else dHW[0], caches, **opts)
     db_hh = (dXW if dHW[0] is None else dHW[0]).sum(axis=(0, 1)) if has_bias else None
-    return dXW, dstate, dW_hh, db_hh, None
+    return dXW, dstate, dW_hh, db_hh, None, None
 
 
 def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record):

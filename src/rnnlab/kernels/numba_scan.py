@@ -517,7 +517,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty, W_
         from .split_scan import split_backward
         return split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias, alloc)
     if c.get("hybrid"):
-        return hybrid_backward(d_out, d_state, cache, W_hh, has_bias) + (None,)
+        return hybrid_backward(d_out, d_state, cache, W_hh, has_bias) + (None, None)
     k_bwd = kernels(d_out.dtype)[cell_name][1]
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -549,7 +549,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty, W_
         else:
             dW_hh = np.concatenate([d2[:, :2 * H].T @ Hs2, d2[:, 2 * H:].T @ c["Es"].reshape(T * B, H)], axis=0)
     db_hh = dHW.sum(axis=(0, 1)) if has_bias else None
-    return dXW, dstate, dW_hh, db_hh, None
+    return dXW, dstate, dW_hh, db_hh, None, None
 
 
 # ====================================================================== hybrid: BLAS product + fused gate kernel

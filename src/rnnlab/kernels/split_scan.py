@@ -171,15 +171,25 @@ def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, d
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, out, dXW, DX, dx):
+def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, out, dXW, DX, dx, db):
     T = d_out.shape[0]
     N = DX.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
         rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, out[t, r0:r1], dXW[t, r0:r1])
+        _add_rows(db[r0:r1], dXW[t, r0:r1])
         pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
         _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _add_rows(acc, src):
+    """acc (rows, N) += src (rows, N): the bias gradients summed per row in the loop, while dL/dA is in cache
+    (summing the (T, B, G*H) array after the loop was a pass over 20 MiB at (64, 100, 64, 256))."""
+    for r in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            acc[r, j] += src[r, j]
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -193,15 +203,21 @@ def _copy_n_block(dst, src):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def gru_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, Hs, Rs, Zs, Ns, Es, dXW, S, dHn, D):
+def gru_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, Hs, Rs, Zs, Ns, Es, dXW, S, dHn, D, Pih, dx, dbx,
+                 dbh):
     """S (B, 3H): this step's dL/d(h W_hh^T); its r and z blocks equal dXW's, so only the n block is kept
-    (dHn, (T, B, H)) for dW_hh: two (T, B, H) arrays less than keeping dL/d(h W_hh^T) whole."""
+    (dHn, (T, B, H)) for dW_hh: two (T, B, H) arrays less than keeping dL/d(h W_hh^T) whole. dx_t = dXW_t W_ih
+    (Pih: W_ih's panels) and the bias gradients (per row: dbx, dbh) are taken in the loop too."""
     T, _, H = d_out.shape
+    I = dx.shape[2]
     tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
         gru_gates_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Hs[t, r0:r1], Rs[t, r0:r1],
                       Zs[t, r0:r1], Ns[t, r0:r1], Es[t, r0:r1], dXW[t, r0:r1], S[r0:r1], D[r0:r1])
+        _add_rows(dbx[r0:r1], dXW[t, r0:r1])
+        _add_rows(dbh[r0:r1], S[r0:r1])
+        pgemm(dx[t, r0:r1], dXW[t, r0:r1], Pih, I, False, tile)    # dx_t = dA_x W_ih
         pgemm(D[r0:r1], S[r0:r1], P, H, True, tile)        # dh = dh z-part + dA W_hh (padded rows: dA = 0)
         _copy_n_block(dHn[t, r0:r1], S[r0:r1])
         _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], False)
@@ -281,19 +297,6 @@ def pmatmul(a, b, bias=None, out=None):
     return out
 
 
-def psum_rows(a):
-    """``a.sum(axis=0)`` for a (M, N) array, the rows split over rnnlab's threads (NumPy releases the GIL)."""
-    M = a.shape[0]
-    n = max(1, min(num_threads(), M // PMATMUL_MIN_ROWS))
-    parts = [None] * n
-    bounds = [M * i // n for i in range(n + 1)]
-
-    def block(lo, hi):
-        parts[bounds.index(lo)] = a[lo:hi].sum(axis=0)
-    _in_threads(block, bounds)
-    return parts[0] if n == 1 else np.sum(parts, axis=0)
-
-
 def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
                   alloc=np.empty):
     """As ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after'), but from the layer's input x
@@ -351,8 +354,9 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
 def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.empty):
     """Same contract as ``rnnlab.recurrent.scan_backward``. LSTM, RNN: the step's product gives dx_t and the
     state gradient at once, dA [W_ih W_hh] (dx returned); the LSTM returns dW_hh and db_hh None: the caller
-    takes dW_ih, dW_hh and db from one product, dL/dA^T [X H 1], with the cached [x_t | h | 1] ("XH"). GRU: dx
-    None (the caller's dL/dA W_ih). ``alloc(shape, dtype)`` gives the returned dL/dA."""
+    takes dW_ih, dW_hh and db from one product, dL/dA^T [X H 1], with the cached [x_t | h | 1] ("XH"). GRU: dx_t
+    = dA_x W_ih in the loop too. The RNN's and the GRU's bias gradients are summed in the loop (the GRU's db_ih
+    is the sixth value returned). ``alloc(shape, dtype)`` gives the returned dL/dA."""
     _, cell_name, c, mask, reverse = cache
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -370,19 +374,21 @@ def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.em
             _run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c["Cs"], c["Gs"], c["cT"], dXW, DX, dx))
             dstate = (dh, dc)
         else:
-            _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, DX, dx))
+            db = np.zeros((B, GH), dt)                          # dL/db per row, summed over the steps
+            _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, DX, dx, db))
             dstate = (dh,)
         if cell_name == "lstm":
-            return dXW, dstate, None, None, dx
-        dX2 = dXW.reshape(T * B, GH)
-        dW_hh = pmatmul(dX2.T, c["Hs"].reshape(T * B, H))                               # (G*H, H)
-        return dXW, dstate, dW_hh, psum_rows(dX2) if has_bias else None, dx
+            return dXW, dstate, None, None, dx, None
+        dW_hh = pmatmul(dXW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))           # (G*H, H)
+        return dXW, dstate, dW_hh, db.sum(axis=0) if has_bias else None, dx, None
     P = pack(W_hh)                                              # W_hh (G*H, H) as column panels
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
     S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
+    dx, dbx, dbh = np.empty((T, B, W_ih.shape[1]), dt), np.zeros((B, GH), dt), np.zeros((B, GH), dt)
     _run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"], c["Es"], dXW, S,
-                           dHn, D))
+                           dHn, D, pack(W_ih), dx, dbx, dbh))
     Hs2, dX2, dHn2 = c["Hs"].reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
     dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
-    db_hh = np.concatenate([psum_rows(dX2[:, :2 * H]), psum_rows(dHn2)]) if has_bias else None
-    return dXW, (dh,), dW_hh, db_hh, None
+    if not has_bias:
+        return dXW, (dh,), dW_hh, None, dx, None
+    return dXW, (dh,), dW_hh, dbh.sum(axis=0), dx, dbx.sum(axis=0)
