@@ -458,6 +458,15 @@ def kernels(dtype):
 _ACT = {"tanh": 0, "relu": 1, "identity": 2}
 
 
+def bias_rows(cell_name, b_x, b_hh, dt):
+    """(b, has_b, bx, has_bx): the biases as the kernels take them. The LSTM and the RNN add b_ih and b_hh
+    together (b_x joins b); the GRU keeps b_ih (bx) apart for its n gate. A missing bias is a dummy array."""
+    has_b, has_bx = b_hh is not None, b_x is not None
+    if has_bx and cell_name != "gru":
+        b_hh, has_b, has_bx = (b_x if b_hh is None else b_hh + b_x), True, False
+    return (b_hh if has_b else np.empty(1, dt)), has_b, (b_x if has_bx else np.empty(1, dt)), has_bx
+
+
 def mask_rows(mask, T, dt):
     """(m2, has_mask): the (T, B) mask the kernels read (the (T, B, 1) mask's last axis dropped), or a dummy
     (T, 1) array and False without a mask."""
@@ -479,11 +488,7 @@ def scan_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse
     GH, H = W_hh.shape
     dt = x.dtype
     m2, has_mask = mask_rows(mask, T, dt)
-    has_b, has_bx = b_hh is not None, b_x is not None
-    if has_bx and cell_name != "gru":                           # LSTM, RNN: both biases join in the gate math
-        b_hh, has_b, has_bx = (b_x if b_hh is None else b_hh + b_x), True, False
-    b = b_hh if has_b else np.empty(1, dt)
-    bx = b_x if has_bx else np.empty(1, dt)
+    b, has_b, bx, has_bx = bias_rows(cell_name, b_x, b_hh, dt)
     x2 = np.ascontiguousarray(x).reshape(T * B, I)
     Pih = pack(W_ih.T)                                          # W_ih^T (I, G*H) as column panels
     XW = np.empty((max(1, PROJ_ROWS // B) * B, GH), dt)         # x W_ih^T of a block of steps

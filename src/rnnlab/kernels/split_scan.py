@@ -25,8 +25,8 @@ from numba import njit, uint64
 
 from .packed_gemm import MR_MAX, pack, pgemm
 from .numba_scan import (
-    _ACT, FAST, _c_after, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, rnn_act_bwd,
-    rnn_act_fwd,
+    _ACT, FAST, _c_after, bias_rows, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd,
+    rnn_act_bwd, rnn_act_fwd,
 )
 
 MIN_ROWS = 1            # fewest batch rows per thread (the layer also asks for enough work per thread)
@@ -312,11 +312,7 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
     dt = x.dtype
     x = np.ascontiguousarray(x)
     m2, has_mask = mask_rows(mask, T, dt)
-    has_b, has_bx = b_hh is not None, b_x is not None
-    if has_bx and cell_name != "gru":                           # LSTM, RNN: both biases join in the gate kernel
-        b_hh, has_b, has_bx = (b_x if b_hh is None else b_hh + b_x), True, False
-    b = b_hh if has_b else np.empty(1, dt)
-    bx = b_x if has_bx else np.empty(1, dt)
+    b, has_b, bx, has_bx = bias_rows(cell_name, b_x, b_hh, dt)
     Tc = T if keep else 1                                       # under no_grad: one reused cache row
     cache = alloc if keep else np.empty
     out = np.empty((T, B, H), dt)
