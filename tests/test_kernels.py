@@ -5,7 +5,7 @@ import pytest
 
 import rnnlab
 from rnnlab.kernels import available
-from conftest import NUMBA_BACKENDS, use_backend
+from conftest import BACKENDS, NUMBA_BACKENDS, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed (extra 'fast')")
 
@@ -95,6 +95,30 @@ def test_nan_propagates_through_the_kernels(cls, dtype, impl_name, monkeypatch):
 
 
 split_only = pytest.mark.skipif("numba-split" not in NUMBA_BACKENDS, reason="numba is not installed")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cls,kw", [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.LSTM, {}),
+                                    (rnnlab.GRU, {})])
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
+def test_backward_does_not_read_the_returned_output(cls, kw, num_layers, bidirectional, backend, monkeypatch):
+    """The output array belongs to the caller: changing it in place between forward and backward leaves the
+    gradients as they were (the RNN's kernels once read the activation's derivative from it)."""
+    backend = use_backend(backend, monkeypatch)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4, 3))
+    lengths = np.array([6, 2, 5, 4])
+    layer = cls(3, 5, num_layers, bidirectional=bidirectional, dtype="float64", seed=2, backend=backend, **kw)
+    grads = []
+    for scale in (1.0, 0.0):
+        layer.zero_grad()
+        out, _ = layer(x, lengths=lengths)
+        d = np.cos(out)
+        out *= scale                                    # the caller reuses its output array
+        dx, _ = layer.backward(d)
+        grads.append([dx] + [layer.grads[k].copy() for k in sorted(layer.grads)])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
 
 
 @split_only

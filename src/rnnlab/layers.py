@@ -108,7 +108,7 @@ class _Recycler:
                 if c[0] != "numba":
                     continue
                 for name, v in c[2].items():
-                    if name != "out" and isinstance(v, np.ndarray) and v.ndim == 3:   # "out" is the user's
+                    if isinstance(v, np.ndarray) and v.ndim == 3:   # (the output is not in a cache: it is the user's)
                         self.free.setdefault((v.shape, v.dtype), []).append(v)
 
     def __call__(self, shape, dtype):

@@ -166,8 +166,8 @@ def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, Cn_t, DA):
 
 @njit(cache=True, error_model="numpy")
 def _c_after(Cs, cT, t, reverse):
-    """The LSTM cell state after step t: the state before the next step in scan order, or the final state
-    (on padded rows it is not used)."""
+    """A state after step t (the LSTM's c, the RNN's h): the cached state before the next step in scan order,
+    or the final state (on padded rows it is not used)."""
     n = t - 1 if reverse else t + 1
     return cT if n < 0 or n >= Cs.shape[0] else Cs[n]
 
@@ -248,12 +248,13 @@ def rnn_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs
     hT[:] = h
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
+def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, Hs, hT, dXW, dh0):
     T, B, H = d_out.shape
     dh = dhT.copy()
     da = np.empty(H, d_out.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
+        h_t = _c_after(Hs, hT, t, reverse)           # the state after step t (not the user's output array)
         for r in range(B):
             m = mask[t, r] if has_mask else 1.0
             if m == 0.0:
@@ -262,7 +263,7 @@ def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, out, Hs, dXW, dh0):
                 continue
             for k in range(H):
                 g = dh[r, k] + d_out[t, r, k]
-                hk = out[t, r, k]
+                hk = h_t[r, k]
                 if act == 0:
                     da[k] = g * (1.0 - hk * hk)
                 elif act == 1:
@@ -501,7 +502,7 @@ def scan_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse
     if cell_name == "rnn":
         act = _ACT[opts.get("nonlinearity", "tanh")]
         k_fwd(x2, Pih, XW, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
-        return out, (hT,), ("numba", cell_name, {"Hs": Hs, "out": out, "act": act}, mask, reverse)
+        return out, (hT,), ("numba", cell_name, {"Hs": Hs, "hT": hT.copy(), "act": act}, mask, reverse)
     if cell_name == "lstm":
         Cs, Gs, TCs = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((1, B, H), dt)   # TCs: scratch
         cT = np.empty((B, H), dt)
@@ -534,7 +535,7 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty, W_
     dh0 = np.empty((B, H), dt)
     Hs2 = c["Hs"].reshape(T * B, H)
     if cell_name == "rnn":
-        k_bwd(d_out, np.ascontiguousarray(d_state[0]), W, m2, has_mask, reverse, c["act"], c["out"], c["Hs"], dXW, dh0)
+        k_bwd(d_out, np.ascontiguousarray(d_state[0]), W, m2, has_mask, reverse, c["act"], c["Hs"], c["hT"], dXW, dh0)
         dHW, dstate = dXW, (dh0,)
         dW_hh = dXW.reshape(T * B, GH).T @ Hs2
     elif cell_name == "lstm":
@@ -662,7 +663,9 @@ def rnn_act_fwd(A, xw_t, b, has_b, m_t, has_mask, act, h, out_t, Hs_t):
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, out_t, DA):
+def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, h_t, DA):
+    """DA = dL/dA of a step from the state after it, h_t (the derivative of the activation is a function of
+    its value); padded rows get 0."""
     B, H = DA.shape
     for r in range(B):
         da = DA[r]
@@ -670,7 +673,7 @@ def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, out_t, DA):
             for k in range(H):
                 da[k] = 0.0
             continue
-        dhr, dor, hr = dh[r], d_out_t[r], out_t[r]
+        dhr, dor, hr = dh[r], d_out_t[r], h_t[r]
         if act == 0:
             for k in range(H):
                 da[k] = (dhr[k] + dor[k]) * (1.0 - hr[k] * hr[k])
@@ -713,7 +716,7 @@ def hybrid_forward(cell_name, xw, state0, W_hh, b_hh, mask=None, reverse=False, 
         for t, ct in order:
             A = h @ WT                                                       # (B, H), BLAS
             rnn_act_fwd(A, xw[t], b, has_b, m2[t], has_mask, act, h, out[t], Hs[ct])
-        return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "hybrid": True}, mask, reverse)
+        return out, (h,), ("numba", "rnn", {"Hs": Hs, "hT": h.copy(), "act": act, "hybrid": True}, mask, reverse)
     if cell_name == "lstm":
         c = np.array(state0[1], dtype=dt, order="C")
         Cs, Gs, tc = alloc((Tc, B, H), dt), alloc((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
@@ -748,7 +751,7 @@ def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
     Hs2 = c["Hs"].reshape(T * B, H)
     if cell_name == "rnn":
         for t in order:
-            rnn_act_bwd(dh, d_out[t], m2[t], has_mask, c["act"], c["out"][t], dXW[t])
+            rnn_act_bwd(dh, d_out[t], m2[t], has_mask, c["act"], _c_after(c["Hs"], c["hT"], t, reverse), dXW[t])
             dh = _carry_dh(dXW[t] @ W_hh, dh, m2[t], has_mask)               # (B, H), BLAS
         dHW, dstate = dXW, (dh,)
     elif cell_name == "lstm":

@@ -171,13 +171,14 @@ def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, d
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, out, dXW, DX, dx, db):
+def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, Hs, hT, dXW, DX, dx, db):
     T = d_out.shape[0]
     N = DX.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, out[t, r0:r1], dXW[t, r0:r1])
+        rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, _c_after(Hs, hT, t, reverse)[r0:r1],
+                    dXW[t, r0:r1])
         _add_rows(db[r0:r1], dXW[t, r0:r1])
         pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
         _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
@@ -334,7 +335,7 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
         XH, Hs = np.empty((B, K), dt), cache((Tc, B, H), dt)   # [x_t | h_{t-1} | 1] of a step; h of every step
         act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
         _run(rnn_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
-        return out, (h,), ("numba", "rnn", {"Hs": Hs, "out": out, "act": act, "split": True}, mask, reverse)
+        return out, (h,), ("numba", "rnn", {"Hs": Hs, "hT": h.copy(), "act": act, "split": True}, mask, reverse)
     # GRU: x W_ih^T and h W_hh^T stay apart (the reset gate multiplies the n block of h W_hh^T only)
     P = pack(W_hh.T)                                            # W_hh^T (H, G*H) as column panels
     Pih = pack(W_ih.T)                                          # W_ih^T (I, G*H)
@@ -371,7 +372,7 @@ def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.em
             dstate = (dh, dc)
         else:
             db = np.zeros((B, GH), dt)                          # dL/db per row, summed over the steps
-            _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["out"], dXW, DX, dx, db))
+            _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["Hs"], c["hT"], dXW, DX, dx, db))
             dstate = (dh,)
         if cell_name == "lstm":
             return dXW, dstate, None, None, dx, None
