@@ -165,7 +165,7 @@ def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, Cn_t, DA):
 
 
 @njit(cache=True, error_model="numpy")
-def _c_after(Cs, cT, t, reverse):
+def _state_after(Cs, cT, t, reverse):
     """A state after step t (the LSTM's c, the RNN's h): the cached state before the next step in scan order,
     or the final state (on padded rows it is not used)."""
     n = t - 1 if reverse else t + 1
@@ -254,7 +254,7 @@ def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, Hs, hT, dXW, dh0):
     da = np.empty(H, d_out.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        h_t = _c_after(Hs, hT, t, reverse)           # the state after step t (not the user's output array)
+        h_t = _state_after(Hs, hT, t, reverse)           # the state after step t (not the user's output array)
         for r in range(B):
             m = mask[t, r] if has_mask else 1.0
             if m == 0.0:
@@ -310,7 +310,7 @@ def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, cT, dXW, dh0, 
     dc = dcT.copy()
     for s in range(T):
         t = s if reverse else T - 1 - s
-        lstm_gates_bwd(dh, dc, d_out[t], mask[t], has_mask, Cs[t], Gs[t], _c_after(Cs, cT, t, reverse), dXW[t])
+        lstm_gates_bwd(dh, dc, d_out[t], mask[t], has_mask, Cs[t], Gs[t], _state_after(Cs, cT, t, reverse), dXW[t])
         for r in range(B):
             if (mask[t, r] if has_mask else 1.0) == 0.0:
                 continue                            # padded: the state gradient passes unchanged
@@ -751,14 +751,14 @@ def hybrid_backward(d_out, d_state, cache, W_hh, has_bias=True):
     Hs2 = c["Hs"].reshape(T * B, H)
     if cell_name == "rnn":
         for t in order:
-            rnn_act_bwd(dh, d_out[t], m2[t], has_mask, c["act"], _c_after(c["Hs"], c["hT"], t, reverse), dXW[t])
+            rnn_act_bwd(dh, d_out[t], m2[t], has_mask, c["act"], _state_after(c["Hs"], c["hT"], t, reverse), dXW[t])
             dh = _carry_dh(dXW[t] @ W_hh, dh, m2[t], has_mask)               # (B, H), BLAS
         dHW, dstate = dXW, (dh,)
     elif cell_name == "lstm":
         dc = np.array(d_state[1], dtype=dt, order="C")
         for t in order:
             lstm_gates_bwd(dh, dc, d_out[t], m2[t], has_mask, c["Cs"][t], c["Gs"][t],
-                           _c_after(c["Cs"], c["cT"], t, reverse), dXW[t])
+                           _state_after(c["Cs"], c["cT"], t, reverse), dXW[t])
             dh = _carry_dh(dXW[t] @ W_hh, dh, m2[t], has_mask)               # (B, H), BLAS
         dHW, dstate = dXW, (dh, dc)
     else:

@@ -25,7 +25,7 @@ from numba import njit, uint64
 
 from .packed_gemm import MR_MAX, pack, pgemm
 from .numba_scan import (
-    _ACT, FAST, _c_after, bias_rows, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd,
+    _ACT, FAST, _state_after, bias_rows, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd,
     rnn_act_bwd, rnn_act_fwd,
 )
 
@@ -165,7 +165,7 @@ def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, d
     for s in range(T):
         t = s if reverse else T - 1 - s
         lstm_gates_bwd(dh[r0:r1], dc[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Cs[t, r0:r1], Gs[t, r0:r1],
-                       _c_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
+                       _state_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
         pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
         _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
 
@@ -177,7 +177,7 @@ def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, Hs, hT, dXW, 
     tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, _c_after(Hs, hT, t, reverse)[r0:r1],
+        rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, _state_after(Hs, hT, t, reverse)[r0:r1],
                     dXW[t, r0:r1])
         _add_rows(db[r0:r1], dXW[t, r0:r1])
         pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
