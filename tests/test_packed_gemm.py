@@ -72,3 +72,27 @@ def test_pack_rejects_mismatched_blocks():
     from rnnlab.kernels.packed_gemm import pack
     with pytest.raises(ValueError, match="20 columns"):
         pack(np.ones((3, 20), np.float32), np.ones((3, 21), np.float32))
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("K,N", [(32, 128), (1, 1), (7, 3), (33, 64 + 32 + 16 + 8 + 5), (5, 200), (64, 256)])
+def test_vecmat_acc_equals_matmul(K, N, dtype, tol):
+    """The one-row product out[ro] += v[rv] @ M: every block width (8, 4, 2, 1 vectors, scalar tail), rows
+    picked out of wider arrays, M a row block of a wider matrix; nothing else written."""
+    from numba import njit
+    from rnnlab.kernels.packed_gemm import vecmat_acc
+
+    @njit
+    def run(out, ro, v, rv, M):
+        vecmat_acc(out, ro, v, rv, M)
+
+    rng = np.random.default_rng(K * 100 + N)
+    v = rng.standard_normal((3, K)).astype(dtype)
+    Mbig = rng.standard_normal((K, N + 9)).astype(dtype)
+    M = Mbig[:, :N]                                     # rows contiguous, row stride N + 9
+    out = rng.standard_normal((4, N)).astype(dtype)
+    before = out.copy()
+    run(out, 2, v, 1, M)
+    ref = before[2].astype(np.float64) + v[1].astype(np.float64) @ M.astype(np.float64)
+    np.testing.assert_allclose(out[2], ref, rtol=0, atol=tol * max(1.0, np.sqrt(K)) * 4)
+    np.testing.assert_array_equal(np.delete(out, 2, axis=0), np.delete(before, 2, axis=0))

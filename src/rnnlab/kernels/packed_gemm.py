@@ -35,21 +35,20 @@ def nr(dtype) -> int:
     return 16 if np.dtype(dtype) == np.float32 else 8
 
 
-def _make_ukr(MR):
-    """The (MR, NR) micro-kernel: C[:MR, :NR] = (C if acc else 0) + A[:MR, :K] @ panel[:K, :NR].
-    Arguments: K, the addresses of A, the panel and C, A's and C's row strides in elements, acc, and z, any
-    value of the element type (it picks float32 or float64)."""
+def _make_ukr(MR, NV=2):
+    """The (MR, NV vectors) micro-kernel: C[:MR, :NV*VW] = (C if acc else 0) + A[:MR, :K] @ B[:K, :NV*VW].
+    Arguments: K, the addresses of A, B and C, A's, B's and C's row strides in elements (B: a packed panel,
+    ldb = NR, or any row-major matrix), acc, and z, any value of the element type (it picks float32 or
+    float64)."""
     @intrinsic
-    def ukr(typingctx, K, a, lda, bp, c, ldc, acc, z):
+    def ukr(typingctx, K, a, lda, bp, ldb, c, ldc, acc, z):
         if z not in _VW:
             raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
-        sig = types.void(K, a, lda, bp, c, ldc, acc, z)
+        sig = types.void(K, a, lda, bp, ldb, c, ldc, acc, z)
         VW = _VW[z]
-        NV = 2                                              # vectors per row of the tile (NR = NV * VW)
-        NR = NV * VW
 
         def codegen(context, builder, signature, args):
-            K, a, lda, bp, c, ldc, acc, _ = args
+            K, a, lda, bp, ldb, c, ldc, acc, _ = args
             i64, i32 = ir.IntType(64), ir.IntType(32)
             ft = ir.FloatType() if z == types.float32 else ir.DoubleType()
             vt = ir.VectorType(ft, VW)
@@ -58,7 +57,7 @@ def _make_ukr(MR):
 
             def wide(v):
                 return builder.sext(v, i64) if v.type.width < 64 else v
-            K, lda, ldc = wide(K), wide(lda), wide(ldc)
+            K, lda, ldb, ldc = wide(K), wide(lda), wide(ldb), wide(ldc)
             a, bp, c = builder.inttoptr(a, fp), builder.inttoptr(bp, fp), builder.inttoptr(c, fp)
             accb = builder.icmp_unsigned("!=", acc, ir.Constant(acc.type, 0))
             zero = ir.Constant(vt, [0.0] * VW)
@@ -81,7 +80,7 @@ def _make_ukr(MR):
                 ph = builder.phi(vt)
                 ph.add_incoming(x, entry)
                 phis.append(ph)
-            boff = builder.mul(k, ir.Constant(i64, NR))
+            boff = builder.mul(k, ldb)
             bv = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(boff, ir.Constant(i64, v * VW))]), vp),
                                align=al) for v in range(NV)]
             mod = builder.module
@@ -116,22 +115,57 @@ def _make_ukr(MR):
 
 
 _u6, _u5, _u4, _u3, _u2, _u1 = (_make_ukr(m) for m in (6, 5, 4, 3, 2, 1))
+_r8, _r4, _r2, _r1 = (_make_ukr(1, n) for n in (8, 4, 2, 1))     # one row, 8 .. 1 vectors wide
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _rows(mr, kc, a, lda, bp, c, ldc, acc, z):
+def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z):
     if mr == 6:
-        _u6(kc, a, lda, bp, c, ldc, acc, z)
+        _u6(kc, a, lda, bp, ldb, c, ldc, acc, z)
     elif mr == 5:
-        _u5(kc, a, lda, bp, c, ldc, acc, z)
+        _u5(kc, a, lda, bp, ldb, c, ldc, acc, z)
     elif mr == 4:
-        _u4(kc, a, lda, bp, c, ldc, acc, z)
+        _u4(kc, a, lda, bp, ldb, c, ldc, acc, z)
     elif mr == 3:
-        _u3(kc, a, lda, bp, c, ldc, acc, z)
+        _u3(kc, a, lda, bp, ldb, c, ldc, acc, z)
     elif mr == 2:
-        _u2(kc, a, lda, bp, c, ldc, acc, z)
+        _u2(kc, a, lda, bp, ldb, c, ldc, acc, z)
     else:
-        _u1(kc, a, lda, bp, c, ldc, acc, z)
+        _u1(kc, a, lda, bp, ldb, c, ldc, acc, z)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def vecmat_acc(out, ro, v, rv, M):
+    """out[ro, :] += v[rv, :] @ M for one row, M (K, N) unpacked with rows contiguous (and the rows of out and
+    v contiguous): blocks of 8, 4, 2 and 1 vectors of columns with their accumulators in registers for the
+    whole k loop, then a scalar loop over the last columns. A loop that adds four rank-1 updates at a time to
+    out[ro] in memory was 1.2x slower at K = 32, N = 128 (the recurrent product of an LSTM with H = 32)."""
+    K, N = M.shape
+    isz = M.itemsize
+    VW = 32 // isz                                          # lanes per 256-bit vector
+    ldm = M.strides[0] // isz
+    a = v.ctypes.data + v.strides[0] * rv
+    c = out.ctypes.data + out.strides[0] * ro
+    m = M.ctypes.data
+    z = out[ro, 0]
+    j = 0
+    while j + 8 * VW <= N:
+        _r8(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        j += 8 * VW
+    if j + 4 * VW <= N:
+        _r4(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        j += 4 * VW
+    if j + 2 * VW <= N:
+        _r2(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        j += 2 * VW
+    if j + VW <= N:
+        _r1(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        j += VW
+    for jj in range(j, N):
+        acc = out[ro, jj]
+        for k in range(K):
+            acc += v[rv, k] * M[k, jj]
+        out[ro, jj] = acc
 
 
 @njit(cache=True, nogil=True)
@@ -164,9 +198,18 @@ def pack_into(P, W):
                     P[p, k, j] = 0.0
 
 
+@njit(cache=True, nogil=True)
+def _pack1(W, NR):
+    P = np.empty(((W.shape[1] + NR - 1) // NR, W.shape[0], NR), W.dtype)
+    pack_into(P, W)
+    return P
+
+
 def pack(*blocks):
     """The column panels P (ceil(N / NR), K, NR), for ``pgemm``, of W (K, N), or of the blocks (K_i, N)
     stacked along K (``np.concatenate(blocks)`` without the copy), any memory layout."""
+    if len(blocks) == 1 and blocks[0].ndim == 2:            # one compiled call (a layer's per-call overhead)
+        return _pack1(blocks[0], nr(blocks[0].dtype))
     N = blocks[0].shape[1]
     if any(w.ndim != 2 or w.shape[1] != N for w in blocks):
         raise ValueError(f"pack: expected 2-D blocks with {N} columns, got shapes {[w.shape for w in blocks]}")
@@ -203,13 +246,13 @@ def pgemm(C, A, P, N, acc, tile):
                 mr = min(MR_MAX, M - i)
                 a = a0 + isz * (i * lda + kb)
                 if nv == NR:
-                    _rows(mr, kc, a, lda, bp, c0 + isz * (i * ldc + p * NR), ldc, ac, z)
+                    _rows(mr, kc, a, lda, bp, NR, c0 + isz * (i * ldc + p * NR), ldc, ac, z)
                 else:                                       # partial panel: through the tile
                     if ac:
                         for r in range(mr):
                             for j in range(nv):
                                 tile[r, j] = C[i + r, p * NR + j]
-                    _rows(mr, kc, a, lda, bp, t0, NR, ac, z)
+                    _rows(mr, kc, a, lda, bp, NR, t0, NR, ac, z)
                     for r in range(mr):
                         for j in range(nv):
                             C[i + r, p * NR + j] = tile[r, j]

@@ -25,7 +25,7 @@ from numba import njit, uint64
 
 from .packed_gemm import MR_MAX, pack, pgemm
 from .numba_scan import (
-    _ACT, FAST, _state_after, bias_rows, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd,
+    _ACT, FAST, _state_after, bias_rows, gate_scales, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd,
     rnn_act_bwd, rnn_act_fwd,
 )
 
@@ -102,17 +102,18 @@ def _xh_rows(XH_t, x_t, h):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Hs, Cs, Gs, TCs):
+def lstm_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs):
     T = x.shape[0]
     GH = A.shape[1]
     tile = _tile(P)
+    S = gate_scales(GH, A)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0                               # one reused cache row under no_grad
         _xh_rows(XH[ct, r0:r1], x[t, r0:r1], h[r0:r1])
         pgemm(A[r0:r1], XH[ct, r0:r1], P, GH, False, tile)  # (rows, 4H) = [x h] [W_ih W_hh]^T
         lstm_gates_fwd(A[r0:r1], None, b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
-                       out[t, r0:r1], Hs[0, r0:r1], Cs[ct, r0:r1], Gs[ct, r0:r1], TCs[r0:r1])
+                       out[t, r0:r1], None, Cs[ct, r0:r1], Gs[ct, r0:r1], keep, S)  # h is kept in XH
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -327,9 +328,8 @@ def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, revers
         if cell_name == "lstm":
             XH = cache((Tc, B, K), dt)                          # [x_t | h_{t-1} | 1] of every step
             c = np.array(state0[1], dtype=dt, order="C")
-            Cs, Gs, tc = cache((Tc, B, H), dt), cache((Tc, B, GH), dt), np.empty((B, H), dt)   # tc: scratch
-            _run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out,
-                                    np.empty((1, B, H), dt), Cs, Gs, tc))              # h is kept in XH
+            Cs, Gs = cache((Tc, B, H), dt), cache((Tc, B, GH), dt)
+            _run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs))
             return out, (h, c), ("numba", "lstm", {"XH": XH, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True},
                                  mask, reverse)
         XH, Hs = np.empty((B, K), dt), cache((Tc, B, H), dt)   # [x_t | h_{t-1} | 1] of a step; h of every step
