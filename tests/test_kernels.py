@@ -292,3 +292,21 @@ def test_blas_single_thread_context_restores_and_nests():
             assert all(n == 1 for n in blas_threads())
         assert all(n == 1 for n in blas_threads())          # the inner exit keeps the outer setting
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_finiteness_check(dtype):
+    """The compiled NaN/Inf check behind every input check of large arrays: any position, any of NaN, +Inf,
+    -Inf; huge finite values pass (a - a, not a sum of the values, so no overflow)."""
+    from rnnlab.errors import NonFiniteError, _all_finite, as_float_array
+    from rnnlab.kernels.checks import all_finite
+    x = np.random.default_rng(0).standard_normal(5000).astype(dtype)
+    assert all_finite(x) and _all_finite(x.reshape(50, 10, 10))
+    assert all_finite(np.full(5000, np.finfo(dtype).max, dtype))
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in (0, 17, 2500, 4999):
+            y = x.copy()
+            y[pos] = bad
+            assert not all_finite(y)
+            with pytest.raises(NonFiniteError, match="found 1 NaN/Inf"):
+                as_float_array("x", y.reshape(50, 100), dtype)

@@ -468,9 +468,12 @@ def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, d
     dh0[:] = dh
 
 
+_KERNELS = {"rnn": (rnn_fwd, rnn_bwd), "lstm": (lstm_fwd, lstm_bwd), "gru": (gru_fwd, gru_bwd)}
+
+
 def kernels(dtype):
     """The (forward, backward) kernels per cell; Numba specialises them for float32 and float64."""
-    return {"rnn": (rnn_fwd, rnn_bwd), "lstm": (lstm_fwd, lstm_bwd), "gru": (gru_fwd, gru_bwd)}
+    return _KERNELS
 
 
 _ACT = {"tanh": 0, "relu": 1, "identity": 2}
@@ -525,6 +528,8 @@ def scan_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse
         cT = np.empty((B, H), dt)
         k_fwd(x2, Pih, XW, h0, WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, hT, cT,
               np.ascontiguousarray(state0[1]))
+        if not keep:
+            return out, (hT, cT), None
         return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": cT.copy()}, mask, reverse)
     after = opts.get("reset", "after") == "after"
     Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
