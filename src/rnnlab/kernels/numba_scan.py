@@ -224,10 +224,12 @@ def rnn_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs
     a = np.empty(H, out.dtype)
     tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
     ta = 0
+    nxt = 0                                         # the step that starts the next block of x W_ih^T
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
-        if s % (XW.shape[0] // B) == 0:
+        if s == nxt:                                # a counter, not an integer division per step
+            nxt += XW.shape[0] // B
             ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, b, False, tile)
         for r in range(B):
             xr = (t - ta) * B + r
@@ -298,10 +300,12 @@ def lstm_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs
     out2, Hs2, Cs2, Gs2 = out.reshape(T * B, H), Hs.reshape(-1, H), Cs.reshape(-1, H), Gs.reshape(-1, GH)
     tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
     ta = 0
+    nxt = 0                                         # the step that starts the next block of x W_ih^T
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
-        if s % (XW.shape[0] // B) == 0:
+        if s == nxt:                                # a counter, not an integer division per step
+            nxt += XW.shape[0] // B
             ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, b, False, tile)
         for r in range(B):
             xr = (t - ta) * B + r                   # x_t W_ih^T of row r in XW, then + h W_hh^T
@@ -352,10 +356,12 @@ def gru_fwd(x2, Pih, bx, has_bx, XW, h0, WT, b, has_b, mask, has_mask, reverse, 
     n_rec = GH if after else 2 * H
     tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
     ta = 0
+    nxt = 0                                         # the step that starts the next block of x W_ih^T
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
-        if s % (XW.shape[0] // B) == 0:
+        if s == nxt:                                # a counter, not an integer division per step
+            nxt += XW.shape[0] // B
             ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, bx, has_bx, tile)
         for r in range(B):
             x = XW[(t - ta) * B + r]
