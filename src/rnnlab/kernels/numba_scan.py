@@ -290,35 +290,39 @@ def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, Hs, hT, dXW, dh0):
 
 # ------------------------------------------------------------------ LSTM (gates i f g o)
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, has_mask, reverse, out, Hs, Cs, Gs, hT, cT, c0):
+def lstm_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, reverse, out, Hs, Cs, Gs, hT, cT, c0):
+    """Hs, Cs (T, B, H), Gs (T, B, 4H): the caches for backward; or Hs = Cs = None (inference) and Gs (B, 4H)
+    scratch. mask None: no padded rows. Both are compile-time branches (Numba prunes ``is None`` on a None
+    argument): the inference loop carries no cache or mask code (with it, 6 % of the B = 1 forward)."""
     T, B, H = out.shape
     GH = WT.shape[1]
-    keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
     h = h0.copy()
     c = c0.copy()
     S = gate_scales(GH, out)
-    out2, Hs2, Cs2, Gs2 = out.reshape(T * B, H), Hs.reshape(-1, H), Cs.reshape(-1, H), Gs.reshape(-1, GH)
+    out2, Gs2 = out.reshape(T * B, H), Gs.reshape(-1, GH)
     tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
     ta = 0
     nxt = 0                                         # the step that starts the next block of x W_ih^T
     for s in range(T):
         t = T - 1 - s if reverse else s
-        ct = t if keep else 0
         if s == nxt:                                # a counter, not an integer division per step
             nxt += XW.shape[0] // B
             ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, b, False, tile)
         for r in range(B):
             xr = (t - ta) * B + r                   # x_t W_ih^T of row r in XW, then + h W_hh^T
             vecmat_acc(XW, xr, h, r, WT)            # the recurrent product, accumulators in registers
-            if keep:
+            g = r                                   # row of the gates in Gs2
+            if Hs is not None:
+                g = t * B + r
                 for k in range(H):
-                    Hs2[ct * B + r, k] = h[r, k]
-                    Cs2[ct * B + r, k] = c[r, k]
-            if (mask[t, r] if has_mask else 1.0) == 0.0:
-                for k in range(H):
-                    out2[t * B + r, k] = 0.0
-                continue
-            lstm_row_fwd(XW, xr, b, has_b, S, Gs2, ct * B + r, c, h, r, out2, t * B + r)
+                    Hs[t, r, k] = h[r, k]
+                    Cs[t, r, k] = c[r, k]
+            if mask is not None:
+                if mask[t, r] == 0.0:
+                    for k in range(H):
+                        out2[t * B + r, k] = 0.0
+                    continue
+            lstm_row_fwd(XW, xr, b, has_b, S, Gs2, g, c, h, r, out2, t * B + r)
     hT[:] = h
     cT[:] = c
 
@@ -530,12 +534,14 @@ def scan_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse
         k_fwd(x2, Pih, XW, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT)
         return out, (hT,), ("numba", cell_name, {"Hs": Hs, "hT": hT.copy(), "act": act}, mask, reverse)
     if cell_name == "lstm":
-        Cs, Gs = cache((Tc, B, H), dt), cache((Tc, B, GH), dt)
         cT = np.empty((B, H), dt)
-        k_fwd(x2, Pih, XW, h0, WT, b, has_b, m2, has_mask, reverse, out, Hs, Cs, Gs, hT, cT,
-              np.ascontiguousarray(state0[1]))
-        if not keep:
+        c0 = np.ascontiguousarray(state0[1])
+        m = m2 if has_mask else None
+        if not keep:                                            # no caches: a (B, 4H) row for the gates
+            k_fwd(x2, Pih, XW, h0, WT, b, has_b, m, reverse, out, None, None, np.empty((B, GH), dt), hT, cT, c0)
             return out, (hT, cT), None
+        Cs, Gs = cache((T, B, H), dt), cache((T, B, GH), dt)
+        k_fwd(x2, Pih, XW, h0, WT, b, has_b, m, reverse, out, Hs, Cs, Gs, hT, cT, c0)
         return out, (hT, cT), ("numba", cell_name, {"Hs": Hs, "Cs": Cs, "Gs": Gs, "cT": cT.copy()}, mask, reverse)
     after = opts.get("reset", "after") == "after"
     Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
