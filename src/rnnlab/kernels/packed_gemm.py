@@ -65,9 +65,21 @@ def _make_ukr(MR, NV=2):
             arow = [builder.gep(a, [builder.mul(ir.Constant(i64, i), lda)]) for i in range(MR)]
             cvec = [builder.bitcast(builder.gep(crow[i], [ir.Constant(i64, v * VW)]), vp)
                     for i in range(MR) for v in range(NV)]
-            init = [builder.select(accb, builder.load(p, align=al), zero) for p in cvec]
             fn = builder.function
-            entry = builder.block
+            start = builder.block
+            ld = fn.append_basic_block("pgemm_load_c")
+            entry = fn.append_basic_block("pgemm_init")
+            builder.cbranch(accb, ld, entry)                # C is read only when added to (acc): a load then
+            builder.position_at_end(ld)                     # discarded by a select still costs its cache miss
+            loaded = [builder.load(p, align=al) for p in cvec]
+            builder.branch(entry)
+            builder.position_at_end(entry)
+            init = []
+            for x in loaded:
+                ph = builder.phi(vt)
+                ph.add_incoming(x, ld)
+                ph.add_incoming(zero, start)
+                init.append(ph)
             loop = fn.append_basic_block("pgemm_loop")
             done = fn.append_basic_block("pgemm_done")
             builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
