@@ -6,7 +6,8 @@ from rnnlab.kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed (extra 'fast')")
 
-SHAPES = [(1, 1, 1), (7, 33, 50), (6, 16, 16), (13, 300, 17), (32, 256, 1024), (5, 600, 8), (11, 513, 40), (3, 0, 9)]
+SHAPES = [(1, 1, 1), (7, 33, 50), (6, 16, 16), (13, 300, 17), (32, 256, 1024), (5, 600, 8), (11, 513, 40), (3, 0, 9),
+          (7, 2100, 33), (2, 1025, 16)]                     # the last two: K in several blocks (KC)
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])

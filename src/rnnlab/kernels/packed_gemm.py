@@ -9,8 +9,11 @@ micro-kernel over them (``pgemm``): measured in docs/performance.md.
 Layout. ``pack(W)`` gives P (ceil(N / NR), K, NR): panel p holds columns p*NR .. p*NR+NR-1 of W, zero padded,
 row k of the panel contiguous. NR = 2 SIMD vectors (16 float32 or 8 float64). The micro-kernel computes an
 (MR <= 6, NR) block of C: 2*MR vector accumulators stay in registers for the whole k loop, and each k costs
-two vector loads of the panel, MR broadcasts of A and 2*MR fused multiply-adds. K is split in blocks of KC so
-a panel block (KC x NR) stays in the first-level cache while it is reused by every block of rows.
+two vector loads of the panel, MR broadcasts of A and 2*MR fused multiply-adds. K is split in blocks of KC
+only beyond 1024: a panel of the recurrent products (K = I + H + 1 <= 1024 here) streams from the second-level
+cache well enough, and blocks of 256 (a panel block in the first-level cache) cost 4-25 % more at these sizes
+(measured, one thread: (64, 641) x (641, 2048) 72 -> 79 GFLOP/s, (64, 1281) x (1281, 1024) 64 -> 82): each
+block adds a pass over C and a short last block.
 
 The micro-kernel is written in LLVM IR (``numba.extending.intrinsic``) because Numba gives no way to keep a
 tile of vector accumulators in registers from Python code (a tile of scalar accumulators is not combined by
@@ -26,7 +29,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 MR_MAX = 6                                      # rows of C per micro-kernel call
-KC = 256                                        # K block: a (KC, NR) panel block is 16 KiB in float32
+KC = 1024                                       # K block (see pgemm)
 _VW = {types.float32: 8, types.float64: 4}      # SIMD lanes per vector (256 bits)
 
 
