@@ -598,34 +598,36 @@ def scan_backward(d_out, d_state, cache, W_hh, has_bias=True, alloc=np.empty, W_
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, Ns_t, Es_t):
+    """A (B, 3H): h W_hh^T on entry, xw_t (B, 3H): x W_ih^T + b_ih, b: b_hh (reset after). Writes the caches
+    (h before the step, r, z, n and h W_hn^T + b_hn) and the new state (h, out_t; padded rows keep their state
+    and output 0). 2-D indexing with unsigned offsets and one short loop per quantity (see lstm_gates_fwd):
+    8 % faster than per-row views and one loop over all of them (64 rows, H = 512: 89 against 97 us)."""
     B, GH = A.shape
-    H = GH // 3
-    for r in range(B):                                  # zero-based views: see lstm_gates_fwd
-        m = m_t[r] if has_mask else 1.0
-        a, x = A[r], xw_t[r]
+    H = uint64(GH // 3)
+    H2 = uint64(2) * H
+    for r in range(B):
         if has_b:
-            for j in range(GH):
-                a[j] += b[j]
-        ar, az, an = a[:H], a[H:2 * H], a[2 * H:]
-        xr, xz, xn = x[:H], x[H:2 * H], x[2 * H:]
-        hr, o_, hs, rs, zs, ns, es = h[r], out_t[r], Hs_t[r], Rs_t[r], Zs_t[r], Ns_t[r], Es_t[r]
+            for j in range(uint64(GH)):
+                A[r, j] += b[j]
         for k in range(H):
-            rr = sg(xr[k] + ar[k])
-            z = sg(xz[k] + az[k])
-            n = th(xn[k] + rr * an[k])
-            rs[k] = rr
-            zs[k] = z
-            ns[k] = n
-            es[k] = an[k]
-            hs[k] = hr[k]
-            ar[k] = n + z * (hr[k] - n)                 # h_t, kept in A's free row
-        if m != 0.0:
+            Rs_t[r, k] = sg(xw_t[r, k] + A[r, k])
+        for k in range(H):
+            Zs_t[r, k] = sg(xw_t[r, H + k] + A[r, H + k])
+        for k in range(H):
+            Es_t[r, k] = A[r, H2 + k]
+        for k in range(H):
+            Ns_t[r, k] = th(xw_t[r, H2 + k] + Rs_t[r, k] * Es_t[r, k])
+        for k in range(H):
+            Hs_t[r, k] = h[r, k]
+        if (m_t[r] if has_mask else 1.0) != 0.0:
             for k in range(H):
-                o_[k] = ar[k]
-                hr[k] = ar[k]
+                n = Ns_t[r, k]
+                hn = n + Zs_t[r, k] * (Hs_t[r, k] - n)
+                h[r, k] = hn
+                out_t[r, k] = hn
         else:
             for k in range(H):
-                o_[k] = 0.0
+                out_t[r, k] = 0.0
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
