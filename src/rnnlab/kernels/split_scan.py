@@ -25,8 +25,8 @@ from numba import njit, uint64
 
 from .packed_gemm import MR_MAX, pack, pgemm
 from .numba_scan import (
-    _ACT, FAST, _state_after, bias_rows, gate_scales, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd,
-    rnn_act_bwd, rnn_act_fwd,
+    _ACT, FAST, _state_after, bias_rows, gate_scales, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd,
+    lstm_gates_fwd, rnn_act_bwd, rnn_act_fwd,
 )
 
 MIN_ROWS = 1            # fewest batch rows per thread (the layer also asks for enough work per thread)
