@@ -108,3 +108,130 @@ def test_load_state_dict_rejects_nan(lstm):
     sd["weight_hh_l1"][0, 0] = np.inf
     with pytest.raises(ValueError, match="weight_hh_l1: contains NaN or Inf"):
         lstm.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------- inputs changed in place between forward and backward
+from conftest import BACKENDS, use_backend  # noqa: E402
+
+from rnnlab.errors import ModifiedInputError  # noqa: E402
+from rnnlab.model import ModelConfig, SequenceModel  # noqa: E402
+
+CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
+
+
+def _layer_grads(cls, backend, x, hx, change=None, **kw):
+    """Forward on x and hx, then ``change(x, hx)`` (in place), then backward: (dx, dhx, grads) or the error."""
+    layer = cls(x.shape[-1], 6, seed=0, backend=backend, **kw)
+    out, _ = layer(x, hx)
+    if change is not None:
+        change(x, hx)
+    d = np.cos(np.arange(out.size, dtype=out.dtype)).reshape(out.shape)
+    dx, dhx = layer.backward(d)
+    return dx, dhx, {k: v.copy() for k, v in layer.grads.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("size", ["small", "large"])    # NumPy fingerprint below 512 entries, compiled above
+def test_backward_refuses_inputs_changed_in_place(cell, backend, size, monkeypatch, outcome):
+    backend = use_backend(backend, monkeypatch)
+    cls = CELLS[cell]
+    T, B = (3, 2) if size == "small" else (20, 8)
+    rng = np.random.default_rng(0)
+    fresh = lambda: rng.standard_normal((T, B, 4)).astype(np.float32)           # noqa: E731
+    state = lambda: rng.standard_normal((1, B, 6)).astype(np.float32)           # noqa: E731
+    pair = cell == "lstm"
+    changes = {
+        "x (every entry)": ("x", lambda x, hx: x.__imul__(2.0)),
+        "x (the same values, moved: reversed in time)": ("x", lambda x, hx: x.__setitem__(..., x[::-1].copy())),
+        "x (one entry, the last)": ("x", lambda x, hx: x.__setitem__((-1, -1, -1), x[-1, -1, -1] + 0.5)),
+        "h_0": ("hx\\[0\\] \\(h_0\\)" if pair else "hx", lambda x, hx: (hx[0] if pair else hx).__iadd__(1.0)),
+    }
+    if pair:
+        changes["c_0"] = ("hx\\[1\\] \\(c_0\\)", lambda x, hx: hx[1].__setitem__((0, 0, 0), 7.0))
+    for what, (name, change) in changes.items():
+        x, hx = fresh(), ((state(), state()) if pair else state())
+        with pytest.raises(ModifiedInputError, match=rf"backward: {name} was modified in place after the forward"):
+            _layer_grads(cls, backend, x, hx, change)
+        outcome(f"layer: {what} changed in place between forward and backward", "ModifiedInputError")
+    # unchanged input, or a converted private copy of it (float64 given to a float32 layer): no error, and the
+    # gradients of the original values
+    x, hx = fresh(), ((state(), state()) if pair else state())
+    ref = _layer_grads(cls, backend, x.copy(), hx)
+    x64 = x.astype(np.float64)
+    got = _layer_grads(cls, backend, x64, hx, lambda x, hx: x.__imul__(3.0))
+    for a, b in zip((ref[0], *ref[2].values()), (got[0], *got[2].values())):
+        np.testing.assert_array_equal(a, b)
+    outcome("layer: a converted copy of x changed between forward and backward", "ok (gradients unaffected)")
+
+
+def test_modified_input_check_details(rng):
+    layer = rnnlab.GRU(3, 4, seed=0, batch_first=True)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    out, _ = layer(x)
+    x[0, 0, 0] += 1.0                                   # batch_first: the layer holds a transposed view of x
+    with pytest.raises(ModifiedInputError) as info:
+        layer.backward(np.ones_like(out))
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value, rnnlab.RnnlabError)
+    out, _ = layer(x)                                   # a new forward sees the new values: backward runs
+    layer.backward(np.ones_like(out))
+    # NaN with check_finite=False: an unchanged NaN is not taken for a change
+    x[1, 2, 0] = np.nan
+    out, _ = layer(x, check_finite=False)
+    layer.backward(np.ones_like(out), check_finite=False)
+    # unbatched x (T, I); a list (converted: the caller has nothing to change)
+    x2 = rng.standard_normal((5, 3)).astype(np.float32)
+    out, _ = layer(x2)
+    x2 *= 0.5
+    with pytest.raises(ModifiedInputError, match="x was modified"):
+        layer.backward(np.ones_like(out))
+    out, _ = layer(x2.tolist())
+    layer.backward(np.ones_like(out))
+    # a view of a larger array, changed through the larger array
+    big = rng.standard_normal((4, 5, 2, 3)).astype(np.float32)
+    out, _ = rnnlab.GRU(3, 4, seed=0)(big[1])
+    lay = rnnlab.GRU(3, 4, seed=0)
+    out, _ = lay(big[1])
+    big[1, 4, 1, 2] = 0.25
+    with pytest.raises(ModifiedInputError):
+        lay.backward(np.ones_like(out))
+    # under no_grad nothing is fingerprinted (and backward is refused for its own reason)
+    with rnnlab.no_grad():
+        out, _ = lay(big[2])
+    assert lay._cache is None
+
+
+@pytest.mark.parametrize("mode", ["embedding", "onehot", "dense"])
+def test_model_backward_refuses_changed_inputs_before_adding_to_any_gradient(mode, rng):
+    V = 5
+    cfg = ModelConfig(input_size=V, output_size=3, cell="lstm", input_mode=mode, hidden_size=4,
+                      embedding_dim=3)
+    model = SequenceModel(cfg, seed=0)
+    x = rng.integers(0, V, (6, 2)) if mode != "dense" else rng.standard_normal((6, 2, V)).astype(np.float32)
+    model.zero_grad()
+    logits, _ = model(x)
+    x[0, 0] = (x[0, 0] + 1) % V if mode != "dense" else x[0, 0] + 1.0
+    with pytest.raises(ModifiedInputError, match=r"(inputs|x) was modified in place"):
+        model.backward(np.ones_like(logits))
+    assert all(not np.any(g) for g in model.grads.values())      # nothing half-added
+    logits, _ = model(x)
+    model.backward(np.ones_like(logits))
+    assert any(np.any(g) for g in model.grads.values())
+
+
+@pytest.mark.parametrize("n", [300, 4096])              # the NumPy route and (with Numba) the compiled one
+def test_fingerprint_sees_moved_values(n, rng):
+    from rnnlab.errors import _fingerprint
+    x = rng.standard_normal(n).astype(np.float32)
+    fp = _fingerprint(x)
+    assert _fingerprint(x.copy()) == fp
+    for i, j in ((0, 1), (3, 67), (5, 5 + 256), (0, n - 1)):   # swaps 64 and 256 apart too
+        y = x.copy()
+        y[[i, j]] = y[[j, i]]
+        assert _fingerprint(y)[0] == pytest.approx(fp[0], rel=1e-12) and _fingerprint(y) != fp, (i, j)
+    y = x.copy()
+    y[n // 2] = np.nextafter(y[n // 2], np.float32(np.inf))    # one entry one float32 step up
+    assert _fingerprint(y) != fp
+    v = x.astype(np.float64)                                    # the compiled weights are the documented ones
+    h = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+    assert fp[1] == pytest.approx(float((v * h.astype(np.uint32).view(np.int32)).sum()), rel=1e-9)

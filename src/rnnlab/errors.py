@@ -34,6 +34,10 @@ class DTypeError(RnnlabError, TypeError):
     """An array has a dtype that cannot be used (integer, complex, object...)."""
 
 
+class ModifiedInputError(RnnlabError, RuntimeError):
+    """An array the forward pass read, and backward reads again, was changed in place in between."""
+
+
 def closest(name: str, choices) -> str:
     """' (did you mean 'x'?)' or '' -- for messages about unknown names."""
     match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
@@ -80,16 +84,57 @@ def _all_finite(arr: np.ndarray) -> bool:
     """No NaN or Inf in arr: compiled (one pass, ``kernels.checks``) when Numba is installed and arr is a
     contiguous float32/float64 array of some size, else NumPy's ``isfinite``."""
     if arr.size >= 512 and arr.flags.c_contiguous and arr.dtype.kind == "f" and arr.itemsize in (4, 8):
-        if not _CHECKS:
-            from .kernels import available
-            if available():
-                from .kernels.checks import all_finite
-                _CHECKS.append(all_finite)
-            else:
-                _CHECKS.append(None)
-        if _CHECKS[0] is not None:
-            return bool(_CHECKS[0](arr.reshape(-1)))
+        checks = _compiled_checks()
+        if checks is not None:
+            return bool(checks.all_finite(arr.reshape(-1)))
     return bool(np.isfinite(arr).all())
+
+
+def _compiled_checks():
+    """The compiled checks module (``kernels.checks``), or None without Numba; looked up once."""
+    if not _CHECKS:
+        from .kernels import available
+        if available():
+            from .kernels import checks
+            _CHECKS.append(checks)
+        else:
+            _CHECKS.append(None)
+    return _CHECKS[0]
+
+
+def _fingerprint(arr: np.ndarray) -> tuple:
+    """(sum, position-weighted sum) of arr's values in float64 (the weights: see ``kernels.checks.fingerprint``):
+    compiled for float32/float64 arrays of some size when Numba is installed, else NumPy. The same array always
+    takes the same route, so an unchanged array gives the same two numbers bit for bit."""
+    flat = arr.reshape(-1)                                  # a copy only for a non-contiguous view
+    if flat.size >= 512 and flat.dtype.kind == "f" and flat.itemsize in (4, 8):
+        checks = _compiled_checks()
+        if checks is not None:
+            s, w = checks.fingerprint(flat)
+            return float(s), float(w)
+    v = flat.astype(np.float64)
+    h = (np.arange(1, v.size + 1, dtype=np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+    return float(v.sum()), float((v * h.astype(np.uint32).view(np.int32)).sum())
+
+
+def guard_inputs(pairs) -> list:
+    """[(name, array, fingerprint)] for the (name, array) pairs: what ``check_unchanged`` compares with."""
+    return [(name, arr, _fingerprint(arr)) for name, arr in pairs]
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)                    # NaN (check_finite=False) equals NaN here
+
+
+def check_unchanged(guards, where: str = "backward") -> None:
+    """Raise ModifiedInputError when an array recorded by ``guard_inputs`` no longer holds the values it had
+    (torch raises for the same mistake; without the check the gradients would silently use the new values)."""
+    for name, arr, fp in guards:
+        now = _fingerprint(arr)
+        if not (_same(now[0], fp[0]) and _same(now[1], fp[1])):
+            raise ModifiedInputError(
+                f"{where}: {name} was modified in place after the forward pass (expected the values the forward "
+                f"read, found different ones); backward needs them unchanged: change a copy, or run forward again")
 
 
 def as_float_array(arg: str, value, dtype, check_finite: bool = True) -> np.ndarray:

@@ -14,7 +14,7 @@ from . import kernels, recurrent
 from .cells import CELLS
 from .errors import (
     ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_float,
-    check_int,
+    check_int, check_unchanged, guard_inputs,
 )
 from .grad_mode import is_grad_enabled
 
@@ -126,6 +126,12 @@ class _Recycler:
     def __call__(self, shape, dtype):
         arrays = self.free.get((tuple(shape), np.dtype(dtype)))
         return arrays.pop() if arrays else np.empty(shape, dtype)
+
+
+def _users_memory(arr, given) -> bool:
+    """Whether the converted array ``arr`` is the caller's ``given`` array or a view of memory the caller can
+    still change (a converted copy is private)."""
+    return arr is given or not arr.flags.owndata
 
 
 def _project(x2, W_ih, b_ih):
@@ -300,29 +306,32 @@ class RecurrentLayer:
                 f"bidirectional={self.bidirectional}{opts}, dtype={np.dtype(self.dtype).name})")
 
     # ----------------------------------------------------------------- validation
-    def _check_state(self, arg, value, B, unbatched, check_finite):
+    def _check_state(self, arg, value, B, unbatched, check_finite, guards=None):
         LD, H = self.num_layers * self.num_directions, self.hidden_size
         arr = as_float_array(arg, value, self.dtype, check_finite)
         expected = (LD, H) if unbatched else (LD, B, H)
         if tuple(arr.shape) != expected:
             raise ShapeError(f"{arg}: expected shape {expected} (num_layers * num_directions, "
                              f"{'' if unbatched else 'batch, '}hidden_size), got {tuple(arr.shape)}")
+        if guards is not None and _users_memory(arr, value):
+            guards.append((arg, arr))
         return arr[:, None, :] if unbatched else arr
 
-    def _split_state(self, hx, B, unbatched, check_finite):
-        """hx -> tuple of (L*D, B, H) arrays, one per state variable."""
+    def _split_state(self, hx, B, unbatched, check_finite, guards=None):
+        """hx -> tuple of (L*D, B, H) arrays, one per state variable. ``guards``: a list that gets (name,
+        array) for each state array that is the caller's memory (see ``forward``)."""
         zeros = lambda: np.zeros((self.num_layers * self.num_directions, B, self.hidden_size), self.dtype)  # noqa: E731
         n_state = len(self.cell.STATE)
         if n_state == 1:
             if isinstance(hx, tuple):
                 raise TypeError(f"hx: expected one array for {type(self).__name__}, got a tuple of {len(hx)}")
-            return (zeros() if hx is None else self._check_state("hx", hx, B, unbatched, check_finite),)
+            return (zeros() if hx is None else self._check_state("hx", hx, B, unbatched, check_finite, guards),)
         if hx is None:
             return zeros(), zeros()
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"hx: expected a pair (h_0, c_0) for LSTM, got {type(hx).__name__}")
-        return (self._check_state("hx[0] (h_0)", hx[0], B, unbatched, check_finite),
-                self._check_state("hx[1] (c_0)", hx[1], B, unbatched, check_finite))
+        return (self._check_state("hx[0] (h_0)", hx[0], B, unbatched, check_finite, guards),
+                self._check_state("hx[1] (c_0)", hx[1], B, unbatched, check_finite, guards))
 
     def _check_lengths(self, lengths, T, B):
         arr = np.asarray(lengths.detach().cpu().numpy() if hasattr(lengths, "detach") else lengths)
@@ -346,7 +355,7 @@ class RecurrentLayer:
 
         Returns ``(output, h_n)`` (``(output, (h_n, c_n))`` for the LSTM) with torch's shapes.
         """
-        x = as_float_array("x", x, self.dtype, check_finite)
+        x_in, x = x, as_float_array("x", x, self.dtype, check_finite)
         if x.ndim not in (2, 3):
             raise ShapeError(f"x: expected a 3-D array ({'B, T' if self.batch_first else 'T, B'}, input_size) "
                              f"or a 2-D unbatched (T, input_size), got shape {x.shape}")
@@ -361,18 +370,22 @@ class RecurrentLayer:
         if T < 1 or B < 1:
             raise ShapeError(f"x: expected at least one time step and one batch row, got T={T}, B={B}")
         mask = None if lengths is None else self._check_lengths(lengths, T, B)
-        states0 = self._split_state(hx, B, unbatched, check_finite)
+        keep = is_grad_enabled()
+        # the caller's arrays that backward reads again: fingerprinted, so that backward can refuse to run on
+        # values changed in place since (as torch does); an array converted here is a private copy
+        guards = [("x", x)] if keep and _users_memory(x, x_in) else []
+        states0 = self._split_state(hx, B, unbatched, check_finite, guards if keep else None)
+        guards = guard_inputs(guards)
         recycle = _Recycler(self._cache)    # the last forward's cache arrays, reused (peak memory, page faults)
         self._cache = None
         finals = [np.empty_like(s) for s in states0]
         layer_caches = []
-        keep = is_grad_enabled()
         impl = choose_backend(self.backend, B, self.gate_size, self.hidden_size, self.bptt_segment, self.cell_name,
                               self.cell_opts)
         # the compiled loop's forward makes no BLAS call (its products are its own): no thread setting to change
         with contextlib.nullcontext() if impl == "loop" else self._blas_context(impl, B):
             output = self._forward_layers(x, states0, finals, layer_caches, mask, T, B, keep, impl, recycle)
-        self._cache = (layer_caches, unbatched, (T, B), len(states0), impl) if keep else None
+        self._cache = (layer_caches, unbatched, (T, B), len(states0), guards, impl) if keep else None
         self._no_grad_forward = not keep
         if unbatched:
             output = output[:, 0, :]
@@ -458,6 +471,13 @@ class RecurrentLayer:
             inp = out_l if drop is None else out_l * drop
         return inp
 
+    def check_inputs_unchanged(self, where="backward"):
+        """Raise ``ModifiedInputError`` when x or hx of the last forward (the caller's arrays, not converted
+        copies) were changed in place since; backward calls it first (a model calls it before its own
+        gradient work)."""
+        if self._cache is not None:
+            check_unchanged(self._cache[4], where)
+
     def backward(self, d_output, d_hn=None, check_finite=True, record_state_grads=False):
         """Backpropagate through the last forward. Returns ``(dx, dhx)`` (dhx = (dh0, dc0) for the LSTM).
 
@@ -470,7 +490,8 @@ class RecurrentLayer:
                 raise RuntimeError("backward: the last forward ran under rnnlab.no_grad() and kept no cache; "
                                    "run the forward outside no_grad() to backpropagate")
             raise RuntimeError("backward: no forward pass to backpropagate through; call forward first")
-        layer_caches, unbatched, (T, B), n_state, impl = self._cache
+        layer_caches, unbatched, (T, B), n_state, guards, impl = self._cache
+        check_unchanged(guards)
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         out_shape = ((T, D * H) if unbatched else (B, T, D * H) if self.batch_first else (T, B, D * H))
         d_output = as_float_array("d_output", d_output, self.dtype, check_finite)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import heads, losses
-from .errors import ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_int
+from .errors import (
+    ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_int, check_unchanged, guard_inputs,
+)
 from .grad_mode import is_grad_enabled
 from .layers import GRU, LSTM, RNN, resolve_dtype
 
@@ -191,7 +193,9 @@ class SequenceModel:
                 last = None
                 h = out
             logits = heads.linear_forward(h, self._own["head.weight"], self._own["head.bias"], mm)
-        self._cache = (h, tokens, last, out.shape) if is_grad_enabled() else None
+        # the caller's tokens, fingerprinted: backward refuses to run on tokens changed in place since
+        guards = guard_inputs([("inputs", tokens)]) if tokens is not None and is_grad_enabled() else []
+        self._cache = (h, tokens, last, out.shape, guards) if is_grad_enabled() else None
         return logits, state
 
     __call__ = forward
@@ -203,7 +207,9 @@ class SequenceModel:
         """
         if self._cache is None:
             raise RuntimeError("backward: call forward first (outside rnnlab.no_grad(), which keeps no cache)")
-        h, tokens, last, out_shape = self._cache
+        h, tokens, last, out_shape, guards = self._cache
+        check_unchanged(guards)                 # before any gradient is added to
+        self.rnn.check_inputs_unchanged()
         K = self.config.output_size
         scope, mm = self.rnn.blas_scope(out_shape[1])
         with scope:

