@@ -210,6 +210,8 @@ def test_model_backward_refuses_changed_inputs_before_adding_to_any_gradient(mod
     x = rng.integers(0, V, (6, 2)) if mode != "dense" else rng.standard_normal((6, 2, V)).astype(np.float32)
     model.zero_grad()
     logits, _ = model(x)
+    # the layer fingerprints the caller's dense x, not the model's own one-hot or embedded array
+    assert [name for name, *_ in model.rnn._cache[4]] == (["x"] if mode == "dense" else [])
     x[0, 0] = (x[0, 0] + 1) % V if mode != "dense" else x[0, 0] + 1.0
     with pytest.raises(ModifiedInputError, match=r"(inputs|x) was modified in place"):
         model.backward(np.ones_like(logits))

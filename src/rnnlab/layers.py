@@ -355,6 +355,11 @@ class RecurrentLayer:
 
         Returns ``(output, h_n)`` (``(output, (h_n, c_n))`` for the LSTM) with torch's shapes.
         """
+        return self._forward(x, hx, lengths, check_finite)
+
+    def _forward(self, x, hx, lengths, check_finite, x_private=False):
+        """``forward``; ``x_private``: x is the caller's own array that nobody else can change (a model's
+        one-hot or embedded input), so it is not fingerprinted for backward."""
         x_in, x = x, as_float_array("x", x, self.dtype, check_finite)
         if x.ndim not in (2, 3):
             raise ShapeError(f"x: expected a 3-D array ({'B, T' if self.batch_first else 'T, B'}, input_size) "
@@ -373,9 +378,9 @@ class RecurrentLayer:
         keep = is_grad_enabled()
         # the caller's arrays that backward reads again: fingerprinted, so that backward can refuse to run on
         # values changed in place since (as torch does); an array converted here is a private copy
-        guards = [("x", x)] if keep and _users_memory(x, x_in) else []
-        states0 = self._split_state(hx, B, unbatched, check_finite, guards if keep else None)
-        guards = guard_inputs(guards)
+        watched = [("x", x)] if keep and not x_private and _users_memory(x, x_in) else []
+        states0 = self._split_state(hx, B, unbatched, check_finite, watched if keep else None)
+        guards = guard_inputs(watched)
         recycle = _Recycler(self._cache)    # the last forward's cache arrays, reused (peak memory, page faults)
         self._cache = None
         finals = [np.empty_like(s) for s in states0]
@@ -470,13 +475,6 @@ class RecurrentLayer:
                 layer_caches.append((inp, dir_caches, drop))
             inp = out_l if drop is None else out_l * drop
         return inp
-
-    def check_inputs_unchanged(self, where="backward"):
-        """Raise ``ModifiedInputError`` when x or hx of the last forward (the caller's arrays, not converted
-        copies) were changed in place since; backward calls it first (a model calls it before its own
-        gradient work)."""
-        if self._cache is not None:
-            check_unchanged(self._cache[4], where)
 
     def backward(self, d_output, d_hn=None, check_finite=True, record_state_grads=False):
         """Backpropagate through the last forward. Returns ``(dx, dhx)`` (dhx = (dh0, dc0) for the LSTM).

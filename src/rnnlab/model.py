@@ -184,7 +184,8 @@ class SequenceModel:
         x, tokens = self._embed(inputs)
         scope, mm = self.rnn.blas_scope(x.shape[1])                          # BLAS threads: see blas_scope
         with scope:
-            out, state = self.rnn(x, hx, lengths, check_finite=False)      # inputs checked in _embed
+            # inputs checked in _embed; a one-hot or embedded x is the model's own (the layer need not guard it)
+            out, state = self.rnn._forward(x, hx, lengths, False, x_private=tokens is not None)
             T, B = out.shape[:2]
             if self.config.target == "last":
                 last = np.full(B, T - 1) if lengths is None else np.asarray(lengths) - 1
@@ -208,15 +209,12 @@ class SequenceModel:
         if self._cache is None:
             raise RuntimeError("backward: call forward first (outside rnnlab.no_grad(), which keeps no cache)")
         h, tokens, last, out_shape, guards = self._cache
-        check_unchanged(guards)                 # before any gradient is added to
-        self.rnn.check_inputs_unchanged()
+        check_unchanged(guards)
         K = self.config.output_size
         scope, mm = self.rnn.blas_scope(out_shape[1])
         with scope:
             dh, dV, dc = heads.linear_backward(d_logits.reshape(-1, K), h.reshape(-1, h.shape[-1]),
                                                self._own["head.weight"], mm)
-            self._own_grads["head.weight"] += dV
-            self._own_grads["head.bias"] += dc
             if last is not None:
                 d_out = np.zeros(out_shape, self.dtype)
                 d_out[last, np.arange(out_shape[1])] = dh
@@ -224,6 +222,9 @@ class SequenceModel:
                 d_out = dh.reshape(out_shape)
             dx, dhx = self.rnn.backward(d_out, d_state, check_finite=False,  # NaN: the training guard reports it
                                         record_state_grads=record_state_grads)
+        # added after the layer's backward, which refuses inputs changed since the forward before adding any
+        self._own_grads["head.weight"] += dV
+        self._own_grads["head.bias"] += dc
         if self.config.input_mode == "embedding":
             self._own_grads["embedding.weight"] += heads.embedding_backward(
                 dx.reshape(-1, dx.shape[-1]), tokens.reshape(-1), self.config.input_size)
