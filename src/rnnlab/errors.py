@@ -83,15 +83,17 @@ _CHECKS = []
 def _all_finite(arr: np.ndarray) -> bool:
     """No NaN or Inf in arr: compiled (one pass, ``kernels.checks``) when Numba is installed and arr is a
     contiguous float32/float64 array of some size, else NumPy's ``isfinite``."""
-    if arr.size >= 512 and arr.flags.c_contiguous and arr.dtype.kind == "f" and arr.itemsize in (4, 8):
-        checks = _compiled_checks()
-        if checks is not None:
-            return bool(checks.all_finite(arr.reshape(-1)))
+    checks = _compiled_checks(arr) if arr.flags.c_contiguous else None
+    if checks is not None:
+        return bool(checks.all_finite(arr.reshape(-1)))
     return bool(np.isfinite(arr).all())
 
 
-def _compiled_checks():
-    """The compiled checks module (``kernels.checks``), or None without Numba; looked up once."""
+def _compiled_checks(arr: np.ndarray):
+    """The compiled checks module (``kernels.checks``) for a float32/float64 array of 512 entries or more
+    (below, NumPy is as fast), or None (smaller, another dtype, or no Numba; looked up once)."""
+    if arr.size < 512 or arr.dtype.kind != "f" or arr.itemsize not in (4, 8):
+        return None
     if not _CHECKS:
         from .kernels import available
         if available():
@@ -107,11 +109,10 @@ def _fingerprint(arr: np.ndarray) -> tuple:
     compiled for float32/float64 arrays of some size when Numba is installed, else NumPy. The same array always
     takes the same route, so an unchanged array gives the same two numbers bit for bit."""
     flat = arr.reshape(-1)                                  # a copy only for a non-contiguous view
-    if flat.size >= 512 and flat.dtype.kind == "f" and flat.itemsize in (4, 8):
-        checks = _compiled_checks()
-        if checks is not None:
-            s, w = checks.fingerprint(flat)
-            return float(s), float(w)
+    checks = _compiled_checks(flat)
+    if checks is not None:
+        s, w = checks.fingerprint(flat)
+        return float(s), float(w)
     v = flat.astype(np.float64)
     h = (np.arange(1, v.size + 1, dtype=np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
     return float(v.sum()), float((v * h.astype(np.uint32).view(np.int32)).sum())

@@ -20,7 +20,7 @@ from .errors import (
     ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_int, check_unchanged, guard_inputs,
 )
 from .grad_mode import is_grad_enabled
-from .layers import GRU, LSTM, RNN, resolve_dtype
+from .layers import GRU, LSTM, RNN, _users_memory, resolve_dtype
 
 CELL_CLASSES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
@@ -194,8 +194,9 @@ class SequenceModel:
                 last = None
                 h = out
             logits = heads.linear_forward(h, self._own["head.weight"], self._own["head.bias"], mm)
-        # the caller's tokens, fingerprinted: backward refuses to run on tokens changed in place since
-        guards = guard_inputs([("inputs", tokens)]) if tokens is not None and is_grad_enabled() else []
+        # the caller's tokens (not a converted copy), fingerprinted: backward refuses tokens changed since
+        mine = tokens is not None and is_grad_enabled() and _users_memory(tokens, inputs)
+        guards = guard_inputs([("inputs", tokens)]) if mine else []
         self._cache = (h, tokens, last, out.shape, guards) if is_grad_enabled() else None
         return logits, state
 
