@@ -34,6 +34,10 @@ class DTypeError(RnnlabError, TypeError):
     """An array has a dtype that cannot be used (integer, complex, object...)."""
 
 
+class BackendError(RnnlabError, ValueError):
+    """The backend asked for cannot serve this layer or call (it names the ones that can)."""
+
+
 class ModifiedInputError(RnnlabError, RuntimeError):
     """An array the forward pass read, and backward reads again, was changed in place in between."""
 
@@ -75,88 +79,3 @@ def check_float(arg: str, value, low=None, high=None, low_open=False, high_open=
         rel = "<" if high_open else "<="
         raise ConfigError(f"{arg}: expected a number {rel} {high}, got {value}")
     return value
-
-
-_CHECKS = []
-
-
-def _all_finite(arr: np.ndarray) -> bool:
-    """No NaN or Inf in arr: compiled (one pass, ``kernels.checks``) when Numba is installed and arr is a
-    contiguous float32/float64 array of some size, else NumPy's ``isfinite``."""
-    checks = _compiled_checks(arr) if arr.flags.c_contiguous else None
-    if checks is not None:
-        return bool(checks.all_finite(arr.reshape(-1)))
-    return bool(np.isfinite(arr).all())
-
-
-def _compiled_checks(arr: np.ndarray):
-    """The compiled checks module (``kernels.checks``) for a float32/float64 array of 512 entries or more
-    (below, NumPy is as fast), or None (smaller, another dtype, or no Numba; looked up once)."""
-    if arr.size < 512 or arr.dtype.kind != "f" or arr.itemsize not in (4, 8):
-        return None
-    if not _CHECKS:
-        from .kernels import available
-        if available():
-            from .kernels import checks
-            _CHECKS.append(checks)
-        else:
-            _CHECKS.append(None)
-    return _CHECKS[0]
-
-
-def _fingerprint(arr: np.ndarray) -> tuple:
-    """(sum, position-weighted sum) of arr's values in float64 (the weights: see ``kernels.checks.fingerprint``):
-    compiled for float32/float64 arrays of some size when Numba is installed, else NumPy. The same array always
-    takes the same route, so an unchanged array gives the same two numbers bit for bit."""
-    flat = arr.reshape(-1)                                  # a copy only for a non-contiguous view
-    checks = _compiled_checks(flat)
-    if checks is not None:
-        s, w = checks.fingerprint(flat)
-        return float(s), float(w)
-    v = flat.astype(np.float64)
-    h = (np.arange(1, v.size + 1, dtype=np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
-    return float(v.sum()), float((v * h.astype(np.uint32).view(np.int32)).sum())
-
-
-def guard_inputs(pairs) -> list:
-    """[(name, array, fingerprint)] for the (name, array) pairs: what ``check_unchanged`` compares with."""
-    return [(name, arr, _fingerprint(arr)) for name, arr in pairs]
-
-
-def _same(a: float, b: float) -> bool:
-    return a == b or (a != a and b != b)                    # NaN (check_finite=False) equals NaN here
-
-
-def check_unchanged(guards, where: str = "backward") -> None:
-    """Raise ModifiedInputError when an array recorded by ``guard_inputs`` no longer holds the values it had
-    (torch raises for the same mistake; without the check the gradients would silently use the new values)."""
-    for name, arr, fp in guards:
-        now = _fingerprint(arr)
-        if not (_same(now[0], fp[0]) and _same(now[1], fp[1])):
-            raise ModifiedInputError(
-                f"{where}: {name} was modified in place after the forward pass (expected the values the forward "
-                f"read, found different ones); backward needs them unchanged: change a copy, or run forward again")
-
-
-def as_float_array(arg: str, value, dtype, check_finite: bool = True) -> np.ndarray:
-    """Convert ``value`` to a float array of ``dtype``; reject non-float kinds and NaN/Inf."""
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # e.g. ragged nested lists
-        raise DTypeError(f"{arg}: expected a float array, could not convert {type(value).__name__}: {exc}") from None
-    if arr.dtype.kind != "f":
-        raise DTypeError(f"{arg}: expected a floating-point array, got dtype {arr.dtype}")
-    arr = arr.astype(dtype, copy=False)
-    if check_finite and arr.size and not _all_finite(arr):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise NonFiniteError(f"{arg}: expected finite values, found {bad} NaN/Inf entries "
-                             f"(pass check_finite=False to skip this check)")
-    return arr
-
-
-def check_shape(arg: str, arr: np.ndarray, expected: tuple) -> None:
-    """``expected`` may hold None for 'any size'."""
-    ok = arr.ndim == len(expected) and all(e is None or e == a for e, a in zip(expected, arr.shape))
-    if not ok:
-        exp = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
-        raise ShapeError(f"{arg}: expected shape {exp}, got {tuple(arr.shape)}")

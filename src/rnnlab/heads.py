@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cells.activations import sigmoid
+
 
 def linear_forward(h, V, c, mm=np.matmul):
     """h (..., H) -> o (..., K). ``mm``: the matrix product of 2-D arrays to use (the recurrent layer's)."""
@@ -35,10 +37,6 @@ def embedding_backward(d_emb, tokens, num_embeddings):
 def softmax(o, axis=-1):
     e = np.exp(o - o.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
-
-
-def sigmoid(o):
-    return 0.5 * np.tanh(0.5 * o) + 0.5
 
 
 PREDICTIONS = {"softmax": softmax, "sigmoid": sigmoid, "identity": lambda o: o}

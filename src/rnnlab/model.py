@@ -16,13 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import heads, losses
-from .errors import (
-    ConfigError, DTypeError, ShapeError, as_float_array, check_choice, check_int, check_unchanged, guard_inputs,
-)
+from .checks import as_float_array, check_unchanged, guard_inputs, users_memory
+from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
 from .grad_mode import is_grad_enabled
-from .layers import GRU, LSTM, RNN, _users_memory, resolve_dtype
-
-CELL_CLASSES = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+from .layers import LAYERS, resolve_dtype
 
 
 @dataclass
@@ -45,7 +42,7 @@ class ModelConfig:
     dtype: str = "float32"
 
     def validate(self) -> "ModelConfig":
-        check_choice("cell", self.cell, CELL_CLASSES)
+        check_choice("cell", self.cell, LAYERS)
         check_choice("input_mode", self.input_mode, ("dense", "onehot", "embedding"))
         check_choice("prediction", self.prediction, heads.PREDICTIONS)
         check_choice("target", self.target, ("every", "last"))
@@ -84,7 +81,7 @@ class SequenceModel:
         elif cfg.forget_bias is not None:
             kw["forget_bias"] = cfg.forget_bias
         rnn_in = cfg.embedding_dim if cfg.input_mode == "embedding" else cfg.input_size
-        self.rnn = CELL_CLASSES[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
+        self.rnn = LAYERS[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
                                           bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,
                                           recurrent_init=cfg.recurrent_init, **kw)
         feat = cfg.hidden_size * (2 if cfg.bidirectional else 1)
@@ -195,7 +192,7 @@ class SequenceModel:
                 h = out
             logits = heads.linear_forward(h, self._own["head.weight"], self._own["head.bias"], mm)
         # the caller's tokens (not a converted copy), fingerprinted: backward refuses tokens changed since
-        mine = tokens is not None and is_grad_enabled() and _users_memory(tokens, inputs)
+        mine = tokens is not None and is_grad_enabled() and users_memory(tokens, inputs)
         guards = guard_inputs([("inputs", tokens)]) if mine else []
         self._cache = (h, tokens, last, out.shape, guards) if is_grad_enabled() else None
         return logits, state

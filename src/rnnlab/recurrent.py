@@ -1,7 +1,11 @@
-"""The one time loop: run a cell over a sequence, forward and backward, in either direction.
+"""backend="numpy": the readable reference. The one time loop over a cell of ``rnnlab.cells``.
 
-    forward:  xw (T, B, G*H) -> outputs (T, B, H), final state, cache
-    backward: d_out (T, B, H), d_state_T -> dxw (T, B, G*H), d_state_0, dW_hh, db_hh
+    forward(...)  x (T, B, I) -> output (T, B, H), final state, StepCaches    (the engine's contract)
+    backward(...) d_out (T, B, H), d_state_T -> Grads                          (every gradient)
+    scan_forward / scan_backward                                               the loop itself, from xw
+
+The input projection x W_ih^T + b_ih is one product over all steps before the loop; dW_ih, dx and the
+bias gradients are products and sums after it.
 
 ``mask`` (T, B, 1), 1 at valid steps and 0 at padding, implements ragged batches exactly as torch's
 packed sequences do: at a padded step the state is carried unchanged and the output is zero, so
@@ -16,6 +20,9 @@ backward recomputes each segment's caches from it just before backpropagating th
 from __future__ import annotations
 
 import numpy as np
+
+from .caches import Grads, StepCaches
+from .cells import CELLS
 
 
 def _run(cell, xw, state, W_hh, b_hh, mask, steps, opts, out, caches):
@@ -48,51 +55,65 @@ def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=No
     if not segment or segment >= T:
         caches = [None] * T
         state = _run(cell, xw, tuple(state0), W_hh, b_hh, mask, order, opts, out, caches)
-        return out, state, (caches, mask, reverse)
+        return out, state, StepCaches(caches)
     # memory-bounded: keep only the state entering each segment
     segments = [order[i:i + segment] for i in range(0, T, segment)]
     starts, state = [], tuple(state0)
     for seg in segments:
         starts.append(state)
         state = _run(cell, xw, state, W_hh, b_hh, mask, seg, opts, out, None)
-    return out, state, (("segments", segments, starts, xw, b_hh), mask, reverse)
+    return out, state, StepCaches(None, segments, starts, xw, b_hh)
 
 
-def scan_backward(cell, d_out, d_state, cache, W_hh, has_bias=True, opts=None, record=None, alloc=np.empty,
-                  W_ih=None):
-    """-> (dL/dA (T, B, G*H), dL/d state0, dW_hh, db_hh, dx, db_ih): dx is None except where the compiled
-    batch-split path computed dL/dx = dL/dA W_ih in its loop (it needs ``W_ih``), dW_hh and db_hh None where
-    that path leaves them to one product with dW_ih (the LSTM), and db_ih None except where that path summed it
-    in its loop (the GRU; see ``rnnlab.kernels.split_scan.split_backward``).
-    ``record``: an optional list that receives ``(t, dstate_t)``, the total gradient with respect to each
-    step's state (dL/dh_t, and dL/dc_t for the LSTM) -- what the gradient-flow diagnostics plot.
-    ``alloc(shape, dtype)``: where the compiled backward puts dL/dA (the layer's work buffer)."""
+def scan_backward(cell, d_out, d_state, cache, W_hh, mask=None, reverse=False, has_bias=True, opts=None,
+                  record=None):
+    """-> (dL/dxw (T, B, G*H), dL/d state0, dW_hh, db_hh). ``record``: an optional list that receives ``(t,
+    dstate_t)``, the total gradient with respect to each step's state (dL/dh_t, and dL/dc_t for the LSTM)."""
     opts = opts or {}
-    if cache[0] == "numba":                                                  # the compiled backend's cache
-        if record is not None:
-            raise ValueError("record: state gradients are recorded by the numpy backend only")
-        from .kernels import numba_scan
-        return numba_scan.scan_backward(d_out, d_state, cache, W_hh, has_bias, alloc, W_ih)
-    caches, mask, reverse = cache
     T = d_out.shape[0]
     GH = W_hh.shape[0]
     dXW = np.empty(d_out.shape[:2] + (GH,), dtype=d_out.dtype)             # (T, B, G*H)
     dHW = [None]                                                            # allocated if the cell needs it
-    if isinstance(caches, tuple) and caches and caches[0] == "segments":
-        _, segments, starts, xw, b_hh = caches
+    if cache.steps is None:                                                 # segmented: recompute each segment
         dstate, dW_hh = tuple(d_state), np.zeros_like(W_hh)
-        for seg, start in zip(reversed(segments), reversed(starts)):
+        for seg, start in zip(reversed(cache.segments), reversed(cache.starts)):
             seg_caches = [None] * T
-            _run(cell, xw, start, W_hh, b_hh, mask, seg, opts, None, seg_caches)   # recompute this segment
+            _run(cell, cache.xw, start, W_hh, cache.b_hh, mask, seg, opts, None, seg_caches)
             dstate = _backward_steps(cell, d_out, dstate, seg_caches, W_hh, mask, seg[::-1], opts, dXW, dHW, record)
             idx = sorted(seg)
             dW_hh += cell.grad_W_hh((dXW if dHW[0] is None else dHW[0])[idx], [seg_caches[t] for t in idx], **opts)
     else:
-        dstate = _backward_steps(cell, d_out, tuple(d_state), caches, W_hh, mask, _order(T, reverse)[::-1], opts,
-                                 dXW, dHW, record)
-        dW_hh = cell.grad_W_hh(dXW if dHW[0] is None else dHW[0], caches, **opts)
+        dstate = _backward_steps(cell, d_out, tuple(d_state), cache.steps, W_hh, mask, _order(T, reverse)[::-1],
+                                 opts, dXW, dHW, record)
+        dW_hh = cell.grad_W_hh(dXW if dHW[0] is None else dHW[0], cache.steps, **opts)
     db_hh = (dXW if dHW[0] is None else dHW[0]).sum(axis=(0, 1)) if has_bias else None
-    return dXW, dstate, dW_hh, db_hh, None, None
+    return dXW, dstate, dW_hh, db_hh
+
+
+def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc=None, segment=None):
+    """The engine's contract: x (T, B, I) -> (output (T, B, H), final state, StepCaches or None)."""
+    T, B, I = x.shape
+    xw = (x.reshape(T * B, I) @ W_ih.T).reshape(T, B, -1)                  # (T, B, G*H), all steps at once
+    if b_ih is not None:
+        xw += b_ih
+    out, stateT, cache = scan_forward(CELLS[cell_name], xw, state0, W_hh, b_hh, mask, reverse, opts, segment)
+    return out, stateT, cache if keep else None
+
+
+def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace=None, record=False):
+    """The engine's contract: -> Grads (every gradient). record: also the total gradient with respect to each
+    step's state, (dL/dh (T, B, H)[, dL/dc]) in ``Grads.state_grads``."""
+    rec = [] if record else None
+    dXW, dstate0, dW_hh, db_hh = scan_backward(CELLS[cell_name], d_out, d_state, cache.arrays, W_hh, cache.mask,
+                                               cache.reverse, has_bias, cache.opts, rec)
+    T, B, GH = dXW.shape
+    dX2, x2 = dXW.reshape(T * B, GH), cache.x.reshape(T * B, -1)
+    state_grads = None
+    if rec is not None:
+        rec.sort(key=lambda r: r[0])
+        state_grads = tuple(np.stack([r[1][i] for r in rec]) for i in range(len(dstate0)))
+    return Grads(dx=(dX2 @ W_ih).reshape(cache.x.shape), dstate0=dstate0, dW_ih=dX2.T @ x2, dW_hh=dW_hh,
+                 db_ih=dX2.sum(axis=0) if has_bias else None, db_hh=db_hh, state_grads=state_grads)
 
 
 def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record):

@@ -1,14 +1,17 @@
-"""One module per cell: a step forward and a step backward side by side.
+"""One module per cell: a step forward and a step backward side by side, the equations in the docstring.
 
-Every cell shares one interface, used by the time loop in ``rnnlab.recurrent``:
+Every cell shares one interface, used by the NumPy reference's time loop (``rnnlab.recurrent``):
 
-    step_forward(xw, state, W_hh, b_hh, **opts) -> (state_new, cache)
+    G, STATE, GATES                               gate blocks in W_ih/W_hh, state names, gate names
+    step_forward(xw, state, W_hh, b_hh, **opts) -> (state_new, StepCache)
     step_backward(dstate, cache, W_hh, **opts)  -> (dxw, dhw, dstate_prev)
-    grad_W_hh(dHW, caches_stacked, **opts)        -> dW_hh
+    grad_W_hh(dHW, caches, **opts)              -> dW_hh
 
-``xw`` is the input projection ``x_t W_ih^T + b_ih`` (computed for all steps at once outside the loop),
-``state`` a tuple ``(h,)`` or ``(h, c)``; ``dxw`` is the gradient with respect to ``xw`` and ``dhw`` the
-gradient with respect to the recurrent pre-activation ``h_{t-1} W_hh^T + b_hh`` (they differ only for the GRU).
+``xw`` is the input projection ``x_t W_ih^T + b_ih`` (for all steps at once, outside the loop), ``state`` a
+tuple ``(h,)`` or ``(h, c)``; ``StepCache`` is a NamedTuple of what backward reads (named as in the
+equations); ``dxw`` is the gradient with respect to ``xw`` and ``dhw`` with respect to the recurrent
+pre-activation ``h_{t-1} W_hh^T + b_hh`` (they differ only for the GRU). A new cell is one such module and
+one compiled gate kernel in ``rnnlab.kernels.gates``; ``CELLS`` is the one registry of cells.
 """
 from . import gru, lstm, rnn
 

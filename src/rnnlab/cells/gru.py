@@ -19,12 +19,23 @@ Backward, with dh = dL/dh_t:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from .lstm import sigmoid
+from .activations import sigmoid
 
 G = 3
 STATE = ("h",)
+GATES = ("r", "z", "n")
+
+
+class StepCache(NamedTuple):
+    h_prev: np.ndarray          # (B, H)
+    r: np.ndarray
+    z: np.ndarray
+    n: np.ndarray
+    extra: np.ndarray           # after: h W_hn^T + b_hn (for dr); before: r * h_prev (the n block's operand)
 
 
 def step_forward(xw, state, W_hh, b_hh, reset="after"):
@@ -52,7 +63,7 @@ def step_forward(xw, state, W_hh, b_hh, reset="after"):
         n = np.tanh(a_n)
         extra = rh
     h = n + z * (h_prev - n)                        # = (1 - z) n + z h_prev
-    return (h,), (h_prev, r, z, n, extra)
+    return (h,), StepCache(h_prev, r, z, n, extra)
 
 
 def step_backward(dstate, cache, W_hh, reset="after"):
@@ -83,9 +94,9 @@ def step_backward(dstate, cache, W_hh, reset="after"):
 def grad_W_hh(dHW, caches, reset="after"):
     """dW_hh from the recurrent pre-activation gradients dHW (T, B, 3H), one product per operand."""
     H = dHW.shape[-1] // 3
-    H_prev = np.stack([c[0] for c in caches]).reshape(-1, H)      # (T*B, H)
+    H_prev = np.stack([c.h_prev for c in caches]).reshape(-1, H)  # (T*B, H)
     dHW = dHW.reshape(-1, 3 * H)
     if reset == "after":
         return dHW.T @ H_prev
-    RH = np.stack([c[4] for c in caches]).reshape(-1, H)          # r * h_prev
+    RH = np.stack([c.extra for c in caches]).reshape(-1, H)       # r * h_prev
     return np.concatenate([dHW[:, :2 * H].T @ H_prev, dHW[:, 2 * H:].T @ RH], axis=0)

@@ -19,15 +19,25 @@ Backward, with dh = dL/dh_t and dc = dL/dc_t arriving from step t+1:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from .activations import sigmoid
 
 G = 4
 STATE = ("h", "c")
+GATES = ("i", "f", "g", "o")
 
 
-def sigmoid(x):
-    # the tanh form never overflows (1/(1+exp(-x)) does for x << 0 in float32)
-    return 0.5 * np.tanh(0.5 * x) + 0.5
+class StepCache(NamedTuple):
+    h_prev: np.ndarray          # (B, H)
+    c_prev: np.ndarray
+    i: np.ndarray
+    f: np.ndarray
+    g: np.ndarray
+    o: np.ndarray
+    tanh_c: np.ndarray          # cached: backward needs it and h needs it
 
 
 def step_forward(xw, state, W_hh, b_hh):
@@ -40,9 +50,9 @@ def step_forward(xw, state, W_hh, b_hh):
     i, f, o = s[:, :H], s[:, H:2 * H], s[:, 3 * H:]
     g = np.tanh(a[:, 2 * H:3 * H])
     c = f * c_prev + i * g                          # (B, H)
-    tanh_c = np.tanh(c)                             # cached: backward needs it and h needs it
+    tanh_c = np.tanh(c)
     h = o * tanh_c
-    return (h, c), (h_prev, c_prev, i, f, g, o, tanh_c)
+    return (h, c), StepCache(h_prev, c_prev, i, f, g, o, tanh_c)
 
 
 def step_backward(dstate, cache, W_hh):
@@ -66,5 +76,5 @@ def step_backward(dstate, cache, W_hh):
 
 def grad_W_hh(dHW, caches, **_):
     """dW_hh = sum_t da_t^T h_{t-1}: one product over all steps. dHW (T, B, 4H)."""
-    H_prev = np.stack([c[0] for c in caches])       # (T, B, H)
+    H_prev = np.stack([c.h_prev for c in caches])   # (T, B, H)
     return dHW.reshape(-1, dHW.shape[-1]).T @ H_prev.reshape(-1, H_prev.shape[-1])

@@ -13,10 +13,18 @@ Backward, with dh = dL/dh_t (from the output at t and from step t+1):
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 G = 1  # gate blocks stacked in W_ih / W_hh
 STATE = ("h",)
+GATES = ("h",)                                      # the one block of W_hh (no gates)
+
+
+class StepCache(NamedTuple):
+    h_prev: np.ndarray          # (B, H)
+    h: np.ndarray               # the step's output: tanh' and relu' are read from it
 
 
 def step_forward(xw, state, W_hh, b_hh, nonlinearity="tanh"):
@@ -30,8 +38,7 @@ def step_forward(xw, state, W_hh, b_hh, nonlinearity="tanh"):
         h = np.maximum(a, 0.0)
     else:
         h = a                                       # identity
-
-    return (h,), (h_prev, h)
+    return (h,), StepCache(h_prev, h)
 
 
 def step_backward(dstate, cache, W_hh, nonlinearity="tanh"):
@@ -49,5 +56,5 @@ def step_backward(dstate, cache, W_hh, nonlinearity="tanh"):
 
 def grad_W_hh(dHW, caches, **_):
     """dW_hh = sum_t dhw_t^T h_{t-1}: one product over all steps. dHW (T, B, H)."""
-    H_prev = np.stack([c[0] for c in caches])       # (T, B, H)
+    H_prev = np.stack([c.h_prev for c in caches])   # (T, B, H)
     return dHW.reshape(-1, dHW.shape[-1]).T @ H_prev.reshape(-1, H_prev.shape[-1])

@@ -1,8 +1,11 @@
-"""Compiled fast paths (Numba), each checked against the NumPy reference in the test suite.
+"""The compiled backends (Numba), each checked against the NumPy reference in the test suite. Top-down:
 
-The reference backend (``rnnlab.cells`` + ``rnnlab.recurrent``) is the readable one; ``numba_scan`` compiles
-the whole time loop of each cell, forward and backward, for the shapes where per-call overhead dominates.
-``available()`` tells whether Numba is installed (extra ``fast``).
+    loop.py, hybrid.py, split.py   the three strategies, each one backend of ``rnnlab.engine``
+    gates.py                       each cell's gate math, once, shared by the three
+    packed_gemm.py                 the packed matrix product of the loop and split paths
+    checks.py                      the compiled NaN/Inf check and fingerprint of ``rnnlab.checks``
+
+``available()`` tells whether Numba is installed.
 """
 from __future__ import annotations
 

@@ -1,17 +1,16 @@
-"""Batch-split scans: the rows of a batch are independent chains, so each thread runs the whole time loop
-for its own block of rows (forward and backward), with no synchronisation between steps.
+"""backend="split": the batch's rows split over threads, each running the whole time loop for its rows.
 
-Per step and per thread: the step's matrix product of its rows (``rnnlab.kernels.packed_gemm``: the weights
-packed once per call, a register-blocked micro-kernel per step) and the same fused gate kernels as the hybrid
-path (``numba_scan.lstm_gates_fwd`` and the others). LSTM and RNN: one product per step, [x_t h] [W_ih W_hh]^T
+The rows of a batch are independent chains, so each thread runs forward and backward for its own block of
+rows with no synchronisation between steps. Per step and per thread: the step's matrix product of its rows
+(``kernels.packed_gemm``: the weights packed once per call, a register-blocked micro-kernel per step) and the
+cell's gate kernels (``kernels.gates``). LSTM and RNN: one product per step, [x_t h] [W_ih W_hh]^T
 forward and dA [W_ih W_hh] backward (dx_t and the state gradient at once); the GRU: x_t W_ih^T and h W_hh^T
 apart (its reset gate multiplies the n block of the latter). The kernels release the GIL, so plain Python
 threads run them in parallel; the weight gradients are one large BLAS product after the loop, split over
-the same threads (``pmatmul``).
+the same threads (``pmatmul``). Serves the RNN, the LSTM and the GRU with reset='after'.
 
-Why: on a 2-core machine the hybrid path's per-step product (B, H) x (H, 4H) is too small for two BLAS
-threads to share well, and its gate kernel runs on one core; splitting the batch keeps both cores busy
-with whole steps (measured in docs/performance.md).
+Why: a per-step product (B, H) x (H, 4H) is too small for two BLAS threads to share well, and a gate kernel
+runs on one core; splitting the batch keeps every core busy with whole steps (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -23,11 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit, uint64
 
-from .packed_gemm import MR_MAX, pack, pgemm
-from .numba_scan import (
-    _ACT, FAST, _state_after, bias_rows, gate_scales, mask_rows, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd,
-    lstm_gates_fwd, rnn_act_bwd, rnn_act_fwd,
+from ..caches import GRUArrays, Grads, LSTMArrays, RNNArrays
+from .gates import (
+    ACT, FAST, bias_rows, gate_scales, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, mask_rows,
+    rnn_act_bwd, rnn_act_fwd, state_after,
 )
+from .packed_gemm import MR_MAX, pack, pgemm
 
 MIN_ROWS = 1            # fewest batch rows per thread (the layer also asks for enough work per thread)
 _POOL: list = []
@@ -88,7 +88,7 @@ def _x_rows(X, x_t, Pih, bx, has_bx, tile):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _xh_rows(XH_t, x_t, h):
     """XH_t (rows, I+H[+1]) = [x_t | h (| 1)]: the operand of the step's one product [x h 1] [W_ih W_hh b]^T
-    (the column of ones where the layer has a bias; unsigned offsets: see numba_scan.lstm_gates_fwd). The LSTM
+    (the column of ones where the layer has a bias; unsigned offsets: see kernels.gates). The LSTM
     keeps it for backward (see ``split_forward``)."""
     I = uint64(x_t.shape[1])
     IH = I + uint64(h.shape[1])
@@ -166,7 +166,7 @@ def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, d
     for s in range(T):
         t = s if reverse else T - 1 - s
         lstm_gates_bwd(dh[r0:r1], dc[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Cs[t, r0:r1], Gs[t, r0:r1],
-                       _state_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
+                       state_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
         pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
         _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
 
@@ -178,7 +178,7 @@ def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, Hs, hT, dXW, 
     tile = _tile(P)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, _state_after(Hs, hT, t, reverse)[r0:r1],
+        rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, state_after(Hs, hT, t, reverse)[r0:r1],
                     dXW[t, r0:r1])
         _add_rows(db[r0:r1], dXW[t, r0:r1])
         pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
@@ -196,7 +196,7 @@ def _add_rows(acc, src):
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _copy_n_block(dst, src):
-    """dst (rows, H) = the n block src[:, 2H:] (unsigned offsets: see numba_scan.lstm_gates_fwd)."""
+    """dst (rows, H) = the n block src[:, 2H:] (unsigned offsets: see kernels.gates)."""
     H = uint64(dst.shape[1])
     H2 = uint64(2) * H
     for r in range(dst.shape[0]):
@@ -241,7 +241,7 @@ def _pool(n):
 
 def _in_threads(work, bounds):
     """work(lo, hi) for each block [bounds[i], bounds[i+1]), one block per thread; the first block runs in the
-    calling thread. The caller runs BLAS on one thread meanwhile (``rnnlab.layers.blas_single_thread``)."""
+    calling thread. The caller runs BLAS on one thread meanwhile (``rnnlab.engine.blas_single_thread``)."""
     n = len(bounds) - 1
     futures = [_pool(n - 1).submit(work, bounds[i], bounds[i + 1]) for i in range(1, n)] if n > 1 else []
     try:
@@ -251,45 +251,56 @@ def _in_threads(work, bounds):
             f.result()
 
 
-_SHARE = [0.5]          # with two threads: the calling thread's share of the rows, adapted to measured speed
+SHARE_MIN, SHARE_MAX = 0.3, 0.7
 
 
-def _run(kernel, B, args):
-    """kernel(r0, r1, *args) over the row blocks of the batch, one block per thread.
+def rebalance(share, rows0, rows1, took0, took1):
+    """The first thread's next share of the rows, from its last share and the two blocks' times: the share
+    that would have equalised them (rows per second of each), smoothed (0.7 old, 0.3 new) and kept in
+    [0.3, 0.7]. Times under 0.1 ms carry no signal: the share stays. One of two threads on a shared virtual
+    machine often runs 10-30 % slower for seconds at a time; an even split would leave the faster waiting."""
+    if min(took0, took1) <= 1e-4:
+        return share
+    rate0, rate1 = rows0 / took0, rows1 / took1
+    return min(SHARE_MAX, max(SHARE_MIN, 0.7 * share + 0.3 * rate0 / (rate0 + rate1)))
 
-    With two threads the rows are split by the threads' measured speeds: on this shared virtual machine one
-    of the two often runs 10-30 % slower than the other for seconds at a time, and an even split leaves the
-    faster one waiting. Each call times both blocks and moves the split toward equal times (smoothed, and
-    kept within 30-70 %). Every row's result is the same whatever block it is in."""
-    n = threads_for(B)
-    if n != 2:                      # more threads: which pool thread takes which block is not fixed
-        _in_threads(lambda r0, r1: kernel(r0, r1, *args), [B * i // n for i in range(n + 1)])
-        return
-    share = _SHARE[0]
-    m = min(B - MIN_ROWS, max(MIN_ROWS, round(B * share)))
-    took = {}
 
-    def work(r0, r1):
-        t0 = time.perf_counter()
-        kernel(r0, r1, *args)
-        took[r0] = time.perf_counter() - t0
-    _in_threads(work, [0, m, B])
-    if min(took.values()) > 1e-4:   # rows per second of each thread -> the share that equalises the times
-        rate0, rate1 = m / took[0], (B - m) / took[m]
-        _SHARE[0] = min(0.7, max(0.3, 0.7 * share + 0.3 * rate0 / (rate0 + rate1)))
+class RowSplit:
+    """How a layer splits its batch over two threads (``share``: the calling thread's fraction of the rows),
+    updated from each call's measured times by ``rebalance``. Every row's result is the same whatever block
+    it is in (tested), so the split changes speed only."""
+
+    def __init__(self, share=0.5):
+        self.share = share
+
+    def run(self, kernel, B, args):
+        """kernel(r0, r1, *args) over the row blocks of the batch, one block per thread."""
+        n = threads_for(B)
+        if n != 2:                  # more threads: which pool thread takes which block is not fixed
+            _in_threads(lambda r0, r1: kernel(r0, r1, *args), [B * i // n for i in range(n + 1)])
+            return
+        m = min(B - MIN_ROWS, max(MIN_ROWS, round(B * self.share)))
+        took = {}
+
+        def work(r0, r1):
+            t0 = time.perf_counter()
+            kernel(r0, r1, *args)
+            took[r0] = time.perf_counter() - t0
+        _in_threads(work, [0, m, B])
+        self.share = rebalance(self.share, m, B - m, took[0], took[m])
 
 
 PMATMUL_MIN_ROWS = 64
 
 
-def pmatmul(a, b, bias=None, out=None):
+def pmatmul(a, b, bias=None, out=None, min_rows=PMATMUL_MIN_ROWS):
     """``a @ b (+ bias)`` with the output's rows split over rnnlab's threads (each a one-thread BLAS call,
-    which releases the GIL). Used for the large products around the batch-split scans, so that BLAS's own
-    worker threads never wake up and spin against the scan's threads. ``out``: a (M, N) array to write to."""
+    which releases the GIL), blocks of at least ``min_rows`` rows. Used for the large products around the
+    batch-split scans, so that BLAS's own worker threads never wake up and spin against the scan's threads."""
     M = a.shape[0]
     if out is None:
         out = np.empty((M, b.shape[1]), np.result_type(a, b))   # (M, N)
-    n = max(1, min(num_threads(), M // PMATMUL_MIN_ROWS))
+    n = max(1, min(num_threads(), M // max(1, min_rows)))
 
     def block(lo, hi):
         np.matmul(a[lo:hi], b, out=out[lo:hi])
@@ -299,93 +310,87 @@ def pmatmul(a, b, bias=None, out=None):
     return out
 
 
-def split_forward(cell_name, x, W_ih, b_x, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, keep=True,
-                  alloc=np.empty):
-    """As ``numba_scan.hybrid_forward`` (RNN, LSTM, GRU with reset='after'), but from the layer's input x
-    (T, B, I) and W_ih (G*H, I): each thread computes its rows' input projection step by step, so no
-    (T, B, G*H) array is written before the loop and read back (2 x 52 MiB of memory traffic at (128, 50,
-    128, 512)). LSTM and RNN: one product per step, [x_t | h] [W_ih W_hh]^T. The LSTM's cache keeps [x_t | h]
-    ("XH") instead of h, so that backward gets both weight gradients from one product, dL/dA^T [X H] (3-5 %
-    of its training step, measured); the RNN's keeps h alone ("Hs"): its cache is small, and a copy of x in
-    it was 3.1 MiB of peak memory at (128, 50, 128, 512), the one shape where rnnlab used more than torch.
-    GRU: two products (``_x_rows``). b_x: the bias added to x W_ih^T (b_ih)."""
+def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, rows=None):
+    """Each thread computes its rows' input projection step by step (no (T, B, G*H) array written before the
+    loop and read back). LSTM and RNN: one product per step, [x_t | h | 1] [W_ih W_hh b]^T (the bias is the
+    product's last row). The LSTM keeps [x_t | h | 1] ("XH") instead of h, so that backward gets dW_ih, dW_hh
+    and db from one product, dL/dA^T [X H 1]; the RNN keeps h alone (its cache is small, and a copy of x in it
+    would raise peak memory above torch's). GRU: x W_ih^T and h W_hh^T apart (the reset gate multiplies the n
+    block of the latter). rows: the layer's RowSplit."""
+    rows = rows or RowSplit()
     T, B, I = x.shape
     GH, H = W_hh.shape
     dt = x.dtype
     x = np.ascontiguousarray(x)
     m2, has_mask = mask_rows(mask, T, dt)
-    b, has_b, bx, has_bx = bias_rows(cell_name, b_x, b_hh, dt)
+    b, has_b, bx, has_bx = bias_rows(cell_name, b_ih, b_hh, dt)
     Tc = T if keep else 1                                       # under no_grad: one reused cache row
     cache = alloc if keep else np.empty
     out = np.empty((T, B, H), dt)
     h = np.array(state0[0], dtype=dt, order="C")
     A = np.empty((B, GH), dt)                                   # (B, G*H) pre-activations of a step
-    if cell_name != "gru":                                      # one product per step from [x | h | 1]
-        # [W_ih W_hh b]^T (I+H+1, G*H) as column panels: the bias is the product's last row (with a column of
-        # ones in XH), so the gate kernel adds none and backward gets db from the weight-gradient product
-        P = pack(W_ih.T, W_hh.T, b[None, :]) if has_b else pack(W_ih.T, W_hh.T)
+    if cell_name != "gru":
+        P = pack(W_ih.T, W_hh.T, b[None, :]) if has_b else pack(W_ih.T, W_hh.T)   # (I+H[+1], G*H) panels
         K = I + H + (1 if has_b else 0)
         if cell_name == "lstm":
             XH = cache((Tc, B, K), dt)                          # [x_t | h_{t-1} | 1] of every step
             c = np.array(state0[1], dtype=dt, order="C")
             Cs, Gs = cache((Tc, B, H), dt), cache((Tc, B, GH), dt)
-            _run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs))
-            return out, (h, c), ("numba", "lstm", {"XH": XH, "Cs": Cs, "Gs": Gs, "cT": c.copy(), "split": True},
-                                 mask, reverse)
+            rows.run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs))
+            return out, (h, c), LSTMArrays(Cs, Gs, c.copy(), XH=XH) if keep else None
         XH, Hs = np.empty((B, K), dt), cache((Tc, B, H), dt)   # [x_t | h_{t-1} | 1] of a step; h of every step
-        act = _ACT[(opts or {}).get("nonlinearity", "tanh")]
-        _run(rnn_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
-        return out, (h,), ("numba", "rnn", {"Hs": Hs, "hT": h.copy(), "act": act, "split": True}, mask, reverse)
-    # GRU: x W_ih^T and h W_hh^T stay apart (the reset gate multiplies the n block of h W_hh^T only)
+        act = ACT[opts.get("nonlinearity", "tanh")]
+        rows.run(rnn_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
+        return out, (h,), RNNArrays(Hs, h.copy(), act) if keep else None
     P = pack(W_hh.T)                                            # W_hh^T (H, G*H) as column panels
     Pih = pack(W_ih.T)                                          # W_ih^T (I, G*H)
     Hs = cache((Tc, B, H), dt)
     X = np.empty((B, GH), dt)                                   # (B, G*H) x W_ih^T (+ b_ih) of a step
     Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
-    _run(gru_fwd_rows, B, (x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs, Zs,
-                           Ns, Es))
-    return out, (h,), ("numba", "gru", {"Hs": Hs, "Rs": Rs, "Zs": Zs, "Ns": Ns, "Es": Es, "after": True,
-                                        "split": True}, mask, reverse)
+    rows.run(gru_fwd_rows, B, (x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs,
+                               Zs, Ns, Es))
+    return out, (h,), GRUArrays(Hs, Rs, Zs, Ns, Es, True) if keep else None
 
 
-def split_backward(d_out, d_state, cache, W_hh, W_ih, has_bias=True, alloc=np.empty):
-    """Same contract as ``rnnlab.recurrent.scan_backward``. LSTM, RNN: the step's product gives dx_t and the
-    state gradient at once, dA [W_ih W_hh] (dx returned); the LSTM returns dW_hh and db_hh None: the caller
-    takes dW_ih, dW_hh and db from one product, dL/dA^T [X H 1], with the cached [x_t | h | 1] ("XH"). GRU: dx_t
-    = dA_x W_ih in the loop too. The RNN's and the GRU's bias gradients are summed in the loop (the GRU's db_ih
-    is the sixth value returned). ``alloc(shape, dtype)`` gives the returned dL/dA."""
-    _, cell_name, c, mask, reverse = cache
+def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
+    """LSTM, RNN: the step's product gives dx_t and the state gradient at once, dA [W_ih W_hh]; the LSTM's
+    dW_ih, dW_hh and db come from one product, dL/dA^T [X H 1]. GRU: dx_t = dA_x W_ih in the loop too. The
+    RNN's and the GRU's bias gradients are summed per row in the loop, while dL/dA is in cache."""
+    rows = rows or RowSplit()
+    c, reverse = cache.arrays, cache.reverse
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
+    I = W_ih.shape[1]
     dt = d_out.dtype
-    m2, has_mask = mask_rows(mask, T, dt)
+    m2, has_mask = mask_rows(cache.mask, T, dt)
     d_out = np.ascontiguousarray(d_out)
-    dXW = alloc((T, B, GH), dt)
+    dXW = workspace((T, B, GH), dt)
     dh = np.array(d_state[0], dtype=dt, order="C")
     if cell_name in ("lstm", "rnn"):
-        I = W_ih.shape[1]
         P = pack(np.concatenate((W_ih, W_hh), axis=1))          # [W_ih W_hh] (G*H, I+H) as column panels
         DX, dx = np.empty((B, I + H), dt), np.empty((T, B, I), dt)
+        dX2 = dXW.reshape(T * B, GH)
         if cell_name == "lstm":
             dc = np.array(d_state[1], dtype=dt, order="C")
-            _run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c["Cs"], c["Gs"], c["cT"], dXW, DX, dx))
-            dstate = (dh, dc)
-        else:
-            db = np.zeros((B, GH), dt)                          # dL/db per row, summed over the steps
-            _run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c["act"], P, dh, c["Hs"], c["hT"], dXW, DX, dx, db))
-            dstate = (dh,)
-        if cell_name == "lstm":
-            return dXW, dstate, None, None, dx, None
-        dW_hh = pmatmul(dXW.reshape(T * B, GH).T, c["Hs"].reshape(T * B, H))           # (G*H, H)
-        return dXW, dstate, dW_hh, db.sum(axis=0) if has_bias else None, dx, None
+            rows.run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c.Cs, c.Gs, c.cT, dXW, DX, dx))
+            dW = pmatmul(dX2.T, c.XH.reshape(T * B, -1))        # (G*H, I+H[+1]) = dL/dA^T [X H 1]
+            db = dW[:, I + H] if has_bias else None
+            return Grads(dx, (dh, dc), dW[:, :I], dW[:, I:I + H], db, None if db is None else db.copy())
+        db = np.zeros((B, GH), dt)                              # dL/db per row, summed over the steps
+        rows.run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c.act, P, dh, c.Hs, c.hT, dXW, DX, dx, db))
+        dW_hh = pmatmul(dX2.T, c.Hs.reshape(T * B, H))                                   # (G*H, H)
+        dW_ih = pmatmul(dX2.T, cache.x.reshape(T * B, -1))                               # (G*H, I)
+        db = db.sum(axis=0) if has_bias else None
+        return Grads(dx, (dh,), dW_ih, dW_hh, db, None if db is None else db.copy())
     P = pack(W_hh)                                              # W_hh (G*H, H) as column panels
     D = np.empty((B, H), dt)                                    # the next state gradient of a step
     S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
-    dx, dbx, dbh = np.empty((T, B, W_ih.shape[1]), dt), np.zeros((B, GH), dt), np.zeros((B, GH), dt)
-    _run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c["Hs"], c["Rs"], c["Zs"], c["Ns"], c["Es"], dXW, S,
-                           dHn, D, pack(W_ih), dx, dbx, dbh))
-    Hs2, dX2, dHn2 = c["Hs"].reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
+    dx, dbx, dbh = np.empty((T, B, I), dt), np.zeros((B, GH), dt), np.zeros((B, GH), dt)
+    rows.run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c.Hs, c.Rs, c.Zs, c.Ns, c.Es, dXW, S, dHn, D,
+                               pack(W_ih), dx, dbx, dbh))
+    Hs2, dX2, dHn2 = c.Hs.reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
     dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
+    dW_ih = pmatmul(dX2.T, cache.x.reshape(T * B, -1))
     if not has_bias:
-        return dXW, (dh,), dW_hh, None, dx, None
-    return dXW, (dh,), dW_hh, dbh.sum(axis=0), dx, dbx.sum(axis=0)
+        return Grads(dx, (dh,), dW_ih, dW_hh, None, None)
+    return Grads(dx, (dh,), dW_ih, dW_hh, dbx.sum(axis=0), dbh.sum(axis=0))

@@ -1,0 +1,115 @@
+"""The engine's typed records: what a forward keeps for backward, and what backward returns.
+
+    DirCache   one layer and direction: which backend made it, the input, the mask, the backend's arrays
+    Grads      one layer and direction: every gradient, always filled (None only for an absent bias)
+
+The backends' own arrays: ``StepCaches`` (the NumPy reference: each step's cell cache, a NamedTuple of the
+cell) and one dataclass per cell for the compiled strategies (``RNNArrays``, ``LSTMArrays``, ``GRUArrays``:
+(T, B, ...) in time order whatever the direction, written by ``kernels.gates``). Each has ``gates()``: the
+gate activations (T, B, H) by name, as the cells' docstrings name them, for the diagnostics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RNNArrays:
+    Hs: np.ndarray          # (T, B, H) h_{t-1}, the state entering each step
+    hT: np.ndarray          # (B, H) the final state (the state after the last step in scan order)
+    act: int                # kernels.gates.ACT of the nonlinearity
+
+    def gates(self) -> dict:
+        return {}
+
+
+@dataclass
+class LSTMArrays:
+    Cs: np.ndarray          # (T, B, H) c_{t-1}
+    Gs: np.ndarray          # (T, B, 4H) i f g o (after their activations)
+    cT: np.ndarray          # (B, H) the final cell state
+    Hs: np.ndarray | None = None    # (T, B, H) h_{t-1}; None where XH holds it
+    XH: np.ndarray | None = None    # (T, B, I+H[+1]) [x_t | h_{t-1} | 1]: the split path's product operand
+
+    def gates(self) -> dict:
+        H = self.Cs.shape[-1]
+        return {name: self.Gs[..., k * H:(k + 1) * H] for k, name in enumerate("ifgo")}
+
+
+@dataclass
+class GRUArrays:
+    Hs: np.ndarray          # (T, B, H) h_{t-1}
+    Rs: np.ndarray          # (T, B, H) r
+    Zs: np.ndarray          # (T, B, H) z
+    Ns: np.ndarray          # (T, B, H) n
+    Es: np.ndarray          # (T, B, H) h W_hn^T + b_hn (reset='after') or r h (reset='before')
+    after: bool             # reset='after'
+
+    def gates(self) -> dict:
+        return {"r": self.Rs, "z": self.Zs, "n": self.Ns}
+
+
+@dataclass
+class StepCaches:
+    """The NumPy reference's cache: ``steps[t]`` is the cell's step cache (``cells.<cell>.StepCache``), or,
+    with ``bptt_segment``, the state entering each segment (``starts``) and the input projection to recompute
+    the segments from in backward."""
+    steps: list | None                  # T step caches, or None when segmented
+    segments: list | None = None        # lists of time indices in processing order
+    starts: list | None = None          # the state entering each segment
+    xw: np.ndarray | None = None        # (T, B, G*H) x W_ih^T + b_ih, kept for the recomputation
+    b_hh: np.ndarray | None = None
+
+    def gates(self) -> dict:
+        if self.steps is None:
+            raise ValueError("gates: a bptt_segment forward keeps no per-step gates; run it with bptt_segment=None")
+        fields = [f for f in self.steps[0]._fields if f in ("i", "f", "g", "o", "r", "z", "n")]
+        return {f: np.stack([getattr(c, f) for c in self.steps]) for f in fields}
+
+
+@dataclass
+class DirCache:
+    """One layer and direction of a forward, for its backward."""
+    backend: str                        # "numpy" | "loop" | "hybrid" | "split": the backend that made it
+    cell: str                           # "rnn" | "lstm" | "gru"
+    x: np.ndarray                       # (T, B, I) the direction's input
+    mask: np.ndarray | None             # (T, B, 1) 1 at valid steps, or None (no padding)
+    reverse: bool
+    opts: dict                          # the cell's options (nonlinearity, reset)
+    arrays: object                      # StepCaches or the cell's compiled arrays
+
+    def gates(self) -> dict:
+        return self.arrays.gates()
+
+
+@dataclass
+class LayerCache:
+    x: np.ndarray                       # (T, B, I) the layer's input
+    dirs: list                          # DirCache per direction
+    drop: np.ndarray | None             # the dropout mask applied to the layer's output, or None
+
+
+@dataclass
+class Grads:
+    """Every gradient of one layer and direction."""
+    dx: np.ndarray                      # (T, B, I)
+    dstate0: tuple                      # (dh_0,) or (dh_0, dc_0), each (B, H)
+    dW_ih: np.ndarray                   # (G*H, I)
+    dW_hh: np.ndarray                   # (G*H, H)
+    db_ih: np.ndarray | None            # (G*H,), None without bias
+    db_hh: np.ndarray | None
+    state_grads: tuple | None = None    # (dL/dh (T, B, H)[, dL/dc]) when recorded (NumPy reference)
+
+
+@dataclass
+class ForwardCache:
+    """A layer's whole forward, for its backward."""
+    layers: list                        # LayerCache per layer
+    backend: str                        # the backend every layer and direction ran on
+    unbatched: bool
+    T: int
+    B: int
+    n_state: int                        # 1 (h) or 2 (h, c)
+    guards: list                        # fingerprints of the caller's arrays (checks.guard_inputs)

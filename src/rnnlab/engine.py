@@ -1,0 +1,256 @@
+"""The one dispatch: a layer's forward and backward over the backend that serves the call.
+
+Every backend has the same two functions, per layer and direction:
+
+    forward(cell, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc)
+        -> (output (T, B, H), final state (tuple), arrays)      arrays: what backward reads, None if not keep
+    backward(cell, d_out, d_state_T, cache: DirCache, W_ih, W_hh, has_bias, workspace)
+        -> Grads                                                 every gradient, always filled
+
+    "numpy"   rnnlab.recurrent        the readable reference (the cells' steps in a Python loop)
+    "loop"    rnnlab.kernels.loop     the whole time loop compiled, one thread
+    "hybrid"  rnnlab.kernels.hybrid   BLAS for each step's product, one compiled gate kernel per step
+    "split"   rnnlab.kernels.split    the batch's rows over threads, each running the whole time loop
+    "auto"    the fastest that serves the call (``choose``); "numba": the same among the compiled three
+
+This module stacks the layers and directions (dropout between layers), picks the backend once per call,
+sets the BLAS threads for it, and keeps the caches typed (``rnnlab.caches``). A backend that cannot serve a
+call says so (``BackendError``) rather than handing it to another one.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+
+import numpy as np
+
+from . import kernels
+from .caches import DirCache, ForwardCache, LayerCache
+from .errors import BackendError, ConfigError, check_choice
+
+BACKENDS = ("auto", "numba", "numpy", "loop", "hybrid", "split")
+COMPILED = ("loop", "hybrid", "split")
+_MODULES = {"numpy": "rnnlab.recurrent", "loop": "rnnlab.kernels.loop", "hybrid": "rnnlab.kernels.hybrid",
+            "split": "rnnlab.kernels.split"}
+
+# The auto choice, in multiply-adds of one step's recurrent product (B * G*H * H): the batch split from two
+# rows when each thread gets SPLIT_MIN_WORK; else the whole compiled loop up to LOOP_MAX_WORK (per-call overhead
+# dominates), above it the hybrid path. Measured crossovers: docs/performance.md.
+LOOP_MAX_WORK = 1 << 17
+SPLIT_MIN_WORK = 1 << 13
+BLAS_SINGLE_THREAD_WORK = 1 << 20    # below this per-step work, BLAS runs on one thread
+
+
+def module(backend: str):
+    """The backend's module (imported on first use: the compiled ones need Numba)."""
+    return importlib.import_module(_MODULES[backend])
+
+
+def _split_serves(cell_name, opts) -> bool:
+    return cell_name != "gru" or opts.get("reset", "after") == "after"
+
+
+def check_backend(backend, cell_name, opts, segment) -> str:
+    """At construction: the backend is a known name, its package is installed, and it can serve the layer."""
+    check_choice("backend", backend, BACKENDS)
+    if backend not in ("auto", "numpy") and not kernels.available():
+        raise ConfigError(f"backend: {backend!r} needs the numba package; install it with: pip install numba "
+                          f"(or use backend='numpy')")
+    if segment and backend not in ("auto", "numpy"):
+        raise BackendError(f"bptt_segment: the segment recomputation runs on backend='numpy' only, got "
+                           f"backend={backend!r}; use backend='numpy' or 'auto' (which picks it)")
+    if backend == "split" and not _split_serves(cell_name, opts):
+        raise BackendError("backend: 'split' serves the RNN, the LSTM and the GRU with reset='after', got a GRU "
+                           "with reset='before'; use 'loop', 'hybrid' or 'numpy'")
+    return backend
+
+
+def choose(backend, cell_name, opts, B, GH, H, segment) -> str:
+    """The backend for one call of B rows: ``backend`` itself when it names one (checked that it can serve
+    the call), else the automatic choice."""
+    if backend == "split":
+        from .kernels import split
+        n = split.threads_for(B)
+        if n < 2:
+            raise BackendError(f"backend: 'split' needs at least 2 threads and 2 batch rows, got {n} thread(s) for "
+                               f"B={B} (RNNLAB_NUM_THREADS={split.num_threads()}); use 'loop' or 'hybrid'")
+        return backend
+    if backend in ("numpy",) + COMPILED:
+        return backend
+    if segment or (backend == "auto" and not kernels.available()):
+        return "numpy"
+    work = B * GH * H
+    if _split_serves(cell_name, opts) and B > 1 and work >= 2 * SPLIT_MIN_WORK:
+        from .kernels import split
+        n = split.threads_for(B)
+        if n > 1 and work // n >= SPLIT_MIN_WORK:
+            return "split"
+    return "loop" if work <= LOOP_MAX_WORK else "hybrid"
+
+
+# ------------------------------------------------------------------ BLAS threads
+_CONTROLLER = []                     # threadpoolctl's controllers of the loaded BLAS libraries
+
+
+class _OneBlasThread:
+    """BLAS on one thread inside the context, each library's setting restored on exit (nests). It calls
+    threadpoolctl's per-library controllers directly: about 5 us per use, against 40 us for
+    ``ThreadpoolController.limit``, which inspects the libraries again every time."""
+
+    def __enter__(self):
+        if not _CONTROLLER:
+            from threadpoolctl import ThreadpoolController
+            _CONTROLLER.extend(ThreadpoolController().select(user_api="blas").lib_controllers)
+        self.saved = [(lib, lib.get_num_threads()) for lib in _CONTROLLER]
+        for lib, n in self.saved:
+            if n != 1:
+                lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in self.saved:
+            if n != 1:
+                lib.set_num_threads(n)
+        return False
+
+
+def blas_single_thread():
+    """A context that runs BLAS on one thread (threadpoolctl), e.g. while rnnlab's own threads call it."""
+    return _OneBlasThread()
+
+
+def blas_context(backend, B, GH, H):
+    """BLAS threads for a forward or backward: one while the split path's threads run (BLAS workers woken by
+    a two-thread product spin against them) or while the per-step products are small (thread start-up
+    dominates them); all threads for large products."""
+    if backend == "split" or B * GH * H < BLAS_SINGLE_THREAD_WORK:
+        return blas_single_thread()
+    return contextlib.nullcontext()
+
+
+def matmul_for(backend):
+    """The matrix product to use around a layer on this backend (split over rnnlab's threads on "split")."""
+    if backend == "split":
+        from .kernels.split import pmatmul
+        return pmatmul
+    return np.matmul
+
+
+# ------------------------------------------------------------------ memory reuse
+class Recycler:
+    """``alloc(shape, dtype)``: an array of the last forward's compiled caches with that shape when one is
+    left, else ``np.empty``. A new forward drops the last one's caches anyway; handing their arrays to the new
+    caches keeps one set alive instead of two and avoids fresh pages (docs/performance.md)."""
+
+    def __init__(self, cache):
+        self.free = {}
+        for lc in (cache.layers if cache is not None else ()):
+            for dc in lc.dirs:
+                if not dataclasses.is_dataclass(dc.arrays) or dc.backend == "numpy":
+                    continue
+                for f in dataclasses.fields(dc.arrays):
+                    v = getattr(dc.arrays, f.name)
+                    if isinstance(v, np.ndarray) and v.ndim == 3:     # (T, B, .) caches, never an output
+                        self.free.setdefault((v.shape, v.dtype), []).append(v)
+
+    def __call__(self, shape, dtype):
+        arrays = self.free.get((tuple(shape), np.dtype(dtype)))
+        return arrays.pop() if arrays else np.empty(shape, dtype)
+
+
+class Workspace:
+    """A reused buffer for the compiled backward's dL/dA (T, B, G*H), grown when too small: a fresh block each
+    call costs its page faults (glibc maps blocks over 32 MiB afresh)."""
+
+    def __init__(self):
+        self.buf = None
+
+    def __call__(self, shape, dtype):
+        n = int(np.prod(shape))
+        if self.buf is None or self.buf.size < n or self.buf.dtype != np.dtype(dtype):
+            self.buf = np.empty(n, dtype)
+        return self.buf[:n].reshape(shape)
+
+
+# ------------------------------------------------------------------ the stack
+def forward(layer, x, states0, mask, keep, guards=()):
+    """x (T, B, I) through every layer and direction of ``layer`` (a ``rnnlab.layers.RecurrentLayer``).
+    -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
+    T, B, _ = x.shape
+    L, D = layer.num_layers, layer.num_directions
+    backend = choose(layer.backend, layer.cell_name, layer.cell_opts, B, layer.gate_size, layer.hidden_size,
+                     layer.bptt_segment)
+    mod = module(backend)
+    if backend == "split" and layer._rows is None:
+        layer._rows = mod.RowSplit()                # the layer's row split, adapted to the threads' speeds
+    extra = {"segment": layer.bptt_segment} if backend == "numpy" else {"rows": layer._rows} if backend == "split" \
+        else {}
+    alloc = Recycler(layer._cache)
+    layer._cache = None                 # dropped before the new caches are made (peak memory)
+    finals = [np.empty_like(s) for s in states0]
+    layer_caches = []
+    inp = x
+    # the compiled loop makes no BLAS call inside its forward: no thread setting to change
+    with contextlib.nullcontext() if backend == "loop" else blas_context(backend, B, layer.gate_size,
+                                                                         layer.hidden_size):
+        for l in range(L):
+            outs, dirs = [], []
+            for d in range(D):
+                W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
+                state0 = tuple(s[l * D + d] for s in states0)
+                out, stateT, arrays = mod.forward(layer.cell_name, inp, W_ih, W_hh, b_ih, b_hh, state0, mask, d == 1,
+                                                  layer.cell_opts, keep, alloc, **extra)
+                for f, s in zip(finals, stateT):
+                    f[l * D + d] = s
+                outs.append(out)
+                if keep:
+                    dirs.append(DirCache(backend, layer.cell_name, inp, mask, d == 1, layer.cell_opts, arrays))
+            out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)    # (T, B, D*H)
+            drop = None
+            if layer.training and layer.dropout > 0 and l < L - 1:
+                kept = layer.rng.random(out_l.shape) >= layer.dropout
+                drop = kept.astype(layer.dtype) / layer.dtype(1.0 - layer.dropout)
+            if keep:
+                layer_caches.append(LayerCache(inp, dirs, drop))
+            inp = out_l if drop is None else out_l * drop
+    cache = ForwardCache(layer_caches, backend, False, T, B, len(states0), list(guards)) if keep else None
+    return inp, finals, cache
+
+
+def backward(layer, cache, d_output, d_final, record=False):
+    """Backpropagate d_output (T, B, D*H) and d_final [(L*D, B, H)] through ``cache``; adds every parameter
+    gradient to ``layer.grads``. -> (dx (T, B, I), d_initial [(L*D, B, H)], state_grads or None)."""
+    if record and cache.backend != "numpy":
+        raise BackendError(f"record_state_grads: the per-step state gradients are recorded by backend='numpy' only; "
+                           f"the last forward ran on backend={cache.backend!r} (build the layer with "
+                           f"backend='numpy'; rnnlab.diagnostics does)")
+    L, D, H = layer.num_layers, layer.num_directions, layer.hidden_size
+    mod = module(cache.backend)
+    extra = {"record": True} if record else {"rows": layer._rows} if cache.backend == "split" else {}
+    d_init = [np.empty_like(g) for g in d_final]
+    state_grads = {} if record else None
+    d_inp = d_output                                                     # (T, B, D*H)
+    with blas_context(cache.backend, cache.B, layer.gate_size, H):
+        for l in range(L - 1, -1, -1):
+            lc = cache.layers[l]
+            d_out_l = d_inp if lc.drop is None else d_inp * lc.drop          # backprop through dropout
+            d_x = None
+            for d in range(D):
+                s = layer.suffix(l, d)
+                W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
+                g = mod.backward(layer.cell_name, d_out_l[:, :, d * H:(d + 1) * H],
+                                 tuple(f[l * D + d] for f in d_final), lc.dirs[d], W_ih, W_hh, layer.bias,
+                                 layer._work, **extra)
+                layer.grads["weight_ih" + s] += g.dW_ih
+                layer.grads["weight_hh" + s] += g.dW_hh
+                if layer.bias:
+                    layer.grads["bias_ih" + s] += g.db_ih
+                    layer.grads["bias_hh" + s] += g.db_hh
+                if record:
+                    state_grads[(l, d)] = g.state_grads
+                d_x = g.dx if d_x is None else d_x + g.dx
+                for f, ds in zip(d_init, g.dstate0):
+                    f[l * D + d] = ds
+            d_inp = d_x
+    return d_inp, d_init, state_grads
