@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--rounds", type=int, default=1,
                    help="time every library's blocks this many times in turn and keep each one's best median")
-    p.add_argument("--backend", default="auto", choices=("auto", "numpy", "numba"))
+    p.add_argument("--backend", default="auto", choices=("auto", "numba", "numpy", "loop", "hybrid", "split"))
     p.add_argument("--memory", action="store_true", help="peak memory of a training step, per library")
     p.add_argument("--compile", action="store_true", help="Numba compile and cached start-up times")
     p.add_argument("--json", help="write every number to this file")
@@ -241,14 +241,14 @@ def main(argv=None) -> int:
           f"{platform.machine()}, {os.cpu_count()} cpus; float32, medians")
     peak = sgemm_peak()
     print(f"sgemm peak (2048^3, numpy/BLAS, all threads): {peak / 1e9:.1f} GFLOP/s")
-    from rnnlab.layers import choose_backend
+    from rnnlab.engine import choose
     rows = []
     head = (f"{'cell':4s} {'B,T,I,H':>14s} {'be':>5s} | {'inf ms':>8s} {'torch':>8s} {'ratio':>5s} {'ort':>8s} {'r/ort':>5s} | "
             f"{'train ms':>8s} {'torch':>8s} {'ratio':>5s} {'jax':>8s} {'r/jax':>5s} | {'peak%':>5s}")
     print(head)
     for cell in args.cells.split(","):
         for B, T, I, H in args.shapes:
-            be = choose_backend(args.backend, B, G[cell] * H, H, None, cell)
+            be = choose(args.backend, cell, {}, B, G[cell] * H, H, None)
             runs = []
             for _ in range(args.rounds):          # each library in its own block, the blocks in rounds
                 f_us, t_us = bench_rnnlab(cell, B, T, I, H, args.repeats, args.backend)

@@ -38,23 +38,22 @@ def _numba_ok():
 
 
 
-# "numba" picks its path by size (the whole-loop kernels at test sizes); "numba-hybrid" and "numba-split" force
-# the per-step BLAS paths: one thread, or the batch split over two threads (blocks of a single row allowed)
-NUMBA_BACKENDS = (["numba"] if _numba_ok() else []) + (["numba-hybrid"] if _numba_ok() else []) + (
-    ["numba-split"] if _numba_ok() else [])
-BACKENDS = ["numpy"] + NUMBA_BACKENDS
+# every backend by name: the NumPy reference and, with Numba, the three compiled strategies (forced at the tests'
+# small sizes by naming them; "split" on two threads, blocks of a single row allowed)
+COMPILED = ["loop", "hybrid", "split"] if _numba_ok() else []
+NUMBA_BACKENDS = COMPILED
+BACKENDS = ["numpy"] + COMPILED
 
 
 def use_backend(backend, monkeypatch):
-    """-> the layer's ``backend=`` argument, after forcing the path a test backend name asks for."""
-    if backend in ("numba-hybrid", "numba-split"):
-        from rnnlab import layers
-        monkeypatch.setattr(layers, "NUMBA_MAX_WORK", 0)
-        monkeypatch.setattr(layers, "SPLIT_MIN_WORK", 0)
-        monkeypatch.setenv("RNNLAB_NUM_THREADS", "2" if backend == "numba-split" else "1")
-        if backend == "numba-split":
-            from rnnlab.kernels import split_scan
-            monkeypatch.setattr(split_scan, "MIN_ROWS", 1)
-            monkeypatch.setattr(split_scan, "PMATMUL_MIN_ROWS", 1)
-        return "numba"
+    """-> the layer's ``backend=`` argument for a test backend name ("split" gets two threads)."""
+    if backend == "split":
+        monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     return backend
+
+
+def serves(backend, cls, opts=None, B=2):
+    """Whether ``backend`` serves this layer kind and batch (split: not the reset-before GRU, not one row)."""
+    if backend != "split":
+        return True
+    return B >= 2 and not (cls.__name__ == "GRU" and (opts or {}).get("reset") == "before")

@@ -16,7 +16,7 @@ def _explicit_jacobian(layer, x):
     """dh_T/ds_t by multiplying step Jacobians obtained from finite differences of single steps... no:
     by brute force -- perturb the state at t and rerun the rest exactly (a tiny model, float64)."""
     from rnnlab.recurrent import scan_forward
-    W_ih, W_hh, b_ih, b_hh = layer._layer_params(0, 0)
+    W_ih, W_hh, b_ih, b_hh = layer.layer_params(0, 0)
     xw = (x @ W_ih.T + b_ih)[:, None, :]
     H, n = layer.hidden_size, len(layer.cell.STATE)
     T = x.shape[0]

@@ -211,7 +211,7 @@ def test_model_backward_refuses_changed_inputs_before_adding_to_any_gradient(mod
     model.zero_grad()
     logits, _ = model(x)
     # the layer fingerprints the caller's dense x, not the model's own one-hot or embedded array
-    assert [name for name, *_ in model.rnn._cache[4]] == (["x"] if mode == "dense" else [])
+    assert [name for name, *_ in model.rnn._cache.guards] == (["x"] if mode == "dense" else [])
     x[0, 0] = (x[0, 0] + 1) % V if mode != "dense" else x[0, 0] + 1.0
     with pytest.raises(ModifiedInputError, match=r"(inputs|x) was modified in place"):
         model.backward(np.ones_like(logits))
@@ -223,7 +223,7 @@ def test_model_backward_refuses_changed_inputs_before_adding_to_any_gradient(mod
 
 @pytest.mark.parametrize("n", [300, 4096])              # the NumPy route and (with Numba) the compiled one
 def test_fingerprint_sees_moved_values(n, rng):
-    from rnnlab.errors import _fingerprint
+    from rnnlab.checks import fingerprint as _fingerprint
     x = rng.standard_normal(n).astype(np.float32)
     fp = _fingerprint(x)
     assert _fingerprint(x.copy()) == fp

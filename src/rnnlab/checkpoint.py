@@ -46,19 +46,26 @@ def save_checkpoint(path, tensors: dict, meta: dict) -> Path:
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
               "checksum": tensors_checksum(tensors, meta_str), "meta": meta_str}
     data = save(tensors, metadata=header)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    existed = path.is_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _save_error(path, exc, existed) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())            # mkstemp makes 0600; the file follows the umask as others do
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _save_error(path, exc, existed) from None
         raise
     try:
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -69,6 +76,17 @@ def save_checkpoint(path, tensors: dict, meta: dict) -> Path:
     except OSError:  # some file systems do not fsync folders
         pass
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _save_error(path, exc, existed) -> CheckpointError:
+    kept = "the previous file is intact" if existed else "nothing was written"
+    return CheckpointError(f"{path}: could not save ({exc.strerror or exc}); {kept}")
 
 
 def load_checkpoint(path) -> tuple[dict, dict]:

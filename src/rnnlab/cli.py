@@ -24,18 +24,36 @@ from .errors import closest
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors that suggest the closest valid option."""
+    """argparse with one-line errors that suggest the closest valid option of the command that was used."""
 
     def error(self, message):
         if "unrecognized arguments:" in message:
-            bad = message.split(":", 1)[1].split()
-            opts = [o for a in self._actions for o in a.option_strings]
-            for a in self._actions:                       # options of the subcommands too
-                if isinstance(a, argparse._SubParsersAction):
-                    opts += [o for sp in a.choices.values() for b in sp._actions for o in b.option_strings]
-            hints = [closest(b.split("=")[0], opts) for b in bad if b.startswith("-")]
+            bad = [b.split("=")[0] for b in message.split(":", 1)[1].split() if b.startswith("-")]
+            command, sub_opts = self._command_options()
+            hints = []
+            for b in bad:
+                if b in sub_opts.get(command, ()) or command is None:
+                    continue
+                elsewhere = sorted(c for c, opts in sub_opts.items() if b in opts)
+                hint = closest(b, [o for o in sub_opts.get(command, ()) if o != b])
+                if elsewhere:
+                    hint += f" ({b} is an option of: {', '.join(elsewhere)}; `rnnlab {command} --help` lists "
+                    hint += f"{command}'s)"
+                hints.append(hint)
             message += "".join(h for h in hints if h)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _command_options(self):
+        """(the subcommand on the command line or None, {subcommand: its option strings})."""
+        sub_opts = {}
+        for a in self._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    sub_opts[name] = {o for b in sp._actions for o in b.option_strings}
+        argv = getattr(self, "argv", None)
+        argv = sys.argv[1:] if argv is None else argv
+        command = next((w for w in argv if w in sub_opts), None) if sub_opts else None
+        return command, sub_opts
 
 
 # ------------------------------------------------------------------------------ gradient check
@@ -478,11 +496,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from .errors import RnnlabError
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.argv = argv
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (RnnlabError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"rnnlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        sizes = [f"--{k.replace('_', '-')} ({getattr(args, k)})" for k in ("batch_size", "seq_len", "hidden_size",
+                                                                           "num_layers") if hasattr(args, k)]
+        hint = f"; lower {', '.join(sizes)}" if sizes else ""
+        print(f"rnnlab {args.command}: error: out of memory ({exc or 'an allocation failed'}){hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rnnlab {args.command}: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import diagnostics as diag
+from .cells import CELLS
 from .config import TrainConfig
 from .errors import ConfigError
 from .grad_mode import no_grad
@@ -21,14 +22,13 @@ from .model import SequenceModel
 from .tasks import Batch, build_task
 from .trainer import model_config_for, train
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 LOWER_IS_BETTER = {"loss", "mse", "bpc", "perplexity", "naive_mse"}
 
 
 def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
     """Parameters of the full model (embedding + recurrent stack + output layer) at this hidden size."""
     mcfg = model_config_for(dataclasses.replace(cfg, model=cell, hidden_size=hidden), task)
-    G, D, H, L = GATES[cell], (2 if mcfg.bidirectional else 1), hidden, mcfg.num_layers
+    G, D, H, L = CELLS[cell].G, (2 if mcfg.bidirectional else 1), hidden, mcfg.num_layers
     I0 = mcfg.embedding_dim if mcfg.input_mode == "embedding" else mcfg.input_size
     n = 0
     for layer in range(L):
@@ -102,7 +102,7 @@ def compare(cfg: TrainConfig, models=("rnn", "lstm", "gru"), match: str = "param
     """Train each model with the same data and seed; return the numbers for tables, figures and JSON."""
     if match not in ("params", "hidden"):
         raise ConfigError(f"match: expected 'params' or 'hidden', got {match!r}")
-    unknown = [m for m in models if m not in GATES]
+    unknown = [m for m in models if m not in CELLS]
     if unknown or not models:
         raise ConfigError(f"models: expected some of ['rnn', 'lstm', 'gru'], got {list(models)}")
     cfg = dataclasses.replace(cfg, out="").validate()

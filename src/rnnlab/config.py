@@ -44,7 +44,7 @@ class TrainConfig:
     steps: int = 1000
     tbptt: int = 0                  # truncate BPTT every this many steps inside a sequence (0 = full BPTT)
     bptt_segment: int = 0           # bound BPTT memory: keep states every this many steps, recompute (0 = off)
-    backend: str = "auto"           # auto | numpy (the reference) | numba (compiled; extra 'fast')
+    backend: str = "auto"           # auto | numpy (the reference) | loop | hybrid | split | numba (compiled auto)
     optimizer: str = "adam"         # sgd | adam | adamw | rmsprop | adagrad
     lr: float = 1e-3
     momentum: float = 0.0
@@ -76,7 +76,7 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("input_mode", self.input_mode, ("auto", "dense", "onehot", "embedding"))
         check_choice("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
-        check_choice("backend", self.backend, ("auto", "numpy", "numba"))
+        check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "hybrid", "split"))
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_int("seq_len", self.seq_len, 1)
         check_int("batch_size", self.batch_size, 1)

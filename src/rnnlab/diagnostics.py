@@ -18,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ConfigError, ShapeError, check_int
+from .grad_mode import enable_grad
 
 
 class _reference_backend:
-    """Run a layer on the NumPy reference backend (it records per-step state gradients and keeps gate caches)."""
+    """Run a layer on the NumPy reference backend (the one that records per-step state gradients)."""
 
     def __init__(self, layer):
         self.layer = layer
@@ -137,13 +138,13 @@ def state_jacobians(layer, x, l=0) -> list:
     if x.ndim != 2:
         raise ShapeError(f"x: expected one sequence (T, input_size), got shape {x.shape}")
     from .recurrent import scan_forward
-    W_ih, W_hh, b_ih, b_hh = layer._layer_params(l, 0)
+    W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, 0)
     xw = x @ W_ih.T
     if b_ih is not None:
         xw = xw + b_ih
     H, n = layer.hidden_size, len(layer.cell.STATE)
     state0 = tuple(np.zeros((1, H), layer.dtype) for _ in range(n))
-    _, _, (caches, _, _) = scan_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=layer.cell_opts)
+    caches = scan_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=layer.cell_opts)[2].steps
     T = len(caches)
     dstate = (np.eye(H, dtype=layer.dtype),) + tuple(np.zeros((H, H), layer.dtype) for _ in range(n - 1))
     J = [None] * T
@@ -172,7 +173,7 @@ def _run_prefix(rnn, x, k):
     T, B, _ = x.shape
     outs = []
     for d in range(rnn.num_directions):
-        W_ih, W_hh, b_ih, b_hh = rnn._layer_params(k, d)
+        W_ih, W_hh, b_ih, b_hh = rnn.layer_params(k, d)
         xw = (x.reshape(T * B, -1) @ W_ih.T).reshape(T, B, -1)
         if b_ih is not None:
             xw += b_ih
@@ -198,7 +199,7 @@ def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
 # ----------------------------------------------------------------------------- weights and gates
 def spectral(layer) -> dict:
     """For each W_hh (name -> per gate block): singular values and spectral radius."""
-    blocks = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}[layer.cell_name]
+    blocks = layer.cell.GATES
     out = {}
     for name, W in layer.named_parameters():
         if not name.startswith("weight_hh"):
@@ -222,13 +223,11 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
         return {}
     was = layer.training
     layer.eval()
-    with _reference_backend(layer):
+    with enable_grad():                                                     # the gates are read from the cache
         layer(x, lengths=lengths)
     layer.train(was)
-    layer_caches = layer._cache[0]
-    caches = layer_caches[l][1][0][0]
-    T = len(caches)
-    B = caches[0][0].shape[0]
+    gates = layer.gates(l)                                                  # name -> (T, B, H)
+    T, B = next(iter(gates.values())).shape[:2]
     valid = np.ones((T, B), bool) if lengths is None else (np.arange(T)[:, None] < np.asarray(lengths)[None, :])
     res = {}
 
@@ -237,9 +236,8 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
         return float(((v < 0.05) | (v > 0.95)).mean())
 
     if layer.cell_name == "lstm":
-        f = np.stack([c[3] for c in caches])                                # (T, B, H)
-        i = np.stack([c[2] for c in caches])
-        o = np.stack([c[5] for c in caches])
+        f, i, o = gates["f"], gates["i"], gates["o"]                        # (T, B, H)
+        f = np.where(valid[..., None], f, 1.0)                              # padded steps: unspecified, carry 1
         res["forget_mean"] = np.array([f[t][valid[t]].mean() for t in range(T)])
         logf = np.cumsum(np.log(np.maximum(f, 1e-30)), axis=0)             # (T, B, H)
         K = T - 1 if max_span is None else min(max_span, T - 1)
@@ -250,8 +248,7 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
         res["forget_product"] = np.array(spans)
         res["saturation"] = {"i": saturation(i), "f": saturation(f), "o": saturation(o)}
     else:
-        r = np.stack([c[1] for c in caches])
-        z = np.stack([c[2] for c in caches])
+        r, z = gates["r"], gates["z"]
         res["update_carry"] = np.array([z[t][valid[t]].mean() for t in range(T)])
         res["saturation"] = {"r": saturation(r), "z": saturation(z)}
     return res
@@ -277,7 +274,7 @@ def sweep(radii, cells=tuple(SWEEP_CELLS), T=100, hidden_size=64, batch_size=16,
     The input is the adding problem's (uniform values and markers). Returns {"radii": ..., "distance": ...,
     cell: (len(radii), T) array of norms, normalised by the norm at distance 0}.
     """
-    from .layers import GRU, LSTM, RNN
+    from .layers import layer_class
     radii = np.asarray(radii, dtype=np.float64)
     if radii.size == 0:
         raise ConfigError("radii: expected at least one spectral radius, got an empty range")
@@ -289,13 +286,12 @@ def sweep(radii, cells=tuple(SWEEP_CELLS), T=100, hidden_size=64, batch_size=16,
         raise ConfigError(f"cells: unknown {unknown}; expected some of {list(SWEEP_CELLS)}")
     from .tasks import Adding
     x = Adding(T, val_size=1).generate(np.random.default_rng(seed), batch_size).inputs
-    cls = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
     res = {"radii": radii, "distance": np.arange(T)}
     for name in cells:
         kind, kw = SWEEP_CELLS[name]
         rows = []
         for rho in radii:
-            layer = cls[kind](input_size, hidden_size, dtype="float64", seed=seed, **kw)
+            layer = layer_class(kind)(input_size, hidden_size, dtype="float64", seed=seed, **kw)
             scale_recurrent(layer, rho)
             g = layer_grad_norms(layer, x, seed=seed)["grad_norm_h"]
             rows.append((g / g[-1])[::-1])                                   # index = distance from the loss

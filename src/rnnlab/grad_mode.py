@@ -28,3 +28,16 @@ class no_grad(contextlib.ContextDecorator):
     def __exit__(self, *exc):
         _state.enabled = self._prev
         return False
+
+
+class enable_grad(contextlib.ContextDecorator):
+    """The opposite of ``no_grad``: forward passes keep their caches inside it (as ``torch.enable_grad()``)."""
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        _state.enabled = True
+        return self
+
+    def __exit__(self, *exc):
+        _state.enabled = self._prev
+        return False

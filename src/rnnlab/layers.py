@@ -160,10 +160,12 @@ class RecurrentLayer:
                 "dropout": self.dropout, "bidirectional": self.bidirectional,
                 "dtype": np.dtype(self.dtype).name, **self.cell_opts}
 
-    def to_torch(self):
-        """A ``torch.nn.RNN/LSTM/GRU`` with this layer's options and weights (needs the torch extra)."""
-        from .interop.torch import to_torch
-        return to_torch(self)
+    def set_backend(self, backend="auto", bptt_segment=None):
+        """Change the backend and the BPTT segment length of a built layer (checked as in the constructor)."""
+        segment = None if bptt_segment is None else check_int("bptt_segment", bptt_segment, 1)
+        self.backend = engine.check_backend(backend, self.cell_name, self.cell_opts, segment)
+        self.bptt_segment = segment
+        return self
 
     def zero_grad(self) -> None:
         for g in self.grads.values():
@@ -235,7 +237,8 @@ class RecurrentLayer:
 
     def gates(self, l=0, d=0) -> dict:
         """The gate activations of the last forward with gradients, layer l and direction d: name -> (T, B, H)
-        (LSTM i f g o, GRU r z n; the RNN has none), as the cells' docstrings name them."""
+        (LSTM i f g o, GRU r z n; the RNN has none), as the cells' docstrings name them. At padded steps
+        (``lengths``) the values are unspecified: the compiled backends do not compute them."""
         if self._cache is None:
             raise RuntimeError("gates: no forward with gradients to read them from; call forward first")
         check_int("l", l, 0, self.num_layers - 1)

@@ -137,12 +137,7 @@ class _Trainer:
         self.mcfg = model_config_for(cfg, self.task)
         _check_mode(cfg, self.task, self.mcfg)
         self.model = SequenceModel(self.mcfg, seed=np.random.default_rng([cfg.seed, 0]))
-        self.model.rnn.bptt_segment = cfg.bptt_segment or None
-        if cfg.backend == "numba":
-            from .kernels import available
-            if not available():
-                raise ConfigError("backend: 'numba' needs the numba package; install it with: pip install -e '.[fast]'")
-        self.model.rnn.backend = cfg.backend
+        self.model.rnn.set_backend(cfg.backend, cfg.bptt_segment or None)
         self.params = self.model.named_parameters()
         self.opt = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
         self.data_rng = np.random.default_rng([cfg.seed, 1])

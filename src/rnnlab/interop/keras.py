@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cells import CELLS
 from . import InteropError, permute_blocks
 
-G = {"rnn": 1, "lstm": 4, "gru": 3}
+G = {name: cell.G for name, cell in CELLS.items()}
 TO_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}      # Keras block j = PyTorch block TO_KERAS[j]
 FROM_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}    # the permutation is its own inverse
 
@@ -32,7 +33,7 @@ def to_keras(layer) -> list[list[np.ndarray]]:
     for l in range(layer.num_layers):
         ws = []
         for d in range(layer.num_directions):
-            s = layer._suffix(l, d)
+            s = layer.suffix(l, d)
             perm = TO_KERAS[cell]
             ws.append(permute_blocks(sd["weight_ih" + s], perm, g).T.copy())
             ws.append(permute_blocks(sd["weight_hh" + s], perm, g).T.copy())
@@ -86,7 +87,7 @@ def from_keras(cell: str, weights: list, bidirectional: bool = False, **options)
         I_l = I if l == 0 else D * H
         for d in range(D):
             k, r = ws[d * per_dir], ws[d * per_dir + 1]
-            s = layer._suffix(l, d)
+            s = layer.suffix(l, d)
             if k.shape != (I_l, g * H) or r.shape != (H, g * H):
                 raise InteropError(f"weights[{l}]: expected kernel {(I_l, g * H)} and recurrent_kernel {(H, g * H)}, "
                                    f"got {k.shape} and {r.shape}")

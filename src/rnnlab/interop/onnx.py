@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cells import CELLS
 from . import InteropError, permute_blocks, require
 
 OPSET = 17
-G = {"rnn": 1, "lstm": 4, "gru": 3}
+G = {name: cell.G for name, cell in CELLS.items()}
 TO_ONNX = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}        # ONNX block j = PyTorch block TO_ONNX[j]
 FROM_ONNX = {"rnn": [0], "lstm": [0, 2, 3, 1], "gru": [1, 0, 2]}      # PyTorch block j = ONNX block FROM_ONNX[j]
 OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -62,7 +63,7 @@ def _stack(b, layer, x, layout, lengths=None, h0=None, c0=None):
     for l in range(layer.num_layers):
         W, R, B = [], [], []
         for d in range(D):
-            s = layer._suffix(l, d)
+            s = layer.suffix(l, d)
             perm = TO_ONNX[cell]
             W.append(permute_blocks(sd["weight_ih" + s], perm, g))
             R.append(permute_blocks(sd["weight_hh" + s], perm, g))

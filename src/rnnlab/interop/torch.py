@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cells import CELLS
+from ..layers import LAYERS
 from . import InteropError, require
 
 _TORCH_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
@@ -11,7 +13,6 @@ _TORCH_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 def from_torch(module, dtype=None):
     """An rnnlab layer equal to ``torch.nn.RNN/LSTM/GRU`` ``module`` (options and weights copied)."""
     torch = require("torch", "torch")
-    from ..layers import GRU, LSTM, RNN
     kind = type(module).__name__
     if not isinstance(module, torch.nn.RNNBase) or kind not in _TORCH_NAMES:
         raise InteropError(f"module: expected torch.nn.RNN, LSTM or GRU, got {kind}")
@@ -25,9 +26,8 @@ def from_torch(module, dtype=None):
               dropout=float(module.dropout), bidirectional=module.bidirectional, dtype=dtype)
     if kind == "RNN":
         nl = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[module.mode]
-        layer = RNN(module.input_size, module.hidden_size, nonlinearity=nl, **kw)
-    else:
-        layer = {"LSTM": LSTM, "GRU": GRU}[kind](module.input_size, module.hidden_size, **kw)
+        kw["nonlinearity"] = nl
+    layer = LAYERS[_TORCH_NAMES[kind]](module.input_size, module.hidden_size, **kw)
     layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
     layer.train(module.training)
     return layer
@@ -131,7 +131,7 @@ def load_torch_state_dict(path, cell: str, **options):
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InteropError(f"{path}: not a readable safetensors file ({exc})") from None
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    G = CELLS[cell].G
     if "weight_ih_l0" not in sd:
         raise InteropError(f"{path}: no 'weight_ih_l0' tensor; expected a torch RNN/LSTM/GRU state_dict")
     GH, I = sd["weight_ih_l0"].shape

@@ -1,0 +1,171 @@
+"""rnnlab.engine: the automatic choice, named errors where a backend cannot serve a call, typed caches, the
+batch split's share as a function of given durations, and imports that run one way through the package."""
+import ast
+import pathlib
+
+import numpy as np
+import pytest
+
+import rnnlab
+from rnnlab import engine
+from rnnlab.errors import BackendError, ConfigError
+from rnnlab.kernels import available
+
+numba_only = pytest.mark.skipif(not available(), reason="numba is not installed")
+SRC = pathlib.Path(rnnlab.__file__).parent
+
+
+@numba_only
+def test_auto_choice(monkeypatch):
+    c = engine.choose
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    assert c("auto", "lstm", {}, 1, 128, 32, None) == "loop"
+    assert c("auto", "lstm", {}, 128, 2048, 512, None) == "split"
+    assert c("auto", "rnn", {}, 128, 512, 512, None) == "split"
+    assert c("auto", "gru", {}, 128, 1536, 512, None) == "split"
+    assert c("auto", "lstm", {}, 2, 256, 64, None) == "split"            # one row per thread, enough work
+    assert c("auto", "lstm", {}, 2, 128, 32, None) == "loop"             # too little work per thread
+    assert c("auto", "lstm", {}, 1, 2048, 512, None) == "hybrid"         # one row: no split
+    assert c("auto", "gru", {"reset": "before"}, 128, 1536, 512, None) == "hybrid"   # split does not serve it
+    assert c("numba", "lstm", {}, 1, 4, 1, None) == "loop"
+    assert c("auto", "lstm", {}, 128, 2048, 512, 10) == "numpy"          # bptt_segment: the reference
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
+    assert c("auto", "lstm", {}, 128, 2048, 512, None) == "hybrid"
+    for name in ("numpy", "loop", "hybrid"):                             # a named backend is what runs
+        assert c(name, "lstm", {}, 128, 2048, 512, None) == name
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ConfigError, match=r"backend: expected one of \['auto', 'hybrid', 'loop', 'numba'"):
+        rnnlab.LSTM(2, 3, backend="cuda")
+
+
+@numba_only
+def test_a_backend_that_cannot_serve_says_so(monkeypatch):
+    with pytest.raises(BackendError, match="'split' serves the RNN, the LSTM and the GRU with reset='after'"):
+        rnnlab.GRU(2, 3, reset="before", backend="split")
+    for name in ("loop", "hybrid", "split", "numba"):
+        with pytest.raises(BackendError, match=f"bptt_segment: .* backend='numpy' only, got backend='{name}'"):
+            rnnlab.LSTM(2, 3, bptt_segment=4, backend=name)
+    layer = rnnlab.LSTM(2, 3, backend="split")
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
+    with pytest.raises(BackendError, match=r"'split' needs at least 2 threads and 2 batch rows, got 1 thread\(s\)"):
+        layer(np.ones((4, 3, 2), np.float32))
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    with pytest.raises(BackendError, match="for B=1"):
+        layer(np.ones((4, 1, 2), np.float32))
+    loop = rnnlab.LSTM(2, 3, backend="loop")
+    out, _ = loop(np.ones((4, 2, 2)))
+    with pytest.raises(BackendError, match="record_state_grads: .* backend='numpy' only; the last forward ran on "
+                                           "backend='loop'"):
+        loop.backward(np.ones_like(out), record_state_grads=True)
+
+
+def test_compiled_backend_without_numba_names_the_package(monkeypatch):
+    monkeypatch.setattr(engine.kernels, "available", lambda: False)
+    for name in ("loop", "hybrid", "split", "numba"):
+        with pytest.raises(ConfigError, match="needs the numba package; install it with: pip install numba"):
+            rnnlab.RNN(2, 3, backend=name)
+    assert rnnlab.RNN(2, 3).last_backend is None
+    layer = rnnlab.RNN(2, 3)
+    layer(np.ones((3, 2, 2)))
+    assert layer.last_backend == "numpy"                                 # auto without numba: the reference
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["loop", "hybrid", "split"] if available() else []))
+@pytest.mark.parametrize("cls,names", [(rnnlab.LSTM, "ifgo"), (rnnlab.GRU, "rzn")])
+def test_gates_are_read_by_name_on_every_backend(cls, names, backend, monkeypatch):
+    """The public ``layer.gates(l, d)`` gives the same gate activations whichever backend made the cache."""
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    x = np.random.default_rng(0).standard_normal((5, 3, 2))
+    ref = cls(2, 4, 2, bidirectional=True, dtype="float64", seed=1, backend="numpy")
+    layer = cls(2, 4, 2, bidirectional=True, dtype="float64", seed=1, backend=backend)
+    ref(x)
+    layer(x)
+    for l in (0, 1):
+        for d in (0, 1):
+            g_ref, g = ref.gates(l, d), layer.gates(l, d)
+            assert sorted(g) == sorted(names)
+            for k in names:
+                assert g[k].shape == (5, 3, 4)
+                np.testing.assert_allclose(g[k], g_ref[k], rtol=0, atol=1e-12)
+    with pytest.raises(ConfigError, match=r"l: expected an integer <= 1, got 2"):
+        layer.gates(2)
+
+
+def test_caches_are_typed():
+    from rnnlab.caches import DirCache, ForwardCache, LayerCache, StepCaches
+    layer = rnnlab.LSTM(2, 3, 2, backend="numpy")
+    layer(np.ones((4, 2, 2), np.float32))
+    c = layer._cache
+    assert isinstance(c, ForwardCache) and c.backend == "numpy" and (c.T, c.B, c.n_state) == (4, 2, 2)
+    assert all(isinstance(lc, LayerCache) for lc in c.layers)
+    dc = c.layers[1].dirs[0]
+    assert isinstance(dc, DirCache) and isinstance(dc.arrays, StepCaches) and dc.cell == "lstm"
+    assert dc.arrays.steps[0]._fields == ("h_prev", "c_prev", "i", "f", "g", "o", "tanh_c")
+
+
+def test_rebalance_is_a_function_of_the_durations():
+    from rnnlab.kernels.split import SHARE_MAX, SHARE_MIN, rebalance
+    assert rebalance(0.5, 10, 10, 1.0, 1.0) == pytest.approx(0.5)                 # equal speeds: unchanged
+    # thread 0 twice as fast (10 rows in 1 s against 10 rows in 2 s): the share that equalises is 2/3
+    assert rebalance(0.5, 10, 10, 1.0, 2.0) == pytest.approx(0.7 * 0.5 + 0.3 * 2 / 3)
+    assert rebalance(0.5, 10, 10, 2.0, 1.0) == pytest.approx(0.7 * 0.5 + 0.3 / 3)
+    share = 0.5
+    for _ in range(50):                                                          # converges, within the bounds
+        share = rebalance(share, 10, 10, 1.0, 9.0)
+    assert share == pytest.approx(SHARE_MAX)
+    assert rebalance(0.4, 8, 12, 1.0, 1e-5) == 0.4                               # too short to tell
+    assert rebalance(SHARE_MIN, 1, 19, 100.0, 1.0) == pytest.approx(SHARE_MIN)
+
+
+# ------------------------------------------------------------------ imports run one way
+def _imports(path: pathlib.Path, modname: str):
+    """The rnnlab modules a module imports, anywhere in it (function bodies included)."""
+    pkg = modname if path.name == "__init__.py" else modname.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("rnnlab"):
+                for alias in node.names:                                         # `from . import engine`
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if (SRC.parent / (sub.replace(".", "/") + ".py")).exists()
+                              or (SRC.parent / sub.replace(".", "/")).is_dir() else target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("rnnlab"))
+    return found
+
+
+def test_no_import_circle_in_the_package():
+    graph = {}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        graph[name] = _imports(path, name)
+    # a package's __init__ re-exports its modules; importing a submodule imports its package first anyway
+    for name in graph:
+        graph[name] = {t for t in graph[name] if t != name and not name.startswith(t + ".")}
+    graph["rnnlab"] = set()
+    seen, stack = {}, []
+
+    def visit(n):
+        seen[n] = "active"
+        stack.append(n)
+        for t in sorted(graph.get(n, ())):
+            if seen.get(t) == "active":
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in seen:
+                visit(t)
+        stack.pop()
+        seen[n] = "done"
+    for n in sorted(graph):
+        if n not in seen:
+            visit(n)
+    assert "rnnlab.interop.torch" not in graph["rnnlab.layers"]                 # layers -> interop: never
+    assert not any(t.startswith("rnnlab.engine") for k in graph if k.startswith("rnnlab.kernels")
+                   for t in graph[k])
