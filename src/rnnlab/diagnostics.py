@@ -10,7 +10,7 @@
     sweep                W_hh scaled to spectral radius rho: gradient norm vs distance, per cell
 
 For a linear RNN ``dh_T/dh_t = W_hh^(T-t)`` exactly; with tanh, ``diag(1 - h^2)`` shrinks it further, so
-the norm is bounded by ``sigma_max(W_hh)^(T-t)`` (MATH.md, section 2). The LSTM's cell path is scaled by
+the norm is bounded by ``sigma_max(W_hh)^(T-t)`` (docs/math.md, section 2). The LSTM's cell path is scaled by
 the product of forget gates instead.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Models in and out: PyTorch, Keras 3 weight layouts and ONNX, each verified against the other runtime.
 
-Gate layouts (MATH.md, section 6):
+Gate layouts (docs/math.md, section 6):
 
     system    LSTM blocks   GRU blocks   GRU reset                         biases
     PyTorch   i f g o       r z n        after                              b_ih, b_hh
