@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_reliability.py", "tests/test_validation_layers.py", "tests/test_checkpoint.py",
-         "tests/test_train.py"]
+TESTS = ["tests/test_reliability.py", "tests/test_checks.py", "tests/test_checkpoint.py",
+         "tests/test_trainer.py"]
 
 
 def main() -> int:

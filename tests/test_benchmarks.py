@@ -6,6 +6,7 @@ import pytest
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_writes_every_number(tmp_path, capsys):
     from benchmarks.bench_layers import main
     out = tmp_path / "bench.json"

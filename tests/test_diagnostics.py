@@ -76,6 +76,7 @@ def test_spectral_radius_controls_decay_and_growth(radius, direction):
     assert (far < 1e-6 * near) if direction == "decay" else (far > 1e3 * near)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU])
 def test_per_step_gradient_norms_agree_with_finite_differences(cls):
     """||dL/dh_t|| recorded in backward equals the finite-difference gradient w.r.t. h_t."""
@@ -156,6 +157,7 @@ class _Collect(html.parser.HTMLParser):
             self.imgs.append(dict(attrs))
 
 
+@pytest.mark.slow
 def test_compare_writes_table_figures_report_and_json(tmp_path, capsys):
     from rnnlab.cli import main
     out = tmp_path / "report"

@@ -169,3 +169,19 @@ def test_no_import_circle_in_the_package():
     assert "rnnlab.interop.torch" not in graph["rnnlab.layers"]                 # layers -> interop: never
     assert not any(t.startswith("rnnlab.engine") for k in graph if k.startswith("rnnlab.kernels")
                    for t in graph[k])
+
+
+def test_blas_single_thread_context_restores_and_nests():
+    from threadpoolctl import threadpool_info
+    from rnnlab.engine import blas_single_thread
+
+    def blas_threads():                                     # NumPy's BLAS: the one rnnlab's products use
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+    before = blas_threads()
+    assert before
+    with blas_single_thread():
+        assert all(n == 1 for n in blas_threads())
+        with blas_single_thread():
+            assert all(n == 1 for n in blas_threads())
+        assert all(n == 1 for n in blas_threads())          # the inner exit keeps the outer setting
+    assert blas_threads() == before

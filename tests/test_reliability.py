@@ -234,6 +234,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_a_torn_checkpoint(outcome, tmp_path):
     path = tmp_path / "c.safetensors"
     rng = np.random.default_rng(1)

@@ -174,3 +174,32 @@ def lengths_mask(lengths, T, B, dtype):
     if (arr == T).all():
         return None
     return (np.arange(T)[:, None] < arr[None, :])[..., None].astype(dtype)   # (T, B, 1)
+
+
+def state_dict_entries(state_dict, expected: dict, strict=True, prefix=""):
+    """(problems, arrays): each entry of ``state_dict`` checked against ``expected`` (name -> shape) -- present,
+    floating point, the expected shape, finite; unexpected names are problems when ``strict``. Torch tensors
+    are converted. ``prefix`` is prepended to the names in the messages."""
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}")
+    problems, arrays = [], {}
+    missing = [prefix + k for k in expected if k not in state_dict]
+    unexpected = [prefix + k for k in state_dict if k not in expected]
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected and strict:
+        problems.append(f"unexpected keys {unexpected}")
+    for k in expected:
+        if k not in state_dict:
+            continue
+        v = state_dict[k]
+        v = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        if v.dtype.kind != "f":
+            problems.append(f"{prefix}{k}: expected a floating-point array, got dtype {v.dtype}")
+        elif tuple(v.shape) != tuple(expected[k]):
+            problems.append(f"{prefix}{k}: expected shape {tuple(expected[k])}, got {tuple(v.shape)}")
+        elif not np.isfinite(v).all():
+            problems.append(f"{prefix}{k}: contains NaN or Inf")
+        else:
+            arrays[k] = v
+    return problems, arrays

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cells import CELLS
 from .errors import closest
 
 
@@ -481,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     im = sub.add_parser("import", help="read an ONNX file, torch state_dict or Keras weights into an rnnlab layer file")
     im.add_argument("file")
     im.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx")
-    im.add_argument("--cell", choices=("rnn", "lstm", "gru"), help="torch and keras: which cell the weights are")
+    im.add_argument("--cell", choices=tuple(CELLS), help="torch and keras: which cell the weights are")
     im.add_argument("--batch-first", action="store_true")
     im.add_argument("--out", required=True, help="layer file to write (.safetensors)")
     im.set_defaults(func=cmd_import)

@@ -96,7 +96,7 @@ def _time_inference(model, task, batch_size, repeats=5) -> float:
     return statistics.median(times) * 1e3
 
 
-def compare(cfg: TrainConfig, models=("rnn", "lstm", "gru"), match: str = "params", target_params: int | None = None,
+def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target_params: int | None = None,
             forget_bias_ablation: bool = False, threshold: tuple | None = None, progress: bool = False,
             on_model=None) -> dict:
     """Train each model with the same data and seed; return the numbers for tables, figures and JSON."""

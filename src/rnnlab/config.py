@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cells import CELLS
 from .errors import ConfigError, check_choice, check_float, check_int, closest
 
 if sys.version_info >= (3, 11):
@@ -71,7 +72,7 @@ class TrainConfig:
         from .optim import OPTIMIZERS, SCHEDULES
         from .tasks import TASKS
         check_choice("task", self.task, TASKS)
-        check_choice("model", self.model, ("rnn", "lstm", "gru"))
+        check_choice("model", self.model, CELLS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("input_mode", self.input_mode, ("auto", "dense", "onehot", "embedding"))

@@ -125,29 +125,7 @@ class RecurrentLayer:
 
     def load_state_dict(self, state_dict, strict=True) -> None:
         """Copy arrays (NumPy, or anything ``np.asarray`` takes) into the layer; all mismatches are listed at once."""
-        if not hasattr(state_dict, "items"):
-            raise TypeError(f"state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}")
-        expected = self._param_shapes()
-        problems, new = [], {}
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in expected]
-        if missing:
-            problems.append(f"missing keys {missing}")
-        if unexpected and strict:
-            problems.append(f"unexpected keys {unexpected}")
-        for k in expected:
-            if k not in state_dict:
-                continue
-            v = state_dict[k]
-            v = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)     # a torch tensor too
-            if v.dtype.kind != "f":
-                problems.append(f"{k}: expected a floating-point array, got dtype {v.dtype}")
-            elif tuple(v.shape) != expected[k]:
-                problems.append(f"{k}: expected shape {expected[k]}, got {tuple(v.shape)}")
-            elif not np.isfinite(v).all():
-                problems.append(f"{k}: contains NaN or Inf")
-            else:
-                new[k] = v
+        problems, new = checks.state_dict_entries(state_dict, self._param_shapes(), strict)
         if problems:
             raise ShapeError(f"load_state_dict: {len(problems)} problem(s) for {self!r}: " + "; ".join(problems))
         for k, v in new.items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import heads, losses
+from . import checks
 from .checks import as_float_array, check_unchanged, guard_inputs, users_memory
 from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
 from .grad_mode import is_grad_enabled
@@ -122,29 +123,18 @@ class SequenceModel:
         return {k: v.copy() for k, v in self.named_parameters().items()}
 
     def load_state_dict(self, sd) -> None:
+        if not hasattr(sd, "items"):
+            raise TypeError(f"state_dict: expected a mapping of names to arrays, got {type(sd).__name__}")
         rnn_sd = {k[4:]: v for k, v in sd.items() if k.startswith("rnn.")}
-        own_expected = {k: v.shape for k, v in self._own.items()}
-        problems = []
-        for k, shape in own_expected.items():
-            if k not in sd:
-                problems.append(f"missing key {k!r}")
-            elif tuple(np.shape(sd[k])) != shape:
-                problems.append(f"{k}: expected shape {shape}, got {tuple(np.shape(sd[k]))}")
-            elif np.asarray(sd[k]).dtype.kind != "f":
-                problems.append(f"{k}: expected a floating-point array, got dtype {np.asarray(sd[k]).dtype}")
-            elif not np.isfinite(sd[k]).all():
-                problems.append(f"{k}: contains NaN or Inf")
-        other = [k for k in sd if not k.startswith("rnn.") and k not in own_expected]
-        if other:
-            problems.append(f"unexpected keys {sorted(other)}")
-        try:
-            self.rnn.load_state_dict(rnn_sd) if not problems else None
-        except ValueError as exc:
-            problems.append(str(exc))
+        own = {k: v for k, v in sd.items() if not k.startswith("rnn.")}
+        problems, arrays = checks.state_dict_entries(own, {k: v.shape for k, v in self._own.items()})
+        rnn_problems, rnn_arrays = checks.state_dict_entries(rnn_sd, self.rnn._param_shapes(), prefix="rnn.")
+        problems += rnn_problems
         if problems:
-            raise ShapeError("load_state_dict: " + "; ".join(problems))
-        for k in own_expected:
-            self._own[k][...] = sd[k]
+            raise ShapeError(f"load_state_dict: {len(problems)} problem(s): " + "; ".join(problems))
+        self.rnn.load_state_dict(rnn_arrays)
+        for k, v in arrays.items():
+            self._own[k][...] = v
 
     def train(self, mode=True):
         self.rnn.train(mode)

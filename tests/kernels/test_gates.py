@@ -142,3 +142,19 @@ def test_gru_gates_in_one_call_equal_the_two_kernels(rng):
     gru_gates_bwd(dh, np.zeros((B, H)), np.ones(B), False, Hs, Rs, Zs, Ns, Es, DX, DHW, dh_part)
     _close(DHW, dhw_ref)
     _close(dh_part + DHW @ W_hh, dh_prev_ref)
+
+
+def test_rational_tanh_max_error():
+    from rnnlab.kernels.gates import _tanh32
+    from numba import njit
+
+    @njit
+    def apply(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = _tanh32(x[i])
+        return out
+    x = np.linspace(-20, 20, 2_000_001).astype(np.float32)
+    err = np.abs(apply(x).astype(np.float64) - np.tanh(x.astype(np.float64)))
+    assert err.max() < 5e-7                           # documented in docs/performance.md
+    assert np.all(np.abs(apply(x)) <= 1.0)

@@ -126,7 +126,7 @@ def load_torch_state_dict(path, cell: str, **options):
     from safetensors.numpy import load_file
     from ..errors import check_choice
     from ..layers import layer_from_config
-    check_choice("cell", cell, ("rnn", "lstm", "gru"))
+    check_choice("cell", cell, CELLS)
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

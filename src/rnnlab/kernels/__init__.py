@@ -2,6 +2,7 @@
 
     loop.py, hybrid.py, split.py   the three strategies, each one backend of ``rnnlab.engine``
     gates.py                       each cell's gate math, once, shared by the three
+    weight_grads.py                the products after the loop (dW_ih, dW_hh, dx, the bias sums)
     packed_gemm.py                 the packed matrix product of the loop and split paths
     checks.py                      the compiled NaN/Inf check and fingerprint of ``rnnlab.checks``
 

@@ -3,7 +3,7 @@
 For single-thread steps too large for the loop's one-row products: the product h W_hh^T goes to BLAS, and the
 gate math that the NumPy reference spreads over a dozen ufunc calls is one call of the cell's kernel in
 ``kernels.gates``. The input projection is one BLAS product over all steps before the loop. Same caches as
-``kernels.loop``, so the weight gradients are the same products after the loop (``loop.weight_grads``).
+``kernels.loop``, so the weight gradients are the same products after the loop (``kernels.weight_grads``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .gates import (
     ACT, bias_rows, gate_scales, gru_n_fwd, gru_r_bwd, gru_rz_fwd, gru_zn_bwd, lstm_gates_bwd, lstm_gates_fwd,
     mask_rows, rnn_act_bwd, rnn_act_fwd, state_after,
 )
-from .loop import weight_grads
+from .weight_grads import weight_grads
 
 
 def _carry_dh(dh_new, dh, m_t, has_mask):

@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..caches import GRUArrays, Grads, LSTMArrays, RNNArrays
+from ..caches import GRUArrays, LSTMArrays, RNNArrays
 from .gates import (
     ACT, FAST, bias_rows, gate_scales, gru_n_fwd, gru_r_bwd, gru_rz_fwd, gru_zn_bwd, lstm_gates_bwd, lstm_row_fwd,
     mask_rows, rnn_act_bwd, rnn_act_fwd, state_after,
 )
 from .packed_gemm import MR_MAX, pack, pgemm, vecmat_acc
+from .weight_grads import weight_grads
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
 
@@ -266,23 +267,3 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace):
         gru_bwd(d_out, dh_T, W, m2, has_mask, cache.reverse, c.after, c.Hs, c.Rs, c.Zs, c.Ns, c.Es, dXW, dHW, dh0)
         dstate0, H_op = (dh0,), c.Hs
     return weight_grads(cell_name, dXW, dHW, x, H_op, c, W_ih, has_bias, dstate0, np.matmul)
-
-
-def weight_grads(cell_name, dXW, dHW, x, Hs, c, W_ih, has_bias, dstate0, mm):
-    """The products after the loop: dW_ih = dXW^T x, dW_hh = dHW^T h_{t-1} (the reset-before GRU's n block:
-    against r h), dx = dXW W_ih, and the bias sums. The LSTM and the RNN fold b_ih into b_hh: both get the
-    same sum."""
-    T, B, GH = dXW.shape
-    H = Hs.shape[-1]
-    dX2, dH2, Hs2 = dXW.reshape(T * B, GH), dHW.reshape(T * B, GH), Hs.reshape(T * B, H)
-    if cell_name == "gru" and not c.after:
-        dW_hh = np.concatenate([mm(dH2[:, :2 * H].T, Hs2), mm(dH2[:, 2 * H:].T, c.Es.reshape(T * B, H))], axis=0)
-    else:
-        dW_hh = mm(dH2.T, Hs2)
-    dW_ih = mm(dX2.T, x.reshape(T * B, -1))
-    dx = mm(dX2, W_ih).reshape(x.shape)
-    db_ih = db_hh = None
-    if has_bias:
-        db_hh = dH2.sum(axis=0)
-        db_ih = db_hh.copy() if dHW is dXW else dX2.sum(axis=0)
-    return Grads(dx, dstate0, dW_ih, dW_hh, db_ih, db_hh)

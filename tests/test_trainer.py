@@ -54,6 +54,7 @@ def _run_cli(args, **kw):
     ["--task", "adding", "--seq-len", "20", "--batch-size", "8", "--model", "gru", "--optimizer", "sgd",
      "--momentum", "0.9", "--schedule", "cosine"],
 ], ids=["chars-stateful-dropout", "adding-gru-sgd"])
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path, text_file, task_args, outcome):
     common = task_args + ["--text", str(text_file), "--hidden-size", "16", "--steps", "300", "--eval-every", "50",
                           "--checkpoint-every", "20", "--quiet"]
