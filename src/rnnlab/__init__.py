@@ -1,13 +1,14 @@
 """rnnlab: RNN, LSTM and GRU from first principles on NumPy, verified against PyTorch."""
 from .errors import (
-    CheckpointError, ConfigError, DTypeError, ModifiedInputError, NonFiniteError, RnnlabError, ShapeError,
+    BackendError, CheckpointError, ConfigError, DTypeError, ModifiedInputError, NonFiniteError, RnnlabError,
+    ShapeError,
 )
-from .grad_mode import is_grad_enabled, no_grad
+from .grad_mode import enable_grad, is_grad_enabled, no_grad
 from .layers import GRU, LSTM, RNN
 from .model import ModelConfig, SequenceModel
 from .trainer import evaluate, load_model, resume, train
 
 __version__ = "0.1.0"
-__all__ = ["RNN", "LSTM", "GRU", "no_grad", "is_grad_enabled", "SequenceModel", "ModelConfig", "train", "resume",
-           "evaluate", "load_model", "RnnlabError", "ShapeError", "ConfigError", "CheckpointError",
-           "NonFiniteError", "DTypeError", "ModifiedInputError"]
+__all__ = ["RNN", "LSTM", "GRU", "no_grad", "enable_grad", "is_grad_enabled", "SequenceModel", "ModelConfig",
+           "train", "resume", "evaluate", "load_model", "RnnlabError", "ShapeError", "ConfigError", "CheckpointError",
+           "NonFiniteError", "DTypeError", "ModifiedInputError", "BackendError"]

@@ -95,8 +95,8 @@ _CONTROLLER = []                     # threadpoolctl's controllers of the loaded
 
 class _OneBlasThread:
     """BLAS on one thread inside the context, each library's setting restored on exit (nests). It calls
-    threadpoolctl's per-library controllers directly: about 5 us per use, against 40 us for
-    ``ThreadpoolController.limit``, which inspects the libraries again every time."""
+    threadpoolctl's per-library controllers directly: ``ThreadpoolController.limit`` inspects the libraries
+    again at every use, which is a measurable part of a short call."""
 
     def __enter__(self):
         if not _CONTROLLER:

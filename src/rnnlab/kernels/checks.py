@@ -8,8 +8,8 @@ from numba import njit, uint64
 @njit(cache=True, nogil=True, fastmath={"reassoc"}, error_model="numpy")
 def all_finite(flat):
     """True when no entry of the 1-D array is NaN or Inf: a - a is 0 for a finite a and NaN otherwise, and a
-    NaN term keeps the (vectorised, reassociated) sum NaN. 2.3 us for 8000 float32 against 6.0 us for
-    ``np.isfinite(x).all()``, which writes a boolean array first."""
+    NaN term keeps the (vectorised, reassociated) sum NaN. No boolean array is written, unlike
+    ``np.isfinite(x).all()``."""
     s = flat[0] - flat[0]
     for i in range(flat.size):
         s += flat[i] - flat[i]
@@ -21,7 +21,7 @@ def fingerprint(flat):
     """(sum, weighted sum) of the 1-D array in float64, the weight of entry i the 32 bits of (i + 1) * K taken
     as a signed integer (K = 2654435761, Knuth's multiplicative hash: distinct weights for any 2^32 entries), so
     that the second number changes when values move (a shuffle keeps the plain sum; a period-64 weight missed
-    swaps 64 entries apart). One pass: 0.16 ms for 819200 float32 here. ``rnnlab.checks.fingerprint`` computes the
+    swaps 64 entries apart). One pass. ``rnnlab.checks.fingerprint`` computes the
     same weights with NumPy."""
     s = 0.0
     w = 0.0

@@ -1,23 +1,20 @@
 """A matrix product for the per-step recurrent products: C (M, N) (+)= A (M, K) @ W (K, N) with W packed once.
 
 Why: a recurrent layer multiplies the same W_hh by a new (rows, H) state at every step. A BLAS ``gemm`` packs
-both operands on every call; with a few dozen rows per thread that packing is a large part of the call
-(OpenBLAS reached 55-75 GFLOP/s on one core of this machine at these sizes, its peak there is about 86). Here
+both operands on every call; with a few dozen rows per thread that packing is a large part of the call. Here
 W is packed once per sequence into column panels (``pack``), and each step runs a register-blocked
-micro-kernel over them (``pgemm``): measured in docs/performance.md.
+micro-kernel over them (``pgemm``; docs/performance.md).
 
 Layout. ``pack(W)`` gives P (ceil(N / NR), K, NR): panel p holds columns p*NR .. p*NR+NR-1 of W, zero padded,
 row k of the panel contiguous. NR = 2 SIMD vectors (16 float32 or 8 float64). The micro-kernel computes an
 (MR <= 6, NR) block of C: 2*MR vector accumulators stay in registers for the whole k loop, and each k costs
 two vector loads of the panel, MR broadcasts of A and 2*MR fused multiply-adds. K is split in blocks of KC
-only beyond 1024: a panel of the recurrent products (K = I + H + 1 <= 1024 here) streams from the second-level
-cache well enough, and blocks of 256 (a panel block in the first-level cache) cost 4-25 % more at these sizes
-(measured, one thread: (64, 641) x (641, 2048) 72 -> 79 GFLOP/s, (64, 1281) x (1281, 1024) 64 -> 82): each
-block adds a pass over C and a short last block.
+only beyond 1024: a panel of the recurrent products (K = I + H + 1) streams from the second-level cache well
+enough, and each block adds a pass over C and a short last block.
 
 The micro-kernel is written in LLVM IR (``numba.extending.intrinsic``) because Numba gives no way to keep a
-tile of vector accumulators in registers from Python code (a tile of scalar accumulators is not combined by
-LLVM's vectoriser: 10x slower, see docs/performance.md). ``llvm.fmuladd`` fuses where the CPU has FMA and
+tile of vector accumulators in registers from Python code (LLVM's vectoriser does not combine a tile of
+scalar accumulators into vectors). ``llvm.fmuladd`` fuses where the CPU has FMA and
 falls back to a multiply and an add where it does not.
 """
 from __future__ import annotations
@@ -153,8 +150,7 @@ def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z):
 def vecmat_acc(out, ro, v, rv, M):
     """out[ro, :] += v[rv, :] @ M for one row, M (K, N) unpacked with rows contiguous (and the rows of out and
     v contiguous): blocks of 8, 4, 2 and 1 vectors of columns with their accumulators in registers for the
-    whole k loop, then a scalar loop over the last columns. A loop that adds four rank-1 updates at a time to
-    out[ro] in memory was 1.2x slower at K = 32, N = 128 (the recurrent product of an LSTM with H = 32)."""
+    whole k loop, then a scalar loop over the last columns (faster than rank-1 updates of out[ro] in memory)."""
     K, N = M.shape
     isz = M.itemsize
     VW = 32 // isz                                          # lanes per 256-bit vector
@@ -186,8 +182,8 @@ def vecmat_acc(out, ro, v, rv, M):
 @njit(cache=True, nogil=True)
 def pack_into(P, W):
     """P (ceil(N / NR), K, NR) = the column panels of W (K, N), zero padded. W may be a transposed view: the
-    loops follow its memory order (a column strip of a row-major W read row by row touches a new page per row:
-    packing a (640, 2048) W took 5.5 ms that way, 2.4 ms in blocks of 16 rows)."""
+    loops follow its memory order (a column strip of a row-major W read row by row touches a new page per row;
+    blocks of 16 rows do not)."""
     K, N = W.shape
     NP, NR = P.shape[0], P.shape[2]
     if W.strides[0] < W.strides[1]:                         # columns contiguous (a transposed view)

@@ -77,7 +77,7 @@ def _carry_rows(dst, src, m_t, has_mask):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _x_rows(X, x_t, Pih, bx, has_bx, tile):
     """X (rows, G*H) = x_t (rows, I) W_ih^T (+ b_ih): this step's input projection, computed in the loop (no
-    (T, B, G*H) array written before it and read back: 2 x 52 MiB of memory traffic at (128, 50, 128, 512))."""
+    (T, B, G*H) array written before it and read back)."""
     if has_bx:
         for r in range(X.shape[0]):
             for j in range(X.shape[1]):
@@ -188,7 +188,7 @@ def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, Hs, hT, dXW, 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _add_rows(acc, src):
     """acc (rows, N) += src (rows, N): the bias gradients summed per row in the loop, while dL/dA is in cache
-    (summing the (T, B, G*H) array after the loop was a pass over 20 MiB at (64, 100, 64, 256))."""
+    (no pass over the (T, B, G*H) array after the loop)."""
     for r in range(acc.shape[0]):
         for j in range(acc.shape[1]):
             acc[r, j] += src[r, j]
@@ -258,7 +258,7 @@ def rebalance(share, rows0, rows1, took0, took1):
     """The first thread's next share of the rows, from its last share and the two blocks' times: the share
     that would have equalised them (rows per second of each), smoothed (0.7 old, 0.3 new) and kept in
     [0.3, 0.7]. Times under 0.1 ms carry no signal: the share stays. One of two threads on a shared virtual
-    machine often runs 10-30 % slower for seconds at a time; an even split would leave the faster waiting."""
+    machine is often slower for seconds at a time; an even split would leave the faster one waiting."""
     if min(took0, took1) <= 1e-4:
         return share
     rate0, rate1 = rows0 / took0, rows1 / took1
