@@ -239,6 +239,12 @@ def main(argv=None) -> int:
           f"{', onnxruntime ' + __import__('onnxruntime').__version__ if have['onnxruntime'] else ''}"
           f"{', jax ' + __import__('jax').__version__ if have['jax'] else ', jax not installed'}; "
           f"{platform.machine()}, {os.cpu_count()} cpus; float32, medians")
+    from rnnlab.kernels import host
+    print(host.describe())
+    forced = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    if forced:
+        print(f"warning: {' and '.join(forced)} set: OpenBLAS runs forced kernels, not the ones it picks for this "
+              f"CPU; unset them for users' numbers: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks")
     peak = sgemm_peak()
     print(f"sgemm peak (2048^3, numpy/BLAS, all threads): {peak / 1e9:.1f} GFLOP/s")
     from rnnlab.engine import choose
@@ -286,7 +292,7 @@ def main(argv=None) -> int:
             B, T, I, H = row["shape"]
             row["peak_fraction"] = (train_flops(row["cell"], B, T, I, H) / peak / row["rnnlab_train"]
                                     if H >= 256 else float("nan"))
-    out = {"sgemm_peak_flops": peak, "rows": rows}
+    out = {"sgemm_peak_flops": peak, "rows": rows, "machine": host.describe()}
     if args.compile and have["numba"]:
         first, second = compile_times()
         out["compile"] = {"first_process_s": first, "cached_second_process_s": second}

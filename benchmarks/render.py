@@ -53,6 +53,8 @@ def main(argv=None) -> int:
         return 2
     with open(argv[0], encoding="utf-8") as fh:
         data = json.load(fh)
+    if "machine" in data:
+        print(data["machine"])
     print(f"sgemm peak {data['sgemm_peak_flops'] / 1e9:.1f} GFLOP/s")
     print(table(data))
     if "compile" in data:

@@ -45,6 +45,9 @@ NUMBA_BACKENDS = COMPILED
 BACKENDS = ["numpy"] + COMPILED
 
 
+SIMD = ["avx512", "avx2", "sse"]     # every vector variant runs on any x86 host (RNNLAB_SIMD)
+
+
 def use_backend(backend, monkeypatch):
     """-> the layer's ``backend=`` argument for a test backend name ("split" gets two threads)."""
     if backend == "split":

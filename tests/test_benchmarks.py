@@ -31,3 +31,34 @@ def test_render_marks_the_targets(tmp_path, capsys):
     assert "| **0.70** | 500.00 | 1.40 |" in gru and "| 0.90 |" in gru      # GRU target 0.8: 0.9 misses
     assert "| **0.90** |" in lstm                                          # LSTM target 1.0: met
     assert main([]) == 2
+
+
+@pytest.mark.slow
+def test_scaling_figure_is_written(tmp_path, capsys):
+    from benchmarks.scaling import main
+    out = tmp_path / "scaling"
+    assert main(["--out", str(out), "--batch", "2", "--input", "3", "--seq-len", "4", "--hidden", "5",
+                 "--h-sweep", "4", "8", "--t-sweep", "3", "6", "--repeats", "1"]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [r["H"] for r in data["rows"] if r["sweep"] == "H"] == [4, 8]
+    assert [r["T"] for r in data["rows"] if r["sweep"] == "T"] == [3, 6]
+    assert all(r["rnnlab"] > 0 and r["torch"] > 0 for r in data["rows"])
+    assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".svg").exists()
+    assert "rnnlab vectors" in data["machine"]
+
+
+def test_diff_takes_the_best_of_each_side(tmp_path, capsys):
+    from benchmarks.diff import main
+    row = {"cell": "lstm", "shape": [2, 3, 4, 5], "rnnlab_fwd": 0.010, "rnnlab_train": 0.020, "torch_fwd": 0.010,
+           "torch_train": 0.040}
+    files = []
+    for name, scale in (("b1", 1.0), ("b2", 0.5), ("a1", 0.75)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"rows": [{k: (v * scale if k.startswith(("rnnlab", "torch")) else v)
+                                              for k, v in row.items()}]}))
+        files.append(str(path))
+    assert main([files[0], files[1], "--", files[2]]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    # best before: 5 ms inference, 10 ms training; after: 7.5 and 15 -> 1.50, torch likewise 1.50
+    assert line == "| LSTM | 2, 3, 4, 5 | 5.00 | 7.50 | 1.50 | 1.50 | 10.00 | 15.00 | 1.50 | 1.50 |"
+    assert main([files[0]]) == 2

@@ -75,3 +75,18 @@ def test_unknown_layer_options_are_refused_when_the_layer_is_built():
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['options'\]"):
         from_keras("lstm", weights, options={"batch_first": True})
     assert from_keras("lstm", weights, batch_first=True).batch_first
+
+
+def test_warmup_compiles_every_path_and_reports_the_time(capsys, monkeypatch):
+    from rnnlab.kernels import available
+    if not available():
+        pytest.skip("numba is not installed")
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    assert cli.main(["warmup"]) == 0
+    out = capsys.readouterr().out
+    for label in ("lstm loop float32", "gru-before hybrid float32", "rnn split float32"):
+        assert label in out
+    assert "gru-before split" not in out                            # the split path does not serve it
+    assert out.strip().splitlines()[-1].startswith("warm-up done in ")
+    with pytest.raises(SystemExit):
+        cli.main(["warmup", "--dtype", "float16"])

@@ -218,3 +218,13 @@ def test_training_records_diagnostics(tmp_path):
     assert [d["step"] for d in r.diagnostics] == [1, 10, 20]
     lines = (tmp_path / "r" / "diagnostics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and len(json.loads(lines[0])["grad_norm_h"]) == 10
+
+
+def test_compare_times_steps_after_the_warm_up():
+    """ms per training step leaves out the first two steps (the first compiles the kernels a run uses): a
+    first step of 5 s must not move it."""
+    from rnnlab.compare import _ms_per_step
+    assert _ms_per_step([5.0, 0.2, 0.1, 0.1, 0.3]) == pytest.approx(100.0)
+    assert _ms_per_step([5.0, 0.2]) == pytest.approx(200.0)
+    assert _ms_per_step([0.4]) == pytest.approx(400.0)
+    assert _ms_per_step([]) is None

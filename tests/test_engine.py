@@ -18,6 +18,7 @@ SRC = pathlib.Path(rnnlab.__file__).parent
 @numba_only
 def test_auto_choice(monkeypatch):
     c = engine.choose
+    monkeypatch.setenv("RNNLAB_SIMD", "avx2")
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     assert c("auto", "lstm", {}, 1, 128, 32, None) == "loop"
     assert c("auto", "lstm", {}, 128, 2048, 512, None) == "split"
@@ -33,6 +34,13 @@ def test_auto_choice(monkeypatch):
     assert c("auto", "lstm", {}, 128, 2048, 512, None) == "hybrid"
     for name in ("numpy", "loop", "hybrid"):                             # a named backend is what runs
         assert c(name, "lstm", {}, 128, 2048, 512, None) == name
+    # the thresholds count vector multiply-adds: wider vectors keep the loop to larger steps, float64 (half
+    # the lanes) hands over to the hybrid path at half the multiply-adds
+    assert c("auto", "lstm", {}, 1, 1024, 256, None) == "hybrid"
+    assert c("auto", "lstm", {}, 1, 1024, 128, None) == "loop"
+    assert c("auto", "lstm", {}, 1, 1024, 128, None, itemsize=8) == "hybrid"
+    monkeypatch.setenv("RNNLAB_SIMD", "avx512")
+    assert c("auto", "lstm", {}, 1, 1024, 256, None) == "loop"
 
 
 def test_unknown_backend_is_refused():

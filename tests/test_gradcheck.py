@@ -16,7 +16,7 @@ def _nonzero_biases(layer, rng):
                            for k, v in layer.state_dict().items()})
 
 
-from conftest import BACKENDS, serves, use_backend  # noqa: E402
+from conftest import BACKENDS, COMPILED, SIMD, serves, use_backend  # noqa: E402
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -45,6 +45,16 @@ def test_every_gradient(cls, kw, num_layers, bidirectional, batch_first, ragged,
     assert set(errors) == expected
     bad = {k: e for k, e in errors.items() if not e < TOL}
     assert not bad, bad
+
+
+@pytest.mark.parametrize("simd", SIMD)
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("cls,kw", CELLS, ids=IDS)
+def test_every_gradient_in_every_vector_variant(cls, kw, backend, simd, monkeypatch):
+    """The compiled paths with each vector variant of the packed products (RNNLAB_SIMD): 2 layers, both
+    directions, batch_first, ragged lengths, non-zero biases."""
+    monkeypatch.setenv("RNNLAB_SIMD", simd)
+    test_every_gradient(cls, kw, 2, True, True, True, backend, monkeypatch)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

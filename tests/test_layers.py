@@ -12,7 +12,7 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.LSTM,
 GRID = list(itertools.product([1, 2, 3], [False, True], [False, True], [False, True], [False, True]))
 
 
-from conftest import BACKENDS, use_backend  # noqa: E402
+from conftest import BACKENDS, COMPILED, SIMD, use_backend  # noqa: E402
 
 
 def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, dtype, seed, backend="numpy"):
@@ -92,3 +92,17 @@ def test_unbatched_input_matches_torch():
     assert out.shape == (6, 5) and hn.shape == (2, 5)
     np.testing.assert_allclose(out, ref["output"], atol=1e-12)
     np.testing.assert_allclose(hn, ref["hn"][0], atol=1e-12)
+
+
+@pytest.mark.parametrize("simd", SIMD)
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_parity_in_every_vector_variant(cls, kw, backend, simd, dtype, tol, monkeypatch):
+    """torch parity on the compiled paths with each vector variant of the packed products (RNNLAB_SIMD)."""
+    monkeypatch.setenv("RNNLAB_SIMD", simd)
+    got, want = _case(cls, kw, 2, True, True, True, True, dtype, 7, use_backend(backend, monkeypatch))
+    assert set(got) == set(want)
+    for k in want:
+        scale = max(1.0, float(np.abs(want[k]).max())) if dtype == np.float32 else 1.0
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=tol * scale, err_msg=k)

@@ -9,6 +9,7 @@
     rnnlab export   CHECKPOINT --format onnx|torch|keras --out FILE  deploy a model or layer elsewhere
     rnnlab import   FILE --format onnx|torch|keras --out LAYER       read another tool's weights
     rnnlab check                                                     gradient-check every layer kind
+    rnnlab warmup   [--dtype float32 float64]                        compile the kernels ahead
 """
 from __future__ import annotations
 
@@ -80,6 +81,22 @@ def cmd_check(args) -> int:
     ok = worst < 1e-6
     print(f"{'PASS' if ok else 'FAIL'}: worst relative error {worst:.2e} (tolerance 1e-6)")
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------ warm-up
+def cmd_warmup(args) -> int:
+    import time
+    from .warmup import warmup
+    t0 = time.perf_counter()
+
+    def report(label, seconds):
+        if not args.quiet:
+            print(f"  {label:28s} {seconds:6.2f} s")
+    if not args.quiet:
+        print(f"compiling rnnlab's kernels for {', '.join(args.dtype)} (cached on disk for later processes)")
+    warmup(tuple(args.dtype), report=report)
+    print(f"warm-up done in {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 # ------------------------------------------------------------------------------ training
@@ -492,6 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--num-layers", type=int, default=2)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_check)
+
+    w = sub.add_parser("warmup", help="compile the kernels ahead (once per machine; later processes load them)")
+    w.add_argument("--dtype", nargs="+", default=["float32"], choices=("float32", "float64"))
+    w.add_argument("--quiet", action="store_true")
+    w.set_defaults(func=cmd_warmup)
     return p
 
 

@@ -82,6 +82,13 @@ def gradient_report(model: SequenceModel, batch: Batch, jacobian_sequences=4) ->
     return res
 
 
+def _ms_per_step(step_seconds) -> float | None:
+    """The median training step after the first two (the first compiles the kernels a run uses, the second
+    may still touch fresh memory): the time a user's later steps take, compilation reported apart."""
+    warm = step_seconds[2:] or step_seconds[1:] or step_seconds
+    return 1e3 * statistics.median(warm) if warm else None
+
+
 @no_grad()
 def _time_inference(model, task, batch_size, repeats=5) -> float:
     b = task.train_batch(np.random.default_rng(123), batch_size, 0)
@@ -131,7 +138,8 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
         reached = next((rec["step"] for rec in vals if metric in rec and _reached(metric, rec[metric], thr)), None)
         entry = {"cell": cell, "hidden_size": rcfg.hidden_size, "parameters": r.model.num_parameters(),
                  "final": r.final, "steps_to_threshold": reached,
-                 "ms_per_train_step": 1e3 * r.train_seconds / max(1, r.steps_run),
+                 "ms_per_train_step": _ms_per_step(r.step_seconds),
+                 "first_step_seconds": r.step_seconds[0] if r.step_seconds else None,
                  "ms_per_inference": _time_inference(r.model, task, cfg.batch_size),
                  "seconds": r.seconds, "clipped_steps": r.clipped_steps,
                  "curve": {"step": [rec["step"] for rec in vals],
@@ -151,6 +159,7 @@ def summary_rows(res: dict) -> list[dict]:
         rows.append({"model": label, "hidden": e["hidden_size"], "params": e["parameters"],
                      f"val {metric}": e["final"].get(metric), "steps to threshold": e["steps_to_threshold"],
                      "ms/train step": e["ms_per_train_step"], "ms/inference": e["ms_per_inference"],
+                     "first step s": e.get("first_step_seconds"),
                      "grad ratio init": float(gi[0] / gi[-1]) if gi[-1] > 0 else None,
                      "grad ratio trained": float(g0[0] / g0[-1]) if g0[-1] > 0 else None})
     return rows
@@ -160,7 +169,8 @@ def summary_columns(res: dict) -> list[tuple[str, str]]:
     metric = res["threshold"]["metric"]
     return [("model", "model"), ("hidden", "hidden"), ("params", "params"), (f"val {metric}", f"val {metric}"),
             ("steps to threshold", "steps to threshold"), ("ms/train step", "ms/train step"),
-            ("ms/inference", "ms/inference"), ("grad ratio init", "grad h_0/h_T init"),
+            ("ms/inference", "ms/inference"), ("first step s", "1st step s (compiles)"),
+            ("grad ratio init", "grad h_0/h_T init"),
             ("grad ratio trained", "grad h_0/h_T trained")]
 
 

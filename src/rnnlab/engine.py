@@ -34,12 +34,13 @@ COMPILED = ("loop", "hybrid", "split")
 _MODULES = {"numpy": "rnnlab.recurrent", "loop": "rnnlab.kernels.loop", "hybrid": "rnnlab.kernels.hybrid",
             "split": "rnnlab.kernels.split"}
 
-# The auto choice, in multiply-adds of one step's recurrent product (B * G*H * H): the batch split from two
-# rows when each thread gets SPLIT_MIN_WORK; else the whole compiled loop up to LOOP_MAX_WORK (per-call overhead
-# dominates), above it the hybrid path. Measured crossovers: docs/performance.md.
-LOOP_MAX_WORK = 1 << 17
-SPLIT_MIN_WORK = 1 << 13
-BLAS_SINGLE_THREAD_WORK = 1 << 20    # below this per-step work, BLAS runs on one thread
+# The auto choice, in vector multiply-adds of one step's recurrent product (B * G*H * H / lanes, the lanes of the
+# host's vectors for the dtype: kernels.host): the batch split from two rows when each thread gets
+# SPLIT_MIN_VFMA; else the whole compiled loop up to LOOP_MAX_VFMA (per-call overhead dominates), above it the
+# hybrid path. The crossovers were measured with 8 float32 lanes (docs/performance.md).
+LOOP_MAX_VFMA = 1 << 14
+SPLIT_MIN_VFMA = 1 << 10
+BLAS_SINGLE_THREAD_WORK = 1 << 20    # multiply-adds per step below which BLAS runs on one thread
 
 
 def module(backend: str):
@@ -66,9 +67,9 @@ def check_backend(backend, cell_name, opts, segment) -> str:
     return backend
 
 
-def choose(backend, cell_name, opts, B, GH, H, segment) -> str:
+def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4) -> str:
     """The backend for one call of B rows: ``backend`` itself when it names one (checked that it can serve
-    the call), else the automatic choice."""
+    the call), else the automatic choice (itemsize: of the dtype, 4 or 8)."""
     if backend == "split":
         from .kernels import split
         n = split.threads_for(B)
@@ -80,13 +81,14 @@ def choose(backend, cell_name, opts, B, GH, H, segment) -> str:
         return backend
     if segment or (backend == "auto" and not kernels.available()):
         return "numpy"
-    work = B * GH * H
-    if _split_serves(cell_name, opts) and B > 1 and work >= 2 * SPLIT_MIN_WORK:
+    from .kernels.packed_gemm import vector_bytes
+    vfma = B * GH * H * itemsize // vector_bytes()
+    if _split_serves(cell_name, opts) and B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
         from .kernels import split
         n = split.threads_for(B)
-        if n > 1 and work // n >= SPLIT_MIN_WORK:
+        if n > 1 and vfma // n >= SPLIT_MIN_VFMA:
             return "split"
-    return "loop" if work <= LOOP_MAX_WORK else "hybrid"
+    return "loop" if vfma <= LOOP_MAX_VFMA else "hybrid"
 
 
 # ------------------------------------------------------------------ BLAS threads
@@ -180,12 +182,15 @@ def forward(layer, x, states0, mask, keep, guards=()):
     T, B, _ = x.shape
     L, D = layer.num_layers, layer.num_directions
     backend = choose(layer.backend, layer.cell_name, layer.cell_opts, B, layer.gate_size, layer.hidden_size,
-                     layer.bptt_segment)
+                     layer.bptt_segment, np.dtype(layer.dtype).itemsize)
     mod = module(backend)
-    if backend == "split" and layer._rows is None:
-        layer._rows = mod.RowSplit()                # the layer's row split, adapted to the threads' speeds
-    extra = {"segment": layer.bptt_segment} if backend == "numpy" else {"rows": layer._rows} if backend == "split" \
-        else {}
+    extra = {}
+    if backend == "numpy":
+        extra = {"segment": layer.bptt_segment}
+    elif backend == "split":
+        if layer.row_split is None:
+            layer.row_split = mod.RowSplit()            # the layer's row split, adapted to the threads' speeds
+        extra = {"rows": layer.row_split}
     alloc = Recycler(layer._cache)
     layer._cache = None                 # dropped before the new caches are made (peak memory)
     finals = [np.empty_like(s) for s in states0]
@@ -227,7 +232,7 @@ def backward(layer, cache, d_output, d_final, record=False):
                            f"backend='numpy'; rnnlab.diagnostics does)")
     L, D, H = layer.num_layers, layer.num_directions, layer.hidden_size
     mod = module(cache.backend)
-    extra = {"record": True} if record else {"rows": layer._rows} if cache.backend == "split" else {}
+    extra = {"record": True} if record else {"rows": layer.row_split} if cache.backend == "split" else {}
     d_init = [np.empty_like(g) for g in d_final]
     state_grads = {} if record else None
     d_inp = d_output                                                     # (T, B, D*H)
@@ -241,7 +246,7 @@ def backward(layer, cache, d_output, d_final, record=False):
                 W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
                 g = mod.backward(layer.cell_name, d_out_l[:, :, d * H:(d + 1) * H],
                                  tuple(f[l * D + d] for f in d_final), lc.dirs[d], W_ih, W_hh, layer.bias,
-                                 layer._work, **extra)
+                                 layer.workspace, **extra)
                 layer.grads["weight_ih" + s] += g.dW_ih
                 layer.grads["weight_hh" + s] += g.dW_hh
                 if layer.bias:

@@ -65,8 +65,8 @@ class RecurrentLayer:
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
         self._cache = None              # engine.ForwardCache of the last forward with gradients
         self._no_grad_forward = False
-        self._work = engine.Workspace()  # the compiled backward's dL/dA buffer
-        self._rows = None               # the batch split's row share (backend "split")
+        self.workspace = engine.Workspace()    # the compiled backward's dL/dA buffer, reused
+        self.row_split = None                  # the batch split's row share (backend "split")
         self.state_grads = {}
 
     # ----------------------------------------------------------------- parameters
@@ -205,7 +205,7 @@ class RecurrentLayer:
         forward and backward use, and the matrix product to use under it. A model runs its own products
         inside it, so that no two-thread BLAS call leaves worker threads spinning against the split path's."""
         backend = engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
-                                self.bptt_segment)
+                                self.bptt_segment, np.dtype(self.dtype).itemsize)
         return engine.blas_context(backend, B, self.gate_size, self.hidden_size), engine.matmul_for(backend)
 
     @property

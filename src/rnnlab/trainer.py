@@ -34,6 +34,7 @@ class RunResult:
     baseline: tuple | None = None
     seconds: float = 0.0
     train_seconds: float = 0.0                      # time inside training steps only (no evaluation, no I/O)
+    step_seconds: list = field(default_factory=list)  # each training step's time (the first includes compiling)
     steps_run: int = 0
     clipped_steps: int = 0
     skipped_steps: int = 0
@@ -271,7 +272,8 @@ class _Trainer:
             while self.step < cfg.steps:
                 ts = time.perf_counter()
                 m = self.train_step()
-                self.result.train_seconds += time.perf_counter() - ts
+                self.result.step_seconds.append(time.perf_counter() - ts)
+                self.result.train_seconds += self.result.step_seconds[-1]
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self.log({"step": self.step, "split": "train", **m})
                 if cfg.diagnose_every and (self.step % cfg.diagnose_every == 0 or self.step == 1):

@@ -5,9 +5,9 @@ import pytest
 
 import rnnlab
 from rnnlab.kernels import available
-from conftest import BACKENDS, NUMBA_BACKENDS, serves, use_backend
+from conftest import BACKENDS, NUMBA_BACKENDS, SIMD, serves, use_backend
 
-pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed (extra 'fast')")
+pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
 CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.RNN, {"nonlinearity": "identity"}),
          (rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.GRU, {"reset": "before"})]
@@ -22,7 +22,9 @@ def impl(request, monkeypatch):
 @pytest.mark.parametrize("cls,kw", CELLS)
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("L,bidir,ragged", [(1, False, False), (2, True, True)])
-def test_compiled_equals_reference(cls, kw, dtype, tol, L, bidir, ragged, impl):
+@pytest.mark.parametrize("simd", SIMD)
+def test_compiled_equals_reference(cls, kw, dtype, tol, L, bidir, ragged, impl, simd, monkeypatch):
+    monkeypatch.setenv("RNNLAB_SIMD", simd)
     if not serves(impl, cls, kw):
         pytest.skip("split does not serve the reset-before GRU (tested in test_engine)")
     rng = np.random.default_rng(0)

@@ -1,10 +1,19 @@
-"""The packed per-step product (rnnlab.kernels.packed_gemm) against NumPy's matmul."""
+"""The packed per-step product (rnnlab.kernels.packed_gemm) against NumPy's matmul, in every vector variant
+(RNNLAB_SIMD: 512-, 256- and 128-bit vectors run on any x86 host, LLVM splitting what the CPU lacks), and the
+variants' results bit for bit equal."""
 import numpy as np
 import pytest
 
 from rnnlab.kernels import available
 
-pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed (extra 'fast')")
+pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
+VARIANTS = ["avx512", "avx2", "sse"]
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request, monkeypatch):
+    monkeypatch.setenv("RNNLAB_SIMD", request.param)
+    return request.param
 
 SHAPES = [(1, 1, 1), (7, 33, 50), (6, 16, 16), (13, 300, 17), (32, 256, 1024), (5, 600, 8), (11, 513, 40), (3, 0, 9),
           (7, 2100, 33), (2, 1025, 16)]                     # the last two: K in several blocks (KC)
@@ -12,8 +21,9 @@ SHAPES = [(1, 1, 1), (7, 33, 50), (6, 16, 16), (13, 300, 17), (32, 256, 1024), (
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("M,K,N", SHAPES)
-def test_pgemm_equals_matmul(M, K, N, dtype, tol):
-    from rnnlab.kernels.packed_gemm import MR_MAX, nr, pack, pgemm
+def test_pgemm_equals_matmul(M, K, N, dtype, tol, variant):
+    from rnnlab.kernels.packed_gemm import MR_MAX, nr, pack, pgemm, token
+    assert nr(dtype) == 2 * {"avx512": 64, "avx2": 32, "sse": 16}[variant] // np.dtype(dtype).itemsize
     rng = np.random.default_rng(M * 1000 + K + N)
     # A and C as row blocks of wider arrays: row strides differ from the row lengths, as in the scans
     A = rng.standard_normal((M, K + 5)).astype(dtype)[:, 2:2 + K]
@@ -26,17 +36,18 @@ def test_pgemm_equals_matmul(M, K, N, dtype, tol):
     tile = np.empty((MR_MAX, nr(dtype)), dtype)
     ref = A.astype(np.float64) @ W.astype(np.float64)
     scale = max(1.0, np.sqrt(K))
-    pgemm(C, A, P, N, True, tile)                       # accumulate
+    pgemm(C, A, P, N, True, tile, token())              # accumulate
     np.testing.assert_allclose(C, C0 + ref, rtol=0, atol=tol * scale * 4)
-    pgemm(C, A, P, N, False, tile)                      # overwrite
+    pgemm(C, A, P, N, False, tile, token())             # overwrite
     np.testing.assert_allclose(C, ref, rtol=0, atol=tol * scale * 4)
     # nothing outside C was written
     np.testing.assert_array_equal(big[:, :3], edge[:, :3])
     np.testing.assert_array_equal(big[:, 3 + N:], edge[:, 3 + N:])
 
 
-def test_pack_layout():
+def test_pack_layout(monkeypatch):
     from rnnlab.kernels.packed_gemm import pack
+    monkeypatch.setenv("RNNLAB_SIMD", "avx2")
     W = np.arange(3 * 20, dtype=np.float32).reshape(3, 20)
     P = pack(W)                                         # (2 panels, K = 3, 16 columns)
     assert P.shape == (2, 3, 16)
@@ -47,15 +58,25 @@ def test_pack_layout():
 
 def test_pgemm_rejects_other_dtypes():
     from numba.core.errors import TypingError
-    from rnnlab.kernels.packed_gemm import pgemm
+    from rnnlab.kernels.packed_gemm import pgemm, token
     A = np.ones((2, 2), np.int64)
     with pytest.raises(TypingError, match="float32 or float64"):
-        pgemm(A, A, np.ones((1, 2, 8), np.int64), 2, False, np.ones((6, 8), np.int64))
+        pgemm(A, A, np.ones((1, 2, 8), np.int64), 2, False, np.ones((6, 8), np.int64), token())
+
+
+def test_pgemm_refuses_panels_of_another_variant(monkeypatch):
+    from rnnlab.kernels.packed_gemm import MR_MAX, pack, pgemm, token
+    monkeypatch.setenv("RNNLAB_SIMD", "avx2")
+    P = pack(np.ones((3, 20), np.float32))
+    monkeypatch.setenv("RNNLAB_SIMD", "avx512")
+    with pytest.raises(ValueError, match="packed for another vector variant"):
+        pgemm(np.empty((2, 20), np.float32), np.ones((2, 3), np.float32), P, 20, False,
+              np.empty((MR_MAX, 16), np.float32), token())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K1,K2,N", [(3, 5, 20), (40, 17, 33), (1, 0, 1), (64, 200, 48)])
-def test_pack_blocks_and_layouts(K1, K2, N, dtype):
+def test_pack_blocks_and_layouts(K1, K2, N, dtype, variant):
     """pack(W1, W2) == pack(np.concatenate((W1, W2))), for row-major blocks and for transposed views (each
     takes its own loop order)."""
     from rnnlab.kernels.packed_gemm import nr, pack
@@ -77,15 +98,16 @@ def test_pack_rejects_mismatched_blocks():
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("K,N", [(32, 128), (1, 1), (7, 3), (33, 64 + 32 + 16 + 8 + 5), (5, 200), (64, 256)])
-def test_vecmat_acc_equals_matmul(K, N, dtype, tol):
+def test_vecmat_acc_equals_matmul(K, N, dtype, tol, variant):
     """The one-row product out[ro] += v[rv] @ M: every block width (8, 4, 2, 1 vectors, scalar tail), rows
     picked out of wider arrays, M a row block of a wider matrix; nothing else written."""
     from numba import njit
-    from rnnlab.kernels.packed_gemm import vecmat_acc
+    from rnnlab.kernels.packed_gemm import token, vecmat_acc
+    tok = token()
 
     @njit
     def run(out, ro, v, rv, M):
-        vecmat_acc(out, ro, v, rv, M)
+        vecmat_acc(out, ro, v, rv, M, tok)
 
     rng = np.random.default_rng(K * 100 + N)
     v = rng.standard_normal((3, K)).astype(dtype)
@@ -97,3 +119,34 @@ def test_vecmat_acc_equals_matmul(K, N, dtype, tol):
     ref = before[2].astype(np.float64) + v[1].astype(np.float64) @ M.astype(np.float64)
     np.testing.assert_allclose(out[2], ref, rtol=0, atol=tol * max(1.0, np.sqrt(K)) * 4)
     np.testing.assert_array_equal(np.delete(out, 2, axis=0), np.delete(before, 2, axis=0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_variant_gives_the_same_bits(dtype, monkeypatch):
+    """Each entry of C is the same fused multiply-adds in the same k order in every variant: the products agree
+    bit for bit (rows 1 .. 30 cover every micro-kernel height of every variant)."""
+    from rnnlab.kernels.packed_gemm import MR_MAX, nr, pack, pgemm, token
+    rng = np.random.default_rng(0)
+    A, W = rng.standard_normal((30, 77)).astype(dtype), rng.standard_normal((77, 45)).astype(dtype)
+    out = {}
+    for v in VARIANTS:
+        monkeypatch.setenv("RNNLAB_SIMD", v)
+        C = np.empty((30, 45), dtype)
+        pgemm(C, A, pack(W), 45, False, np.empty((MR_MAX, nr(dtype)), dtype), token())
+        out[v] = C
+    np.testing.assert_array_equal(out["avx512"], out["avx2"])
+    np.testing.assert_array_equal(out["avx2"], out["sse"])
+
+
+def test_the_variant_follows_the_host_and_the_override(monkeypatch):
+    from rnnlab.kernels import host
+    monkeypatch.delenv("RNNLAB_SIMD", raising=False)
+    assert host.variant() == host.host_variant() in host.VARIANTS
+    monkeypatch.setenv("RNNLAB_SIMD", "sse")
+    assert host.variant() == "sse"
+    monkeypatch.setenv("RNNLAB_SIMD", "neon")
+    with pytest.raises(ValueError, match=r"RNNLAB_SIMD: expected one of \['avx2', 'avx512', 'sse'\], got 'neon'"):
+        host.variant()
+    monkeypatch.setenv("RNNLAB_SIMD", "avx2")
+    line = host.describe()
+    assert "rnnlab vectors avx2 (256-bit)" in line and line.startswith("CPU ") and "BLAS " in line

@@ -24,12 +24,12 @@ def test_any_row_split_gives_the_same_numbers(cls, monkeypatch):
     layer = cls(3, 8, dtype="float32", seed=1, backend=use_backend("split", monkeypatch))
     results = []
     for share in (0.3, 0.5, 0.7):
-        layer._rows = RowSplit(share)
+        layer.row_split = RowSplit(share)
         layer.zero_grad()
         out, _ = layer(x)
         dx, _ = layer.backward(np.cos(out))
         assert layer.last_backend == "split"
-        assert 0.3 <= layer._rows.share <= 0.7
+        assert 0.3 <= layer.row_split.share <= 0.7
         results.append([out, dx] + [layer.grads[k].copy() for k in sorted(layer.grads)])
     for other in results[1:]:
         for a, b in zip(results[0], other):

@@ -5,13 +5,16 @@ One step of a cell is a matrix product followed by elementwise gate math. The pr
 not, so it is written here once per cell, as in ``rnnlab.cells`` (the equations are in each cell module's
 docstring, and ``tests/kernels/test_gates.py`` runs one step of every kernel here against its ``cells`` step):
 
-    RNN    rnn_act_fwd / rnn_act_bwd             A = pre-activation -> h; dL/dh -> dL/dA
-    LSTM   lstm_gates_fwd (lstm_row_fwd per row) A = [a_i a_f a_g a_o] -> gates, c, h
-           lstm_gates_bwd                        dL/dh, dL/dc -> dL/dA, dL/dc_{t-1}
-    GRU    gru_rz_fwd, gru_n_fwd                 A = h W_hh^T (+ b_hh) -> r, z, then n and h; with
+    RNN    rnn_row_fwd / rnn_row_bwd             A = pre-activation -> h; dL/dh -> dL/dA
+    LSTM   lstm_row_fwd / lstm_gates_bwd         A = [a_i a_f a_g a_o] -> gates, c, h; dL/dh, dL/dc -> dL/dA
+    GRU    gru_row_rz, gru_row_n                 A = h W_hh^T (+ b_hh) -> r, z, then n and h; with
                                                  reset='before' the caller computes the n block of A from
                                                  (r h) between the two (``Es`` holds r h then)
-           gru_zn_bwd, gru_r_bwd                 dL/dh -> dL/d(x W_ih^T), dL/d(h W_hh^T); the same split
+           gru_row_zn_bwd, gru_row_r_bwd         dL/dh -> dL/d(x W_ih^T), dL/d(h W_hh^T); the same split
+
+Each ``*_row_*`` kernel is one batch row; the others run it over a step's rows (``rnn_act_fwd``,
+``lstm_gates_fwd``, ``gru_gates_fwd`` ...), which is what the hybrid and split paths call. The loop path calls
+the row kernels directly with row indices into whole arrays.
 
 Conventions: ``A`` is (B, G*H), one row per batch row; a padded row (mask 0) keeps its state, gets output 0
 and gradient 0. An absent bias or mask is an empty placeholder with a flag (``has_b``, ``has_mask``): one
@@ -98,62 +101,69 @@ def sg(x):
 
 # ------------------------------------------------------------------ RNN
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
+def rnn_row_fwd(A, ra, b, has_b, act, h, r, O, ro, valid):
+    """One batch row: A[ra] (the pre-activation without b) -> act(A[ra] + b) in A[ra]; on a valid row h[r] and
+    O[ro] get it, on a padded row O[ro] = 0 and h[r] stays. act: 0 tanh, 1 relu, 2 identity."""
+    H = A.shape[1]
+    if has_b:
+        for k in range(H):
+            A[ra, k] += b[k]
+    if act == 0:
+        for k in range(H):
+            A[ra, k] = th(A[ra, k])
+    elif act == 1:
+        for k in range(H):
+            A[ra, k] = 0.0 if A[ra, k] <= 0.0 else A[ra, k]      # NaN <= 0 is false: NaN passes
+    if valid:
+        for k in range(H):
+            h[r, k] = A[ra, k]
+            O[ro, k] = A[ra, k]
+    else:
+        for k in range(H):
+            O[ro, k] = 0.0
+
+
+@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
+def rnn_row_bwd(dh, r, d_out, ro, act, h_t, rh, DA, rd):
+    """One batch row of a valid step: DA[rd] = dL/dA from g = dh[r] + d_out[ro] and the state after the step,
+    h_t[rh] (the activation's derivative is a function of its value)."""
+    H = DA.shape[1]
+    if act == 0:
+        for k in range(H):
+            hk = h_t[rh, k]
+            DA[rd, k] = (dh[r, k] + d_out[ro, k]) * (1.0 - hk * hk)
+    elif act == 1:
+        for k in range(H):
+            DA[rd, k] = (dh[r, k] + d_out[ro, k]) if h_t[rh, k] > 0.0 else 0.0
+    else:
+        for k in range(H):
+            DA[rd, k] = dh[r, k] + d_out[ro, k]
+
+
+@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def rnn_act_fwd(A, xw_t, b, has_b, m_t, has_mask, act, h, out_t, Hs_t):
-    """h = act(A + xw_t + b) on valid rows (out_t = h; padded rows: out_t = 0, h kept); Hs_t = h before the
-    step. xw_t None: A holds x W_ih^T already. act: 0 tanh, 1 relu, 2 identity."""
+    """All rows of a step: h = act(A + xw_t + b) on valid rows (out_t = h; padded rows: out_t = 0, h kept);
+    Hs_t = h before the step. xw_t None: A holds x W_ih^T already."""
     B, H = A.shape
     for r in range(B):
-        a, hr, o_, hs = A[r], h[r], out_t[r], Hs_t[r]
         for k in range(H):
-            hs[k] = hr[k]
-        if xw_t is None:
-            if has_b:
-                for k in range(H):
-                    a[k] += b[k]
-        elif has_b:
-            x = xw_t[r]
+            Hs_t[r, k] = h[r, k]
+        if xw_t is not None:
             for k in range(H):
-                a[k] += x[k] + b[k]
-        else:
-            x = xw_t[r]
-            for k in range(H):
-                a[k] += x[k]
-        if act == 0:
-            for k in range(H):
-                a[k] = th(a[k])
-        elif act == 1:
-            for k in range(H):
-                a[k] = 0.0 if a[k] <= 0.0 else a[k]     # NaN <= 0 is false: NaN passes
-        if (m_t[r] if has_mask else 1.0) != 0.0:
-            for k in range(H):
-                hr[k] = a[k]
-                o_[k] = a[k]
-        else:
-            for k in range(H):
-                o_[k] = 0.0
+                A[r, k] += xw_t[r, k]
+        rnn_row_fwd(A, r, b, has_b, act, h, r, out_t, r, (m_t[r] if has_mask else 1.0) != 0.0)
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, h_t, DA):
-    """DA = dL/dA of a step from the state after it, h_t (the activation's derivative is a function of its
-    value); padded rows get 0."""
+    """All rows of a step: DA = dL/dA from the state after it, h_t; padded rows get 0."""
     B, H = DA.shape
     for r in range(B):
-        da = DA[r]
         if (m_t[r] if has_mask else 1.0) == 0.0:
             for k in range(H):
-                da[k] = 0.0
-            continue
-        dhr, dor, hr = dh[r], d_out_t[r], h_t[r]
-        if act == 0:
-            for k in range(H):
-                da[k] = (dhr[k] + dor[k]) * (1.0 - hr[k] * hr[k])
-        elif act == 1:
-            for k in range(H):
-                da[k] = (dhr[k] + dor[k]) if hr[k] > 0.0 else 0.0
+                DA[r, k] = 0.0
         else:
-            for k in range(H):
-                da[k] = dhr[k] + dor[k]
+            rnn_row_bwd(dh, r, d_out_t, r, act, h_t, r, DA, r)
 
 
 # ------------------------------------------------------------------ LSTM (gates i f g o)
@@ -247,117 +257,142 @@ def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, Cn_t, DA):
 
 
 # ------------------------------------------------------------------ GRU (gates r z n)
+# The row kernels take a row index per array (A's row ra, X's rx, the state's r, the output's ro, the caches'
+# rc ...), so the loop path passes whole (T*B, H) arrays and no per-step views.
+@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
+def gru_row_rz(A, ra, X, rx, h, r, Hs, Rs, Zs, Es, rc, after):
+    """One batch row: r, z from the r and z blocks of A (h W_hh^T + b_hh) and X (x W_ih^T + b_ih); Hs = h
+    before the step; reset='before' (not after): Es = r h, the operand of the n block's product."""
+    H = uint64(h.shape[1])
+    for k in range(H):
+        Hs[rc, k] = h[r, k]
+    for k in range(H):
+        Rs[rc, k] = sg(X[rx, k] + A[ra, k])
+    for k in range(H):
+        Zs[rc, k] = sg(X[rx, H + k] + A[ra, H + k])
+    if not after:
+        for k in range(H):
+            Es[rc, k] = Rs[rc, k] * h[r, k]
+
+
+@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
+def gru_row_n(A, ra, X, rx, h, r, O, ro, Rs, Zs, Ns, Es, rc, valid, after):
+    """One batch row: n and the new state from the n block of A: h W_hn^T + b_hn (after; cached in Es for
+    dr) or (r h) W_hn^T + b_hn (before). A padded row keeps its state and gets output 0."""
+    H = uint64(h.shape[1])
+    H2 = uint64(2) * H
+    if after:
+        for k in range(H):
+            Es[rc, k] = A[ra, H2 + k]
+        for k in range(H):
+            Ns[rc, k] = th(X[rx, H2 + k] + Rs[rc, k] * A[ra, H2 + k])
+    else:
+        for k in range(H):
+            Ns[rc, k] = th(X[rx, H2 + k] + A[ra, H2 + k])
+    if valid:
+        for k in range(H):
+            n = Ns[rc, k]
+            hn = n + Zs[rc, k] * (h[r, k] - n)              # (1 - z) n + z h
+            h[r, k] = hn
+            O[ro, k] = hn
+    else:
+        for k in range(H):
+            O[ro, k] = 0.0
+
+
+@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
+def gru_row_zn_bwd(dh, r, D_out, ro, Hs, Zs, Ns, rc, DX, rd, dh_part, valid):
+    """One batch row: the z and n blocks of DX = dL/d(x W_ih^T) and the direct part of dL/dh_{t-1},
+    dh_part = g z (g = dL/dh_t). A padded row: DX = 0 and dh_part = dh (the gradient passes unchanged)."""
+    H = uint64(dh.shape[1])
+    H2 = uint64(2) * H
+    if not valid:
+        for j in range(uint64(DX.shape[1])):
+            DX[rd, j] = 0.0
+        for k in range(H):
+            dh_part[r, k] = dh[r, k]
+        return
+    for k in range(H):
+        g = dh[r, k] + D_out[ro, k]
+        z = Zs[rc, k]
+        n = Ns[rc, k]
+        DX[rd, H + k] = g * (Hs[rc, k] - n) * z * (1.0 - z)
+        DX[rd, H2 + k] = g * (1.0 - z) * (1.0 - n * n)
+        dh_part[r, k] = g * z
+
+
+@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
+def gru_row_r_bwd(DX, rd, DHW, rw, Hs, Rs, Es, rc, DRH, dh_part, r, after):
+    """One batch row: the r block of DX and DHW = dL/d(h W_hh^T) (before: dL/d([h | r h] W_hh^T)). after:
+    dr = dn (h W_hn^T + b_hn) r (1 - r), DHW = [dr dz dn*r]. before: DRH[r] = dL/d(r h) = dn W_hn on entry,
+    dr = DRH h r (1 - r), dh_part += DRH r, DHW = DX. A padded row has DX = 0, so DHW = 0, dh_part unchanged."""
+    H = uint64(Hs.shape[1])
+    H2 = uint64(2) * H
+    if after:
+        for k in range(H):
+            rr = Rs[rc, k]
+            dr = DX[rd, H2 + k] * Es[rc, k] * rr * (1.0 - rr)
+            DX[rd, k] = dr
+            DHW[rw, k] = dr
+            DHW[rw, H + k] = DX[rd, H + k]
+            DHW[rw, H2 + k] = DX[rd, H2 + k] * rr
+    else:
+        for k in range(H):
+            rr = Rs[rc, k]
+            DX[rd, k] = DRH[r, k] * Hs[rc, k] * rr * (1.0 - rr)
+            dh_part[r, k] += DRH[r, k] * rr
+        for j in range(uint64(DX.shape[1])):
+            DHW[rw, j] = DX[rd, j]
+
+
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def gru_rz_fwd(A, xw_t, after, h, Hs_t, Rs_t, Zs_t, Es_t):
-    """r, z from the r and z blocks of A (h W_hh^T + b_hh) and xw_t (x W_ih^T + b_ih); Hs_t = h before the
-    step; reset='before' (not after): Es_t = r h, the operand of the n block's recurrent product."""
-    B = A.shape[0]
-    H = uint64(h.shape[1])
-    for r in range(B):
-        for k in range(H):
-            Hs_t[r, k] = h[r, k]
-        for k in range(H):
-            Rs_t[r, k] = sg(xw_t[r, k] + A[r, k])
-        for k in range(H):
-            Zs_t[r, k] = sg(xw_t[r, H + k] + A[r, H + k])
-        if not after:
-            for k in range(H):
-                Es_t[r, k] = Rs_t[r, k] * h[r, k]
+    """``gru_row_rz`` over a step's rows (the reset-before GRU needs every row's r h before its n product)."""
+    for r in range(A.shape[0]):
+        gru_row_rz(A, r, xw_t, r, h, r, Hs_t, Rs_t, Zs_t, Es_t, r, after)
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def gru_n_fwd(A, xw_t, m_t, has_mask, after, h, out_t, Rs_t, Zs_t, Ns_t, Es_t):
-    """n and the new state from the n block of A: h W_hn^T + b_hn (after; cached in Es_t for dr) or
-    (r h) W_hn^T + b_hn (before). Padded rows keep their state and get output 0."""
-    B = A.shape[0]
-    H = uint64(h.shape[1])
-    H2 = uint64(2) * H
-    for r in range(B):
-        if after:
-            for k in range(H):
-                Es_t[r, k] = A[r, H2 + k]
-            for k in range(H):
-                Ns_t[r, k] = th(xw_t[r, H2 + k] + Rs_t[r, k] * A[r, H2 + k])
-        else:
-            for k in range(H):
-                Ns_t[r, k] = th(xw_t[r, H2 + k] + A[r, H2 + k])
-        if (m_t[r] if has_mask else 1.0) != 0.0:
-            for k in range(H):
-                n = Ns_t[r, k]
-                hn = n + Zs_t[r, k] * (h[r, k] - n)         # (1 - z) n + z h
-                h[r, k] = hn
-                out_t[r, k] = hn
-        else:
-            for k in range(H):
-                out_t[r, k] = 0.0
+    """``gru_row_n`` over a step's rows."""
+    for r in range(A.shape[0]):
+        gru_row_n(A, r, xw_t, r, h, r, out_t, r, Rs_t, Zs_t, Ns_t, Es_t, r, (m_t[r] if has_mask else 1.0) != 0.0,
+                  after)
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, Ns_t, Es_t):
-    """reset='after' in one call: A (B, 3H) = h W_hh^T on entry, b = b_hh."""
-    if has_b:
-        for r in range(A.shape[0]):
+    """reset='after', row by row (each row's gates while they are in cache): A (B, 3H) = h W_hh^T on entry,
+    b = b_hh."""
+    for r in range(A.shape[0]):
+        if has_b:
             for j in range(uint64(A.shape[1])):
                 A[r, j] += b[j]
-    gru_rz_fwd(A, xw_t, True, h, Hs_t, Rs_t, Zs_t, Es_t)
-    gru_n_fwd(A, xw_t, m_t, has_mask, True, h, out_t, Rs_t, Zs_t, Ns_t, Es_t)
+        gru_row_rz(A, r, xw_t, r, h, r, Hs_t, Rs_t, Zs_t, Es_t, r, True)
+        gru_row_n(A, r, xw_t, r, h, r, out_t, r, Rs_t, Zs_t, Ns_t, Es_t, r, (m_t[r] if has_mask else 1.0) != 0.0,
+                  True)
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def gru_zn_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Zs_t, Ns_t, DX, dh_part):
-    """The z and n blocks of DX = dL/d(x W_ih^T) and the direct part of dL/dh_{t-1}, dh_part = g z (g =
-    dL/dh_t). Padded rows: DX = 0 and dh_part = dh (the gradient passes unchanged)."""
-    B = DX.shape[0]
-    H = uint64(dh.shape[1])
-    H2 = uint64(2) * H
-    for r in range(B):
-        if (m_t[r] if has_mask else 1.0) == 0.0:
-            for j in range(uint64(DX.shape[1])):
-                DX[r, j] = 0.0
-            for k in range(H):
-                dh_part[r, k] = dh[r, k]
-            continue
-        for k in range(H):
-            g = dh[r, k] + d_out_t[r, k]
-            z = Zs_t[r, k]
-            n = Ns_t[r, k]
-            DX[r, H + k] = g * (Hs_t[r, k] - n) * z * (1.0 - z)
-            DX[r, H2 + k] = g * (1.0 - z) * (1.0 - n * n)
-            dh_part[r, k] = g * z
+    """``gru_row_zn_bwd`` over a step's rows (the reset-before GRU needs every row's dn before its product)."""
+    for r in range(DX.shape[0]):
+        gru_row_zn_bwd(dh, r, d_out_t, r, Hs_t, Zs_t, Ns_t, r, DX, r, dh_part, (m_t[r] if has_mask else 1.0) != 0.0)
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def gru_r_bwd(DX, DHW, after, Hs_t, Rs_t, Es_t, DRH, dh_part):
-    """The r block of DX and DHW = dL/d(h W_hh^T) (before: dL/d([h | r h] W_hh^T), the n block's operand
-    being r h). after: dr = dn (h W_hn^T + b_hn) r (1 - r), DHW = [dr dz dn*r]. before: DRH (B, H) =
-    dL/d(r h) = dn W_hn on entry, dr = DRH h r (1 - r), dh_part += DRH r, DHW = DX. Padded rows have DX = 0
-    (gru_zn_bwd), so they get DHW = 0 and dh_part unchanged."""
-    B = DX.shape[0]
-    H = uint64(Hs_t.shape[1])
-    H2 = uint64(2) * H
-    for r in range(B):
-        if after:
-            for k in range(H):
-                rr = Rs_t[r, k]
-                dr = DX[r, H2 + k] * Es_t[r, k] * rr * (1.0 - rr)
-                DX[r, k] = dr
-                DHW[r, k] = dr
-                DHW[r, H + k] = DX[r, H + k]
-                DHW[r, H2 + k] = DX[r, H2 + k] * rr
-        else:
-            for k in range(H):
-                rr = Rs_t[r, k]
-                DX[r, k] = DRH[r, k] * Hs_t[r, k] * rr * (1.0 - rr)
-                dh_part[r, k] += DRH[r, k] * rr
-            for j in range(uint64(DX.shape[1])):
-                DHW[r, j] = DX[r, j]
+    """``gru_row_r_bwd`` over a step's rows."""
+    for r in range(DX.shape[0]):
+        gru_row_r_bwd(DX, r, DHW, r, Hs_t, Rs_t, Es_t, r, DRH, dh_part, r, after)
 
 
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, DHW, dh_part):
-    """reset='after' in one call: then dL/dh_{t-1} = dh_part + DHW W_hh."""
-    gru_zn_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Zs_t, Ns_t, DX, dh_part)
-    gru_r_bwd(DX, DHW, True, Hs_t, Rs_t, Es_t, dh_part, dh_part)
+    """reset='after', row by row: then dL/dh_{t-1} = dh_part + DHW W_hh."""
+    for r in range(DX.shape[0]):
+        gru_row_zn_bwd(dh, r, d_out_t, r, Hs_t, Zs_t, Ns_t, r, DX, r, dh_part, (m_t[r] if has_mask else 1.0) != 0.0)
+        gru_row_r_bwd(DX, r, DHW, r, Hs_t, Rs_t, Es_t, r, dh_part, dh_part, r, True)
 
 
 # ------------------------------------------------------------------ shared helpers

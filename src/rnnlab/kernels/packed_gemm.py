@@ -5,10 +5,18 @@ both operands on every call; with a few dozen rows per thread that packing is a 
 W is packed once per sequence into column panels (``pack``), and each step runs a register-blocked
 micro-kernel over them (``pgemm``; docs/performance.md).
 
+Vectors sized to the host (``kernels.host.variant()``, or ``RNNLAB_SIMD``): 512-bit vectors and MR = 12 rows
+where AVX-512 gives 32 vector registers, 256-bit (AVX2) or 128-bit vectors and MR = 6 with 16 registers; the
+2*MR accumulators, two panel vectors and a broadcast fit the register file. The variant reaches the compiled
+code as the type of a token argument (``token()``: an empty int8, int16 or int32 array), so each variant is
+compiled, and cached, only where it is used, and a cached kernel never serves another variant. Each variant
+runs (more slowly) on narrower hardware, where LLVM splits its vectors, and they give bit-identical results:
+each entry of C is the same fused multiply-adds in the same k order.
+
 Layout. ``pack(W)`` gives P (ceil(N / NR), K, NR): panel p holds columns p*NR .. p*NR+NR-1 of W, zero padded,
-row k of the panel contiguous. NR = 2 SIMD vectors (16 float32 or 8 float64). The micro-kernel computes an
-(MR <= 6, NR) block of C: 2*MR vector accumulators stay in registers for the whole k loop, and each k costs
-two vector loads of the panel, MR broadcasts of A and 2*MR fused multiply-adds. K is split in blocks of KC
+row k of the panel contiguous. NR = 2 vectors (float32: 32, 16 or 8 columns). The micro-kernel computes an
+(mr <= MR, NR) block of C: 2*mr vector accumulators stay in registers for the whole k loop, and each k costs
+two vector loads of the panel, mr broadcasts of A and 2*mr fused multiply-adds. K is split in blocks of KC
 only beyond 1024: a panel of the recurrent products (K = I + H + 1) streams from the second-level cache well
 enough, and each block adds a pass over C and a short last block.
 
@@ -23,32 +31,52 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core.errors import TypingError
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-MR_MAX = 6                                      # rows of C per micro-kernel call
+from . import host
+
+MR_MAX = 12                                     # the most rows of C per micro-kernel call (any variant)
 KC = 1024                                       # K block (see pgemm)
-_VW = {types.float32: 8, types.float64: 4}      # SIMD lanes per vector (256 bits)
+_ITEM = {types.float32: 4, types.float64: 8}
+_TOKEN = {"sse": np.int8, "avx2": np.int16, "avx512": np.int32}     # the variant as a type
+_TOKEN_VB = {types.int8: 16, types.int16: 32, types.int32: 64}      # -> bytes per vector
+
+
+def vector_bytes() -> int:
+    """Bytes per vector of the variant in use: 64 (avx512), 32 (avx2) or 16 (sse)."""
+    return host.VARIANTS[host.variant()] // 8
+
+
+def token() -> np.ndarray:
+    """The variant in use as the compiled kernels take it: an empty array whose dtype names it."""
+    return np.empty(0, _TOKEN[host.variant()])
 
 
 def nr(dtype) -> int:
-    """Columns per packed panel: two 256-bit vectors."""
-    return 16 if np.dtype(dtype) == np.float32 else 8
+    """Columns per packed panel: two vectors of the variant in use."""
+    return 2 * vector_bytes() // np.dtype(dtype).itemsize
 
 
-def _make_ukr(MR, NV=2):
+def _vb(tok) -> int:
+    if not isinstance(tok, types.Array) or tok.dtype not in _TOKEN_VB:
+        raise TypingError(f"packed_gemm: expected a variant token (packed_gemm.token()), got {tok}")
+    return _TOKEN_VB[tok.dtype]
+
+
+def _make_ukr(MR, NV):
     """The (MR, NV vectors) micro-kernel: C[:MR, :NV*VW] = (C if acc else 0) + A[:MR, :K] @ B[:K, :NV*VW].
     Arguments: K, the addresses of A, B and C, A's, B's and C's row strides in elements (B: a packed panel,
-    ldb = NR, or any row-major matrix), acc, and z, any value of the element type (it picks float32 or
-    float64)."""
+    ldb = NR, or any row-major matrix), acc, z, any value of the element type (it picks float32 or float64),
+    and tok, the variant token (it picks the vector width: VW = bytes per vector / itemsize lanes)."""
     @intrinsic
-    def ukr(typingctx, K, a, lda, bp, ldb, c, ldc, acc, z):
-        if z not in _VW:
+    def ukr(typingctx, K, a, lda, bp, ldb, c, ldc, acc, z, tok):
+        if z not in _ITEM:
             raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
-        sig = types.void(K, a, lda, bp, ldb, c, ldc, acc, z)
-        VW = _VW[z]
+        sig = types.void(K, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        VW = _vb(tok) // _ITEM[z]
 
         def codegen(context, builder, signature, args):
-            K, a, lda, bp, ldb, c, ldc, acc, _ = args
+            K, a, lda, bp, ldb, c, ldc, acc, _, _ = args
             i64, i32 = ir.IntType(64), ir.IntType(32)
             ft = ir.FloatType() if z == types.float32 else ir.DoubleType()
             vt = ir.VectorType(ft, VW)
@@ -126,51 +154,93 @@ def _make_ukr(MR, NV=2):
     return ukr
 
 
-_u6, _u5, _u4, _u3, _u2, _u1 = (_make_ukr(m) for m in (6, 5, 4, 3, 2, 1))
+_u12, _u8, _u6, _u4, _u2, _u1 = (_make_ukr(m, 2) for m in (12, 8, 6, 4, 2, 1))
 _r8, _r4, _r2, _r1 = (_make_ukr(1, n) for n in (8, 4, 2, 1))     # one row, 8 .. 1 vectors wide
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z):
-    if mr == 6:
-        _u6(kc, a, lda, bp, ldb, c, ldc, acc, z)
-    elif mr == 5:
-        _u5(kc, a, lda, bp, ldb, c, ldc, acc, z)
-    elif mr == 4:
-        _u4(kc, a, lda, bp, ldb, c, ldc, acc, z)
-    elif mr == 3:
-        _u3(kc, a, lda, bp, ldb, c, ldc, acc, z)
-    elif mr == 2:
-        _u2(kc, a, lda, bp, ldb, c, ldc, acc, z)
-    else:
-        _u1(kc, a, lda, bp, ldb, c, ldc, acc, z)
+def _take(m, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_take, inline="always")
+def _take_impl(m, tok):
+    """Rows of C for the next micro-kernel call when m rows are left: MR, then 8/4/2/1 (512-bit) or 4/2/1."""
+    if _vb(tok) == 64:
+        return lambda m, tok: 12 if m >= 12 else 8 if m >= 8 else 4 if m >= 4 else 2 if m >= 2 else 1
+    return lambda m, tok: 6 if m >= 6 else 4 if m >= 4 else 2 if m >= 2 else 1
+
+
+def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_rows, inline="always")
+def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+    """The micro-kernel of mr rows (a value of ``_take``) of the token's variant: only its kernels compile."""
+    if _vb(tok) == 64:
+        def rows512(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+            if mr == 12:
+                _u12(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            elif mr == 8:
+                _u8(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            elif mr == 4:
+                _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            elif mr == 2:
+                _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            else:
+                _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        return rows512
+
+    def rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+        if mr == 6:
+            _u6(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        elif mr == 4:
+            _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        elif mr == 2:
+            _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        else:
+            _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+    return rows
+
+
+def _lanes(z, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_lanes, inline="always")
+def _lanes_impl(z, tok):
+    if z not in _ITEM:
+        raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+    VW = _vb(tok) // _ITEM[z]
+    return lambda z, tok: VW
 
 
 @njit(cache=True, nogil=True, inline="always")
-def vecmat_acc(out, ro, v, rv, M):
+def vecmat_acc(out, ro, v, rv, M, tok):
     """out[ro, :] += v[rv, :] @ M for one row, M (K, N) unpacked with rows contiguous (and the rows of out and
-    v contiguous): blocks of 8, 4, 2 and 1 vectors of columns with their accumulators in registers for the
-    whole k loop, then a scalar loop over the last columns (faster than rank-1 updates of out[ro] in memory)."""
+    v contiguous), vectors of the token's variant: blocks of 8, 4, 2 and 1 vectors of columns with their
+    accumulators in registers for the whole k loop, then a scalar loop over the last columns (faster than
+    rank-1 updates of out[ro] in memory)."""
     K, N = M.shape
     isz = M.itemsize
-    VW = 32 // isz                                          # lanes per 256-bit vector
+    z = out[ro, 0]
+    VW = _lanes(z, tok)                                     # lanes per vector
     ldm = M.strides[0] // isz
     a = v.ctypes.data + v.strides[0] * rv
     c = out.ctypes.data + out.strides[0] * ro
     m = M.ctypes.data
-    z = out[ro, 0]
     j = 0
     while j + 8 * VW <= N:
-        _r8(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        _r8(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
         j += 8 * VW
     if j + 4 * VW <= N:
-        _r4(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        _r4(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
         j += 4 * VW
     if j + 2 * VW <= N:
-        _r2(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        _r2(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
         j += 2 * VW
     if j + VW <= N:
-        _r1(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z)
+        _r1(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
         j += VW
     for jj in range(j, N):
         acc = out[ro, jj]
@@ -234,9 +304,10 @@ def pack(*blocks):
 
 
 @njit(cache=True, nogil=True)
-def pgemm(C, A, P, N, acc, tile):
-    """C (M, N) = A (M, K) @ W (K, N) (+ C if acc), W given as its panels P = pack(W). A and C: rows
-    contiguous, any row stride. tile: (MR_MAX, NR) scratch of the same dtype (for the last, partial panel)."""
+def pgemm(C, A, P, N, acc, tile, tok):
+    """C (M, N) = A (M, K) @ W (K, N) (+ C if acc), W given as its panels P = pack(W) under the variant of
+    ``tok`` (``token()``). A and C: rows contiguous, any row stride. tile: (MR_MAX, NR) scratch of the same
+    dtype (for the last, partial panel)."""
     M, K = A.shape
     NP, NR = P.shape[0], P.shape[2]
     isz = A.itemsize
@@ -244,6 +315,8 @@ def pgemm(C, A, P, N, acc, tile):
     ldc = C.strides[0] // isz
     a0, c0, p0, t0 = A.ctypes.data, C.ctypes.data, P.ctypes.data, tile.ctypes.data
     z = tile[0, 0]
+    if NR != 2 * _lanes(z, tok):
+        raise ValueError("pgemm: the panels were packed for another vector variant than the token's")
     if K == 0 and not acc:
         C[:, :N] = 0.0
     for kb in range(0, K, KC):
@@ -254,16 +327,16 @@ def pgemm(C, A, P, N, acc, tile):
             nv = min(NR, N - p * NR)                        # valid columns of this panel
             i = 0
             while i < M:
-                mr = min(MR_MAX, M - i)
+                mr = _take(M - i, tok)
                 a = a0 + isz * (i * lda + kb)
                 if nv == NR:
-                    _rows(mr, kc, a, lda, bp, NR, c0 + isz * (i * ldc + p * NR), ldc, ac, z)
+                    _rows(mr, kc, a, lda, bp, NR, c0 + isz * (i * ldc + p * NR), ldc, ac, z, tok)
                 else:                                       # partial panel: through the tile
                     if ac:
                         for r in range(mr):
                             for j in range(nv):
                                 tile[r, j] = C[i + r, p * NR + j]
-                    _rows(mr, kc, a, lda, bp, NR, t0, NR, ac, z)
+                    _rows(mr, kc, a, lda, bp, NR, t0, NR, ac, z, tok)
                     for r in range(mr):
                         for j in range(nv):
                             C[i + r, p * NR + j] = tile[r, j]

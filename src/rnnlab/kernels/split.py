@@ -27,7 +27,7 @@ from .gates import (
     ACT, FAST, bias_rows, gate_scales, gru_gates_bwd, gru_gates_fwd, lstm_gates_bwd, lstm_gates_fwd, mask_rows,
     rnn_act_bwd, rnn_act_fwd, state_after,
 )
-from .packed_gemm import MR_MAX, pack, pgemm
+from .packed_gemm import MR_MAX, pack, pgemm, token
 
 MIN_ROWS = 1            # fewest batch rows per thread (the layer also asks for enough work per thread)
 _POOL: list = []
@@ -75,14 +75,14 @@ def _carry_rows(dst, src, m_t, has_mask):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def _x_rows(X, x_t, Pih, bx, has_bx, tile):
+def _x_rows(X, x_t, Pih, bx, has_bx, tile, tok):
     """X (rows, G*H) = x_t (rows, I) W_ih^T (+ b_ih): this step's input projection, computed in the loop (no
     (T, B, G*H) array written before it and read back)."""
     if has_bx:
         for r in range(X.shape[0]):
             for j in range(X.shape[1]):
                 X[r, j] = bx[j]
-    pgemm(X, x_t, Pih, X.shape[1], has_bx, tile)
+    pgemm(X, x_t, Pih, X.shape[1], has_bx, tile, tok)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
@@ -102,7 +102,7 @@ def _xh_rows(XH_t, x_t, h):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs):
+def lstm_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs, tok):
     T = x.shape[0]
     GH = A.shape[1]
     tile = _tile(P)
@@ -111,28 +111,28 @@ def lstm_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, P, h, c,
         t = T - 1 - s if reverse else s
         ct = t if keep else 0                               # one reused cache row under no_grad
         _xh_rows(XH[ct, r0:r1], x[t, r0:r1], h[r0:r1])
-        pgemm(A[r0:r1], XH[ct, r0:r1], P, GH, False, tile)  # (rows, 4H) = [x h] [W_ih W_hh]^T
+        pgemm(A[r0:r1], XH[ct, r0:r1], P, GH, False, tile, tok)  # (rows, 4H) = [x h] [W_ih W_hh]^T
         lstm_gates_fwd(A[r0:r1], None, b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], c[r0:r1],
                        out[t, r0:r1], None, Cs[ct, r0:r1], Gs[ct, r0:r1], keep, S)  # h is kept in XH
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def gru_fwd_rows(r0, r1, x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs, Zs,
-                 Ns, Es):
+                 Ns, Es, tok):
     T = x.shape[0]
     GH = A.shape[1]
     tile = _tile(P)
     for s in range(T):
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
-        _x_rows(X[r0:r1], x[t, r0:r1], Pih, bx, has_bx, tile)
-        pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile)      # (rows, 3H)
+        _x_rows(X[r0:r1], x[t, r0:r1], Pih, bx, has_bx, tile, tok)
+        pgemm(A[r0:r1], h[r0:r1], P, GH, False, tile, tok)      # (rows, 3H)
         gru_gates_fwd(A[r0:r1], X[r0:r1], b, has_b, m2[t, r0:r1], has_mask, h[r0:r1], out[t, r0:r1],
                       Hs[ct, r0:r1], Rs[ct, r0:r1], Zs[ct, r0:r1], Ns[ct, r0:r1], Es[ct, r0:r1])
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs):
+def rnn_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h, A, out, Hs, tok):
     T = x.shape[0]
     GH = A.shape[1]
     tile = _tile(P)
@@ -140,7 +140,7 @@ def rnn_fwd_rows(r0, r1, x, XH, b, has_b, m2, has_mask, reverse, keep, act, P, h
         t = T - 1 - s if reverse else s
         ct = t if keep else 0
         _xh_rows(XH[r0:r1], x[t, r0:r1], h[r0:r1])
-        pgemm(A[r0:r1], XH[r0:r1], P, GH, False, tile)      # (rows, H)
+        pgemm(A[r0:r1], XH[r0:r1], P, GH, False, tile, tok)      # (rows, H)
         rnn_act_fwd(A[r0:r1], None, b, has_b, m2[t, r0:r1], has_mask, act, h[r0:r1], out[t, r0:r1], Hs[ct, r0:r1])
 
 
@@ -159,7 +159,7 @@ def _dx_carry(dx_t, dh, DX, m_t, has_mask):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, dXW, DX, dx):
+def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, dXW, DX, dx, tok):
     T = d_out.shape[0]
     N = DX.shape[1]
     tile = _tile(P)
@@ -167,12 +167,12 @@ def lstm_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, dc, Cs, Gs, cT, d
         t = s if reverse else T - 1 - s
         lstm_gates_bwd(dh[r0:r1], dc[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, Cs[t, r0:r1], Gs[t, r0:r1],
                        state_after(Cs, cT, t, reverse)[r0:r1], dXW[t, r0:r1])
-        pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
+        pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile, tok)  # (rows, I+H) = dA [W_ih W_hh]
         _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, Hs, hT, dXW, DX, dx, db):
+def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, Hs, hT, dXW, DX, dx, db, tok):
     T = d_out.shape[0]
     N = DX.shape[1]
     tile = _tile(P)
@@ -181,7 +181,7 @@ def rnn_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, act, P, dh, Hs, hT, dXW, 
         rnn_act_bwd(dh[r0:r1], d_out[t, r0:r1], m2[t, r0:r1], has_mask, act, state_after(Hs, hT, t, reverse)[r0:r1],
                     dXW[t, r0:r1])
         _add_rows(db[r0:r1], dXW[t, r0:r1])
-        pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile)  # (rows, I+H) = dA [W_ih W_hh]
+        pgemm(DX[r0:r1], dXW[t, r0:r1], P, N, False, tile, tok)  # (rows, I+H) = dA [W_ih W_hh]
         _dx_carry(dx[t, r0:r1], dh[r0:r1], DX[r0:r1], m2[t, r0:r1], has_mask)
 
 
@@ -206,7 +206,7 @@ def _copy_n_block(dst, src):
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def gru_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, Hs, Rs, Zs, Ns, Es, dXW, S, dHn, D, Pih, dx, dbx,
-                 dbh):
+                 dbh, tok):
     """S (B, 3H): this step's dL/d(h W_hh^T); its r and z blocks equal dXW's, so only the n block is kept
     (dHn, (T, B, H)) for dW_hh: two (T, B, H) arrays less than keeping dL/d(h W_hh^T) whole. dx_t = dXW_t W_ih
     (Pih: W_ih's panels) and the bias gradients (per row: dbx, dbh) are taken in the loop too."""
@@ -219,8 +219,8 @@ def gru_bwd_rows(r0, r1, d_out, m2, has_mask, reverse, P, dh, Hs, Rs, Zs, Ns, Es
                       Zs[t, r0:r1], Ns[t, r0:r1], Es[t, r0:r1], dXW[t, r0:r1], S[r0:r1], D[r0:r1])
         _add_rows(dbx[r0:r1], dXW[t, r0:r1])
         _add_rows(dbh[r0:r1], S[r0:r1])
-        pgemm(dx[t, r0:r1], dXW[t, r0:r1], Pih, I, False, tile)    # dx_t = dA_x W_ih
-        pgemm(D[r0:r1], S[r0:r1], P, H, True, tile)        # dh = dh z-part + dA W_hh (padded rows: dA = 0)
+        pgemm(dx[t, r0:r1], dXW[t, r0:r1], Pih, I, False, tile, tok)    # dx_t = dA_x W_ih
+        pgemm(D[r0:r1], S[r0:r1], P, H, True, tile, tok)        # dh = dh z-part + dA W_hh (padded rows: dA = 0)
         _copy_n_block(dHn[t, r0:r1], S[r0:r1])
         _carry_rows(dh[r0:r1], D[r0:r1], m2[t, r0:r1], False)
 
@@ -318,6 +318,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     would raise peak memory above torch's). GRU: x W_ih^T and h W_hh^T apart (the reset gate multiplies the n
     block of the latter). rows: the layer's RowSplit."""
     rows = rows or RowSplit()
+    tok = token()
     T, B, I = x.shape
     GH, H = W_hh.shape
     dt = x.dtype
@@ -336,11 +337,11 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
             XH = cache((Tc, B, K), dt)                          # [x_t | h_{t-1} | 1] of every step
             c = np.array(state0[1], dtype=dt, order="C")
             Cs, Gs = cache((Tc, B, H), dt), cache((Tc, B, GH), dt)
-            rows.run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs))
+            rows.run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs, tok))
             return out, (h, c), LSTMArrays(Cs, Gs, c.copy(), XH=XH) if keep else None
         XH, Hs = np.empty((B, K), dt), cache((Tc, B, H), dt)   # [x_t | h_{t-1} | 1] of a step; h of every step
         act = ACT[opts.get("nonlinearity", "tanh")]
-        rows.run(rnn_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, act, P, h, A, out, Hs))
+        rows.run(rnn_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, act, P, h, A, out, Hs, tok))
         return out, (h,), RNNArrays(Hs, h.copy(), act) if keep else None
     P = pack(W_hh.T)                                            # W_hh^T (H, G*H) as column panels
     Pih = pack(W_ih.T)                                          # W_ih^T (I, G*H)
@@ -348,7 +349,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     X = np.empty((B, GH), dt)                                   # (B, G*H) x W_ih^T (+ b_ih) of a step
     Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
     rows.run(gru_fwd_rows, B, (x, Pih, bx, has_bx, X, b, has_b, m2, has_mask, reverse, keep, P, h, A, out, Hs, Rs,
-                               Zs, Ns, Es))
+                               Zs, Ns, Es, tok))
     return out, (h,), GRUArrays(Hs, Rs, Zs, Ns, Es, True) if keep else None
 
 
@@ -357,6 +358,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     dW_ih, dW_hh and db come from one product, dL/dA^T [X H 1]. GRU: dx_t = dA_x W_ih in the loop too. The
     RNN's and the GRU's bias gradients are summed per row in the loop, while dL/dA is in cache."""
     rows = rows or RowSplit()
+    tok = token()
     c, reverse = cache.arrays, cache.reverse
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
@@ -372,12 +374,12 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
         dX2 = dXW.reshape(T * B, GH)
         if cell_name == "lstm":
             dc = np.array(d_state[1], dtype=dt, order="C")
-            rows.run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c.Cs, c.Gs, c.cT, dXW, DX, dx))
+            rows.run(lstm_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, dc, c.Cs, c.Gs, c.cT, dXW, DX, dx, tok))
             dW = pmatmul(dX2.T, c.XH.reshape(T * B, -1))        # (G*H, I+H[+1]) = dL/dA^T [X H 1]
             db = dW[:, I + H] if has_bias else None
             return Grads(dx, (dh, dc), dW[:, :I], dW[:, I:I + H], db, None if db is None else db.copy())
         db = np.zeros((B, GH), dt)                              # dL/db per row, summed over the steps
-        rows.run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c.act, P, dh, c.Hs, c.hT, dXW, DX, dx, db))
+        rows.run(rnn_bwd_rows, B, (d_out, m2, has_mask, reverse, c.act, P, dh, c.Hs, c.hT, dXW, DX, dx, db, tok))
         dW_hh = pmatmul(dX2.T, c.Hs.reshape(T * B, H))                                   # (G*H, H)
         dW_ih = pmatmul(dX2.T, cache.x.reshape(T * B, -1))                               # (G*H, I)
         db = db.sum(axis=0) if has_bias else None
@@ -387,7 +389,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     S, dHn = np.empty((B, GH), dt), np.empty((T, B, H), dt)
     dx, dbx, dbh = np.empty((T, B, I), dt), np.zeros((B, GH), dt), np.zeros((B, GH), dt)
     rows.run(gru_bwd_rows, B, (d_out, m2, has_mask, reverse, P, dh, c.Hs, c.Rs, c.Zs, c.Ns, c.Es, dXW, S, dHn, D,
-                               pack(W_ih), dx, dbx, dbh))
+                               pack(W_ih), dx, dbx, dbh, tok))
     Hs2, dX2, dHn2 = c.Hs.reshape(T * B, H), dXW.reshape(T * B, GH), dHn.reshape(T * B, H)
     dW_hh = np.concatenate([pmatmul(dX2[:, :2 * H].T, Hs2), pmatmul(dHn2.T, Hs2)])    # (3H, H)
     dW_ih = pmatmul(dX2.T, cache.x.reshape(T * B, -1))

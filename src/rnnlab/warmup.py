@@ -1,0 +1,55 @@
+"""``rnnlab warmup``: compile the kernels ahead, so that a first training step does not pay for it.
+
+Numba compiles each kernel on its first call and keeps the machine code on disk (``cache=True``): the first
+process that uses a kernel pays for compiling it, later processes load it. This runs every compiled backend
+once on a tiny batch (forward with gradients and backward, with and without padded rows, and an inference
+forward) for the requested cells and dtypes.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .engine import COMPILED
+from .errors import ConfigError, check_choice
+from .grad_mode import no_grad
+
+VARIANTS = {"rnn": ("rnn", {}), "lstm": ("lstm", {}), "gru": ("gru", {}), "gru-before": ("gru", {"reset": "before"})}
+
+
+def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report=None) -> dict:
+    """Compile the kernels of ``cells`` x ``backends`` x ``dtypes``. -> {"cell backend dtype": seconds}.
+    ``report(label, seconds)`` is called after each (the CLI prints it)."""
+    from . import kernels
+    from .layers import layer_class
+    if not kernels.available():
+        raise ConfigError("warmup: the compiled backends need the numba package; install it with: pip install numba")
+    for d in dtypes:
+        check_choice("dtype", d, ("float32", "float64"))
+    for c in cells:
+        check_choice("cell", c, VARIANTS)
+    for b in backends:
+        check_choice("backend", b, COMPILED)
+    from .kernels.split import num_threads
+    rng = np.random.default_rng(0)
+    times = {}
+    for dtype in dtypes:
+        for name in cells:
+            cell, opts = VARIANTS[name]
+            for backend in backends:
+                if backend == "split" and (num_threads() < 2 or opts.get("reset") == "before"):
+                    continue                                    # the split path would not serve these calls
+                t0 = time.perf_counter()
+                layer = layer_class(cell)(3, 4, dtype=dtype, seed=0, backend=backend, **opts)
+                x = rng.standard_normal((5, 4, 3)).astype(dtype)
+                for lengths in (None, np.array([5, 3, 4, 1])):
+                    out, _ = layer(x, lengths=lengths)
+                    layer.backward(np.ones_like(out))
+                    with no_grad():
+                        layer(x, lengths=lengths)
+                label = f"{name} {backend} {dtype}"
+                times[label] = time.perf_counter() - t0
+                if report is not None:
+                    report(label, times[label])
+    return times
