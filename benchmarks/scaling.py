@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--t-sweep", type=int, nargs="+", default=T_SWEEP)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
-    if min(args.h_sweep + args.t_sweep + [args.batch, args.input, args.repeats]) < 1:
+    if min(list(args.h_sweep) + list(args.t_sweep) + [args.batch, args.input, args.repeats]) < 1:
         p.error("sizes and --repeats: expected positive integers")
     from rnnlab.kernels import host
     machine = host.describe()

@@ -102,24 +102,20 @@ def sg(x):
 # ------------------------------------------------------------------ RNN
 @njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
 def rnn_row_fwd(A, ra, b, has_b, act, h, r, O, ro, valid):
-    """One batch row: A[ra] (the pre-activation without b) -> act(A[ra] + b) in A[ra]; on a valid row h[r] and
-    O[ro] get it, on a padded row O[ro] = 0 and h[r] stays. act: 0 tanh, 1 relu, 2 identity."""
+    """One batch row: act(A[ra] + b) (A[ra]: the pre-activation without b); on a valid row h[r] and O[ro] get
+    it, on a padded row O[ro] = 0 and h[r] stays. act: 0 tanh, 1 relu, 2 identity. One pass over the row (the
+    branches are loop-invariant: LLVM unswitches them)."""
     H = A.shape[1]
-    if has_b:
-        for k in range(H):
-            A[ra, k] += b[k]
-    if act == 0:
-        for k in range(H):
-            A[ra, k] = th(A[ra, k])
-    elif act == 1:
-        for k in range(H):
-            A[ra, k] = 0.0 if A[ra, k] <= 0.0 else A[ra, k]      # NaN <= 0 is false: NaN passes
-    if valid:
-        for k in range(H):
-            h[r, k] = A[ra, k]
-            O[ro, k] = A[ra, k]
-    else:
-        for k in range(H):
+    for k in range(H):
+        v = A[ra, k] + b[k] if has_b else A[ra, k]
+        if act == 0:
+            v = th(v)
+        elif act == 1:
+            v = 0.0 if v <= 0.0 else v                      # NaN <= 0 is false: NaN passes
+        if valid:
+            h[r, k] = v
+            O[ro, k] = v
+        else:
             O[ro, k] = 0.0
 
 
