@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rnnlab.cells import CELLS
+from rnnlab.gradcheck import numerical_gradient
 
 B, H = 3, 5
 VARIANTS = [("rnn", {"nonlinearity": "tanh"}), ("rnn", {"nonlinearity": "relu"}), ("rnn", {"nonlinearity": "identity"}),
@@ -28,25 +29,12 @@ def test_step_backward_equals_finite_differences(name, opts):
     dxw, dhw, dstate = cell.step_backward(d, cache, W_hh, **opts)
     # dL/dW_hh of one step from dhw: the recurrent operand is h_prev (the reset-before GRU's n block: r h_prev)
     dW = cell.grad_W_hh(dhw[None], [cache], **opts)
-    eps = 1e-6
-
-    def num(arr, f):
-        g = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            up = f()
-            arr[idx] = old - eps
-            down = f()
-            arr[idx] = old
-            g[idx] = (up - down) / (2 * eps)
-        return g
     loss = lambda: _loss(cell, xw, state, W_hh, b_hh, opts, d)  # noqa: E731
-    np.testing.assert_allclose(dxw, num(xw, loss), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dxw, numerical_gradient(loss, xw), rtol=1e-7, atol=1e-8)
     for s, ds in zip(state, dstate):
-        np.testing.assert_allclose(ds, num(s, loss), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(dW, num(W_hh, loss), rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(dhw.sum(axis=0), num(b_hh, loss), rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(ds, numerical_gradient(loss, s), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dW, numerical_gradient(loss, W_hh), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dhw.sum(axis=0), numerical_gradient(loss, b_hh), rtol=1e-7, atol=1e-8)
 
 
 @pytest.mark.parametrize("name,opts", VARIANTS)
