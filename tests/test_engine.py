@@ -193,3 +193,29 @@ def test_blas_single_thread_context_restores_and_nests():
             assert all(n == 1 for n in blas_threads())
         assert all(n == 1 for n in blas_threads())          # the inner exit keeps the outer setting
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["loop", "hybrid", "split"] if available() else []))
+@pytest.mark.parametrize("cls,names", [(rnnlab.RNN, ["h_prev"]), (rnnlab.LSTM, ["c_prev", "h_prev"]),
+                                       (rnnlab.GRU, ["h_prev"])])
+def test_states_are_read_by_name_on_every_backend(cls, names, backend, monkeypatch):
+    """``layer.states(l, d)``: the state entering each step, the same on every backend, padded steps
+    included (they carry the state), and h_prev[t + 1] is the output at t on valid steps."""
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    x = np.random.default_rng(1).standard_normal((6, 3, 2))
+    lengths = np.array([6, 2, 4])
+    ref = cls(2, 4, 2, bidirectional=True, dtype="float64", seed=3, backend="numpy")
+    layer = cls(2, 4, 2, bidirectional=True, dtype="float64", seed=3, backend=backend)
+    ref(x, lengths=lengths)
+    out, _ = layer(x, lengths=lengths)
+    for l in (0, 1):
+        for d in (0, 1):
+            s_ref, s = ref.states(l, d), layer.states(l, d)
+            assert sorted(s) == names
+            for k in names:
+                np.testing.assert_allclose(s[k], s_ref[k], rtol=0, atol=1e-12)
+    h = layer.states(1, 0)["h_prev"]
+    np.testing.assert_allclose(h[1:, 0], out[:-1, 0, :4], rtol=0, atol=1e-12)   # row 0 is never padded
+    assert not np.isnan(h).any()
+    with pytest.raises(RuntimeError, match="states: no forward with gradients"):
+        cls(2, 4).states()

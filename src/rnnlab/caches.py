@@ -5,8 +5,9 @@
 
 The backends' own arrays: ``StepCaches`` (the NumPy reference: each step's cell cache, a NamedTuple of the
 cell) and one dataclass per cell for the compiled strategies (``RNNArrays``, ``LSTMArrays``, ``GRUArrays``:
-(T, B, ...) in time order whatever the direction, written by ``kernels.gates``). Each has ``gates()``: the
-gate activations (T, B, H) by name, as the cells' docstrings name them, for the diagnostics.
+(T, B, ...) in time order whatever the direction, written by ``kernels.gates``). Each has ``gates()``, the
+gate activations (T, B, H) by name as the cells' docstrings name them, and ``states()``, the states entering
+each step (``h_prev``, and ``c_prev`` for the LSTM), for the diagnostics.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ class RNNArrays:
     def gates(self) -> dict:
         return {}
 
+    def states(self) -> dict:
+        return {"h_prev": self.Hs}
+
 
 @dataclass
 class LSTMArrays:
@@ -32,10 +36,15 @@ class LSTMArrays:
     cT: np.ndarray          # (B, H) the final cell state
     Hs: np.ndarray | None = None    # (T, B, H) h_{t-1}; None where XH holds it
     XH: np.ndarray | None = None    # (T, B, I+H[+1]) [x_t | h_{t-1} | 1]: the split path's product operand
+    x_cols: int = 0                 # I, the columns of x in XH
 
     def gates(self) -> dict:
         H = self.Cs.shape[-1]
         return {name: self.Gs[..., k * H:(k + 1) * H] for k, name in enumerate("ifgo")}
+
+    def states(self) -> dict:
+        H, I = self.Cs.shape[-1], self.x_cols
+        return {"h_prev": self.Hs if self.Hs is not None else self.XH[..., I:I + H], "c_prev": self.Cs}
 
 
 @dataclass
@@ -49,6 +58,9 @@ class GRUArrays:
 
     def gates(self) -> dict:
         return {"r": self.Rs, "z": self.Zs, "n": self.Ns}
+
+    def states(self) -> dict:
+        return {"h_prev": self.Hs}
 
 
 @dataclass
@@ -68,6 +80,12 @@ class StepCaches:
         fields = [f for f in self.steps[0]._fields if f in ("i", "f", "g", "o", "r", "z", "n")]
         return {f: np.stack([getattr(c, f) for c in self.steps]) for f in fields}
 
+    def states(self) -> dict:
+        if self.steps is None:
+            raise ValueError("states: a bptt_segment forward keeps no per-step states; run it with bptt_segment=None")
+        fields = [f for f in self.steps[0]._fields if f in ("h_prev", "c_prev")]
+        return {f: np.stack([getattr(c, f) for c in self.steps]) for f in fields}
+
 
 @dataclass
 class DirCache:
@@ -82,6 +100,9 @@ class DirCache:
 
     def gates(self) -> dict:
         return self.arrays.gates()
+
+    def states(self) -> dict:
+        return self.arrays.states()
 
 
 @dataclass

@@ -223,6 +223,15 @@ class RecurrentLayer:
         check_int("d", d, 0, self.num_directions - 1)
         return self._cache.layers[l].dirs[d].gates()
 
+    def states(self, l=0, d=0) -> dict:
+        """The states entering each step of the last forward with gradients, layer l and direction d:
+        ``h_prev`` (T, B, H), and ``c_prev`` for the LSTM (at padded steps: the state carried)."""
+        if self._cache is None:
+            raise RuntimeError("states: no forward with gradients to read them from; call forward first")
+        check_int("l", l, 0, self.num_layers - 1)
+        check_int("d", d, 0, self.num_directions - 1)
+        return self._cache.layers[l].dirs[d].states()
+
     def backward(self, d_output, d_hn=None, check_finite=True, record_state_grads=False):
         """Backpropagate through the last forward. Returns ``(dx, dhx)`` (dhx = (dh0, dc0) for the LSTM).
 

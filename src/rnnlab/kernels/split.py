@@ -338,7 +338,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
             c = np.array(state0[1], dtype=dt, order="C")
             Cs, Gs = cache((Tc, B, H), dt), cache((Tc, B, GH), dt)
             rows.run(lstm_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, P, h, c, A, out, Cs, Gs, tok))
-            return out, (h, c), LSTMArrays(Cs, Gs, c.copy(), XH=XH) if keep else None
+            return out, (h, c), LSTMArrays(Cs, Gs, c.copy(), XH=XH, x_cols=I) if keep else None
         XH, Hs = np.empty((B, K), dt), cache((Tc, B, H), dt)   # [x_t | h_{t-1} | 1] of a step; h of every step
         act = ACT[opts.get("nonlinearity", "tanh")]
         rows.run(rnn_fwd_rows, B, (x, XH, b, False, m2, has_mask, reverse, keep, act, P, h, A, out, Hs, tok))
