@@ -150,3 +150,18 @@ def test_the_variant_follows_the_host_and_the_override(monkeypatch):
     monkeypatch.setenv("RNNLAB_SIMD", "avx2")
     line = host.describe()
     assert "rnnlab vectors avx2 (256-bit)" in line and line.startswith("CPU ") and "BLAS " in line
+
+
+def test_a_host_llvm_cannot_describe_gets_the_128_bit_variant(monkeypatch):
+    from llvmlite import binding as llvm
+    from rnnlab.kernels import host
+
+    def fail():
+        raise RuntimeError("failed to get host cpu features")
+    monkeypatch.setattr(llvm, "get_host_cpu_features", fail)
+    monkeypatch.delenv("RNNLAB_SIMD", raising=False)
+    host.host_variant.cache_clear()
+    try:
+        assert host.cpu_features() == set() and host.variant() == "sse"
+    finally:
+        host.host_variant.cache_clear()

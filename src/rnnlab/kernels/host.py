@@ -13,9 +13,13 @@ VARIANTS = {"avx512": 512, "avx2": 256, "sse": 128}     # vector bits of each va
 
 
 def cpu_features() -> set:
-    """LLVM's host features that are on, e.g. {'avx2', 'fma', 'avx512f', ...}."""
+    """LLVM's host features that are on, e.g. {'avx2', 'fma', 'avx512f', ...}; empty where LLVM cannot tell
+    (then the 128-bit variant, which runs everywhere)."""
     from llvmlite import binding as llvm
-    feats = llvm.get_host_cpu_features()
+    try:
+        feats = llvm.get_host_cpu_features()
+    except RuntimeError:                        # llvmlite: "failed to get host cpu features" on some hosts
+        return set()
     return {k for k, v in feats.items() if v}
 
 
