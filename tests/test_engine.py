@@ -219,3 +219,7 @@ def test_states_are_read_by_name_on_every_backend(cls, names, backend, monkeypat
     assert not np.isnan(h).any()
     with pytest.raises(RuntimeError, match="states: no forward with gradients"):
         cls(2, 4).states()
+    kept = layer.states(0, 0)["h_prev"]
+    copy = kept.copy()
+    layer(x[::-1].copy(), lengths=lengths)                               # the next forward reuses the caches
+    np.testing.assert_array_equal(kept, copy)                           # what the caller holds is a copy

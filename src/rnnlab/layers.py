@@ -216,21 +216,23 @@ class RecurrentLayer:
     def gates(self, l=0, d=0) -> dict:
         """The gate activations of the last forward with gradients, layer l and direction d: name -> (T, B, H)
         (LSTM i f g o, GRU r z n; the RNN has none), as the cells' docstrings name them. At padded steps
-        (``lengths``) the values are unspecified: the compiled backends do not compute them."""
+        (``lengths``) the values are unspecified: the compiled backends do not compute them. Copies: the next
+        forward reuses the cache's arrays."""
         if self._cache is None:
             raise RuntimeError("gates: no forward with gradients to read them from; call forward first")
         check_int("l", l, 0, self.num_layers - 1)
         check_int("d", d, 0, self.num_directions - 1)
-        return self._cache.layers[l].dirs[d].gates()
+        return {k: np.array(v) for k, v in self._cache.layers[l].dirs[d].gates().items()}
 
     def states(self, l=0, d=0) -> dict:
         """The states entering each step of the last forward with gradients, layer l and direction d:
-        ``h_prev`` (T, B, H), and ``c_prev`` for the LSTM (at padded steps: the state carried)."""
+        ``h_prev`` (T, B, H), and ``c_prev`` for the LSTM (at padded steps: the state carried). Copies, as
+        ``gates``."""
         if self._cache is None:
             raise RuntimeError("states: no forward with gradients to read them from; call forward first")
         check_int("l", l, 0, self.num_layers - 1)
         check_int("d", d, 0, self.num_directions - 1)
-        return self._cache.layers[l].dirs[d].states()
+        return {k: np.array(v) for k, v in self._cache.layers[l].dirs[d].states().items()}
 
     def backward(self, d_output, d_hn=None, check_finite=True, record_state_grads=False):
         """Backpropagate through the last forward. Returns ``(dx, dhx)`` (dhx = (dh0, dc0) for the LSTM).
