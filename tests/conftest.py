@@ -41,7 +41,6 @@ def _numba_ok():
 # every backend by name: the NumPy reference and, with Numba, the three compiled strategies (forced at the tests'
 # small sizes by naming them; "split" on two threads, blocks of a single row allowed)
 COMPILED = ["loop", "hybrid", "split"] if _numba_ok() else []
-NUMBA_BACKENDS = COMPILED
 BACKENDS = ["numpy"] + COMPILED
 
 

@@ -17,27 +17,25 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "enabled", True)
 
 
-class no_grad(contextlib.ContextDecorator):
+class _GradMode(contextlib.ContextDecorator):
+    """Sets whether forward passes keep their caches inside the context (per thread; nests)."""
+    enabled = True
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        _state.enabled = self.enabled
+        return self
+
+    def __exit__(self, *exc):
+        _state.enabled = self._prev
+        return False
+
+
+class no_grad(_GradMode):
     """Context manager (and decorator) that turns off the caches a later ``backward`` would need."""
-
-    def __enter__(self):
-        self._prev = is_grad_enabled()
-        _state.enabled = False
-        return self
-
-    def __exit__(self, *exc):
-        _state.enabled = self._prev
-        return False
+    enabled = False
 
 
-class enable_grad(contextlib.ContextDecorator):
+class enable_grad(_GradMode):
     """The opposite of ``no_grad``: forward passes keep their caches inside it (as ``torch.enable_grad()``)."""
-
-    def __enter__(self):
-        self._prev = is_grad_enabled()
-        _state.enabled = True
-        return self
-
-    def __exit__(self, *exc):
-        _state.enabled = self._prev
-        return False
+    enabled = True

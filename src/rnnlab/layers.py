@@ -16,7 +16,6 @@ from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_flo
 from .grad_mode import is_grad_enabled
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-BACKENDS = engine.BACKENDS
 
 
 def resolve_dtype(dtype) -> type:

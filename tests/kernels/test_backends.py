@@ -5,7 +5,7 @@ import pytest
 
 import rnnlab
 from rnnlab.kernels import available
-from conftest import BACKENDS, NUMBA_BACKENDS, SIMD, serves, use_backend
+from conftest import BACKENDS, COMPILED, SIMD, serves, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -13,7 +13,7 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.RNN, 
          (rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.GRU, {"reset": "before"})]
 
 
-@pytest.fixture(params=NUMBA_BACKENDS)
+@pytest.fixture(params=COMPILED)
 def impl(request, monkeypatch):
     """The whole-loop, hybrid or batch-split kernels, by name, at the small test sizes."""
     return use_backend(request.param, monkeypatch)
@@ -48,7 +48,7 @@ def test_compiled_equals_reference(cls, kw, dtype, tol, L, bidir, ragged, impl, 
 
 @pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("impl_name", NUMBA_BACKENDS)
+@pytest.mark.parametrize("impl_name", COMPILED)
 def test_nan_propagates_through_the_kernels(cls, dtype, impl_name, monkeypatch):
     """A NaN must reach the output (and so the training loop's guard), never be clamped away."""
     layer = cls(4, 5, dtype=dtype, seed=0, backend=use_backend(impl_name, monkeypatch))
@@ -86,7 +86,7 @@ def test_backward_does_not_read_the_returned_output(cls, kw, num_layers, bidirec
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("impl_name", NUMBA_BACKENDS)
+@pytest.mark.parametrize("impl_name", COMPILED)
 @pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU])
 def test_next_forward_reuses_the_cache_arrays_but_never_an_output(cls, impl_name, monkeypatch):
     """A forward hands the last forward's cache arrays to its own caches (one set alive, no page faults); the

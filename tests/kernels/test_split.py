@@ -5,12 +5,12 @@ import pytest
 
 import rnnlab
 from rnnlab.kernels import available
-from conftest import NUMBA_BACKENDS, use_backend
+from conftest import COMPILED, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
 
-split_only = pytest.mark.skipif("split" not in NUMBA_BACKENDS, reason="numba is not installed")
+split_only = pytest.mark.skipif("split" not in COMPILED, reason="numba is not installed")
 
 
 @split_only
