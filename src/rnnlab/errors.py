@@ -34,6 +34,10 @@ class DTypeError(RnnlabError, TypeError):
     """An array has a dtype that cannot be used (integer, complex, object...)."""
 
 
+class DataError(RnnlabError, ValueError):
+    """The user's data cannot be read as sequences (a bad value, column, label or file; named in the message)."""
+
+
 class BackendError(RnnlabError, ValueError):
     """The backend asked for cannot serve this layer or call (it names the ones that can)."""
 

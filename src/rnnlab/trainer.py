@@ -36,6 +36,8 @@ class RunResult:
     train_seconds: float = 0.0                      # time inside training steps only (no evaluation, no I/O)
     step_seconds: list = field(default_factory=list)  # each training step's time (the first includes compiling)
     steps_run: int = 0
+    stopped_early: bool = False                     # patience ran out; the weights are the best evaluation's
+    best_step: int | None = None                    # early stopping: the step of the best validation loss
     clipped_steps: int = 0
     skipped_steps: int = 0
     warnings: list = field(default_factory=list)
@@ -129,12 +131,21 @@ def _first_nonfinite(grads: dict):
     return None
 
 
+def _epochs_to_steps(cfg: TrainConfig, task) -> None:
+    if not cfg.epochs:
+        return
+    if not hasattr(task, "steps_per_epoch"):
+        raise ConfigError(f"epochs: task {cfg.task!r} has no fixed set of sequences to pass over; give steps instead")
+    cfg.steps = cfg.epochs * task.steps_per_epoch(cfg.batch_size)
+
+
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path | None, progress: bool):
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None, progress: bool, task=None):
         self.cfg = cfg
         self.run_dir = run_dir
         self.progress = progress and not cfg.quiet
-        self.task = build_task(cfg)
+        self.task = build_task(cfg) if task is None else task
+        _epochs_to_steps(cfg, self.task)
         self.mcfg = model_config_for(cfg, self.task)
         _check_mode(cfg, self.task, self.mcfg)
         self.model = SequenceModel(self.mcfg, seed=np.random.default_rng([cfg.seed, 0]))
@@ -147,6 +158,8 @@ class _Trainer:
         self.last_val = {}
         self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(), out=run_dir)
         self._norm_ema = None
+        self.best = None               # early stopping: (val loss, step, weights) of the best evaluation
+        self.bad_evals = 0
 
     # --------------------------------------------------------------- checkpoints
     def meta(self) -> dict:
@@ -154,7 +167,9 @@ class _Trainer:
                 "task_info": self.task.info(), "step": self.step, "optimizer_t": self.opt.t,
                 "rng_data": _rng_state(self.data_rng), "rng_model": _rng_state(self.model.rng),
                 "metrics": self.last_val, "clipped_steps": self.result.clipped_steps,
-                "skipped_steps": self.result.skipped_steps, "n_state": 0 if self.state is None else len(self._state_tuple())}
+                "skipped_steps": self.result.skipped_steps, "n_state": 0 if self.state is None else len(self._state_tuple()),
+                "best": None if self.best is None else {"loss": self.best[0], "step": self.best[1]},
+                "bad_evals": self.bad_evals, "stopped_early": self.result.stopped_early}
 
     def _state_tuple(self):
         return self.state if isinstance(self.state, tuple) else (self.state,)
@@ -164,12 +179,21 @@ class _Trainer:
         tensors.update({f"optim/{k}": v for k, v in self.opt.state_arrays().items()})
         if self.state is not None:
             tensors.update({f"state/{i}": s for i, s in enumerate(self._state_tuple())})
+        if self.best is not None:
+            tensors.update({f"best/{k}": v for k, v in self.best[2].items()})
         save_checkpoint(path, tensors, self.meta())
 
     def restore(self, path):
         tensors, meta = load_checkpoint(path)
         if meta.get("kind") != "training":
             raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
+        stored, now = meta.get("task_info", {}), self.task.info()
+        for key in ("data_digest", "val_data_digest"):
+            if key in stored and stored[key] != now.get(key):
+                which = self.cfg.data if key == "data_digest" else self.cfg.val_data
+                raise CheckpointError(f"{path}: the data file {which} changed since this run started (sha256 "
+                                      f"{stored[key][:12]}... then, {str(now.get(key))[:12]}... now); a resumed run "
+                                      f"needs the same data -- restore the file or start a new run")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         self.opt.load_state_arrays({k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}, meta["optimizer_t"])
         _set_rng_state(self.data_rng, meta["rng_data"])
@@ -178,6 +202,11 @@ class _Trainer:
         self.last_val = meta.get("metrics", {})
         self.result.clipped_steps = meta.get("clipped_steps", 0)
         self.result.skipped_steps = meta.get("skipped_steps", 0)
+        if meta.get("best"):
+            self.best = (meta["best"]["loss"], meta["best"]["step"],
+                         {k[5:]: v for k, v in tensors.items() if k.startswith("best/")})
+        self.bad_evals = meta.get("bad_evals", 0)
+        self.result.stopped_early = meta.get("stopped_early", False)
         n_state = meta.get("n_state", 0)
         if n_state:
             st = tuple(tensors[f"state/{i}"] for i in range(n_state))
@@ -258,6 +287,16 @@ class _Trainer:
         return {"loss": loss, **task.extra_metrics(loss, logits, batch), "grad_norm": norm,
                 "clipped": bool(clipped), "lr": lr}
 
+    def _patience_ran_out(self) -> bool:
+        """Keep the best weights; True after ``patience`` evaluations in a row without a lower val loss."""
+        loss = self.last_val["loss"]
+        if self.best is None or loss < self.best[0]:
+            self.best = (loss, self.step, {k: v.copy() for k, v in self.params.items()})
+            self.bad_evals = 0
+            return False
+        self.bad_evals += 1
+        return self.bad_evals >= self.cfg.patience
+
     def run(self) -> RunResult:
         cfg = self.cfg
         bar = None
@@ -269,7 +308,7 @@ class _Trainer:
         t0 = time.perf_counter()
         start = self.step
         try:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and not self.result.stopped_early:
                 ts = time.perf_counter()
                 m = self.train_step()
                 self.result.step_seconds.append(time.perf_counter() - ts)
@@ -281,6 +320,8 @@ class _Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
                     self.last_val = evaluate(self.model, self.task)
                     self.log({"step": self.step, "split": "val", **self.last_val})
+                    if cfg.patience and self._patience_ran_out():
+                        self.result.stopped_early = True
                 if self.run_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save(self.run_dir / CHECKPOINT)
                 if bar is not None:
@@ -297,6 +338,11 @@ class _Trainer:
         r = self.result
         r.seconds = time.perf_counter() - t0
         r.steps_run = self.step - start
+        if cfg.patience and self.best is not None:
+            for k, v in self.best[2].items():          # the best evaluation's weights, as Keras' restore_best_weights
+                self.params[k][...] = v
+            r.best_step = self.best[1]
+            self.last_val = evaluate(self.model, self.task)
         r.final = self.last_val or evaluate(self.model, self.task)
         if self.run_dir is not None:
             self.save(self.run_dir / CHECKPOINT)
@@ -344,11 +390,15 @@ def _prepare_run_dir(out: str, cfg: TrainConfig) -> Path | None:
     return run_dir
 
 
-def train(config, progress: bool = False) -> RunResult:
-    """Run a training job. ``config``: a ``TrainConfig`` or a dict of its options."""
+def train(config, progress: bool = False, task=None) -> RunResult:
+    """Run a training job. ``config``: a ``TrainConfig`` or a dict of its options.
+
+    ``task``: a task built by the caller (e.g. ``tasks.sequence_task`` over in-memory arrays) instead of the
+    one ``config`` names; such a run cannot be resumed from its folder, which does not know the data.
+    """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
-    trainer = _Trainer(cfg, None, progress)          # builds and checks everything before touching the disk
+    trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
     trainer.run_dir = trainer.result.out = _prepare_run_dir(cfg.out, cfg)
     return trainer.run()
 

@@ -3,17 +3,45 @@ from __future__ import annotations
 
 from ..errors import check_choice
 from .base import Batch, Task
-from .classify import Classification, digits_task, read_ts, ts_task
+from .classify import digits_task, read_ts, ts_task
 from .forecast import Forecast, read_csv_column, sunspots_path
+from .sequences import SequenceTask, sequence_task
 from .synthetic import Adding, Copy
 from .text import CharLM, read_text, shakespeare_text
 
-TASKS = ("adding", "copy", "digits", "ts", "chars", "forecast")
+TASKS = ("adding", "copy", "digits", "ts", "chars", "forecast", "data")
 
 
-def build_task(cfg, vocab: str | None = None) -> Task:
-    """Build the task named by ``cfg.task`` from the run config (see ``rnnlab.config.TrainConfig``)."""
+def data_task(cfg, info: dict | None = None) -> SequenceTask:
+    """The ``data`` task: the user's file (and validation file). ``info``: a trained model's stored task
+    facts, whose encoding is then used instead of fitting one again."""
+    from pathlib import Path
+
+    from ..encoding import Encoding
+    from ..errors import ConfigError
+    from ..sequences import file_digest, read_data
+    if not cfg.data:
+        raise ConfigError("data: the data task needs a file of sequences (--data FILE: .npz, .csv or .parquet), got none")
+    kw = dict(id_col=cfg.id_col, time_col=cfg.time_col, feature_cols=cfg.feature_cols, target_col=cfg.target_col,
+              channels_first=cfg.channels_first, missing=cfg.missing, min_length=cfg.min_length)
+    train = read_data(cfg.data, **kw)
+    val = read_data(cfg.val_data, **kw) if cfg.val_data else None
+    facts = {"data_digest": file_digest(cfg.data)}
+    if cfg.val_data:
+        facts["val_data_digest"] = file_digest(cfg.val_data)
+    encoding = Encoding.from_dict(info["encoding"]) if info and "encoding" in info else None
+    return sequence_task(f"data:{Path(cfg.data).name}", train, val, cfg.problem, cfg.val_fraction, cfg.seed,
+                         cfg.standardize, cfg.missing, encoding=encoding, info=facts)
+
+
+def build_task(cfg, vocab: str | None = None, info: dict | None = None) -> Task:
+    """Build the task named by ``cfg.task`` from the run config (see ``rnnlab.config.TrainConfig``).
+
+    ``info``: the task facts stored with a trained model (its vocabulary, its data encoding).
+    """
     check_choice("task", cfg.task, TASKS)
+    if cfg.task == "data":
+        return data_task(cfg, info)
     if cfg.task == "adding":
         return Adding(cfg.seq_len, seed=cfg.seed)
     if cfg.task == "copy":
@@ -26,11 +54,12 @@ def build_task(cfg, vocab: str | None = None) -> Task:
             raise ConfigError("ts_train: the ts task needs a .ts file (--ts-train FILE), got none")
         return ts_task(cfg.ts_train, cfg.ts_test or None, cfg.val_fraction, cfg.seed)
     if cfg.task == "chars":
+        vocab = vocab or (info or {}).get("vocab")
         return CharLM(read_text(cfg.text), cfg.seq_len, cfg.val_fraction, vocab=vocab, source=cfg.text)
     path = sunspots_path() if cfg.csv == "sunspots" else cfg.csv
     return Forecast(read_csv_column(path, cfg.column), cfg.seq_len, cfg.horizon, cfg.val_fraction,
                     name=str(cfg.csv))
 
 
-__all__ = ["Batch", "Task", "Adding", "Copy", "Classification", "CharLM", "Forecast", "build_task", "read_ts",
+__all__ = ["Batch", "Task", "Adding", "Copy", "SequenceTask", "sequence_task", "data_task", "CharLM", "Forecast", "build_task", "read_ts",
            "read_text", "read_csv_column", "shakespeare_text", "digits_task", "ts_task", "TASKS"]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Batch, Task
+from ..sequences import Sequences
+from .sequences import SequenceTask, sequence_task
 
 
 def _missing(extra: str, what: str):
@@ -80,88 +81,28 @@ def read_ts(path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     return cases, np.array([index[l] for l in labels]), classes
 
 
-def pad_cases(cases: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """cases of (len_i, D) -> x (T, N, D) zero-padded (missing values as 0), lengths (N,)."""
-    lengths = np.array([len(c) for c in cases])
-    x = np.zeros((lengths.max(), len(cases), cases[0].shape[1]))
-    for i, c in enumerate(cases):
-        x[:len(c), i] = np.nan_to_num(c, nan=0.0)
-    return x, lengths
-
-
-class Classification(Task):
-    """Sequences (T, N, D) with lengths and labels; cross-entropy at each sequence's last valid step."""
-
-    input_mode = "dense"
-    prediction = "softmax"
-    target = "last"
-    metrics = ("loss", "accuracy")
-
-    def __init__(self, name, x_train, len_train, y_train, x_val, len_val, y_val, n_classes, val_batch=256):
-        self.name = name
-        self.x_train, self.len_train, self.y_train = x_train, len_train, y_train
-        self.x_val, self.len_val, self.y_val = x_val, len_val, y_val
-        self.input_size, self.output_size = x_train.shape[2], n_classes
-        self.val_batch = val_batch
-        self.describe_text = (f"{name}: {x_train.shape[1]} train / {x_val.shape[1]} val sequences, "
-                              f"{x_train.shape[2]} features, up to {x_train.shape[0]} steps, {n_classes} classes")
-
-    def _take(self, x, lengths, y, idx) -> Batch:
-        T = int(lengths[idx].max())
-        ragged = not (lengths[idx] == T).all()
-        return Batch(x[:T, idx], y[idx], lengths[idx] if ragged else None)
-
-    def train_batch(self, rng, batch_size, step):
-        idx = rng.integers(0, len(self.y_train), batch_size)
-        return self._take(self.x_train, self.len_train, self.y_train, idx)
-
-    def val_batches(self):
-        n = len(self.y_val)
-        return [self._take(self.x_val, self.len_val, self.y_val, np.arange(i, min(n, i + self.val_batch)))
-                for i in range(0, n, self.val_batch)]
-
-    def baseline(self):
-        counts = np.bincount(self.y_train, minlength=self.output_size)
-        return ("majority-class accuracy", float((self.y_val == counts.argmax()).mean()))
-
-    def describe(self):
-        return self.describe_text
-
-    def extra_metrics(self, loss, logits, batch):
-        return {"accuracy": float((logits.argmax(-1) == batch.targets).mean())}
-
-
-def _split(n, val_fraction, seed):
-    perm = np.random.default_rng([seed, 3]).permutation(n)
-    n_val = max(1, int(round(n * val_fraction)))
-    return perm[n_val:], perm[:n_val]
-
-
-def digits_task(val_fraction=0.2, seed=0) -> Classification:
+def digits_task(val_fraction=0.2, seed=0) -> SequenceTask:
     images, labels = load_digits_sequences()
-    x = images.transpose(1, 0, 2)                                    # (8 rows, N, 8 pixels)
-    lengths = np.full(len(labels), 8)
-    tr, va = _split(len(labels), val_fraction, seed)
-    return Classification("digits", x[:, tr], lengths[tr], labels[tr], x[:, va], lengths[va], labels[va], 10)
+    seqs = Sequences(list(images), labels, feature_names=[f"pixel{j}" for j in range(8)])
+    return sequence_task("digits", seqs, problem="classify", val_fraction=val_fraction, seed=seed,
+                         standardize=False)
 
 
-def ts_task(train_path, test_path=None, val_fraction=0.2, seed=0) -> Classification:
-    cases, labels, classes = read_ts(train_path)
+def ts_sequences(path) -> tuple[Sequences, list[str]]:
+    """A ``.ts`` file as Sequences (labels as the file's class names; missing values stay NaN), and the classes."""
+    cases, labels, classes = read_ts(path)
+    seqs = Sequences(cases, np.array(classes)[labels], feature_names=[f"dim{j}" for j in range(cases[0].shape[1])])
+    return seqs, classes
+
+
+def ts_task(train_path, test_path=None, val_fraction=0.2, seed=0) -> SequenceTask:
+    """Standardised per dimension with training statistics; ``?`` values read as the dimension's mean."""
+    from pathlib import Path
+    train, classes = ts_sequences(train_path)
+    val = None
     if test_path:
-        vcases, vlabels, vclasses = read_ts(test_path)
+        val, vclasses = ts_sequences(test_path)
         if vclasses != classes:
             raise ValueError(f"ts_test: class labels {vclasses} differ from ts_train's {classes}")
-    else:
-        tr, va = _split(len(labels), val_fraction, seed)
-        vcases, vlabels = [cases[i] for i in va], labels[va]
-        cases, labels = [cases[i] for i in tr], labels[tr]
-    # standardise each dimension with training statistics
-    allv = np.concatenate(cases)
-    mu, sd = np.nanmean(allv, axis=0), np.nanstd(allv, axis=0) + 1e-8
-    x, lt = pad_cases([(c - mu) / sd for c in cases])
-    xv, lv = pad_cases([(c - mu) / sd for c in vcases])
-    T = max(x.shape[0], xv.shape[0])
-    x = np.pad(x, ((0, T - x.shape[0]), (0, 0), (0, 0)))
-    xv = np.pad(xv, ((0, T - xv.shape[0]), (0, 0), (0, 0)))
-    from pathlib import Path
-    return Classification(f"ts:{Path(train_path).stem}", x, lt, labels, xv, lv, vlabels, len(classes))
+    return sequence_task(f"ts:{Path(train_path).stem}", train, val, problem="classify", val_fraction=val_fraction,
+                         seed=seed, missing="zero")

@@ -1,0 +1,374 @@
+"""The user's own sequences: arrays, lists, long-format tables and files in, one checked form out.
+
+Every input form becomes ``Sequences``: ``cases``, a list of N float arrays ``(T_i, F)``, with the targets
+and the ids beside them. The forms:
+
+    3-D array       (N, T, F) -- or (N, C, T) with ``channels_first=True`` (aeon / sktime layout);
+                    ``lengths`` (N,) marks padded rows: case i is X[i, :lengths[i]]
+    2-D array       (N, T): N univariate sequences (scikit-learn's X read as sequences)
+    list            N arrays (T_i, F) or (T_i,) of any lengths
+    long table      a pandas DataFrame (or a .csv / .parquet file) with one row per (id, time): an id column,
+                    a time column, feature columns and, for training, a target column
+    .npz            arrays ``x`` (N, T, F) or (N, T), ``y`` and optionally ``lengths`` (read without pickle)
+
+Targets: one per sequence (N,) or (N, K), or one per step -- (N, T) / a list of (T_i,) arrays, or a long
+table's target column that changes within an id (tagging). Nothing here standardises or encodes labels;
+that is ``rnnlab.encoding``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, closest
+
+FILE_FORMATS = (".npz", ".csv", ".parquet")
+
+
+@dataclass
+class Sequences:
+    cases: list                        # N float64 arrays (T_i, F)
+    targets: object = None             # (N,) labels | (N, K) floats | list of N (T_i,) per-step labels | None
+    ids: list | None = None            # the long table's id of each case (None: the row index)
+    feature_names: list = field(default_factory=list)
+    notes: list = field(default_factory=list)     # what was done to the data on the way in (e.g. rows sorted)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(c) for c in self.cases], dtype=np.int64)
+
+    @property
+    def num_features(self) -> int:
+        return self.cases[0].shape[1]
+
+    @property
+    def per_step(self) -> bool:
+        """Targets given per step (tagging)."""
+        return isinstance(self.targets, list)
+
+    def subset(self, idx) -> "Sequences":
+        t = self.targets
+        if t is not None:
+            t = [t[i] for i in idx] if isinstance(t, list) else t[idx]
+        return Sequences([self.cases[i] for i in idx], t, None if self.ids is None else [self.ids[i] for i in idx],
+                         self.feature_names, self.notes)
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def available_memory() -> int | None:
+    """Bytes of memory the system reports available (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse an allocation estimated at over half the available memory, before making it."""
+    free = available_memory()
+    if free is not None and nbytes > free // 2:
+        raise DataError(f"{what}: needs about {nbytes / 2**30:.1f} GiB, over half of the "
+                        f"{free / 2**30:.1f} GiB of memory available; use fewer or shorter sequences "
+                        f"(or a machine with more memory)")
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def _finite_features(cases, what, ids=None, names=None):
+    for i, c in enumerate(cases):
+        bad = ~np.isfinite(c)
+        if bad.any():
+            t, f = np.argwhere(bad)[0]
+            who = f"id {ids[i]!r}" if ids is not None else f"case {i}"
+            feat = names[f] if names else f
+            raise DataError(f"{what}: {c[t, f]} in {who}, step {t}, feature {feat!r}; rnnlab does not impute "
+                            f"-- fill or drop missing values first, or pass missing='zero' (--missing zero) to "
+                            f"read them as the feature's training mean")
+
+
+def _as_float_case(a, what):
+    a = np.asarray(a)
+    if a.dtype == object or a.dtype.kind not in "biuf":
+        raise DataError(f"{what}: expected numbers, got an array of dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise DataError(f"{what}: expected a (T, F) or (T,) array, got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise DataError(f"{what}: an empty sequence (0 steps); every sequence needs at least one step")
+    return a
+
+
+def from_arrays(X, y=None, lengths=None, channels_first: bool = False, missing: str = "error") -> Sequences:
+    """X as a 3-D array, a 2-D array of univariate sequences, or a list of (T_i, F) / (T_i,) arrays."""
+    if isinstance(X, (list, tuple)):
+        if len(X) == 0:
+            raise DataError("X: expected at least one sequence, got an empty list")
+        if lengths is not None:
+            raise DataError("lengths: a list of arrays carries its own lengths; pass lengths only with a padded array")
+        if channels_first:                         # (C, T_i) each
+            X = [np.asarray(c).T if np.ndim(c) == 2 else c for c in X]
+        cases = [_as_float_case(c, f"X[{i}]") for i, c in enumerate(X)]
+        widths = sorted({c.shape[1] for c in cases})
+        if len(widths) > 1:
+            first = next(i for i, c in enumerate(cases) if c.shape[1] != cases[0].shape[1])
+            raise DataError(f"X: expected every sequence to have the same number of features, got {cases[0].shape[1]} "
+                            f"in X[0] and {cases[first].shape[1]} in X[{first}]")
+    else:
+        if hasattr(X, "to_numpy") and not hasattr(X, "columns"):
+            X = X.to_numpy()
+        a = np.asarray(X) if not hasattr(X, "columns") else None
+        if a is None:
+            raise DataError("X: a DataFrame is read as a long table; give id_col, time_col and feature_cols "
+                            "(rnnlab.sequences.from_long_frame)")
+        if a.dtype == object:
+            raise DataError(f"X: an array of Python objects (ragged rows?) of shape {a.shape}; pass a list of "
+                            f"(T_i, F) arrays, or a padded (N, T, F) array with lengths=")
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"X: expected numbers, got dtype {a.dtype}")
+        if a.ndim == 2:
+            a = a[:, :, None]                      # (N, T) univariate
+        elif a.ndim == 3:
+            if channels_first:
+                a = a.transpose(0, 2, 1)           # (N, C, T) -> (N, T, C)
+        else:
+            raise DataError(f"X: expected a (N, T, F) or (N, T) array or a list of (T_i, F) arrays, got shape {a.shape}")
+        N, T, _ = a.shape
+        if N == 0 or T == 0:
+            raise DataError(f"X: expected at least one sequence of at least one step, got shape {a.shape}")
+        a = a.astype(np.float64, copy=False)
+        if lengths is None:
+            cases = list(a)
+        else:
+            lengths = np.asarray(lengths)
+            if lengths.shape != (N,) or lengths.dtype.kind not in "iu":
+                raise DataError(f"lengths: expected {N} integers (one per sequence), got {lengths.dtype} array of "
+                                f"shape {lengths.shape}")
+            if lengths.min() < 1 or lengths.max() > T:
+                i = int(np.argmax((lengths < 1) | (lengths > T)))
+                raise DataError(f"lengths: expected values in [1, {T}], got {int(lengths[i])} for sequence {i}")
+            cases = [a[i, :int(n)] for i, n in enumerate(lengths)]
+    if missing == "error":
+        _finite_features(cases, "X")
+    elif np.isinf(np.concatenate([c.ravel() for c in cases])).any():
+        raise DataError("X: Inf values; missing='zero' reads NaN as missing, Inf is refused")
+    return Sequences(cases, _targets(y, cases), feature_names=[str(f) for f in range(cases[0].shape[1])])
+
+
+def _targets(y, cases):
+    """Targets as given, checked against the cases: (N,) / (N, K) per sequence, or per step."""
+    if y is None:
+        return None
+    N = len(cases)
+    lens = [len(c) for c in cases]
+    if isinstance(y, (list, tuple)) and len(y) and all(np.ndim(v) == 1 for v in y) and len(y) == N and (
+            len(set(lens)) > 1 or any(len(v) != 1 for v in y)) and all(len(v) == n for v, n in zip(y, lens)):
+        return [np.asarray(v) for v in y]          # per step, ragged
+    if hasattr(y, "to_numpy"):
+        y = y.to_numpy()
+    y = np.asarray(y)
+    if y.dtype == object and y.ndim == 1 and len(y) and isinstance(y[0], (list, tuple, np.ndarray)):
+        return _targets(list(y), cases)
+    if y.shape[:1] != (N,):
+        raise DataError(f"y: expected {N} targets (one per sequence), got {y.shape[0] if y.ndim else 'a scalar'}"
+                        f" (shape {y.shape})")
+    if y.ndim == 2 and len(set(lens)) == 1 and y.shape[1] == lens[0] and y.dtype.kind not in "f":
+        return [v for v in y]                       # (N, T) labels: per step
+    if y.ndim > 2:
+        raise DataError(f"y: expected (N,) or (N, K) targets, or (N, T) per-step labels, got shape {y.shape}")
+    return y
+
+
+# ------------------------------------------------------------------------------------------------ long tables
+def _column(name, columns, what):
+    if name not in columns:
+        raise DataError(f"{what}: no column {name!r}; the columns are {list(columns)}{closest(name, columns)}")
+    return name
+
+
+def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_col=None,
+                    require_target: bool = True, missing: str = "error", min_length: int = 2,
+                    source: str = "data") -> Sequences:
+    """A long table (one row per id and time) -> Sequences, cases in the order the ids first appear.
+
+    Rows are sorted by time within each id (a note says so when they were not); (id, time) pairs must be
+    unique. ``feature_cols``: a list, a comma-separated string, or None / "" for every other numeric column.
+    ``target_col`` may be missing from the table when ``require_target`` is False (prediction).
+    """
+    import pandas as pd
+    cols = [str(c) for c in df.columns]
+    df = df.rename(columns=dict(zip(df.columns, cols)))
+    _column(id_col, cols, "id_col")
+    _column(time_col, cols, "time_col")
+    has_target = bool(target_col) and target_col in cols
+    if target_col and require_target:
+        _column(target_col, cols, "target_col")
+    if isinstance(feature_cols, str):
+        feature_cols = [c.strip() for c in feature_cols.split(",") if c.strip()]
+    if not feature_cols:
+        rest = [c for c in cols if c not in (id_col, time_col, target_col)]
+        feature_cols = [c for c in rest if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+        skipped = [c for c in rest if c not in feature_cols]
+        if not feature_cols:
+            raise DataError(f"feature_cols: no numeric feature columns in {source} besides id {id_col!r}, time "
+                            f"{time_col!r} and target {target_col!r}; the columns are {cols}")
+    else:
+        skipped = []
+        for c in feature_cols:
+            _column(c, cols, "feature_cols")
+    for c in feature_cols:
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            sample = df[c].dropna().iloc[0] if df[c].notna().any() else None
+            raise DataError(f"feature_cols: column {c!r} of {source} is not numeric (dtype {df[c].dtype}, e.g. "
+                            f"{sample!r}); convert it or leave it out of feature_cols")
+    if len(df) == 0:
+        raise DataError(f"{source}: no rows")
+    if df[id_col].isna().any() or df[time_col].isna().any():
+        which = id_col if df[id_col].isna().any() else time_col
+        raise DataError(f"{which}: {int(df[which].isna().sum())} empty value(s) in column {which!r} of {source}")
+    check_memory(len(df) * len(feature_cols) * 8 * 3, f"{source}")
+    dup = df.duplicated([id_col, time_col])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise DataError(f"{source}: duplicated (id, time) pair ({r[id_col]!r}, {r[time_col]!r}) -- "
+                        f"{int(dup.sum())} duplicated row(s); each id may have one row per time")
+    notes = []
+    order = pd.unique(df[id_col])
+    keyed = df.assign(_rnnlab_order=pd.Categorical(df[id_col], categories=order, ordered=True))
+    is_sorted = keyed.groupby("_rnnlab_order", observed=True, sort=False)[time_col].apply(
+        lambda s: s.is_monotonic_increasing).all()
+    if not is_sorted:
+        notes.append(f"{source}: rows were not in time order within each id; sorted by {time_col!r}")
+    keyed = keyed.sort_values(["_rnnlab_order", time_col], kind="stable")
+    values = keyed[feature_cols].to_numpy(dtype=np.float64)
+    codes = keyed["_rnnlab_order"].cat.codes.to_numpy()
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(codes)]])
+    cases = [values[a:b] for a, b in zip(starts, ends)]
+    ids = [o.item() if hasattr(o, "item") else o for o in order]
+    short = [ids[i] for i, c in enumerate(cases) if len(c) < min_length]
+    if short:
+        hint = (f"; every id has one row -- is {id_col!r} the right id column?" if len(short) == len(cases)
+                else "; drop them, or pass min_length=1 (--min-length 1) to keep them")
+        raise DataError(f"{source}: {len(short)} id(s) with fewer than {min_length} rows, e.g. {short[0]!r}{hint}")
+    if missing == "error":
+        _finite_features(cases, source, ids, feature_cols)
+    targets = None
+    if has_target:
+        t = keyed[target_col]
+        if t.isna().any():
+            r = keyed[t.isna()].iloc[0]
+            raise DataError(f"target_col: empty target in id {r[id_col]!r}, time {r[time_col]!r} of {source}")
+        tv = t.to_numpy()
+        per_case = [tv[a:b] for a, b in zip(starts, ends)]
+        varies = any(len(pd.unique(p)) > 1 for p in per_case)
+        targets = [np.asarray(p) for p in per_case] if varies else np.array([p[0] for p in per_case])
+    if skipped:
+        notes.append(f"{source}: non-numeric columns {skipped} left out of the features")
+    return Sequences(cases, targets, ids, list(feature_cols), notes)
+
+
+# ------------------------------------------------------------------------------------------------ files
+def file_digest(path) -> str:
+    """sha256 of a file's bytes: a run refuses to resume on data that changed since it started."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pandas(what):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError(f"{what} needs pandas; install it with: pip install -e '.[data]'") from None
+    return pd
+
+
+def read_table(path):
+    """A .csv or .parquet file -> DataFrame, with an error naming the file when its content does not fit."""
+    path = Path(path)
+    pd = _pandas(f"reading {path.suffix} files")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise DataError("reading .parquet files needs pyarrow; install it with: pip install -e '.[data]'") from None
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:            # pyarrow raises its own types for a file that is not Parquet
+            raise DataError(f"data: {path} is not a readable Parquet file ({type(exc).__name__}: "
+                            f"{str(exc)[:120]}); is it another format with a .parquet name?") from None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head.startswith(b"PAR1") or head.startswith(b"PK\x03\x04"):
+            kind = "Parquet" if head.startswith(b"PAR1") else "zip (.npz?)"
+            raise DataError(f"data: {path} holds {kind} data, not CSV text; give it its own extension")
+        return pd.read_csv(path)
+    except UnicodeDecodeError:
+        raise DataError(f"data: {path} is not UTF-8 text, so not a CSV file") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data: {path} is empty") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"data: {path} is not a readable CSV file ({str(exc)[:160]})") from None
+
+
+def read_npz(path, channels_first=False, missing="error") -> Sequences:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(f"data: {path} holds object arrays (ragged rows?), which load only with pickle; save a "
+                            f"padded x (N, T, F) with lengths (N,) instead") from None
+        raise DataError(f"data: {path} is not a readable .npz file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"data: {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    if "x" not in arrays:
+        raise DataError(f"data: {path} has no array 'x'; it holds {sorted(arrays)}{closest('x', arrays)}")
+    s = from_arrays(arrays["x"], arrays.get("y"), arrays.get("lengths"), channels_first, missing)
+    return s
+
+
+def read_data(path, id_col="id", time_col="time", feature_cols=None, target_col="target", require_target=True,
+              channels_first=False, missing="error", min_length=2) -> Sequences:
+    """A .npz, .csv or .parquet file -> Sequences (see the module docstring for the layouts)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data: file {str(path)!r} does not exist")
+    if path.suffix not in FILE_FORMATS:
+        raise DataError(f"data: {path.name}: expected a file ending in one of {list(FILE_FORMATS)}, got {path.suffix!r}")
+    check_memory(path.stat().st_size * 4, f"data: {path}")
+    if path.suffix == ".npz":
+        s = read_npz(path, channels_first, missing)
+        if require_target and s.targets is None:
+            raise DataError(f"data: {path} has no array 'y' of targets")
+        return s
+    return from_long_frame(read_table(path), id_col, time_col, feature_cols, target_col, require_target, missing,
+                           min_length, source=str(path))
+
+
+def pad(cases, T: int | None = None, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """cases (T_i, F) -> x (T, N, F) time-major, zero after each case's end, and lengths (N,)."""
+    lengths = np.array([len(c) for c in cases], dtype=np.int64)
+    T = int(lengths.max()) if T is None else T
+    check_memory(T * len(cases) * cases[0].shape[1] * np.dtype(dtype).itemsize, "padded sequences")
+    x = np.zeros((T, len(cases), cases[0].shape[1]), dtype)
+    for i, c in enumerate(cases):
+        x[:len(c), i] = c
+    return x, lengths

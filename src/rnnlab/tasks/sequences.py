@@ -1,0 +1,165 @@
+"""Supervised sequences of the user's own: one label or value per sequence, or one label per step.
+
+    classify   softmax at each sequence's last valid step; cross-entropy; accuracy
+    regress    identity at the last valid step; MSE on standardised targets; mse and mae in the data's units
+    tag        softmax at every valid step; cross-entropy over valid steps; per-step accuracy
+
+Training batches walk through the training sequences in a new order each epoch (the order is a function of
+the seed and the epoch, so a resumed run draws the same batches); a batch is padded to its longest sequence
+and carries ``lengths`` when its sequences differ in length.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..encoding import Encoding, fit_encoding, infer_problem
+from ..errors import DataError
+from ..sequences import Sequences, pad
+from .base import Batch, Task
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of n cases -> (train indices, validation indices), both non-empty."""
+    if n < 2:
+        raise DataError(f"val_fraction: {n} sequence(s) cannot be split into training and validation data; "
+                        f"give more sequences or a separate validation file (--val-data)")
+    perm = np.random.default_rng([seed, 3]).permutation(n)
+    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
+    return perm[n_val:], perm[:n_val]
+
+
+def encode(encoding: Encoding, seqs: Sequences, with_targets: bool = True):
+    """Sequences -> (x (T, N, F) standardised, lengths (N,), targets or None) in the model's terms."""
+    x, lengths = pad(encoding.encode_x(seqs.cases))
+    if not with_targets:
+        return x, lengths, None
+    if seqs.targets is None:
+        raise DataError("y: this needs targets (a target column or array), and the data has none")
+    y = encoding.encode_y(seqs.targets)
+    if encoding.problem == "tag":
+        tags = np.zeros((x.shape[0], len(y)), np.int64)                  # (T, N), 0 after each end
+        for i, v in enumerate(y):
+            if len(v) != lengths[i]:
+                raise DataError(f"y: sequence {i} has {lengths[i]} steps and {len(v)} labels")
+            tags[:len(v), i] = v
+        y = tags
+    return x, lengths, y
+
+
+def take(x, lengths, y, idx, problem) -> Batch:
+    """The batch of sequences ``idx``: padded to its longest, ``lengths`` only when they differ."""
+    T = int(lengths[idx].max())
+    ragged = not (lengths[idx] == T).all()
+    tgt = None if y is None else (y[:T, idx] if problem == "tag" else y[idx])
+    return Batch(x[:T, idx], tgt, lengths[idx] if ragged else None)
+
+
+def chunks(n: int, size: int = 256):
+    return [np.arange(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+class SequenceTask(Task):
+    """Sequences with their targets, encoded with an ``Encoding`` fitted on the training part."""
+
+    input_mode = "dense"
+
+    def __init__(self, name: str, encoding: Encoding, train: Sequences, val: Sequences | None = None,
+                 seed: int = 0, info: dict | None = None, notes=()):
+        self.name, self.encoding, self.problem, self.seed = name, encoding, encoding.problem, seed
+        self.prediction = "identity" if self.problem == "regress" else "softmax"
+        self.target = "every" if self.problem == "tag" else "last"
+        self.metrics = ("loss", "mse", "mae") if self.problem == "regress" else ("loss", "accuracy")
+        self.input_size, self.output_size = len(encoding.x_mean), encoding.output_size
+        self.x_train, self.len_train, self.y_train = encode(encoding, train)
+        self.has_validation = val is not None
+        self.x_val, self.len_val, self.y_val = encode(encoding, val) if val is not None else (
+            self.x_train, self.len_train, self.y_train)
+        self.n_train, self.n_val = len(self.len_train), len(self.len_val)
+        self._info = dict(info or {})
+        self.notes = list(notes)
+        self._epoch, self._perm = -1, None
+
+    # -------------------------------------------------------------- batches
+    def train_batch(self, rng, batch_size, step):
+        n = self.n_train
+        per_epoch = math.ceil(n / batch_size)
+        epoch, k = divmod(step, per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, 7, epoch]).permutation(n)
+        return take(self.x_train, self.len_train, self.y_train, self._perm[k * batch_size:(k + 1) * batch_size],
+                    self.problem)
+
+    def val_batches(self):
+        return [take(self.x_val, self.len_val, self.y_val, idx, self.problem) for idx in chunks(self.n_val)]
+
+    def batches_of(self, seqs: Sequences, with_targets=True) -> list[Batch]:
+        """Other data (a held-out file, new sequences) in this task's encoding."""
+        x, lengths, y = encode(self.encoding, seqs, with_targets)
+        return [take(x, lengths, y, idx, self.problem) for idx in chunks(len(lengths))]
+
+    def steps_per_epoch(self, batch_size) -> int:
+        return math.ceil(self.n_train / batch_size)
+
+    # -------------------------------------------------------------- metrics
+    def _step_mask(self, batch):
+        T, B = batch.targets.shape
+        if batch.lengths is None:
+            return np.ones((T, B), bool)
+        return np.arange(T)[:, None] < np.asarray(batch.lengths)[None, :]
+
+    def extra_metrics(self, loss, logits, batch):
+        if self.problem == "classify":
+            return {"accuracy": float((logits.argmax(-1) == batch.targets).mean())}
+        if self.problem == "tag":
+            m = self._step_mask(batch)
+            return {"accuracy": float(((logits.argmax(-1) == batch.targets) & m).sum() / m.sum())}
+        err = self.encoding.decode_values(logits.reshape(len(logits), -1)) - self.encoding.decode_values(
+            batch.targets.reshape(len(batch.targets), -1))
+        return {"mse": float((err ** 2).mean()), "mae": float(np.abs(err).mean())}
+
+    def baseline(self):
+        if self.problem == "regress":
+            y = self.encoding.decode_values(self.y_val)
+            return ("mean-prediction MSE", float(((y - np.asarray(self.encoding.y_mean)) ** 2).mean()))
+        if self.problem == "tag":
+            ytr = self.y_train[np.arange(self.y_train.shape[0])[:, None] < self.len_train[None, :]]
+            yva = self.y_val[np.arange(self.y_val.shape[0])[:, None] < self.len_val[None, :]]
+            top = np.bincount(ytr, minlength=self.output_size).argmax()
+            return ("majority-label accuracy", float((yva == top).mean()))
+        top = np.bincount(self.y_train, minlength=self.output_size).argmax()
+        return ("majority-class accuracy", float((self.y_val == top).mean()))
+
+    def describe(self):
+        kind = {"classify": f"{self.output_size} classes", "tag": f"{self.output_size} labels per step",
+                "regress": f"{self.output_size} output(s)"}[self.problem]
+        val = f"{self.n_val} val" if self.has_validation else "no validation split (metrics on training data)"
+        return (f"{self.name} ({self.problem}): {self.n_train} train / {val} sequences, {self.input_size} features, "
+                f"up to {self.x_train.shape[0]} steps, {kind}")
+
+    def info(self):
+        return {**self._info, "encoding": self.encoding.to_dict()}
+
+
+def sequence_task(name, train: Sequences, val: Sequences | None = None, problem: str = "auto",
+                  val_fraction: float = 0.0, seed: int = 0, standardize: bool = True, missing: str = "error",
+                  encoding: Encoding | None = None, info: dict | None = None) -> SequenceTask:
+    """Split (when no ``val`` and ``val_fraction`` > 0), fit the encoding on the training part, build the task.
+
+    ``encoding``: a stored one (evaluating a trained model) instead of fitting a new one.
+    """
+    notes = list(train.notes)
+    if encoding is not None:
+        problem = encoding.problem
+    elif problem == "auto":
+        if train.targets is None:
+            raise DataError("y: no targets in the training data")
+        problem, why = infer_problem(train.targets)
+        notes.append(f"problem: {problem} (inferred from {why}; set --problem to choose)")
+    if val is None and val_fraction > 0:
+        tr, va = split_indices(len(train.cases), val_fraction, seed)
+        train, val = train.subset(tr), train.subset(va)
+    if encoding is None:
+        encoding = fit_encoding(train, problem, standardize, missing)
+    return SequenceTask(name, encoding, train, val, seed, info, notes)
