@@ -1,6 +1,6 @@
 """rnnlab: RNN, LSTM and GRU from first principles on NumPy, verified against PyTorch."""
 from .errors import (
-    BackendError, CheckpointError, ConfigError, DTypeError, ModifiedInputError, NonFiniteError, RnnlabError,
+    BackendError, CheckpointError, ConfigError, DataError, DTypeError, ModifiedInputError, NonFiniteError, RnnlabError,
     ShapeError,
 )
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
@@ -9,6 +9,17 @@ from .model import ModelConfig, SequenceModel
 from .trainer import evaluate, load_model, resume, train
 
 __version__ = "0.1.0"
+
+_ESTIMATORS = ("RNNClassifier", "RNNRegressor", "RNNTagger")
+
+
+def __getattr__(name):
+    # the scikit-learn estimators load scikit-learn only when asked for
+    if name in _ESTIMATORS:
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
+
 __all__ = ["RNN", "LSTM", "GRU", "no_grad", "enable_grad", "is_grad_enabled", "SequenceModel", "ModelConfig",
            "train", "resume", "evaluate", "load_model", "RnnlabError", "ShapeError", "ConfigError", "CheckpointError",
-           "NonFiniteError", "DTypeError", "ModifiedInputError", "BackendError"]
+           "NonFiniteError", "DTypeError", "ModifiedInputError", "BackendError", "DataError", *_ESTIMATORS]

@@ -68,6 +68,19 @@ class RecurrentLayer:
         self.row_split = None                  # the batch split's row share (backend "split")
         self.state_grads = {}
 
+    def __getstate__(self):
+        """Pickling (joblib, scikit-learn's clone of a fitted estimator): the weights and options; the cell
+        module and the caches and buffers of the last call are rebuilt or left out."""
+        state = dict(self.__dict__)
+        del state["cell"]
+        state.update(_cache=None, workspace=None, row_split=None, state_grads={})
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.cell = CELLS[self.cell_name]
+        self.workspace = engine.Workspace()
+
     # ----------------------------------------------------------------- parameters
     @property
     def gate_size(self) -> int:

@@ -36,6 +36,7 @@ class Sequences:
     ids: list | None = None            # the long table's id of each case (None: the row index)
     feature_names: list = field(default_factory=list)
     notes: list = field(default_factory=list)     # what was done to the data on the way in (e.g. rows sorted)
+    times: list | None = None          # the long table's time values of each case's steps
 
     @property
     def lengths(self) -> np.ndarray:
@@ -54,8 +55,9 @@ class Sequences:
         t = self.targets
         if t is not None:
             t = [t[i] for i in idx] if isinstance(t, list) else t[idx]
-        return Sequences([self.cases[i] for i in idx], t, None if self.ids is None else [self.ids[i] for i in idx],
-                         self.feature_names, self.notes)
+        pick = (lambda v: None if v is None else [v[i] for i in idx])
+        return Sequences([self.cases[i] for i in idx], t, pick(self.ids), self.feature_names, self.notes,
+                         pick(self.times))
 
 
 # ------------------------------------------------------------------------------------------------ memory
@@ -91,7 +93,7 @@ def _finite_features(cases, what, ids=None, names=None):
             t, f = np.argwhere(bad)[0]
             who = f"id {ids[i]!r}" if ids is not None else f"case {i}"
             feat = names[f] if names else f
-            raise DataError(f"{what}: {c[t, f]} in {who}, step {t}, feature {feat!r}; rnnlab does not impute "
+            raise DataError(f"{what}: NaN or Inf ({c[t, f]}) in {who}, step {t}, feature {feat!r}; rnnlab does not impute "
                             f"-- fill or drop missing values first, or pass missing='zero' (--missing zero) to "
                             f"read them as the feature's training mean")
 
@@ -135,8 +137,13 @@ def from_arrays(X, y=None, lengths=None, channels_first: bool = False, missing: 
         if a.dtype == object:
             raise DataError(f"X: an array of Python objects (ragged rows?) of shape {a.shape}; pass a list of "
                             f"(T_i, F) arrays, or a padded (N, T, F) array with lengths=")
+        if a.dtype.kind == "c":
+            raise DataError(f"X: Complex data not supported (dtype {a.dtype}); expected real numbers")
         if a.dtype.kind not in "biuf":
             raise DataError(f"X: expected numbers, got dtype {a.dtype}")
+        if a.ndim == 1:
+            raise DataError(f"X: expected a (N, T, F) or (N, T) array or a list of (T_i, F) arrays, got shape "
+                            f"{a.shape}. Reshape your data: one univariate sequence is X.reshape(1, -1)")
         if a.ndim == 2:
             a = a[:, :, None]                      # (N, T) univariate
         elif a.ndim == 3:
@@ -162,11 +169,11 @@ def from_arrays(X, y=None, lengths=None, channels_first: bool = False, missing: 
     if missing == "error":
         _finite_features(cases, "X")
     elif np.isinf(np.concatenate([c.ravel() for c in cases])).any():
-        raise DataError("X: Inf values; missing='zero' reads NaN as missing, Inf is refused")
-    return Sequences(cases, _targets(y, cases), feature_names=[str(f) for f in range(cases[0].shape[1])])
+        raise DataError("X: Inf values; missing='zero' reads NaN as missing, an infinite value is refused")
+    return Sequences(cases, check_targets(y, cases), feature_names=[str(f) for f in range(cases[0].shape[1])])
 
 
-def _targets(y, cases):
+def check_targets(y, cases):
     """Targets as given, checked against the cases: (N,) / (N, K) per sequence, or per step."""
     if y is None:
         return None
@@ -179,7 +186,7 @@ def _targets(y, cases):
         y = y.to_numpy()
     y = np.asarray(y)
     if y.dtype == object and y.ndim == 1 and len(y) and isinstance(y[0], (list, tuple, np.ndarray)):
-        return _targets(list(y), cases)
+        return check_targets(list(y), cases)
     if y.shape[:1] != (N,):
         raise DataError(f"y: expected {N} targets (one per sequence), got {y.shape[0] if y.ndim else 'a scalar'}"
                         f" (shape {y.shape})")
@@ -277,7 +284,8 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
         targets = [np.asarray(p) for p in per_case] if varies else np.array([p[0] for p in per_case])
     if skipped:
         notes.append(f"{source}: non-numeric columns {skipped} left out of the features")
-    return Sequences(cases, targets, ids, list(feature_cols), notes)
+    tv = keyed[time_col].to_numpy()
+    return Sequences(cases, targets, ids, list(feature_cols), notes, [tv[a:b] for a, b in zip(starts, ends)])
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -372,3 +380,28 @@ def pad(cases, T: int | None = None, dtype=np.float64) -> tuple[np.ndarray, np.n
     for i, c in enumerate(cases):
         x[:len(c), i] = c
     return x, lengths
+
+
+def write_table(frame, path) -> Path:
+    """Write a DataFrame to .csv or .parquet atomically (the old file stays whole if anything fails)."""
+    import io
+
+    from .checkpoint import atomic_write
+    path = Path(path)
+    if path.suffix not in (".csv", ".parquet"):
+        raise DataError(f"out: expected a file ending in .csv or .parquet, got {path.name!r}")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise DataError("writing .parquet files needs pyarrow; install it with: pip install -e '.[data]'") from None
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        data = buf.getvalue()
+    else:
+        data = frame.to_csv(index=False).encode("utf-8")
+    try:
+        return atomic_write(path, data)
+    except OSError as exc:
+        raise DataError(f"out: could not write {path} ({exc.strerror or exc}); "
+                        f"{getattr(exc, 'rnnlab_kept', 'nothing was written')}") from None

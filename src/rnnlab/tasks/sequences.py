@@ -163,3 +163,51 @@ def sequence_task(name, train: Sequences, val: Sequences | None = None, problem:
     if encoding is None:
         encoding = fit_encoding(train, problem, standardize, missing)
     return SequenceTask(name, encoding, train, val, seed, info, notes)
+
+
+def predict_outputs(model, encoding: Encoding, seqs: Sequences) -> list:
+    """The model's outputs after its prediction layer, one per case in input order: class probabilities (K,),
+    values (K,) in the data's units, or per-step probabilities (T_i, K)."""
+    from ..grad_mode import no_grad
+    x, lengths, _ = encode(encoding, seqs, with_targets=False)
+    was_training = model.rnn.training
+    model.eval()
+    out = []
+    try:
+        with no_grad():
+            for idx in chunks(len(lengths)):
+                b = take(x, lengths, None, idx, encoding.problem)
+                p = model.predict(b.inputs, b.lengths)[0].astype(np.float64)
+                if encoding.problem == "tag":                          # (T, B, K)
+                    out += [p[:lengths[i], j] for j, i in enumerate(idx)]
+                else:                                                   # (B, K)
+                    out += list(encoding.decode_values(p) if encoding.problem == "regress" else p)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def prediction_frame(encoding: Encoding, seqs: Sequences, outputs: list, id_name="id", time_name="time",
+                     target_name="target"):
+    """A pandas DataFrame of predictions: one row per sequence (per step when tagging), with the id,
+    ``prediction`` and, for labels, a ``p_<class>`` column per class."""
+    import pandas as pd
+    ids = seqs.ids if seqs.ids is not None else list(range(len(seqs.cases)))
+    if encoding.problem == "regress":
+        vals = np.stack(outputs)
+        cols = {"prediction": vals[:, 0]} if vals.shape[1] == 1 else {
+            f"prediction_{k}": vals[:, k] for k in range(vals.shape[1])}
+        return pd.DataFrame({id_name: ids, **cols})
+    classes = encoding.classes_array
+    if encoding.problem == "classify":
+        p = np.stack(outputs)
+        return pd.DataFrame({id_name: ids, "prediction": classes[p.argmax(1)],
+                             **{f"p_{c}": p[:, k] for k, c in enumerate(classes.tolist())}})
+    p = np.concatenate(outputs)
+    steps = np.concatenate([np.arange(len(o)) for o in outputs])
+    rows = {id_name: np.repeat(np.array(ids, dtype=object), [len(o) for o in outputs]),
+            (time_name if seqs.ids is not None else "step"): steps, "prediction": classes[p.argmax(1)]}
+    frame = pd.DataFrame({**rows, **{f"p_{c}": p[:, k] for k, c in enumerate(classes.tolist())}})
+    if seqs.times is not None:
+        frame[time_name] = np.concatenate(seqs.times)
+    return frame

@@ -1,0 +1,284 @@
+"""scikit-learn estimators over rnnlab's sequence models: ``RNNClassifier``, ``RNNRegressor``, ``RNNTagger``.
+
+    clf = RNNClassifier(cell="gru", hidden_size=32, epochs=30).fit(X, y)   # X: (N, T, F), (N, T), or a list
+    clf.predict(X_new); clf.predict_proba(X_new); clf.score(X_test, y_test)
+
+Constructor arguments only store hyper-parameters (so ``clone``, ``GridSearchCV`` and ``Pipeline`` work);
+``fit`` reads the data (every form ``rnnlab.sequences`` reads: a 3-D array, (N, C, T) with
+``channels_first=True``, a 2-D array of univariate sequences, a list of (T_i, F) arrays, a long DataFrame
+when ``id_col`` is set), standardises features with training statistics, maps labels to classes and trains
+with the same loop as ``rnnlab train`` (``rnnlab.trainer``). A wide DataFrame (no ``id_col``) is read as a
+2-D array, one univariate sequence per row.
+
+``n_features_in_`` is the number of features per step; sequences of any length are accepted at prediction.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.utils.validation import check_is_fitted
+except ImportError:  # pragma: no cover - the message is the point
+    raise ImportError("rnnlab's estimators need scikit-learn; install it with: pip install -e '.[data]'") from None
+
+from .errors import DataError
+
+_CELL_OPTIONS = ("rnn", "lstm", "gru")
+
+
+class _RNNEstimator(BaseEstimator):
+    """The shared fit/predict of the three estimators; ``_problem`` says which one."""
+
+    _problem = "classify"
+
+    def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False, dropout=0.0,
+                 optimizer="adam", lr=3e-3, epochs=30, batch_size=32, clip=1.0, weight_decay=0.0,
+                 early_stopping=False, validation_fraction=0.1, patience=5, standardize=True,
+                 channels_first=False, id_col=None, time_col="time", feature_cols=None, target_col=None,
+                 missing="error", seed=0, backend="auto", dtype="float32", warm_start=False, verbose=False):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.optimizer = optimizer
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.clip = clip
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.standardize = standardize
+        self.channels_first = channels_first
+        self.id_col = id_col
+        self.time_col = time_col
+        self.feature_cols = feature_cols
+        self.target_col = target_col
+        self.missing = missing
+        self.seed = seed
+        self.backend = backend
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = self.missing == "zero"
+        tags.non_deterministic = False
+        return tags
+
+    # -------------------------------------------------------------- data
+    def _sequences(self, X, y=None, lengths=None, require_target=True):
+        """-> (Sequences, the number of columns when X is a 2-D table, else None)."""
+        from .sequences import Sequences, check_targets, from_arrays, from_long_frame
+        if hasattr(X, "columns") and self.id_col is not None:
+            fc = ",".join(self.feature_cols) if isinstance(self.feature_cols, (list, tuple)) else self.feature_cols
+            s = from_long_frame(X, self.id_col, self.time_col, fc, self.target_col,
+                                require_target=require_target and y is None and bool(self.target_col),
+                                missing=self.missing, source="X")
+            if y is not None:
+                if hasattr(y, "index") and hasattr(y, "reindex") and set(s.ids) <= set(y.index):
+                    y = y.reindex(s.ids)             # labels by id
+                s = Sequences(s.cases, check_targets(y, s.cases), s.ids, s.feature_names, s.notes)
+            return s, None
+        if hasattr(X, "columns"):
+            X = X.to_numpy()
+        X, width = _table(X)
+        return from_arrays(X, y, lengths, self.channels_first, self.missing), width
+
+    def _prepare_y(self, y):
+        return y
+
+    def _config(self, task, has_val):
+        from .config import TrainConfig
+        from .errors import check_choice, check_int
+        check_choice("cell", self.cell, _CELL_OPTIONS)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        per_epoch = task.steps_per_epoch(self.batch_size)
+        return TrainConfig(
+            task="data", model=self.cell, hidden_size=self.hidden_size, num_layers=self.num_layers,
+            bidirectional=self.bidirectional, dropout=float(self.dropout), optimizer=self.optimizer, lr=float(self.lr),
+            epochs=self.epochs, batch_size=self.batch_size, clip=float(self.clip), weight_decay=float(self.weight_decay),
+            patience=self.patience if (self.early_stopping and has_val) else 0,
+            eval_every=per_epoch if has_val else 0, log_every=per_epoch, seed=self.seed, backend=self.backend,
+            dtype=self.dtype, quiet=not self.verbose, missing=self.missing, standardize=self.standardize,
+            val_fraction=0.2).validate()
+
+    def fit(self, X, y=None, validation_data=None, lengths=None):
+        """Train on X (and y, unless a long DataFrame's ``target_col`` holds them).
+
+        ``validation_data``: ``(X_val, y_val)`` evaluated once per epoch (early stopping reads it when
+        ``early_stopping``); without it, ``early_stopping`` holds out ``validation_fraction`` of X.
+        """
+        from .tasks.sequences import sequence_task
+        from .trainer import _Trainer
+        if y is None and not (hasattr(X, "columns") and self.id_col is not None and self.target_col):
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        y = self._prepare_y(y) if y is not None else None
+        train, width = self._sequences(X, y, lengths)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise DataError("validation_data: expected a pair (X_val, y_val)")
+            val = self._sequences(validation_data[0], self._prepare_y(validation_data[1]))[0]
+        fraction = self.validation_fraction if (self.early_stopping and val is None) else 0.0
+        warm = self.warm_start and hasattr(self, "model_")
+        task = sequence_task("fit", train, val, self._problem, fraction, self.seed, self.standardize, self.missing,
+                             encoding=self.encoding_ if warm else None)
+        has_val = task.has_validation
+        cfg = self._config(task, has_val)
+        trainer = _Trainer(cfg, None, self.verbose, task)
+        if warm:
+            trainer.model.load_state_dict(self.model_.state_dict())
+        r = trainer.run()
+        self.model_, self.encoding_ = r.model, task.encoding
+        self.n_features_in_ = task.input_size if width is None else width
+        self._table_width = width
+        self.history_ = r.records
+        self.n_iter_ = -(-r.steps_run // task.steps_per_epoch(cfg.batch_size))
+        self.best_step_ = r.best_step
+        self.stopped_early_ = r.stopped_early
+        self.validation_score_ = r.final if has_val else None
+        self._fitted_hook(train)
+        return self
+
+    def _fitted_hook(self, train):
+        pass
+
+    def _outputs(self, X, lengths=None) -> list:
+        """One output per sequence, after the prediction layer (see ``tasks.sequences.predict_outputs``)."""
+        from .tasks.sequences import predict_outputs
+        check_is_fitted(self, "model_")
+        seqs, width = self._sequences(X, None, lengths, require_target=False)
+        if self._table_width is not None and width != self._table_width:
+            got = width if width is not None else f"sequences of {seqs.num_features} feature(s) per step"
+            raise DataError(f"X has {got} features, but {type(self).__name__} is expecting {self._table_width} "
+                            f"features as input (fitted on a 2-D table: one univariate sequence of "
+                            f"{self._table_width} steps per row)")
+        if seqs.num_features != len(self.encoding_.x_mean):
+            raise DataError(f"X: expected {len(self.encoding_.x_mean)} features per step (as in fit), got "
+                            f"{seqs.num_features}")
+        return predict_outputs(self.model_, self.encoding_, seqs)
+
+
+class RNNClassifier(ClassifierMixin, _RNNEstimator):
+    """One label per sequence (softmax at its last valid step). Labels: integers, strings or booleans."""
+
+    _problem = "classify"
+
+    def _prepare_y(self, y):
+        from sklearn.utils.multiclass import type_of_target
+        from sklearn.utils.validation import column_or_1d
+        if isinstance(y, (list, tuple)) and len(y) and np.ndim(y[0]) > 0:
+            raise DataError("y: a classifier takes one label per sequence; for a label per step use RNNTagger")
+        y = column_or_1d(y, warn=True)
+        kind = type_of_target(y)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"Unknown label type: {kind!r}; RNNClassifier takes class labels (integers, strings or "
+                             f"booleans). Use RNNRegressor for continuous targets")
+        return y
+
+    def _fitted_hook(self, train):
+        self.classes_ = self.encoding_.classes_array
+
+    def predict_proba(self, X, lengths=None):
+        """(N, K) class probabilities, columns in the order of ``classes_``."""
+        return np.stack(self._outputs(X, lengths))
+
+    def predict(self, X, lengths=None):
+        proba = self.predict_proba(X, lengths)
+        return self.classes_[proba.argmax(1)]
+
+
+class RNNRegressor(RegressorMixin, _RNNEstimator):
+    """One value (y (N,)) or vector (y (N, K)) per sequence, read at its last valid step."""
+
+    _problem = "regress"
+
+    def _prepare_y(self, y):
+        a = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        if a.dtype.kind == "c":
+            raise DataError(f"y: Complex data not supported (dtype {a.dtype}); expected real targets")
+        try:
+            return a.astype(np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"y: Unknown label type: RNNRegressor takes numeric targets, got {a.dtype} values such "
+                            f"as {a.ravel()[0]!r}; for class labels use RNNClassifier") from None
+
+    def _fitted_hook(self, train):
+        self._y_1d = np.ndim(train.targets) == 1
+
+    def predict(self, X, lengths=None):
+        y = np.stack(self._outputs(X, lengths))
+        return y[:, 0] if self._y_1d else y
+
+
+class RNNTagger(_RNNEstimator):
+    """A label per step (softmax at every valid step). y: (N, T) labels or a list of (T_i,) label arrays."""
+
+    _problem = "tag"
+
+    def _prepare_y(self, y):
+        if isinstance(y, np.ndarray) and y.ndim == 2:
+            return [v for v in y]
+        return [np.asarray(v) for v in y]
+
+    def _fitted_hook(self, train):
+        self.classes_ = self.encoding_.classes_array
+
+    def predict_proba(self, X, lengths=None):
+        """A list of (T_i, K) per-step probabilities."""
+        return self._outputs(X, lengths)
+
+    def predict(self, X, lengths=None):
+        """A list of (T_i,) label arrays (an (N, T) array when every sequence has the same length)."""
+        labels = [self.classes_[p.argmax(1)] for p in self.predict_proba(X, lengths)]
+        return np.stack(labels) if len({len(v) for v in labels}) == 1 else labels
+
+    def score(self, X, y, lengths=None):
+        """Per-step accuracy over every valid step."""
+        pred = self.predict(X, lengths)
+        y = self._prepare_y(y)
+        hits = total = 0
+        for p, t in zip(pred, y):
+            t = np.asarray(t)
+            if len(p) != len(t):
+                raise DataError(f"y: a sequence of {len(p)} steps has {len(t)} labels")
+            hits += int((np.asarray(p) == t).sum())
+            total += len(t)
+        return hits / total
+
+
+def _table(X):
+    """(X, its number of columns when it is a 2-D table of numbers, else None); sparse and object input checked."""
+    from .errors import DTypeError
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise DTypeError("X: sparse input is not supported; pass a dense array (X.toarray())")
+    if isinstance(X, (list, tuple)):
+        try:
+            a = np.asarray(X)
+        except ValueError:                     # ragged: a list of sequences of different lengths
+            return X, None
+        if a.ndim != 2 or a.dtype == object:
+            return X, None
+        X = a
+    if isinstance(X, np.ndarray) and X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(f"X: expected numbers, got an object array holding {X.ravel()[0]!r} ({exc})") from None
+    X = np.asarray(X) if not isinstance(X, (list, tuple)) else X
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        if X.shape[1] == 0:
+            raise DataError(f"X: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required (each row is a "
+                            f"sequence and needs at least one step)")
+        return X, X.shape[1]
+    return X, None
+
+
+__all__ = ["RNNClassifier", "RNNRegressor", "RNNTagger"]
