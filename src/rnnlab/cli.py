@@ -2,7 +2,8 @@
 
     rnnlab train    [--config FILE] [--task ...] [--model ...] ...   train a model (flags override the file)
     rnnlab resume   DIR                                              continue a killed run from its checkpoint
-    rnnlab evaluate RUN_OR_CHECKPOINT                                validation metrics of a trained model
+    rnnlab evaluate RUN_OR_CHECKPOINT [--data FILE]                  validation (or held-out file) metrics
+    rnnlab predict  RUN --data FILE --out preds.csv|.parquet         predictions for new sequences
     rnnlab sample   RUN_OR_CHECKPOINT [--length N] [--prompt S]       text from a character model
     rnnlab compare  [--config FILE] [--task ...] [--models rnn,lstm,gru]  RNN vs LSTM vs GRU, with a report
     rnnlab gradients [CHECKPOINT] [--task ...] [--sweep 0.5:1.5:11]   gradient-flow diagnostics and figures
@@ -158,21 +159,72 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def _data_run(checkpoint):
+    """(model, config, encoding) of a run trained on --data; a clear error for any other run."""
+    from .config import TrainConfig
+    from .encoding import Encoding
+    from .errors import ConfigError
+    from .trainer import load_model
+    model, meta = load_model(checkpoint)
+    cfg = TrainConfig.from_dict(meta["config"])
+    info = meta.get("task_info", {})
+    if "encoding" not in info:
+        raise ConfigError(f"data: {checkpoint} was trained on task {cfg.task!r}, not on sequences of a file or "
+                          f"arrays; --data works with runs of `rnnlab train --data FILE`")
+    return model, cfg, Encoding.from_dict(info["encoding"]), meta
+
+
+def _read_like(cfg, path, require_target):
+    from .sequences import read_data
+    return read_data(path, cfg.id_col, cfg.time_col, cfg.feature_cols, cfg.target_col, require_target,
+                     cfg.channels_first, cfg.missing, cfg.min_length)
+
+
 def cmd_evaluate(args) -> int:
     from .config import TrainConfig
     from .tasks import build_task
     from .trainer import evaluate, load_model
-    model, meta = load_model(args.checkpoint)
-    cfg = TrainConfig.from_dict(meta["config"])
-    task = build_task(cfg, vocab=meta.get("task_info", {}).get("vocab"))
-    metrics = evaluate(model, task)
-    print(f"{cfg.task} / {cfg.model}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    b = task.baseline()
-    if b:
-        print(f"baseline: {b[0]} {b[1]:.4f}")
+    if args.data:
+        from .tasks.sequences import SequenceTask
+        model, cfg, encoding, _ = _data_run(args.checkpoint)
+        seqs = _read_like(cfg, args.data, True)
+        task = SequenceTask(f"data:{Path(args.data).name}", encoding, seqs)     # the file as the data to score
+        metrics = evaluate(model, task, task.batches_of(seqs))
+        print(f"{Path(args.data).name} ({len(seqs.cases)} sequences) / {cfg.model}: "
+              + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        for n in seqs.notes:
+            print(f"note: {n}")
+    else:
+        model, meta = load_model(args.checkpoint)
+        cfg = TrainConfig.from_dict(meta["config"])
+        task = build_task(cfg, info=meta.get("task_info", {}))
+        metrics = evaluate(model, task)
+        print(f"{cfg.task} / {cfg.model}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        b = task.baseline()
+        if b:
+            print(f"baseline: {b[0]} {b[1]:.4f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(metrics, fh, indent=2)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .sequences import write_table
+    from .tasks.sequences import prediction_frame, predict_outputs
+    model, cfg, encoding, _ = _data_run(args.checkpoint)
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        from .errors import ConfigError
+        raise ConfigError(f"out: expected a file ending in .csv or .parquet, got {out.name!r}")
+    seqs = _read_like(cfg, args.data, False)
+    frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs),
+                             id_name=cfg.id_col if seqs.ids is not None else "index", time_name=cfg.time_col)
+    write_table(frame, out)
+    for n in seqs.notes:
+        print(f"note: {n}")
+    print(f"wrote {out}: {len(frame)} rows ({encoding.problem}; columns {', '.join(map(str, frame.columns[:6]))}"
+          f"{', ...' if len(frame.columns) > 6 else ''})")
     return 0
 
 
@@ -308,7 +360,7 @@ def cmd_gradients(args) -> int:
         if args.checkpoint:
             model, meta = load_model(args.checkpoint)
             cfg = TrainConfig.from_dict(meta["config"])
-            task = build_task(cfg, vocab=meta.get("task_info", {}).get("vocab"))
+            task = build_task(cfg, info=meta.get("task_info", {}))
             label = f"{cfg.model} ({Path(args.checkpoint).name})"
         else:
             cfg = resolve(args.config, model_flags)
@@ -453,8 +505,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="validation metrics of a trained model")
     e.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")
+    e.add_argument("--data", help="score a held-out file (same layout as the run's --data) instead of the "
+                   "run's validation data")
     e.add_argument("--json", help="write the metrics to this JSON file")
     e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="predictions of a run trained on --data for a new file",
+                        description="Predict for every sequence (every step when tagging) of a file in the run's "
+                        "data layout; the target column may be absent. Features are standardised and labels "
+                        "mapped with the run's stored statistics.")
+    pr.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")
+    pr.add_argument("--data", required=True, help=".npz, .csv or .parquet file of sequences")
+    pr.add_argument("--out", required=True, help="predictions file: .csv or .parquet (written atomically)")
+    pr.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("sample", help="generate text from a character model")
     s.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")

@@ -193,7 +193,10 @@ def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
         J = state_jacobians(layer, x[:Tb, b], l)
         nb = np.array([np.linalg.norm(j, 2) for j in J])
         norms.append(np.pad(nb, (x.shape[0] - Tb, 0), constant_values=np.nan))   # align on the last step
-    return np.nanmean(np.stack(norms), axis=0)
+    norms = np.stack(norms)
+    seen = (~np.isnan(norms)).sum(axis=0)
+    # steps before every short sequence's start have no norm: NaN there, without nanmean's empty-slice warning
+    return np.where(seen > 0, np.nansum(norms, axis=0) / np.maximum(seen, 1), np.nan)
 
 
 # ----------------------------------------------------------------------------- weights and gates

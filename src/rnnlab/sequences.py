@@ -200,7 +200,9 @@ def check_targets(y, cases):
 # ------------------------------------------------------------------------------------------------ long tables
 def _column(name, columns, what):
     if name not in columns:
-        raise DataError(f"{what}: no column {name!r}; the columns are {list(columns)}{closest(name, columns)}")
+        flag = "--" + what.replace("_", "-")
+        raise DataError(f"{what}: no column {name!r}; the columns are {list(columns)}{closest(name, columns)} "
+                        f"(name it with {what}= / {flag})")
     return name
 
 

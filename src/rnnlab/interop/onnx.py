@@ -43,7 +43,8 @@ class _Builder:
         from onnx import numpy_helper
         name = self.name(base)
         arr = np.asarray(arr, dtype=dtype or self.np_dtype)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        # ascontiguousarray makes a 0-d array 1-d; a scalar index must stay a scalar (Gather drops the axis)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr).reshape(arr.shape), name))
         return name
 
     def node(self, op, inputs, n_out=1, **attrs):
