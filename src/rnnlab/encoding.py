@@ -188,6 +188,6 @@ def fit_encoding(seqs, problem: str, standardize: bool = True, missing: str = "e
         raise DataError("y: NaN or Inf labels")
     classes = np.unique(_cast(flat, kind))
     if len(classes) < 2:
-        raise DataError(f"y: only one class ({classes[0]!r}) in the training data; a classifier needs at least 2 classes")
+        raise DataError(f"y: only one class ({classes[0].item()!r}) in the training data; a classifier needs at least 2 classes")
     enc.classes, enc.label_kind = classes.tolist(), kind
     return enc

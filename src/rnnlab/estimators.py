@@ -83,11 +83,13 @@ class _RNNEstimator(BaseEstimator):
             if y is not None:
                 if hasattr(y, "index") and hasattr(y, "reindex") and set(s.ids) <= set(y.index):
                     y = y.reindex(s.ids)             # labels by id
+                y = self._prepare_y(y)
                 s = Sequences(s.cases, check_targets(y, s.cases), s.ids, s.feature_names, s.notes)
             return s, None
         if hasattr(X, "columns"):
             X = X.to_numpy()
         X, width = _table(X)
+        y = self._prepare_y(y) if y is not None else None
         return from_arrays(X, y, lengths, self.channels_first, self.missing), width
 
     def _prepare_y(self, y):
@@ -119,13 +121,12 @@ class _RNNEstimator(BaseEstimator):
         from .trainer import _Trainer
         if y is None and not (hasattr(X, "columns") and self.id_col is not None and self.target_col):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        y = self._prepare_y(y) if y is not None else None
         train, width = self._sequences(X, y, lengths)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise DataError("validation_data: expected a pair (X_val, y_val)")
-            val = self._sequences(validation_data[0], self._prepare_y(validation_data[1]))[0]
+            val = self._sequences(validation_data[0], validation_data[1])[0]
         fraction = self.validation_fraction if (self.early_stopping and val is None) else 0.0
         warm = self.warm_start and hasattr(self, "model_")
         task = sequence_task("fit", train, val, self._problem, fraction, self.seed, self.standardize, self.missing,
@@ -199,6 +200,11 @@ class RNNRegressor(RegressorMixin, _RNNEstimator):
     """One value (y (N,)) or vector (y (N, K)) per sequence, read at its last valid step."""
 
     _problem = "regress"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True          # y (N, K): K outputs from one head
+        return tags
 
     def _prepare_y(self, y):
         a = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)

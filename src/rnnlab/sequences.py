@@ -92,7 +92,7 @@ def _finite_features(cases, what, ids=None, names=None):
         if bad.any():
             t, f = np.argwhere(bad)[0]
             who = f"id {ids[i]!r}" if ids is not None else f"case {i}"
-            feat = names[f] if names else f
+            feat = names[f] if names else int(f)
             raise DataError(f"{what}: NaN or Inf ({c[t, f]}) in {who}, step {t}, feature {feat!r}; rnnlab does not impute "
                             f"-- fill or drop missing values first, or pass missing='zero' (--missing zero) to "
                             f"read them as the feature's training mean")
@@ -198,6 +198,11 @@ def check_targets(y, cases):
 
 
 # ------------------------------------------------------------------------------------------------ long tables
+def _py(v):
+    """A NumPy scalar as the Python value it holds, so that messages read 3, not np.int64(3)."""
+    return v.item() if hasattr(v, "item") else v
+
+
 def _column(name, columns, what):
     if name not in columns:
         flag = "--" + what.replace("_", "-")
@@ -206,7 +211,7 @@ def _column(name, columns, what):
     return name
 
 
-def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_col=None,
+def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_col="target",
                     require_target: bool = True, missing: str = "error", min_length: int = 2,
                     source: str = "data") -> Sequences:
     """A long table (one row per id and time) -> Sequences, cases in the order the ids first appear.
@@ -250,7 +255,7 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
     dup = df.duplicated([id_col, time_col])
     if dup.any():
         r = df[dup].iloc[0]
-        raise DataError(f"{source}: duplicated (id, time) pair ({r[id_col]!r}, {r[time_col]!r}) -- "
+        raise DataError(f"{source}: duplicated (id, time) pair ({_py(r[id_col])!r}, {_py(r[time_col])!r}) -- "
                         f"{int(dup.sum())} duplicated row(s); each id may have one row per time")
     notes = []
     order = pd.unique(df[id_col])
@@ -266,7 +271,7 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(codes)]])
     cases = [values[a:b] for a, b in zip(starts, ends)]
-    ids = [o.item() if hasattr(o, "item") else o for o in order]
+    ids = [_py(o) for o in order]
     short = [ids[i] for i, c in enumerate(cases) if len(c) < min_length]
     if short:
         hint = (f"; every id has one row -- is {id_col!r} the right id column?" if len(short) == len(cases)
@@ -279,7 +284,7 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
         t = keyed[target_col]
         if t.isna().any():
             r = keyed[t.isna()].iloc[0]
-            raise DataError(f"target_col: empty target in id {r[id_col]!r}, time {r[time_col]!r} of {source}")
+            raise DataError(f"target_col: empty target in id {_py(r[id_col])!r}, time {_py(r[time_col])!r} of {source}")
         tv = t.to_numpy()
         per_case = [tv[a:b] for a, b in zip(starts, ends)]
         varies = any(len(pd.unique(p)) > 1 for p in per_case)
@@ -339,6 +344,10 @@ def read_table(path):
 
 def read_npz(path, channels_first=False, missing="error") -> Sequences:
     path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            raise DataError(f"data: {path} is not a readable .npz file (not a zip archive of .npy arrays; "
+                            f"write it with numpy.savez)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -350,7 +359,9 @@ def read_npz(path, channels_first=False, missing="error") -> Sequences:
     except (OSError, EOFError) as exc:
         raise DataError(f"data: {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
     if "x" not in arrays:
-        raise DataError(f"data: {path} has no array 'x'; it holds {sorted(arrays)}{closest('x', arrays)}")
+        near = [k for k in arrays if k.lower() in ("x", "xs", "inputs", "features")]
+        hint = f" (did you mean {near[0]!r}? the arrays must be named x, y and lengths)" if near else ""
+        raise DataError(f"data: {path} has no array 'x'; it holds {sorted(arrays)}{hint}")
     s = from_arrays(arrays["x"], arrays.get("y"), arrays.get("lengths"), channels_first, missing)
     return s
 
