@@ -50,6 +50,8 @@ def test_per_step_targets(cases):
     assert s.per_step and [t.tolist() for t in s.targets] == [t.tolist() for t in tags]
     eq = from_arrays(np.ones((3, 4, 1)), np.zeros((3, 4), int))   # (N, T) integer labels: per step
     assert eq.per_step
+    padded = from_arrays(np.ones((2, 4, 1)), np.arange(8).reshape(2, 4), lengths=np.array([4, 2]))
+    assert [t.tolist() for t in padded.targets] == [[0, 1, 2, 3], [4, 5]]           # cut to each length
 
 
 def test_unsorted_times_sorted_and_said(cases):

@@ -166,6 +166,9 @@ def from_arrays(X, y=None, lengths=None, channels_first: bool = False, missing: 
                 i = int(np.argmax((lengths < 1) | (lengths > T)))
                 raise DataError(f"lengths: expected values in [1, {T}], got {int(lengths[i])} for sequence {i}")
             cases = [a[i, :int(n)] for i, n in enumerate(lengths)]
+            yy = None if y is None else np.asarray(y)
+            if yy is not None and yy.ndim == 2 and yy.shape == (N, T) and yy.dtype.kind not in "fc":
+                y = [yy[i, :int(n)] for i, n in enumerate(lengths)]       # padded per-step labels
     if missing == "error":
         _finite_features(cases, "X")
     elif np.isinf(np.concatenate([c.ravel() for c in cases])).any():
