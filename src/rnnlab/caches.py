@@ -88,6 +88,32 @@ class StepCaches:
 
 
 @dataclass
+class DiagonalArrays:
+    """A diagonal cell's forward (``rnnlab.cells.mingru`` ...): h_t = a_t h_{t-1} + b_t (or IndRNN's step)."""
+    x: np.ndarray                       # (T, B, I) in processing order
+    mask: np.ndarray | None             # (T, B, 1)
+    a: np.ndarray                       # (T, B, H) the carry dh_t/dh_{t-1} (1 at padding); complex for the LRU
+    h: np.ndarray                       # (T, B, H) every state
+    h0: np.ndarray                      # (B, H)
+    extra: dict                         # the cell's own arrays (gates, pre-activations)
+    how: str                            # "loop" | "scan": how the forward ran
+    gate_names: tuple = ()              # the entries of ``extra`` that are gates
+    reverse: bool = False               # arrays in processing order: time reversed
+
+    def _time(self, v):
+        return v[::-1] if self.reverse else v
+
+    def gates(self) -> dict:
+        return {k: self._time(self.extra[k]) for k in self.gate_names}
+
+    def states(self) -> dict:
+        prev = self._time(np.concatenate([self.h0[None], self.h[:-1]], axis=0))
+        if np.iscomplexobj(prev):
+            return {"h_prev_re": prev.real, "h_prev_im": prev.imag}
+        return {"h_prev": prev}
+
+
+@dataclass
 class DirCache:
     """One layer and direction of a forward, for its backward."""
     backend: str                        # "numpy" | "loop" | "hybrid" | "split": the backend that made it

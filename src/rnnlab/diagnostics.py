@@ -172,6 +172,13 @@ def _run_prefix(rnn, x, k):
     from .recurrent import scan_forward
     T, B, _ = x.shape
     outs = []
+    if hasattr(rnn, "direction_params"):
+        for d in range(rnn.num_directions):
+            st = tuple(np.zeros((B, rnn.hidden_size), rnn.dtype) for _ in rnn.cell.STATE)
+            xd = x[::-1] if d == 1 else x
+            out = rnn.cell.forward(np.ascontiguousarray(xd), rnn.direction_params(k, d), st, None, "loop")[0]
+            outs.append(out[::-1] if d == 1 else out)
+        return np.concatenate(outs, axis=2)
     for d in range(rnn.num_directions):
         W_ih, W_hh, b_ih, b_hh = rnn.layer_params(k, d)
         xw = (x.reshape(T * B, -1) @ W_ih.T).reshape(T, B, -1)
@@ -183,12 +190,42 @@ def _run_prefix(rnn, x, k):
     return np.concatenate(outs, axis=2)
 
 
+def diagonal_carry(layer, x, l=0, lengths=None) -> np.ndarray:
+    """|dh_t/dh_{t-1}| of a diagonal layer's layer ``l`` (forward direction) on x (T, B, I), that layer's
+    input: (T, B, H), 1 at padded steps (``rnnlab.layers.DiagonalLayer.carry``)."""
+    _layer_index(layer, l)
+    from .checks import lengths_mask
+    x = np.asarray(x, dtype=layer.dtype)
+    T, B, _ = x.shape
+    mask = None if lengths is None else lengths_mask(lengths, T, B, layer.dtype)
+    state0 = tuple(np.zeros((B, layer.hidden_size), layer.dtype) for _ in layer.cell.STATE)
+    _, _, arrays = layer.cell.forward(x, layer.direction_params(l, 0), state0, mask, "loop")
+    return np.abs(layer.cell.carry(arrays))
+
+
+def _diagonal_jacobian_norms(layer, x, l, lengths):
+    """||dh_T/dh_t||_2 = max_j prod_{s=t+1}^{T} |carry_s[j]| exactly, per batch row: (B, T)."""
+    c = diagonal_carry(layer, x, l, lengths)                                # (T, B, H)
+    T, B, _ = c.shape
+    with np.errstate(divide="ignore"):
+        logc = np.log(c)
+    out = np.full((B, T), np.nan)
+    for b in range(B):
+        Tb = T if lengths is None else int(lengths[b])
+        tail = np.concatenate([np.cumsum(logc[1:Tb, b][::-1], axis=0)[::-1], np.zeros((1, c.shape[2]))])
+        out[b, T - Tb:] = np.exp(tail.max(axis=1))                          # aligned on the last step
+    return out
+
+
 def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
     """Mean over up to ``max_sequences`` batch rows of ||dh_T/ds_t||_2, for every t. x (T, B, I)."""
     x = np.asarray(x)
     B = x.shape[1]
     norms = []
-    for b in range(min(B, max_sequences)):
+    if hasattr(layer, "direction_params"):                                 # diagonal: the product of carries
+        n = min(B, max_sequences)
+        norms = list(_diagonal_jacobian_norms(layer, x[:, :n], l, None if lengths is None else lengths[:n]))
+    for b in range(min(B, max_sequences) if not norms else 0):
         Tb = x.shape[0] if lengths is None else int(lengths[b])
         J = state_jacobians(layer, x[:Tb, b], l)
         nb = np.array([np.linalg.norm(j, 2) for j in J])
@@ -201,7 +238,19 @@ def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- weights and gates
 def spectral(layer) -> dict:
-    """For each W_hh (name -> per gate block): singular values and spectral radius."""
+    """For each W_hh (name -> per gate block): singular values and spectral radius. Diagonal layers: the
+    recurrent diagonal itself (IndRNN's u, the LRU's lambda); minGRU and minLSTM have none."""
+    if hasattr(layer, "direction_params"):
+        out = {}
+        for name, W in layer.named_parameters():
+            if name.startswith("weight_hh"):                                # IndRNN: u (H,)
+                mags = np.abs(W.astype(np.float64))
+                out[name] = {"u": {"singular_values": np.sort(mags)[::-1], "spectral_radius": float(mags.max())}}
+            elif name.startswith("nu_log"):                                 # LRU: |lambda| = exp(-exp(nu_log))
+                mags = np.exp(-np.exp(W.astype(np.float64)))
+                out["lambda" + name[len("nu_log"):]] = {"lambda": {"singular_values": np.sort(mags)[::-1],
+                                                                  "spectral_radius": float(mags.max())}}
+        return out
     blocks = layer.cell.GATES
     out = {}
     for name, W in layer.named_parameters():
@@ -215,8 +264,9 @@ def spectral(layer) -> dict:
 
 
 def spectral_radius(layer) -> float:
-    """The largest spectral radius over all W_hh gate blocks."""
-    return max(g["spectral_radius"] for blocks in spectral(layer).values() for g in blocks.values())
+    """The largest spectral radius over all W_hh gate blocks (NaN for a layer without recurrent weights)."""
+    radii = [g["spectral_radius"] for blocks in spectral(layer).values() for g in blocks.values()]
+    return max(radii) if radii else float("nan")
 
 
 def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
@@ -224,6 +274,8 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
     _layer_index(layer, l)
     if layer.cell_name == "rnn":
         return {}
+    if hasattr(layer, "direction_params"):
+        return _diagonal_gate_stats(layer, x, lengths, l, max_span)
     was = layer.training
     layer.eval()
     with enable_grad():                                                     # the gates are read from the cache
@@ -242,18 +294,43 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
         f, i, o = gates["f"], gates["i"], gates["o"]                        # (T, B, H)
         f = np.where(valid[..., None], f, 1.0)                              # padded steps: unspecified, carry 1
         res["forget_mean"] = np.array([f[t][valid[t]].mean() for t in range(T)])
-        logf = np.cumsum(np.log(np.maximum(f, 1e-30)), axis=0)             # (T, B, H)
-        K = T - 1 if max_span is None else min(max_span, T - 1)
-        spans = [1.0]
-        for k in range(1, K + 1):
-            prod = np.exp(logf[k:] - logf[:-k])                              # prod f over (t, t+k]
-            spans.append(float(prod[valid[k:]].mean()))
-        res["forget_product"] = np.array(spans)
+        res["forget_product"] = _span_products(f, valid, max_span)         # prod f over (t, t+k]
         res["saturation"] = {"i": saturation(i), "f": saturation(f), "o": saturation(o)}
     else:
         r, z = gates["r"], gates["z"]
         res["update_carry"] = np.array([z[t][valid[t]].mean() for t in range(T)])
         res["saturation"] = {"r": saturation(r), "z": saturation(z)}
+    return res
+
+
+def _span_products(c, valid, max_span):
+    """Mean over valid steps of prod c over (t, t+k], for k = 0..K: c (T, B, H), 1 at padded steps."""
+    T = c.shape[0]
+    logc = np.cumsum(np.log(np.maximum(c, 1e-30)), axis=0)
+    K = T - 1 if max_span is None else min(max_span, T - 1)
+    spans = [1.0]
+    for k in range(1, K + 1):
+        spans.append(float(np.exp(logc[k:] - logc[:-k])[valid[k:]].mean()))
+    return np.array(spans)
+
+
+def _diagonal_gate_stats(layer, x, lengths, l, max_span):
+    """The diagonal carry |dh_t/dh_{t-1}| (1 - z, f', u [pre > 0], |lambda|): its mean per step and its mean
+    product over spans of k steps -- the whole Jacobian, not a bound -- and the gates' saturation."""
+    x = np.asarray(x)
+    T, B = x.shape[:2]
+    valid = np.ones((T, B), bool) if lengths is None else (np.arange(T)[:, None] < np.asarray(lengths)[None, :])
+    c = diagonal_carry(layer, x, l, lengths).astype(np.float64)
+    res = {"carry_mean": np.array([c[t][valid[t]].mean() for t in range(T)]),
+           "carry_product": _span_products(c, valid, max_span)}
+    if layer.cell.GATES:
+        was = layer.training
+        layer.eval()
+        with enable_grad():
+            layer(x, lengths=lengths)
+        layer.train(was)
+        res["saturation"] = {k: float(((v[valid] < 0.05) | (v[valid] > 0.95)).mean())
+                             for k, v in layer.gates(l).items()}
     return res
 
 

@@ -176,6 +176,15 @@ class Workspace:
 
 
 # ------------------------------------------------------------------ the stack
+def dropout_mask(layer, shape):
+    """Inverted dropout between layers in training: kept / (1 - p), drawn from the layer's generator; None
+    when off."""
+    if not (layer.training and layer.dropout > 0):
+        return None
+    kept = layer.rng.random(shape) >= layer.dropout
+    return kept.astype(layer.dtype) / layer.dtype(1.0 - layer.dropout)
+
+
 def forward(layer, x, states0, mask, keep, guards=()):
     """x (T, B, I) through every layer and direction of ``layer`` (a ``rnnlab.layers.RecurrentLayer``).
     -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
@@ -212,10 +221,7 @@ def forward(layer, x, states0, mask, keep, guards=()):
                 if keep:
                     dirs.append(DirCache(backend, layer.cell_name, inp, mask, d == 1, layer.cell_opts, arrays))
             out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)    # (T, B, D*H)
-            drop = None
-            if layer.training and layer.dropout > 0 and l < L - 1:
-                kept = layer.rng.random(out_l.shape) >= layer.dropout
-                drop = kept.astype(layer.dtype) / layer.dtype(1.0 - layer.dropout)
+            drop = dropout_mask(layer, out_l.shape) if l < L - 1 else None
             if keep:
                 layer_caches.append(LayerCache(inp, dirs, drop))
             inp = out_l if drop is None else out_l * drop

@@ -10,9 +10,9 @@ import inspect
 
 import numpy as np
 
-from . import checks, engine
-from .cells import CELLS
-from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_float, check_int
+from . import checks, diagonal, engine
+from .cells import CELLS, DIAGONAL
+from .errors import BackendError, ConfigError, DTypeError, ShapeError, check_choice, check_float, check_int
 from .grad_mode import is_grad_enabled
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -54,9 +54,9 @@ class RecurrentLayer:
         # bound BPTT memory: keep states every bptt_segment steps, recompute inside segments in backward
         self.bptt_segment = None if bptt_segment is None else check_int("bptt_segment", bptt_segment, 1)
         self.dtype = resolve_dtype(dtype)
-        self.cell = CELLS[self.cell_name]
+        self.cell = self._cell_module()
         self.cell_opts = dict(cell_opts or {})
-        self.backend = engine.check_backend(backend, self.cell_name, self.cell_opts, self.bptt_segment)
+        self.backend = self._check_backend(backend, self.bptt_segment)
         self.training = True
         self.rng = np.random.default_rng(seed)
         self.num_directions = 2 if self.bidirectional else 1
@@ -78,8 +78,17 @@ class RecurrentLayer:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self.cell = CELLS[self.cell_name]
+        self.cell = self._cell_module()
         self.workspace = engine.Workspace()
+
+    # the stack (``engine``) and the cells it runs; the diagonal layers have their own
+    _stack = engine
+
+    def _cell_module(self):
+        return CELLS[self.cell_name]
+
+    def _check_backend(self, backend, segment):
+        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment)
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -153,7 +162,7 @@ class RecurrentLayer:
     def set_backend(self, backend="auto", bptt_segment=None):
         """Change the backend and the BPTT segment length of a built layer (checked as in the constructor)."""
         segment = None if bptt_segment is None else check_int("bptt_segment", bptt_segment, 1)
-        self.backend = engine.check_backend(backend, self.cell_name, self.cell_opts, segment)
+        self.backend = self._check_backend(backend, segment)
         self.bptt_segment = segment
         return self
 
@@ -201,7 +210,7 @@ class RecurrentLayer:
         states0 = checks.initial_states(hx, len(self.cell.STATE), type(self).__name__,
                                         self.num_layers * self.num_directions, B, self.hidden_size, unbatched,
                                         self.dtype, check_finite, watched if keep else None)
-        output, finals, cache = engine.forward(self, x, states0, mask, keep, checks.guard_inputs(watched))
+        output, finals, cache = self._stack.forward(self, x, states0, mask, keep, checks.guard_inputs(watched))
         if cache is not None:
             cache.unbatched = unbatched
         self._cache, self._no_grad_forward = cache, not keep
@@ -272,7 +281,7 @@ class RecurrentLayer:
         d_final = checks.final_state_grads(d_hn, cache.n_state, type(self).__name__,
                                            self.num_layers * self.num_directions, B, self.hidden_size,
                                            cache.unbatched, self.dtype, check_finite)
-        dx, d_init, state_grads = engine.backward(self, cache, d_output, d_final, record_state_grads)
+        dx, d_init, state_grads = self._stack.backward(self, cache, d_output, d_final, record_state_grads)
         if record_state_grads:
             self.state_grads = state_grads
         if cache.unbatched:
@@ -348,7 +357,137 @@ class GRU(RecurrentLayer):
         return self.cell_opts["reset"]
 
 
-LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}     # the one registry of layer kinds, keyed as rnnlab.cells.CELLS
+class DiagonalLayer(RecurrentLayer):
+    """Shared face of the diagonal cells (``rnnlab.cells.DIAGONAL``): the same arguments, shapes, state dict,
+    lengths, stacking and directions as RNN/LSTM/GRU, run by ``rnnlab.diagonal``. ``backend``: ``'auto'``,
+    ``'numpy'`` (step by step) or ``'scan'`` (parallel over time, where the cell's recurrence is linear)."""
+
+    _stack = diagonal
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, *, recurrent_init="uniform", bptt_segment=None, **kw):
+        if recurrent_init != "uniform":
+            raise ConfigError(f"recurrent_init: the {self.cell_name} layer has its own initialisation (see "
+                              f"rnnlab.cells.{self.cell_name}), got recurrent_init={recurrent_init!r}")
+        if bptt_segment is not None:
+            raise BackendError(f"bptt_segment: the {self.cell_name} layer keeps every state (its memory is that of "
+                               f"one (T, B, H) array per direction), got bptt_segment={bptt_segment!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **kw)
+
+    def _cell_module(self):
+        return DIAGONAL[self.cell_name]
+
+    def _check_backend(self, backend, segment):
+        if segment is not None:
+            raise BackendError(f"bptt_segment: not used by the {self.cell_name} layer, got {segment}")
+        return diagonal.check_backend(backend, self.cell_name, self.cell)
+
+    @property
+    def gate_size(self) -> int:
+        return max(1, len(self.cell.BLOCKS)) * self.hidden_size
+
+    def _param_shapes(self) -> dict:
+        shapes, H = {}, self.hidden_size
+        for l in range(self.num_layers):
+            in_l = self.input_size if l == 0 else H * self.num_directions
+            for d in range(self.num_directions):
+                s = self.suffix(l, d)
+                shapes.update({k + s: v for k, v in self.cell.param_shapes(in_l, H, self.bias).items()})
+        return shapes
+
+    def _init_params(self) -> dict:
+        params, H = {}, self.hidden_size
+        for l in range(self.num_layers):
+            in_l = self.input_size if l == 0 else H * self.num_directions
+            for d in range(self.num_directions):
+                s = self.suffix(l, d)
+                p = self.cell.init(self.rng, in_l, H, self.bias, self.dtype, self.cell_opts)
+                params.update({k + s: v for k, v in p.items()})
+        return params
+
+    def direction_params(self, l, d) -> dict:
+        """The parameters of layer l, direction d, by their names without the suffix."""
+        s = self.suffix(l, d)
+        return {n: self._params[n + s] for n in self.cell.param_shapes(1, 1, self.bias)}
+
+    def layer_params(self, l, d):
+        raise AttributeError(f"layer_params: the {self.cell_name} layer has no W_ih/W_hh/b_ih/b_hh quadruple; "
+                             f"use direction_params(l, d)")
+
+    def blas_scope(self, B):
+        return engine.blas_context("numpy", B, self.gate_size, self.hidden_size), np.matmul
+
+    def carry(self, l=0, d=0) -> np.ndarray:
+        """|dh_t/dh_{t-1}| of the last forward with gradients, a diagonal per step: (T, B, H) -- 1 - z (minGRU),
+        f' (minLSTM), u [pre > 0] (IndRNN), |lambda| (LRU); 1 at padded steps."""
+        if self._cache is None:
+            raise RuntimeError("carry: no forward with gradients to read it from; call forward first")
+        check_int("l", l, 0, self.num_layers - 1)
+        check_int("d", d, 0, self.num_directions - 1)
+        arrays = self._cache.layers[l].dirs[d].arrays
+        c = np.abs(self.cell.carry(arrays))
+        return np.array(c[::-1] if arrays.reverse else c)
+
+
+class MinGRU(DiagonalLayer):
+    """minGRU (Feng et al. 2024): h_t = (1 - z_t) h_{t-1} + z_t g(W_h x_t + b_h), z_t = sigmoid(W_z x_t + b_z);
+    the equations in ``rnnlab.cells.mingru``. Parameters ``weight_ih_l{k}`` (2H, I) (blocks z, h),
+    ``bias_ih_l{k}``; no recurrent weights. ``backend='scan'`` runs it as a log-space parallel scan."""
+
+    cell_name = "mingru"
+
+
+class MinLSTM(DiagonalLayer):
+    """minLSTM (Feng et al. 2024): h_t = f'_t h_{t-1} + i'_t g(W_h x_t + b_h) with f', i' the normalised forget
+    and input gates of x_t alone (``rnnlab.cells.minlstm``); ``weight_ih_l{k}`` (3H, I), blocks f, i, h."""
+
+    cell_name = "minlstm"
+
+
+class IndRNN(DiagonalLayer):
+    """IndRNN (Li et al. 2018): h_t = relu(W x_t + b + u * h_{t-1}) with one recurrent weight per unit
+    (``weight_hh_l{k}`` (H,)); ``recurrent_max`` bounds |u| after each optimizer step (``constrain``),
+    Li et al. use 2^(1/T). Step by step only (the recurrence is not linear)."""
+
+    cell_name = "indrnn"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, *, recurrent_max=None, **kw):
+        if recurrent_max is not None:
+            recurrent_max = check_float("recurrent_max", recurrent_max, 0.0, low_open=True)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         cell_opts={"recurrent_max": recurrent_max}, **kw)
+
+    def constrain(self) -> None:
+        """Clip every u into [-recurrent_max, recurrent_max] (no-op without a bound)."""
+        bound = self.cell_opts["recurrent_max"]
+        if bound is not None:
+            for k, v in self._params.items():
+                if k.startswith("weight_hh"):
+                    np.clip(v, -bound, bound, out=v)
+
+
+class LRU(DiagonalLayer):
+    """The linear recurrent unit (Orvieto et al. 2023): complex diagonal h_t = lambda h_{t-1} + gamma (B x_t),
+    y_t = Re(C h_t) + D x_t (``rnnlab.cells.lru``). The state is (h_re, h_im), each (L*D, B, H), passed and
+    returned as the LSTM's (h, c). ``r_min``, ``r_max``: the ring |lambda| is drawn from; ``max_phase``."""
+
+    cell_name = "lru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, *, r_min=0.9, r_max=0.999, max_phase=2 * np.pi, **kw):
+        r_min = check_float("r_min", r_min, 0.0, 1.0, high_open=True)
+        r_max = check_float("r_max", r_max, 0.0, 1.0, high_open=True)
+        if r_max < r_min:
+            raise ConfigError(f"r_max: expected r_max >= r_min = {r_min}, got {r_max}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         cell_opts={"r_min": r_min, "r_max": r_max,
+                                    "max_phase": check_float("max_phase", max_phase, 0.0, low_open=True)}, **kw)
+
+
+# the one registry of layer kinds: the classic cells (rnnlab.cells.CELLS) and the diagonal ones (DIAGONAL)
+LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM, "indrnn": IndRNN,
+          "lru": LRU}
 
 
 def layer_class(cell: str) -> type:

@@ -39,6 +39,7 @@ class ModelConfig:
     nonlinearity: str = "tanh"      # RNN only
     reset: str = "after"            # GRU only
     forget_bias: float | None = None  # LSTM only
+    recurrent_max: float | None = None  # IndRNN only: bound on |u|
     recurrent_init: str = "uniform"
     dtype: str = "float32"
 
@@ -79,8 +80,10 @@ class SequenceModel:
             kw["nonlinearity"] = cfg.nonlinearity
         elif cfg.cell == "gru":
             kw["reset"] = cfg.reset
-        elif cfg.forget_bias is not None:
+        elif cfg.cell == "lstm" and cfg.forget_bias is not None:
             kw["forget_bias"] = cfg.forget_bias
+        elif cfg.cell == "indrnn":
+            kw["recurrent_max"] = cfg.recurrent_max
         rnn_in = cfg.embedding_dim if cfg.input_mode == "embedding" else cfg.input_size
         self.rnn = LAYERS[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
                                           bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,

@@ -106,9 +106,15 @@ def plot_gate_stats(stats: dict, out_dir, stem="gates"):
         if "update_carry" in s:
             axes[1].plot(s["update_carry"], label=f"{label}: mean z (carry)", color=_color(label),
                          ls="--" if "init" in label else "-")
+        if "carry_product" in s:                    # diagonal cells: the exact carry |dh_t/dh_{t-1}|
+            axes[0].plot(_positive(s["carry_product"]), label=f"{label}: prod carry", color=_color(label),
+                         ls="--" if "init" in label else "-")
+        if "carry_mean" in s:
+            axes[1].plot(s["carry_mean"], label=f"{label}: mean carry", color=_color(label),
+                         ls="--" if "init" in label else "-")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("span k (steps)")
-    axes[0].set_title("LSTM: mean product of forget gates over k steps")
+    axes[0].set_title("Mean product over k steps: LSTM forget gates; diagonal cells' carry")
     axes[1].set_xlabel("time step t")
     axes[1].set_ylim(0, 1)
     axes[1].set_title("Gate means over time")

@@ -53,7 +53,8 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         num_layers=cfg.num_layers, input_mode=task.input_mode if cfg.input_mode == "auto" else cfg.input_mode,
         embedding_dim=cfg.embedding_dim, prediction=task.prediction, target=task.target, dropout=cfg.dropout,
         bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
-        forget_bias=cfg.forget_bias, recurrent_init=cfg.recurrent_init, dtype=cfg.dtype)
+        forget_bias=cfg.forget_bias, recurrent_init=cfg.recurrent_init, dtype=cfg.dtype,
+        recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
 
 
 def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0):
@@ -281,6 +282,9 @@ class _Trainer:
         self.result.clipped_steps += int(clipped)
         lr = lr_at(self.step, cfg.lr, cfg.steps, cfg.schedule, cfg.warmup, cfg.lr_step_size, cfg.lr_gamma, cfg.min_lr)
         self.opt.step(grads, lr)
+        constrain = getattr(model.rnn, "constrain", None)
+        if constrain is not None:                  # IndRNN: |u| bounded after every update (Li et al. 2018)
+            constrain()
         if task.stateful:
             self.state = new_state
         self.step += 1

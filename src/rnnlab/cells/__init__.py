@@ -13,6 +13,12 @@ equations); ``dxw`` is the gradient with respect to ``xw`` and ``dhw`` with resp
 pre-activation ``h_{t-1} W_hh^T + b_hh`` (they differ only for the GRU). A new cell is one such module and
 one compiled gate kernel in ``rnnlab.kernels.gates``; ``CELLS`` is the one registry of cells.
 """
-from . import gru, lstm, rnn
+from . import gru, indrnn, lru, lstm, mingru, minlstm, rnn
 
 CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+
+# Diagonal cells: the recurrence's Jacobian is diagonal. Each module has STATE, GATES, SCAN (its parallel scan
+# or None), param_shapes(I, H, bias), init(...), forward(x, p, state0, mask, how) -> (out, state, arrays),
+# backward(d_out, d_state, arrays, p) -> (dx, dstate0, grads, dL/dh_t) and carry(arrays); rnnlab.diagonal
+# stacks them.
+DIAGONAL = {"mingru": mingru, "minlstm": minlstm, "indrnn": indrnn, "lru": lru}

@@ -23,6 +23,14 @@ def permute_blocks(W, order, G):
     return np.concatenate([blocks[i] for i in order], axis=0)
 
 
+def require_classic(layer, target: str) -> None:
+    """The converters speak RNN, LSTM and GRU; a diagonal cell (minGRU, minLSTM, IndRNN, LRU) gets its name."""
+    if layer.cell_name not in ("rnn", "lstm", "gru"):
+        raise InteropError(f"layer: {target} has no operator or module for the {layer.cell_name} recurrence "
+                           f"(its converters cover rnn, lstm and gru); keep the model in rnnlab (checkpoints, "
+                           f"state_dict as safetensors)")
+
+
 def require(module: str, extra: str):
     import importlib
     try:

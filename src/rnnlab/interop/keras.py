@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cells import CELLS
-from . import InteropError, permute_blocks
+from . import InteropError, permute_blocks, require_classic
 
 G = {name: cell.G for name, cell in CELLS.items()}
 TO_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}      # Keras block j = PyTorch block TO_KERAS[j]
@@ -25,6 +25,7 @@ FROM_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}    # the permu
 
 def to_keras(layer) -> list[list[np.ndarray]]:
     """One list of weights per layer: ``[kernel, recurrent_kernel, bias]`` (x2 for bidirectional)."""
+    require_classic(layer, "Keras")
     cell, g = layer.cell_name, G[layer.cell_name]
     if cell == "rnn" and layer.cell_opts["nonlinearity"] == "identity":
         raise InteropError("layer: nonlinearity='identity' has no Keras SimpleRNN equivalent")

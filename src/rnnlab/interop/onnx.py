@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cells import CELLS
-from . import InteropError, permute_blocks, require
+from . import InteropError, permute_blocks, require, require_classic
 
 OPSET = 17
 G = {name: cell.G for name, cell in CELLS.items()}
@@ -55,6 +55,7 @@ class _Builder:
 
 def _stack(b, layer, x, layout, lengths=None, h0=None, c0=None):
     """Add the layer's operators to the builder; returns (output name, [h_n name, c_n name])."""
+    require_classic(layer, "ONNX")
     cell, g, H, D = layer.cell_name, G[layer.cell_name], layer.hidden_size, layer.num_directions
     if cell == "rnn" and layer.cell_opts["nonlinearity"] == "identity":
         raise InteropError("layer: nonlinearity='identity' has no ONNX RNN activation; use tanh or relu")

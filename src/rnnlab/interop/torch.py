@@ -5,7 +5,7 @@ import numpy as np
 
 from ..cells import CELLS
 from ..layers import LAYERS
-from . import InteropError, require
+from . import InteropError, require, require_classic
 
 _TORCH_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 
@@ -35,6 +35,7 @@ def from_torch(module, dtype=None):
 
 def to_torch(layer):
     """A torch module with the layer's options and a copy of its weights."""
+    require_classic(layer, "torch.nn")
     torch = require("torch", "torch")
     if layer.cell_name == "rnn" and layer.cell_opts["nonlinearity"] == "identity":
         raise InteropError("layer: nonlinearity='identity' has no torch.nn.RNN equivalent")

@@ -6,10 +6,10 @@ from .base import Batch, Task
 from .classify import digits_task, read_ts, ts_task
 from .forecast import Forecast, read_csv_column, sunspots_path
 from .sequences import SequenceTask, sequence_task
-from .synthetic import Adding, Copy
+from .synthetic import Adding, Copy, SelectiveCopy
 from .text import CharLM, read_text, shakespeare_text
 
-TASKS = ("adding", "copy", "digits", "ts", "chars", "forecast", "data")
+TASKS = ("adding", "copy", "selective_copy", "digits", "ts", "chars", "forecast", "data")
 
 
 def data_task(cfg, info: dict | None = None) -> SequenceTask:
@@ -46,6 +46,8 @@ def build_task(cfg, vocab: str | None = None, info: dict | None = None) -> Task:
         return Adding(cfg.seq_len, seed=cfg.seed)
     if cfg.task == "copy":
         return Copy(cfg.seq_len, seed=cfg.seed)
+    if cfg.task == "selective_copy":
+        return SelectiveCopy(cfg.seq_len, cfg.tokens, seed=cfg.seed)
     if cfg.task == "digits":
         return digits_task(cfg.val_fraction, cfg.seed)
     if cfg.task == "ts":
@@ -61,5 +63,5 @@ def build_task(cfg, vocab: str | None = None, info: dict | None = None) -> Task:
                     name=str(cfg.csv))
 
 
-__all__ = ["Batch", "Task", "Adding", "Copy", "SequenceTask", "sequence_task", "data_task", "CharLM", "Forecast", "build_task", "read_ts",
+__all__ = ["Batch", "Task", "Adding", "Copy", "SelectiveCopy", "SequenceTask", "sequence_task", "data_task", "CharLM", "Forecast", "build_task", "read_ts",
            "read_text", "read_csv_column", "shakespeare_text", "digits_task", "ts_task", "TASKS"]

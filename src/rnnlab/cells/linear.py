@@ -1,0 +1,78 @@
+"""What the diagonal linear cells (minGRU, minLSTM, LRU) share: the input projection, padding, and a
+forward and backward over ``rnnlab.scan`` built from a cell's coefficients.
+
+A cell gives ``coefficients(x, p, mask, log) -> (a, b, log a, log b, cache)`` for h_t = a_t h_{t-1} + b_t and
+``coefficients_backward(da, db, cache) -> dL/dP`` for its projection P = x W_ih^T + b_ih; ``make`` returns
+its ``forward``, ``backward`` and ``carry``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import scan
+from ..caches import DiagonalArrays
+
+
+def project(x, p):
+    """P = x W_ih^T + b_ih, all steps at once: x (T, B, I) -> (T, B, G*H)."""
+    T, B, I = x.shape
+    P = (x.reshape(T * B, I) @ p["weight_ih"].T).reshape(T, B, -1)
+    if "bias_ih" in p:
+        P += p["bias_ih"]
+    return P
+
+
+def project_backward(dP, x, p):
+    """-> (dx (T, B, I), {weight_ih, bias_ih} gradients)."""
+    T, B, GH = dP.shape
+    d2, x2 = dP.reshape(T * B, GH), x.reshape(T * B, -1)
+    grads = {"weight_ih": d2.T @ x2}
+    if "bias_ih" in p:
+        grads["bias_ih"] = d2.sum(axis=0)
+    return (d2 @ p["weight_ih"]).reshape(x.shape), grads
+
+
+def apply_mask(mask, a, b, log_a=None, log_b=None):
+    """At padded steps a = 1 and b = 0, so the state passes through (log a = 0; log b is then unused)."""
+    if mask is None:
+        return a, b, log_a, log_b
+    a = np.where(mask > 0, a, 1.0).astype(b.dtype, copy=False)
+    b = b * mask
+    if log_a is not None:
+        log_a = log_a * mask
+    return a, b, log_a, log_b
+
+
+def scan_kind(how, cell_scan):
+    """The forward recurrence to run: 'loop', or the cell's parallel scan for how='scan'."""
+    return "loop" if how == "loop" else cell_scan
+
+
+def make(coefficients, coefficients_backward, cell_scan, gate_names=()):
+    def forward(x, p, state0, mask, how):
+        """x (T, B, I) in processing order -> (output (T, B, H), final state, DiagonalArrays)."""
+        kind = scan_kind(how, cell_scan)
+        a, b, log_a, log_b, c = coefficients(x, p, mask, log=(kind == "log"))
+        (h0,) = state0
+        h = scan.run(a, b, h0, kind, log_a, log_b)
+        out = h if mask is None else h * mask
+        return out, (h[-1],), DiagonalArrays(x, mask, a, h, h0, c, how, gate_names)
+
+    def backward(d_out, d_state, cache, p):
+        """-> (dx, (dh_0,), parameter gradients, dL/dh_t (T, B, H) total)."""
+        m = cache.mask
+        g_out = d_out if m is None else d_out * m                      # gradients at padded outputs ignored
+        da, G, dh0 = scan.backward(g_out, cache.a, cache.h, cache.h0, d_state[0],
+                                   "loop" if cache.how == "loop" else "associative")
+        db = G
+        if m is not None:
+            da, db = da * m, G * m
+        dP = coefficients_backward(da, db, cache.extra)
+        dx, grads = project_backward(dP, cache.x, p)
+        return dx, (dh0,), grads, G
+
+    def carry(cache):
+        """dh_t/dh_{t-1} as a diagonal (T, B, H): a_t (1 at padded steps)."""
+        return cache.a
+
+    return forward, backward, carry

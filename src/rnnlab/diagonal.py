@@ -1,0 +1,102 @@
+"""The stack for the diagonal cells (minGRU, minLSTM, IndRNN, LRU): layers, directions, dropout between
+layers and padding, as ``rnnlab.engine`` does for the classic cells, with each direction's recurrence run
+
+    "numpy"   step by step (``rnnlab.scan.loop``; streaming inference, the reference)
+    "scan"    as a parallel scan over time (``rnnlab.scan``: log space for minGRU/minLSTM, the associative
+              doubling scan for the LRU); IndRNN's recurrence is not linear and has no scan
+    "auto"    the scan from SCAN_MIN_T steps where the cell has one, else step by step
+
+The reverse direction runs on time-reversed arrays: padding then comes first, where a = 1, b = 0 carry the
+initial state to each sequence's own last valid step, as torch's packed sequences start there.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .caches import DirCache, ForwardCache, LayerCache
+from .engine import blas_context, dropout_mask
+from .errors import BackendError, check_choice
+
+BACKENDS = ("auto", "numpy", "scan")
+SCAN_MIN_T = 32          # auto: below this many steps the loop's per-step cost is smaller than the scan's passes
+
+
+def check_backend(backend, cell_name, cell) -> str:
+    check_choice("backend", backend, BACKENDS)
+    if backend == "scan" and cell.SCAN is None:
+        raise BackendError(f"backend: {cell_name!r} has a nonlinear recurrence, which no parallel scan computes; "
+                           f"use 'numpy' (step by step) or 'auto'")
+    return backend
+
+
+def choose(backend, cell, T) -> str:
+    if backend != "auto":
+        return backend
+    return "scan" if cell.SCAN is not None and T >= SCAN_MIN_T else "numpy"
+
+
+def _flip(a, reverse):
+    return None if a is None else (np.ascontiguousarray(a[::-1]) if reverse else a)
+
+
+def forward(layer, x, states0, mask, keep, guards=()):
+    """x (T, B, I) -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
+    T, B, _ = x.shape
+    L, D = layer.num_layers, layer.num_directions
+    backend = choose(layer.backend, layer.cell, T)
+    how = "loop" if backend == "numpy" else "scan"
+    layer._cache = None
+    finals = [np.empty_like(s) for s in states0]
+    caches, inp = [], x
+    with blas_context("numpy", B, layer.gate_size, layer.hidden_size):
+        for l in range(L):
+            outs, dirs = [], []
+            for d in range(D):
+                rev = d == 1
+                state0 = tuple(s[l * D + d] for s in states0)
+                out, stateT, arrays = layer.cell.forward(_flip(inp, rev), layer.direction_params(l, d), state0,
+                                                         _flip(mask, rev), how)
+                arrays.reverse = rev
+                for f, s in zip(finals, stateT):
+                    f[l * D + d] = s
+                outs.append(_flip(out, rev))
+                if keep:
+                    dirs.append(DirCache(backend, layer.cell_name, inp, mask, rev, layer.cell_opts, arrays))
+            out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+            drop = dropout_mask(layer, out_l.shape) if l < L - 1 else None
+            if keep:
+                caches.append(LayerCache(inp, dirs, drop))
+            inp = out_l if drop is None else out_l * drop
+    cache = ForwardCache(caches, backend, False, T, B, len(states0), list(guards)) if keep else None
+    return inp, finals, cache
+
+
+def backward(layer, cache, d_output, d_final, record=False):
+    """-> (dx (T, B, I), d_initial [(L*D, B, H)], state_grads or None); parameter gradients added to
+    ``layer.grads``. ``record``: dL/dh_t total for every step, ``state_grads[(l, d)] = (dL/dh,)`` (the LRU:
+    (dL/d[Re h | Im h] (T, B, 2H),))."""
+    L, D, H = layer.num_layers, layer.num_directions, layer.hidden_size
+    d_init = [np.empty_like(g) for g in d_final]
+    state_grads = {} if record else None
+    d_inp = d_output
+    with blas_context("numpy", cache.B, layer.gate_size, H):
+        for l in range(L - 1, -1, -1):
+            lc = cache.layers[l]
+            d_out_l = d_inp if lc.drop is None else d_inp * lc.drop
+            d_x = None
+            for d in range(D):
+                rev, s = d == 1, layer.suffix(l, d)
+                g = _flip(d_out_l[:, :, d * H:(d + 1) * H], rev)
+                dx, dstate0, grads, G = layer.cell.backward(g, tuple(f[l * D + d] for f in d_final),
+                                                            lc.dirs[d].arrays, layer.direction_params(l, d))
+                for name, v in grads.items():
+                    layer.grads[name + s] += v
+                if record:
+                    G = _flip(G, rev)
+                    state_grads[(l, d)] = (np.concatenate([G.real, G.imag], axis=-1) if np.iscomplexobj(G) else G,)
+                dx = _flip(dx, rev)
+                d_x = dx if d_x is None else d_x + dx
+                for f, ds in zip(d_init, dstate0):
+                    f[l * D + d] = ds
+            d_inp = d_x
+    return d_inp, d_init, state_grads
