@@ -14,8 +14,16 @@ from rnnlab.layers import LAYERS, LRU, IndRNN, MinGRU, MinLSTM
 torch = pytest.importorskip("torch")
 
 CELLS = {"mingru": MinGRU, "minlstm": MinLSTM, "indrnn": IndRNN, "lru": LRU}
-BACKENDS = {"mingru": ("numpy", "scan"), "minlstm": ("numpy", "scan"), "indrnn": ("numpy",), "lru": ("numpy", "scan")}
+BACKENDS = {"mingru": ("numpy", "scan", "scan-log"), "minlstm": ("numpy", "scan", "scan-log"), "indrnn": ("numpy",),
+            "lru": ("numpy", "scan")}
 CASES = [(c, b) for c in CELLS for b in BACKENDS[c]]
+
+
+def build(cell, backend, *args, **kw):
+    """The layer on ``backend``; 'scan-log' is backend 'scan' with minGRU/minLSTM's log-space scan."""
+    if backend == "scan-log":
+        backend, kw["scan"] = "scan", "log"
+    return CELLS[cell](*args, backend=backend, **kw)
 
 
 # ------------------------------------------------------------------------------------------- torch references
@@ -79,7 +87,7 @@ def ref_layer(layer, params, x, lengths, hx):
 @pytest.mark.parametrize("cell,backend", CASES)
 def test_equals_a_torch_reference_on_copied_weights(cell, backend):
     rng = np.random.default_rng(1)
-    layer = CELLS[cell](3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=2, backend=backend)
+    layer = build(cell, backend, 3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=2)
     for v in layer.parameters():                      # non-zero biases and weights off their init
         v += rng.normal(0, 0.1, v.shape)
     T, B = 6, 3
@@ -112,7 +120,7 @@ def test_equals_a_torch_reference_on_copied_weights(cell, backend):
 @pytest.mark.parametrize("cell,backend", CASES)
 def test_finite_differences_with_lengths_layers_directions_and_initial_states(cell, backend):
     rng = np.random.default_rng(3)
-    layer = CELLS[cell](2, 3, num_layers=2, bidirectional=True, dtype="float64", seed=4, backend=backend)
+    layer = build(cell, backend, 2, 3, num_layers=2, bidirectional=True, dtype="float64", seed=4)
     n_state = len(layer.cell.STATE)
     hx = tuple(rng.standard_normal((4, 3, 3)) for _ in range(n_state))
     errors = check_layer(layer, rng.standard_normal((5, 3, 2)), hx if n_state > 1 else hx[0],
@@ -122,22 +130,23 @@ def test_finite_differences_with_lengths_layers_directions_and_initial_states(ce
     assert {"x", "h0"} <= set(errors) and all(k + "_l1_reverse" in errors for k in layer.direction_params(1, 1))
 
 
-@pytest.mark.parametrize("cell", ["mingru", "minlstm", "lru"])
-def test_scan_equals_loop_forward_and_backward(cell):
+@pytest.mark.parametrize("cell,scan_backend", [("mingru", "scan"), ("mingru", "scan-log"), ("minlstm", "scan"),
+                                               ("minlstm", "scan-log"), ("lru", "scan")])
+def test_scan_equals_loop_forward_and_backward(cell, scan_backend):
     rng = np.random.default_rng(5)
     T, B = 300, 4
     x = rng.standard_normal((T, B, 3))
     lengths = np.array([300, 17, 255, 1])
     res = {}
-    for backend in ("numpy", "scan"):
-        layer = CELLS[cell](3, 5, num_layers=2, bidirectional=True, dtype="float64", seed=6, backend=backend)
+    for backend in ("numpy", scan_backend):
+        layer = build(cell, backend, 3, 5, num_layers=2, bidirectional=True, dtype="float64", seed=6)
         n_state = len(layer.cell.STATE)
         hx = tuple(np.random.default_rng(7).standard_normal((4, B, 5)) for _ in range(n_state))
         out, hn = layer(x, hx if n_state > 1 else hx[0], lengths=lengths)
-        assert layer.last_backend == backend
+        assert layer.last_backend == backend.split("-")[0]
         dx, dh = layer.backward(np.random.default_rng(8).standard_normal(out.shape))
         res[backend] = (out, hn, dx, dh, {k: v.copy() for k, v in layer.grads.items()})
-    (o1, h1, dx1, dh1, g1), (o2, h2, dx2, dh2, g2) = res["numpy"], res["scan"]
+    (o1, h1, dx1, dh1, g1), (o2, h2, dx2, dh2, g2) = res["numpy"], res[scan_backend]
     np.testing.assert_allclose(o2, o1, rtol=0, atol=1e-10)
     for a, b in zip(h1 if isinstance(h1, tuple) else (h1,), h2 if isinstance(h2, tuple) else (h2,)):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
@@ -236,6 +245,10 @@ def test_the_face_of_the_other_layers(tmp_path):
     ind._params["weight_hh_l0"][...] = [2.0, -3.0, 0.1, 0.4]
     ind.constrain()
     assert ind.state_dict()["weight_hh_l0"].tolist() == [0.5, -0.5, pytest.approx(0.1), pytest.approx(0.4)]
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['scan'\]"):
+        LRU(3, 4, scan="log")
+    with pytest.raises(ConfigError, match="scan: expected one of"):
+        MinGRU(3, 4, scan="blelloch")
     with pytest.raises(ConfigError, match="r_max"):
         LRU(3, 4, r_min=0.9, r_max=0.5)
 

@@ -96,7 +96,7 @@ class DiagonalArrays:
     h: np.ndarray                       # (T, B, H) every state
     h0: np.ndarray                      # (B, H)
     extra: dict                         # the cell's own arrays (gates, pre-activations)
-    how: str                            # "loop" | "scan": how the forward ran
+    how: str                            # "loop" | "associative" | "log": how the forward ran
     gate_names: tuple = ()              # the entries of ``extra`` that are gates
     reverse: bool = False               # arrays in processing order: time reversed
 

@@ -2,9 +2,10 @@
 layers and padding, as ``rnnlab.engine`` does for the classic cells, with each direction's recurrence run
 
     "numpy"   step by step (``rnnlab.scan.loop``; streaming inference, the reference)
-    "scan"    as a parallel scan over time (``rnnlab.scan``: log space for minGRU/minLSTM, the associative
-              doubling scan for the LRU); IndRNN's recurrence is not linear and has no scan
-    "auto"    the scan from SCAN_MIN_T steps where the cell has one, else step by step
+    "scan"    as a parallel scan over time (``rnnlab.scan``: the associative doubling scan; minGRU and minLSTM
+              also in log space with ``scan="log"``); IndRNN's recurrence is not linear and has no scan
+    "auto"    step by step: on a CPU the loop's T small steps cost less than the scan's log2(T) passes over
+              the whole (T, B, H) arrays at every T measured (32 .. 2048; docs/performance.md)
 
 The reverse direction runs on time-reversed arrays: padding then comes first, where a = 1, b = 0 carry the
 initial state to each sequence's own last valid step, as torch's packed sequences start there.
@@ -18,7 +19,6 @@ from .engine import blas_context, dropout_mask
 from .errors import BackendError, check_choice
 
 BACKENDS = ("auto", "numpy", "scan")
-SCAN_MIN_T = 32          # auto: below this many steps the loop's per-step cost is smaller than the scan's passes
 
 
 def check_backend(backend, cell_name, cell) -> str:
@@ -30,9 +30,7 @@ def check_backend(backend, cell_name, cell) -> str:
 
 
 def choose(backend, cell, T) -> str:
-    if backend != "auto":
-        return backend
-    return "scan" if cell.SCAN is not None and T >= SCAN_MIN_T else "numpy"
+    return "numpy" if backend == "auto" else backend
 
 
 def _flip(a, reverse):
@@ -44,7 +42,7 @@ def forward(layer, x, states0, mask, keep, guards=()):
     T, B, _ = x.shape
     L, D = layer.num_layers, layer.num_directions
     backend = choose(layer.backend, layer.cell, T)
-    how = "loop" if backend == "numpy" else "scan"
+    how = "loop" if backend == "numpy" else layer.cell_opts.get("scan", layer.cell.SCAN)
     layer._cache = None
     finals = [np.empty_like(s) for s in states0]
     caches, inp = [], x

@@ -429,15 +429,26 @@ class DiagonalLayer(RecurrentLayer):
         return np.array(c[::-1] if arrays.reverse else c)
 
 
-class MinGRU(DiagonalLayer):
+class _MinimalLayer(DiagonalLayer):
+    """``scan``: the parallel scan of backend 'scan' -- 'associative' (the doubling scan, the default) or
+    'log' (Feng et al.'s log-space form); both equal the step-by-step loop (tested)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, *, scan="associative", **kw):
+        check_choice("scan", scan, DIAGONAL[self.cell_name].SCANS)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         cell_opts={"scan": scan}, **kw)
+
+
+class MinGRU(_MinimalLayer):
     """minGRU (Feng et al. 2024): h_t = (1 - z_t) h_{t-1} + z_t g(W_h x_t + b_h), z_t = sigmoid(W_z x_t + b_z);
     the equations in ``rnnlab.cells.mingru``. Parameters ``weight_ih_l{k}`` (2H, I) (blocks z, h),
-    ``bias_ih_l{k}``; no recurrent weights. ``backend='scan'`` runs it as a log-space parallel scan."""
+    ``bias_ih_l{k}``; no recurrent weights."""
 
     cell_name = "mingru"
 
 
-class MinLSTM(DiagonalLayer):
+class MinLSTM(_MinimalLayer):
     """minLSTM (Feng et al. 2024): h_t = f'_t h_{t-1} + i'_t g(W_h x_t + b_h) with f', i' the normalised forget
     and input gates of x_t alone (``rnnlab.cells.minlstm``); ``weight_ih_l{k}`` (3H, I), blocks f, i, h."""
 

@@ -80,14 +80,22 @@ def run(a, b, h0, how="loop", log_a=None, log_b=None):
 def backward(g, a, h, h0, dhT=None, how="loop"):
     """Gradients of a linear recurrence. g (T, B, H): dL/dh_t from outside it; dhT: dL/dh_T from the final
     state. -> (da, db, dh0), each shaped like a, b, h0 (conjugates taken for complex values)."""
-    G_in = np.array(g, dtype=np.result_type(g, a))
-    if dhT is not None:
-        G_in[-1] += dhT
-    ac = np.conj(a)
-    # G_t = g_t + conj(a_{t+1}) G_{t+1}: the forward recurrence on reversed time, coefficients shifted by one
-    a_rev = np.concatenate([ac[1:], np.zeros_like(ac[:1])], axis=0)[::-1]
-    zero = np.zeros(G_in.shape[1:], G_in.dtype)
-    G = (loop(a_rev, G_in[::-1], zero) if how == "loop" else associative(a_rev, G_in[::-1], zero))[::-1]
-    h_prev = np.concatenate([np.broadcast_to(h0, h.shape[1:])[None], h[:-1]], axis=0)
-    da = G * np.conj(h_prev)
+    dtype = np.result_type(g, a)
+    ac = np.conj(a) if np.iscomplexobj(a) else a
+    if how == "loop":
+        G = np.empty(g.shape, dtype)
+        acc = np.zeros(g.shape[1:], dtype) if dhT is None else np.asarray(dhT, dtype)
+        for t in range(g.shape[0] - 1, -1, -1):
+            acc = g[t] + acc if t == g.shape[0] - 1 else g[t] + ac[t + 1] * acc
+            G[t] = acc
+    else:
+        G_in = np.array(g, dtype=dtype)
+        if dhT is not None:
+            G_in[-1] += dhT
+        # G_t = g_t + conj(a_{t+1}) G_{t+1}: the forward recurrence on reversed time, coefficients shifted by one
+        a_rev = np.concatenate([ac[1:], np.zeros_like(ac[:1])], axis=0)[::-1]
+        G = associative(a_rev, G_in[::-1], np.zeros(G_in.shape[1:], dtype))[::-1]
+    h_prev = np.empty_like(h)
+    h_prev[0], h_prev[1:] = h0, h[:-1]
+    da = G * (np.conj(h_prev) if np.iscomplexobj(h_prev) else h_prev)
     return da, G, ac[0] * G[0]

@@ -26,7 +26,9 @@ def g(v):
 
 def g_grad(v):
     s = sigmoid(v)
-    return np.where(v >= 0, 1.0, s * (1.0 - s)).astype(v.dtype, copy=False)
+    d = s * (1.0 - s)
+    d[v >= 0] = 1.0
+    return d
 
 
 def log_g(v):

@@ -19,6 +19,7 @@ STATE = ("h",)
 GATES = ()
 BLOCKS = ("h",)
 SCAN = None                     # nonlinear: no parallel scan
+SCANS = ()
 
 
 def param_shapes(I, H, bias):

@@ -43,18 +43,13 @@ def apply_mask(mask, a, b, log_a=None, log_b=None):
     return a, b, log_a, log_b
 
 
-def scan_kind(how, cell_scan):
-    """The forward recurrence to run: 'loop', or the cell's parallel scan for how='scan'."""
-    return "loop" if how == "loop" else cell_scan
-
-
-def make(coefficients, coefficients_backward, cell_scan, gate_names=()):
+def make(coefficients, coefficients_backward, gate_names=()):
     def forward(x, p, state0, mask, how):
-        """x (T, B, I) in processing order -> (output (T, B, H), final state, DiagonalArrays)."""
-        kind = scan_kind(how, cell_scan)
-        a, b, log_a, log_b, c = coefficients(x, p, mask, log=(kind == "log"))
+        """x (T, B, I) in processing order, ``how`` one of ``rnnlab.scan.SCANS`` -> (output (T, B, H), final
+        state, DiagonalArrays)."""
+        a, b, log_a, log_b, c = coefficients(x, p, mask, log=(how == "log"))
         (h0,) = state0
-        h = scan.run(a, b, h0, kind, log_a, log_b)
+        h = scan.run(a, b, h0, how, log_a, log_b)
         out = h if mask is None else h * mask
         return out, (h[-1],), DiagonalArrays(x, mask, a, h, h0, c, how, gate_names)
 

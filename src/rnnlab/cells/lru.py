@@ -28,6 +28,7 @@ STATE = ("h_re", "h_im")
 GATES = ()
 BLOCKS = ()
 SCAN = "associative"
+SCANS = ("associative",)
 DEFAULTS = {"r_min": 0.9, "r_max": 0.999, "max_phase": 2 * np.pi}
 
 
@@ -67,7 +68,7 @@ def forward(x, p, state0, mask, how):
         a = np.where(mask > 0, a, 1.0).astype(cdt)
         b = b * mask
     h0 = (state0[0] + 1j * state0[1]).astype(cdt)
-    h = scan.run(np.ascontiguousarray(a), b, h0, "loop" if how == "loop" else SCAN)
+    h = scan.run(np.ascontiguousarray(a), b, h0, how)
     y = ((h.real.reshape(T * B, -1) @ p["C_re"].T - h.imag.reshape(T * B, -1) @ p["C_im"].T)
          + x2 @ p["D"].T).reshape(T, B, -1).astype(x.dtype)
     out = y if mask is None else y * mask
@@ -86,7 +87,7 @@ def backward(d_out, d_state, cache, p):
     grads = {"C_re": gy2.T @ hr, "C_im": -(gy2.T @ hi), "D": gy2.T @ x2}
     gh = (gy2 @ p["C_re"] - 1j * (gy2 @ p["C_im"])).reshape(T, B, H)
     dhT = d_state[0] + 1j * d_state[1]
-    da, G, dh0 = scan.backward(gh, cache.a, h, cache.h0, dhT, "loop" if cache.how == "loop" else SCAN)
+    da, G, dh0 = scan.backward(gh, cache.a, h, cache.h0, dhT, "loop" if cache.how == "loop" else "associative")
     db = G
     if m is not None:
         da, db = da * m, G * m

@@ -6,8 +6,8 @@ Per step, with the input projection [k | v] = x_t W_ih^T + b_ih (blocks z, h; W_
     h~_t = g(v_t)                           candidate; g(v) = v + 1/2 (v >= 0), sigmoid(v) (v < 0)
     h_t = (1 - z_t) * h_{t-1} + z_t * h~_t   = a_t h_{t-1} + b_t
 
-a linear recurrence with a_t = 1 - z_t in (0, 1) and b_t = z_t h~_t > 0: ``rnnlab.scan`` runs it step by step
-or as a parallel scan in log space (log a = log sigmoid(-k), log b = log sigmoid(k) + log g(v)). The carry
+a linear recurrence with a_t = 1 - z_t in (0, 1) and b_t = z_t h~_t > 0: ``rnnlab.scan`` runs it step by step,
+as the associative doubling scan, or in log space (log a = log sigmoid(-k), log b = log sigmoid(k) + log g(v)). The carry
 dh_t/dh_{t-1} = diag(1 - z_t) is exact: no W_hh, no tanh'.
 
 Backward, from dL/da_t and dL/db_t (``scan.backward``):
@@ -24,7 +24,8 @@ from .activations import g, g_grad, log_g, log_sigmoid, sigmoid
 STATE = ("h",)
 GATES = ("z",)
 BLOCKS = ("z", "h")
-SCAN = "log"                        # the parallel scan this cell uses
+SCAN = "associative"                # the default parallel scan; "log" (Feng et al.'s form) too
+SCANS = ("associative", "log")
 
 
 def param_shapes(I, H, bias):
@@ -58,4 +59,4 @@ def coefficients_backward(da, db, c):
     return np.concatenate([dk, dv], axis=-1)
 
 
-forward, backward, carry = linear.make(coefficients, coefficients_backward, SCAN, GATES)
+forward, backward, carry = linear.make(coefficients, coefficients_backward, GATES)

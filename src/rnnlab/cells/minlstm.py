@@ -22,7 +22,8 @@ from .activations import g, g_grad, log_g, log_sigmoid, sigmoid
 STATE = ("h",)
 GATES = ("f", "i")
 BLOCKS = ("f", "i", "h")
-SCAN = "log"
+SCAN = "associative"                # the default parallel scan; "log" (Feng et al.'s form) too
+SCANS = ("associative", "log")
 
 
 def param_shapes(I, H, bias):
@@ -60,4 +61,4 @@ def coefficients_backward(da, db, c):
     return np.concatenate([df * f * (1.0 - f), di * i * (1.0 - i), dv], axis=-1)
 
 
-forward, backward, carry = linear.make(coefficients, coefficients_backward, SCAN, GATES)
+forward, backward, carry = linear.make(coefficients, coefficients_backward, GATES)
