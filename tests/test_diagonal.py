@@ -279,3 +279,45 @@ def test_selective_copy_task():
     assert len(positions) > 50                                          # scattered differently per sequence
     with pytest.raises(ConfigError, match="tokens"):
         SelectiveCopy(4, tokens=5)
+
+
+def test_the_new_cells_from_the_command_line(tmp_path, capsys):
+    from rnnlab import cli
+    from rnnlab.trainer import load_model, resume
+    for m in ("mingru", "minlstm", "indrnn", "lru"):
+        out = tmp_path / m
+        code = cli.main(["train", "--task", "selective_copy", "--seq-len", "6", "--tokens", "2", "--model", m,
+                         "--hidden-size", "8", "--num-layers", "2", "--steps", "6", "--checkpoint-every", "3",
+                         "--out", str(out), "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        model, meta = load_model(out)
+        assert model.config.cell == m and meta["metrics"]["recall_accuracy"] >= 0
+    assert "recall_accuracy" in capsys.readouterr().out
+    ind, _ = load_model(tmp_path / "indrnn")
+    assert np.abs(ind.named_parameters()["rnn.weight_hh_l0"]).max() <= 2 ** (1 / 6) + 1e-6    # constrained
+    # resume of a diagonal run is bit-exact
+    cli.main(["train", "--task", "adding", "--seq-len", "8", "--model", "lru", "--hidden-size", "6", "--steps",
+              "8", "--out", str(tmp_path / "full"), "--quiet"])
+    cli.main(["train", "--task", "adding", "--seq-len", "8", "--model", "lru", "--hidden-size", "6", "--steps",
+              "4", "--out", str(tmp_path / "part"), "--quiet"])
+    resume(tmp_path / "part", steps=8)
+    a, b = load_model(tmp_path / "full")[0].named_parameters(), load_model(tmp_path / "part")[0].named_parameters()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    capsys.readouterr()
+    code = cli.main(["gradients", str(tmp_path / "mingru"), "--report", str(tmp_path / "g")])
+    out = capsys.readouterr().out
+    assert code == 0 and "none (no recurrent weights" in out and "diagonal carry |dh_t/dh_(t-1)|" in out
+    code = cli.main(["compare", "--task", "adding", "--seq-len", "6", "--models", "mingru,indrnn,gru", "--steps",
+                     "3", "--hidden-size", "6", "--report", str(tmp_path / "cmp"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "mingru" in out and "indrnn" in out
+    code = cli.main(["train", "--task", "adding", "--model", "indrnn", "--backend", "scan", "--steps", "1"])
+    assert code == 2 and "nonlinear recurrence" in capsys.readouterr().err
+    code = cli.main(["train", "--task", "adding", "--model", "mingru", "--backend", "split", "--steps", "1"])
+    assert code == 2 and "backend: expected one of ['auto', 'numpy', 'scan']" in capsys.readouterr().err
+    code = cli.main(["export", str(tmp_path / "mingru"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    assert code == 2 and "ONNX has no operator or module for the mingru recurrence" in capsys.readouterr().err
+    code = cli.main(["check", "--seq-len", "3", "--num-layers", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "mingru (scan)" in out and "lru (loop)" in out and "PASS" in out

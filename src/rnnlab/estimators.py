@@ -24,8 +24,6 @@ except ImportError:  # pragma: no cover - the message is the point
 
 from .errors import DataError
 
-_CELL_OPTIONS = ("rnn", "lstm", "gru")
-
 
 class _RNNEstimator(BaseEstimator):
     """The shared fit/predict of the three estimators; ``_problem`` says which one."""
@@ -98,7 +96,8 @@ class _RNNEstimator(BaseEstimator):
     def _config(self, task, has_val):
         from .config import TrainConfig
         from .errors import check_choice, check_int
-        check_choice("cell", self.cell, _CELL_OPTIONS)
+        from .layers import LAYERS
+        check_choice("cell", self.cell, LAYERS)
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
         per_epoch = task.steps_per_epoch(self.batch_size)
