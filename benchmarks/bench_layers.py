@@ -34,6 +34,15 @@ CLS = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}
 G = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
+def save_figure(fig, out):
+    """out.png and out.svg (``out``: a path without suffix), then the figure closed."""
+    import matplotlib.pyplot as plt
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "svg"):
+        fig.savefig(out.with_suffix("." + ext), dpi=110)
+    plt.close(fig)
+
+
 def median_time(fn, repeats, warmup=2, budget=20.0):
     for _ in range(warmup):
         fn()

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .bench_layers import bench_rnnlab, bench_torch, sgemm_peak, train_flops
+from .bench_layers import bench_rnnlab, bench_torch, save_figure, sgemm_peak, train_flops
 
 H_SWEEP = (32, 64, 128, 256, 512, 1024)
 T_SWEEP = (10, 25, 50, 100, 200, 400)
@@ -55,10 +55,7 @@ def plot(rows, peak, cell, out: Path, machine: str):
         ax.legend()
     fig.suptitle(machine, fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "svg"):
-        fig.savefig(out.with_suffix("." + ext), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main(argv=None) -> int:

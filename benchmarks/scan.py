@@ -20,7 +20,7 @@ import numpy as np
 import rnnlab
 from rnnlab.layers import LRU, IndRNN, MinGRU, MinLSTM
 
-from .bench_layers import bench_torch, median_time
+from .bench_layers import bench_torch, median_time, save_figure
 
 T_SWEEP = (32, 64, 128, 256, 512, 1024, 2048)
 RUNS = [("mingru", MinGRU, "numpy"), ("mingru", MinGRU, "scan"), ("minlstm", MinLSTM, "numpy"),
@@ -87,10 +87,7 @@ def plot(rows, out: Path, machine: str):
     ax.legend(fontsize=7, ncol=2)
     fig.suptitle(machine, fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "svg"):
-        fig.savefig(out.with_suffix("." + ext), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,17 @@ from .. import scan
 from ..caches import DiagonalArrays
 
 
+def projection_shapes(G, I, H, bias):
+    """W_ih (G*H, I) and b_ih (G*H,): the whole parameter set of a cell whose gates read x_t only."""
+    return {"weight_ih": (G * H, I), **({"bias_ih": (G * H,)} if bias else {})}
+
+
+def uniform_init(rng, shapes, H, dtype):
+    """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as torch's recurrent layers."""
+    k = 1.0 / np.sqrt(H)
+    return {n: rng.uniform(-k, k, s).astype(dtype) for n, s in shapes.items()}
+
+
 def project(x, p):
     """P = x W_ih^T + b_ih, all steps at once: x (T, B, I) -> (T, B, G*H)."""
     T, B, I = x.shape

@@ -29,12 +29,11 @@ SCANS = ("associative", "log")
 
 
 def param_shapes(I, H, bias):
-    return {"weight_ih": (2 * H, I), **({"bias_ih": (2 * H,)} if bias else {})}
+    return linear.projection_shapes(2, I, H, bias)
 
 
 def init(rng, I, H, bias, dtype, opts):
-    k = 1.0 / np.sqrt(H)
-    return {n: rng.uniform(-k, k, s).astype(dtype) for n, s in param_shapes(I, H, bias).items()}
+    return linear.uniform_init(rng, param_shapes(I, H, bias), H, dtype)
 
 
 def coefficients(x, p, mask, log=False):
