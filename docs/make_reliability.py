@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_reliability.py", "tests/test_checks.py", "tests/test_checkpoint.py",
-         "tests/test_trainer.py"]
+         "tests/test_trainer.py", "tests/test_sequences.py", "tests/test_data_runs.py"]
 
 
 def main() -> int:

@@ -168,7 +168,7 @@ def test_gradients_and_compare_on_a_data_run(tmp_path, capsys):
     (lambda df: df.drop(columns="visit"), [], r"time_col: no column 'visit'"),
     (lambda df: df.assign(hr=df["hr"].astype(str) + "bpm"), ["--feature-cols", "hr,temp"], "'hr' .* is not numeric"),
 ])
-def test_bad_data_is_one_line_and_writes_nothing(tmp_path, capsys, edit, flags, match):
+def test_bad_data_is_one_line_and_writes_nothing(tmp_path, capsys, edit, flags, match, outcome):
     df = edit(write_long(tmp_path / "d.csv"))
     df.to_csv(tmp_path / "d.csv", index=False)
     out = tmp_path / "run"
@@ -178,6 +178,7 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, capsys, edit, flags, 
     import re
     assert re.search(match, err), err
     assert not out.exists()                                   # checked before the run folder is made
+    outcome("rnnlab train --data: a bad file", "one-line error, nothing written")
 
 
 def test_predict_needs_a_data_run(tmp_path, capsys):

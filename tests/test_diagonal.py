@@ -14,8 +14,11 @@ from rnnlab.layers import LAYERS, LRU, IndRNN, MinGRU, MinLSTM
 torch = pytest.importorskip("torch")
 
 CELLS = {"mingru": MinGRU, "minlstm": MinLSTM, "indrnn": IndRNN, "lru": LRU}
-BACKENDS = {"mingru": ("numpy", "scan", "scan-log"), "minlstm": ("numpy", "scan", "scan-log"), "indrnn": ("numpy",),
-            "lru": ("numpy", "scan")}
+from conftest import COMPILED  # noqa: E402
+
+LOOP = ("loop",) if COMPILED else ()          # the compiled whole loop, with Numba
+BACKENDS = {"mingru": ("numpy", "scan", "scan-log") + LOOP, "minlstm": ("numpy", "scan", "scan-log") + LOOP,
+            "indrnn": ("numpy",) + LOOP, "lru": ("numpy", "scan") + LOOP}
 CASES = [(c, b) for c in CELLS for b in BACKENDS[c]]
 
 
@@ -130,9 +133,8 @@ def test_finite_differences_with_lengths_layers_directions_and_initial_states(ce
     assert {"x", "h0"} <= set(errors) and all(k + "_l1_reverse" in errors for k in layer.direction_params(1, 1))
 
 
-@pytest.mark.parametrize("cell,scan_backend", [("mingru", "scan"), ("mingru", "scan-log"), ("minlstm", "scan"),
-                                               ("minlstm", "scan-log"), ("lru", "scan")])
-def test_scan_equals_loop_forward_and_backward(cell, scan_backend):
+@pytest.mark.parametrize("cell,scan_backend", [(c, b) for c, b in CASES if b != "numpy"])
+def test_scan_and_compiled_loop_equal_the_reference(cell, scan_backend):
     rng = np.random.default_rng(5)
     T, B = 300, 4
     x = rng.standard_normal((T, B, 3))
@@ -315,7 +317,7 @@ def test_the_new_cells_from_the_command_line(tmp_path, capsys):
     code = cli.main(["train", "--task", "adding", "--model", "indrnn", "--backend", "scan", "--steps", "1"])
     assert code == 2 and "nonlinear recurrence" in capsys.readouterr().err
     code = cli.main(["train", "--task", "adding", "--model", "mingru", "--backend", "split", "--steps", "1"])
-    assert code == 2 and "backend: expected one of ['auto', 'numpy', 'scan']" in capsys.readouterr().err
+    assert code == 2 and "backend: expected one of ['auto', 'loop', 'numpy', 'scan']" in capsys.readouterr().err
     code = cli.main(["export", str(tmp_path / "mingru"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert code == 2 and "ONNX has no operator or module for the mingru recurrence" in capsys.readouterr().err
     code = cli.main(["check", "--seq-len", "3", "--num-layers", "1"])

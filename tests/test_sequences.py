@@ -76,9 +76,10 @@ def test_unsorted_times_sorted_and_said(cases):
     (lambda df: df.assign(target=df["target"].astype(object).where(df.index != 2, None)), "empty target in id 's0'"),
     (lambda df: df.iloc[:0], "no rows"),
 ])
-def test_bad_long_tables(cases, mutate, match):
+def test_bad_long_tables(cases, mutate, match, outcome):
     with pytest.raises(DataError, match=match):
         from_long_frame(mutate(long_frame(cases, [0, 1, 0])), feature_cols=["f0", "f1", "f2"])
+    outcome("your data: a long table with bad values, pairs, groups or columns", "named error")
 
 
 def test_columns_named_with_suggestions(cases):
@@ -120,9 +121,10 @@ def test_missing_zero_option(cases):
     (np.ones((2, 3), complex), {}, "Complex data not supported"),
     (np.array([["a", "b"]]), {}, "expected numbers"),
 ])
-def test_bad_arrays(X, kw, match):
+def test_bad_arrays(X, kw, match, outcome):
     with pytest.raises(DataError, match=match):
         from_arrays(X, **kw)
+    outcome("your data: arrays that are ragged, empty, complex or with bad lengths", "named error")
 
 
 def test_targets_checked_against_cases(cases):

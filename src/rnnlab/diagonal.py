@@ -2,10 +2,12 @@
 layers and padding, as ``rnnlab.engine`` does for the classic cells, with each direction's recurrence run
 
     "numpy"   step by step (``rnnlab.scan.loop``; streaming inference, the reference)
+    "loop"    step by step, each cell's whole time loop compiled (``rnnlab.kernels.diagonal``, Numba)
     "scan"    as a parallel scan over time (``rnnlab.scan``: the associative doubling scan; minGRU and minLSTM
               also in log space with ``scan="log"``); IndRNN's recurrence is not linear and has no scan
-    "auto"    step by step: on a CPU the loop's T small steps cost less than the scan's log2(T) passes over
-              the whole (T, B, H) arrays at every T measured (32 .. 2048; docs/performance.md)
+    "auto"    "loop" (or "numpy" without Numba): on a CPU the loop's T small steps cost less than the scan's
+              log2(T) passes over the whole (T, B, H) arrays at every T measured (32 .. 2048;
+              docs/performance.md)
 
 The reverse direction runs on time-reversed arrays: padding then comes first, where a = 1, b = 0 carry the
 initial state to each sequence's own last valid step, as torch's packed sequences start there.
@@ -14,15 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
 from .caches import DirCache, ForwardCache, LayerCache
 from .engine import blas_context, dropout_mask
-from .errors import BackendError, check_choice
+from .errors import BackendError, ConfigError, check_choice
 
-BACKENDS = ("auto", "numpy", "scan")
+BACKENDS = ("auto", "numpy", "loop", "scan")
 
 
 def check_backend(backend, cell_name, cell) -> str:
     check_choice("backend", backend, BACKENDS)
+    if backend == "loop" and not kernels.available():
+        raise ConfigError("backend: 'loop' needs the numba package; install it with: pip install numba (or use "
+                          "backend='numpy')")
     if backend == "scan" and cell.SCAN is None:
         raise BackendError(f"backend: {cell_name!r} has a nonlinear recurrence, which no parallel scan computes; "
                            f"use 'numpy' (step by step) or 'auto'")
@@ -30,7 +36,18 @@ def check_backend(backend, cell_name, cell) -> str:
 
 
 def choose(backend, cell, T) -> str:
-    return "numpy" if backend == "auto" else backend
+    if backend != "auto":
+        return backend
+    return "loop" if kernels.available() else "numpy"
+
+
+def _cell_functions(layer, backend):
+    """(forward, backward) of the layer's cell on ``backend``; forward takes ``how`` on the NumPy paths."""
+    if backend == "loop":
+        from .kernels.diagonal import CELLS
+        fwd, bwd = CELLS[layer.cell_name]
+        return (lambda x, p, s, m, how: fwd(x, p, s, m)), bwd
+    return layer.cell.forward, layer.cell.backward
 
 
 def _flip(a, reverse):
@@ -42,7 +59,8 @@ def forward(layer, x, states0, mask, keep, guards=()):
     T, B, _ = x.shape
     L, D = layer.num_layers, layer.num_directions
     backend = choose(layer.backend, layer.cell, T)
-    how = "loop" if backend == "numpy" else layer.cell_opts.get("scan", layer.cell.SCAN)
+    how = "loop" if backend in ("numpy", "loop") else layer.cell_opts.get("scan", layer.cell.SCAN)
+    cell_forward, _ = _cell_functions(layer, backend)
     layer._cache = None
     finals = [np.empty_like(s) for s in states0]
     caches, inp = [], x
@@ -52,8 +70,8 @@ def forward(layer, x, states0, mask, keep, guards=()):
             for d in range(D):
                 rev = d == 1
                 state0 = tuple(s[l * D + d] for s in states0)
-                out, stateT, arrays = layer.cell.forward(_flip(inp, rev), layer.direction_params(l, d), state0,
-                                                         _flip(mask, rev), how)
+                out, stateT, arrays = cell_forward(_flip(inp, rev), layer.direction_params(l, d), state0,
+                                                   _flip(mask, rev), how)
                 arrays.reverse = rev
                 for f, s in zip(finals, stateT):
                     f[l * D + d] = s
@@ -77,6 +95,7 @@ def backward(layer, cache, d_output, d_final, record=False):
     d_init = [np.empty_like(g) for g in d_final]
     state_grads = {} if record else None
     d_inp = d_output
+    _, cell_backward = _cell_functions(layer, cache.backend)
     with blas_context("numpy", cache.B, layer.gate_size, H):
         for l in range(L - 1, -1, -1):
             lc = cache.layers[l]
@@ -85,8 +104,8 @@ def backward(layer, cache, d_output, d_final, record=False):
             for d in range(D):
                 rev, s = d == 1, layer.suffix(l, d)
                 g = _flip(d_out_l[:, :, d * H:(d + 1) * H], rev)
-                dx, dstate0, grads, G = layer.cell.backward(g, tuple(f[l * D + d] for f in d_final),
-                                                            lc.dirs[d].arrays, layer.direction_params(l, d))
+                dx, dstate0, grads, G = cell_backward(g, tuple(f[l * D + d] for f in d_final), lc.dirs[d].arrays,
+                                                      layer.direction_params(l, d))
                 for name, v in grads.items():
                     layer.grads[name + s] += v
                 if record:

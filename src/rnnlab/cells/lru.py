@@ -56,52 +56,74 @@ def eigenvalues(p):
     return np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
 
 
-def forward(x, p, state0, mask, how):
+def project_input(x, p):
+    """-> (u = x B^T (T, B, H) complex, lambda (H,), b = gamma u): what the recurrence reads."""
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     cdt = np.complex64 if x.dtype == np.float32 else np.complex128
     u = ((x2 @ p["B_re"].T) + 1j * (x2 @ p["B_im"].T)).reshape(T, B, -1).astype(cdt)      # (T, B, H)
-    lam = eigenvalues(p).astype(cdt)
-    b = np.exp(p["gamma_log"]) * u
-    a = np.broadcast_to(lam, b.shape)
-    if mask is not None:
-        a = np.where(mask > 0, a, 1.0).astype(cdt)
-        b = b * mask
-    h0 = (state0[0] + 1j * state0[1]).astype(cdt)
-    h = scan.run(np.ascontiguousarray(a), b, h0, how)
+    return u, eigenvalues(p).astype(cdt), (np.exp(p["gamma_log"]) * u).astype(cdt)
+
+
+def readout(h, x, p, mask):
+    """y = Re(h C^T) + x D^T, zero at padded steps. -> (T, B, H) real."""
+    T, B, I = x.shape
     y = ((h.real.reshape(T * B, -1) @ p["C_re"].T - h.imag.reshape(T * B, -1) @ p["C_im"].T)
-         + x2 @ p["D"].T).reshape(T, B, -1).astype(x.dtype)
-    out = y if mask is None else y * mask
-    hT = h[-1]
-    return out, (hT.real.astype(x.dtype), hT.imag.astype(x.dtype)), DiagonalArrays(
-        x, mask, np.asarray(a), h, h0, {"u": u, "lambda": lam}, how)
+         + x.reshape(T * B, I) @ p["D"].T).reshape(T, B, -1).astype(x.dtype)
+    return y if mask is None else y * mask
 
 
-def backward(d_out, d_state, cache, p):
-    x, m, h = cache.x, cache.mask, cache.h
+def readout_backward(d_out, h, x, p, mask):
+    """-> (dL/dh (T, B, H) complex, {C_re, C_im, D} gradients, dx through the skip D)."""
     T, B, I = x.shape
     H = h.shape[-1]
-    gy = d_out if m is None else d_out * m
-    gy2, x2 = gy.reshape(T * B, H), x.reshape(T * B, I)
-    hr, hi = h.real.reshape(T * B, H), h.imag.reshape(T * B, H)
-    grads = {"C_re": gy2.T @ hr, "C_im": -(gy2.T @ hi), "D": gy2.T @ x2}
-    gh = (gy2 @ p["C_re"] - 1j * (gy2 @ p["C_im"])).reshape(T, B, H)
-    dhT = d_state[0] + 1j * d_state[1]
-    da, G, dh0 = scan.backward(gh, cache.a, h, cache.h0, dhT, "loop" if cache.how == "loop" else "associative")
-    db = G
-    if m is not None:
-        da, db = da * m, G * m
-    lam, u = cache.extra["lambda"], cache.extra["u"]
-    dw = np.conj(lam) * da.sum(axis=(0, 1))
+    gy = (d_out if mask is None else d_out * mask).reshape(T * B, H)
+    x2 = x.reshape(T * B, I)
+    grads = {"C_re": gy.T @ h.real.reshape(T * B, H), "C_im": -(gy.T @ h.imag.reshape(T * B, H)), "D": gy.T @ x2}
+    gh = (gy @ p["C_re"] - 1j * (gy @ p["C_im"])).reshape(T, B, H).astype(h.dtype)
+    return gh, grads, (gy @ p["D"]).reshape(x.shape)
+
+
+def input_backward(dlam, db, u, lam, x, p, grads):
+    """From dL/dlambda (H,) and dL/db (T, B, H): the eigenvalue, normalisation and B gradients into ``grads``;
+    -> dx through B."""
+    T, B, I = x.shape
+    H = db.shape[-1]
+    dw = np.conj(lam) * dlam
     grads["nu_log"] = -np.exp(p["nu_log"]) * dw.real
     grads["theta_log"] = np.exp(p["theta_log"]) * dw.imag
     gamma = np.exp(p["gamma_log"])
     grads["gamma_log"] = gamma * (np.conj(u) * db).real.sum(axis=(0, 1))
     du = (gamma * db).reshape(T * B, H)
+    x2 = x.reshape(T * B, I)
     grads["B_re"], grads["B_im"] = du.real.T @ x2, du.imag.T @ x2
-    dx = gy2 @ p["D"] + du.real @ p["B_re"] + du.imag @ p["B_im"]
+    return (du.real @ p["B_re"] + du.imag @ p["B_im"]).reshape(x.shape)
+
+
+def forward(x, p, state0, mask, how):
+    u, lam, b = project_input(x, p)
+    a = np.broadcast_to(lam, b.shape)
+    if mask is not None:
+        a = np.where(mask > 0, a, 1.0).astype(b.dtype)
+        b = b * mask
+    h0 = (state0[0] + 1j * state0[1]).astype(b.dtype)
+    h = scan.run(np.ascontiguousarray(a), b, h0, how)
+    hT = h[-1]
+    return readout(h, x, p, mask), (hT.real.astype(x.dtype), hT.imag.astype(x.dtype)), DiagonalArrays(
+        x, mask, np.asarray(a), h, h0, {"u": u, "lambda": lam}, how)
+
+
+def backward(d_out, d_state, cache, p):
+    x, m, h = cache.x, cache.mask, cache.h
+    gh, grads, dx = readout_backward(d_out, h, x, p, m)
+    dhT = d_state[0] + 1j * d_state[1]
+    da, G, dh0 = scan.backward(gh, cache.a, h, cache.h0, dhT, "loop" if cache.how == "loop" else "associative")
+    db = G
+    if m is not None:
+        da, db = da * m, G * m
+    dx = dx + input_backward(da.sum(axis=(0, 1)), db, cache.extra["u"], cache.extra["lambda"], x, p, grads)
     grads = {k: np.asarray(v, dtype=x.dtype) for k, v in grads.items()}
-    return dx.reshape(x.shape).astype(x.dtype), (dh0.real.astype(x.dtype), dh0.imag.astype(x.dtype)), grads, G
+    return dx.astype(x.dtype), (dh0.real.astype(x.dtype), dh0.imag.astype(x.dtype)), grads, G
 
 
 def carry(cache):
