@@ -15,7 +15,9 @@ from .engine import COMPILED
 from .errors import ConfigError, check_choice
 from .grad_mode import no_grad
 
-VARIANTS = {"rnn": ("rnn", {}), "lstm": ("lstm", {}), "gru": ("gru", {}), "gru-before": ("gru", {"reset": "before"})}
+VARIANTS = {"rnn": ("rnn", {}), "lstm": ("lstm", {}), "gru": ("gru", {}), "gru-before": ("gru", {"reset": "before"}),
+            "mingru": ("mingru", {}), "minlstm": ("minlstm", {}), "indrnn": ("indrnn", {}), "lru": ("lru", {})}
+DIAGONAL = ("mingru", "minlstm", "indrnn", "lru")         # one compiled backend: their whole loop ("loop")
 
 
 def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report=None) -> dict:
@@ -40,6 +42,8 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
             for backend in backends:
                 if backend == "split" and (num_threads() < 2 or opts.get("reset") == "before"):
                     continue                                    # the split path would not serve these calls
+                if cell in DIAGONAL and backend != "loop":
+                    continue
                 t0 = time.perf_counter()
                 layer = layer_class(cell)(3, 4, dtype=dtype, seed=0, backend=backend, **opts)
                 x = rng.standard_normal((5, 4, 3)).astype(dtype)
