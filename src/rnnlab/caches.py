@@ -73,6 +73,7 @@ class StepCaches:
     starts: list | None = None          # the state entering each segment
     xw: np.ndarray | None = None        # (T, B, G*H) x W_ih^T + b_ih, kept for the recomputation
     b_hh: np.ndarray | None = None
+    keep: tuple | None = None           # zoneout's share of the new state per state, (T, B, H) each, or None
 
     def gates(self) -> dict:
         if self.steps is None:
@@ -121,8 +122,9 @@ class DirCache:
     x: np.ndarray                       # (T, B, I) the direction's input
     mask: np.ndarray | None             # (T, B, 1) 1 at valid steps, or None (no padding)
     reverse: bool
-    opts: dict                          # the cell's options (nonlinearity, reset)
+    opts: dict                          # the cell's options (nonlinearity, reset; rec_mask: recurrent dropout)
     arrays: object                      # StepCaches or the cell's compiled arrays
+    x_mask: np.ndarray | None = None    # (B, I) variational input dropout: x holds the masked input
 
     def gates(self) -> dict:
         return self.arrays.gates()

@@ -42,7 +42,11 @@ class TrainConfig:
     model: str = "lstm"             # rnn | lstm | gru | mingru | minlstm | indrnn | lru
     hidden_size: int = 64
     num_layers: int = 1
-    dropout: float = 0.0
+    dropout: float = 0.0            # between layers (torch's dropout)
+    input_dropout: float = 0.0      # variational: one mask per sequence on each layer's input x_t
+    recurrent_dropout: float = 0.0  # variational: one mask per sequence on the h_{t-1} of the recurrent product
+    zoneout: float = 0.0            # per unit and step, keep h_{t-1} with this probability (Krueger et al.)
+    zoneout_cell: float = 0.0       # the same for the LSTM's cell state c
     bidirectional: bool = False
     nonlinearity: str = "tanh"
     reset: str = "after"
@@ -122,6 +126,8 @@ class TrainConfig:
         check_float("clip", self.clip, 0.0)
         check_float("clip_value", self.clip_value, 0.0)
         check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell"):
+            check_float(k, getattr(self, k), 0.0, 1.0, high_open=True)
         check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_float("weight_decay", self.weight_decay, 0.0)

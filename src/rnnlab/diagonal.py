@@ -18,7 +18,7 @@ import numpy as np
 
 from . import kernels
 from .caches import DirCache, ForwardCache, LayerCache
-from .engine import blas_context, dropout_mask
+from .engine import blas_context, dropout_mask, variational_masks
 from .errors import BackendError, ConfigError, check_choice
 
 BACKENDS = ("auto", "numpy", "loop", "scan")
@@ -70,14 +70,16 @@ def forward(layer, x, states0, mask, keep, guards=()):
             for d in range(D):
                 rev = d == 1
                 state0 = tuple(s[l * D + d] for s in states0)
-                out, stateT, arrays = cell_forward(_flip(inp, rev), layer.direction_params(l, d), state0,
+                x_mask = variational_masks(layer, l, d, inp.shape)[0]          # input dropout only
+                inp_d = inp if x_mask is None else inp * x_mask
+                out, stateT, arrays = cell_forward(_flip(inp_d, rev), layer.direction_params(l, d), state0,
                                                    _flip(mask, rev), how)
                 arrays.reverse = rev
                 for f, s in zip(finals, stateT):
                     f[l * D + d] = s
                 outs.append(_flip(out, rev))
                 if keep:
-                    dirs.append(DirCache(backend, layer.cell_name, inp, mask, rev, layer.cell_opts, arrays))
+                    dirs.append(DirCache(backend, layer.cell_name, inp_d, mask, rev, layer.cell_opts, arrays, x_mask))
             out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)
             drop = dropout_mask(layer, out_l.shape) if l < L - 1 else None
             if keep:
@@ -112,6 +114,8 @@ def backward(layer, cache, d_output, d_final, record=False):
                     G = _flip(G, rev)
                     state_grads[(l, d)] = (np.concatenate([G.real, G.imag], axis=-1) if np.iscomplexobj(G) else G,)
                 dx = _flip(dx, rev)
+                if lc.dirs[d].x_mask is not None:
+                    dx = dx * lc.dirs[d].x_mask
                 d_x = dx if d_x is None else d_x + dx
                 for f, ds in zip(d_init, dstate0):
                     f[l * D + d] = ds

@@ -52,9 +52,13 @@ def _split_serves(cell_name, opts) -> bool:
     return cell_name != "gru" or opts.get("reset", "after") == "after"
 
 
-def check_backend(backend, cell_name, opts, segment) -> str:
-    """At construction: the backend is a known name, its package is installed, and it can serve the layer."""
+def check_backend(backend, cell_name, opts, segment, reference=()) -> str:
+    """At construction: the backend is a known name, its package is installed, and it can serve the layer.
+    ``reference``: the names of options set on the layer that only the NumPy reference implements."""
     check_choice("backend", backend, BACKENDS)
+    if reference and backend not in ("auto", "numpy"):
+        raise BackendError(f"{', '.join(reference)}: runs on backend='numpy' only (the compiled paths have no masks "
+                           f"inside their loop yet), got backend={backend!r}; use 'numpy' or 'auto' (which picks it)")
     if backend not in ("auto", "numpy") and not kernels.available():
         raise ConfigError(f"backend: {backend!r} needs the numba package; install it with: pip install numba "
                           f"(or use backend='numpy')")
@@ -67,9 +71,10 @@ def check_backend(backend, cell_name, opts, segment) -> str:
     return backend
 
 
-def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4) -> str:
+def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=False) -> str:
     """The backend for one call of B rows: ``backend`` itself when it names one (checked that it can serve
-    the call), else the automatic choice (itemsize: of the dtype, 4 or 8)."""
+    the call), else the automatic choice (itemsize: of the dtype, 4 or 8; ``reference``: the layer uses an
+    option only the NumPy reference implements)."""
     if backend == "split":
         from .kernels import split
         n = split.threads_for(B)
@@ -79,7 +84,7 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4) -> str:
         return backend
     if backend in ("numpy",) + COMPILED:
         return backend
-    if segment or (backend == "auto" and not kernels.available()):
+    if segment or reference or (backend == "auto" and not kernels.available()):
         return "numpy"
     from .kernels.packed_gemm import vector_bytes
     vfma = B * GH * H * itemsize // vector_bytes()
@@ -185,13 +190,41 @@ def dropout_mask(layer, shape):
     return kept.astype(layer.dtype) / layer.dtype(1.0 - layer.dropout)
 
 
+def variational_masks(layer, l, d, shape):
+    """The masks of one layer and direction for this forward, drawn from the layer's generator (so that a
+    resumed run draws the same): -> (x_mask (B, I) or None, rec_mask (B, H) or None, zoneout keep shares
+    (one (T, B, H) per state) or None). ``shape``: the direction's input (T, B, I).
+
+    input_dropout / recurrent_dropout (Gal and Ghahramani 2016): one inverted-dropout mask per sequence, the
+    same at every step, on x_t and on the h_{t-1} that enters the recurrent product; off at evaluation.
+    zoneout / zoneout_cell (Krueger et al. 2017): per unit and step, keep the previous h (c) with probability
+    p in training; the expectation, a share 1 - p of the new state, at evaluation."""
+    reg = layer.regularization
+    if not any(reg.values()):
+        return None, None, None
+    T, B, I = shape
+    H, dt, rng = layer.hidden_size, layer.dtype, layer.rng
+
+    def drop(p, size):
+        return (rng.random(size) >= p).astype(dt) / dt(1.0 - p)
+    train = layer.training
+    x_mask = drop(reg["input_dropout"], (B, I)) if train and reg["input_dropout"] else None
+    rec_mask = drop(reg["recurrent_dropout"], (B, H)) if train and reg["recurrent_dropout"] else None
+    keep = None
+    zs = (reg["zoneout"], reg["zoneout_cell"])[:len(layer.cell.STATE)]
+    if any(zs):
+        keep = tuple((rng.random((T, B, H)) >= p).astype(dt) if train and p else
+                     np.broadcast_to(dt(1.0 - p), (T, B, H)) for p in zs)
+    return x_mask, rec_mask, keep
+
+
 def forward(layer, x, states0, mask, keep, guards=()):
     """x (T, B, I) through every layer and direction of ``layer`` (a ``rnnlab.layers.RecurrentLayer``).
     -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
     T, B, _ = x.shape
     L, D = layer.num_layers, layer.num_directions
     backend = choose(layer.backend, layer.cell_name, layer.cell_opts, B, layer.gate_size, layer.hidden_size,
-                     layer.bptt_segment, np.dtype(layer.dtype).itemsize)
+                     layer.bptt_segment, np.dtype(layer.dtype).itemsize, bool(layer.reference_options()))
     mod = module(backend)
     extra = {}
     if backend == "numpy":
@@ -213,13 +246,17 @@ def forward(layer, x, states0, mask, keep, guards=()):
             for d in range(D):
                 W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
                 state0 = tuple(s[l * D + d] for s in states0)
-                out, stateT, arrays = mod.forward(layer.cell_name, inp, W_ih, W_hh, b_ih, b_hh, state0, mask, d == 1,
-                                                  layer.cell_opts, keep, alloc, **extra)
+                x_mask, rec_mask, zone = variational_masks(layer, l, d, inp.shape)
+                inp_d = inp if x_mask is None else inp * x_mask
+                opts = layer.cell_opts if rec_mask is None else {**layer.cell_opts, "rec_mask": rec_mask}
+                more = extra if zone is None else {**extra, "zoneout": zone}
+                out, stateT, arrays = mod.forward(layer.cell_name, inp_d, W_ih, W_hh, b_ih, b_hh, state0, mask,
+                                                  d == 1, opts, keep, alloc, **more)
                 for f, s in zip(finals, stateT):
                     f[l * D + d] = s
                 outs.append(out)
                 if keep:
-                    dirs.append(DirCache(backend, layer.cell_name, inp, mask, d == 1, layer.cell_opts, arrays))
+                    dirs.append(DirCache(backend, layer.cell_name, inp_d, mask, d == 1, opts, arrays, x_mask))
             out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)    # (T, B, D*H)
             drop = dropout_mask(layer, out_l.shape) if l < L - 1 else None
             if keep:
@@ -260,7 +297,8 @@ def backward(layer, cache, d_output, d_final, record=False):
                     layer.grads["bias_hh" + s] += g.db_hh
                 if record:
                     state_grads[(l, d)] = g.state_grads
-                d_x = g.dx if d_x is None else d_x + g.dx
+                dx_d = g.dx if lc.dirs[d].x_mask is None else g.dx * lc.dirs[d].x_mask
+                d_x = dx_d if d_x is None else d_x + dx_d
                 for f, ds in zip(d_init, g.dstate0):
                     f[l * D + d] = ds
             d_inp = d_x

@@ -35,11 +35,13 @@ class RecurrentLayer:
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None,
-                 recurrent_init="uniform", bptt_segment=None, backend="auto", cell_opts=None, **unknown):
+                 recurrent_init="uniform", bptt_segment=None, backend="auto", input_dropout=0.0,
+                 recurrent_dropout=0.0, zoneout=0.0, zoneout_cell=0.0, cell_opts=None, **unknown):
         if unknown:
             valid = sorted(p for p in inspect.signature(type(self).__init__).parameters
                            if p not in ("self", "kw", "cell_opts", "unknown"))
-            valid = sorted(set(valid) | {"dtype", "seed", "recurrent_init", "bptt_segment", "backend"})
+            valid = sorted(set(valid) | {"dtype", "seed", "recurrent_init", "bptt_segment", "backend", "input_dropout",
+                                         "recurrent_dropout", "zoneout", "zoneout_cell"})
             raise ConfigError(f"{type(self).__name__}: unknown option(s) {sorted(unknown)}; expected some of {valid}")
         self.input_size = check_int("input_size", input_size, 1)
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
@@ -56,6 +58,13 @@ class RecurrentLayer:
         self.dtype = resolve_dtype(dtype)
         self.cell = self._cell_module()
         self.cell_opts = dict(cell_opts or {})
+        # variational dropout and zoneout (engine.variational_masks)
+        self.regularization = {k: check_float(k, v, 0.0, 1.0, high_open=True) for k, v in (
+            ("input_dropout", input_dropout), ("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout),
+            ("zoneout_cell", zoneout_cell))}
+        if self.regularization["zoneout_cell"] and len(self.cell.STATE) < 2:
+            raise ConfigError(f"zoneout_cell: {type(self).__name__} has no cell state c (only the LSTM does); use "
+                              f"zoneout, got zoneout_cell={zoneout_cell}")
         self.backend = self._check_backend(backend, self.bptt_segment)
         self.training = True
         self.rng = np.random.default_rng(seed)
@@ -88,7 +97,11 @@ class RecurrentLayer:
         return CELLS[self.cell_name]
 
     def _check_backend(self, backend, segment):
-        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment)
+        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment, self.reference_options())
+
+    def reference_options(self) -> list:
+        """The options set on this layer that only the NumPy reference backend implements."""
+        return [k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -157,7 +170,8 @@ class RecurrentLayer:
         return {"cell": self.cell_name, "input_size": self.input_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
                 "dropout": self.dropout, "bidirectional": self.bidirectional,
-                "dtype": np.dtype(self.dtype).name, **self.cell_opts}
+                "dtype": np.dtype(self.dtype).name, **self.cell_opts,
+                **{k: v for k, v in self.regularization.items() if v}}
 
     def set_backend(self, backend="auto", bptt_segment=None):
         """Change the backend and the BPTT segment length of a built layer (checked as in the constructor)."""
@@ -178,7 +192,8 @@ class RecurrentLayer:
         return self.train(False)
 
     def __repr__(self) -> str:
-        opts = "".join(f", {k}={v!r}" for k, v in self.cell_opts.items())
+        opts = "".join(f", {k}={v!r}" for k, v in {**self.cell_opts,
+                                                    **{k: v for k, v in self.regularization.items() if v}}.items())
         if self.backend != "auto":
             opts += f", backend={self.backend!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
@@ -226,7 +241,7 @@ class RecurrentLayer:
         forward and backward use, and the matrix product to use under it. A model runs its own products
         inside it, so that no two-thread BLAS call leaves worker threads spinning against the split path's."""
         backend = engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
-                                self.bptt_segment, np.dtype(self.dtype).itemsize)
+                                self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()))
         return engine.blas_context(backend, B, self.gate_size, self.hidden_size), engine.matmul_for(backend)
 
     @property
@@ -380,6 +395,9 @@ class DiagonalLayer(RecurrentLayer):
     def _check_backend(self, backend, segment):
         if segment is not None:
             raise BackendError(f"bptt_segment: not used by the {self.cell_name} layer, got {segment}")
+        if self.reference_options():
+            raise ConfigError(f"{', '.join(self.reference_options())}: not implemented for the {self.cell_name} layer "
+                              f"(the classic cells have them); input_dropout and dropout between layers apply to it")
         return diagonal.check_backend(backend, self.cell_name, self.cell)
 
     @property

@@ -35,6 +35,10 @@ class ModelConfig:
     prediction: str = "softmax"     # softmax | sigmoid | identity
     target: str = "every"           # every | last
     dropout: float = 0.0
+    input_dropout: float = 0.0      # variational dropout and zoneout: see rnnlab.engine.variational_masks
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    zoneout_cell: float = 0.0
     bidirectional: bool = False
     nonlinearity: str = "tanh"      # RNN only
     reset: str = "after"            # GRU only
@@ -84,6 +88,8 @@ class SequenceModel:
             kw["forget_bias"] = cfg.forget_bias
         elif cfg.cell == "indrnn":
             kw["recurrent_max"] = cfg.recurrent_max
+        kw.update({k: getattr(cfg, k) for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell")
+                   if getattr(cfg, k)})
         rnn_in = cfg.embedding_dim if cfg.input_mode == "embedding" else cfg.input_size
         self.rnn = LAYERS[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
                                           bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,

@@ -13,6 +13,11 @@ packed sequences do: at a padded step the state is carried unchanged and the out
 last valid step (padding sits at the end, where the reverse scan starts, and is skipped).
 Gradients that arrive at padded outputs are ignored.
 
+``keep`` implements zoneout (Krueger et al. 2017): per state, the share k_t (T, B, H) of the new state taken
+at each step, s_t = k_t * s_new + (1 - k_t) * s_{t-1} -- in training k is 0 or 1 per unit and step (a unit
+zoned out keeps its previous value), at evaluation the expectation 1 - p. Padding is the special case k = 0 at
+padded rows, so both share one code path (k * mask); the output is the zoned h_t.
+
 ``segment`` bounds BPTT memory: the forward keeps the state only at every ``segment``-th step and the
 backward recomputes each segment's caches from it just before backpropagating through that segment
 (about one extra forward pass of time for caches of ``segment`` steps instead of T). Results are the same.
@@ -25,13 +30,22 @@ from .caches import Grads, StepCaches
 from .cells import CELLS
 
 
-def _run(cell, xw, state, W_hh, b_hh, mask, steps, opts, out, caches):
+def _keep(keep, mask, t):
+    """The share of the new state per state at step t: zoneout's k times the padding mask."""
+    return [k[t] if mask is None else k[t] * mask[t] for k in keep]
+
+
+def _run(cell, xw, state, W_hh, b_hh, mask, steps, opts, out, caches, keep=None):
     """Advance ``state`` over ``steps`` (time indices in processing order); fill out[t] and caches[t]."""
     for t in steps:
         new, cache_t = cell.step_forward(xw[t], state, W_hh, b_hh, **opts)
         if caches is not None:
             caches[t] = cache_t
-        if mask is None:
+        if keep is not None:
+            state = tuple(s + k * (s_new - s) for s_new, s, k in zip(new, state, _keep(keep, mask, t)))
+            if out is not None:
+                out[t] = state[0] if mask is None else state[0] * mask[t]
+        elif mask is None:
             state = new
             if out is not None:
                 out[t] = new[0]
@@ -47,22 +61,22 @@ def _order(T, reverse):
     return list(range(T - 1, -1, -1)) if reverse else list(range(T))
 
 
-def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, segment=None):
+def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=None, segment=None, keep=None):
     opts = opts or {}
     T = xw.shape[0]
     out = np.empty(xw.shape[:2] + (state0[0].shape[-1],), dtype=xw.dtype)   # (T, B, H)
     order = _order(T, reverse)
     if not segment or segment >= T:
         caches = [None] * T
-        state = _run(cell, xw, tuple(state0), W_hh, b_hh, mask, order, opts, out, caches)
-        return out, state, StepCaches(caches)
+        state = _run(cell, xw, tuple(state0), W_hh, b_hh, mask, order, opts, out, caches, keep)
+        return out, state, StepCaches(caches, keep=keep)
     # memory-bounded: keep only the state entering each segment
     segments = [order[i:i + segment] for i in range(0, T, segment)]
     starts, state = [], tuple(state0)
     for seg in segments:
         starts.append(state)
-        state = _run(cell, xw, state, W_hh, b_hh, mask, seg, opts, out, None)
-    return out, state, StepCaches(None, segments, starts, xw, b_hh)
+        state = _run(cell, xw, state, W_hh, b_hh, mask, seg, opts, out, None, keep)
+    return out, state, StepCaches(None, segments, starts, xw, b_hh, keep=keep)
 
 
 def scan_backward(cell, d_out, d_state, cache, W_hh, mask=None, reverse=False, has_bias=True, opts=None,
@@ -78,25 +92,29 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, mask=None, reverse=False, h
         dstate, dW_hh = tuple(d_state), np.zeros_like(W_hh)
         for seg, start in zip(reversed(cache.segments), reversed(cache.starts)):
             seg_caches = [None] * T
-            _run(cell, cache.xw, start, W_hh, cache.b_hh, mask, seg, opts, None, seg_caches)
-            dstate = _backward_steps(cell, d_out, dstate, seg_caches, W_hh, mask, seg[::-1], opts, dXW, dHW, record)
+            _run(cell, cache.xw, start, W_hh, cache.b_hh, mask, seg, opts, None, seg_caches, cache.keep)
+            dstate = _backward_steps(cell, d_out, dstate, seg_caches, W_hh, mask, seg[::-1], opts, dXW, dHW, record,
+                                     cache.keep)
             idx = sorted(seg)
             dW_hh += cell.grad_W_hh((dXW if dHW[0] is None else dHW[0])[idx], [seg_caches[t] for t in idx], **opts)
     else:
         dstate = _backward_steps(cell, d_out, tuple(d_state), cache.steps, W_hh, mask, _order(T, reverse)[::-1],
-                                 opts, dXW, dHW, record)
+                                 opts, dXW, dHW, record, cache.keep)
         dW_hh = cell.grad_W_hh(dXW if dHW[0] is None else dHW[0], cache.steps, **opts)
     db_hh = (dXW if dHW[0] is None else dHW[0]).sum(axis=(0, 1)) if has_bias else None
     return dXW, dstate, dW_hh, db_hh
 
 
-def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc=None, segment=None):
-    """The engine's contract: x (T, B, I) -> (output (T, B, H), final state, StepCaches or None)."""
+def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc=None, segment=None,
+            zoneout=None):
+    """The engine's contract: x (T, B, I) -> (output (T, B, H), final state, StepCaches or None).
+    ``zoneout``: the ``keep`` shares of zoneout per state (see the module docstring), or None."""
     T, B, I = x.shape
     xw = (x.reshape(T * B, I) @ W_ih.T).reshape(T, B, -1)                  # (T, B, G*H), all steps at once
     if b_ih is not None:
         xw += b_ih
-    out, stateT, cache = scan_forward(CELLS[cell_name], xw, state0, W_hh, b_hh, mask, reverse, opts, segment)
+    out, stateT, cache = scan_forward(CELLS[cell_name], xw, state0, W_hh, b_hh, mask, reverse, opts, segment,
+                                      zoneout)
     return out, stateT, cache if keep else None
 
 
@@ -116,9 +134,14 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace=N
                  db_ih=dX2.sum(axis=0) if has_bias else None, db_hh=db_hh, state_grads=state_grads)
 
 
-def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record):
+def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record, keep=None):
     for t in steps:
-        if mask is None:
+        if keep is not None:
+            d_total = (dstate[0] + (d_out[t] if mask is None else d_out[t] * mask[t]),) + dstate[1:]
+            k = _keep(keep, mask, t)
+            d_new = tuple(d * ki for d, ki in zip(d_total, k))               # through the new state's share
+            carry = tuple(d * (1 - ki) for d, ki in zip(d_total, k))         # past the cell: the kept share
+        elif mask is None:
             d_new = (dstate[0] + d_out[t],) + dstate[1:]
             carry = None
         else:
@@ -127,7 +150,7 @@ def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, d
             d_new = tuple(d * m for d in d_total)                            # into the cell at valid rows
             carry = tuple(d * (1 - m) for d in d_total)                      # past the cell at padded rows
         if record is not None:
-            record.append((t, d_new if mask is None else d_total))
+            record.append((t, d_new if mask is None and keep is None else d_total))
         dxw, dhw, dstate = cell.step_backward(d_new, caches[t], W_hh, **opts)
         if carry is not None:
             dstate = tuple(ds + c for ds, c in zip(dstate, carry))

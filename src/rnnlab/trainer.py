@@ -52,6 +52,8 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         input_size=task.input_size, output_size=task.output_size, cell=cfg.model, hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers, input_mode=task.input_mode if cfg.input_mode == "auto" else cfg.input_mode,
         embedding_dim=cfg.embedding_dim, prediction=task.prediction, target=task.target, dropout=cfg.dropout,
+        input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout, zoneout=cfg.zoneout,
+        zoneout_cell=cfg.zoneout_cell,
         bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
         forget_bias=cfg.forget_bias, recurrent_init=cfg.recurrent_init, dtype=cfg.dtype,
         recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)

@@ -16,6 +16,10 @@ Backward, with dh = dL/dh_t:
     before: d(r h) = dn_pre W_hn;  dr = d(r h) * h_{t-1};  dh_{t-1} += d(r h) * r
     dr_pre = dr r (1 - r),  dz_pre = dz z (1 - z)
     dh_{t-1} += [dr_pre | dz_pre | dn-block] W_hh            (before: only the r, z blocks here)
+
+``rec_mask`` (B, H), variational recurrent dropout: h_{t-1} * m is the operand of every product with W_hh
+(and of r * h for reset="before"); the interpolation h_t = (1 - z) n + z h_{t-1} keeps the unmasked h_{t-1}.
+The gradients through the products are multiplied by m.
 """
 from __future__ import annotations
 
@@ -36,13 +40,15 @@ class StepCache(NamedTuple):
     z: np.ndarray
     n: np.ndarray
     extra: np.ndarray           # after: h W_hn^T + b_hn (for dr); before: r * h_prev (the n block's operand)
+    h_rec: np.ndarray | None = None     # the products' operand h_prev * m under recurrent dropout, else None
 
 
-def step_forward(xw, state, W_hh, b_hh, reset="after"):
+def step_forward(xw, state, W_hh, b_hh, reset="after", rec_mask=None):
     (h_prev,) = state                               # (B, H)
     H = h_prev.shape[-1]
+    h_rec = h_prev if rec_mask is None else h_prev * rec_mask     # what the products read
     if reset == "after":
-        gh = h_prev @ W_hh.T                        # (B, 3H)
+        gh = h_rec @ W_hh.T                         # (B, 3H)
         if b_hh is not None:
             gh += b_hh
         rz = sigmoid(xw[:, :2 * H] + gh[:, :2 * H])  # (B, 2H)
@@ -51,24 +57,26 @@ def step_forward(xw, state, W_hh, b_hh, reset="after"):
         n = np.tanh(xw[:, 2 * H:] + r * ghn)
         extra = ghn
     else:
-        gh = h_prev @ W_hh[:2 * H].T                # (B, 2H)
+        gh = h_rec @ W_hh[:2 * H].T                 # (B, 2H)
         if b_hh is not None:
             gh += b_hh[:2 * H]
         rz = sigmoid(xw[:, :2 * H] + gh)
         r, z = rz[:, :H], rz[:, H:]
-        rh = r * h_prev                             # (B, H), the n block's recurrent operand
+        rh = r * h_rec                              # (B, H), the n block's recurrent operand
         a_n = xw[:, 2 * H:] + rh @ W_hh[2 * H:].T
         if b_hh is not None:
             a_n += b_hh[2 * H:]
         n = np.tanh(a_n)
         extra = rh
     h = n + z * (h_prev - n)                        # = (1 - z) n + z h_prev
-    return (h,), StepCache(h_prev, r, z, n, extra)
+    return (h,), StepCache(h_prev, r, z, n, extra, None if rec_mask is None else h_rec)
 
 
-def step_backward(dstate, cache, W_hh, reset="after"):
+def step_backward(dstate, cache, W_hh, reset="after", rec_mask=None):
     (dh,) = dstate
-    h_prev, r, z, n, extra = cache
+    h_prev, r, z, n, extra, h_rec = cache
+    h_rec = h_prev if h_rec is None else h_rec
+    m = 1.0 if rec_mask is None else rec_mask
     H = h_prev.shape[-1]
     dz = dh * (h_prev - n)
     dn_pre = dh * (1.0 - z) * (1.0 - n * n)         # backprop through h, then tanh
@@ -79,22 +87,22 @@ def step_backward(dstate, cache, W_hh, reset="after"):
         dz_pre = dz * z * (1.0 - z)
         dxw = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)      # (B, 3H)
         dhw = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)  # (B, 3H)
-        dh_prev += dhw @ W_hh
+        dh_prev += (dhw @ W_hh) * m
     else:
         drh = dn_pre @ W_hh[2 * H:]                 # (B, H), through (r h) W_hn^T
-        dr_pre = drh * h_prev * r * (1.0 - r)
+        dr_pre = drh * h_rec * r * (1.0 - r)
         dz_pre = dz * z * (1.0 - z)
-        dh_prev += drh * r
+        dh_prev += drh * r * m
         dxw = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
         dhw = dxw
-        dh_prev += dxw[:, :2 * H] @ W_hh[:2 * H]
+        dh_prev += (dxw[:, :2 * H] @ W_hh[:2 * H]) * m
     return dxw, dhw, (dh_prev,)
 
 
-def grad_W_hh(dHW, caches, reset="after"):
+def grad_W_hh(dHW, caches, reset="after", **_):
     """dW_hh from the recurrent pre-activation gradients dHW (T, B, 3H), one product per operand."""
     H = dHW.shape[-1] // 3
-    H_prev = np.stack([c.h_prev for c in caches]).reshape(-1, H)  # (T*B, H)
+    H_prev = np.stack([c.h_prev if c.h_rec is None else c.h_rec for c in caches]).reshape(-1, H)  # (T*B, H)
     dHW = dHW.reshape(-1, 3 * H)
     if reset == "after":
         return dHW.T @ H_prev

@@ -16,6 +16,9 @@ Backward, with dh = dL/dh_t and dc = dL/dc_t arriving from step t+1:
     dc_{t-1} = dc * f                        the forget-gate path: scaled by f, not by W_hh
     da  = [di i(1-i) | df f(1-f) | dg (1-g^2) | do o(1-o)]
     dh_{t-1} = da W_hh
+
+``rec_mask`` (B, H), variational recurrent dropout: h_{t-1} * m enters the product in place of h_{t-1};
+dh_{t-1} = (da W_hh) * m; the cache's h_prev is the masked operand.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ GATES = ("i", "f", "g", "o")
 
 
 class StepCache(NamedTuple):
-    h_prev: np.ndarray          # (B, H)
+    h_prev: np.ndarray          # (B, H) the recurrent product's operand (masked under recurrent dropout)
     c_prev: np.ndarray
     i: np.ndarray
     f: np.ndarray
@@ -40,8 +43,10 @@ class StepCache(NamedTuple):
     tanh_c: np.ndarray          # cached: backward needs it and h needs it
 
 
-def step_forward(xw, state, W_hh, b_hh):
+def step_forward(xw, state, W_hh, b_hh, rec_mask=None):
     h_prev, c_prev = state                          # (B, H) each
+    if rec_mask is not None:
+        h_prev = h_prev * rec_mask
     H = h_prev.shape[-1]
     a = xw + h_prev @ W_hh.T                        # (B, 4H)
     if b_hh is not None:
@@ -55,7 +60,7 @@ def step_forward(xw, state, W_hh, b_hh):
     return (h, c), StepCache(h_prev, c_prev, i, f, g, o, tanh_c)
 
 
-def step_backward(dstate, cache, W_hh):
+def step_backward(dstate, cache, W_hh, rec_mask=None):
     dh, dc = dstate
     h_prev, c_prev, i, f, g, o, tanh_c = cache
     do = dh * tanh_c
@@ -71,6 +76,8 @@ def step_backward(dstate, cache, W_hh):
     )                                               # (B, 4H)
     dc_prev = dc * f                                # the cell path
     dh_prev = da @ W_hh                             # (B, H)
+    if rec_mask is not None:
+        dh_prev *= rec_mask
     return da, da, (dh_prev, dc_prev)
 
 

@@ -10,6 +10,10 @@ Backward, with dh = dL/dh_t (from the output at t and from step t+1):
     da_t     = dh * (1 - h_t^2)                 tanh' from the cached output (relu: dh * [h_t > 0])
     dh_{t-1} = da_t W_hh
     dW_hh    = sum_t da_t^T h_{t-1}             one product after the loop (grad_W_hh)
+
+``rec_mask`` (B, H), variational recurrent dropout (Gal and Ghahramani 2016): h_{t-1} * m enters the product
+in place of h_{t-1} at every step of the sequence; then dh_{t-1} = (da_t W_hh) * m and the cache's h_prev is
+the masked one (the product's operand).
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ GATES = ("h",)                                      # the one block of W_hh (no 
 
 
 class StepCache(NamedTuple):
-    h_prev: np.ndarray          # (B, H)
+    h_prev: np.ndarray          # (B, H) the recurrent product's operand (masked under recurrent dropout)
     h: np.ndarray               # the step's output: tanh' and relu' are read from it
 
 
-def step_forward(xw, state, W_hh, b_hh, nonlinearity="tanh"):
+def step_forward(xw, state, W_hh, b_hh, nonlinearity="tanh", rec_mask=None):
     (h_prev,) = state                               # (B, H)
+    if rec_mask is not None:
+        h_prev = h_prev * rec_mask
     a = xw + h_prev @ W_hh.T                        # (B, H)
     if b_hh is not None:
         a += b_hh
@@ -41,7 +47,7 @@ def step_forward(xw, state, W_hh, b_hh, nonlinearity="tanh"):
     return (h,), StepCache(h_prev, h)
 
 
-def step_backward(dstate, cache, W_hh, nonlinearity="tanh"):
+def step_backward(dstate, cache, W_hh, nonlinearity="tanh", rec_mask=None):
     (dh,) = dstate
     h_prev, h = cache
     if nonlinearity == "tanh":
@@ -51,6 +57,8 @@ def step_backward(dstate, cache, W_hh, nonlinearity="tanh"):
     else:
         da = dh
     dh_prev = da @ W_hh                             # (B, H)
+    if rec_mask is not None:
+        dh_prev *= rec_mask
     return da, da, (dh_prev,)
 
 

@@ -1,0 +1,182 @@
+"""Variational (recurrent) dropout and zoneout: finite differences with the masks held fixed, a torch reference
+written here, the evaluation-time expectation, the masks' statistics, resume, and the refusals."""
+import numpy as np
+import pytest
+
+import rnnlab
+from rnnlab import engine
+from rnnlab.errors import BackendError, ConfigError
+from rnnlab.gradcheck import check_layer
+from rnnlab.layers import GRU, LSTM, RNN, MinGRU
+
+torch = pytest.importorskip("torch")
+
+ALL = {"input_dropout": 0.3, "recurrent_dropout": 0.3, "zoneout": 0.25}
+KINDS = [("rnn", RNN, {}), ("lstm", LSTM, {"zoneout_cell": 0.2}), ("gru-after", GRU, {}),
+         ("gru-before", GRU, {"reset": "before"})]
+
+
+@pytest.fixture
+def fixed_masks(monkeypatch):
+    """Each layer and direction draws its masks once: every later forward (the finite differences') reuses them."""
+    drawn = {}
+    real = engine.variational_masks
+
+    def once(layer, l, d, shape):
+        key = (id(layer), l, d, shape)
+        if key not in drawn:
+            drawn[key] = real(layer, l, d, shape)
+        return drawn[key]
+    monkeypatch.setattr(engine, "variational_masks", once)
+    import rnnlab.diagonal as diagonal
+    monkeypatch.setattr(diagonal, "variational_masks", once)
+    return drawn
+
+
+@pytest.mark.parametrize("name,cls,kw", KINDS)
+def test_finite_differences_in_training_with_masks(name, cls, kw, fixed_masks):
+    rng = np.random.default_rng(0)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, **ALL, **kw)
+    layer.train()
+    n = len(layer.cell.STATE)
+    hx = tuple(rng.standard_normal((4, 3, 4)) for _ in range(n))
+    errors = check_layer(layer, rng.standard_normal((6, 3, 3)), hx if n > 1 else hx[0], lengths=np.array([6, 2, 4]))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-6, (worst, errors[worst])
+    x_mask, rec_mask, keep = fixed_masks[next(iter(fixed_masks))]
+    assert x_mask is not None and rec_mask is not None and len(keep) == n
+    assert layer.last_backend == "numpy"                          # auto takes the reference
+
+
+@pytest.mark.parametrize("name,cls,kw", KINDS)
+def test_evaluation_uses_the_expectation(name, cls, kw, fixed_masks):
+    rng = np.random.default_rng(2)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, **ALL, **kw).eval()
+    errors = check_layer(layer, rng.standard_normal((5, 2, 3)), lengths=np.array([5, 3]))
+    assert max(errors.values()) < 1e-6
+    opts = {k: v for k, v in kw.items() if k == "reset"}
+    dropped = cls(3, 4, num_layers=2, dtype="float64", seed=1, input_dropout=0.5, recurrent_dropout=0.5, **opts).eval()
+    plain = cls(3, 4, num_layers=2, dtype="float64", seed=1, **opts)
+    x = rng.standard_normal((5, 2, 3))
+    np.testing.assert_allclose(dropped(x)[0], plain(x)[0], rtol=0, atol=1e-12)   # dropout is off at evaluation
+
+
+def test_zoneout_at_evaluation_mixes_by_the_expectation():
+    rng = np.random.default_rng(7)
+    layer = RNN(2, 3, dtype="float64", seed=0, zoneout=0.3).eval()
+    x = rng.standard_normal((4, 1, 2))
+    out, _ = layer(x)
+    p = layer.state_dict()
+    h, want = np.zeros((1, 3)), []
+    for t in range(4):
+        new = np.tanh(x[t] @ p["weight_ih_l0"].T + p["bias_ih_l0"] + h @ p["weight_hh_l0"].T + p["bias_hh_l0"])
+        h = 0.3 * h + 0.7 * new
+        want.append(h)
+    np.testing.assert_allclose(out, np.stack(want), rtol=1e-12)
+
+
+def _torch_direction(cell, p, x, h0, c0, rec_mask, keep_h, keep_c):
+    """One direction of RNN/LSTM/GRU(after) with recurrent dropout and zoneout, from the equations."""
+    H = h0.shape[-1]
+    h, c, outs = h0, c0, []
+    for t in range(x.shape[0]):
+        hm = h * rec_mask
+        gi = x[t] @ p["weight_ih"].T + p["bias_ih"]
+        gh = hm @ p["weight_hh"].T + p["bias_hh"]
+        if cell == "rnn":
+            h_new = torch.tanh(gi + gh)
+        elif cell == "lstm":
+            a = gi + gh
+            i, f, g, o = torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H:2 * H]), torch.tanh(a[:, 2 * H:3 * H]), \
+                torch.sigmoid(a[:, 3 * H:])
+            c_new = f * c + i * g
+            h_new = o * torch.tanh(c_new)
+            c = keep_c[t] * c_new + (1 - keep_c[t]) * c
+        else:
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            nn = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+            h_new = (1 - z) * nn + z * h
+        h = keep_h[t] * h_new + (1 - keep_h[t]) * h
+        outs.append(h)
+    return torch.stack(outs), h, c
+
+
+@pytest.mark.parametrize("cell,cls", [("rnn", RNN), ("lstm", LSTM), ("gru", GRU)])
+def test_equals_a_torch_reference_with_the_same_masks(cell, cls, fixed_masks):
+    rng = np.random.default_rng(3)
+    kw = {"zoneout_cell": 0.3} if cell == "lstm" else {}
+    layer = cls(3, 5, dtype="float64", seed=4, recurrent_dropout=0.4, zoneout=0.3, input_dropout=0.2, **kw)
+    for v in layer.parameters():
+        v += rng.normal(0, 0.1, v.shape)                            # non-zero biases
+    x = rng.standard_normal((7, 2, 3))
+    out, _ = layer(x)
+    w = rng.standard_normal(out.shape)
+    dx, _ = layer.backward(w)
+    x_mask, rec_mask, keep = next(iter(fixed_masks.values()))
+    tp = {k[:-3]: torch.tensor(v, requires_grad=True) for k, v in layer.state_dict().items()}
+    tx = torch.tensor(x, requires_grad=True)
+    zeros = torch.zeros(2, 5, dtype=torch.float64)
+    kh = torch.tensor(np.asarray(keep[0]))
+    kc = torch.tensor(np.asarray(keep[1])) if len(keep) > 1 else None
+    t_out, _, _ = _torch_direction(cell, tp, tx * torch.tensor(x_mask), zeros, zeros, torch.tensor(rec_mask), kh, kc)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=0, atol=1e-12)
+    (t_out * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for k, v in tp.items():
+        np.testing.assert_allclose(layer.grads[k + "_l0"], v.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_mask_statistics_and_zero_rates_change_nothing():
+    rng = np.random.default_rng(5)
+    layer = LSTM(4, 64, seed=0, recurrent_dropout=0.25, zoneout=0.1, zoneout_cell=0.2, input_dropout=0.5)
+    x_mask, rec_mask, keep = engine.variational_masks(layer, 0, 0, (50, 64, 4))
+    assert abs((rec_mask == 0).mean() - 0.25) < 0.03 and abs(rec_mask.mean() - 1) < 0.05     # inverted dropout
+    assert abs((x_mask == 0).mean() - 0.5) < 0.1
+    assert abs(keep[0].mean() - 0.9) < 0.01 and abs(keep[1].mean() - 0.8) < 0.01
+    layer.eval()
+    x_mask, rec_mask, keep = engine.variational_masks(layer, 0, 0, (50, 64, 4))
+    assert x_mask is None and rec_mask is None and float(keep[0][0, 0, 0]) == pytest.approx(0.9)
+    a, b = LSTM(3, 4, seed=1, zoneout=0.0), LSTM(3, 4, seed=1)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(a(x)[0], b(x)[0])
+    assert a.last_backend != "numpy" or not rnnlab.kernels.available()      # no mask: the compiled paths serve
+
+
+def test_refusals():
+    with pytest.raises(BackendError, match="recurrent_dropout: runs on backend='numpy' only"):
+        LSTM(3, 4, recurrent_dropout=0.2, backend="loop")
+    with pytest.raises(BackendError, match="zoneout"):
+        GRU(3, 4, zoneout=0.2).set_backend("split")
+    with pytest.raises(ConfigError, match="zoneout_cell: GRU has no cell state"):
+        GRU(3, 4, zoneout_cell=0.1)
+    with pytest.raises(ConfigError, match="zoneout: expected a number < 1.0"):
+        RNN(3, 4, zoneout=1.0)
+    with pytest.raises(ConfigError, match="not implemented for the mingru layer"):
+        MinGRU(3, 4, zoneout=0.1)
+    assert LSTM(3, 4, recurrent_dropout=0.2).config()["recurrent_dropout"] == 0.2
+    assert "zoneout=0.1" in repr(RNN(3, 4, zoneout=0.1))
+
+
+def test_input_dropout_on_a_diagonal_cell_and_a_compiled_path(fixed_masks):
+    rng = np.random.default_rng(6)
+    for layer in (MinGRU(3, 4, dtype="float64", seed=0, input_dropout=0.4, bidirectional=True),
+                  GRU(3, 4, dtype="float64", seed=0, input_dropout=0.4, backend="loop" if rnnlab.kernels.available()
+                      else "numpy")):
+        errors = check_layer(layer, rng.standard_normal((5, 2, 3)), lengths=np.array([5, 2]))
+        assert max(errors.values()) < 1e-6
+
+
+def test_training_with_zoneout_resumes_bit_exactly(tmp_path, capsys):
+    from rnnlab import cli
+    from rnnlab.trainer import load_model, resume
+    args = ["train", "--task", "adding", "--seq-len", "8", "--model", "lstm", "--hidden-size", "6", "--quiet",
+            "--zoneout", "0.2", "--zoneout-cell", "0.1", "--recurrent-dropout", "0.3", "--input-dropout", "0.1"]
+    assert cli.main(args + ["--steps", "8", "--out", str(tmp_path / "full")]) == 0
+    assert cli.main(args + ["--steps", "4", "--out", str(tmp_path / "part")]) == 0
+    resume(tmp_path / "part", steps=8)
+    a, b = load_model(tmp_path / "full")[0].named_parameters(), load_model(tmp_path / "part")[0].named_parameters()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    model, _ = load_model(tmp_path / "full")
+    assert model.rnn.regularization["zoneout"] == 0.2
