@@ -150,6 +150,7 @@ class Grads:
     db_ih: np.ndarray | None            # (G*H,), None without bias
     db_hh: np.ndarray | None
     state_grads: tuple | None = None    # (dL/dh (T, B, H)[, dL/dc]) when recorded (NumPy reference)
+    extra: dict | None = None           # gradients of the options' own parameters (peepholes: weight_ph)
 
 
 @dataclass

@@ -51,6 +51,7 @@ class TrainConfig:
     nonlinearity: str = "tanh"
     reset: str = "after"
     forget_bias: float | None = None
+    peephole: bool = False          # lstm: Gers and Schmidhuber's cell-to-gate connections
     recurrent_max: float = 0.0      # indrnn: bound on |u| after each update (0 = 2^(1/seq_len), Li et al.)
     recurrent_init: str = "uniform"
     input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding

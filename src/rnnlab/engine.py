@@ -248,7 +248,9 @@ def forward(layer, x, states0, mask, keep, guards=()):
                 state0 = tuple(s[l * D + d] for s in states0)
                 x_mask, rec_mask, zone = variational_masks(layer, l, d, inp.shape)
                 inp_d = inp if x_mask is None else inp * x_mask
-                opts = layer.cell_opts if rec_mask is None else {**layer.cell_opts, "rec_mask": rec_mask}
+                opts = {**layer.cell_opts, **layer.option_params(l, d)}
+                if rec_mask is not None:
+                    opts["rec_mask"] = rec_mask
                 more = extra if zone is None else {**extra, "zoneout": zone}
                 out, stateT, arrays = mod.forward(layer.cell_name, inp_d, W_ih, W_hh, b_ih, b_hh, state0, mask,
                                                   d == 1, opts, keep, alloc, **more)
@@ -295,6 +297,8 @@ def backward(layer, cache, d_output, d_final, record=False):
                 if layer.bias:
                     layer.grads["bias_ih" + s] += g.db_ih
                     layer.grads["bias_hh" + s] += g.db_hh
+                for name, v in (g.extra or {}).items():
+                    layer.grads[name + s] += v
                 if record:
                     state_grads[(l, d)] = g.state_grads
                 dx_d = g.dx if lc.dirs[d].x_mask is None else g.dx * lc.dirs[d].x_mask

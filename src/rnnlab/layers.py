@@ -103,6 +103,10 @@ class RecurrentLayer:
         """The options set on this layer that only the NumPy reference backend implements."""
         return [k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
 
+    def option_params(self, l, d) -> dict:
+        """Parameters of the cell's options for layer l, direction d, passed to its steps (none here)."""
+        return {}
+
     # ----------------------------------------------------------------- parameters
     @property
     def gate_size(self) -> int:
@@ -333,12 +337,19 @@ class LSTM(RecurrentLayer):
 
     ``forget_bias`` (default None: plain uniform init) sets the forget-gate block of ``bias_ih`` to that
     value and of ``bias_hh`` to 0 at init, so the two biases sum to it (Jozefowicz et al. 2015 use 1.0).
+    ``peephole=True`` adds Gers and Schmidhuber's diagonal cell-to-gate weights, ``weight_ph_l{k}`` (3H,) =
+    [p_i | p_f | p_o] (``rnnlab.cells.lstm``); they run on backend "numpy" and export to ONNX's input P.
     """
 
     cell_name = "lstm"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, forget_bias=None, **kw):
+                 dropout=0.0, bidirectional=False, *, forget_bias=None, peephole=False, **kw):
+        if not isinstance(peephole, (bool, np.bool_)):
+            raise ConfigError(f"peephole: expected True or False, got {peephole!r}")
+        self.peephole = bool(peephole)
+        if self.peephole and kw.get("bptt_segment") is not None:
+            raise BackendError("bptt_segment: the peephole LSTM keeps every step's cache; use bptt_segment=None")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **kw)
         self.forget_bias = None if forget_bias is None else check_float("forget_bias", forget_bias)
         if self.forget_bias is not None:
@@ -350,6 +361,23 @@ class LSTM(RecurrentLayer):
                     v[H:2 * H] = self.forget_bias
                 elif k.startswith("bias_hh"):
                     v[H:2 * H] = 0.0
+
+    def reference_options(self) -> list:
+        return super().reference_options() + (["peephole"] if self.peephole else [])
+
+    def option_params(self, l, d) -> dict:
+        return {"peephole": self._params["weight_ph" + self.suffix(l, d)]} if self.peephole else {}
+
+    def _param_shapes(self) -> dict:
+        shapes = super()._param_shapes()
+        if self.peephole:
+            for l in range(self.num_layers):
+                for d in range(self.num_directions):
+                    shapes["weight_ph" + self.suffix(l, d)] = (3 * self.hidden_size,)
+        return shapes
+
+    def config(self) -> dict:
+        return {**super().config(), **({"peephole": True} if self.peephole else {})}
 
 
 class GRU(RecurrentLayer):

@@ -43,6 +43,7 @@ class ModelConfig:
     nonlinearity: str = "tanh"      # RNN only
     reset: str = "after"            # GRU only
     forget_bias: float | None = None  # LSTM only
+    peephole: bool = False          # LSTM only
     recurrent_max: float | None = None  # IndRNN only: bound on |u|
     recurrent_init: str = "uniform"
     dtype: str = "float32"
@@ -56,6 +57,8 @@ class ModelConfig:
         check_int("output_size", self.output_size, 1)
         check_int("hidden_size", self.hidden_size, 1)
         check_int("num_layers", self.num_layers, 1)
+        if self.peephole and self.cell != "lstm":
+            raise ConfigError(f"peephole: only the LSTM has peephole connections, got cell {self.cell!r}")
         if self.input_mode == "embedding":
             check_int("embedding_dim", self.embedding_dim, 1)
         return self
@@ -84,8 +87,11 @@ class SequenceModel:
             kw["nonlinearity"] = cfg.nonlinearity
         elif cfg.cell == "gru":
             kw["reset"] = cfg.reset
-        elif cfg.cell == "lstm" and cfg.forget_bias is not None:
-            kw["forget_bias"] = cfg.forget_bias
+        elif cfg.cell == "lstm":
+            if cfg.forget_bias is not None:
+                kw["forget_bias"] = cfg.forget_bias
+            if cfg.peephole:
+                kw["peephole"] = True
         elif cfg.cell == "indrnn":
             kw["recurrent_max"] = cfg.recurrent_max
         kw.update({k: getattr(cfg, k) for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell")

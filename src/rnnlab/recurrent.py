@@ -130,8 +130,11 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace=N
     if rec is not None:
         rec.sort(key=lambda r: r[0])
         state_grads = tuple(np.stack([r[1][i] for r in rec]) for i in range(len(dstate0)))
+    extra = None
+    if cache.opts.get("peephole") is not None:
+        extra = {"weight_ph": CELLS[cell_name].grad_peephole(dXW, cache.arrays.steps)}
     return Grads(dx=(dX2 @ W_ih).reshape(cache.x.shape), dstate0=dstate0, dW_ih=dX2.T @ x2, dW_hh=dW_hh,
-                 db_ih=dX2.sum(axis=0) if has_bias else None, db_hh=db_hh, state_grads=state_grads)
+                 db_ih=dX2.sum(axis=0) if has_bias else None, db_hh=db_hh, state_grads=state_grads, extra=extra)
 
 
 def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record, keep=None):

@@ -19,6 +19,15 @@ Backward, with dh = dL/dh_t and dc = dL/dc_t arriving from step t+1:
 
 ``rec_mask`` (B, H), variational recurrent dropout: h_{t-1} * m enters the product in place of h_{t-1};
 dh_{t-1} = (da W_hh) * m; the cache's h_prev is the masked operand.
+
+``peephole`` (3H,) = [p_i | p_f | p_o], the diagonal cell-to-gate weights of Gers and Schmidhuber (2000), as
+ONNX's LSTM input P has them:
+
+    i = sigmoid(a_i + p_i * c_{t-1})   f = sigmoid(a_f + p_f * c_{t-1})   o = sigmoid(a_o + p_o * c_t)
+
+Backward: da_o = do o (1 - o) first, then dc += da_o * p_o (o reads c_t); dc_{t-1} = dc * f + da_i * p_i +
+da_f * p_f; and after the loop dp_i = sum da_i c_{t-1}, dp_f = sum da_f c_{t-1}, dp_o = sum da_o c_t
+(``grad_peephole``).
 """
 from __future__ import annotations
 
@@ -41,9 +50,10 @@ class StepCache(NamedTuple):
     g: np.ndarray
     o: np.ndarray
     tanh_c: np.ndarray          # cached: backward needs it and h needs it
+    c: np.ndarray | None = None  # with peepholes: c_t, which the output gate reads
 
 
-def step_forward(xw, state, W_hh, b_hh, rec_mask=None):
+def step_forward(xw, state, W_hh, b_hh, rec_mask=None, peephole=None):
     h_prev, c_prev = state                          # (B, H) each
     if rec_mask is not None:
         h_prev = h_prev * rec_mask
@@ -51,6 +61,8 @@ def step_forward(xw, state, W_hh, b_hh, rec_mask=None):
     a = xw + h_prev @ W_hh.T                        # (B, 4H)
     if b_hh is not None:
         a += b_hh
+    if peephole is not None:
+        return _peephole_forward(a, h_prev, c_prev, peephole, H)
     s = sigmoid(a)                                  # i, f, o read from here; the g block is unused
     i, f, o = s[:, :H], s[:, H:2 * H], s[:, 3 * H:]
     g = np.tanh(a[:, 2 * H:3 * H])
@@ -60,9 +72,21 @@ def step_forward(xw, state, W_hh, b_hh, rec_mask=None):
     return (h, c), StepCache(h_prev, c_prev, i, f, g, o, tanh_c)
 
 
-def step_backward(dstate, cache, W_hh, rec_mask=None):
+def _peephole_forward(a, h_prev, c_prev, p, H):
+    i = sigmoid(a[:, :H] + p[:H] * c_prev)
+    f = sigmoid(a[:, H:2 * H] + p[H:2 * H] * c_prev)
+    g = np.tanh(a[:, 2 * H:3 * H])
+    c = f * c_prev + i * g
+    o = sigmoid(a[:, 3 * H:] + p[2 * H:] * c)
+    tanh_c = np.tanh(c)
+    return (o * tanh_c, c), StepCache(h_prev, c_prev, i, f, g, o, tanh_c, c)
+
+
+def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None):
     dh, dc = dstate
-    h_prev, c_prev, i, f, g, o, tanh_c = cache
+    h_prev, c_prev, i, f, g, o, tanh_c, _ = cache
+    if peephole is not None:
+        return _peephole_backward(dh, dc, cache, W_hh, rec_mask, peephole)
     do = dh * tanh_c
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # backprop through h = o * tanh(c)
     da = np.concatenate(
@@ -79,6 +103,30 @@ def step_backward(dstate, cache, W_hh, rec_mask=None):
     if rec_mask is not None:
         dh_prev *= rec_mask
     return da, da, (dh_prev, dc_prev)
+
+
+def _peephole_backward(dh, dc, cache, W_hh, rec_mask, p):
+    h_prev, c_prev, i, f, g, o, tanh_c, c = cache
+    H = h_prev.shape[-1]
+    da_o = dh * tanh_c * o * (1.0 - o)
+    dc = dc + dh * o * (1.0 - tanh_c * tanh_c) + da_o * p[2 * H:]
+    da_i = (dc * g) * i * (1.0 - i)
+    da_f = (dc * c_prev) * f * (1.0 - f)
+    da = np.concatenate([da_i, da_f, (dc * i) * (1.0 - g * g), da_o], axis=1)
+    dc_prev = dc * f + da_i * p[:H] + da_f * p[H:2 * H]
+    dh_prev = da @ W_hh
+    if rec_mask is not None:
+        dh_prev *= rec_mask
+    return da, da, (dh_prev, dc_prev)
+
+
+def grad_peephole(dXW, caches):
+    """[dp_i | dp_f | dp_o] (3H,) from the pre-activation gradients dXW (T, B, 4H) and the step caches."""
+    H = dXW.shape[-1] // 4
+    c_prev = np.stack([s.c_prev for s in caches])
+    c = np.stack([s.c for s in caches])
+    return np.concatenate([(dXW[..., :H] * c_prev).sum(axis=(0, 1)), (dXW[..., H:2 * H] * c_prev).sum(axis=(0, 1)),
+                           (dXW[..., 3 * H:] * c).sum(axis=(0, 1))])
 
 
 def grad_W_hh(dHW, caches, **_):

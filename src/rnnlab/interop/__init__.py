@@ -24,11 +24,19 @@ def permute_blocks(W, order, G):
 
 
 def require_classic(layer, target: str) -> None:
-    """The converters speak RNN, LSTM and GRU; a diagonal cell (minGRU, minLSTM, IndRNN, LRU) gets its name."""
+    """The converters speak RNN, LSTM and GRU; a diagonal cell (minGRU, minLSTM, IndRNN, LRU), and an option
+    the target cannot express, get their names."""
     if layer.cell_name not in ("rnn", "lstm", "gru"):
         raise InteropError(f"layer: {target} has no operator or module for the {layer.cell_name} recurrence "
                            f"(its converters cover rnn, lstm and gru); keep the model in rnnlab (checkpoints, "
                            f"state_dict as safetensors)")
+    if getattr(layer, "peephole", False) and target != "ONNX":
+        raise InteropError(f"layer: {target} has no LSTM with peephole connections (ONNX's LSTM does: export "
+                           f"with --format onnx)")
+    reg = getattr(layer, "regularization", {})
+    if reg.get("zoneout") or reg.get("zoneout_cell"):         # dropout is off at evaluation: nothing to export
+        raise InteropError(f"layer: zoneout mixes h_(t-1) into h_t at evaluation too, which {target}'s operators "
+                           f"cannot express; export a model trained without it")
 
 
 def require(module: str, extra: str):

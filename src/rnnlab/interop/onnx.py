@@ -9,8 +9,8 @@ Gate blocks are permuted to ONNX order (LSTM i o f c, GRU z r h), ``B = [b_ih, b
 convention becomes ``linear_before_reset`` (1 = 'after'), bidirectional layers ``direction``.
 
 Import (``import_layer(path)``): the graph's RNN/LSTM/GRU operators, in order, become one stacked rnnlab
-layer. Anything rnnlab cannot represent -- peepholes (input P), ``input_forget``, ``clip``, other
-activations, ``direction='reverse'``, mixed cells or sizes -- is an error naming it, never a different model.
+layer; an LSTM's peephole weights (input P, order p_i p_o p_f) become ``peephole=True``. Anything rnnlab cannot
+represent -- ``input_forget``, ``clip``, other activations, ``direction='reverse'``, mixed cells or sizes -- is an error naming it, never a different model.
 """
 from __future__ import annotations
 
@@ -63,10 +63,12 @@ def _stack(b, layer, x, layout, lengths=None, h0=None, c0=None):
     yh, yc = [], []
     inp = x
     for l in range(layer.num_layers):
-        W, R, B = [], [], []
+        W, R, B, P = [], [], [], []
         for d in range(D):
             s = layer.suffix(l, d)
             perm = TO_ONNX[cell]
+            if getattr(layer, "peephole", False):           # ONNX's P is [p_i, p_o, p_f]; rnnlab's i, f, o
+                P.append(permute_blocks(sd["weight_ph" + s], [0, 2, 1], 3))
             W.append(permute_blocks(sd["weight_ih" + s], perm, g))
             R.append(permute_blocks(sd["weight_hh" + s], perm, g))
             if layer.bias:
@@ -80,6 +82,8 @@ def _stack(b, layer, x, layout, lengths=None, h0=None, c0=None):
         ins.append(b.node("Slice", [h0] + sl) if h0 is not None else "")
         if cell == "lstm":
             ins.append(b.node("Slice", [c0] + sl) if c0 is not None else "")
+            if P:
+                ins.append(b.const(f"P_l{l}", np.stack(P)))
         while ins and ins[-1] == "":
             ins.pop()
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward", layout=layout)
@@ -213,13 +217,18 @@ def import_layer(path, dtype=None):
     for l, node in enumerate(ops):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         where = f"{path}: operator {node.name or node.op_type} (#{l})"
+        opts = {}
         for bad in ("clip", "activation_alpha", "activation_beta"):
             if bad in attrs:
                 raise InteropError(f"{where}: attribute {bad!r} is not supported by rnnlab")
         if attrs.get("input_forget", 0):
             raise InteropError(f"{where}: input_forget=1 (coupled input and forget gates) is not supported by rnnlab")
+        P = None
         if node.op_type == "LSTM" and len(node.input) > 7 and node.input[7]:
-            raise InteropError(f"{where}: peephole weights (input P) are not supported by rnnlab")
+            if node.input[7] not in inits:
+                raise InteropError(f"{where}: peephole weights (input P) are not a constant initializer")
+            P = inits[node.input[7]]                                # (D, 3H): p_i, p_o, p_f
+            opts["peephole"] = True
         direction = attrs.get("direction", b"forward")
         direction = direction.decode() if isinstance(direction, bytes) else direction
         if direction not in ("forward", "bidirectional"):
@@ -227,7 +236,6 @@ def import_layer(path, dtype=None):
         D = 2 if direction == "bidirectional" else 1
         acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
         cell = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}[node.op_type]
-        opts = {}
         if cell == "rnn":
             kinds = set(acts or ["Tanh"])
             if len(kinds) != 1 or not kinds <= {"Tanh", "Relu"}:
@@ -250,7 +258,7 @@ def import_layer(path, dtype=None):
         if spec is None:
             spec = dict(this, input_size=int(W.shape[2]))
         else:
-            for k in ("cell", "hidden_size", "D", "layout", "bias", "nonlinearity", "reset"):
+            for k in ("cell", "hidden_size", "D", "layout", "bias", "nonlinearity", "reset", "peephole"):
                 if this.get(k) != spec.get(k):
                     raise InteropError(f"{where}: {k}={this.get(k)!r} differs from the first operator's "
                                        f"{spec.get(k)!r}; rnnlab stacks layers of one kind")
@@ -263,6 +271,8 @@ def import_layer(path, dtype=None):
             if B is not None:
                 sd["bias_ih" + s] = permute_blocks(B[d][:g * H], FROM_ONNX[cell], g)
                 sd["bias_hh" + s] = permute_blocks(B[d][g * H:], FROM_ONNX[cell], g)
+            if P is not None:
+                sd["weight_ph" + s] = permute_blocks(P[d], [0, 2, 1], 3)
     if dtype is None:
         dtype = "float64" if sd["weight_ih_l0"].dtype == np.float64 else "float32"
     props = {p.key: p.value for p in model.metadata_props}
@@ -270,7 +280,7 @@ def import_layer(path, dtype=None):
     cfg = {"cell": spec["cell"], "input_size": spec["input_size"], "hidden_size": spec["hidden_size"],
            "num_layers": len(ops), "bias": spec["bias"], "batch_first": batch_first,
            "bidirectional": spec["D"] == 2, "dtype": dtype}
-    for k in ("nonlinearity", "reset"):
+    for k in ("nonlinearity", "reset", "peephole"):
         if k in spec:
             cfg[k] = spec[k]
     layer = layer_from_config(cfg)

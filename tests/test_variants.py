@@ -1,5 +1,6 @@
-"""Variational (recurrent) dropout and zoneout: finite differences with the masks held fixed, a torch reference
-written here, the evaluation-time expectation, the masks' statistics, resume, and the refusals."""
+"""The LSTM and GRU variants: variational (recurrent) dropout and zoneout (finite differences with the masks held
+fixed, a torch reference written here, the evaluation-time expectation, the masks' statistics, resume) and the
+peephole LSTM (finite differences, a torch reference, ONNX's input P in onnxruntime); the refusals."""
 import numpy as np
 import pytest
 
@@ -180,3 +181,87 @@ def test_training_with_zoneout_resumes_bit_exactly(tmp_path, capsys):
         np.testing.assert_array_equal(a[k], b[k])
     model, _ = load_model(tmp_path / "full")
     assert model.rnn.regularization["zoneout"] == 0.2
+
+
+# ------------------------------------------------------------------------------------------- peephole LSTM
+def test_peephole_finite_differences():
+    rng = np.random.default_rng(8)
+    layer = LSTM(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0, peephole=True)
+    hx = (rng.standard_normal((4, 3, 4)), rng.standard_normal((4, 3, 4)))
+    errors = check_layer(layer, rng.standard_normal((6, 3, 3)), hx, lengths=np.array([6, 2, 4]))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-6, (worst, errors[worst])
+    assert "weight_ph_l1_reverse" in errors and layer.last_backend == "numpy"
+
+
+def test_peephole_equals_a_torch_reference():
+    rng = np.random.default_rng(9)
+    layer = LSTM(3, 5, dtype="float64", seed=1, peephole=True)
+    for v in layer.parameters():
+        v += rng.normal(0, 0.3, v.shape)
+    x = rng.standard_normal((6, 2, 3))
+    out, (h, c) = layer(x)
+    w = rng.standard_normal(out.shape)
+    dx, _ = layer.backward(w)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in layer.state_dict().items()}
+    tx = torch.tensor(x, requires_grad=True)
+    H = 5
+    hh = torch.zeros(2, H, dtype=torch.float64)
+    cc = torch.zeros(2, H, dtype=torch.float64)
+    p = tp["weight_ph_l0"]
+    outs = []
+    for t in range(6):
+        a = tx[t] @ tp["weight_ih_l0"].T + tp["bias_ih_l0"] + hh @ tp["weight_hh_l0"].T + tp["bias_hh_l0"]
+        i = torch.sigmoid(a[:, :H] + p[:H] * cc)
+        f = torch.sigmoid(a[:, H:2 * H] + p[H:2 * H] * cc)
+        g = torch.tanh(a[:, 2 * H:3 * H])
+        cc = f * cc + i * g
+        o = torch.sigmoid(a[:, 3 * H:] + p[2 * H:] * cc)
+        hh = o * torch.tanh(cc)
+        outs.append(hh)
+    t_out = torch.stack(outs)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=0, atol=1e-12)
+    (t_out * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for k, v in tp.items():
+        np.testing.assert_allclose(layer.grads[k], v.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_peephole_through_onnx_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from rnnlab.interop import InteropError
+    from rnnlab.interop.onnx import export, import_layer
+    from rnnlab.interop.torch import to_torch
+    rng = np.random.default_rng(10)
+    layer = LSTM(3, 4, num_layers=2, bidirectional=True, seed=0, peephole=True)
+    for v in layer.parameters():
+        v += rng.normal(0, 0.3, v.shape).astype(np.float32)
+    export(layer, tmp_path / "p.onnx", lengths=True)
+    x = rng.standard_normal((6, 3, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    out, (h, c) = layer(x, lengths=lengths)
+    got = ort.InferenceSession(str(tmp_path / "p.onnx")).run(None, {"x": x, "lengths": lengths.astype(np.int32)})
+    for a, b in zip(got, (out, h, c)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    back = import_layer(tmp_path / "p.onnx")
+    assert back.peephole
+    for k, v in layer.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[k], v)
+    with pytest.raises(InteropError, match="torch.nn has no LSTM with peephole connections"):
+        to_torch(layer)
+    with pytest.raises(InteropError, match="zoneout mixes"):
+        export(LSTM(3, 4, zoneout=0.1), tmp_path / "z.onnx")
+    with pytest.raises(BackendError, match="peephole: runs on backend='numpy' only"):
+        LSTM(3, 4, peephole=True, backend="split")
+    with pytest.raises(ConfigError, match="peephole: only the LSTM"):
+        from rnnlab.model import ModelConfig
+        ModelConfig(input_size=2, output_size=1, cell="gru", peephole=True).validate()
+
+
+def test_peephole_from_the_command_line(tmp_path, capsys):
+    from rnnlab import cli
+    assert cli.main(["train", "--task", "adding", "--seq-len", "6", "--model", "lstm", "--peephole", "--hidden-size",
+                     "5", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert cli.main(["export", str(tmp_path / "r"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    from rnnlab.trainer import load_model
+    assert load_model(tmp_path / "r")[0].rnn.peephole
