@@ -1,6 +1,7 @@
 """The LSTM and GRU variants: variational (recurrent) dropout and zoneout (finite differences with the masks held
-fixed, a torch reference written here, the evaluation-time expectation, the masks' statistics, resume) and the
-peephole LSTM (finite differences, a torch reference, ONNX's input P in onnxruntime); the refusals."""
+fixed, a torch reference written here, the evaluation-time expectation, the masks' statistics, resume), the
+peephole LSTM (finite differences, a torch reference, ONNX's input P in onnxruntime) and the LSTM with
+projections (torch.nn.LSTM(proj_size=...) on copied weights); the refusals."""
 import numpy as np
 import pytest
 
@@ -265,3 +266,69 @@ def test_peephole_from_the_command_line(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "r"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
     from rnnlab.trainer import load_model
     assert load_model(tmp_path / "r")[0].rnn.peephole
+
+
+# ------------------------------------------------------------------------------------------- projections
+@pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])
+def test_projection_equals_torch_on_copied_weights(bidirectional, layers):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from rnnlab.interop.torch import from_torch, to_torch
+    ref = torch.nn.LSTM(3, 6, num_layers=layers, bidirectional=bidirectional, proj_size=4, dtype=torch.float64)
+    layer = from_torch(ref)
+    assert layer.proj_size == 4 and layer.state_sizes == (4, 6)
+    rng = np.random.default_rng(11)
+    LD, T, B = layers * (2 if bidirectional else 1), 5, 3
+    x, lengths = rng.standard_normal((T, B, 3)), np.array([5, 2, 4])
+    h0, c0 = rng.standard_normal((LD, B, 4)), rng.standard_normal((LD, B, 6))
+    out, (h, c) = layer(x, (h0, c0), lengths=lengths)
+    w, wh, wc = rng.standard_normal(out.shape), rng.standard_normal(h.shape), rng.standard_normal(c.shape)
+    dx, (dh0, dc0) = layer.backward(w, (wh, wc))
+    tx, th, tc = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
+    packed, (ph, pc) = ref(pack_padded_sequence(tx, torch.tensor(lengths), enforce_sorted=False), (th, tc))
+    po, _ = pad_packed_sequence(packed, total_length=T)
+    for a, b in ((out, po), (h, ph), (c, pc)):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=0, atol=1e-12)
+    ((po * torch.tensor(w)).sum() + (ph * torch.tensor(wh)).sum() + (pc * torch.tensor(wc)).sum()).backward()
+    for a, b in ((dx, tx), (dh0, th), (dc0, tc)):
+        np.testing.assert_allclose(a, b.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for k, p in ref.named_parameters():
+        np.testing.assert_allclose(layer.grads[k], p.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+    back = to_torch(layer)
+    assert back.proj_size == 4
+    for k, v in back.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), layer.state_dict()[k])
+
+
+def test_projection_with_peepholes_and_masks_finite_differences(fixed_masks):
+    rng = np.random.default_rng(12)
+    layer = LSTM(3, 6, num_layers=2, bidirectional=True, proj_size=4, dtype="float64", seed=0, peephole=True,
+                 recurrent_dropout=0.3, zoneout=0.2, zoneout_cell=0.2)
+    hx = (rng.standard_normal((4, 3, 4)), rng.standard_normal((4, 3, 6)))
+    errors = check_layer(layer, rng.standard_normal((6, 3, 3)), hx, lengths=np.array([6, 2, 4]))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-6, (worst, errors[worst])
+    assert "weight_hr_l1_reverse" in errors and "weight_ph_l0" in errors
+
+
+def test_projection_in_a_model_and_its_refusals(tmp_path):
+    from rnnlab import cli
+    from rnnlab.interop import InteropError
+    from rnnlab.interop.onnx import export
+    from rnnlab.trainer import load_model
+    assert cli.main(["train", "--task", "adding", "--seq-len", "6", "--model", "lstm", "--proj-size", "3",
+                     "--hidden-size", "5", "--bidirectional", "--num-layers", "2", "--steps", "3", "--out",
+                     str(tmp_path / "r"), "--quiet"]) == 0
+    model, _ = load_model(tmp_path / "r")
+    assert model.named_parameters()["head.weight"].shape == (1, 6) and model.rnn.output_size == 3
+    with pytest.raises(InteropError, match="ONNX has no LSTM with projections"):
+        export(LSTM(3, 5, proj_size=2), tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="proj_size: expected 0 < proj_size < hidden_size"):
+        LSTM(3, 5, proj_size=5)
+    with pytest.raises(BackendError, match="proj_size: runs on backend='numpy' only"):
+        LSTM(3, 5, proj_size=2, backend="loop")
+    from rnnlab import diagnostics as diag
+    x = np.random.default_rng(0).standard_normal((7, 2, 3))
+    layer = LSTM(3, 5, proj_size=2, dtype="float64", seed=0)
+    assert diag.jacobian_norms(layer, x).shape == (7,)                   # the gradient lab reads its states
+    assert diag.layer_grad_norms(layer, x)["grad_norm_h"].shape == (7,)

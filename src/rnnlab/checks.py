@@ -132,23 +132,28 @@ def state_array(arg, value, LD, B, H, unbatched, dtype, check_finite, guards=Non
 
 
 def initial_states(hx, n_state, kind, LD, B, H, unbatched, dtype, check_finite, guards=None):
-    """hx -> a tuple of (L*D, B, H) arrays, one per state variable (zeros where hx is None)."""
-    def zeros():
-        return np.zeros((LD, B, H), dtype)
+    """hx -> a tuple of (L*D, B, H) arrays, one per state variable (zeros where hx is None). ``H``: the size,
+    or a tuple of one size per state (an LSTM with projections: (proj_size, hidden_size))."""
+    sizes = H if isinstance(H, tuple) else (H,) * n_state
+
+    def zeros(k):
+        return np.zeros((LD, B, sizes[k]), dtype)
     if n_state == 1:
         if isinstance(hx, tuple):
             raise TypeError(f"hx: expected one array for {kind}, got a tuple of {len(hx)}")
-        return (zeros() if hx is None else state_array("hx", hx, LD, B, H, unbatched, dtype, check_finite, guards),)
+        return (zeros(0) if hx is None else state_array("hx", hx, LD, B, sizes[0], unbatched, dtype, check_finite,
+                                                        guards),)
     if hx is None:
-        return zeros(), zeros()
+        return zeros(0), zeros(1)
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
         raise TypeError(f"hx: expected a pair (h_0, c_0) for {kind}, got {type(hx).__name__}")
-    return (state_array("hx[0] (h_0)", hx[0], LD, B, H, unbatched, dtype, check_finite, guards),
-            state_array("hx[1] (c_0)", hx[1], LD, B, H, unbatched, dtype, check_finite, guards))
+    return (state_array("hx[0] (h_0)", hx[0], LD, B, sizes[0], unbatched, dtype, check_finite, guards),
+            state_array("hx[1] (c_0)", hx[1], LD, B, sizes[1], unbatched, dtype, check_finite, guards))
 
 
 def final_state_grads(d_hn, n_state, kind, LD, B, H, unbatched, dtype, check_finite):
-    """backward's d_hn -> a list of (L*D, B, H) arrays (zeros where None)."""
+    """backward's d_hn -> a list of (L*D, B, H) arrays (zeros where None); ``H`` as in ``initial_states``."""
+    sizes = H if isinstance(H, tuple) else (H,) * n_state
     if n_state == 1:
         d_hn = (d_hn,)
     elif d_hn is None:
@@ -157,8 +162,8 @@ def final_state_grads(d_hn, n_state, kind, LD, B, H, unbatched, dtype, check_fin
         raise TypeError(f"d_hn: expected a pair (dh_n, dc_n) for {kind} (entries may be None), "
                         f"got {type(d_hn).__name__}")
     names = ("d_hn",) if n_state == 1 else ("d_hn[0] (dh_n)", "d_hn[1] (dc_n)")
-    return [np.zeros((LD, B, H), dtype) if g is None
-            else state_array(n, g, LD, B, H, unbatched, dtype, check_finite) for n, g in zip(names, d_hn)]
+    return [np.zeros((LD, B, Hk), dtype) if g is None
+            else state_array(n, g, LD, B, Hk, unbatched, dtype, check_finite) for n, g, Hk in zip(names, d_hn, sizes)]
 
 
 def lengths_mask(lengths, T, B, dtype):

@@ -30,15 +30,18 @@ def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
     """Parameters of the full model (embedding + recurrent stack + output layer) at this hidden size."""
     mcfg = model_config_for(dataclasses.replace(cfg, model=cell, hidden_size=hidden), task)
     D, H, L = (2 if mcfg.bidirectional else 1), hidden, mcfg.num_layers
+    P = mcfg.proj_size if cell == "lstm" and 0 < mcfg.proj_size < H else H          # h's size
     I0 = mcfg.embedding_dim if mcfg.input_mode == "embedding" else mcfg.input_size
     n = 0
     for layer in range(L):
-        I = I0 if layer == 0 else D * H
+        I = I0 if layer == 0 else D * P
         if cell in DIAGONAL:
             n += D * sum(int(np.prod(s)) for s in DIAGONAL[cell].param_shapes(I, H, True).values())
         else:
-            n += D * CELLS[cell].G * (H * I + H * H + 2 * H)
-    n += mcfg.output_size * D * H + mcfg.output_size
+            G = CELLS[cell].G
+            n += D * (G * (H * I + H * P + 2 * H) + (P * H if P != H else 0)
+                      + (3 * H if cell == "lstm" and mcfg.peephole else 0))
+    n += mcfg.output_size * D * P + mcfg.output_size
     if mcfg.input_mode == "embedding":
         n += mcfg.input_size * mcfg.embedding_dim
     return n

@@ -52,6 +52,7 @@ class TrainConfig:
     reset: str = "after"
     forget_bias: float | None = None
     peephole: bool = False          # lstm: Gers and Schmidhuber's cell-to-gate connections
+    proj_size: int = 0              # lstm: project h to this size (torch's proj_size; 0 = off)
     recurrent_max: float = 0.0      # indrnn: bound on |u| after each update (0 = 2^(1/seq_len), Li et al.)
     recurrent_init: str = "uniform"
     input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding
@@ -115,6 +116,7 @@ class TrainConfig:
         check_int("num_layers", self.num_layers, 1)
         check_int("horizon", self.horizon, 1)
         check_int("tokens", self.tokens, 1)
+        check_int("proj_size", self.proj_size, 0)
         check_int("checkpoint_every", self.checkpoint_every, 0)
         check_int("eval_every", self.eval_every, 0)
         check_int("log_every", self.log_every, 1)

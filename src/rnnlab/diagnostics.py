@@ -61,7 +61,7 @@ def _layer_grad_norms(layer, x, d_last, lengths, l, seed):
     layer.train(was)
     tm = out if not layer.batch_first else out.transpose(1, 0, 2)
     T, B = tm.shape[:2]
-    H = layer.hidden_size
+    H = layer.output_size
     if d_last is None:
         g = np.random.default_rng(seed).standard_normal((B, H))
         d_last = g / np.linalg.norm(g, axis=1, keepdims=True)
@@ -142,15 +142,17 @@ def state_jacobians(layer, x, l=0) -> list:
     xw = x @ W_ih.T
     if b_ih is not None:
         xw = xw + b_ih
-    H, n = layer.hidden_size, len(layer.cell.STATE)
-    state0 = tuple(np.zeros((1, H), layer.dtype) for _ in range(n))
-    caches = scan_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=layer.cell_opts)[2].steps
+    sizes = layer.state_sizes
+    H = sizes[0]
+    opts = {**layer.cell_opts, **layer.option_params(l, 0)}
+    state0 = tuple(np.zeros((1, k), layer.dtype) for k in sizes)
+    caches = scan_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=opts)[2].steps
     T = len(caches)
-    dstate = (np.eye(H, dtype=layer.dtype),) + tuple(np.zeros((H, H), layer.dtype) for _ in range(n - 1))
+    dstate = (np.eye(H, dtype=layer.dtype),) + tuple(np.zeros((H, k), layer.dtype) for k in sizes[1:])
     J = [None] * T
     J[T - 1] = np.concatenate(dstate, axis=1)
     for t in range(T - 1, 0, -1):
-        _, _, dstate = layer.cell.step_backward(dstate, caches[t], W_hh, **layer.cell_opts)
+        dstate = layer.cell.step_backward(dstate, caches[t], W_hh, **opts)[2]
         J[t - 1] = np.concatenate(dstate, axis=1)                     # rows: d h_T / d s_{t-1}
     return J
 
@@ -184,8 +186,9 @@ def _run_prefix(rnn, x, k):
         xw = (x.reshape(T * B, -1) @ W_ih.T).reshape(T, B, -1)
         if b_ih is not None:
             xw += b_ih
-        st = tuple(np.zeros((B, rnn.hidden_size), rnn.dtype) for _ in rnn.cell.STATE)
-        out, _, _ = scan_forward(rnn.cell, xw, st, W_hh, b_hh, reverse=(d == 1), opts=rnn.cell_opts)
+        st = tuple(np.zeros((B, k), rnn.dtype) for k in rnn.state_sizes)
+        out, _, _ = scan_forward(rnn.cell, xw, st, W_hh, b_hh, reverse=(d == 1),
+                                 opts={**rnn.cell_opts, **rnn.option_params(k, d)})
         outs.append(out)
     return np.concatenate(outs, axis=2)
 

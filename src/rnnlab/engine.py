@@ -203,18 +203,18 @@ def variational_masks(layer, l, d, shape):
     if not any(reg.values()):
         return None, None, None
     T, B, I = shape
-    H, dt, rng = layer.hidden_size, layer.dtype, layer.rng
+    sizes, dt, rng = layer.state_sizes, layer.dtype, layer.rng
 
     def drop(p, size):
         return (rng.random(size) >= p).astype(dt) / dt(1.0 - p)
     train = layer.training
     x_mask = drop(reg["input_dropout"], (B, I)) if train and reg["input_dropout"] else None
-    rec_mask = drop(reg["recurrent_dropout"], (B, H)) if train and reg["recurrent_dropout"] else None
+    rec_mask = drop(reg["recurrent_dropout"], (B, sizes[0])) if train and reg["recurrent_dropout"] else None
     keep = None
     zs = (reg["zoneout"], reg["zoneout_cell"])[:len(layer.cell.STATE)]
     if any(zs):
         keep = tuple((rng.random((T, B, H)) >= p).astype(dt) if train and p else
-                     np.broadcast_to(dt(1.0 - p), (T, B, H)) for p in zs)
+                     np.broadcast_to(dt(1.0 - p), (T, B, H)) for p, H in zip(zs, sizes))
     return x_mask, rec_mask, keep
 
 
@@ -275,7 +275,7 @@ def backward(layer, cache, d_output, d_final, record=False):
         raise BackendError(f"record_state_grads: the per-step state gradients are recorded by backend='numpy' only; "
                            f"the last forward ran on backend={cache.backend!r} (build the layer with "
                            f"backend='numpy'; rnnlab.diagnostics does)")
-    L, D, H = layer.num_layers, layer.num_directions, layer.hidden_size
+    L, D, H = layer.num_layers, layer.num_directions, layer.output_size
     mod = module(cache.backend)
     extra = {"record": True} if record else {"rows": layer.row_split} if cache.backend == "split" else {}
     d_init = [np.empty_like(g) for g in d_final]

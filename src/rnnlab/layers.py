@@ -112,17 +112,27 @@ class RecurrentLayer:
     def gate_size(self) -> int:
         return self.cell.G * self.hidden_size
 
+    @property
+    def output_size(self) -> int:
+        """Features per direction of the output and of h: hidden_size, or an LSTM's proj_size."""
+        return self.hidden_size
+
+    @property
+    def state_sizes(self) -> tuple:
+        """The size of each state variable (h, and c for the LSTM)."""
+        return (self.output_size,) + (self.hidden_size,) * (len(self.cell.STATE) - 1)
+
     def suffix(self, layer, direction) -> str:
         return f"_l{layer}" + ("_reverse" if direction == 1 else "")
 
     def _param_shapes(self) -> dict:
-        shapes, GH, H = {}, self.gate_size, self.hidden_size
+        shapes, GH, H, P = {}, self.gate_size, self.hidden_size, self.output_size
         for l in range(self.num_layers):
-            in_l = self.input_size if l == 0 else H * self.num_directions
+            in_l = self.input_size if l == 0 else P * self.num_directions
             for d in range(self.num_directions):
                 s = self.suffix(l, d)
                 shapes["weight_ih" + s] = (GH, in_l)
-                shapes["weight_hh" + s] = (GH, H)
+                shapes["weight_hh" + s] = (GH, P)
                 if self.bias:
                     shapes["bias_ih" + s] = (GH,)
                     shapes["bias_hh" + s] = (GH,)
@@ -133,10 +143,10 @@ class RecurrentLayer:
         params = {}
         for name, shape in self._param_shapes().items():
             if name.startswith("weight_hh") and self.recurrent_init == "orthogonal":
-                H = self.hidden_size
+                H, P = self.hidden_size, shape[1]                    # P < H: orthonormal columns (projections)
                 blocks = []
                 for _ in range(self.cell.G):
-                    q, r = np.linalg.qr(self.rng.standard_normal((H, H)))
+                    q, r = np.linalg.qr(self.rng.standard_normal((H, P)))
                     blocks.append(q * np.sign(np.diag(r)))        # Haar-uniform orthogonal block
                 params[name] = np.concatenate(blocks, axis=0).astype(self.dtype)
             else:
@@ -227,7 +237,7 @@ class RecurrentLayer:
         # changed in place since (as torch does); an array converted here is a private copy
         watched = [("x", x)] if keep and not x_private and checks.users_memory(x, x_in) else []
         states0 = checks.initial_states(hx, len(self.cell.STATE), type(self).__name__,
-                                        self.num_layers * self.num_directions, B, self.hidden_size, unbatched,
+                                        self.num_layers * self.num_directions, B, self.state_sizes, unbatched,
                                         self.dtype, check_finite, watched if keep else None)
         output, finals, cache = self._stack.forward(self, x, states0, mask, keep, checks.guard_inputs(watched))
         if cache is not None:
@@ -288,7 +298,7 @@ class RecurrentLayer:
                                    "run the forward outside no_grad() to backpropagate")
             raise RuntimeError("backward: no forward pass to backpropagate through; call forward first")
         checks.check_unchanged(cache.guards)
-        T, B, DH = cache.T, cache.B, self.num_directions * self.hidden_size
+        T, B, DH = cache.T, cache.B, self.num_directions * self.output_size
         out_shape = (T, DH) if cache.unbatched else (B, T, DH) if self.batch_first else (T, B, DH)
         d_output = checks.as_float_array("d_output", d_output, self.dtype, check_finite)
         if tuple(d_output.shape) != out_shape:
@@ -298,7 +308,7 @@ class RecurrentLayer:
         elif self.batch_first:
             d_output = d_output.transpose(1, 0, 2)
         d_final = checks.final_state_grads(d_hn, cache.n_state, type(self).__name__,
-                                           self.num_layers * self.num_directions, B, self.hidden_size,
+                                           self.num_layers * self.num_directions, B, self.state_sizes,
                                            cache.unbatched, self.dtype, check_finite)
         dx, d_init, state_grads = self._stack.backward(self, cache, d_output, d_final, record_state_grads)
         if record_state_grads:
@@ -339,15 +349,22 @@ class LSTM(RecurrentLayer):
     value and of ``bias_hh`` to 0 at init, so the two biases sum to it (Jozefowicz et al. 2015 use 1.0).
     ``peephole=True`` adds Gers and Schmidhuber's diagonal cell-to-gate weights, ``weight_ph_l{k}`` (3H,) =
     [p_i | p_f | p_o] (``rnnlab.cells.lstm``); they run on backend "numpy" and export to ONNX's input P.
+    ``proj_size=P`` (0 < P < H) is torch's LSTM with projections (Sak et al. 2014): h_t = (o * tanh c_t)
+    W_hr^T of size P, ``weight_hr_l{k}`` (P, H), ``weight_hh`` (4H, P), output (T, B, D*P), h_0 (L*D, B, P),
+    c_0 (L*D, B, H); backend "numpy".
     """
 
     cell_name = "lstm"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, forget_bias=None, peephole=False, **kw):
+                 dropout=0.0, bidirectional=False, *, forget_bias=None, peephole=False, proj_size=0, **kw):
         if not isinstance(peephole, (bool, np.bool_)):
             raise ConfigError(f"peephole: expected True or False, got {peephole!r}")
         self.peephole = bool(peephole)
+        self.proj_size = check_int("proj_size", proj_size, 0)
+        if self.proj_size and self.proj_size >= check_int("hidden_size", hidden_size, 1):
+            raise ConfigError(f"proj_size: expected 0 < proj_size < hidden_size = {hidden_size} (as torch), got "
+                              f"{self.proj_size}")
         if self.peephole and kw.get("bptt_segment") is not None:
             raise BackendError("bptt_segment: the peephole LSTM keeps every step's cache; use bptt_segment=None")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **kw)
@@ -362,22 +379,36 @@ class LSTM(RecurrentLayer):
                 elif k.startswith("bias_hh"):
                     v[H:2 * H] = 0.0
 
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
     def reference_options(self) -> list:
-        return super().reference_options() + (["peephole"] if self.peephole else [])
+        return (super().reference_options() + (["peephole"] if self.peephole else [])
+                + (["proj_size"] if self.proj_size else []))
 
     def option_params(self, l, d) -> dict:
-        return {"peephole": self._params["weight_ph" + self.suffix(l, d)]} if self.peephole else {}
+        s, p = self.suffix(l, d), {}
+        if self.peephole:
+            p["peephole"] = self._params["weight_ph" + s]
+        if self.proj_size:
+            p["proj"] = self._params["weight_hr" + s]
+        return p
 
     def _param_shapes(self) -> dict:
         shapes = super()._param_shapes()
-        if self.peephole:
-            for l in range(self.num_layers):
-                for d in range(self.num_directions):
-                    shapes["weight_ph" + self.suffix(l, d)] = (3 * self.hidden_size,)
+        for l in range(self.num_layers):
+            for d in range(self.num_directions):
+                s = self.suffix(l, d)
+                if self.peephole:
+                    shapes["weight_ph" + s] = (3 * self.hidden_size,)
+                if self.proj_size:
+                    shapes["weight_hr" + s] = (self.proj_size, self.hidden_size)
         return shapes
 
     def config(self) -> dict:
-        return {**super().config(), **({"peephole": True} if self.peephole else {})}
+        return {**super().config(), **({"peephole": True} if self.peephole else {}),
+                **({"proj_size": self.proj_size} if self.proj_size else {})}
 
 
 class GRU(RecurrentLayer):

@@ -44,6 +44,7 @@ class ModelConfig:
     reset: str = "after"            # GRU only
     forget_bias: float | None = None  # LSTM only
     peephole: bool = False          # LSTM only
+    proj_size: int = 0              # LSTM only: projections (torch's proj_size)
     recurrent_max: float | None = None  # IndRNN only: bound on |u|
     recurrent_init: str = "uniform"
     dtype: str = "float32"
@@ -59,6 +60,8 @@ class ModelConfig:
         check_int("num_layers", self.num_layers, 1)
         if self.peephole and self.cell != "lstm":
             raise ConfigError(f"peephole: only the LSTM has peephole connections, got cell {self.cell!r}")
+        if self.proj_size and self.cell != "lstm":
+            raise ConfigError(f"proj_size: only the LSTM has projections, got cell {self.cell!r}")
         if self.input_mode == "embedding":
             check_int("embedding_dim", self.embedding_dim, 1)
         return self
@@ -92,6 +95,8 @@ class SequenceModel:
                 kw["forget_bias"] = cfg.forget_bias
             if cfg.peephole:
                 kw["peephole"] = True
+            if cfg.proj_size:
+                kw["proj_size"] = cfg.proj_size
         elif cfg.cell == "indrnn":
             kw["recurrent_max"] = cfg.recurrent_max
         kw.update({k: getattr(cfg, k) for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell")
@@ -100,7 +105,7 @@ class SequenceModel:
         self.rnn = LAYERS[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
                                           bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,
                                           recurrent_init=cfg.recurrent_init, **kw)
-        feat = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+        feat = self.rnn.output_size * (2 if cfg.bidirectional else 1)
         k = 1.0 / np.sqrt(feat)                                         # torch.nn.Linear's init
         self._own = {}
         if cfg.input_mode == "embedding":

@@ -80,9 +80,11 @@ def scan_forward(cell, xw, state0, W_hh, b_hh, mask=None, reverse=False, opts=No
 
 
 def scan_backward(cell, d_out, d_state, cache, W_hh, mask=None, reverse=False, has_bias=True, opts=None,
-                  record=None):
+                  record=None, extras=None):
     """-> (dL/dxw (T, B, G*H), dL/d state0, dW_hh, db_hh). ``record``: an optional list that receives ``(t,
-    dstate_t)``, the total gradient with respect to each step's state (dL/dh_t, and dL/dc_t for the LSTM)."""
+    dstate_t)``, the total gradient with respect to each step's state (dL/dh_t, and dL/dc_t for the LSTM).
+    ``extras``: an optional dict that receives the sums of what the cell's steps return for its option
+    parameters (an LSTM's projection: weight_hr)."""
     opts = opts or {}
     T = d_out.shape[0]
     GH = W_hh.shape[0]
@@ -94,12 +96,12 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, mask=None, reverse=False, h
             seg_caches = [None] * T
             _run(cell, cache.xw, start, W_hh, cache.b_hh, mask, seg, opts, None, seg_caches, cache.keep)
             dstate = _backward_steps(cell, d_out, dstate, seg_caches, W_hh, mask, seg[::-1], opts, dXW, dHW, record,
-                                     cache.keep)
+                                     cache.keep, extras)
             idx = sorted(seg)
             dW_hh += cell.grad_W_hh((dXW if dHW[0] is None else dHW[0])[idx], [seg_caches[t] for t in idx], **opts)
     else:
         dstate = _backward_steps(cell, d_out, tuple(d_state), cache.steps, W_hh, mask, _order(T, reverse)[::-1],
-                                 opts, dXW, dHW, record, cache.keep)
+                                 opts, dXW, dHW, record, cache.keep, extras)
         dW_hh = cell.grad_W_hh(dXW if dHW[0] is None else dHW[0], cache.steps, **opts)
     db_hh = (dXW if dHW[0] is None else dHW[0]).sum(axis=(0, 1)) if has_bias else None
     return dXW, dstate, dW_hh, db_hh
@@ -122,22 +124,22 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace=N
     """The engine's contract: -> Grads (every gradient). record: also the total gradient with respect to each
     step's state, (dL/dh (T, B, H)[, dL/dc]) in ``Grads.state_grads``."""
     rec = [] if record else None
+    extra = {}
     dXW, dstate0, dW_hh, db_hh = scan_backward(CELLS[cell_name], d_out, d_state, cache.arrays, W_hh, cache.mask,
-                                               cache.reverse, has_bias, cache.opts, rec)
+                                               cache.reverse, has_bias, cache.opts, rec, extra)
     T, B, GH = dXW.shape
     dX2, x2 = dXW.reshape(T * B, GH), cache.x.reshape(T * B, -1)
     state_grads = None
     if rec is not None:
         rec.sort(key=lambda r: r[0])
         state_grads = tuple(np.stack([r[1][i] for r in rec]) for i in range(len(dstate0)))
-    extra = None
     if cache.opts.get("peephole") is not None:
-        extra = {"weight_ph": CELLS[cell_name].grad_peephole(dXW, cache.arrays.steps)}
+        extra["weight_ph"] = CELLS[cell_name].grad_peephole(dXW, cache.arrays.steps)
     return Grads(dx=(dX2 @ W_ih).reshape(cache.x.shape), dstate0=dstate0, dW_ih=dX2.T @ x2, dW_hh=dW_hh,
                  db_ih=dX2.sum(axis=0) if has_bias else None, db_hh=db_hh, state_grads=state_grads, extra=extra)
 
 
-def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record, keep=None):
+def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record, keep=None, extras=None):
     for t in steps:
         if keep is not None:
             d_total = (dstate[0] + (d_out[t] if mask is None else d_out[t] * mask[t]),) + dstate[1:]
@@ -154,7 +156,9 @@ def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, d
             carry = tuple(d * (1 - m) for d in d_total)                      # past the cell at padded rows
         if record is not None:
             record.append((t, d_new if mask is None and keep is None else d_total))
-        dxw, dhw, dstate = cell.step_backward(d_new, caches[t], W_hh, **opts)
+        dxw, dhw, dstate, *more = cell.step_backward(d_new, caches[t], W_hh, **opts)
+        for name, v in (more[0].items() if more else ()):                  # option parameters' shares
+            extras[name] = extras[name] + v if name in extras else v
         if carry is not None:
             dstate = tuple(ds + c for ds, c in zip(dstate, carry))
         dXW[t] = dxw

@@ -28,6 +28,10 @@ ONNX's LSTM input P has them:
 Backward: da_o = do o (1 - o) first, then dc += da_o * p_o (o reads c_t); dc_{t-1} = dc * f + da_i * p_i +
 da_f * p_f; and after the loop dp_i = sum da_i c_{t-1}, dp_f = sum da_f c_{t-1}, dp_o = sum da_o c_t
 (``grad_peephole``).
+
+``proj`` (P, H), the projection of Sak et al. (2014) as torch's ``proj_size``: h_t = (o * tanh(c_t)) W_hr^T, of
+size P, is the state the next step's product reads (W_hh (4H, P)). Backward: dm = dh W_hr replaces dh in the
+formulas above, and the step returns its share of dW_hr = sum_t dh_t^T m_t as a fourth value.
 """
 from __future__ import annotations
 
@@ -53,16 +57,24 @@ class StepCache(NamedTuple):
     c: np.ndarray | None = None  # with peepholes: c_t, which the output gate reads
 
 
-def step_forward(xw, state, W_hh, b_hh, rec_mask=None, peephole=None):
-    h_prev, c_prev = state                          # (B, H) each
+def step_forward(xw, state, W_hh, b_hh, rec_mask=None, peephole=None, proj=None):
+    h_prev, c_prev = state                          # (B, H) each; h (B, P) with a projection
     if rec_mask is not None:
         h_prev = h_prev * rec_mask
-    H = h_prev.shape[-1]
+    H = c_prev.shape[-1]
     a = xw + h_prev @ W_hh.T                        # (B, 4H)
     if b_hh is not None:
         a += b_hh
     if peephole is not None:
-        return _peephole_forward(a, h_prev, c_prev, peephole, H)
+        (h, c), cache = _peephole_forward(a, h_prev, c_prev, peephole, H)
+        return ((h @ proj.T, c) if proj is not None else (h, c)), cache
+    if proj is not None:
+        (h, c), cache = _gates_forward(a, h_prev, c_prev, H)
+        return (h @ proj.T, c), cache
+    return _gates_forward(a, h_prev, c_prev, H)
+
+
+def _gates_forward(a, h_prev, c_prev, H):
     s = sigmoid(a)                                  # i, f, o read from here; the g block is unused
     i, f, o = s[:, :H], s[:, H:2 * H], s[:, 3 * H:]
     g = np.tanh(a[:, 2 * H:3 * H])
@@ -82,11 +94,21 @@ def _peephole_forward(a, h_prev, c_prev, p, H):
     return (o * tanh_c, c), StepCache(h_prev, c_prev, i, f, g, o, tanh_c, c)
 
 
-def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None):
+def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None, proj=None):
     dh, dc = dstate
-    h_prev, c_prev, i, f, g, o, tanh_c, _ = cache
+    if proj is not None:                            # h = m W_hr^T with m = o tanh(c)
+        m = cache.o * cache.tanh_c                  # broadcast: the diagnostics pass identity rows as the batch
+        dW_hr = dh.T @ np.broadcast_to(m, (dh.shape[0], m.shape[1]))
+        dh = dh @ proj
     if peephole is not None:
-        return _peephole_backward(dh, dc, cache, W_hh, rec_mask, peephole)
+        res = _peephole_backward(dh, dc, cache, W_hh, rec_mask, peephole)
+    else:
+        res = _gates_backward(dh, dc, cache, W_hh, rec_mask)
+    return res if proj is None else res + ({"weight_hr": dW_hr},)
+
+
+def _gates_backward(dh, dc, cache, W_hh, rec_mask):
+    h_prev, c_prev, i, f, g, o, tanh_c, _ = cache
     do = dh * tanh_c
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # backprop through h = o * tanh(c)
     da = np.concatenate(
@@ -107,7 +129,7 @@ def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None):
 
 def _peephole_backward(dh, dc, cache, W_hh, rec_mask, p):
     h_prev, c_prev, i, f, g, o, tanh_c, c = cache
-    H = h_prev.shape[-1]
+    H = c_prev.shape[-1]
     da_o = dh * tanh_c * o * (1.0 - o)
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c) + da_o * p[2 * H:]
     da_i = (dc * g) * i * (1.0 - i)

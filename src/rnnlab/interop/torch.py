@@ -16,8 +16,6 @@ def from_torch(module, dtype=None):
     kind = type(module).__name__
     if not isinstance(module, torch.nn.RNNBase) or kind not in _TORCH_NAMES:
         raise InteropError(f"module: expected torch.nn.RNN, LSTM or GRU, got {kind}")
-    if getattr(module, "proj_size", 0):
-        raise InteropError(f"module: LSTM proj_size={module.proj_size} (projections) is not supported by rnnlab")
     if dtype is None:
         dtype = {torch.float32: "float32", torch.float64: "float64"}.get(module.weight_ih_l0.dtype)
         if dtype is None:
@@ -27,6 +25,8 @@ def from_torch(module, dtype=None):
     if kind == "RNN":
         nl = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[module.mode]
         kw["nonlinearity"] = nl
+    if getattr(module, "proj_size", 0):
+        kw["proj_size"] = int(module.proj_size)
     layer = LAYERS[_TORCH_NAMES[kind]](module.input_size, module.hidden_size, **kw)
     layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
     layer.train(module.training)
@@ -46,6 +46,8 @@ def to_torch(layer):
               bidirectional=layer.bidirectional, dtype=tdtype)
     if layer.cell_name == "rnn":
         kw["nonlinearity"] = layer.cell_opts["nonlinearity"]
+    if getattr(layer, "proj_size", 0):
+        kw["proj_size"] = layer.proj_size
     mod = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[layer.cell_name](
         layer.input_size, layer.hidden_size, **kw)
     with torch.no_grad():
