@@ -1,7 +1,8 @@
 """The LSTM and GRU variants: variational (recurrent) dropout and zoneout (finite differences with the masks held
 fixed, a torch reference written here, the evaluation-time expectation, the masks' statistics, resume), the
-peephole LSTM (finite differences, a torch reference, ONNX's input P in onnxruntime) and the LSTM with
-projections (torch.nn.LSTM(proj_size=...) on copied weights); the refusals."""
+peephole LSTM (finite differences, a torch reference, ONNX's input P in onnxruntime), the LSTM with
+projections (torch.nn.LSTM(proj_size=...) on copied weights) and the layer-normalised LSTM and GRU (finite
+differences, a torch reference built on torch.nn.functional.layer_norm); the refusals."""
 import numpy as np
 import pytest
 
@@ -332,3 +333,82 @@ def test_projection_in_a_model_and_its_refusals(tmp_path):
     layer = LSTM(3, 5, proj_size=2, dtype="float64", seed=0)
     assert diag.jacobian_norms(layer, x).shape == (7,)                   # the gradient lab reads its states
     assert diag.layer_grad_norms(layer, x)["grad_norm_h"].shape == (7,)
+
+
+# ------------------------------------------------------------------------------------------- layer norm
+@pytest.mark.parametrize("cls", [LSTM, GRU])
+def test_layer_norm_finite_differences(cls, fixed_masks):
+    rng = np.random.default_rng(13)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0, layer_norm=True,
+                recurrent_dropout=0.2)
+    for k, v in layer._params.items():
+        if k.startswith("ln_"):
+            v += rng.normal(0, 0.3, v.shape)                       # gains and biases off their identity init
+    n = len(layer.cell.STATE)
+    hx = tuple(rng.standard_normal((4, 3, 4)) for _ in range(n))
+    errors = check_layer(layer, rng.standard_normal((6, 3, 3)), hx if n > 1 else hx[0], lengths=np.array([6, 2, 4]))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-6, (worst, errors[worst])
+    assert "ln_hh_weight_l1_reverse" in errors and ("ln_c_bias_l0" in errors) == (cls is LSTM)
+
+
+def _ln(v, g, b):
+    return torch.nn.functional.layer_norm(v, (v.shape[-1],), g, b, eps=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_layer_norm_equals_a_torch_reference(cell):
+    rng = np.random.default_rng(14)
+    layer = (LSTM if cell == "lstm" else GRU)(3, 5, dtype="float64", seed=2, layer_norm=True)
+    for v in layer.parameters():
+        v += rng.normal(0, 0.2, v.shape)
+    x = rng.standard_normal((6, 2, 3))
+    out, _ = layer(x)
+    w = rng.standard_normal(out.shape)
+    dx, _ = layer.backward(w)
+    tp = {k[:-3]: torch.tensor(v, requires_grad=True) for k, v in layer.state_dict().items()}
+    tx = torch.tensor(x, requires_grad=True)
+    H = 5
+    h = torch.zeros(2, H, dtype=torch.float64)
+    c = torch.zeros(2, H, dtype=torch.float64)
+    outs = []
+    for t in range(6):
+        gi = _ln(tx[t] @ tp["weight_ih"].T, tp["ln_ih_weight"], tp["ln_ih_bias"]) + tp["bias_ih"]
+        gh = _ln(h @ tp["weight_hh"].T, tp["ln_hh_weight"], tp["ln_hh_bias"]) + tp["bias_hh"]
+        if cell == "lstm":
+            a = gi + gh
+            i, f, g, o = (torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H:2 * H]), torch.tanh(a[:, 2 * H:3 * H]),
+                          torch.sigmoid(a[:, 3 * H:]))
+            c = f * c + i * g
+            h = o * torch.tanh(_ln(c, tp["ln_c_weight"], tp["ln_c_bias"]))
+        else:
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+            n = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+            h = (1 - z) * n + z * h
+        outs.append(h)
+    t_out = torch.stack(outs)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=0, atol=1e-12)
+    (t_out * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for k, v in tp.items():
+        np.testing.assert_allclose(layer.grads[k + "_l0"], v.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+def test_layer_norm_options_and_refusals(tmp_path):
+    from rnnlab import cli
+    from rnnlab.interop import InteropError
+    from rnnlab.interop.torch import to_torch
+    fresh = LSTM(3, 4, layer_norm=True, seed=0).state_dict()
+    assert (fresh["ln_c_weight_l0"] == 1).all() and (fresh["ln_hh_bias_l0"] == 0).all()     # the identity at init
+    with pytest.raises(ConfigError, match="layer_norm: the layer-normalised GRU"):
+        GRU(3, 4, layer_norm=True, reset="before")
+    with pytest.raises(ConfigError, match="not combined with peephole"):
+        LSTM(3, 4, layer_norm=True, peephole=True)
+    with pytest.raises(InteropError, match="no layer-normalised GRU"):
+        to_torch(GRU(3, 4, layer_norm=True))
+    with pytest.raises(BackendError, match="layer_norm: runs on backend='numpy' only"):
+        LSTM(3, 4, layer_norm=True, backend="hybrid")
+    assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "gru", "--layer-norm", "--hidden-size",
+                     "6", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert cli.main(["gradients", str(tmp_path / "r"), "--report", str(tmp_path / "g")]) == 0

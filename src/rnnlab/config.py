@@ -53,6 +53,7 @@ class TrainConfig:
     forget_bias: float | None = None
     peephole: bool = False          # lstm: Gers and Schmidhuber's cell-to-gate connections
     proj_size: int = 0              # lstm: project h to this size (torch's proj_size; 0 = off)
+    layer_norm: bool = False        # lstm, gru: layer-normalised projections (and c), Ba et al. 2016
     recurrent_max: float = 0.0      # indrnn: bound on |u| after each update (0 = 2^(1/seq_len), Li et al.)
     recurrent_init: str = "uniform"
     input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding

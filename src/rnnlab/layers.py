@@ -101,11 +101,35 @@ class RecurrentLayer:
 
     def reference_options(self) -> list:
         """The options set on this layer that only the NumPy reference backend implements."""
-        return [k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
+        return ([k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
+                + (["layer_norm"] if getattr(self, "layer_norm", False) else []))
 
     def option_params(self, l, d) -> dict:
-        """Parameters of the cell's options for layer l, direction d, passed to its steps (none here)."""
-        return {}
+        """Parameters of the cell's options for layer l, direction d, passed to its steps: the layer norm's
+        gains and biases (LSTM and GRU with ``layer_norm``)."""
+        if not getattr(self, "layer_norm", False):
+            return {}
+        s, p = self.suffix(l, d), self._params
+        ln = {"x": (p["ln_ih_weight" + s], p["ln_ih_bias" + s]), "h": (p["ln_hh_weight" + s], p["ln_hh_bias" + s])}
+        if "ln_c_weight" + s in p:
+            ln["c"] = (p["ln_c_weight" + s], p["ln_c_bias" + s])
+        return {"ln": ln}
+
+    def _layer_norm_shapes(self, shapes) -> dict:
+        """The layer norm's gains and biases: the input and recurrent projections (G*H each), the LSTM's c (H)."""
+        for l in range(self.num_layers):
+            for d in range(self.num_directions):
+                s = self.suffix(l, d)
+                for block, size in (("ih", self.gate_size), ("hh", self.gate_size)) + (
+                        (("c", self.hidden_size),) if self.cell_name == "lstm" else ()):
+                    shapes[f"ln_{block}_weight{s}"] = (size,)
+                    shapes[f"ln_{block}_bias{s}"] = (size,)
+        return shapes
+
+    def _init_layer_norm(self):
+        for k, v in self._params.items():                   # gains 1, biases 0: the identity at init
+            if k.startswith("ln_"):
+                v[...] = 1.0 if "_weight" in k else 0.0
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -357,10 +381,14 @@ class LSTM(RecurrentLayer):
     cell_name = "lstm"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, forget_bias=None, peephole=False, proj_size=0, **kw):
-        if not isinstance(peephole, (bool, np.bool_)):
-            raise ConfigError(f"peephole: expected True or False, got {peephole!r}")
-        self.peephole = bool(peephole)
+                 dropout=0.0, bidirectional=False, *, forget_bias=None, peephole=False, proj_size=0,
+                 layer_norm=False, **kw):
+        for arg, val in (("peephole", peephole), ("layer_norm", layer_norm)):
+            if not isinstance(val, (bool, np.bool_)):
+                raise ConfigError(f"{arg}: expected True or False, got {val!r}")
+        self.peephole, self.layer_norm = bool(peephole), bool(layer_norm)
+        if self.layer_norm and (self.peephole or proj_size):
+            raise ConfigError("layer_norm: not combined with peephole or proj_size here; use one of them")
         self.proj_size = check_int("proj_size", proj_size, 0)
         if self.proj_size and self.proj_size >= check_int("hidden_size", hidden_size, 1):
             raise ConfigError(f"proj_size: expected 0 < proj_size < hidden_size = {hidden_size} (as torch), got "
@@ -368,6 +396,8 @@ class LSTM(RecurrentLayer):
         if self.peephole and kw.get("bptt_segment") is not None:
             raise BackendError("bptt_segment: the peephole LSTM keeps every step's cache; use bptt_segment=None")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **kw)
+        if self.layer_norm:
+            self._init_layer_norm()
         self.forget_bias = None if forget_bias is None else check_float("forget_bias", forget_bias)
         if self.forget_bias is not None:
             if not self.bias:
@@ -388,7 +418,7 @@ class LSTM(RecurrentLayer):
                 + (["proj_size"] if self.proj_size else []))
 
     def option_params(self, l, d) -> dict:
-        s, p = self.suffix(l, d), {}
+        s, p = self.suffix(l, d), super().option_params(l, d)
         if self.peephole:
             p["peephole"] = self._params["weight_ph" + s]
         if self.proj_size:
@@ -404,11 +434,12 @@ class LSTM(RecurrentLayer):
                     shapes["weight_ph" + s] = (3 * self.hidden_size,)
                 if self.proj_size:
                     shapes["weight_hr" + s] = (self.proj_size, self.hidden_size)
-        return shapes
+        return self._layer_norm_shapes(shapes) if self.layer_norm else shapes
 
     def config(self) -> dict:
         return {**super().config(), **({"peephole": True} if self.peephole else {}),
-                **({"proj_size": self.proj_size} if self.proj_size else {})}
+                **({"proj_size": self.proj_size} if self.proj_size else {}),
+                **({"layer_norm": True} if self.layer_norm else {})}
 
 
 class GRU(RecurrentLayer):
@@ -416,19 +447,36 @@ class GRU(RecurrentLayer):
 
     ``reset='after'`` (default) is PyTorch's/cuDNN's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``;
     ``reset='before'`` is Cho et al. 2014's ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
+    ``layer_norm=True`` (reset='after'): LN(x W_ih^T) and LN(h W_hh^T) with their gains and biases
+    (``ln_ih_*``, ``ln_hh_*`` (3H,)), Ba et al. 2016; backend "numpy".
     """
 
     cell_name = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, reset="after", **kw):
+                 dropout=0.0, bidirectional=False, *, reset="after", layer_norm=False, **kw):
         check_choice("reset", reset, ("after", "before"))
+        if not isinstance(layer_norm, (bool, np.bool_)):
+            raise ConfigError(f"layer_norm: expected True or False, got {layer_norm!r}")
+        if layer_norm and reset == "before":
+            raise ConfigError("layer_norm: the layer-normalised GRU normalises W_hh h whole, which reset='before' "
+                              "splits; use reset='after'")
+        self.layer_norm = bool(layer_norm)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          cell_opts={"reset": reset}, **kw)
+        if self.layer_norm:
+            self._init_layer_norm()
 
     @property
     def reset(self):
         return self.cell_opts["reset"]
+
+    def _param_shapes(self) -> dict:
+        shapes = super()._param_shapes()
+        return self._layer_norm_shapes(shapes) if self.layer_norm else shapes
+
+    def config(self) -> dict:
+        return {**super().config(), **({"layer_norm": True} if self.layer_norm else {})}
 
 
 class DiagonalLayer(RecurrentLayer):

@@ -45,6 +45,7 @@ class ModelConfig:
     forget_bias: float | None = None  # LSTM only
     peephole: bool = False          # LSTM only
     proj_size: int = 0              # LSTM only: projections (torch's proj_size)
+    layer_norm: bool = False        # LSTM and GRU
     recurrent_max: float | None = None  # IndRNN only: bound on |u|
     recurrent_init: str = "uniform"
     dtype: str = "float32"
@@ -60,6 +61,8 @@ class ModelConfig:
         check_int("num_layers", self.num_layers, 1)
         if self.peephole and self.cell != "lstm":
             raise ConfigError(f"peephole: only the LSTM has peephole connections, got cell {self.cell!r}")
+        if self.layer_norm and self.cell not in ("lstm", "gru"):
+            raise ConfigError(f"layer_norm: the LSTM and the GRU have a layer-normalised form, got cell {self.cell!r}")
         if self.proj_size and self.cell != "lstm":
             raise ConfigError(f"proj_size: only the LSTM has projections, got cell {self.cell!r}")
         if self.input_mode == "embedding":
@@ -90,6 +93,8 @@ class SequenceModel:
             kw["nonlinearity"] = cfg.nonlinearity
         elif cfg.cell == "gru":
             kw["reset"] = cfg.reset
+            if cfg.layer_norm:
+                kw["layer_norm"] = True
         elif cfg.cell == "lstm":
             if cfg.forget_bias is not None:
                 kw["forget_bias"] = cfg.forget_bias
@@ -97,6 +102,8 @@ class SequenceModel:
                 kw["peephole"] = True
             if cfg.proj_size:
                 kw["proj_size"] = cfg.proj_size
+            if cfg.layer_norm:
+                kw["layer_norm"] = True
         elif cfg.cell == "indrnn":
             kw["recurrent_max"] = cfg.recurrent_max
         kw.update({k: getattr(cfg, k) for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .caches import Grads, StepCaches
-from .cells import CELLS
+from .cells import CELLS, layernorm
 
 
 def _keep(keep, mask, t):
@@ -110,13 +110,19 @@ def scan_backward(cell, d_out, d_state, cache, W_hh, mask=None, reverse=False, h
 def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc=None, segment=None,
             zoneout=None):
     """The engine's contract: x (T, B, I) -> (output (T, B, H), final state, StepCaches or None).
-    ``zoneout``: the ``keep`` shares of zoneout per state (see the module docstring), or None."""
+    ``zoneout``: the ``keep`` shares of zoneout per state (see the module docstring), or None. With
+    ``opts["ln"]`` (layer norm) the input projection is LN_x(x W_ih^T) + b_ih."""
     T, B, I = x.shape
     xw = (x.reshape(T * B, I) @ W_ih.T).reshape(T, B, -1)                  # (T, B, G*H), all steps at once
+    ln_x = None
+    if opts.get("ln") is not None:
+        xw, ln_x = layernorm.forward(xw, *opts["ln"]["x"])
     if b_ih is not None:
         xw += b_ih
     out, stateT, cache = scan_forward(CELLS[cell_name], xw, state0, W_hh, b_hh, mask, reverse, opts, segment,
                                       zoneout)
+    if ln_x is not None:
+        cache.ln_x = ln_x                                                   # read by backward (layer norm)
     return out, stateT, cache if keep else None
 
 
@@ -128,6 +134,11 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace=N
     dXW, dstate0, dW_hh, db_hh = scan_backward(CELLS[cell_name], d_out, d_state, cache.arrays, W_hh, cache.mask,
                                                cache.reverse, has_bias, cache.opts, rec, extra)
     T, B, GH = dXW.shape
+    db_ih = dXW.sum(axis=(0, 1)) if has_bias else None                    # the bias comes after LN_x
+    if cache.opts.get("ln") is not None:
+        db_hh = extra.pop("bias_hh")                                        # b_hh too, after LN_h
+        dXW, extra["ln_ih_weight"], extra["ln_ih_bias"] = layernorm.backward(dXW, cache.opts["ln"]["x"][0],
+                                                                            cache.arrays.ln_x)
     dX2, x2 = dXW.reshape(T * B, GH), cache.x.reshape(T * B, -1)
     state_grads = None
     if rec is not None:
@@ -136,7 +147,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace=N
     if cache.opts.get("peephole") is not None:
         extra["weight_ph"] = CELLS[cell_name].grad_peephole(dXW, cache.arrays.steps)
     return Grads(dx=(dX2 @ W_ih).reshape(cache.x.shape), dstate0=dstate0, dW_ih=dX2.T @ x2, dW_hh=dW_hh,
-                 db_ih=dX2.sum(axis=0) if has_bias else None, db_hh=db_hh, state_grads=state_grads, extra=extra)
+                 db_ih=db_ih, db_hh=db_hh, state_grads=state_grads, extra=extra)
 
 
 def _backward_steps(cell, d_out, dstate, caches, W_hh, mask, steps, opts, dXW, dHW, record, keep=None, extras=None):

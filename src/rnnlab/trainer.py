@@ -55,7 +55,7 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout, zoneout=cfg.zoneout,
         zoneout_cell=cfg.zoneout_cell,
         bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
-        forget_bias=cfg.forget_bias, peephole=cfg.peephole, proj_size=cfg.proj_size,
+        forget_bias=cfg.forget_bias, peephole=cfg.peephole, proj_size=cfg.proj_size, layer_norm=cfg.layer_norm,
         recurrent_init=cfg.recurrent_init, dtype=cfg.dtype,
         recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
 

@@ -17,6 +17,10 @@ Backward, with dh = dL/dh_t:
     dr_pre = dr r (1 - r),  dz_pre = dz z (1 - z)
     dh_{t-1} += [dr_pre | dz_pre | dn-block] W_hh            (before: only the r, z blocks here)
 
+``ln`` {"h": (gamma, beta)} (reset="after"), the layer-normalised GRU: gh = LN(h_{t-1} W_hh^T) + b_hh in place of
+the recurrent product (the input projection is normalised outside the loop); backward takes the gradient of
+gh through LN's backward and returns the shares of b_hh and of the gain and bias as a fourth value.
+
 ``rec_mask`` (B, H), variational recurrent dropout: h_{t-1} * m is the operand of every product with W_hh
 (and of r * h for reset="before"); the interpolation h_t = (1 - z) n + z h_{t-1} keeps the unmasked h_{t-1}.
 The gradients through the products are multiplied by m.
@@ -27,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import layernorm
 from .activations import sigmoid
 
 G = 3
@@ -41,14 +46,18 @@ class StepCache(NamedTuple):
     n: np.ndarray
     extra: np.ndarray           # after: h W_hn^T + b_hn (for dr); before: r * h_prev (the n block's operand)
     h_rec: np.ndarray | None = None     # the products' operand h_prev * m under recurrent dropout, else None
+    ln: tuple | None = None             # layer norm: (v_hat, 1/s) of the recurrent product
 
 
-def step_forward(xw, state, W_hh, b_hh, reset="after", rec_mask=None):
+def step_forward(xw, state, W_hh, b_hh, reset="after", rec_mask=None, ln=None):
     (h_prev,) = state                               # (B, H)
     H = h_prev.shape[-1]
     h_rec = h_prev if rec_mask is None else h_prev * rec_mask     # what the products read
+    ln_h = None
     if reset == "after":
         gh = h_rec @ W_hh.T                         # (B, 3H)
+        if ln is not None:
+            gh, ln_h = layernorm.forward(gh, *ln["h"])
         if b_hh is not None:
             gh += b_hh
         rz = sigmoid(xw[:, :2 * H] + gh[:, :2 * H])  # (B, 2H)
@@ -69,12 +78,12 @@ def step_forward(xw, state, W_hh, b_hh, reset="after", rec_mask=None):
         n = np.tanh(a_n)
         extra = rh
     h = n + z * (h_prev - n)                        # = (1 - z) n + z h_prev
-    return (h,), StepCache(h_prev, r, z, n, extra, None if rec_mask is None else h_rec)
+    return (h,), StepCache(h_prev, r, z, n, extra, None if rec_mask is None else h_rec, ln_h)
 
 
-def step_backward(dstate, cache, W_hh, reset="after", rec_mask=None):
+def step_backward(dstate, cache, W_hh, reset="after", rec_mask=None, ln=None):
     (dh,) = dstate
-    h_prev, r, z, n, extra, h_rec = cache
+    h_prev, r, z, n, extra, h_rec, ln_h = cache
     h_rec = h_prev if h_rec is None else h_rec
     m = 1.0 if rec_mask is None else rec_mask
     H = h_prev.shape[-1]
@@ -87,6 +96,10 @@ def step_backward(dstate, cache, W_hh, reset="after", rec_mask=None):
         dz_pre = dz * z * (1.0 - z)
         dxw = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)      # (B, 3H)
         dhw = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)  # (B, 3H)
+        if ln is not None:                                           # through LN to h W_hh^T
+            draw, dg, db = layernorm.backward(dhw, ln["h"][0], ln_h)
+            dh_prev += (draw @ W_hh) * m
+            return dxw, draw, (dh_prev,), {"bias_hh": dhw.sum(axis=0), "ln_hh_weight": dg, "ln_hh_bias": db}
         dh_prev += (dhw @ W_hh) * m
     else:
         drh = dn_pre @ W_hh[2 * H:]                 # (B, H), through (r h) W_hn^T

@@ -32,6 +32,16 @@ da_f * p_f; and after the loop dp_i = sum da_i c_{t-1}, dp_f = sum da_f c_{t-1},
 ``proj`` (P, H), the projection of Sak et al. (2014) as torch's ``proj_size``: h_t = (o * tanh(c_t)) W_hr^T, of
 size P, is the state the next step's product reads (W_hh (4H, P)). Backward: dm = dh W_hr replaces dh in the
 formulas above, and the step returns its share of dW_hr = sum_t dh_t^T m_t as a fourth value.
+
+``ln`` {"h": (gamma, beta), "c": (gamma, beta)}, the layer-normalised LSTM of Ba et al. (2016): the recurrent
+product and the cell state are normalised (``rnnlab.cells.layernorm``; the input projection is normalised
+outside the loop, ``rnnlab.recurrent``):
+
+    a_t = xw_t + LN_h(h_{t-1} W_hh^T) + b_hh          h_t = o * tanh(LN_c(c_t))
+
+Backward runs the same formulas with tanh(LN_c(c_t)) in place of tanh(c_t), then dc_t += LN_c's backward of
+dh o (1 - tanh^2), and the recurrent product's gradient is LN_h's backward of da; the step returns the shares
+of b_hh and of the LN gains and biases as a fourth value.
 """
 from __future__ import annotations
 
@@ -39,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import layernorm
 from .activations import sigmoid
 
 G = 4
@@ -55,13 +66,16 @@ class StepCache(NamedTuple):
     o: np.ndarray
     tanh_c: np.ndarray          # cached: backward needs it and h needs it
     c: np.ndarray | None = None  # with peepholes: c_t, which the output gate reads
+    ln: tuple | None = None     # layer norm: the (v_hat, 1/s) of the recurrent product and of c_t
 
 
-def step_forward(xw, state, W_hh, b_hh, rec_mask=None, peephole=None, proj=None):
+def step_forward(xw, state, W_hh, b_hh, rec_mask=None, peephole=None, proj=None, ln=None):
     h_prev, c_prev = state                          # (B, H) each; h (B, P) with a projection
     if rec_mask is not None:
         h_prev = h_prev * rec_mask
     H = c_prev.shape[-1]
+    if ln is not None:
+        return _ln_forward(xw, h_prev, c_prev, W_hh, b_hh, ln, H)
     a = xw + h_prev @ W_hh.T                        # (B, 4H)
     if b_hh is not None:
         a += b_hh
@@ -72,6 +86,20 @@ def step_forward(xw, state, W_hh, b_hh, rec_mask=None, peephole=None, proj=None)
         (h, c), cache = _gates_forward(a, h_prev, c_prev, H)
         return (h @ proj.T, c), cache
     return _gates_forward(a, h_prev, c_prev, H)
+
+
+def _ln_forward(xw, h_prev, c_prev, W_hh, b_hh, ln, H):
+    gh, ln_h = layernorm.forward(h_prev @ W_hh.T, *ln["h"])
+    a = xw + gh
+    if b_hh is not None:
+        a += b_hh
+    s = sigmoid(a)
+    i, f, o = s[:, :H], s[:, H:2 * H], s[:, 3 * H:]
+    g = np.tanh(a[:, 2 * H:3 * H])
+    c = f * c_prev + i * g
+    cn, ln_c = layernorm.forward(c, *ln["c"])
+    tanh_c = np.tanh(cn)
+    return (o * tanh_c, c), StepCache(h_prev, c_prev, i, f, g, o, tanh_c, None, (ln_h, ln_c))
 
 
 def _gates_forward(a, h_prev, c_prev, H):
@@ -94,8 +122,10 @@ def _peephole_forward(a, h_prev, c_prev, p, H):
     return (o * tanh_c, c), StepCache(h_prev, c_prev, i, f, g, o, tanh_c, c)
 
 
-def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None, proj=None):
+def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None, proj=None, ln=None):
     dh, dc = dstate
+    if ln is not None:
+        return _ln_backward(dh, dc, cache, W_hh, rec_mask, ln)
     if proj is not None:                            # h = m W_hr^T with m = o tanh(c)
         m = cache.o * cache.tanh_c                  # broadcast: the diagnostics pass identity rows as the batch
         dW_hr = dh.T @ np.broadcast_to(m, (dh.shape[0], m.shape[1]))
@@ -107,8 +137,23 @@ def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None, proj=None):
     return res if proj is None else res + ({"weight_hr": dW_hr},)
 
 
+def _ln_backward(dh, dc, cache, W_hh, rec_mask, ln):
+    h_prev, c_prev, i, f, g, o, tanh_c, _, (ln_h, ln_c) = cache
+    do = dh * tanh_c
+    dcx, dgc, dbc = layernorm.backward(dh * o * (1.0 - tanh_c * tanh_c), ln["c"][0], ln_c)
+    dc = dc + dcx
+    da = np.concatenate([(dc * g) * i * (1.0 - i), (dc * c_prev) * f * (1.0 - f), (dc * i) * (1.0 - g * g),
+                         do * o * (1.0 - o)], axis=1)
+    draw, dgh, dbh = layernorm.backward(da, ln["h"][0], ln_h)        # through LN_h to h W_hh^T
+    dh_prev = draw @ W_hh
+    if rec_mask is not None:
+        dh_prev *= rec_mask
+    return da, draw, (dh_prev, dc * f), {"bias_hh": da.sum(axis=0), "ln_hh_weight": dgh, "ln_hh_bias": dbh,
+                                         "ln_c_weight": dgc, "ln_c_bias": dbc}
+
+
 def _gates_backward(dh, dc, cache, W_hh, rec_mask):
-    h_prev, c_prev, i, f, g, o, tanh_c, _ = cache
+    h_prev, c_prev, i, f, g, o, tanh_c, _, _ = cache
     do = dh * tanh_c
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # backprop through h = o * tanh(c)
     da = np.concatenate(
@@ -128,7 +173,7 @@ def _gates_backward(dh, dc, cache, W_hh, rec_mask):
 
 
 def _peephole_backward(dh, dc, cache, W_hh, rec_mask, p):
-    h_prev, c_prev, i, f, g, o, tanh_c, c = cache
+    h_prev, c_prev, i, f, g, o, tanh_c, c, _ = cache
     H = c_prev.shape[-1]
     da_o = dh * tanh_c * o * (1.0 - o)
     dc = dc + dh * o * (1.0 - tanh_c * tanh_c) + da_o * p[2 * H:]

@@ -33,6 +33,9 @@ def require_classic(layer, target: str) -> None:
     if getattr(layer, "peephole", False) and target != "ONNX":
         raise InteropError(f"layer: {target} has no LSTM with peephole connections (ONNX's LSTM does: export "
                            f"with --format onnx)")
+    if getattr(layer, "layer_norm", False):
+        raise InteropError(f"layer: {target} has no layer-normalised {layer.cell_name.upper()}; keep the model in "
+                           f"rnnlab (checkpoints, state_dict as safetensors)")
     if getattr(layer, "proj_size", 0) and target != "torch.nn":
         raise InteropError(f"layer: {target} has no LSTM with projections (proj_size={layer.proj_size}); torch's "
                            f"LSTM has them (rnnlab.interop.torch.to_torch, rnnlab export --format torch)")
