@@ -412,3 +412,19 @@ def test_layer_norm_options_and_refusals(tmp_path):
     assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "gru", "--layer-norm", "--hidden-size",
                      "6", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert cli.main(["gradients", str(tmp_path / "r"), "--report", str(tmp_path / "g")]) == 0
+
+
+def test_variants_as_compare_entries(tmp_path, capsys):
+    from rnnlab import cli
+    code = cli.main(["compare", "--task", "adding", "--seq-len", "6", "--models",
+                     "lstm,lstm+layer_norm,gru+zoneout=0.1+recurrent_dropout=0.2,lstm+peephole", "--steps", "3",
+                     "--hidden-size", "6", "--report", str(tmp_path / "cmp"), "--json", str(tmp_path / "c.json"),
+                     "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    import json
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert list(res["models"]) == ["lstm", "lstm+layer_norm", "gru+zoneout=0.1+recurrent_dropout=0.2", "lstm+peephole"]
+    counts = [m["parameters"] for m in res["models"].values()]
+    assert max(counts) - min(counts) < 0.1 * max(counts)          # matched parameter counts, options included
+    code = cli.main(["compare", "--task", "adding", "--models", "lstm+layernorm", "--steps", "1", "--quiet"])
+    assert code == 2 and "did you mean 'layer_norm'" in capsys.readouterr().err

@@ -542,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "parameter counts (the LSTM at --hidden-size sets the count), and report metrics, speed "
                         "and gradient flow.")
     cp.add_argument("--config", help="TOML file with training options")
-    cp.add_argument("--models", default="rnn,lstm,gru", help="comma-separated (default: rnn,lstm,gru)")
+    cp.add_argument("--models", default="rnn,lstm,gru", help="comma-separated cells, each with +options, e.g. "
+                    "lstm,lstm+layer_norm,gru+zoneout=0.1,mingru (default: rnn,lstm,gru)")
     cp.add_argument("--match", choices=("params", "hidden"), default="params",
                     help="match parameter counts (default) or use the same hidden size")
     cp.add_argument("--params", type=int, default=None, help="target parameter count (default: the LSTM's)")

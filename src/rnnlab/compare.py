@@ -40,7 +40,8 @@ def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
         else:
             G = CELLS[cell].G
             n += D * (G * (H * I + H * P + 2 * H) + (P * H if P != H else 0)
-                      + (3 * H if cell == "lstm" and mcfg.peephole else 0))
+                      + (3 * H if cell == "lstm" and mcfg.peephole else 0)
+                      + ((4 * G * H + (2 * H if cell == "lstm" else 0)) if mcfg.layer_norm else 0))
     n += mcfg.output_size * D * P + mcfg.output_size
     if mcfg.input_mode == "embedding":
         n += mcfg.input_size * mcfg.embedding_dim
@@ -112,24 +113,57 @@ def _time_inference(model, task, batch_size, repeats=5) -> float:
     return statistics.median(times) * 1e3
 
 
+# the options a compare entry may add to its cell: "lstm+layer_norm", "gru+zoneout=0.1", "lstm+proj_size=32"
+VARIANT_OPTIONS = ("layer_norm", "peephole", "proj_size", "input_dropout", "recurrent_dropout", "zoneout",
+                   "zoneout_cell", "forget_bias")
+
+
+def parse_model(spec: str) -> tuple[str, dict]:
+    """A compare entry ``cell[+option[=value]]...`` -> (cell, the training options it sets)."""
+    from .errors import closest
+    cell, *opts = [p.strip() for p in str(spec).split("+")]
+    if cell not in LAYERS:
+        raise ConfigError(f"models: {spec!r}: expected a cell of {list(LAYERS)} first, got {cell!r}{closest(cell, LAYERS)}")
+    over = {}
+    for o in opts:
+        key, eq, val = o.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in VARIANT_OPTIONS:
+            raise ConfigError(f"models: {spec!r}: unknown option {key!r}; expected some of {list(VARIANT_OPTIONS)}"
+                              f"{closest(key, VARIANT_OPTIONS)}")
+        if key in ("layer_norm", "peephole"):
+            if eq:
+                raise ConfigError(f"models: {spec!r}: {key} is a switch; write '+{key}' without a value")
+            over[key] = True
+        else:
+            try:
+                over[key] = int(val) if key == "proj_size" else float(val)
+            except ValueError:
+                raise ConfigError(f"models: {spec!r}: {key} needs a number, as '+{key}=0.1', got {val!r}") from None
+    return cell, over
+
+
 def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target_params: int | None = None,
             forget_bias_ablation: bool = False, threshold: tuple | None = None, progress: bool = False,
             on_model=None) -> dict:
     """Train each model with the same data and seed; return the numbers for tables, figures and JSON."""
     if match not in ("params", "hidden"):
         raise ConfigError(f"match: expected 'params' or 'hidden', got {match!r}")
-    unknown = [m for m in models if m not in LAYERS]
-    if unknown or not models:
-        raise ConfigError(f"models: expected some of {list(LAYERS)}, got {list(models)}")
+    if not models:
+        raise ConfigError(f"models: expected some of {list(LAYERS)} (with +options), got none")
+    specs = [(m, *parse_model(m)) for m in models]
+    for m, cell, over in specs:                                   # every entry's options checked before training
+        dataclasses.replace(cfg, model=cell, **over).validate()
     cfg = dataclasses.replace(cfg, out="").validate()
     task = build_task(cfg)
     if target_params is None:
         target_params = count_parameters(cfg, task, "lstm", cfg.hidden_size)
     metric, thr = threshold or default_threshold(task)
     runs = []
-    for m in models:
-        H = match_hidden_size(cfg, task, m, target_params) if match == "params" else cfg.hidden_size
-        runs.append((m, m, {"model": m, "hidden_size": H}))
+    for m, cell, over in specs:
+        vcfg = dataclasses.replace(cfg, **over)
+        H = match_hidden_size(vcfg, task, cell, target_params) if match == "params" else cfg.hidden_size
+        runs.append((m, cell, {"model": cell, "hidden_size": H, **over}))
     if forget_bias_ablation:
         H = next((r[2]["hidden_size"] for r in runs if r[0] == "lstm"), cfg.hidden_size)
         for fb in (0.0, 1.0):
