@@ -110,7 +110,7 @@ def test_caches_are_typed():
     assert all(isinstance(lc, LayerCache) for lc in c.layers)
     dc = c.layers[1].dirs[0]
     assert isinstance(dc, DirCache) and isinstance(dc.arrays, StepCaches) and dc.cell == "lstm"
-    assert dc.arrays.steps[0]._fields == ("h_prev", "c_prev", "i", "f", "g", "o", "tanh_c", "c")   # c: peepholes
+    assert dc.arrays.steps[0]._fields == ("h_prev", "c_prev", "i", "f", "g", "o", "tanh_c", "c", "ln")  # c, ln: options
 
 
 def test_rebalance_is_a_function_of_the_durations():

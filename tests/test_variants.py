@@ -418,7 +418,7 @@ def test_variants_as_compare_entries(tmp_path, capsys):
     from rnnlab import cli
     code = cli.main(["compare", "--task", "adding", "--seq-len", "6", "--models",
                      "lstm,lstm+layer_norm,gru+zoneout=0.1+recurrent_dropout=0.2,lstm+peephole", "--steps", "3",
-                     "--hidden-size", "6", "--report", str(tmp_path / "cmp"), "--json", str(tmp_path / "c.json"),
+                     "--hidden-size", "16", "--report", str(tmp_path / "cmp"), "--json", str(tmp_path / "c.json"),
                      "--quiet"])
     assert code == 0, capsys.readouterr().err
     import json
