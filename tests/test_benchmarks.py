@@ -62,3 +62,17 @@ def test_diff_takes_the_best_of_each_side(tmp_path, capsys):
     # best before: 5 ms inference, 10 ms training; after: 7.5 and 15 -> 1.50, torch likewise 1.50
     assert line == "| LSTM | 2, 3, 4, 5 | 5.00 | 7.50 | 1.50 | 1.50 | 10.00 | 15.00 | 1.50 | 1.50 |"
     assert main([files[0]]) == 2
+
+
+def test_scan_and_variant_benchmarks_run(tmp_path, capsys):
+    from benchmarks.scan import main as scan_main
+    from benchmarks.variants import main as variants_main
+    assert scan_main(["--out", str(tmp_path / "scan"), "--t-sweep", "4", "8", "--batch", "2", "--input", "3",
+                      "--hidden", "4", "--repeats", "1"]) == 0
+    rows = json.loads((tmp_path / "scan.json").read_text())["rows"]
+    assert [r["T"] for r in rows] == [4, 8] and all(r["mingru/loop"] > 0 and r["torch gru"] > 0 for r in rows)
+    assert variants_main(["--batch", "2", "--seq-len", "3", "--input", "3", "--hidden", "8", "--repeats", "1",
+                          "--json", str(tmp_path / "v.json")]) == 0
+    v = json.loads((tmp_path / "v.json").read_text())["rows"]
+    assert {r["backend"] for r in v if "layer_norm" in r["variant"]} == {"numpy"}
+    assert "| lstm+layer_norm | numpy |" in capsys.readouterr().out
