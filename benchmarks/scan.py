@@ -6,7 +6,7 @@ rnnlab's GRU and torch's GRU, as T grows.
 A training step is one layer's forward and backward over the whole sequence (loss = sum of the outputs),
 float32, B = 16, I = H = 128 by default, at T = 32 .. 2048, for each cell on its backends: "numpy" (the loop in
 NumPy), "loop" (the loop compiled), "scan" (the parallel scan in NumPy). Printed per T: ms per step for each, the
-minGRU's ratios, and the crossover T where the scan first beats the NumPy loop.
+minGRU's ratios, and the crossover T where the scan first beats the faster of the two loops.
 Writes OUT.json (every number and the machine) and OUT.png / OUT.svg.
 """
 from __future__ import annotations
@@ -55,8 +55,9 @@ def measure(B, I, H, Ts, repeats):
 
 
 def crossover(rows, cell):
-    """The first T at which the scan's step is faster than the loop's, or None."""
-    return next((r["T"] for r in rows if r[f"{cell}/scan"] < r[f"{cell}/numpy"]), None)
+    """The first T at which the scan's step is faster than the faster loop (NumPy or compiled), or None."""
+    return next((r["T"] for r in rows if r[f"{cell}/scan"] < min(r[f"{cell}/numpy"], r.get(f"{cell}/loop", 1e9))),
+                None)
 
 
 def table(rows) -> str:
