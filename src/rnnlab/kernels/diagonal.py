@@ -203,6 +203,15 @@ def _lru_bwd(gh, dhT, lam, h, h0, mask, has_mask, db, G, dh0, dlam):
 
 
 # ------------------------------------------------------------------ the cells' forward / backward
+def _backward_inputs(d_out, d_state, c):
+    """What every compiled backward reads: dL/dh_t from outside (0 at padding), dL/dh_T, the (T, B) mask, and
+    the buffers for dL/dh_t total and dL/dh_0."""
+    g = np.ascontiguousarray(d_out if c.mask is None else d_out * c.mask)
+    T, B, _ = c.h.shape
+    m, has = _mask2(c.mask, T, B, g.dtype)
+    return g, np.ascontiguousarray(d_state[0]), m, has, np.empty_like(c.h), np.empty_like(c.h0)
+
+
 def _carry(a, mask):
     return a if mask is None else np.where(mask > 0, a, 1.0).astype(a.dtype, copy=False)
 
@@ -221,12 +230,9 @@ def mingru_forward(x, p, state0, mask):
 
 
 def mingru_backward(d_out, d_state, c, p):
-    g = np.ascontiguousarray(d_out if c.mask is None else d_out * c.mask)
-    T, B, H = c.h.shape
-    m, has = _mask2(c.mask, T, B, g.dtype)
-    dP, G, dh0 = np.empty_like(c.extra["P"]), np.empty_like(c.h), np.empty_like(c.h0)
-    _mingru_bwd(g, np.ascontiguousarray(d_state[0]), c.extra["P"], c.extra["z"], c.extra["ht"], c.h, c.h0, m, has,
-                dP, G, dh0)
+    g, dhT, m, has, G, dh0 = _backward_inputs(d_out, d_state, c)
+    dP = np.empty_like(c.extra["P"])
+    _mingru_bwd(g, dhT, c.extra["P"], c.extra["z"], c.extra["ht"], c.h, c.h0, m, has, dP, G, dh0)
     dx, grads = linear.project_backward(dP, c.x, p)
     return dx, (dh0,), grads, G
 
@@ -246,12 +252,9 @@ def minlstm_forward(x, p, state0, mask):
 
 
 def minlstm_backward(d_out, d_state, c, p):
-    g = np.ascontiguousarray(d_out if c.mask is None else d_out * c.mask)
-    T, B, H = c.h.shape
-    m, has = _mask2(c.mask, T, B, g.dtype)
-    dP, G, dh0 = np.empty_like(c.extra["P"]), np.empty_like(c.h), np.empty_like(c.h0)
-    _minlstm_bwd(g, np.ascontiguousarray(d_state[0]), c.extra["P"], c.extra["f"], c.extra["i"], c.extra["ht"], c.h,
-                 c.h0, m, has, dP, G, dh0)
+    g, dhT, m, has, G, dh0 = _backward_inputs(d_out, d_state, c)
+    dP = np.empty_like(c.extra["P"])
+    _minlstm_bwd(g, dhT, c.extra["P"], c.extra["f"], c.extra["i"], c.extra["ht"], c.h, c.h0, m, has, dP, G, dh0)
     dx, grads = linear.project_backward(dP, c.x, p)
     return dx, (dh0,), grads, G
 
@@ -270,12 +273,9 @@ def indrnn_forward(x, p, state0, mask):
 
 
 def indrnn_backward(d_out, d_state, c, p):
-    g = np.ascontiguousarray(d_out if c.mask is None else d_out * c.mask)
-    T, B, H = c.h.shape
-    m, has = _mask2(c.mask, T, B, g.dtype)
-    dP, G, dh0 = np.empty_like(c.h), np.empty_like(c.h), np.empty_like(c.h0)
-    du = np.zeros_like(p["weight_hh"])
-    _indrnn_bwd(g, np.ascontiguousarray(d_state[0]), p["weight_hh"], c.extra["pre"], c.h, c.h0, m, has, dP, G, dh0, du)
+    g, dhT, m, has, G, dh0 = _backward_inputs(d_out, d_state, c)
+    dP, du = np.empty_like(c.h), np.zeros_like(p["weight_hh"])
+    _indrnn_bwd(g, dhT, p["weight_hh"], c.extra["pre"], c.h, c.h0, m, has, dP, G, dh0, du)
     dx, grads = linear.project_backward(dP, c.x, p)
     grads["weight_hh"] = du
     return dx, (dh0,), grads, G
