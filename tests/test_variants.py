@@ -36,10 +36,15 @@ def fixed_masks(monkeypatch):
     return drawn
 
 
+COMPILED = pytest.mark.skipif(not rnnlab.kernels.available(), reason="the compiled loop needs numba")
+BACKENDS = ["numpy", pytest.param("loop", marks=COMPILED)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,cls,kw", KINDS)
-def test_finite_differences_in_training_with_masks(name, cls, kw, fixed_masks):
+def test_finite_differences_in_training_with_masks(name, cls, kw, backend, fixed_masks):
     rng = np.random.default_rng(0)
-    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, **ALL, **kw)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, backend=backend, **ALL, **kw)
     layer.train()
     n = len(layer.cell.STATE)
     hx = tuple(rng.standard_normal((4, 3, 4)) for _ in range(n))
@@ -48,7 +53,53 @@ def test_finite_differences_in_training_with_masks(name, cls, kw, fixed_masks):
     assert errors[worst] < 1e-6, (worst, errors[worst])
     x_mask, rec_mask, keep = fixed_masks[next(iter(fixed_masks))]
     assert x_mask is not None and rec_mask is not None and len(keep) == n
-    assert layer.last_backend == "numpy"                          # auto takes the reference
+    assert layer.last_backend == backend
+
+
+@COMPILED
+@pytest.mark.parametrize("kw", [{"recurrent_dropout": 0.3}, {"zoneout": 0.3, "zoneout_cell": 0.2},
+                                {"layer_norm": True},
+                                {"layer_norm": True, "recurrent_dropout": 0.2, "zoneout": 0.2, "zoneout_cell": 0.3}])
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU, "gru-before"])
+def test_the_compiled_loop_equals_the_reference(cls, kw):
+    """kernels.variants against rnnlab.recurrent on the same masks (the same seed draws them): outputs, states and every gradient in
+    training (float64, padding, 2 layers, both directions), and outputs at evaluation in float64 and float32,
+    with and without the caches."""
+    opts = {"reset": "before"} if cls == "gru-before" else {}
+    cls = GRU if cls == "gru-before" else cls
+    kw = {k: v for k, v in kw.items() if k != "zoneout_cell" or cls is LSTM}
+    if (kw.get("layer_norm") and cls is RNN) or (kw.get("layer_norm") and opts):
+        pytest.skip("no layer-normalised RNN or reset='before' GRU")
+    rng = np.random.default_rng(11)
+    x, lengths = rng.standard_normal((7, 3, 4)), np.array([7, 5, 2])
+    w = rng.standard_normal((7, 3, 10)) * (np.arange(7)[:, None] < lengths)[..., None]
+    runs = {}
+    for backend in ("numpy", "loop"):
+        layer = cls(4, 5, num_layers=2, bidirectional=True, dtype="float64", seed=3, backend=backend, **opts, **kw)
+        for v in layer.parameters():
+            v[...] = np.random.default_rng(5).normal(0, 0.5, v.shape)     # the same weights, non-zero biases
+        out, states = layer(x, lengths=lengths)
+        dx, dstates = layer.backward(w)
+        assert layer.last_backend == backend
+        evals = []
+        single = cls(4, 5, num_layers=2, bidirectional=True, dtype="float32", seed=3, backend=backend, **opts, **kw)
+        for k, v in single._params.items():
+            v[...] = layer._params[k]
+        for net in (layer.eval(), single.eval()):
+            evals.append(net(x.astype(net.dtype))[0])
+            with rnnlab.no_grad():
+                evals.append(net(x.astype(net.dtype))[0])
+        runs[backend] = (out, states, dx, dstates, dict(layer.grads), evals)
+    a, b = runs["numpy"], runs["loop"]
+    for u, v in zip(a[:4], b[:4]):
+        for p, q in zip(np.atleast_1d(u) if isinstance(u, np.ndarray) else u,
+                        np.atleast_1d(v) if isinstance(v, np.ndarray) else v):
+            np.testing.assert_allclose(q, p, rtol=0, atol=1e-12)
+    assert a[4].keys() == b[4].keys()
+    for k in a[4]:
+        np.testing.assert_allclose(b[4][k], a[4][k], rtol=0, atol=1e-11, err_msg=k)
+    for p, q in zip(a[5], b[5]):
+        np.testing.assert_allclose(q, p, rtol=0, atol=1e-12 if p.dtype == np.float64 else 2e-6)
 
 
 @pytest.mark.parametrize("name,cls,kw", KINDS)
@@ -147,8 +198,8 @@ def test_mask_statistics_and_zero_rates_change_nothing():
 
 
 def test_refusals():
-    with pytest.raises(BackendError, match="recurrent_dropout: runs on backend='numpy' only"):
-        LSTM(3, 4, recurrent_dropout=0.2, backend="loop")
+    with pytest.raises(BackendError, match="recurrent_dropout: runs on backend='loop' \\(compiled\\) or 'numpy'"):
+        LSTM(3, 4, recurrent_dropout=0.2, backend="hybrid")
     with pytest.raises(BackendError, match="zoneout"):
         GRU(3, 4, zoneout=0.2).set_backend("split")
     with pytest.raises(ConfigError, match="zoneout_cell: GRU has no cell state"):
@@ -336,11 +387,12 @@ def test_projection_in_a_model_and_its_refusals(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- layer norm
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls", [LSTM, GRU])
-def test_layer_norm_finite_differences(cls, fixed_masks):
+def test_layer_norm_finite_differences(cls, backend, fixed_masks):
     rng = np.random.default_rng(13)
     layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0, layer_norm=True,
-                recurrent_dropout=0.2)
+                recurrent_dropout=0.2, zoneout=0.2, backend=backend)
     for k, v in layer._params.items():
         if k.startswith("ln_"):
             v += rng.normal(0, 0.3, v.shape)                       # gains and biases off their identity init
@@ -407,7 +459,7 @@ def test_layer_norm_options_and_refusals(tmp_path):
         LSTM(3, 4, layer_norm=True, peephole=True)
     with pytest.raises(InteropError, match="no layer-normalised GRU"):
         to_torch(GRU(3, 4, layer_norm=True))
-    with pytest.raises(BackendError, match="layer_norm: runs on backend='numpy' only"):
+    with pytest.raises(BackendError, match="layer_norm: runs on backend='loop' \\(compiled\\) or 'numpy'"):
         LSTM(3, 4, layer_norm=True, backend="hybrid")
     assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "gru", "--layer-norm", "--hidden-size",
                      "6", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0

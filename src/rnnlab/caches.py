@@ -64,6 +64,49 @@ class GRUArrays:
 
 
 @dataclass
+class VariantArrays:
+    """A cell with recurrent dropout, zoneout or layer norm on the compiled loop (``kernels.variants``): rows
+    are t * B + r, in time order whatever the direction."""
+    cell: str                           # "rnn" | "lstm" | "gru"
+    T: int
+    B: int
+    H: int
+    Hs: np.ndarray                      # (T*B, H) the recurrent product's operand h_{t-1} (times m)
+    XW_ln: tuple | None                 # LN_x's (v_hat, 1/s) over (T, B, G*H), or None without layer norm
+    rm: np.ndarray | None               # (B, H) the recurrent dropout mask, or None
+    keep: list | None                   # zoneout's shares of the new state, (T*B, H) per state, or None
+    Vh: np.ndarray                      # (T*B, G*H) LN_h's v_hat (a placeholder row without layer norm)
+    Ih: np.ndarray                      # (T*B,) LN_h's 1/s
+    Cs: np.ndarray | None = None        # lstm: (T*B, H) c_{t-1}
+    Gs: np.ndarray | None = None        # lstm: (T*B, 4H) i f g o
+    TC: np.ndarray | None = None        # lstm: (T*B, H) tanh(LN_c(c_t)) or tanh(c_t)
+    Vc: np.ndarray | None = None        # lstm: LN_c's v_hat and 1/s
+    Ic: np.ndarray | None = None
+    Hp: np.ndarray | None = None        # gru: (T*B, H) h_{t-1} unmasked (the interpolation's)
+    Rs: np.ndarray | None = None        # gru: r, z, n and h W_hn^T + b_hn (after) or r h m (before)
+    Zs: np.ndarray | None = None
+    Ns: np.ndarray | None = None        # gru: n; rnn: the new state before zoneout
+    Es: np.ndarray | None = None
+    after: bool = True
+    act: int = 0                        # rnn: kernels.gates.ACT of the nonlinearity
+
+    def _t(self, v):
+        return v.reshape(self.T, self.B, -1)
+
+    def gates(self) -> dict:
+        H = self.H
+        if self.cell == "lstm":
+            return {name: self._t(self.Gs)[..., k * H:(k + 1) * H] for k, name in enumerate("ifgo")}
+        if self.cell == "gru":
+            return {"r": self._t(self.Rs), "z": self._t(self.Zs), "n": self._t(self.Ns)}
+        return {}
+
+    def states(self) -> dict:
+        h = self._t(self.Hp if self.Hp is not None else self.Hs)
+        return {"h_prev": h, "c_prev": self._t(self.Cs)} if self.cell == "lstm" else {"h_prev": h}
+
+
+@dataclass
 class StepCaches:
     """The NumPy reference's cache: ``steps[t]`` is the cell's step cache (``cells.<cell>.StepCache``), or,
     with ``bptt_segment``, the state entering each segment (``starts``) and the input projection to recompute

@@ -52,13 +52,17 @@ def _split_serves(cell_name, opts) -> bool:
     return cell_name != "gru" or opts.get("reset", "after") == "after"
 
 
-def check_backend(backend, cell_name, opts, segment, reference=()) -> str:
+def check_backend(backend, cell_name, opts, segment, reference=(), loop_only=()) -> str:
     """At construction: the backend is a known name, its package is installed, and it can serve the layer.
-    ``reference``: the names of options set on the layer that only the NumPy reference implements."""
+    ``reference``: the names of options set on the layer that only the NumPy reference implements;
+    ``loop_only``: those that the reference and the compiled whole loop implement (``kernels.variants``)."""
     check_choice("backend", backend, BACKENDS)
     if reference and backend not in ("auto", "numpy"):
-        raise BackendError(f"{', '.join(reference)}: runs on backend='numpy' only (the compiled paths have no masks "
-                           f"inside their loop yet), got backend={backend!r}; use 'numpy' or 'auto' (which picks it)")
+        raise BackendError(f"{', '.join(reference)}: runs on backend='numpy' only, got backend={backend!r}; use "
+                           f"'numpy' or 'auto' (which picks it)")
+    if loop_only and backend in ("hybrid", "split"):
+        raise BackendError(f"{', '.join(loop_only)}: runs on backend='loop' (compiled) or 'numpy', got "
+                           f"backend={backend!r}; use 'loop', 'numpy' or 'auto' (which picks the loop)")
     if backend not in ("auto", "numpy") and not kernels.available():
         raise ConfigError(f"backend: {backend!r} needs the numba package; install it with: pip install numba "
                           f"(or use backend='numpy')")
@@ -71,10 +75,10 @@ def check_backend(backend, cell_name, opts, segment, reference=()) -> str:
     return backend
 
 
-def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=False) -> str:
+def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=False, loop_only=False) -> str:
     """The backend for one call of B rows: ``backend`` itself when it names one (checked that it can serve
     the call), else the automatic choice (itemsize: of the dtype, 4 or 8; ``reference``: the layer uses an
-    option only the NumPy reference implements)."""
+    option only the NumPy reference implements; ``loop_only``: one that only it and the compiled loop do)."""
     if backend == "split":
         from .kernels import split
         n = split.threads_for(B)
@@ -86,6 +90,8 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
         return backend
     if segment or reference or (backend == "auto" and not kernels.available()):
         return "numpy"
+    if loop_only:
+        return "loop"
     from .kernels.packed_gemm import vector_bytes
     vfma = B * GH * H * itemsize // vector_bytes()
     if _split_serves(cell_name, opts) and B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
@@ -223,8 +229,7 @@ def forward(layer, x, states0, mask, keep, guards=()):
     -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
     T, B, _ = x.shape
     L, D = layer.num_layers, layer.num_directions
-    backend = choose(layer.backend, layer.cell_name, layer.cell_opts, B, layer.gate_size, layer.hidden_size,
-                     layer.bptt_segment, np.dtype(layer.dtype).itemsize, bool(layer.reference_options()))
+    backend = layer._choose(B)
     mod = module(backend)
     extra = {}
     if backend == "numpy":

@@ -97,12 +97,23 @@ class RecurrentLayer:
         return CELLS[self.cell_name]
 
     def _check_backend(self, backend, segment):
-        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment, self.reference_options())
+        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment, self.reference_options(),
+                                    self.loop_options())
 
     def reference_options(self) -> list:
         """The options set on this layer that only the NumPy reference backend implements."""
+        return []
+
+    def loop_options(self) -> list:
+        """The options set on this layer that the NumPy reference and the compiled whole loop implement
+        (``kernels.variants``), not the hybrid and split paths."""
         return ([k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
                 + (["layer_norm"] if getattr(self, "layer_norm", False) else []))
+
+    def _choose(self, B):
+        return engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
+                             self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()),
+                             bool(self.loop_options()))
 
     def option_params(self, l, d) -> dict:
         """Parameters of the cell's options for layer l, direction d, passed to its steps: the layer norm's
@@ -278,8 +289,7 @@ class RecurrentLayer:
         """(context, matmul) for work around this layer on a batch of B rows: the BLAS thread setting its
         forward and backward use, and the matrix product to use under it. A model runs its own products
         inside it, so that no two-thread BLAS call leaves worker threads spinning against the split path's."""
-        backend = engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
-                                self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()))
+        backend = self._choose(B)
         return engine.blas_context(backend, B, self.gate_size, self.hidden_size), engine.matmul_for(backend)
 
     @property
@@ -502,8 +512,8 @@ class DiagonalLayer(RecurrentLayer):
     def _check_backend(self, backend, segment):
         if segment is not None:
             raise BackendError(f"bptt_segment: not used by the {self.cell_name} layer, got {segment}")
-        if self.reference_options():
-            raise ConfigError(f"{', '.join(self.reference_options())}: not implemented for the {self.cell_name} layer "
+        if self.loop_options():
+            raise ConfigError(f"{', '.join(self.loop_options())}: not implemented for the {self.cell_name} layer "
                               f"(the classic cells have them); input_dropout and dropout between layers apply to it")
         return diagonal.check_backend(backend, self.cell_name, self.cell)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..caches import GRUArrays, LSTMArrays, RNNArrays
+from ..caches import GRUArrays, LSTMArrays, RNNArrays, VariantArrays
+from . import variants
 from .gates import (
     ACT, FAST, bias_rows, gate_scales, gru_row_n, gru_row_r_bwd, gru_row_rz, gru_row_zn_bwd, lstm_gates_bwd,
     lstm_row_fwd, mask_rows, rnn_row_bwd, rnn_row_fwd, state_after,
@@ -220,9 +221,13 @@ def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, d
 
 
 # ------------------------------------------------------------------ the contract
-def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc):
+def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None):
     """x (T, B, I) -> (output (T, B, H), final state, arrays or None). keep=False (inference): the caches go
-    to one reused row instead of T rows. alloc(shape, dtype) gives the cache arrays."""
+    to one reused row instead of T rows. alloc(shape, dtype) gives the cache arrays. A call with recurrent
+    dropout (opts["rec_mask"]), zoneout or layer norm (opts["ln"]) runs ``kernels.variants``'s loop."""
+    if variants.serves(opts, zoneout):
+        return variants.forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc,
+                                zoneout)
     T, B, I = x.shape
     GH, H = W_hh.shape
     dt = x.dtype
@@ -261,6 +266,8 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
 
 def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace):
     """-> Grads from the forward's DirCache; workspace(shape, dtype) holds dL/dA."""
+    if isinstance(cache.arrays, VariantArrays):
+        return variants.backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace)
     c, x = cache.arrays, cache.x
     tok = token()
     T, B, H = d_out.shape
