@@ -74,5 +74,7 @@ def test_scan_and_variant_benchmarks_run(tmp_path, capsys):
     assert variants_main(["--batch", "2", "--seq-len", "3", "--input", "3", "--hidden", "8", "--repeats", "1",
                           "--json", str(tmp_path / "v.json")]) == 0
     v = json.loads((tmp_path / "v.json").read_text())["rows"]
-    assert {r["backend"] for r in v if "layer_norm" in r["variant"]} == {"numpy"}
-    assert "| lstm+layer_norm | numpy |" in capsys.readouterr().out
+    assert {r["backend"] for r in v if "layer_norm" in r["variant"]} == {"loop", "numpy"}
+    assert {r["backend"] for r in v if "peephole" in r["variant"]} == {"numpy"}
+    out = capsys.readouterr().out
+    assert "| lstm+layer_norm | loop |" in out and "| lstm+layer_norm | numpy |" in out

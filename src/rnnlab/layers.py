@@ -382,10 +382,14 @@ class LSTM(RecurrentLayer):
     ``forget_bias`` (default None: plain uniform init) sets the forget-gate block of ``bias_ih`` to that
     value and of ``bias_hh`` to 0 at init, so the two biases sum to it (Jozefowicz et al. 2015 use 1.0).
     ``peephole=True`` adds Gers and Schmidhuber's diagonal cell-to-gate weights, ``weight_ph_l{k}`` (3H,) =
-    [p_i | p_f | p_o] (``rnnlab.cells.lstm``); they run on backend "numpy" and export to ONNX's input P.
+    [p_i | p_f | p_o] (``rnnlab.cells.lstm``); they run on the NumPy reference only (``auto`` picks it) and
+    export to ONNX's input P.
     ``proj_size=P`` (0 < P < H) is torch's LSTM with projections (Sak et al. 2014): h_t = (o * tanh c_t)
     W_hr^T of size P, ``weight_hr_l{k}`` (P, H), ``weight_hh`` (4H, P), output (T, B, D*P), h_0 (L*D, B, P),
-    c_0 (L*D, B, H); backend "numpy".
+    c_0 (L*D, B, H); the NumPy reference only (``auto`` picks it).
+    ``layer_norm=True``: LN(x W_ih^T), LN(h W_hh^T) and LN(c_t) with their gains and biases (``ln_ih_*``,
+    ``ln_hh_*`` (4H,), ``ln_c_*`` (H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto`` picks the loop),
+    as recurrent dropout and zoneout.
     """
 
     cell_name = "lstm"
@@ -458,7 +462,7 @@ class GRU(RecurrentLayer):
     ``reset='after'`` (default) is PyTorch's/cuDNN's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``;
     ``reset='before'`` is Cho et al. 2014's ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
     ``layer_norm=True`` (reset='after'): LN(x W_ih^T) and LN(h W_hh^T) with their gains and biases
-    (``ln_ih_*``, ``ln_hh_*`` (3H,)), Ba et al. 2016; backend "numpy".
+    (``ln_ih_*``, ``ln_hh_*`` (3H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto`` picks the loop).
     """
 
     cell_name = "gru"

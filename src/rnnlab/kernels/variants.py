@@ -107,9 +107,18 @@ def lstm_fwd(XW, h0, c0, WT, b, has_b, mask, has_mask, reverse, rm, has_rm, kh, 
             vecmat_acc(A, r, hm, r, WT, tok)
             if has_ln:
                 _ln_row(A, r, lng[0], lng[1], Vh, rc, Ih)
-            for j in range(GH):
-                a = XW[row, j] + A[r, j] + (b[j] if has_b else 0.0)
-                Gs[rc, j] = th(a) if 2 * H <= j < 3 * H else sg(a)
+            if has_b:
+                for j in range(GH):
+                    A[r, j] += XW[row, j] + b[j]
+            else:
+                for j in range(GH):
+                    A[r, j] += XW[row, j]
+            for j in range(2 * H):                      # i, f
+                Gs[rc, j] = sg(A[r, j])
+            for j in range(2 * H, 3 * H):               # g
+                Gs[rc, j] = th(A[r, j])
+            for j in range(3 * H, GH):                  # o
+                Gs[rc, j] = sg(A[r, j])
             for k in range(H):
                 cn[r, k] = Gs[rc, H + k] * c[r, k] + Gs[rc, k] * Gs[rc, 2 * H + k]
                 cl[r, k] = cn[r, k]
