@@ -148,6 +148,8 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "json")}
     cfg = resolve(args.config, overrides)
     r = train(cfg, progress=not cfg.quiet)
+    if r.rank:
+        return 0                                    # distributed: rank 0 reports for all
     _print_summary(r)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
@@ -159,6 +161,8 @@ def cmd_train(args) -> int:
 def cmd_resume(args) -> int:
     from .trainer import resume
     r = resume(args.run_dir, progress=not args.quiet, steps=args.steps)
+    if r.rank:
+        return 0
     _print_summary(r)
     return 0
 
@@ -595,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from . import distributed
     from .errors import RnnlabError
     parser = build_parser()
     parser.argv = argv
@@ -603,12 +608,14 @@ def main(argv=None) -> int:
         return args.func(args)
     except (RnnlabError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"rnnlab {args.command}: error: {exc}", file=sys.stderr)
+        distributed.abort(2)                        # a distributed run: end the other ranks too
         return 2
     except MemoryError as exc:
         sizes = [f"--{k.replace('_', '-')} ({getattr(args, k)})" for k in ("batch_size", "seq_len", "hidden_size",
                                                                            "num_layers") if hasattr(args, k)]
         hint = f"; lower {', '.join(sizes)}" if sizes else ""
         print(f"rnnlab {args.command}: error: out of memory ({exc or 'an allocation failed'}){hint}", file=sys.stderr)
+        distributed.abort(2)
         return 2
     except KeyboardInterrupt:
         print(f"rnnlab {args.command}: interrupted", file=sys.stderr)

@@ -83,6 +83,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"      # stop | skip: what a NaN/Inf loss or gradient does
     # bookkeeping
     seed: int = 0
+    distributed: str = "auto"       # auto (MPI when started by mpiexec -n K > 1) | none | mpi: data-parallel ranks
     out: str = ""                   # run folder ("" = none)
     checkpoint_every: int = 0       # steps between checkpoints (0 = only at the end)
     eval_every: int = 100
@@ -103,6 +104,7 @@ class TrainConfig:
         check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "hybrid", "split", "scan"))
         check_float("recurrent_max", self.recurrent_max, 0.0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("distributed", self.distributed, ("auto", "none", "mpi"))
         check_choice("problem", self.problem, ("auto", "classify", "regress", "tag"))
         check_choice("missing", self.missing, ("error", "zero"))
         check_int("min_length", self.min_length, 1)

@@ -19,6 +19,8 @@ from .config import TrainConfig, read_toml, write_toml
 from .errors import CheckpointError, ConfigError, NonFiniteError
 from .grad_mode import no_grad
 from .model import ModelConfig, SequenceModel
+from . import distributed
+from .runlock import RunLock
 from .optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_optimizer
 from .tasks import build_task
 
@@ -45,6 +47,7 @@ class RunResult:
     model: SequenceModel | None = None
     task: object = None
     out: Path | None = None
+    rank: int = 0                                   # distributed: this process's rank (0 writes and reports)
 
 
 def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
@@ -60,19 +63,20 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
 
 
-def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0):
+def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0, weight=1.0):
     """Forward and backward over time in chunks of ``chunk`` steps (truncated BPTT).
 
     The state is carried from chunk to chunk, the gradient is cut at each chunk's start (the ``dhx`` that
     backward returns is dropped). Each chunk's loss is weighted by its share of the steps, so the total
     equals the full-sequence mean loss, and with ``chunk`` 0 or >= T this is exactly full BPTT.
-    Returns (loss, logits, final state); parameter gradients accumulate in ``model.grads``.
+    Returns (loss, logits, final state); parameter gradients accumulate in ``model.grads``. ``weight``
+    scales the gradient (a rank's share of a distributed batch's loss terms), not the loss returned.
     """
     T = inputs.shape[0]
     if not chunk or chunk >= T:
         logits, state = model(inputs, lengths, hx)
         loss, d_logits = model.loss(logits, targets, lengths)
-        model.backward(d_logits)
+        model.backward(d_logits if weight == 1.0 else d_logits * d_logits.dtype.type(weight))
         return loss, logits, state
     if lengths is not None or model.config.target != "every":
         raise ConfigError("tbptt: truncated BPTT needs targets at every step and equal lengths")
@@ -82,7 +86,7 @@ def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None,
         logits, state = model(inputs[sl], None, state)
         loss, d_logits = model.loss(logits, targets[sl])
         w = (sl.stop - sl.start) / T
-        model.backward(d_logits * d_logits.dtype.type(w))         # dhx dropped: the cut
+        model.backward(d_logits * d_logits.dtype.type(w * weight))   # dhx dropped: the cut
         total += loss * w
         parts.append(logits)
     return total, np.concatenate(parts), state
@@ -146,13 +150,22 @@ def _epochs_to_steps(cfg: TrainConfig, task) -> None:
 class _Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path | None, progress: bool, task=None):
         self.cfg = cfg
-        self.run_dir = run_dir
-        self.progress = progress and not cfg.quiet
+        self.comm = distributed.connect(cfg.distributed)
+        self.rank = 0 if self.comm is None else self.comm.rank
+        self.run_dir = run_dir if self.rank == 0 else None     # rank 0 alone writes
+        self.has_out = run_dir is not None                       # checkpoints gather from every rank
+        self.progress = progress and not cfg.quiet and self.rank == 0
         self.task = build_task(cfg) if task is None else task
         _epochs_to_steps(cfg, self.task)
         self.mcfg = model_config_for(cfg, self.task)
         _check_mode(cfg, self.task, self.mcfg)
         self.model = SequenceModel(self.mcfg, seed=np.random.default_rng([cfg.seed, 0]))
+        self.rows = None
+        if self.comm is not None:                  # the same weights everywhere; each rank its own dropout masks
+            distributed.check_batch(cfg.batch_size, self.comm.size)
+            self.rows = distributed.rows_for(cfg.batch_size, self.comm.size, self.rank)
+            if self.rank:
+                _set_rng_state(self.model.rng, _rng_state(np.random.default_rng([cfg.seed, 2, self.rank])))
         self.model.rnn.set_backend(cfg.backend, cfg.bptt_segment or None)
         self.params = self.model.named_parameters()
         self.opt = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
@@ -160,7 +173,8 @@ class _Trainer:
         self.step = 0
         self.state = None
         self.last_val = {}
-        self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(), out=run_dir)
+        self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(), out=run_dir,
+                                rank=self.rank)
         self._norm_ema = None
         self.best = None               # early stopping: (val loss, step, weights) of the best evaluation
         self.bad_evals = 0
@@ -173,19 +187,34 @@ class _Trainer:
                 "metrics": self.last_val, "clipped_steps": self.result.clipped_steps,
                 "skipped_steps": self.result.skipped_steps, "n_state": 0 if self.state is None else len(self._state_tuple()),
                 "best": None if self.best is None else {"loss": self.best[0], "step": self.best[1]},
-                "bad_evals": self.bad_evals, "stopped_early": self.result.stopped_early}
+                "bad_evals": self.bad_evals, "stopped_early": self.result.stopped_early,
+                "distributed": None if self.comm is None else {"ranks": self.comm.size}}
 
     def _state_tuple(self):
         return self.state if isinstance(self.state, tuple) else (self.state,)
 
     def save(self, path):
+        """The checkpoint (rank 0 writes it; under MPI every rank calls this: the carried states' rows and the
+        ranks' dropout generators are gathered first)."""
+        states = None if self.state is None else self._state_tuple()
+        meta_extra = {}
+        if self.comm is not None:
+            rngs = self.comm.gather_json(_rng_state(self.model.rng))
+            if states is not None:
+                parts = [self.comm.gather_bytes(np.ascontiguousarray(st).tobytes()) for st in states]
+                if self.rank == 0:
+                    states = tuple(np.concatenate([np.frombuffer(b, st.dtype).reshape(st.shape[0], -1, st.shape[2])
+                                                   for b in part], axis=1) for part, st in zip(parts, states))
+            if self.rank != 0:
+                return
+            meta_extra["rng_model_ranks"] = rngs
         tensors = {f"model/{k}": v for k, v in self.params.items()}
         tensors.update({f"optim/{k}": v for k, v in self.opt.state_arrays().items()})
-        if self.state is not None:
-            tensors.update({f"state/{i}": s for i, s in enumerate(self._state_tuple())})
+        if states is not None:
+            tensors.update({f"state/{i}": s for i, s in enumerate(states)})
         if self.best is not None:
             tensors.update({f"best/{k}": v for k, v in self.best[2].items()})
-        save_checkpoint(path, tensors, self.meta())
+        save_checkpoint(path, tensors, {**self.meta(), **meta_extra})
 
     def restore(self, path):
         tensors, meta = load_checkpoint(path)
@@ -211,9 +240,18 @@ class _Trainer:
                          {k[5:]: v for k, v in tensors.items() if k.startswith("best/")})
         self.bad_evals = meta.get("bad_evals", 0)
         self.result.stopped_early = meta.get("stopped_early", False)
+        ranks = (meta.get("distributed") or {}).get("ranks", 1)
+        size = 1 if self.comm is None else self.comm.size
+        if ranks != size:
+            raise CheckpointError(f"{path}: written by a run on {ranks} process(es), resumed on {size}; resume it "
+                                  f"with the same number (mpiexec -n {ranks} rnnlab resume ...)")
+        if self.comm is not None:
+            _set_rng_state(self.model.rng, meta["rng_model_ranks"][self.rank])
         n_state = meta.get("n_state", 0)
         if n_state:
             st = tuple(tensors[f"state/{i}"] for i in range(n_state))
+            if self.rows is not None:
+                st = tuple(np.ascontiguousarray(s[:, self.rows]) for s in st)
             self.state = st if n_state > 1 else st[0]
 
     # --------------------------------------------------------------- logging
@@ -259,9 +297,30 @@ class _Trainer:
         if batch.reset:
             self.state = None
         model.zero_grad()
-        loss, logits, new_state = tbptt_backward(model, batch.inputs, batch.targets, batch.lengths,
-                                                 self.state if task.stateful else None, cfg.tbptt)
+        weight = 1.0
+        if self.comm is not None:                   # this rank's rows, weighted by their share of the loss terms
+            every = task.target == "every"
+            B = batch.inputs.shape[1]
+            rows = self.rows if B == self.cfg.batch_size else distributed.rows_for(B, self.comm.size, self.rank)
+            local = distributed.slice_batch(batch, rows, every)
+            weight = distributed.loss_terms(local, every) / distributed.loss_terms(batch, every)
+            batch = local
+        if batch.inputs.shape[1] == 0:              # a short last batch left this rank no rows: it adds zeros
+            loss, metrics, new_state = 0.0, dict.fromkeys(self._metric_names, 0.0), self.state
+        else:
+            loss, logits, new_state = tbptt_backward(model, batch.inputs, batch.targets, batch.lengths,
+                                                     self.state if task.stateful else None, cfg.tbptt, weight)
+            metrics = task.extra_metrics(loss, logits, batch)
+            self._metric_names = sorted(metrics)    # the first batch is full on every rank (check_batch)
         grads = model.grads
+        if self.comm is not None:                   # one Allreduce: the gradients, the loss and the metrics
+            names = sorted(metrics)
+            buf, keys = distributed.flatten(grads, [loss * weight] + [metrics[k] * weight for k in names])
+            rest = distributed.unflatten(self.comm.allreduce_(buf), grads, keys)
+            loss = float(rest[0])
+            metrics = {k: float(v) for k, v in zip(names, rest[1:])}
+            if "perplexity" in metrics:
+                metrics["perplexity"] = math.exp(min(loss, 50.0))
         bad = None if math.isfinite(loss) else "loss"
         bad = bad or _first_nonfinite(grads)
         if bad is not None:
@@ -291,8 +350,7 @@ class _Trainer:
         if task.stateful:
             self.state = new_state
         self.step += 1
-        return {"loss": loss, **task.extra_metrics(loss, logits, batch), "grad_norm": norm,
-                "clipped": bool(clipped), "lr": lr}
+        return {"loss": loss, **metrics, "grad_norm": norm, "clipped": bool(clipped), "lr": lr}
 
     def _patience_ran_out(self) -> bool:
         """Keep the best weights; True after ``patience`` evaluations in a row without a lower val loss."""
@@ -329,8 +387,8 @@ class _Trainer:
                     self.log({"step": self.step, "split": "val", **self.last_val})
                     if cfg.patience and self._patience_ran_out():
                         self.result.stopped_early = True
-                if self.run_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                    self.save(self.run_dir / CHECKPOINT)
+                if self.has_out and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
                 if bar is not None:
                     post = {"loss": f"{m['loss']:.4f}"}
                     if key and key in m:
@@ -351,8 +409,9 @@ class _Trainer:
             r.best_step = self.best[1]
             self.last_val = evaluate(self.model, self.task)
         r.final = self.last_val or evaluate(self.model, self.task)
+        if self.has_out:
+            self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
         if self.run_dir is not None:
-            self.save(self.run_dir / CHECKPOINT)
             save_model(self.run_dir / FINAL, self.model, self.task, cfg, r.final)
         return r
 
@@ -397,21 +456,64 @@ def _prepare_run_dir(out: str, cfg: TrainConfig) -> Path | None:
     return run_dir
 
 
+def _lead(trainer, prepare):
+    """``prepare()`` on rank 0 (or the one process), then every rank learns whether it worked: a failure there
+    stops the others with an error instead of leaving them waiting in the first collective."""
+    err, out = None, None
+    if trainer.rank == 0:
+        try:
+            out = prepare()
+        except Exception as exc:                   # re-raised below, after the other ranks are told
+            err = exc
+    if trainer.comm is not None and trainer.comm.bcast_int(0 if err is None else 1) and trainer.rank:
+        raise ConfigError("rank 0 could not prepare the run folder (its error is printed by rank 0); stopping")
+    if err is not None:
+        raise err
+    return out
+
+
+def _announce(trainer):
+    """Under MPI, rank 0 prints which pid is which rank (the launcher names a dead rank by its pid)."""
+    if trainer.comm is None:
+        return
+    import os
+    pids = trainer.comm.gather_json(os.getpid())
+    if trainer.rank == 0 and not trainer.cfg.quiet:
+        print(f"distributed: {trainer.comm.size} ranks over MPI, pids " +
+              ", ".join(f"rank {r}={p}" for r, p in enumerate(pids)), flush=True)
+
+
 def train(config, progress: bool = False, task=None) -> RunResult:
     """Run a training job. ``config``: a ``TrainConfig`` or a dict of its options.
 
     ``task``: a task built by the caller (e.g. ``tasks.sequence_task`` over in-memory arrays) instead of the
     one ``config`` names; such a run cannot be resumed from its folder, which does not know the data.
+    Under ``mpiexec -n K`` (``distributed``: "auto" or "mpi") the K processes train one model data-parallel
+    (``rnnlab.distributed``); each returns the same result.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
     trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
-    trainer.run_dir = trainer.result.out = _prepare_run_dir(cfg.out, cfg)
-    return trainer.run()
+    locks = []
+
+    def prepare():
+        if not cfg.out:
+            return None
+        locks.append(RunLock(cfg.out).acquire())
+        return _prepare_run_dir(cfg.out, cfg)
+    try:
+        trainer.run_dir = trainer.result.out = _lead(trainer, prepare)
+        trainer.has_out = bool(cfg.out)
+        _announce(trainer)
+        return trainer.run()
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def resume(run_dir, progress: bool = False, steps: int | None = None) -> RunResult:
-    """Continue the run in ``run_dir`` from its checkpoint (or from scratch if it was killed before one)."""
+    """Continue the run in ``run_dir`` from its checkpoint (or from scratch if it was killed before one).
+    A distributed run resumes under ``mpiexec`` with the same number of processes."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise ConfigError(f"run folder: {run_dir} has no config.toml; is it a folder made by `rnnlab train --out`?")
@@ -419,19 +521,31 @@ def resume(run_dir, progress: bool = False, steps: int | None = None) -> RunResu
     if steps is not None:
         cfg.steps = steps
     trainer = _Trainer(cfg, run_dir, progress)
-    ckpt = run_dir / CHECKPOINT
-    if ckpt.is_file():
-        trainer.restore(ckpt)
-    # drop records written after the checkpoint (the run was killed before the next one)
+    locks = []
+    try:
+        _lead(trainer, lambda: locks.append(RunLock(run_dir).acquire()))
+        ckpt = run_dir / CHECKPOINT
+        if ckpt.is_file():
+            trainer.restore(ckpt)
+        if trainer.rank == 0:
+            _drop_records_after(run_dir, trainer.step)
+        _announce(trainer)
+        return trainer.run()
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _drop_records_after(run_dir, step):
+    """Drop records written after the checkpoint (the run was killed before the next one)."""
     for metrics in (run_dir / "metrics.jsonl", run_dir / "diagnostics.jsonl"):
         if not metrics.is_file():
             continue
         keep = []
         for line in metrics.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line)["step"] <= trainer.step:
+                if json.loads(line)["step"] <= step:
                     keep.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue                          # a line torn by the kill
         metrics.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
-    return trainer.run()
