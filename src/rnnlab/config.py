@@ -89,6 +89,9 @@ class TrainConfig:
     eval_every: int = 100
     log_every: int = 10
     diagnose_every: int = 0         # record gradient-flow curves every this many steps (0 = never)
+    track: str = ""                 # also send metrics to: tensorboard, mlflow (comma-separated; needs out)
+    mlflow_uri: str = ""            # MLflow tracking URI ("" = a file store in the run folder's mlruns/)
+    mlflow_experiment: str = ""     # MLflow experiment name ("" = "rnnlab")
     quiet: bool = False
 
     def validate(self) -> "TrainConfig":
@@ -105,6 +108,9 @@ class TrainConfig:
         check_float("recurrent_max", self.recurrent_max, 0.0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("distributed", self.distributed, ("auto", "none", "mpi"))
+        from .tracking import parse
+        if parse(self.track) and not self.out:
+            raise ConfigError(f"track={self.track!r}: tracking writes beside a run folder; give --out DIR")
         check_choice("problem", self.problem, ("auto", "classify", "regress", "tag"))
         check_choice("missing", self.missing, ("error", "zero"))
         check_int("min_length", self.min_length, 1)

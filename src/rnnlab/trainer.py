@@ -155,6 +155,7 @@ class _Trainer:
         self.run_dir = run_dir if self.rank == 0 else None     # rank 0 alone writes
         self.has_out = run_dir is not None                       # checkpoints gather from every rank
         self.progress = progress and not cfg.quiet and self.rank == 0
+        self.trackers = None                                     # tracking.Trackers once the folder is there
         self.task = build_task(cfg) if task is None else task
         _epochs_to_steps(cfg, self.task)
         self.mcfg = model_config_for(cfg, self.task)
@@ -260,6 +261,8 @@ class _Trainer:
         if self.run_dir is not None:
             with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if self.trackers:
+            self.trackers.record(record)
 
     def _watch_explosion(self, norm):
         if not np.isfinite(norm) or norm <= 0:
@@ -284,6 +287,8 @@ class _Trainer:
         if self.run_dir is not None:
             with (self.run_dir / "diagnostics.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
+        if self.trackers:
+            self.trackers.diagnostics(rec)
 
     # --------------------------------------------------------------- the loop
     def train_step(self):
@@ -413,6 +418,8 @@ class _Trainer:
             self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
         if self.run_dir is not None:
             save_model(self.run_dir / FINAL, self.model, self.task, cfg, r.final)
+        if self.trackers:
+            self.trackers.close()
         return r
 
 
@@ -483,6 +490,12 @@ def _announce(trainer):
               ", ".join(f"rank {r}={p}" for r, p in enumerate(pids)), flush=True)
 
 
+def _track(trainer):
+    if trainer.run_dir is not None and trainer.cfg.track:
+        from .tracking import Trackers
+        trainer.trackers = Trackers(trainer.run_dir, trainer.cfg)
+
+
 def train(config, progress: bool = False, task=None) -> RunResult:
     """Run a training job. ``config``: a ``TrainConfig`` or a dict of its options.
 
@@ -494,6 +507,9 @@ def train(config, progress: bool = False, task=None) -> RunResult:
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
     trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
+    if cfg.track:
+        from .tracking import require
+        require(cfg.track)
     locks = []
 
     def prepare():
@@ -505,6 +521,7 @@ def train(config, progress: bool = False, task=None) -> RunResult:
         trainer.run_dir = trainer.result.out = _lead(trainer, prepare)
         trainer.has_out = bool(cfg.out)
         _announce(trainer)
+        _track(trainer)
         return trainer.run()
     finally:
         for lock in locks:
@@ -530,6 +547,7 @@ def resume(run_dir, progress: bool = False, steps: int | None = None) -> RunResu
         if trainer.rank == 0:
             _drop_records_after(run_dir, trainer.step)
         _announce(trainer)
+        _track(trainer)
         return trainer.run()
     finally:
         for lock in locks:
