@@ -167,6 +167,29 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    import os
+    import subprocess
+    from . import sweep
+    if (args.config is None) == (args.resume is None):
+        raise ValueError("sweep: give a sweep file (rnnlab sweep CONFIG --out DIR) or --resume DIR, not both")
+    if not args.address:
+        if os.environ.get("RNNLAB_NETNS") == "1":
+            sweep.loopback_up()
+        else:                                       # the embedded Ray where only the loopback exists
+            cmd = sweep.isolated_command(args.argv)
+            if cmd is not None:
+                return subprocess.call(cmd, env={**os.environ, "RNNLAB_NETNS": "1"})
+            print("rnnlab sweep: warning: no private network namespace here (unshare unavailable or unprivileged "
+                  "user namespaces off), so the embedded Ray's servers listen on every interface of this machine "
+                  "(Ray's token authentication still guards them)", file=sys.stderr)
+    s = sweep.run(args.config, args.out, args.resume, args.address, args.workers)
+    folder = args.resume or args.out
+    print(sweep.table(s))
+    print(f"\nsweep folder: {folder}  (summary.md, summary.json, report.html, curves.png, trials/)")
+    return 0
+
+
 def _data_run(checkpoint):
     """(model, config, encoding) of a run trained on --data; a clear error for any other run."""
     from .config import TrainConfig
@@ -516,6 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_resume)
 
+    sw = sub.add_parser("sweep", help="a grid or random sweep over training keys and seeds, on Ray Tune",
+                        description="Run the trials of a sweep file on Ray Tune (an embedded local Ray unless "
+                        "--address names a cluster) and summarise them over seeds. See rnnlab.sweep for the file.")
+    sw.add_argument("config", nargs="?", help="TOML file: the base training keys and a [sweep] table")
+    sw.add_argument("--out", help="the sweep's folder (trials/, summary.md, report.html ...)")
+    sw.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR: unfinished trials only")
+    sw.add_argument("--address", help="an existing Ray cluster (host:port); default: a local Ray on this machine")
+    sw.add_argument("--workers", type=int, help="trials at once on the local Ray (default: the CPUs)")
+    sw.set_defaults(func=cmd_sweep)
+
     e = sub.add_parser("evaluate", help="validation metrics of a trained model")
     e.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")
     e.add_argument("--data", help="score a held-out file (same layout as the run's --data) instead of the "
@@ -604,6 +637,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     parser.argv = argv
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (RnnlabError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:

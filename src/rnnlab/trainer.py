@@ -156,6 +156,7 @@ class _Trainer:
         self.has_out = run_dir is not None                       # checkpoints gather from every rank
         self.progress = progress and not cfg.quiet and self.rank == 0
         self.trackers = None                                     # tracking.Trackers once the folder is there
+        self.on_record = None                                    # a caller's hook on every record (sweeps)
         self.task = build_task(cfg) if task is None else task
         _epochs_to_steps(cfg, self.task)
         self.mcfg = model_config_for(cfg, self.task)
@@ -263,6 +264,8 @@ class _Trainer:
                 fh.write(json.dumps(record) + "\n")
         if self.trackers:
             self.trackers.record(record)
+        if self.on_record is not None and self.rank == 0:
+            self.on_record(record)
 
     def _watch_explosion(self, norm):
         if not np.isfinite(norm) or norm <= 0:
@@ -496,17 +499,19 @@ def _track(trainer):
         trainer.trackers = Trackers(trainer.run_dir, trainer.cfg)
 
 
-def train(config, progress: bool = False, task=None) -> RunResult:
+def train(config, progress: bool = False, task=None, on_record=None) -> RunResult:
     """Run a training job. ``config``: a ``TrainConfig`` or a dict of its options.
 
     ``task``: a task built by the caller (e.g. ``tasks.sequence_task`` over in-memory arrays) instead of the
     one ``config`` names; such a run cannot be resumed from its folder, which does not know the data.
     Under ``mpiexec -n K`` (``distributed``: "auto" or "mpi") the K processes train one model data-parallel
-    (``rnnlab.distributed``); each returns the same result.
+    (``rnnlab.distributed``); each returns the same result. ``on_record(record)``: called with every record
+    written to metrics.jsonl (a sweep reports them to Ray Tune).
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
     trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
+    trainer.on_record = on_record
     if cfg.track:
         from .tracking import require
         require(cfg.track)
@@ -528,7 +533,7 @@ def train(config, progress: bool = False, task=None) -> RunResult:
             lock.release()
 
 
-def resume(run_dir, progress: bool = False, steps: int | None = None) -> RunResult:
+def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=None) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint (or from scratch if it was killed before one).
     A distributed run resumes under ``mpiexec`` with the same number of processes."""
     run_dir = Path(run_dir)
@@ -538,6 +543,7 @@ def resume(run_dir, progress: bool = False, steps: int | None = None) -> RunResu
     if steps is not None:
         cfg.steps = steps
     trainer = _Trainer(cfg, run_dir, progress)
+    trainer.on_record = on_record
     locks = []
     try:
         _lead(trainer, lambda: locks.append(RunLock(run_dir).acquire()))

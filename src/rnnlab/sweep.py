@@ -1,0 +1,423 @@
+"""Sweeps and multi-seed comparisons on Ray Tune: ``rnnlab sweep CONFIG --out DIR``.
+
+CONFIG is a TOML file: any ``rnnlab train`` key at the top (the base), and a ``[sweep]`` table::
+
+    task = "adding"
+    seq_len = 100
+    steps = 2000
+    [sweep]
+    seeds = 5                       # each configuration with seeds base+0 .. base+4
+    metric = "mse"                  # the validation metric summarised (default: the task's, as compare)
+    threshold = 0.01                # steps-to-threshold (default: the task's, as compare)
+    scheduler = "asha"              # optional: stop poor trials early (Tune's ASHA on the validation metric)
+    [sweep.grid]                    # every combination
+    model = ["rnn", "lstm", "gru"]
+    lr = [1e-3, 3e-3]
+    [sweep.random]                  # and/or: `samples` draws from Tune's distributions
+    samples = 4
+    hidden_size = {choice = [32, 64]}
+    forget_bias = {uniform = [0.0, 2.0]}
+    weight_decay = {loguniform = [1e-6, 1e-3]}
+
+The trials (configurations x seeds) are fixed when the sweep starts and written to DIR/sweep.json (random
+draws from ``sweep.random`` use Tune's samplers with a seeded generator), so a resumed sweep runs the same
+ones. Each trial is an ordinary run folder, DIR/trials/<id> (config, metrics, checkpoints; ``rnnlab resume``,
+``evaluate``, ``gradients`` work on it), holding the folder's lock while it trains.
+
+Trials run on Ray Tune (``ray.tune.Tuner``), one CPU each: with no address an embedded local Ray on this
+machine (no dashboard, ``workers`` CPUs; nothing to start by hand; ``rnnlab sweep`` runs it in a private network
+namespace whose only interface is the loopback, where Linux allows that: ``isolated_command``), with ``--address`` an
+existing cluster (the run folders then need storage every node sees). A trial reports every validation record
+to Tune; a trial whose worker dies is started again by Tune (``FailureConfig``) and continues from its own
+last checkpoint; ``rnnlab sweep --resume DIR`` after the driver died runs only the trials that have not
+finished (those continue from their checkpoints). At the end: per configuration the mean, standard deviation
+and 95 % interval (Student's t) over seeds of the final metric, steps-to-threshold, and the learning curves
+with +-1 standard deviation bands, in DIR/summary.md, summary.json, report.html and curves.png.
+
+Needs the ``sweep`` extra: ``pip install 'rnnlab[sweep]'`` (ray[tune], scipy).
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import atomic_write
+from .config import TrainConfig, read_toml
+from .errors import ConfigError, closest
+
+MANIFEST = "sweep.json"
+STATUS = "status.json"
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "quniform", "qloguniform", "randn")
+SWEEP_KEYS = ("seeds", "metric", "threshold", "scheduler", "grid", "random", "workers", "grace_steps")
+
+
+def _tune():
+    try:
+        from ray import tune
+    except ImportError:
+        raise ConfigError("rnnlab sweep runs its trials on Ray Tune; install it with: pip install 'rnnlab[sweep]'"
+                          ) from None
+    return tune
+
+
+# ------------------------------------------------------------------ the space
+def _check_key(key, where):
+    fields = TrainConfig.fields()
+    if key not in fields:
+        raise ConfigError(f"{where}: unknown training key {key!r}{closest(key, fields)}; the keys are those of "
+                          f"rnnlab train (its flags with underscores)")
+    if key in ("seed", "out"):
+        raise ConfigError(f"{where}: {key!r} is set by the sweep itself (seeds: [sweep] seeds; folder: --out)")
+
+
+def _domain(key, spec):
+    tune = _tune()
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"sweep.random.{key}: expected one distribution as {{name = args}}, e.g. "
+                          f"{{loguniform = [1e-4, 1e-2]}} or {{choice = [32, 64]}}, got {spec!r}")
+    (name, args), = spec.items()
+    if name not in DISTRIBUTIONS:
+        raise ConfigError(f"sweep.random.{key}: unknown distribution {name!r}{closest(name, DISTRIBUTIONS)}; "
+                          f"expected one of {list(DISTRIBUTIONS)}")
+    if name == "choice":
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"sweep.random.{key}: choice needs a non-empty list, got {args!r}")
+        return tune.choice(args)
+    if not isinstance(args, list):
+        raise ConfigError(f"sweep.random.{key}: {name} needs a list of arguments, got {args!r}")
+    try:
+        return getattr(tune, name)(*args)
+    except Exception as exc:                        # Tune's own check of the arguments
+        raise ConfigError(f"sweep.random.{key}: {name}{tuple(args)} is not a valid distribution ({exc})") from None
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _label(over: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in over.items()) or "base"
+
+
+def expand(spec: dict) -> dict:
+    """A sweep file's contents -> the manifest: the base config and the list of trials (id, overrides, seed,
+    configuration label). Every trial's config is checked here, before anything runs."""
+    spec = dict(spec)
+    sw = spec.pop("sweep", None)
+    if not isinstance(sw, dict):
+        raise ConfigError("sweep: the file needs a [sweep] table (seeds, and [sweep.grid] and/or [sweep.random])")
+    for k in sw:
+        if k not in SWEEP_KEYS:
+            raise ConfigError(f"sweep: unknown key {k!r}{closest(k, SWEEP_KEYS)}; expected some of {list(SWEEP_KEYS)}")
+    base = TrainConfig.from_dict(spec, source="sweep base").validate()
+    seeds = sw.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ConfigError(f"sweep.seeds: expected an integer >= 1, got {seeds!r}")
+    grid = sw.get("grid", {})
+    rand = dict(sw.get("random", {}))
+    if not isinstance(grid, dict) or not isinstance(rand, dict):
+        raise ConfigError("sweep.grid and sweep.random: expected tables")
+    for key, values in grid.items():
+        _check_key(key, "sweep.grid")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"sweep.grid.{key}: expected a non-empty list of values, got {values!r}")
+    samples = rand.pop("samples", 1 if rand else 0)
+    if rand and (not isinstance(samples, int) or samples < 1):
+        raise ConfigError(f"sweep.random.samples: expected an integer >= 1, got {samples!r}")
+    domains = {}
+    for key, d in rand.items():
+        _check_key(key, "sweep.random")
+        if key in grid:
+            raise ConfigError(f"sweep.random.{key}: {key!r} is in sweep.grid too; give it in one of them")
+        domains[key] = _domain(key, d)
+    if not grid and not domains and seeds == 1:
+        raise ConfigError("sweep: nothing to sweep -- [sweep.grid] and [sweep.random] are empty and seeds = 1")
+    combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] if grid else [{}]
+    configs = []
+    rs = np.random.RandomState(base.seed)
+    for combo in combos:
+        for _ in range(samples if domains else 1):
+            draw = {k: _plain(d.sample(random_state=rs)) for k, d in domains.items()}
+            configs.append({**combo, **draw})
+    trials = []
+    for c, over in enumerate(configs):
+        for s in range(seeds):
+            seed = base.seed + s
+            TrainConfig.from_dict({**base.to_dict(), **over, "seed": seed}, source=f"sweep trial {over}").validate()
+            trials.append({"id": f"c{c:03d}-s{seed}", "config": c, "label": _label(over), "overrides": over,
+                           "seed": seed})
+    return {"base": base.to_dict(), "sweep": {k: v for k, v in sw.items() if k not in ("grid", "random")},
+            "space": {"grid": grid, "random": {**rand, **({"samples": samples} if rand else {})}}, "trials": trials}
+
+
+def trial_config(manifest: dict, trial: dict, sweep_dir: Path) -> TrainConfig:
+    return TrainConfig.from_dict({**manifest["base"], **trial["overrides"], "seed": trial["seed"], "quiet": True,
+                                  "out": str(sweep_dir / "trials" / trial["id"])})
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------ one trial, inside a Ray worker
+def run_trial(config: dict) -> None:
+    """Tune's function trainable: train the trial's run folder, or continue it from its checkpoint."""
+    from threadpoolctl import threadpool_limits
+    from ray import tune
+    from .trainer import resume, train
+    os.environ.setdefault("RNNLAB_NUM_THREADS", "1")              # one CPU per trial
+    threadpool_limits(1, user_api="blas")
+    sweep_dir = Path(config["sweep_dir"])
+    manifest = json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
+    trial = next(t for t in manifest["trials"] if t["id"] == config["trial"])
+    cfg = trial_config(manifest, trial, sweep_dir)
+    run_dir = Path(cfg.out)
+
+    def report(record):
+        if record.get("split") == "val":
+            tune.report({k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if (run_dir / "config.toml").is_file():
+        resume(run_dir, on_record=report)
+    else:
+        train(cfg, on_record=report)
+
+
+# ------------------------------------------------------------------ loopback only
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net"]
+
+
+def isolated_command(argv) -> list | None:
+    """The command that runs ``rnnlab <argv>`` in a private network namespace whose only interface is the
+    loopback, or None where that is not possible (not Linux, no ``unshare``, unprivileged user namespaces
+    disabled). Ray (2.60) binds its servers to every interface; inside such a namespace every interface is
+    the loopback, so the embedded Ray cannot be reached from another machine."""
+    if sys.platform != "linux" or os.environ.get("RNNLAB_NETNS") or not shutil.which("unshare"):
+        return None
+    if subprocess.run(UNSHARE + ["true"], capture_output=True).returncode != 0:
+        return None
+    return UNSHARE + ["--", sys.executable, "-m", "rnnlab"] + list(argv)
+
+
+def loopback_up() -> None:
+    """Bring the new network namespace's loopback interface up (it starts down)."""
+    import fcntl
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sk:
+        flags = struct.unpack("16sh", fcntl.ioctl(sk, SIOCGIFFLAGS, struct.pack("16sh", b"lo", 0)))[1]
+        fcntl.ioctl(sk, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+
+
+# ------------------------------------------------------------------ the driver
+def _check_address(address: str) -> None:
+    """An address that does not answer gives a clear error at once (Ray itself would retry for a long time)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.replace("ray://", "").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"address: no Ray cluster answers at {address!r} ({exc}); start one with `ray start "
+                          f"--head` there, or leave --address out to run on this machine") from None
+
+
+def _start_ray(address, workers):
+    import ray
+    if ray.is_initialized():
+        return
+    kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address:
+        _check_address(address)
+        ray.init(address=address, **kw)
+    else:                                           # embedded, this machine only
+        ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kw)
+
+
+def run(config_file=None, out=None, resume_dir=None, address=None, workers=None, spec=None) -> dict:
+    """Run (or, with ``resume_dir``, continue) a sweep; returns the summary. ``spec``: the parsed TOML
+    instead of ``config_file``."""
+    tune = _tune()
+    if resume_dir is not None:
+        sweep_dir = Path(resume_dir)
+        if not (sweep_dir / MANIFEST).is_file():
+            raise ConfigError(f"--resume: {sweep_dir} holds no {MANIFEST}; is it a folder made by rnnlab sweep?")
+        manifest = json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
+    else:
+        if out is None:
+            raise ConfigError("sweep: give --out DIR (the sweep's folder)")
+        manifest = expand(spec if spec is not None else read_toml(config_file))
+        sweep_dir = Path(out)
+        if (sweep_dir / MANIFEST).exists():
+            raise ConfigError(f"out: {sweep_dir} already holds a sweep; continue it with `rnnlab sweep --resume "
+                              f"{sweep_dir}` or choose another --out")
+        (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
+        atomic_write(sweep_dir / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+    sw = manifest["sweep"]
+    workers = int(workers or sw.get("workers") or os.cpu_count() or 1)
+    if workers < 1:
+        raise ConfigError(f"workers: expected an integer >= 1, got {workers}")
+    status = _read_status(sweep_dir)
+    pending = [t["id"] for t in manifest["trials"]
+               if not finished(sweep_dir / "trials" / t["id"]) and t["id"] not in status.get("stopped", [])]
+    metric, mode, threshold = _metric(manifest, sw)
+    if pending:
+        _start_ray(address, workers)
+        scheduler = None
+        if sw.get("scheduler"):
+            if sw["scheduler"] != "asha":
+                raise ConfigError(f"sweep.scheduler: expected 'asha', got {sw['scheduler']!r}")
+            from ray.tune.schedulers import ASHAScheduler
+            steps = int(manifest["base"]["steps"])
+            scheduler = ASHAScheduler(time_attr="step", max_t=steps,
+                                      grace_period=int(sw.get("grace_steps", max(1, steps // 4))))
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, {"cpu": 1}),
+            param_space={"trial": tune.grid_search(pending), "sweep_dir": str(sweep_dir.resolve())},
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, reuse_actors=True,
+                                        max_concurrent_trials=workers),
+            run_config=tune.RunConfig(name="tune", storage_path=str((sweep_dir / "tune").resolve()), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=3)))
+        results = tuner.fit()
+        stopped = set(status.get("stopped", []))
+        errors = []
+        for r in results:
+            tid = r.config["trial"]
+            if r.error is not None:
+                errors.append(f"{tid}: {type(r.error).__name__}: {str(r.error).splitlines()[-1][:300]}")
+            elif not finished(sweep_dir / "trials" / tid):
+                stopped.add(tid)                    # ended by the scheduler: not run again on --resume
+        status = {"stopped": sorted(stopped), "errors": errors}
+        atomic_write(sweep_dir / STATUS, json.dumps(status, indent=1).encode("utf-8"))
+        if errors:
+            raise ConfigError("sweep: trial(s) failed after Tune's retries: " + "; ".join(errors) +
+                              f"; their run folders are in {sweep_dir / 'trials'}; fix and `rnnlab sweep --resume "
+                              f"{sweep_dir}`")
+    summary = summarize(sweep_dir, manifest, metric, mode, threshold, status)
+    return summary
+
+
+def _read_status(sweep_dir):
+    f = sweep_dir / STATUS
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+
+
+def _metric(manifest, sw):
+    from .compare import LOWER_IS_BETTER, default_threshold
+    metric, threshold = sw.get("metric"), sw.get("threshold")
+    if metric is None or threshold is None:
+        from .tasks import build_task
+        dm, dt = default_threshold(build_task(TrainConfig.from_dict(manifest["base"])))
+        metric = metric or dm
+        threshold = dt if threshold is None else threshold
+    return metric, ("min" if metric in LOWER_IS_BETTER else "max"), float(threshold)
+
+
+# ------------------------------------------------------------------ the summary
+def _interval(values):
+    """(mean, sd, half-width of the 95 % interval) over seeds; sd and interval NaN for one seed."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    from scipy import stats
+    sd = float(v.std(ddof=1))
+    return float(v.mean()), sd, float(stats.t.ppf(0.975, len(v) - 1) * sd / math.sqrt(len(v)))
+
+
+def summarize(sweep_dir, manifest, metric, mode, threshold, status=None) -> dict:
+    status = status or {}
+    groups = {}
+    for t in manifest["trials"]:
+        groups.setdefault(t["config"], {"label": t["label"], "trials": []})["trials"].append(t)
+    rows, curves = [], {}
+    for c, g in sorted(groups.items()):
+        finals, reach, done, curve = [], [], 0, {}
+        for t in g["trials"]:
+            f = sweep_dir / "trials" / t["id"] / "metrics.jsonl"
+            vals = []
+            if f.is_file():
+                for line in f.read_text(encoding="utf-8").splitlines():
+                    try:
+                        r = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if r.get("split") == "val" and metric in r:
+                        vals.append((r["step"], r[metric]))
+            if not vals:
+                continue
+            done += finished(sweep_dir / "trials" / t["id"])
+            finals.append(vals[-1][1])
+            hit = next((s for s, v in vals if (v <= threshold if mode == "min" else v >= threshold)), None)
+            reach.append(hit)
+            for s, v in vals:
+                curve.setdefault(s, []).append(v)
+        if not finals:
+            continue
+        mean, sd, ci = _interval(finals)
+        hits = [h for h in reach if h is not None]
+        rows.append({"config": c, "label": g["label"], "seeds": len(finals), "finished": done, "mean": mean, "sd": sd,
+                     "ci95": ci, "reached": len(hits), "steps_to_threshold": float(np.median(hits)) if hits else None,
+                     "values": finals})
+        curves[g["label"]] = {s: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+                              for s, v in sorted(curve.items())}
+    summary = {"metric": metric, "mode": mode, "threshold": threshold, "rows": rows,
+               "stopped_by_scheduler": status.get("stopped", []),
+               "curves": {k: [[s, m, sd] for s, (m, sd) in v.items()] for k, v in curves.items()}}
+    _write_reports(Path(sweep_dir), summary)
+    return summary
+
+
+def table(summary) -> str:
+    m = summary["metric"]
+    lines = [f"| configuration | seeds | val {m} mean | sd | 95 % interval | reached {m} "
+             f"{'<=' if summary['mode'] == 'min' else '>='} {summary['threshold']:g} | median steps to it |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        ci = "" if math.isnan(r["ci95"]) else f"[{r['mean'] - r['ci95']:.4g}, {r['mean'] + r['ci95']:.4g}]"
+        sd = "" if math.isnan(r["sd"]) else f"{r['sd']:.3g}"
+        st = "" if r["steps_to_threshold"] is None else f"{r['steps_to_threshold']:g}"
+        lines.append(f"| {r['label']} | {r['seeds']} | {r['mean']:.4g} | {sd} | {ci} | {r['reached']}/{r['seeds']} "
+                     f"| {st} |")
+    return "\n".join(lines)
+
+
+def _write_reports(sweep_dir: Path, summary):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, pts in summary["curves"].items():
+        s, m, sd = (np.array(v, float) for v in zip(*pts))
+        ax.plot(s, m, label=label)
+        ax.fill_between(s, m - sd, m + sd, alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"validation {summary['metric']}")
+    if summary["mode"] == "min" and all(p[1] > 0 for pts in summary["curves"].values() for p in pts):
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title("mean over seeds, band +-1 sd")
+    fig.tight_layout()
+    fig.savefig(sweep_dir / "curves.png", dpi=110)
+    plt.close(fig)
+    md = f"# Sweep summary\n\n{table(summary)}\n\n![curves](curves.png)\n"
+    if summary["stopped_by_scheduler"]:
+        md += f"\nStopped early by the scheduler: {', '.join(summary['stopped_by_scheduler'])}\n"
+    atomic_write(sweep_dir / "summary.md", md.encode("utf-8"))
+    atomic_write(sweep_dir / "summary.json", json.dumps(summary, indent=1).encode("utf-8"))
+    png = base64.b64encode((sweep_dir / "curves.png").read_bytes()).decode("ascii")
+    rows = "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in line.strip("|").split("|")) + "</tr>"
+                   for line in table(summary).splitlines()[2:])
+    head = "".join(f"<th>{c.strip()}</th>" for c in table(summary).splitlines()[0].strip("|").split("|"))
+    html = (f"<!doctype html><meta charset='utf-8'><title>rnnlab sweep</title><h1>Sweep summary</h1>"
+            f"<table border='1' cellpadding='4'><tr>{head}</tr>{rows}</table>"
+            f"<p><img src='data:image/png;base64,{png}'></p>")
+    atomic_write(sweep_dir / "report.html", html.encode("utf-8"))

@@ -1,0 +1,219 @@
+"""rnnlab sweep on Ray Tune: the space (grid, random draws with Tune's samplers, seeds) and its refusals, the
+summary over seeds (mean, sd, Student-t interval, steps-to-threshold), and, on an embedded local Ray with 2
+workers: a worker killed mid-trial (the trial continues from its checkpoint to the uninterrupted weights), the
+driver killed (--resume finishes, no finished trial rerun), loopback-only listening, compare --seeds."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnlab import cli, sweep
+from rnnlab.errors import ConfigError
+from rnnlab.runlock import holder
+from rnnlab.trainer import load_model, train
+
+BASE = {"task": "adding", "seq_len": 10, "hidden_size": 8, "steps": 300, "eval_every": 50, "checkpoint_every": 20,
+        "backend": "numpy", "dtype": "float64"}
+SPEC = {**BASE, "sweep": {"seeds": 2, "grid": {"model": ["rnn", "gru"]}}}
+
+
+def test_the_space_and_its_refusals():
+    m = sweep.expand(SPEC)
+    assert [t["id"] for t in m["trials"]] == ["c000-s0", "c000-s1", "c001-s0", "c001-s1"]
+    assert [t["overrides"] for t in m["trials"]][::2] == [{"model": "rnn"}, {"model": "gru"}]
+    pytest.importorskip("ray")
+    rnd = {**BASE, "sweep": {"seeds": 1, "grid": {"model": ["lstm"]},
+                             "random": {"samples": 3, "lr": {"loguniform": [1e-4, 1e-2]},
+                                        "hidden_size": {"choice": [4, 8]}}}}
+    a, b = sweep.expand(rnd), sweep.expand(rnd)
+    assert a == b and len(a["trials"]) == 3                               # seeded draws: a resume sees the same
+    lrs = [t["overrides"]["lr"] for t in a["trials"]]
+    assert all(1e-4 <= v <= 1e-2 for v in lrs) and len(set(lrs)) == 3
+    bad = [({"grid": {"modle": ["rnn"]}}, "unknown training key 'modle' \\(did you mean 'model'\\?\\)"),
+           ({"grid": {"model": []}}, "sweep.grid.model: expected a non-empty list"),
+           ({"seeds": 0}, "sweep.seeds: expected an integer >= 1, got 0"),
+           ({"seeds": 1}, "nothing to sweep"),
+           ({"random": {"lr": {"logunifrom": [1, 2]}}}, "unknown distribution 'logunifrom'"),
+           ({"grid": {"seed": [1, 2]}}, "'seed' is set by the sweep itself"),
+           ({"seed": 3}, "sweep: unknown key 'seed' \\(did you mean 'seeds'\\?\\)"),
+           ({"grid": {"model": ["rnn", "lstmm"]}}, "model: expected one of")]
+    for sw, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            sweep.expand({**BASE, "sweep": sw})
+    t0 = time.time()
+    with pytest.raises(ConfigError, match="no Ray cluster answers at '127.0.0.1:1'"):
+        sweep.run(out="/nonexistent/never", spec=SPEC, address="127.0.0.1:1")
+    assert time.time() - t0 < 30
+
+
+def test_summary_over_seeds(tmp_path):
+    from scipy import stats
+    m = sweep.expand(SPEC)
+    finals = {"c000-s0": 0.2, "c000-s1": 0.1, "c001-s0": 0.004, "c001-s1": 0.008}
+    for t in m["trials"]:
+        d = tmp_path / "trials" / t["id"]
+        d.mkdir(parents=True)
+        recs = [{"step": 50, "split": "val", "loss": 0.5, "mse": 0.5},
+                {"step": 100, "split": "val", "loss": finals[t["id"]], "mse": finals[t["id"]]}]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    s = sweep.summarize(tmp_path, m, "mse", "min", 0.01)
+    rnn, gru = s["rows"]
+    assert rnn["mean"] == pytest.approx(0.15) and rnn["sd"] == pytest.approx(np.std([0.2, 0.1], ddof=1))
+    assert rnn["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * rnn["sd"] / np.sqrt(2))
+    assert (rnn["reached"], gru["reached"], gru["steps_to_threshold"]) == (0, 2, 100)
+    assert "| model=gru | 2 | 0.006 |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "report.html").read_text().count("<tr>") == 3 and (tmp_path / "curves.png").is_file()
+
+
+# ------------------------------------------------------------------------------ on Ray
+needs_ray = pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None,
+                               reason="needs the sweep extra (ray[tune])")
+
+
+def _uninterrupted(tmp_path, manifest, trial):
+    cfg = sweep.trial_config(manifest, trial, tmp_path / "ref")
+    train(cfg)
+    return load_model(cfg.out)[0].named_parameters()
+
+
+def _same(a, b):
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-12
+
+
+def _tree(root):
+    """pids of root and all its descendants (from /proc)."""
+    kids = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def _cmd(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _reachable_from_outside(pids):
+    """Listening sockets of pids that another machine could reach: the sockets (read in each process's own
+    network namespace) of processes whose namespace has an interface other than the loopback, unless bound to
+    the loopback address. -> (list of such sockets, number of listening sockets seen)."""
+    seen, bad = 0, []
+    for p in pids:
+        try:
+            inodes = {os.readlink(fd)[8:-1] for fd in Path(f"/proc/{p}/fd").iterdir()
+                      if os.readlink(fd).startswith("socket:[")}
+            ifaces = [line.split(":")[0].strip() for line in Path(f"/proc/{p}/net/dev").read_text().splitlines()[2:]]
+            tables = [Path(f"/proc/{p}/net/{n}").read_text() for n in ("tcp", "tcp6")]
+        except OSError:
+            continue
+        for table in tables:
+            for line in table.splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and f[9] in inodes:
+                    seen += 1
+                    addr = f[1].split(":")[0]
+                    if ifaces != ["lo"] and addr not in LOOPBACK:
+                        bad.append((p, _cmd(p)[:60], addr, ifaces))
+    return bad, seen
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}
+
+
+def _start(args, tmp_path):
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    return subprocess.Popen([sys.executable, "-m", "rnnlab", "sweep"] + args, cwd=tmp_path, env=env,
+                            stdout=open(tmp_path / "sweep.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(cond, proc, tmp_path, limit=300):
+    deadline = time.time() + limit
+    while not cond():
+        assert proc.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
+        assert time.time() < deadline, "timed out; log: " + (tmp_path / "sweep.log").read_text()[-3000:]
+        time.sleep(0.3)
+
+
+@needs_ray
+def test_a_killed_worker_continues_its_trial_on_loopback_only(tmp_path):
+    (tmp_path / "s.toml").write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in BASE.items()) +
+                                     '\n[sweep]\nseeds = 2\n[sweep.grid]\nmodel = ["rnn", "gru"]\n')
+    proc = _start(["s.toml", "--out", "sw", "--workers", "2"], tmp_path)
+    trials = tmp_path / "sw" / "trials"
+    victim = {}
+    try:
+        def running():
+            for d in sorted(trials.glob("*")) if trials.is_dir() else ():
+                pid = holder(d)
+                if pid and (d / "checkpoint.safetensors").exists() and not (d / "model.safetensors").exists():
+                    victim.update(dir=d, pid=pid)
+                    return True
+            return False
+        _wait(running, proc, tmp_path)
+        ray_pids = [p for p in _tree(proc.pid) if "ray" in _cmd(p)]
+        bad, seen = _reachable_from_outside(ray_pids)
+        assert ray_pids and seen and not bad, bad                      # nobody else gets in
+        assert all(os.readlink(f"/proc/{p}/ns/net") != os.readlink("/proc/self/ns/net") for p in ray_pids)
+        os.kill(victim["pid"], signal.SIGKILL)
+        assert proc.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    manifest = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    trial = next(t for t in manifest["trials"] if t["id"] == victim["dir"].name)
+    assert _same(load_model(victim["dir"])[0].named_parameters(), _uninterrupted(tmp_path, manifest, trial))
+    summary = json.loads((tmp_path / "sw" / "summary.json").read_text())
+    assert [r["seeds"] for r in summary["rows"]] == [2, 2] and [r["finished"] for r in summary["rows"]] == [2, 2]
+
+
+@needs_ray
+def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    spec = {**BASE, "steps": 400}
+    (tmp_path / "s.toml").write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in spec.items()) +
+                                     '\n[sweep]\nseeds = 2\n[sweep.grid]\nmodel = ["rnn", "lstm"]\n')
+    proc = _start(["s.toml", "--out", "sw", "--workers", "2"], tmp_path)
+    trials = tmp_path / "sw" / "trials"
+    try:
+        def one_done_one_half():
+            dirs = sorted(trials.glob("*")) if trials.is_dir() else []
+            done = [d for d in dirs if (d / "model.safetensors").exists()]
+            half = [d for d in dirs if (d / "checkpoint.safetensors").exists() and d not in done]
+            return done and half
+        _wait(one_done_one_half, proc, tmp_path)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)                            # the driver and the Ray it started
+        proc.wait()
+    done = {d.name: (d / "model.safetensors").stat().st_mtime_ns for d in trials.glob("*")
+            if (d / "model.safetensors").exists()}
+    deadline = time.time() + 30
+    while any(holder(d) for d in trials.glob("*")) and time.time() < deadline:
+        time.sleep(0.2)                                                # the killed workers' locks go with them
+    again = subprocess.run([sys.executable, "-m", "rnnlab", "sweep", "--resume", "sw", "--workers", "2"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    manifest = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    for t in manifest["trials"]:
+        d = trials / t["id"]
+        assert (d / "model.safetensors").exists()
+        if t["id"] in done:
+            assert (d / "model.safetensors").stat().st_mtime_ns == done[t["id"]]     # not run again
+    half = next(t for t in manifest["trials"] if t["id"] not in done)
+    assert _same(load_model(trials / half["id"])[0].named_parameters(), _uninterrupted(tmp_path, manifest, half))
