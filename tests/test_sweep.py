@@ -23,7 +23,7 @@ BASE = {"task": "adding", "seq_len": 10, "hidden_size": 8, "steps": 300, "eval_e
 SPEC = {**BASE, "sweep": {"seeds": 2, "grid": {"model": ["rnn", "gru"]}}}
 
 
-def test_the_space_and_its_refusals():
+def test_the_space_and_its_refusals(tmp_path):
     m = sweep.expand(SPEC)
     assert [t["id"] for t in m["trials"]] == ["c000-s0", "c000-s1", "c001-s0", "c001-s1"]
     assert [t["overrides"] for t in m["trials"]][::2] == [{"model": "rnn"}, {"model": "gru"}]
@@ -48,8 +48,8 @@ def test_the_space_and_its_refusals():
             sweep.expand({**BASE, "sweep": sw})
     t0 = time.time()
     with pytest.raises(ConfigError, match="no Ray cluster answers at '127.0.0.1:1'"):
-        sweep.run(out="/nonexistent/never", spec=SPEC, address="127.0.0.1:1")
-    assert time.time() - t0 < 30
+        sweep.run(out=str(tmp_path / "never"), spec=SPEC, address="127.0.0.1:1")
+    assert time.time() - t0 < 30 and not (tmp_path / "never").exists()
 
 
 def test_summary_over_seeds(tmp_path):

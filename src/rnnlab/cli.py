@@ -145,7 +145,7 @@ def _print_summary(r, file=None):
 def cmd_train(args) -> int:
     from .config import resolve
     from .trainer import train
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "json")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "json", "argv")}
     cfg = resolve(args.config, overrides)
     r = train(cfg, progress=not cfg.quiet)
     if r.rank:
@@ -170,16 +170,13 @@ def cmd_resume(args) -> int:
 def cmd_sweep(args) -> int:
     import os
     import subprocess
-    from . import sweep
+    from . import netns, sweep
     if (args.config is None) == (args.resume is None):
         raise ValueError("sweep: give a sweep file (rnnlab sweep CONFIG --out DIR) or --resume DIR, not both")
-    if not args.address:
-        if os.environ.get("RNNLAB_NETNS") == "1":
-            sweep.loopback_up()
-        else:                                       # the embedded Ray where only the loopback exists
-            cmd = sweep.isolated_command(args.argv)
-            if cmd is not None:
-                return subprocess.call(cmd, env={**os.environ, "RNNLAB_NETNS": "1"})
+    if not args.address and not os.environ.get(netns.ENV):
+        if netns.available():                       # the embedded Ray where only the loopback exists
+            return subprocess.call(netns.command([sys.executable, "-m", "rnnlab"] + args.argv))
+        else:
             print("rnnlab sweep: warning: no private network namespace here (unshare unavailable or unprivileged "
                   "user namespaces off), so the embedded Ray's servers listen on every interface of this machine "
                   "(Ray's token authentication still guards them)", file=sys.stderr)
@@ -273,7 +270,7 @@ def cmd_sample(args) -> int:
 
 
 def _overrides(args, skip):
-    return {k: v for k, v in vars(args).items() if k not in skip and k not in ("command", "func")}
+    return {k: v for k, v in vars(args).items() if k not in skip and k not in ("command", "func", "argv")}
 
 
 def cmd_compare(args) -> int:

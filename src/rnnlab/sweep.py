@@ -26,7 +26,7 @@ ones. Each trial is an ordinary run folder, DIR/trials/<id> (config, metrics, ch
 
 Trials run on Ray Tune (``ray.tune.Tuner``), one CPU each: with no address an embedded local Ray on this
 machine (no dashboard, ``workers`` CPUs; nothing to start by hand; ``rnnlab sweep`` runs it in a private network
-namespace whose only interface is the loopback, where Linux allows that: ``isolated_command``), with ``--address`` an
+namespace whose only interface is the loopback, where Linux allows that: ``rnnlab.netns``), with ``--address`` an
 existing cluster (the run folders then need storage every node sees). A trial reports every validation record
 to Tune; a trial whose worker dies is started again by Tune (``FailureConfig``) and continues from its own
 last checkpoint; ``rnnlab sweep --resume DIR`` after the driver died runs only the trials that have not
@@ -43,11 +43,7 @@ import itertools
 import json
 import math
 import os
-import shutil
 import socket
-import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,31 +189,6 @@ def run_trial(config: dict) -> None:
         train(cfg, on_record=report)
 
 
-# ------------------------------------------------------------------ loopback only
-UNSHARE = ["unshare", "--user", "--map-root-user", "--net"]
-
-
-def isolated_command(argv) -> list | None:
-    """The command that runs ``rnnlab <argv>`` in a private network namespace whose only interface is the
-    loopback, or None where that is not possible (not Linux, no ``unshare``, unprivileged user namespaces
-    disabled). Ray (2.60) binds its servers to every interface; inside such a namespace every interface is
-    the loopback, so the embedded Ray cannot be reached from another machine."""
-    if sys.platform != "linux" or os.environ.get("RNNLAB_NETNS") or not shutil.which("unshare"):
-        return None
-    if subprocess.run(UNSHARE + ["true"], capture_output=True).returncode != 0:
-        return None
-    return UNSHARE + ["--", sys.executable, "-m", "rnnlab"] + list(argv)
-
-
-def loopback_up() -> None:
-    """Bring the new network namespace's loopback interface up (it starts down)."""
-    import fcntl
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sk:
-        flags = struct.unpack("16sh", fcntl.ioctl(sk, SIOCGIFFLAGS, struct.pack("16sh", b"lo", 0)))[1]
-        fcntl.ioctl(sk, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
-
-
 # ------------------------------------------------------------------ the driver
 def _check_address(address: str) -> None:
     """An address that does not answer gives a clear error at once (Ray itself would retry for a long time)."""
@@ -247,6 +218,8 @@ def run(config_file=None, out=None, resume_dir=None, address=None, workers=None,
     """Run (or, with ``resume_dir``, continue) a sweep; returns the summary. ``spec``: the parsed TOML
     instead of ``config_file``."""
     tune = _tune()
+    if address:
+        _check_address(address)                     # before anything is written
     if resume_dir is not None:
         sweep_dir = Path(resume_dir)
         if not (sweep_dir / MANIFEST).is_file():
