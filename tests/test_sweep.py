@@ -217,3 +217,20 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
             assert (d / "model.safetensors").stat().st_mtime_ns == done[t["id"]]     # not run again
     half = next(t for t in manifest["trials"] if t["id"] not in done)
     assert _same(load_model(trials / half["id"])[0].named_parameters(), _uninterrupted(tmp_path, manifest, half))
+
+
+@needs_ray
+def test_compare_with_seeds_shows_the_spread(tmp_path, capsys):
+    assert cli.main(["compare", "--task", "adding", "--seq-len", "6", "--steps", "20", "--eval-every", "10",
+                     "--models", "rnn,gru", "--seeds", "0", "--report", str(tmp_path / "x")]) == 2
+    assert "seeds: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert cli.main(["compare", "--task", "adding", "--seq-len", "6", "--steps", "20", "--eval-every", "10",
+                     "--models", "rnn,gru+zoneout=0.1", "--seeds", "2", "--workers", "2", "--report",
+                     str(tmp_path / "c"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "c" / "compare.json").read_text())
+    rows = res["seeds"]["rows"]
+    assert [r["label"] for r in rows] == ["rnn", "gru+zoneout=0.1"] and all(r["seeds"] == 2 for r in rows)
+    assert all(r["finished"] == 2 and r["sd"] >= 0 for r in rows)
+    trial = json.loads((tmp_path / "c" / "seeds" / "sweep.json").read_text())["trials"][3]
+    assert trial["overrides"]["zoneout"] == 0.1 and trial["seed"] == 1
+    assert "## Over 2 seeds" in (tmp_path / "c" / "summary.md").read_text()

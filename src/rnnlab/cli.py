@@ -167,19 +167,29 @@ def cmd_resume(args) -> int:
     return 0
 
 
-def cmd_sweep(args) -> int:
+def _embedded_ray_loopback_only(args):
+    """The exit code of this same command rerun in a loopback-only network namespace (``rnnlab.netns``), or
+    None to go on here (inside one already, a cluster address given, or no namespace possible: then a warning)."""
     import os
     import subprocess
-    from . import netns, sweep
+    from . import netns
+    if getattr(args, "address", None) or os.environ.get(netns.ENV):
+        return None
+    if netns.available():
+        return subprocess.call(netns.command([sys.executable, "-m", "rnnlab"] + args.argv))
+    print(f"rnnlab {args.command}: warning: no private network namespace here (unshare unavailable or unprivileged "
+          f"user namespaces off), so the embedded Ray's servers listen on every interface of this machine (Ray's "
+          f"token authentication still guards them)", file=sys.stderr)
+    return None
+
+
+def cmd_sweep(args) -> int:
+    from . import sweep
     if (args.config is None) == (args.resume is None):
         raise ValueError("sweep: give a sweep file (rnnlab sweep CONFIG --out DIR) or --resume DIR, not both")
-    if not args.address and not os.environ.get(netns.ENV):
-        if netns.available():                       # the embedded Ray where only the loopback exists
-            return subprocess.call(netns.command([sys.executable, "-m", "rnnlab"] + args.argv))
-        else:
-            print("rnnlab sweep: warning: no private network namespace here (unshare unavailable or unprivileged "
-                  "user namespaces off), so the embedded Ray's servers listen on every interface of this machine "
-                  "(Ray's token authentication still guards them)", file=sys.stderr)
+    code = _embedded_ray_loopback_only(args)
+    if code is not None:
+        return code
     s = sweep.run(args.config, args.out, args.resume, args.address, args.workers)
     folder = args.resume or args.out
     print(sweep.table(s))
@@ -279,7 +289,7 @@ def cmd_compare(args) -> int:
     from .errors import ConfigError
     from .report import text_table
     cfg = resolve(args.config, _overrides(args, ("config", "json", "models", "match", "params", "forget_bias_ablation",
-                                                 "threshold", "report")))
+                                                 "threshold", "report", "seeds", "workers")))
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     threshold = None
     if args.threshold is not None:
@@ -288,6 +298,12 @@ def cmd_compare(args) -> int:
         threshold = (default_threshold(build_task(cfg))[0], args.threshold)
     if args.params is not None and args.params < 1:
         raise ConfigError(f"params: expected a positive parameter count, got {args.params}")
+    if args.seeds < 1:
+        raise ConfigError(f"seeds: expected an integer >= 1, got {args.seeds}")
+    if args.seeds > 1:
+        code = _embedded_ray_loopback_only(args)
+        if code is not None:
+            return code
     if not cfg.quiet:
         print(f"rnnlab compare: {cfg.task}, models {', '.join(models)}, {cfg.steps} steps each, seed {cfg.seed}",
               flush=True)
@@ -304,6 +320,18 @@ def cmd_compare(args) -> int:
     if res["baseline"]:
         print(f"baseline: {res['baseline'][0]} {res['baseline'][1]:.4g};  threshold: {res['threshold']['metric']} "
               f"{res['threshold']['value']:.4g}")
+    if args.seeds > 1:                              # every entry again over seeds, on the sweep runner
+        from pathlib import Path
+        from . import sweep
+        entries = [(label, {k: v for k, v in e["config"].items()}) for label, e in res["models"].items()]
+        manifest = sweep.manifest_for(cfg, entries, args.seeds, res["threshold"]["metric"], res["threshold"]["value"])
+        seeds_dir = Path(args.report) / "seeds"
+        if (seeds_dir / sweep.MANIFEST).exists():
+            import shutil
+            shutil.rmtree(seeds_dir)                # the report folder is rewritten on every compare
+        res["seeds"] = sweep.run(out=str(seeds_dir), manifest=manifest, workers=args.workers)
+        print(f"\nover {args.seeds} seeds ({cfg.seed} .. {cfg.seed + args.seeds - 1}), trials in {seeds_dir}:")
+        print(sweep.table(res["seeds"]))
     paths = write_compare_report(res, args.report)
     print(f"report: {paths['html']}  (figures in {paths['figures']}, numbers in {paths['json']})")
     if args.json:
@@ -584,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--forget-bias-ablation", action="store_true", help="also train the LSTM with forget bias 0 and 1")
     cp.add_argument("--threshold", type=float, default=None, help="value of the task's metric that counts as solved")
     cp.add_argument("--report", default="runs/compare", help="folder for figures, summary.md, report.html")
+    cp.add_argument("--seeds", type=int, default=1, help="also train every entry with this many seeds on Ray Tune "
+                    "(the sweep runner) and report mean, sd and 95%% interval")
+    cp.add_argument("--workers", type=int, default=None, help="--seeds: trials at once (default: the CPUs)")
     cp.add_argument("--json", help="also write the numbers to this JSON file")
     _add_config_flags(cp)
     cp.set_defaults(func=cmd_compare)

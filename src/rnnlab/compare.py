@@ -180,6 +180,7 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
         vals = [rec for rec in r.records if rec["split"] == "val"]
         reached = next((rec["step"] for rec in vals if metric in rec and _reached(metric, rec[metric], thr)), None)
         entry = {"cell": cell, "hidden_size": rcfg.hidden_size, "parameters": r.model.num_parameters(),
+                 "config": over,
                  "final": r.final, "steps_to_threshold": reached,
                  "ms_per_train_step": _ms_per_step(r.step_seconds),
                  "first_step_seconds": r.step_seconds[0] if r.step_seconds else None,
@@ -252,8 +253,15 @@ def write_compare_report(res: dict, out_dir) -> dict:
                  "distance from the loss (dashed: at initialisation; solid: after training). A curve that falls "
                  "geometrically is the vanishing gradient of the seed's eigenvalue argument; the exact Jacobian "
                  "norms below show the same through the recurrence alone.")
-    sections = [("Results", intro + "\n\n" + table, [figs["learning"]]),
-                ("Gradient flow", grad_text, [figs["grad"], figs["jac"]])]
+    sections = [("Results", intro + "\n\n" + table, [figs["learning"]])]
+    if res.get("seeds"):
+        from .sweep import table as seeds_table
+        sd = res["seeds"]
+        sections.append((f"Over {sd['rows'][0]['seeds']} seeds", "Each entry trained again with consecutive seeds "
+                         "(the trials' run folders are in seeds/trials): the final validation metric's mean, standard "
+                         "deviation and 95 % Student-t interval, and how many seeds reached the threshold.\n\n" +
+                         seeds_table(sd), [{"png": out_dir / "seeds" / "curves.png"}]))
+    sections.append(("Gradient flow", grad_text, [figs["grad"], figs["jac"]]))
     if "gates" in figs:
         sections.append(("Gates", "LSTM: the product of forget gates over k steps scales the cell-path gradient "
                          "over k steps; GRU: the update gate z is the share of h_{t-1} carried to h_t.", [figs["gates"]]))

@@ -157,6 +157,21 @@ def expand(spec: dict) -> dict:
             "space": {"grid": grid, "random": {**rand, **({"samples": samples} if rand else {})}}, "trials": trials}
 
 
+def manifest_for(base: TrainConfig, configs: list, seeds: int, metric: str, threshold: float) -> dict:
+    """A manifest from explicit configurations, [(label, overrides)], each with ``seeds`` seeds (``rnnlab compare
+    --seeds``: its entries with their matched hidden sizes)."""
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds: expected an integer >= 1, got {seeds!r}")
+    trials = []
+    for c, (label, over) in enumerate(configs):
+        for s in range(seeds):
+            seed = base.seed + s
+            TrainConfig.from_dict({**base.to_dict(), **over, "seed": seed}, source=f"{label}").validate()
+            trials.append({"id": f"c{c:03d}-s{seed}", "config": c, "label": label, "overrides": over, "seed": seed})
+    return {"base": base.to_dict(), "sweep": {"seeds": seeds, "metric": metric, "threshold": threshold},
+            "space": {"configs": [label for label, _ in configs]}, "trials": trials}
+
+
 def trial_config(manifest: dict, trial: dict, sweep_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict({**manifest["base"], **trial["overrides"], "seed": trial["seed"], "quiet": True,
                                   "out": str(sweep_dir / "trials" / trial["id"])})
@@ -214,9 +229,9 @@ def _start_ray(address, workers):
         ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kw)
 
 
-def run(config_file=None, out=None, resume_dir=None, address=None, workers=None, spec=None) -> dict:
+def run(config_file=None, out=None, resume_dir=None, address=None, workers=None, spec=None, manifest=None) -> dict:
     """Run (or, with ``resume_dir``, continue) a sweep; returns the summary. ``spec``: the parsed TOML
-    instead of ``config_file``."""
+    instead of ``config_file``; ``manifest``: the trials themselves (``manifest_for``)."""
     tune = _tune()
     if address:
         _check_address(address)                     # before anything is written
@@ -228,7 +243,7 @@ def run(config_file=None, out=None, resume_dir=None, address=None, workers=None,
     else:
         if out is None:
             raise ConfigError("sweep: give --out DIR (the sweep's folder)")
-        manifest = expand(spec if spec is not None else read_toml(config_file))
+        manifest = manifest or expand(spec if spec is not None else read_toml(config_file))
         sweep_dir = Path(out)
         if (sweep_dir / MANIFEST).exists():
             raise ConfigError(f"out: {sweep_dir} already holds a sweep; continue it with `rnnlab sweep --resume "
