@@ -153,7 +153,10 @@ def cmd_train(args) -> int:
     _print_summary(r)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
+            steps = sorted(r.step_seconds[1:]) or r.step_seconds    # the first step includes compiling
             json.dump({"final": r.final, "baseline": r.baseline, "seconds": r.seconds,
+                       "train_seconds": r.train_seconds,
+                       "median_step_ms": 1e3 * steps[len(steps) // 2] if steps else None,
                        "parameters": r.model.num_parameters(), "config": cfg.to_dict()}, fh, indent=2)
     return 0
 
