@@ -234,3 +234,24 @@ def test_compare_with_seeds_shows_the_spread(tmp_path, capsys):
     trial = json.loads((tmp_path / "c" / "seeds" / "sweep.json").read_text())["trials"][3]
     assert trial["overrides"]["zoneout"] == 0.1 and trial["seed"] == 1
     assert "## Over 2 seeds" in (tmp_path / "c" / "summary.md").read_text()
+
+
+@needs_ray
+def test_a_sweep_on_an_existing_cluster_by_address(tmp_path):
+    import shutil
+    ray_cli = shutil.which("ray")
+    assert ray_cli, "the ray command comes with ray[tune]"
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    start = subprocess.run([ray_cli, "start", "--head", "--port", "0", "--num-cpus", "2", "--include-dashboard=false",
+                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        (tmp_path / "s.toml").write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in {**BASE, "steps": 40}.items())
+                                         + '\n[sweep]\nseeds = 2\n')
+        p = subprocess.run([sys.executable, "-m", "rnnlab", "sweep", "s.toml", "--out", "sw", "--address", "auto"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert "| base | 2 |" in p.stdout
+        assert all((tmp_path / "sw" / "trials" / f"c000-s{s}" / "model.safetensors").exists() for s in (0, 1))
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -224,7 +224,12 @@ def _start_ray(address, workers):
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if address:
         _check_address(address)
-        ray.init(address=address, **kw)
+        try:
+            ray.init(address=address, **kw)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConfigError(f"address: could not join the Ray cluster at {address!r} ({str(exc).splitlines()[0]}); "
+                              f"on the cluster's own machines `--address auto` finds it, and a cluster with token "
+                              f"authentication needs its token (RAY_AUTH_TOKEN, see `ray get-auth-token`)") from None
     else:                                           # embedded, this machine only
         ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kw)
 
