@@ -6,8 +6,9 @@
    steps, different seeds) one after another in this process, then as an ``rnnlab sweep`` on a local Ray with
    ``--workers`` workers (one CPU each); wall-clock seconds for all of them, Ray's start-up included.
 2. Data-parallel speed-up: the character LSTM of docs/results.md (Shakespeare, 256 units, batch 32, 100-step
-   windows) for ``--dp-steps`` steps as one process (the library's own threads) and as ``mpiexec -n 2`` (one
-   thread per rank); the median time of a training step (the first, which compiles, left out).
+   windows) for ``--dp-steps`` steps as one process (the library's own threads), as one process on one thread,
+   and as ``mpiexec -n 2`` (one thread per rank); the median time of a training step (the first, which
+   compiles, left out).
 """
 from __future__ import annotations
 
@@ -47,12 +48,15 @@ def dp_speedup(steps, tmp):
             "--batch-size", "32", "--steps", str(steps), "--eval-every", "0", "--lr", "0.002", "--clip", "5",
             "--quiet"]
     out = {}
-    for name, prefix, env in (("1 process", [], {}), ("2 ranks", [mpiexec, "-n", "2"], {"RNNLAB_NUM_THREADS": "1"})):
+    one = {"RNNLAB_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    for name, prefix, env in (("1 process", [], {}), ("1 process, 1 thread", [], one),
+                              ("2 ranks", [mpiexec, "-n", "2"], one)):
         js = tmp / f"{name.replace(' ', '_')}.json"
         subprocess.run(prefix + [sys.executable, "-m", "rnnlab"] + args + ["--json", str(js)], check=True,
                        env={**os.environ, **env}, cwd=tmp)
         out[name] = json.loads(js.read_text())["median_step_ms"]
     out["speedup"] = out["1 process"] / out["2 ranks"]
+    out["speedup_vs_1_thread"] = out["1 process, 1 thread"] / out["2 ranks"]
     return out
 
 
@@ -80,7 +84,9 @@ def main(argv=None) -> int:
             print(f"data-parallel: not measured ({dp['error']})")
         else:
             print(f"data-parallel, character LSTM (B=32, T=100, H=256): median step {dp['1 process']:.1f} ms as one "
-                  f"process, {dp['2 ranks']:.1f} ms on 2 MPI ranks -> {dp['speedup']:.2f}x")
+                  f"process (its own threads), {dp['1 process, 1 thread']:.1f} ms as one process on one thread, "
+                  f"{dp['2 ranks']:.1f} ms on 2 MPI ranks (one thread each) -> {dp['speedup']:.2f}x and "
+                  f"{dp['speedup_vs_1_thread']:.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps({"machine": host.describe(), "sweep": sw, "data_parallel": dp}, indent=1))
     return 0

@@ -255,3 +255,17 @@ def test_a_sweep_on_an_existing_cluster_by_address(tmp_path):
         assert all((tmp_path / "sw" / "trials" / f"c000-s{s}" / "model.safetensors").exists() for s in (0, 1))
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@needs_ray
+def test_asha_stops_trials_and_resume_does_not_rerun_them(tmp_path):
+    spec = {**BASE, "steps": 200, "eval_every": 20,
+            "sweep": {"seeds": 2, "scheduler": "asha", "grace_steps": 20, "grid": {"lr": [1e-5, 3e-2]}}}
+    s = sweep.run(out=str(tmp_path / "sw"), spec=spec, workers=2)
+    status = json.loads((tmp_path / "sw" / "status.json").read_text())
+    trials = json.loads((tmp_path / "sw" / "sweep.json").read_text())["trials"]
+    for t in trials:                                  # each trial either ran to the end or was stopped by ASHA
+        assert sweep.finished(tmp_path / "sw" / "trials" / t["id"]) != (t["id"] in status["stopped"])
+    assert s["stopped_by_scheduler"] == status["stopped"]
+    again = sweep.run(resume_dir=str(tmp_path / "sw"))
+    assert again["rows"] == s["rows"]                 # nothing left to run: the same summary

@@ -220,7 +220,7 @@ def _check_address(address: str) -> None:
 def _start_ray(address, workers):
     import ray
     if ray.is_initialized():
-        return
+        return False
     kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
     if address:
         _check_address(address)
@@ -232,6 +232,7 @@ def _start_ray(address, workers):
                               f"authentication needs its token (RAY_AUTH_TOKEN, see `ray get-auth-token`)") from None
     else:                                           # embedded, this machine only
         ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kw)
+    return True
 
 
 def run(config_file=None, out=None, resume_dir=None, address=None, workers=None, spec=None, manifest=None) -> dict:
@@ -264,39 +265,50 @@ def run(config_file=None, out=None, resume_dir=None, address=None, workers=None,
                if not finished(sweep_dir / "trials" / t["id"]) and t["id"] not in status.get("stopped", [])]
     metric, mode, threshold = _metric(manifest, sw)
     if pending:
-        _start_ray(address, workers)
-        scheduler = None
-        if sw.get("scheduler"):
-            if sw["scheduler"] != "asha":
-                raise ConfigError(f"sweep.scheduler: expected 'asha', got {sw['scheduler']!r}")
-            from ray.tune.schedulers import ASHAScheduler
-            steps = int(manifest["base"]["steps"])
-            scheduler = ASHAScheduler(time_attr="step", max_t=steps,
-                                      grace_period=int(sw.get("grace_steps", max(1, steps // 4))))
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": 1}),
-            param_space={"trial": tune.grid_search(pending), "sweep_dir": str(sweep_dir.resolve())},
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, reuse_actors=True,
-                                        max_concurrent_trials=workers),
-            run_config=tune.RunConfig(name="tune", storage_path=str((sweep_dir / "tune").resolve()), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=3)))
-        results = tuner.fit()
-        stopped = set(status.get("stopped", []))
-        errors = []
-        for r in results:
-            tid = r.config["trial"]
-            if r.error is not None:
-                errors.append(f"{tid}: {type(r.error).__name__}: {str(r.error).splitlines()[-1][:300]}")
-            elif not finished(sweep_dir / "trials" / tid):
-                stopped.add(tid)                    # ended by the scheduler: not run again on --resume
-        status = {"stopped": sorted(stopped), "errors": errors}
-        atomic_write(sweep_dir / STATUS, json.dumps(status, indent=1).encode("utf-8"))
-        if errors:
-            raise ConfigError("sweep: trial(s) failed after Tune's retries: " + "; ".join(errors) +
-                              f"; their run folders are in {sweep_dir / 'trials'}; fix and `rnnlab sweep --resume "
-                              f"{sweep_dir}`")
+        started = _start_ray(address, workers)
+        try:
+            status = _fit(tune, manifest, sweep_dir, pending, workers, metric, mode, sw, status)
+        finally:
+            if started:
+                import ray
+                ray.shutdown()
     summary = summarize(sweep_dir, manifest, metric, mode, threshold, status)
     return summary
+
+
+def _fit(tune, manifest, sweep_dir, pending, workers, metric, mode, sw, status):
+    """The pending trials on Ray Tune; -> the new status (trials stopped by the scheduler, errors)."""
+    scheduler = None
+    if sw.get("scheduler"):
+        if sw["scheduler"] != "asha":
+            raise ConfigError(f"sweep.scheduler: expected 'asha', got {sw['scheduler']!r}")
+        from ray.tune.schedulers import ASHAScheduler
+        steps = int(manifest["base"]["steps"])
+        scheduler = ASHAScheduler(time_attr="step", max_t=steps,
+                                  grace_period=int(sw.get("grace_steps", max(1, steps // 4))))
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": 1}),
+        param_space={"trial": tune.grid_search(pending), "sweep_dir": str(sweep_dir.resolve())},
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, reuse_actors=True,
+                                    max_concurrent_trials=workers),
+        run_config=tune.RunConfig(name="tune", storage_path=str((sweep_dir / "tune").resolve()), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=3)))
+    results = tuner.fit()
+    stopped = set(status.get("stopped", []))
+    errors = []
+    for r in results:
+        tid = r.config["trial"]
+        if r.error is not None:
+            errors.append(f"{tid}: {type(r.error).__name__}: {str(r.error).splitlines()[-1][:300]}")
+        elif not finished(sweep_dir / "trials" / tid):
+            stopped.add(tid)                    # ended by the scheduler: not run again on --resume
+    status = {"stopped": sorted(stopped), "errors": errors}
+    atomic_write(sweep_dir / STATUS, json.dumps(status, indent=1).encode("utf-8"))
+    if errors:
+        raise ConfigError("sweep: trial(s) failed after Tune's retries: " + "; ".join(errors) +
+                          f"; their run folders are in {sweep_dir / 'trials'}; fix and `rnnlab sweep --resume "
+                          f"{sweep_dir}`")
+    return status
 
 
 def _read_status(sweep_dir):

@@ -16,8 +16,12 @@ from .errors import ConfigError, check_choice
 from .grad_mode import no_grad
 
 VARIANTS = {"rnn": ("rnn", {}), "lstm": ("lstm", {}), "gru": ("gru", {}), "gru-before": ("gru", {"reset": "before"}),
-            "mingru": ("mingru", {}), "minlstm": ("minlstm", {}), "indrnn": ("indrnn", {}), "lru": ("lru", {})}
+            "mingru": ("mingru", {}), "minlstm": ("minlstm", {}), "indrnn": ("indrnn", {}), "lru": ("lru", {}),
+            "rnn+options": ("rnn", {"recurrent_dropout": 0.1, "zoneout": 0.1}),
+            "lstm+options": ("lstm", {"recurrent_dropout": 0.1, "zoneout": 0.1, "layer_norm": True}),
+            "gru+options": ("gru", {"recurrent_dropout": 0.1, "zoneout": 0.1, "layer_norm": True})}
 DIAGONAL = ("mingru", "minlstm", "indrnn", "lru")         # one compiled backend: their whole loop ("loop")
+LOOP_ONLY = DIAGONAL + ("rnn+options", "lstm+options", "gru+options")   # the options: kernels/variants.py
 
 
 def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report=None) -> dict:
@@ -42,7 +46,7 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
             for backend in backends:
                 if backend == "split" and (num_threads() < 2 or opts.get("reset") == "before"):
                     continue                                    # the split path would not serve these calls
-                if cell in DIAGONAL and backend != "loop":
+                if name in LOOP_ONLY and backend != "loop":
                     continue
                 t0 = time.perf_counter()
                 layer = layer_class(cell)(3, 4, dtype=dtype, seed=0, backend=backend, **opts)
