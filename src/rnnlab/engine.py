@@ -41,6 +41,9 @@ _MODULES = {"numpy": "rnnlab.recurrent", "loop": "rnnlab.kernels.loop", "hybrid"
 LOOP_MAX_VFMA = 1 << 14
 SPLIT_MIN_VFMA = 1 << 10
 BLAS_SINGLE_THREAD_WORK = 1 << 20    # multiply-adds per step below which BLAS runs on one thread
+# recurrent dropout, zoneout, layer norm: the compiled loop (one thread) up to this size, above it the NumPy
+# reference, whose per-step BLAS products use every core (measured with 16 float32 lanes: docs/performance.md)
+VARIANT_LOOP_MAX_VFMA = 1 << 17
 
 
 def module(backend: str):
@@ -90,10 +93,10 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
         return backend
     if segment or reference or (backend == "auto" and not kernels.available()):
         return "numpy"
-    if loop_only:
-        return "loop"
     from .kernels.packed_gemm import vector_bytes
     vfma = B * GH * H * itemsize // vector_bytes()
+    if loop_only:                   # the options' one-thread loop, or the reference's multi-threaded BLAS products
+        return "loop" if vfma <= VARIANT_LOOP_MAX_VFMA else "numpy"
     if _split_serves(cell_name, opts) and B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
         from .kernels import split
         n = split.threads_for(B)

@@ -388,8 +388,8 @@ class LSTM(RecurrentLayer):
     W_hr^T of size P, ``weight_hr_l{k}`` (P, H), ``weight_hh`` (4H, P), output (T, B, D*P), h_0 (L*D, B, P),
     c_0 (L*D, B, H); the NumPy reference only (``auto`` picks it).
     ``layer_norm=True``: LN(x W_ih^T), LN(h W_hh^T) and LN(c_t) with their gains and biases (``ln_ih_*``,
-    ``ln_hh_*`` (4H,), ``ln_c_*`` (H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto`` picks the loop),
-    as recurrent dropout and zoneout.
+    ``ln_hh_*`` (4H,), ``ln_c_*`` (H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto``: the loop for small
+    steps, the reference above; ``engine.choose``), as recurrent dropout and zoneout.
     """
 
     cell_name = "lstm"
@@ -462,7 +462,8 @@ class GRU(RecurrentLayer):
     ``reset='after'`` (default) is PyTorch's/cuDNN's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``;
     ``reset='before'`` is Cho et al. 2014's ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
     ``layer_norm=True`` (reset='after'): LN(x W_ih^T) and LN(h W_hh^T) with their gains and biases
-    (``ln_ih_*``, ``ln_hh_*`` (3H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto`` picks the loop).
+    (``ln_ih_*``, ``ln_hh_*`` (3H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto``: the loop for small
+    steps, the reference above; ``engine.choose``).
     """
 
     cell_name = "gru"
