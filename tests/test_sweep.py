@@ -241,14 +241,21 @@ def test_a_sweep_on_an_existing_cluster_by_address(tmp_path):
     import shutil
     ray_cli = shutil.which("ray")
     assert ray_cli, "the ray command comes with ray[tune]"
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    start = subprocess.run([ray_cli, "start", "--head", "--port", "0", "--num-cpus", "2", "--include-dashboard=false",
-                            "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=120)
+    import re
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")   # the cluster's token, by file
+    start = subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "2",
+                            "--include-dashboard=false", "--disable-usage-stats"], env=env, capture_output=True,
+                           text=True, timeout=120)
     assert start.returncode == 0, start.stderr[-2000:]
+    address = re.search(r"ray start --address='([^']+)'", start.stdout + start.stderr).group(1)
     try:
         (tmp_path / "s.toml").write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in {**BASE, "steps": 40}.items())
                                          + '\n[sweep]\nseeds = 2\n')
-        p = subprocess.run([sys.executable, "-m", "rnnlab", "sweep", "s.toml", "--out", "sw", "--address", "auto"],
+        p = subprocess.run([sys.executable, "-m", "rnnlab", "sweep", "s.toml", "--out", "sw", "--address", address],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
         assert "| base | 2 |" in p.stdout

@@ -228,8 +228,9 @@ def _start_ray(address, workers):
             ray.init(address=address, **kw)
         except (ConnectionError, RuntimeError) as exc:
             raise ConfigError(f"address: could not join the Ray cluster at {address!r} ({str(exc).splitlines()[0]}); "
-                              f"on the cluster's own machines `--address auto` finds it, and a cluster with token "
-                              f"authentication needs its token (RAY_AUTH_TOKEN, see `ray get-auth-token`)") from None
+                              f"a cluster with token authentication needs RAY_AUTH_MODE=token and its token in "
+                              f"RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head prints it); "
+                              f"on the cluster's own machines `--address auto` finds it") from None
     else:                                           # embedded, this machine only
         ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kw)
     return True
