@@ -50,6 +50,12 @@ def test_the_space_and_its_refusals(tmp_path):
     with pytest.raises(ConfigError, match="no Ray cluster answers at '127.0.0.1:1'"):
         sweep.run(out=str(tmp_path / "never"), spec=SPEC, address="127.0.0.1:1")
     assert time.time() - t0 < 30 and not (tmp_path / "never").exists()
+    from rnnlab.runlock import RunLock, RunLockedError
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "sweep.json").write_text(json.dumps(m))
+    with RunLock(tmp_path / "held"):                                   # one driver per sweep folder
+        with pytest.raises(RunLockedError, match=f"being written by process {os.getpid()}"):
+            sweep.run(resume_dir=str(tmp_path / "held"))
 
 
 def test_summary_over_seeds(tmp_path):

@@ -51,6 +51,7 @@ import numpy as np
 from .checkpoint import atomic_write
 from .config import TrainConfig, read_toml
 from .errors import ConfigError, closest
+from .runlock import RunLock
 
 MANIFEST = "sweep.json"
 STATUS = "status.json"
@@ -242,15 +243,22 @@ def run(config_file=None, out=None, resume_dir=None, address=None, workers=None,
     tune = _tune()
     if address:
         _check_address(address)                     # before anything is written
+    folder = resume_dir if resume_dir is not None else out
+    if folder is None:
+        raise ConfigError("sweep: give --out DIR (the sweep's folder)")
+    if resume_dir is not None and not (Path(resume_dir) / MANIFEST).is_file():
+        raise ConfigError(f"--resume: {resume_dir} holds no {MANIFEST}; is it a folder made by rnnlab sweep?")
+    if resume_dir is None:
+        manifest = manifest or expand(spec if spec is not None else read_toml(config_file))   # checked before writing
+    with RunLock(folder):                           # one driver per sweep folder
+        return _run(manifest, out, resume_dir, address, workers, tune)
+
+
+def _run(manifest, out, resume_dir, address, workers, tune):
     if resume_dir is not None:
         sweep_dir = Path(resume_dir)
-        if not (sweep_dir / MANIFEST).is_file():
-            raise ConfigError(f"--resume: {sweep_dir} holds no {MANIFEST}; is it a folder made by rnnlab sweep?")
         manifest = json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
     else:
-        if out is None:
-            raise ConfigError("sweep: give --out DIR (the sweep's folder)")
-        manifest = manifest or expand(spec if spec is not None else read_toml(config_file))
         sweep_dir = Path(out)
         if (sweep_dir / MANIFEST).exists():
             raise ConfigError(f"out: {sweep_dir} already holds a sweep; continue it with `rnnlab sweep --resume "
