@@ -333,6 +333,7 @@ def cmd_compare(args) -> int:
             import shutil
             shutil.rmtree(seeds_dir)                # the report folder is rewritten on every compare
         res["seeds"] = sweep.run(out=str(seeds_dir), manifest=manifest, workers=args.workers)
+        res["seeds"]["table"] = sweep.table(res["seeds"])
         print(f"\nover {args.seeds} seeds ({cfg.seed} .. {cfg.seed + args.seeds - 1}), trials in {seeds_dir}:")
         print(sweep.table(res["seeds"]))
     paths = write_compare_report(res, args.report)

@@ -254,13 +254,12 @@ def write_compare_report(res: dict, out_dir) -> dict:
                  "geometrically is the vanishing gradient of the seed's eigenvalue argument; the exact Jacobian "
                  "norms below show the same through the recurrence alone.")
     sections = [("Results", intro + "\n\n" + table, [figs["learning"]])]
-    if res.get("seeds"):
-        from .sweep import table as seeds_table
+    if res.get("seeds"):                            # the sweep runner's summary and table (cli: compare --seeds)
         sd = res["seeds"]
         sections.append((f"Over {sd['rows'][0]['seeds']} seeds", "Each entry trained again with consecutive seeds "
                          "(the trials' run folders are in seeds/trials): the final validation metric's mean, standard "
                          "deviation and 95 % Student-t interval, and how many seeds reached the threshold.\n\n" +
-                         seeds_table(sd), [{"png": out_dir / "seeds" / "curves.png"}]))
+                         sd["table"], [{"png": out_dir / "seeds" / "curves.png"}]))
     sections.append(("Gradient flow", grad_text, [figs["grad"], figs["jac"]]))
     if "gates" in figs:
         sections.append(("Gates", "LSTM: the product of forget gates over k steps scales the cell-path gradient "
