@@ -32,7 +32,7 @@ to Tune; a trial whose worker dies is started again by Tune (``FailureConfig``) 
 last checkpoint; ``rnnlab sweep --resume DIR`` after the driver died runs only the trials that have not
 finished (those continue from their checkpoints). At the end: per configuration the mean, standard deviation
 and 95 % interval (Student's t) over seeds of the final metric, steps-to-threshold, and the learning curves
-with +-1 standard deviation bands, in DIR/summary.md, summary.json, report.html and curves.png.
+with bands (+-1 standard deviation; the seeds' range on a log axis), in DIR/summary.md, summary.json, report.html and curves.png.
 
 Needs the ``sweep`` extra: ``pip install 'rnnlab[sweep]'`` (ray[tune], scipy).
 """
@@ -295,6 +295,7 @@ def _fit(tune, manifest, sweep_dir, pending, workers, metric, mode, sw, status):
         steps = int(manifest["base"]["steps"])
         scheduler = ASHAScheduler(time_attr="step", max_t=steps,
                                   grace_period=int(sw.get("grace_steps", max(1, steps // 4))))
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")     # the reporter that honours verbose=0
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"cpu": 1}),
         param_space={"trial": tune.grid_search(pending), "sweep_dir": str(sweep_dir.resolve())},
@@ -381,11 +382,11 @@ def summarize(sweep_dir, manifest, metric, mode, threshold, status=None) -> dict
         rows.append({"config": c, "label": g["label"], "seeds": len(finals), "finished": done, "mean": mean, "sd": sd,
                      "ci95": ci, "reached": len(hits), "steps_to_threshold": float(np.median(hits)) if hits else None,
                      "values": finals})
-        curves[g["label"]] = {s: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
-                              for s, v in sorted(curve.items())}
+        curves[g["label"]] = {s: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                                  float(np.min(v)), float(np.max(v))) for s, v in sorted(curve.items())}
     summary = {"metric": metric, "mode": mode, "threshold": threshold, "rows": rows,
                "stopped_by_scheduler": status.get("stopped", []),
-               "curves": {k: [[s, m, sd] for s, (m, sd) in v.items()] for k, v in curves.items()}}
+               "curves": {k: [[s, *stats] for s, stats in v.items()] for k, v in curves.items()}}   # step mean sd min max
     _write_reports(Path(sweep_dir), summary)
     return summary
 
@@ -409,16 +410,17 @@ def _write_reports(sweep_dir: Path, summary):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
+    log = summary["mode"] == "min" and all(p[3] > 0 for pts in summary["curves"].values() for p in pts)
     for label, pts in summary["curves"].items():
-        s, m, sd = (np.array(v, float) for v in zip(*pts))
+        s, m, sd, lo, hi = (np.array(v, float) for v in zip(*pts))
         ax.plot(s, m, label=label)
-        ax.fill_between(s, m - sd, m + sd, alpha=0.2)
+        ax.fill_between(s, lo if log else m - sd, hi if log else m + sd, alpha=0.2)
     ax.set_xlabel("step")
     ax.set_ylabel(f"validation {summary['metric']}")
-    if summary["mode"] == "min" and all(p[1] > 0 for pts in summary["curves"].values() for p in pts):
-        ax.set_yscale("log")
+    if log:
+        ax.set_yscale("log")                        # a +-sd band has no lower edge there: the seeds' range
     ax.legend(fontsize=7)
-    ax.set_title("mean over seeds, band +-1 sd")
+    ax.set_title("mean over seeds, band: " + ("lowest to highest seed" if log else "+-1 sd"))
     fig.tight_layout()
     fig.savefig(sweep_dir / "curves.png", dpi=110)
     plt.close(fig)
