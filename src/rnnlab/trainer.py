@@ -493,10 +493,13 @@ def _announce(trainer):
               ", ".join(f"rank {r}={p}" for r, p in enumerate(pids)), flush=True)
 
 
-def _track(trainer):
+def _start(trainer) -> RunResult:
+    """Once the run folder is held: the ranks' pids, the trackers, then the training loop."""
+    _announce(trainer)
     if trainer.run_dir is not None and trainer.cfg.track:
         from .tracking import Trackers
         trainer.trackers = Trackers(trainer.run_dir, trainer.cfg)
+    return trainer.run()
 
 
 def train(config, progress: bool = False, task=None, on_record=None) -> RunResult:
@@ -525,9 +528,7 @@ def train(config, progress: bool = False, task=None, on_record=None) -> RunResul
     try:
         trainer.run_dir = trainer.result.out = _lead(trainer, prepare)
         trainer.has_out = bool(cfg.out)
-        _announce(trainer)
-        _track(trainer)
-        return trainer.run()
+        return _start(trainer)
     finally:
         for lock in locks:
             lock.release()
@@ -552,9 +553,7 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
             trainer.restore(ckpt)
         if trainer.rank == 0:
             _drop_records_after(run_dir, trainer.step)
-        _announce(trainer)
-        _track(trainer)
-        return trainer.run()
+        return _start(trainer)
     finally:
         for lock in locks:
             lock.release()

@@ -396,6 +396,22 @@ def _flat(v, T, B, dt):
     return np.ascontiguousarray(v, dtype=dt).reshape(T * B, -1)
 
 
+def _shares(keep, dt) -> list:
+    """Zoneout's (h, c) shares as the kernels take them: placeholders without zoneout, h's twice for one state."""
+    ks = list(keep) if keep is not None else [np.empty((1, 1), dt)]
+    return ks + ks[:1] if len(ks) == 1 else ks
+
+
+def _ln_gains(ln, GH, H, dt) -> np.ndarray:
+    """lng (4, G*H): LN_h's gain and bias, then LN_c's (first H entries); zeros without layer norm."""
+    lng = np.zeros((4, GH), dt)
+    if ln is not None:
+        lng[0], lng[1] = ln["h"]
+        if "c" in ln:
+            lng[2, :H], lng[3, :H] = ln["c"]
+    return lng
+
+
 def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None):
     T, B, I = x.shape
     GH, H = W_hh.shape
@@ -415,9 +431,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     has_rm = rm is not None
     rm = np.ascontiguousarray(rm, dtype=dt) if has_rm else np.empty((1, 1), dt)
     has_zo = zoneout is not None
-    ks = [_flat(k, T, B, dt) for k in zoneout] if has_zo else [np.empty((1, 1), dt)] * 2
-    if len(ks) == 1:
-        ks.append(ks[0])
+    ks = _shares([_flat(k, T, B, dt) for k in zoneout] if has_zo else None, dt)
     has_b = b_hh is not None
     b = b_hh if has_b else np.empty(1, dt)
     WT = np.ascontiguousarray(W_hh.T)
@@ -427,11 +441,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     h0 = np.ascontiguousarray(state0[0])
     hT = np.empty((B, H), dt)
     Hs = cache((n, 1, H), dt).reshape(n, H)
-    lng = np.zeros((4, GH), dt)
-    if ln is not None:
-        lng[0], lng[1] = ln["h"]
-        if "c" in ln:
-            lng[2, :H], lng[3, :H] = ln["c"]
+    lng = _ln_gains(ln, GH, H, dt)
     nl = n if ln is not None else 1
     Vh, Ih = np.empty((nl, GH), dt), np.empty(nl, dt)
     arrays = dict(cell=cell_name, Hs=Hs, XW_ln=ln_x, rm=rm if has_rm else None, keep=ks[:len(state0)] if has_zo
@@ -471,15 +481,9 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace):
     m2 = np.ascontiguousarray(cache.mask[..., 0]) if has_mask else np.empty((T, 1), dt)
     has_rm, has_zo, has_ln = c.rm is not None, c.keep is not None, c.XW_ln is not None
     rm = c.rm if has_rm else np.empty((1, 1), dt)
-    ks = list(c.keep) if has_zo else [np.empty((1, 1), dt)]
-    if len(ks) == 1:
-        ks.append(ks[0])
+    ks = _shares(c.keep, dt)
     ln = cache.opts.get("ln")
-    lng = np.zeros((4, GH), dt)
-    if has_ln:
-        lng[0], lng[1] = ln["h"]
-        if "c" in ln:
-            lng[2, :H], lng[3, :H] = ln["c"]
+    lng = _ln_gains(ln if has_ln else None, GH, H, dt)
     dln = np.zeros((4, GH), dt)
     d_out = np.ascontiguousarray(d_out)
     W = np.ascontiguousarray(W_hh)
