@@ -5,19 +5,21 @@ both operands on every call; with a few dozen rows per thread that packing is a 
 W is packed once per sequence into column panels (``pack``), and each step runs a register-blocked
 micro-kernel over them (``pgemm``; docs/performance.md).
 
-Vectors sized to the host (``kernels.host.variant()``, or ``RNNLAB_SIMD``): 512-bit vectors and MR = 12 rows
-where AVX-512 gives 32 vector registers, 256-bit (AVX2) or 128-bit vectors and MR = 6 with 16 registers; the
-2*MR accumulators, two panel vectors and a broadcast fit the register file. The variant reaches the compiled
-code as the type of a token argument (``token()``: an empty int8, int16 or int32 array), so each variant is
-compiled, and cached, only where it is used, and a cached kernel never serves another variant. Each variant
-runs (more slowly) on narrower hardware, where LLVM splits its vectors, and they give bit-identical results:
-each entry of C is the same fused multiply-adds in the same k order.
+Vectors sized to the host (``kernels.host.variant()``, or ``RNNLAB_SIMD``): 512-bit vectors and a tile of
+MR = 8 rows by NV = 2 vectors where AVX-512 gives 32 vector registers, 256-bit (AVX2) or 128-bit vectors and
+4 rows by 3 vectors with 16 registers (``TILES``): the MR*NV accumulators, NV panel vectors and a broadcast
+fit the register file. The variant reaches the compiled code as the type of a token argument (``token()``:
+an empty int8, int16 or int32 array), so each variant is compiled, and cached, only where it is used, and a
+cached kernel never serves another variant. Each variant runs (more slowly) on narrower hardware, where LLVM
+splits its vectors, and they give bit-identical results: each entry of C is the same fused multiply-adds in
+the same k order.
 
 Layout. ``pack(W)`` gives P (ceil(N / NR), K, NR): panel p holds columns p*NR .. p*NR+NR-1 of W, zero padded,
-row k of the panel contiguous. NR = 2 vectors (float32: 32, 16 or 8 columns). The micro-kernel computes an
-(mr <= MR, NR) block of C: 2*mr vector accumulators stay in registers for the whole k loop, and each k costs
-two vector loads of the panel, mr broadcasts of A and 2*mr fused multiply-adds. K is split in blocks of KC
-only beyond 1024: a panel of the recurrent products (K = I + H + 1) streams from the second-level cache well
+row k of the panel contiguous. NR = NV vectors (float32: 32 columns with 512-bit vectors, 24 with 256-bit, 12
+with 128-bit). The micro-kernel computes an (mr <= MR, NR) block of C: NV*mr vector accumulators stay in
+registers for the whole k loop, and each k costs NV vector loads of the panel, mr broadcasts of A and NV*mr
+fused multiply-adds; the k loop is kept from unrolling (``_no_unroll``). K is split in blocks of KC only
+beyond 1024: a panel of the recurrent products (K = I + H + 1) streams from the second-level cache well
 enough, and each block adds a pass over C and a short last block.
 
 The micro-kernel is written in LLVM IR (``numba.extending.intrinsic``) because Numba gives no way to keep a
@@ -35,11 +37,17 @@ from numba.extending import intrinsic, overload
 
 from . import host
 
-MR_MAX = 12                                     # the most rows of C per micro-kernel call (any variant)
+# (MR rows, NV vectors) of the register tile per variant: MR * NV accumulators, NV panel vectors and a
+# broadcast in the register file (32 with AVX-512, 16 otherwise). Measured on znver4 with each variant's
+# code (docs/performance.md): 8 x 2 ran at 100-112 GFLOP/s on one core against 86-100 for 12 x 2, and 4 x 3
+# at 78-107 against 57-91 for 6 x 2 (haswell and znver4 code generation)
+TILES = {"avx512": (8, 2), "avx2": (4, 3), "sse": (4, 3)}
+MR_MAX = max(mr for mr, _ in TILES.values())     # the most rows of C per micro-kernel call (any variant)
 KC = 1024                                       # K block (see pgemm)
 _ITEM = {types.float32: 4, types.float64: 8}
 _TOKEN = {"sse": np.int8, "avx2": np.int16, "avx512": np.int32}     # the variant as a type
 _TOKEN_VB = {types.int8: 16, types.int16: 32, types.int32: 64}      # -> bytes per vector
+_TOKEN_NAME = {types.int8: "sse", types.int16: "avx2", types.int32: "avx512"}
 
 
 def vector_bytes() -> int:
@@ -53,14 +61,29 @@ def token() -> np.ndarray:
 
 
 def nr(dtype) -> int:
-    """Columns per packed panel: two vectors of the variant in use."""
-    return 2 * vector_bytes() // np.dtype(dtype).itemsize
+    """Columns per packed panel: NV vectors of the variant in use (``TILES``)."""
+    return TILES[host.variant()][1] * vector_bytes() // np.dtype(dtype).itemsize
 
 
 def _vb(tok) -> int:
     if not isinstance(tok, types.Array) or tok.dtype not in _TOKEN_VB:
         raise TypingError(f"packed_gemm: expected a variant token (packed_gemm.token()), got {tok}")
     return _TOKEN_VB[tok.dtype]
+
+
+def _variant_of(tok) -> str:
+    _vb(tok)
+    return _TOKEN_NAME[tok.dtype]
+
+
+def _no_unroll(mod):
+    """Loop metadata that keeps LLVM from unrolling the k loop: unrolled copies interleaved by the scheduler
+    need more than the register file holds (a 12-row tile spilled its accumulators on znver4), and one
+    iteration already has 2 * MR independent multiply-adds."""
+    s = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
+    loop_id = mod.add_metadata([s, s])
+    loop_id.operands = (loop_id, s)                     # a loop ID refers to itself first (LLVM LangRef)
+    return loop_id
 
 
 def _make_ukr(MR, NV):
@@ -138,7 +161,8 @@ def _make_ukr(MR, NV):
             k.add_incoming(k1, loop)
             for ph, x in zip(phis, new):
                 ph.add_incoming(x, loop)
-            builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+            back = builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+            back.set_metadata("llvm.loop", _no_unroll(mod))
 
             builder.position_at_end(done)
             outs = []
@@ -154,7 +178,10 @@ def _make_ukr(MR, NV):
     return ukr
 
 
-_u12, _u8, _u6, _u4, _u2, _u1 = (_make_ukr(m, 2) for m in (12, 8, 6, 4, 2, 1))
+_U2 = {m: _make_ukr(m, 2) for m in (8, 4, 2, 1)}                 # 2 vectors wide: the 512-bit tiles
+_U3 = {m: _make_ukr(m, 3) for m in (4, 2, 1)}                    # 3 vectors wide: the 256- and 128-bit tiles
+_u8, _u4, _u2, _u1 = (_U2[m] for m in (8, 4, 2, 1))
+_v4, _v2, _v1 = (_U3[m] for m in (4, 2, 1))
 _r8, _r4, _r2, _r1 = (_make_ukr(1, n) for n in (8, 4, 2, 1))     # one row, 8 .. 1 vectors wide
 
 
@@ -164,10 +191,10 @@ def _take(m, tok):  # pragma: no cover - replaced by the overload below
 
 @overload(_take, inline="always")
 def _take_impl(m, tok):
-    """Rows of C for the next micro-kernel call when m rows are left: MR, then 8/4/2/1 (512-bit) or 4/2/1."""
-    if _vb(tok) == 64:
-        return lambda m, tok: 12 if m >= 12 else 8 if m >= 8 else 4 if m >= 4 else 2 if m >= 2 else 1
-    return lambda m, tok: 6 if m >= 6 else 4 if m >= 4 else 2 if m >= 2 else 1
+    """Rows of C for the next micro-kernel call when m rows are left: MR (the variant's), then 4/2/1."""
+    if TILES[_variant_of(tok)][0] == 8:
+        return lambda m, tok: 8 if m >= 8 else 4 if m >= 4 else 2 if m >= 2 else 1
+    return lambda m, tok: 4 if m >= 4 else 2 if m >= 2 else 1
 
 
 def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):  # pragma: no cover - replaced by the overload below
@@ -177,11 +204,9 @@ def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):  # pragma: no cover - r
 @overload(_rows, inline="always")
 def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
     """The micro-kernel of mr rows (a value of ``_take``) of the token's variant: only its kernels compile."""
-    if _vb(tok) == 64:
-        def rows512(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
-            if mr == 12:
-                _u12(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-            elif mr == 8:
+    if TILES[_variant_of(tok)][1] == 2:
+        def rows2(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+            if mr == 8:
                 _u8(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
             elif mr == 4:
                 _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
@@ -189,18 +214,16 @@ def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
                 _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
             else:
                 _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        return rows512
+        return rows2
 
-    def rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
-        if mr == 6:
-            _u6(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        elif mr == 4:
-            _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+    def rows3(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+        if mr == 4:
+            _v4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
         elif mr == 2:
-            _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            _v2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
         else:
-            _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-    return rows
+            _v1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+    return rows3
 
 
 def _lanes(z, tok):  # pragma: no cover - replaced by the overload below
@@ -213,6 +236,16 @@ def _lanes_impl(z, tok):
         raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
     VW = _vb(tok) // _ITEM[z]
     return lambda z, tok: VW
+
+
+def _nv(tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_nv, inline="always")
+def _nv_impl(tok):
+    NV = TILES[_variant_of(tok)][1]
+    return lambda tok: NV
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -315,7 +348,7 @@ def pgemm(C, A, P, N, acc, tile, tok):
     ldc = C.strides[0] // isz
     a0, c0, p0, t0 = A.ctypes.data, C.ctypes.data, P.ctypes.data, tile.ctypes.data
     z = tile[0, 0]
-    if NR != 2 * _lanes(z, tok):
+    if NR != _nv(tok) * _lanes(z, tok):
         raise ValueError("pgemm: the panels were packed for another vector variant than the token's")
     if K == 0 and not acc:
         C[:, :N] = 0.0
