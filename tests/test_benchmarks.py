@@ -78,3 +78,15 @@ def test_scan_and_variant_benchmarks_run(tmp_path, capsys):
     assert {r["backend"] for r in v if "peephole" in r["variant"]} == {"numpy"}
     out = capsys.readouterr().out
     assert "| lstm+layer_norm | loop |" in out and "| lstm+layer_norm | numpy |" in out
+
+
+def test_tile_benchmark_checks_and_times_every_candidate(tmp_path, capsys):
+    from benchmarks.tiles import CANDIDATES, main
+    out = tmp_path / "tiles.json"
+    assert main(["--shapes", "5,7,40", "--variants", "sse", "--reps", "1", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["shape"] == [5, 7, 40] and row["openblas_1thread"] > 0
+    assert all(row[f"sse {m}x{n}"] > 0 for m, n in CANDIDATES["sse"])
+    assert "sse 4x3*" in capsys.readouterr().out              # the tile rnnlab uses is marked
+    with pytest.raises(SystemExit):
+        main(["--variants", "neon"])

@@ -11,7 +11,8 @@ Every backend has the same two functions, per layer and direction:
     "loop"    rnnlab.kernels.loop     the whole time loop compiled, one thread
     "hybrid"  rnnlab.kernels.hybrid   BLAS for each step's product, one compiled gate kernel per step
     "split"   rnnlab.kernels.split    the batch's rows over threads, each running the whole time loop
-    "auto"    the fastest that serves the call (``choose``); "numba": the same among the compiled three
+    "units"   rnnlab.kernels.units    inference: the hidden units over threads, each keeping its weights
+    "auto"    the fastest that serves the call (``choose``); "numba": the same among the compiled ones
 
 This module stacks the layers and directions (dropout between layers), picks the backend once per call,
 sets the BLAS threads for it, and keeps the caches typed (``rnnlab.caches``). A backend that cannot serve a
@@ -29,10 +30,10 @@ from . import kernels
 from .caches import DirCache, ForwardCache, LayerCache
 from .errors import BackendError, ConfigError, check_choice
 
-BACKENDS = ("auto", "numba", "numpy", "loop", "hybrid", "split")
-COMPILED = ("loop", "hybrid", "split")
+BACKENDS = ("auto", "numba", "numpy", "loop", "hybrid", "split", "units")
+COMPILED = ("loop", "hybrid", "split", "units")
 _MODULES = {"numpy": "rnnlab.recurrent", "loop": "rnnlab.kernels.loop", "hybrid": "rnnlab.kernels.hybrid",
-            "split": "rnnlab.kernels.split"}
+            "split": "rnnlab.kernels.split", "units": "rnnlab.kernels.units"}
 
 # The auto choice, in vector multiply-adds of one step's recurrent product (B * G*H * H / lanes, the lanes of the
 # host's vectors for the dtype: kernels.host): the batch split from two rows when each thread gets
@@ -44,6 +45,10 @@ BLAS_SINGLE_THREAD_WORK = 1 << 20    # multiply-adds per step below which BLAS r
 # recurrent dropout, zoneout, layer norm: the compiled loop (one thread) up to this size, above it the NumPy
 # reference, whose per-step BLAS products use every core (measured with 16 float32 lanes: docs/performance.md)
 VARIANT_LOOP_MAX_VFMA = 1 << 17
+# inference on one row over at least UNITS_MIN_STEPS steps (a call copies each thread's weights out): the units
+# split where each thread gets at least UNITS_MIN_VFMA vector multiply-adds per step of [x h 1] [W_ih W_hh b]^T
+UNITS_MIN_STEPS = 64
+UNITS_MIN_VFMA = 1 << 12
 
 
 def module(backend: str):
@@ -63,7 +68,7 @@ def check_backend(backend, cell_name, opts, segment, reference=(), loop_only=())
     if reference and backend not in ("auto", "numpy"):
         raise BackendError(f"{', '.join(reference)}: runs on backend='numpy' only, got backend={backend!r}; use "
                            f"'numpy' or 'auto' (which picks it)")
-    if loop_only and backend in ("hybrid", "split"):
+    if loop_only and backend in ("hybrid", "split", "units"):
         raise BackendError(f"{', '.join(loop_only)}: runs on backend='loop' (compiled) or 'numpy', got "
                            f"backend={backend!r}; use 'loop', 'numpy' or 'auto' (which picks the loop)")
     if backend not in ("auto", "numpy") and not kernels.available():
@@ -72,16 +77,29 @@ def check_backend(backend, cell_name, opts, segment, reference=(), loop_only=())
     if segment and backend not in ("auto", "numpy"):
         raise BackendError(f"bptt_segment: the segment recomputation runs on backend='numpy' only, got "
                            f"backend={backend!r}; use backend='numpy' or 'auto' (which picks it)")
-    if backend == "split" and not _split_serves(cell_name, opts):
-        raise BackendError("backend: 'split' serves the RNN, the LSTM and the GRU with reset='after', got a GRU "
+    if backend in ("split", "units") and not _split_serves(cell_name, opts):
+        raise BackendError(f"backend: {backend!r} serves the RNN, the LSTM and the GRU with reset='after', got a GRU "
                            "with reset='before'; use 'loop', 'hybrid' or 'numpy'")
     return backend
 
 
-def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=False, loop_only=False) -> str:
+def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=False, loop_only=False, keep=True,
+           K=None, T=None) -> str:
     """The backend for one call of B rows: ``backend`` itself when it names one (checked that it can serve
     the call), else the automatic choice (itemsize: of the dtype, 4 or 8; ``reference``: the layer uses an
-    option only the NumPy reference implements; ``loop_only``: one that only it and the compiled loop do)."""
+    option only the NumPy reference implements; ``loop_only``: one that only it and the compiled loop do;
+    ``keep``: a forward for training; K: the rows of the step's product, I + H (+ 1), H if not given; T: the
+    steps of the call, if known)."""
+    if backend == "units":
+        from .kernels import units
+        if keep:
+            raise BackendError("backend: 'units' runs inference only (under rnnlab.no_grad() or evaluation), got "
+                               "a forward for training; use 'split', 'loop' or 'auto'")
+        if units.threads_for(H) < 2:
+            raise BackendError(f"backend: 'units' needs at least 2 threads and {2 * units.MIN_UNITS} hidden units, "
+                               f"got {units.threads_for(H)} thread(s) for H={H} "
+                               f"(RNNLAB_NUM_THREADS={units.num_threads()}); use 'loop' or 'split'")
+        return backend
     if backend == "split":
         from .kernels import split
         n = split.threads_for(B)
@@ -97,6 +115,11 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
     vfma = B * GH * H * itemsize // vector_bytes()
     if loop_only:                   # the options' one-thread loop, or the reference's multi-threaded BLAS products
         return "loop" if vfma <= VARIANT_LOOP_MAX_VFMA else "numpy"
+    if not keep and B == 1 and (T or 0) >= UNITS_MIN_STEPS and _split_serves(cell_name, opts):
+        from .kernels import units
+        n = units.threads_for(H)
+        if n > 1 and GH * (K or H) * itemsize // vector_bytes() // n >= UNITS_MIN_VFMA:
+            return "units"
     if _split_serves(cell_name, opts) and B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
         from .kernels import split
         n = split.threads_for(B)
@@ -140,7 +163,7 @@ def blas_context(backend, B, GH, H):
     """BLAS threads for a forward or backward: one while the split path's threads run (BLAS workers woken by
     a two-thread product spin against them) or while the per-step products are small (thread start-up
     dominates them); all threads for large products."""
-    if backend == "split" or B * GH * H < BLAS_SINGLE_THREAD_WORK:
+    if backend in ("split", "units") or B * GH * H < BLAS_SINGLE_THREAD_WORK:
         return blas_single_thread()
     return contextlib.nullcontext()
 
@@ -232,7 +255,7 @@ def forward(layer, x, states0, mask, keep, guards=()):
     -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
     T, B, _ = x.shape
     L, D = layer.num_layers, layer.num_directions
-    backend = layer._choose(B)
+    backend = layer._choose(B, keep, T)
     mod = module(backend)
     extra = {}
     if backend == "numpy":

@@ -110,10 +110,10 @@ class RecurrentLayer:
         return ([k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
                 + (["layer_norm"] if getattr(self, "layer_norm", False) else []))
 
-    def _choose(self, B):
+    def _choose(self, B, keep=True, T=None):
         return engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
                              self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()),
-                             bool(self.loop_options()))
+                             bool(self.loop_options()), keep, self.input_size + self.hidden_size + 1, T)
 
     def option_params(self, l, d) -> dict:
         """Parameters of the cell's options for layer l, direction d, passed to its steps: the layer norm's

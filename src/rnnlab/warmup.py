@@ -3,7 +3,7 @@
 Numba compiles each kernel on its first call and keeps the machine code on disk (``cache=True``): the first
 process that uses a kernel pays for compiling it, later processes load it. This runs every compiled backend
 once on a tiny batch (forward with gradients and backward, with and without padded rows, and an inference
-forward) for the requested cells and dtypes.
+forward; "units", which serves inference only, the inference forward) for the requested cells and dtypes.
 """
 from __future__ import annotations
 
@@ -44,16 +44,19 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
         for name in cells:
             cell, opts = VARIANTS[name]
             for backend in backends:
-                if backend == "split" and (num_threads() < 2 or opts.get("reset") == "before"):
-                    continue                                    # the split path would not serve these calls
+                if backend in ("split", "units") and (num_threads() < 2 or opts.get("reset") == "before"):
+                    continue                                    # the threaded paths would not serve these calls
                 if name in LOOP_ONLY and backend != "loop":
                     continue
                 t0 = time.perf_counter()
-                layer = layer_class(cell)(3, 4, dtype=dtype, seed=0, backend=backend, **opts)
+                # the units path splits at least 8 units per thread, and runs inference only
+                H = 16 if backend == "units" else 4
+                layer = layer_class(cell)(3, H, dtype=dtype, seed=0, backend=backend, **opts)
                 x = rng.standard_normal((5, 4, 3)).astype(dtype)
                 for lengths in (None, np.array([5, 3, 4, 1])):
-                    out, _ = layer(x, lengths=lengths)
-                    layer.backward(np.ones_like(out))
+                    if backend != "units":
+                        out, _ = layer(x, lengths=lengths)
+                        layer.backward(np.ones_like(out))
                     with no_grad():
                         layer(x, lengths=lengths)
                 label = f"{name} {backend} {dtype}"
