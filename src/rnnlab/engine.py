@@ -98,7 +98,9 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
         if units.threads_for(H) < 2:
             raise BackendError(f"backend: 'units' needs at least 2 threads and {2 * units.MIN_UNITS} hidden units, "
                                f"got {units.threads_for(H)} thread(s) for H={H} "
-                               f"(RNNLAB_NUM_THREADS={units.num_threads()}); use 'loop' or 'split'")
+                               f"(RNNLAB_NUM_THREADS={units.num_threads()}"
+                               f"{'' if units.SUPPORTED else '; it needs POSIX sched_yield, which this platform lacks'}"
+                               f"); use 'loop' or 'split'")
         return backend
     if backend == "split":
         from .kernels import split

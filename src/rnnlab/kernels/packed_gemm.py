@@ -7,7 +7,7 @@ micro-kernel over them (``pgemm``; docs/performance.md).
 
 Vectors sized to the host (``kernels.host.variant()``, or ``RNNLAB_SIMD``): 512-bit vectors and a tile of
 MR = 8 rows by NV = 2 vectors where AVX-512 gives 32 vector registers, 256-bit (AVX2) or 128-bit vectors and
-4 rows by 3 vectors with 16 registers (``TILES``): the MR*NV accumulators, NV panel vectors and a broadcast
+6 rows by 2 vectors with 16 registers (``TILES``): the MR*NV accumulators, NV panel vectors and a broadcast
 fit the register file. The variant reaches the compiled code as the type of a token argument (``token()``:
 an empty int8, int16 or int32 array), so each variant is compiled, and cached, only where it is used, and a
 cached kernel never serves another variant. Each variant runs (more slowly) on narrower hardware, where LLVM
@@ -15,7 +15,7 @@ splits its vectors, and they give bit-identical results: each entry of C is the 
 the same k order.
 
 Layout. ``pack(W)`` gives P (ceil(N / NR), K, NR): panel p holds columns p*NR .. p*NR+NR-1 of W, zero padded,
-row k of the panel contiguous. NR = NV vectors (float32: 32 columns with 512-bit vectors, 24 with 256-bit, 12
+row k of the panel contiguous. NR = NV vectors (float32: 32 columns with 512-bit vectors, 16 with 256-bit, 8
 with 128-bit). The micro-kernel computes an (mr <= MR, NR) block of C: NV*mr vector accumulators stay in
 registers for the whole k loop, and each k costs NV vector loads of the panel, mr broadcasts of A and NV*mr
 fused multiply-adds; the k loop is kept from unrolling (``_no_unroll``). K is split in blocks of KC only
@@ -38,10 +38,10 @@ from numba.extending import intrinsic, overload
 from . import host
 
 # (MR rows, NV vectors) of the register tile per variant: MR * NV accumulators, NV panel vectors and a
-# broadcast in the register file (32 with AVX-512, 16 otherwise). Measured on znver4 with each variant's
-# code (docs/performance.md): 8 x 2 ran at 100-112 GFLOP/s on one core against 86-100 for 12 x 2, and 4 x 3
-# at 78-107 against 57-91 for 6 x 2 (haswell and znver4 code generation)
-TILES = {"avx512": (8, 2), "avx2": (4, 3), "sse": (4, 3)}
+# broadcast in the register file (32 with AVX-512, 16 otherwise). On znver4 (docs/performance.md) 8 x 2 ran at
+# 99-115 GFLOP/s on one core against 61-100 for 12 x 2; for 256 bits 4 x 3 beat 6 x 2 in the product alone, but
+# not in the layers (a panel of 24 columns leaves a partial one at H = 128), so 6 x 2 stays
+TILES = {"avx512": (8, 2), "avx2": (6, 2), "sse": (6, 2)}
 MR_MAX = max(mr for mr, _ in TILES.values())     # the most rows of C per micro-kernel call (any variant)
 KC = 1024                                       # K block (see pgemm)
 _ITEM = {types.float32: 4, types.float64: 8}
@@ -178,10 +178,7 @@ def _make_ukr(MR, NV):
     return ukr
 
 
-_U2 = {m: _make_ukr(m, 2) for m in (8, 4, 2, 1)}                 # 2 vectors wide: the 512-bit tiles
-_U3 = {m: _make_ukr(m, 3) for m in (4, 2, 1)}                    # 3 vectors wide: the 256- and 128-bit tiles
-_u8, _u4, _u2, _u1 = (_U2[m] for m in (8, 4, 2, 1))
-_v4, _v2, _v1 = (_U3[m] for m in (4, 2, 1))
+_u8, _u6, _u4, _u2, _u1 = (_make_ukr(m, 2) for m in (8, 6, 4, 2, 1))
 _r8, _r4, _r2, _r1 = (_make_ukr(1, n) for n in (8, 4, 2, 1))     # one row, 8 .. 1 vectors wide
 
 
@@ -192,9 +189,8 @@ def _take(m, tok):  # pragma: no cover - replaced by the overload below
 @overload(_take, inline="always")
 def _take_impl(m, tok):
     """Rows of C for the next micro-kernel call when m rows are left: MR (the variant's), then 4/2/1."""
-    if TILES[_variant_of(tok)][0] == 8:
-        return lambda m, tok: 8 if m >= 8 else 4 if m >= 4 else 2 if m >= 2 else 1
-    return lambda m, tok: 4 if m >= 4 else 2 if m >= 2 else 1
+    MR = TILES[_variant_of(tok)][0]
+    return lambda m, tok: MR if m >= MR else 4 if m >= 4 else 2 if m >= 2 else 1
 
 
 def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):  # pragma: no cover - replaced by the overload below
@@ -204,8 +200,8 @@ def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):  # pragma: no cover - r
 @overload(_rows, inline="always")
 def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
     """The micro-kernel of mr rows (a value of ``_take``) of the token's variant: only its kernels compile."""
-    if TILES[_variant_of(tok)][1] == 2:
-        def rows2(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+    if TILES[_variant_of(tok)][0] == 8:
+        def rows8(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
             if mr == 8:
                 _u8(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
             elif mr == 4:
@@ -214,16 +210,18 @@ def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
                 _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
             else:
                 _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        return rows2
+        return rows8
 
-    def rows3(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
-        if mr == 4:
-            _v4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+    def rows6(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+        if mr == 6:
+            _u6(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        elif mr == 4:
+            _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
         elif mr == 2:
-            _v2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
         else:
-            _v1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-    return rows3
+            _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+    return rows6
 
 
 def _lanes(z, tok):  # pragma: no cover - replaced by the overload below

@@ -17,6 +17,8 @@ every step. Serves the RNN, the LSTM and the GRU with reset='after'; the gate ma
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -28,6 +30,7 @@ from .packed_gemm import token, vecmat_acc
 from .split import _in_threads, _xh_rows, num_threads
 
 MIN_UNITS = 8           # fewest hidden units per thread
+SUPPORTED = sys.platform != "win32"     # the barrier yields with POSIX sched_yield
 SPIN = 4096             # loads of the counter before a waiting thread yields its core
 
 
@@ -152,8 +155,9 @@ def gru_units(u0, u1, n, x, m2, has_mask, reverse, hbuf, out, Wih, bx, has_bx, W
 
 # ------------------------------------------------------------------ driver
 def threads_for(H: int) -> int:
-    """How many threads H units are split over (at least MIN_UNITS each; 1: no split)."""
-    return max(1, min(num_threads(), H // MIN_UNITS))
+    """How many threads H units are split over (at least MIN_UNITS each; 1: no split, or no POSIX
+    sched_yield on this platform)."""
+    return max(1, min(num_threads(), H // MIN_UNITS)) if SUPPORTED else 1
 
 
 def _columns(G, H, u0, u1):
