@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import from_dtype, njit, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
@@ -46,8 +46,8 @@ MR_MAX = max(mr for mr, _ in TILES.values())     # the most rows of C per micro-
 KC = 1024                                       # K block (see pgemm)
 _ITEM = {types.float32: 4, types.float64: 8}
 _TOKEN = {"sse": np.int8, "avx2": np.int16, "avx512": np.int32}     # the variant as a type
-_TOKEN_VB = {types.int8: 16, types.int16: 32, types.int32: 64}      # -> bytes per vector
-_TOKEN_NAME = {types.int8: "sse", types.int16: "avx2", types.int32: "avx512"}
+_TOKEN_NAME = {from_dtype(np.dtype(d)): v for v, d in _TOKEN.items()}            # Numba's dtype -> the variant
+_TOKEN_VB = {t: host.VARIANTS[v] // 8 for t, v in _TOKEN_NAME.items()}           # -> bytes per vector
 
 
 def vector_bytes() -> int:
@@ -79,7 +79,7 @@ def _variant_of(tok) -> str:
 def _no_unroll(mod):
     """Loop metadata that keeps LLVM from unrolling the k loop: unrolled copies interleaved by the scheduler
     need more than the register file holds (a 12-row tile spilled its accumulators on znver4), and one
-    iteration already has 2 * MR independent multiply-adds."""
+    iteration already has MR * NV independent multiply-adds."""
     s = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
     loop_id = mod.add_metadata([s, s])
     loop_id.operands = (loop_id, s)                     # a loop ID refers to itself first (LLVM LangRef)

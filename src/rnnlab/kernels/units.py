@@ -88,8 +88,8 @@ def barrier(sync, target):
 # ------------------------------------------------------------------ per-thread loops
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _product(A, V, W, acc, tok):
-    """A (B, N) (+)= V (B, K) @ W (K, N), row by row: a one-row product keeps 8 vectors of accumulators in
-    registers (``vecmat_acc``), where a packed tile of one row would keep 2."""
+    """A (B, N) (+)= V (B, K) @ W (K, N) (rows of W contiguous), row by row: a one-row product keeps 8 vectors
+    of accumulators in registers (``vecmat_acc``), where a packed tile of one row would keep 2."""
     for r in range(A.shape[0]):
         if not acc:
             for j in range(A.shape[1]):
