@@ -93,8 +93,7 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
     if backend == "units":
         from .kernels import units
         if keep:
-            raise BackendError("backend: 'units' runs inference only (under rnnlab.no_grad() or evaluation), got "
-                               "a forward for training; use 'split', 'loop' or 'auto'")
+            raise BackendError(units.INFERENCE_ONLY)
         if units.threads_for(H) < 2:
             raise BackendError(f"backend: 'units' needs at least 2 threads and {2 * units.MIN_UNITS} hidden units, "
                                f"got {units.threads_for(H)} thread(s) for H={H} "

@@ -31,6 +31,8 @@ from .split import _in_threads, _xh_rows, num_threads
 
 MIN_UNITS = 8           # fewest hidden units per thread
 SUPPORTED = sys.platform != "win32"     # the barrier yields with POSIX sched_yield
+INFERENCE_ONLY = ("backend: 'units' runs inference only (under rnnlab.no_grad() or evaluation), got a forward "
+                  "for training; use 'split', 'loop' or 'auto'")
 SPIN = 4096             # loads of the counter before a waiting thread yields its core
 
 
@@ -168,8 +170,7 @@ def _columns(G, H, u0, u1):
 def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc):
     """The backend contract's forward, for inference (keep false) only."""
     if keep:
-        raise BackendError("backend: 'units' runs inference only (under rnnlab.no_grad() or evaluation), got a "
-                           "forward for training; use 'split', 'loop' or 'auto'")
+        raise BackendError(INFERENCE_ONLY)
     tok = token()
     T, B, I = x.shape
     GH, H = W_hh.shape
