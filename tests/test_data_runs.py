@@ -165,7 +165,7 @@ def test_gradients_and_compare_on_a_data_run(tmp_path, capsys):
     (lambda df: pd.concat([df, df.iloc[[0]]]), [], "duplicated"),
     (lambda df: df, ["--target-col", "lable"], r"no column 'lable'.*did you mean 'label'"),
     (lambda df: df[~((df["patient"] == "p001") & (df["visit"] > 0))], [], r"fewer than 2 rows, e.g. 'p001'"),
-    (lambda df: df.drop(columns="visit"), [], r"time_col: no column 'visit'"),
+    (lambda df: df.drop(columns="visit"), [], r"--time-col: no column 'visit'"),
     (lambda df: df.assign(hr=df["hr"].astype(str) + "bpm"), ["--feature-cols", "hr,temp"], "'hr' .* is not numeric"),
 ])
 def test_bad_data_is_one_line_and_writes_nothing(tmp_path, capsys, edit, flags, match, outcome):

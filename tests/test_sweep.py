@@ -58,6 +58,126 @@ def test_the_space_and_its_refusals(tmp_path):
             sweep.run(resume_dir=str(tmp_path / "held"))
 
 
+# ------------------------------------------------------------------------------ refused before anything is written
+def _sweep_file(tmp_path, sweep_lines="", grid='model = ["rnn", "gru"]', base=None, name="s.toml"):
+    """A sweep file as a user writes it: the base keys, [sweep] with seeds = 2 and ``sweep_lines``, [sweep.grid]."""
+    text = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (base or BASE).items())
+    text += f"\n[sweep]\nseeds = 2\n{sweep_lines}\n" + (f"[sweep.grid]\n{grid}\n" if grid else "")
+    f = tmp_path / name
+    f.write_text(text)
+    return f
+
+
+def _no_ray(*a, **k):
+    raise AssertionError("a refused sweep started Ray")
+
+
+# (the [sweep] lines, extra flags, the refusal, the corrected lines and flags)
+BAD_SWEEPS = [
+    ('threshold = "low"', [], r"sweep\.threshold: expected a number, got 'low'", "threshold = 0.01", []),
+    ("threshold = nan", [], r"sweep\.threshold: expected a finite number, got nan", "threshold = 0.01", []),
+    ("threshold = inf", [], r"sweep\.threshold: expected a finite number, got inf", "", []),
+    ("workers = -1", [], r"sweep\.workers: expected an integer >= 1, got -1", "workers = 1", []),
+    ("workers = 0", [], r"sweep\.workers: expected an integer >= 1, got 0", "", []),
+    ('workers = "2"', [], r"sweep\.workers: expected an integer, got '2'", "workers = 2", []),
+    ('scheduler = "hyperband"', [], r"sweep\.scheduler: expected one of \['asha'\], got 'hyperband'",
+     'scheduler = "asha"', []),
+    ('metric = "accuracy"', [], r"sweep\.metric: expected one of \['loss', 'mse'\] .*got 'accuracy'",
+     'metric = "mse"', []),
+    ('metric = "loss"', [], r"sweep\.threshold: needed with sweep\.metric = 'loss'", 'metric = "loss"\nthreshold = 0.1',
+     []),
+    ("grace_steps = 20", [], r"sweep\.grace_steps: only used by scheduler = 'asha'",
+     'scheduler = "asha"\ngrace_steps = 20', []),
+    ('scheduler = "asha"\ngrace_steps = 0', [], r"sweep\.grace_steps: expected an integer >= 1, got 0",
+     'scheduler = "asha"\ngrace_steps = 20', []),
+    ('scheduler = "asha"\ngrace_steps = 301', [], r"sweep\.grace_steps: expected an integer <= steps \(300",
+     'scheduler = "asha"', []),
+    ("", ["--workers", "0"], r"workers: expected an integer >= 1, got 0", "", ["--workers", "1"]),
+    ("", ["--workers", "-2"], r"workers: expected an integer >= 1, got -2", "", []),
+    ("", ["--address", "no-port-here"], r"address: expected HOST:PORT, ray://HOST:PORT, auto or local, got "
+     r"'no-port-here'", "", []),
+    ("", ["--address", "host:99999"], r"address: expected HOST:PORT", "", []),
+]
+
+
+@pytest.mark.parametrize("lines, flags, refusal, fixed, fixed_flags", BAD_SWEEPS)
+def test_a_bad_sweep_setting_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, outcome, lines, flags,
+                                                             refusal, fixed, fixed_flags):
+    monkeypatch.setenv("RNNLAB_NETNS", "1")          # this process, not a loopback-only copy of it
+    monkeypatch.setattr(sweep, "_start_ray", _no_ray)
+    f, out = _sweep_file(tmp_path, lines), tmp_path / "sw"
+    assert cli.main(["sweep", str(f), "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("rnnlab sweep: error: "), err
+    import re
+    assert re.match(refusal, err[0][len("rnnlab sweep: error: "):]), err[0]
+    assert not out.exists()                          # so the corrected command may use the same --out
+    outcome("sweep: a bad [sweep] key, --workers or --address", "one-line error, nothing written")
+    workers = int(fixed_flags[1]) if fixed_flags else None
+    m = sweep.check(str(_sweep_file(tmp_path, fixed, name="fixed.toml")), out=str(out), workers=workers)
+    assert len(m["trials"]) == 4 and not out.exists()
+
+
+# (the sweep file's base keys, its [sweep.grid], the refusal): each trial's config and model, as it will train
+BAD_TRIALS = [
+    (BASE, "lr = [1e-3, -1.0]", r"sweep\.grid\.lr: expected a number > 0\.0, got -1\.0 \(trial lr=-1\.0\)"),
+    (BASE, 'lr = [1e-3, "fast"]', r"sweep\.grid\.lr: expected float, got 'fast'"),
+    (BASE, 'model = ["lstm", "lstmm"]', r"sweep\.grid\.model: expected one of"),
+    ({**BASE, "peephole": True}, 'model = ["lstm", "gru"]',
+     r"peephole: only the LSTM has peephole connections, got cell 'gru' \(trial model=gru\)"),
+    (BASE, 'model = ["gru"]\nzoneout_cell = [0.1]', r"sweep\.grid\.zoneout_cell: .*\(trial model=gru,zoneout_cell=0\.1\)"),
+    (BASE, 'optimizer = ["sgd"]\nnesterov = [true]', r"sweep\.grid\.nesterov: needs momentum > 0"),
+    (BASE, 'task = ["adding", "copy"]', r"sweep\.metric: expected one of .* of task 'copy'\), got 'mse'"),
+    ({**BASE, "out": "elsewhere"}, 'model = ["rnn"]', r"out: set by the sweep itself"),
+]
+
+
+@pytest.mark.parametrize("base, grid, refusal", BAD_TRIALS)
+def test_a_trial_that_cannot_train_is_refused_before_the_folder_is_made(tmp_path, monkeypatch, outcome, base, grid,
+                                                                        refusal):
+    monkeypatch.setattr(sweep, "_start_ray", _no_ray)
+    f, out = _sweep_file(tmp_path, grid=grid, base=base), tmp_path / "sw"
+    with pytest.raises(ConfigError, match=refusal):
+        sweep.run(str(f), out=str(out))
+    assert not out.exists()
+    outcome("sweep: a trial whose config or model is bad", "one-line error, nothing written")
+
+
+def test_resume_refuses_bad_settings_of_an_old_manifest_and_a_second_folder(tmp_path, monkeypatch, outcome):
+    monkeypatch.setattr(sweep, "_start_ray", _no_ray)
+    m = sweep.expand(SPEC)
+    old = tmp_path / "old"
+    old.mkdir()
+    bad = {**m, "sweep": {**m["sweep"], "threshold": "low"}}   # as main wrote it before the checks
+    (old / "sweep.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match=r"sweep\.threshold: expected a number, got 'low'"):
+        sweep.run(resume_dir=str(old))
+    assert sorted(p.name for p in old.iterdir()) == ["sweep.json"]          # no lock, status or summary added
+    with pytest.raises(ConfigError, match=r"out: not with --resume"):
+        sweep.run(resume_dir=str(old), out=str(tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match=r"out: expected a folder for the sweep, got the file"):
+        sweep.run(spec=SPEC, out=str(tmp_path / "afile"))
+    outcome("sweep: a bad [sweep] key, --workers or --address", "one-line error, nothing written")
+
+
+def test_settings_are_resolved_into_the_manifest():
+    m = sweep.expand(SPEC)
+    assert m["sweep"] == {"seeds": 2, "metric": "mse", "threshold": 0.01}       # a resume summarises the same way
+    m = sweep.expand({**BASE, "sweep": {"seeds": 2, "metric": "loss", "threshold": 0.2}})
+    assert m["sweep"]["metric"] == "loss" and m["sweep"]["threshold"] == 0.2
+    assert sweep.check_workers(None) is None and sweep.check_workers(3) == 3
+    for ok in ("auto", "local", "10.0.0.1:6379", "ray://head:10001", None):
+        sweep.check_address_format(ok)
+    with pytest.raises(ConfigError, match=r"sweep\.random\.samples: 3 draws of nothing"):
+        sweep.expand({**BASE, "sweep": {"seeds": 2, "random": {"samples": 3}}})
+    with pytest.raises(ConfigError, match=r"sweep\.random\.samples: expected an integer, got True"):
+        sweep.expand({**BASE, "sweep": {"seeds": 2, "random": {"samples": True, "lr": {"choice": [1e-3]}}}})
+    with pytest.raises(ConfigError, match=r"sweep\.grid: expected a table"):
+        sweep.expand({**BASE, "sweep": {"seeds": 2, "grid": [1]}})
+
+
 def test_summary_over_seeds(tmp_path):
     from scipy import stats
     m = sweep.expand(SPEC)

@@ -1,6 +1,7 @@
 """--track tensorboard,mlflow: the scalars of metrics.jsonl per step, the gradient-flow figures and the run's files,
 read back from the event file and from the MLflow store; a resumed run continues its MLflow run; the refusals."""
 import json
+import os
 import struct
 
 import pytest
@@ -79,3 +80,180 @@ def test_tracking_refusals(tmp_path, monkeypatch, capsys):
     assert "pip install 'rnnlab[track]'" in capsys.readouterr().err
     assert not (tmp_path / "b" / "config.toml").exists()           # refused before the run folder was made
     assert tracking.parse(" mlflow, tensorboard ") == ["mlflow", "tensorboard"]
+
+
+# ---------------------------------------------------------------- mlflow_uri: refused in seconds, before the run folder
+SHORT = {**BASE, "steps": 4, "eval_every": 2, "log_every": 2, "diagnose_every": 2, "checkpoint_every": 2}
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_env():
+    """rnnlab sets these in its process when unset; each test starts from (and leaves) the session's values."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_ALLOW_FILE_STORE", *tracking._HTTP_ENV)}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def dead_uri(monkeypatch):
+    """http://127.0.0.1:PORT where nothing listens: the port stays bound (so nobody else takes it), never listened
+    on. MLflow's own retries are cut so that a regression fails the test in seconds, not hangs it for minutes."""
+    import socket
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_unreachable_server_is_refused_in_seconds_before_the_run_folder(tmp_path, dead_uri):
+    import time
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as exc:
+        tracking.require("mlflow", dead_uri)
+    assert time.monotonic() - t0 < 10
+    msg = str(exc.value)
+    assert msg.startswith(f"mlflow_uri: no MLflow server answered at {dead_uri} within 5 s (connection refused)")
+    assert "drop --track mlflow" in msg and "\n" not in msg
+    tracking.require("tensorboard", dead_uri)                      # the URI matters only to mlflow
+    with pytest.raises(ConfigError, match="within 1.5 s"):
+        tracking.require("mlflow", dead_uri + "/", timeout=1.5)
+
+    run = tmp_path / "run"
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="^mlflow_uri: no MLflow server answered"):
+        train({**SHORT, "out": str(run), "track": "mlflow", "mlflow_uri": dead_uri})
+    assert time.monotonic() - t0 < 10
+    assert not run.exists()                                        # nothing to block the rerun
+
+
+def test_unreachable_server_through_the_cli(tmp_path, dead_uri, capsys):
+    run = tmp_path / "run"
+    code = cli.main(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--steps", "2", "--quiet",
+                     "--out", str(run), "--track", "mlflow", "--mlflow-uri", dead_uri])
+    err = capsys.readouterr().err
+    assert code == 2
+    import re                                                      # the CLI may name the flag instead of the key
+    assert re.match(r"rnnlab train: error: (mlflow_uri|--mlflow-uri): no MLflow server answered", err), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not run.exists()
+
+
+def _read_back(store_uri, run):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=store_uri)
+    info = client.get_run((run / ".mlflow_run_id").read_text().strip())
+    assert info.info.status == "FINISHED" and info.data.params["task"] == "adding"
+    assert [m.step for m in client.get_metric_history(info.info.run_id, "val_loss")] == [2, 4]
+    return client
+
+
+def test_plain_path_and_file_uri_to_an_empty_folder_are_stores(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)   # as in a fresh process
+    monkeypatch.chdir(tmp_path)
+    train({**SHORT, "out": str(tmp_path / "a"), "track": "mlflow", "mlflow_uri": "store"})   # relative to the cwd
+    _read_back((tmp_path / "store").as_uri(), tmp_path / "a")
+    train({**SHORT, "out": str(tmp_path / "b"), "track": "mlflow", "mlflow_uri": str(tmp_path / "store")})
+    client = _read_back((tmp_path / "store").as_uri(), tmp_path / "b")
+    assert len(client.search_runs([client.get_experiment_by_name("rnnlab").experiment_id])) == 2   # one shared store
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train({**SHORT, "out": str(tmp_path / "c"), "track": "mlflow", "mlflow_uri": empty.as_uri()})
+    client = _read_back(empty.as_uri(), tmp_path / "c")
+    assert client.get_experiment("0").name == "Default"            # a whole store: mlflow.start_run() works on it
+
+
+def test_mlflow_client_gives_up_in_seconds(tmp_path, monkeypatch):
+    """A server that dies mid-run: MLflow's ~4 minutes of retries are cut unless the user set their own."""
+    import socket
+    import time
+    for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    train({**SHORT, "out": str(tmp_path / "a"), "track": "mlflow"})
+    from mlflow.environment_variables import (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT,
+                                              MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR)
+    assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 2 and MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get() == 1
+    assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 7                  # the user's value wins
+    from mlflow.tracking import MlflowClient
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{s.getsockname()[1]}")
+        t0 = time.monotonic()
+        with pytest.raises(Exception):
+            client.get_experiment_by_name("rnnlab")
+        assert time.monotonic() - t0 < 20
+
+
+def _has_sql_store():
+    try:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def test_sqlite_uri_needs_the_full_mlflow(tmp_path):
+    uri = (tmp_path / "m.db").as_uri().replace("file:", "sqlite:", 1)
+    run = tmp_path / "run"
+    if _has_sql_store():
+        train({**SHORT, "out": str(run), "track": "mlflow", "mlflow_uri": uri})
+        _read_back(uri, run)
+        return
+    with pytest.raises(ConfigError) as exc:
+        train({**SHORT, "out": str(run), "track": "mlflow", "mlflow_uri": uri})
+    assert str(exc.value) == (f"mlflow_uri: {uri!r} needs the full mlflow package (pip install mlflow); the installed "
+                              f"mlflow-skinny serves http(s):// servers and file stores")
+    assert not run.exists()
+    with pytest.raises(ConfigError, match="needs the full mlflow package"):
+        tracking.require("mlflow", "postgresql+psycopg2://u@localhost/db")
+
+
+def test_a_file_or_an_unknown_scheme_is_refused(tmp_path):
+    f = tmp_path / "m.db"
+    f.write_text("")
+    for uri in (str(f), f.as_uri(), str(f / "sub")):
+        with pytest.raises(ConfigError, match="^mlflow_uri: expected a folder"):
+            tracking.require("mlflow", uri)
+    for uri in ("databricks", "databricks://profile", "s3://bucket/x"):
+        with pytest.raises(ConfigError, match="^mlflow_uri: expected .* http\\(s\\)://HOST:PORT .* is not supported"):
+            tracking.require("mlflow", uri)
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="^mlflow_uri: expected a folder"):
+        train({**SHORT, "out": str(run), "track": "mlflow", "mlflow_uri": str(f)})
+    assert not run.exists()
+    assert not (tmp_path / "databricks").exists()
+
+
+def test_a_server_that_answers_is_accepted(tmp_path):
+    """A stand-in for ``mlflow server`` on loopback: its REST API answers; a wrong base path is named."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path.startswith("/api/2.0/mlflow/experiments/search")
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(b'{"experiments": []}' if ok else b"")
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        tracking.require("mlflow", uri)
+        tracking.require("mlflow", uri + "/")
+        with pytest.raises(ConfigError, match="^mlflow_uri: expected an MLflow server at .*/mlflow, got HTTP 404"):
+            tracking.require("mlflow", uri + "/mlflow")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -61,6 +61,7 @@ def atomic_write(path, data: bytes) -> Path:
     """
     path = Path(path)
     existed = path.is_file()
+    mode = (path.stat().st_mode & 0o7777) if existed else (0o666 & ~_umask())    # a replaced file keeps its mode
     kept = "the previous file is intact" if existed else "nothing was written"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def atomic_write(path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())            # mkstemp makes 0600; the file follows the umask as others do
+        os.chmod(tmp, mode)                         # mkstemp makes 0600; new files follow the umask as others do
         os.replace(tmp, path)
     except BaseException as exc:
         try:

@@ -142,27 +142,51 @@ def _print_summary(r, file=None):
     print("\n".join(lines), file=file or sys.stdout)
 
 
+def _inputs(cfg, args=None) -> list:
+    """The files a command reads (its outputs may not be any of them)."""
+    files = [cfg.data, cfg.val_data, cfg.ts_train, cfg.ts_test]
+    files += [cfg.text] if cfg.task == "chars" and cfg.text != "shakespeare" else []
+    files += [cfg.csv] if cfg.task == "forecast" and cfg.csv != "sunspots" else []
+    files += [getattr(args, "config", None)] if args is not None else []
+    return [f for f in files if f]
+
+
+def _check_json(args, inputs=()):
+    """--json checked before the work (it is written after)."""
+    if getattr(args, "json", None):
+        from .outputs import check_output
+        check_output(args.json, "--json", inputs, getattr(args, "force", False))
+
+
+def _write_json(path, obj):
+    from .outputs import write_output
+    write_output(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode("utf-8"), "--json")
+
+
 def cmd_train(args) -> int:
     from .config import resolve
     from .trainer import train
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "json", "argv")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "json", "argv", "force")}
     cfg = resolve(args.config, overrides)
+    _check_json(args, _inputs(cfg, args))
     r = train(cfg, progress=not cfg.quiet)
     if r.rank:
         return 0                                    # distributed: rank 0 reports for all
     _print_summary(r)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            steps = sorted(r.step_seconds[1:]) or r.step_seconds    # the first step includes compiling
-            json.dump({"final": r.final, "baseline": r.baseline, "seconds": r.seconds,
-                       "train_seconds": r.train_seconds,
-                       "median_step_ms": 1e3 * steps[len(steps) // 2] if steps else None,
-                       "parameters": r.model.num_parameters(), "config": cfg.to_dict()}, fh, indent=2)
+        steps = sorted(r.step_seconds[1:]) or r.step_seconds    # the first step includes compiling
+        _write_json(args.json, {"final": r.final, "baseline": r.baseline, "seconds": r.seconds,
+                                "train_seconds": r.train_seconds,
+                                "median_step_ms": 1e3 * steps[len(steps) // 2] if steps else None,
+                                "parameters": r.model.num_parameters(), "config": cfg.to_dict()})
     return 0
 
 
 def cmd_resume(args) -> int:
+    from .errors import check_int
     from .trainer import resume
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1)
     r = resume(args.run_dir, progress=not args.quiet, steps=args.steps)
     if r.rank:
         return 0
@@ -215,10 +239,19 @@ def _data_run(checkpoint):
     return model, cfg, Encoding.from_dict(info["encoding"]), meta
 
 
-def _read_like(cfg, path, require_target):
+def _read_like(cfg, encoding, path, require_target):
+    """A new file read as the run read its training data: a table's features by the stored names, in their order."""
+    from .errors import DataError
     from .sequences import read_data
-    return read_data(path, cfg.id_col, cfg.time_col, cfg.feature_cols, cfg.target_col, require_target,
-                     cfg.channels_first, cfg.missing, cfg.min_length)
+    table = Path(path).suffix in (".csv", ".parquet")
+    trained_on_table = Path(cfg.data).suffix in (".csv", ".parquet")
+    if table != trained_on_table:
+        raise DataError(f"data: {Path(path).name} is a {'table' if table else '.npz file'}, but the run was trained "
+                        f"on a {'table (features read by column name)' if trained_on_table else '.npz file'}; give "
+                        f"the new data in the training file's layout")
+    return read_data(path, cfg.id_col, cfg.time_col, None, cfg.target_col, require_target, cfg.channels_first,
+                     cfg.missing, cfg.min_length, cfg.time_format,
+                     trained_features=encoding.feature_names if table else None, for_training=False)
 
 
 def cmd_evaluate(args) -> int:
@@ -228,7 +261,8 @@ def cmd_evaluate(args) -> int:
     if args.data:
         from .tasks.sequences import SequenceTask
         model, cfg, encoding, _ = _data_run(args.checkpoint)
-        seqs = _read_like(cfg, args.data, True)
+        _check_json(args, [args.data])
+        seqs = _read_like(cfg, encoding, args.data, True)
         task = SequenceTask(f"data:{Path(args.data).name}", encoding, seqs)     # the file as the data to score
         metrics = evaluate(model, task, task.batches_of(seqs))
         print(f"{Path(args.data).name} ({len(seqs.cases)} sequences) / {cfg.model}: "
@@ -238,6 +272,7 @@ def cmd_evaluate(args) -> int:
     else:
         model, meta = load_model(args.checkpoint)
         cfg = TrainConfig.from_dict(meta["config"])
+        _check_json(args, _inputs(cfg))
         task = build_task(cfg, info=meta.get("task_info", {}))
         metrics = evaluate(model, task)
         print(f"{cfg.task} / {cfg.model}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -245,20 +280,17 @@ def cmd_evaluate(args) -> int:
         if b:
             print(f"baseline: {b[0]} {b[1]:.4f}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(metrics, fh, indent=2)
+        _write_json(args.json, metrics)
     return 0
 
 
 def cmd_predict(args) -> int:
     from .sequences import write_table
     from .tasks.sequences import prediction_frame, predict_outputs
+    from .outputs import check_output
+    out = check_output(args.out, "--out", [args.data, args.checkpoint], args.force, (".csv", ".parquet"))
     model, cfg, encoding, _ = _data_run(args.checkpoint)
-    out = Path(args.out)
-    if out.suffix not in (".csv", ".parquet"):
-        from .errors import ConfigError
-        raise ConfigError(f"out: expected a file ending in .csv or .parquet, got {out.name!r}")
-    seqs = _read_like(cfg, args.data, False)
+    seqs = _read_like(cfg, encoding, args.data, False)
     frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs),
                              id_name=cfg.id_col if seqs.ids is not None else "index", time_name=cfg.time_col)
     write_table(frame, out)
@@ -292,7 +324,9 @@ def cmd_compare(args) -> int:
     from .errors import ConfigError
     from .report import text_table
     cfg = resolve(args.config, _overrides(args, ("config", "json", "models", "match", "params", "forget_bias_ablation",
-                                                 "threshold", "report", "seeds", "workers")))
+                                                 "threshold", "report", "seeds", "workers", "force")),
+                  one_model=False)
+    _check_json(args, _inputs(cfg, args))
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     threshold = None
     if args.threshold is not None:
@@ -400,6 +434,7 @@ def cmd_gradients(args) -> int:
     from .model import SequenceModel
     from .tasks import build_task
     from .trainer import load_model, model_config_for
+    _check_json(args, [args.checkpoint, args.config])
     out = Path(args.report)
     results, figs = {}, {}
     if args.sweep:
@@ -413,7 +448,7 @@ def cmd_gradients(args) -> int:
         for i, rho in enumerate(radii):
             print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:10.3g}" for c in diag.SWEEP_CELLS))
     model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len", "sweep_hidden",
-                                    "at_step", "report"))
+                                    "at_step", "report", "force"))
     if args.checkpoint or not args.sweep or model_flags or args.config:
         if args.checkpoint and _load_any(args.checkpoint)[0] == "layer":
             return _layer_gradients(args, out)
@@ -487,20 +522,25 @@ def _load_any(path):
     return "model", load_model(p)[0]
 
 
+def _save_tensors(tensors, out):
+    from safetensors.numpy import save
+    from .outputs import write_output
+    write_output(out, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}))
+
+
 def cmd_export(args) -> int:
+    from .outputs import check_output
+    out = check_output(args.out, "--out", [args.checkpoint], args.force)
     kind, obj = _load_any(args.checkpoint)
-    out = Path(args.out)
     if args.format == "onnx":
         from .interop.onnx import export
         export(obj, out, lengths=args.lengths)
         print(f"wrote {out} (ONNX opset 17; inputs {'inputs' if kind == 'model' else 'x'}"
               f"{', lengths' if args.lengths else ''})")
     elif args.format == "torch":
-        from safetensors.numpy import save_file
-        save_file({k: np.ascontiguousarray(v) for k, v in obj.state_dict().items()}, str(out))
+        _save_tensors(obj.state_dict(), out)
         print(f"wrote {out} (a torch state_dict as safetensors: safetensors.torch.load_file('{out}'))")
     else:
-        from safetensors.numpy import save_file
         from .interop.keras import to_keras
         layer = obj.rnn if kind == "model" else obj
         tensors = {}
@@ -512,7 +552,7 @@ def cmd_export(args) -> int:
         if kind == "model":                         # the output layer in Keras' Dense layout
             tensors["head.kernel"] = np.ascontiguousarray(obj.named_parameters()["head.weight"].T)
             tensors["head.bias"] = obj.named_parameters()["head.bias"].copy()
-        save_file(tensors, str(out))
+        _save_tensors(tensors, out)
         print(f"wrote {out} (Keras weights per layer: kernel, recurrent_kernel, bias"
               f"{'; the output layer as a Dense kernel and bias' if kind == 'model' else ''})")
     return 0
@@ -521,6 +561,8 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from .errors import ConfigError
     from .interop.files import save_layer
+    from .outputs import check_output
+    check_output(args.out, "--out", [args.file], args.force)
     if args.format == "onnx":
         from .interop.onnx import import_layer
         layer = import_layer(args.file)
@@ -560,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="TOML file with options (keys as the flags, with underscores)")
     t.add_argument("--json", help="also write the final metrics to this JSON file")
     _add_config_flags(t)
+    t.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
@@ -583,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="score a held-out file (same layout as the run's --data) instead of the "
                    "run's validation data")
     e.add_argument("--json", help="write the metrics to this JSON file")
+    e.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="predictions of a run trained on --data for a new file",
@@ -592,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")
     pr.add_argument("--data", required=True, help=".npz, .csv or .parquet file of sequences")
     pr.add_argument("--out", required=True, help="predictions file: .csv or .parquet (written atomically)")
+    pr.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     pr.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("sample", help="generate text from a character model")
@@ -621,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--workers", type=int, default=None, help="--seeds: trials at once (default: the CPUs)")
     cp.add_argument("--json", help="also write the numbers to this JSON file")
     _add_config_flags(cp)
+    cp.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     cp.set_defaults(func=cmd_compare)
 
     g = sub.add_parser("gradients", help="gradient-flow diagnostics of a model (fresh or a checkpoint) and sweeps")
@@ -633,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", default="runs/gradients", help="folder for figures and report.html")
     g.add_argument("--json", help="write the numbers to this JSON file")
     _add_config_flags(g)
+    g.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     g.set_defaults(func=cmd_gradients)
 
     ex = sub.add_parser("export", help="export a trained model or a layer file to ONNX, torch or Keras weights")
@@ -640,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx")
     ex.add_argument("--out", required=True)
     ex.add_argument("--lengths", action="store_true", help="ONNX: add a 'lengths' input for ragged batches")
+    ex.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     ex.set_defaults(func=cmd_export)
 
     im = sub.add_parser("import", help="read an ONNX file, torch state_dict or Keras weights into an rnnlab layer file")
@@ -648,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--cell", choices=tuple(CELLS), help="torch and keras: which cell the weights are")
     im.add_argument("--batch-first", action="store_true")
     im.add_argument("--out", required=True, help="layer file to write (.safetensors)")
+    im.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     im.set_defaults(func=cmd_import)
 
     c = sub.add_parser("check", help="gradient-check every layer kind (BPTT vs finite differences)")
@@ -663,6 +712,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _users_words(exc) -> str:
+    """One line in the command line's vocabulary: a leading config key becomes its flag (lr_gamma -> --lr-gamma)."""
+    from .config import TrainConfig
+    from .errors import RnnlabError
+    if isinstance(exc, OSError) and not isinstance(exc, RnnlabError) and exc.filename:
+        msg = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        msg = str(exc)
+    msg = " ".join(msg.split())                     # one line, always
+    key, colon, rest = msg.partition(":")
+    if colon and key in TrainConfig.fields():
+        return f"--{key.replace('_', '-')}:{rest}"
+    return msg
+
+
 def main(argv=None) -> int:
     from . import distributed
     from .errors import RnnlabError
@@ -672,8 +736,12 @@ def main(argv=None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except (RnnlabError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"rnnlab {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:                         # `rnnlab ... | head` closed the pipe: stop quietly, as cat does
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (RnnlabError, ValueError, TypeError, OSError) as exc:
+        print(f"rnnlab {args.command}: error: {_users_words(exc)}", file=sys.stderr)
         distributed.abort(2)                        # a distributed run: end the other ranks too
         return 2
     except MemoryError as exc:

@@ -17,13 +17,13 @@ from . import diagnostics as diag
 from .cells import CELLS, DIAGONAL
 from .layers import LAYERS
 from .config import TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, RnnlabError, check_float, check_int
 from .grad_mode import no_grad
 from .model import SequenceModel
 from .tasks import Batch, build_task
 from .trainer import model_config_for, train
 
-LOWER_IS_BETTER = {"loss", "mse", "bpc", "perplexity", "naive_mse"}
+LOWER_IS_BETTER = {"loss", "mse", "mae", "bpc", "perplexity", "naive_mse"}
 
 
 def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
@@ -131,6 +131,10 @@ def parse_model(spec: str) -> tuple[str, dict]:
         if key not in VARIANT_OPTIONS:
             raise ConfigError(f"models: {spec!r}: unknown option {key!r}; expected some of {list(VARIANT_OPTIONS)}"
                               f"{closest(key, VARIANT_OPTIONS)}")
+        if key in over:                             # the last one would silently win
+            raise ConfigError(f"models: {spec!r}: option {key!r} given twice; give it once")
+        if key == "forget_bias" and cell != "lstm":     # only the LSTM has a forget gate: it would be ignored
+            raise ConfigError(f"models: {spec!r}: forget_bias is an option of the LSTM, not of {cell!r}")
         if key in ("layer_norm", "peephole"):
             if eq:
                 raise ConfigError(f"models: {spec!r}: {key} is a switch; write '+{key}' without a value")
@@ -143,22 +147,74 @@ def parse_model(spec: str) -> tuple[str, dict]:
     return cell, over
 
 
+def check_entries(models) -> list[tuple[str, str, dict]]:
+    """The ``--models`` entries -> [(entry, cell, options)], each parsed; an empty list or an entry given twice
+    (also as the same cell and options written differently: results are keyed by entry, one would be lost)
+    is refused."""
+    models = [str(m).strip() for m in models]
+    if not models:
+        raise ConfigError(f"models: expected some of {list(LAYERS)} (with +options), got none")
+    specs, seen = [], {}
+    for m in models:
+        cell, over = parse_model(m)
+        same = seen.get((cell, tuple(sorted(over.items()))))
+        if same is not None:
+            raise ConfigError(f"models: {m!r} is given twice" if same == m else
+                              f"models: {m!r} is the same model as {same!r}; give it once")
+        seen[(cell, tuple(sorted(over.items())))] = m
+        specs.append((m, cell, over))
+    return specs
+
+
+def check_threshold(value, arg: str = "threshold") -> float:
+    """A steps-to-threshold value: a finite number (NaN is never reached, infinity always or never)."""
+    return check_float(arg, value)
+
+
+def check_buildable(cfg: TrainConfig, task) -> None:
+    """What building the trainer checks -- epochs against the task, the model against its task and cell, the
+    backend, the optimizer -- without training or writing anything, so a compare entry or a sweep trial that
+    cannot train is refused before any other one runs. Raises the trainer's own error."""
+    from .optim import make_optimizer
+    from .trainer import _check_mode, _epochs_to_steps         # the trainer's checks, not copies of them
+    cfg = dataclasses.replace(cfg)                  # _epochs_to_steps sets steps on the copy
+    _epochs_to_steps(cfg, task)
+    mcfg = model_config_for(cfg, task)
+    _check_mode(cfg, task, mcfg)
+    SequenceModel(mcfg).rnn.set_backend(cfg.backend, cfg.bptt_segment or None)
+    make_optimizer(cfg.optimizer, {}, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
+
+
+def _in_entry(label, fn, *args):
+    """``fn(*args)``; an error names the entry first (``models: 'gru+zoneout=2': zoneout: ...``)."""
+    try:
+        return fn(*args)
+    except RnnlabError as exc:
+        if not isinstance(exc, ValueError):
+            raise
+        raise ConfigError(f"models: {label!r}: {exc}") from None
+
+
 def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target_params: int | None = None,
             forget_bias_ablation: bool = False, threshold: tuple | None = None, progress: bool = False,
             on_model=None) -> dict:
     """Train each model with the same data and seed; return the numbers for tables, figures and JSON."""
+    # everything is checked before the first model trains: a bad last entry must not cost the others' training
     if match not in ("params", "hidden"):
         raise ConfigError(f"match: expected 'params' or 'hidden', got {match!r}")
-    if not models:
-        raise ConfigError(f"models: expected some of {list(LAYERS)} (with +options), got none")
-    specs = [(m, *parse_model(m)) for m in models]
-    for m, cell, over in specs:                                   # every entry's options checked before training
-        dataclasses.replace(cfg, model=cell, **over).validate()
+    specs = check_entries(models)
+    for m, cell, over in specs:
+        _in_entry(m, dataclasses.replace(cfg, model=cell, **over).validate)
     cfg = dataclasses.replace(cfg, out="").validate()
+    if target_params is not None:
+        check_int("params", target_params, 1)
     task = build_task(cfg)
     if target_params is None:
         target_params = count_parameters(cfg, task, "lstm", cfg.hidden_size)
     metric, thr = threshold or default_threshold(task)
+    if metric not in task.metrics:
+        raise ConfigError(f"threshold: expected a metric of task {task.name!r} {list(task.metrics)}, got {metric!r}")
+    thr = check_threshold(thr)
     runs = []
     for m, cell, over in specs:
         vcfg = dataclasses.replace(cfg, **over)
@@ -168,6 +224,8 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
         H = next((r[2]["hidden_size"] for r in runs if r[0] == "lstm"), cfg.hidden_size)
         for fb in (0.0, 1.0):
             runs.append((f"lstm (forget bias {fb:g})", "lstm", {"model": "lstm", "hidden_size": H, "forget_bias": fb}))
+    for label, cell, over in runs:
+        _in_entry(label, check_buildable, dataclasses.replace(cfg, **over), task)
     out = {"task": task.name, "description": task.describe(), "baseline": task.baseline(),
            "threshold": {"metric": metric, "value": thr}, "match": match, "target_parameters": target_params,
            "config": cfg.to_dict(), "models": {}}

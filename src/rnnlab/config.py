@@ -30,7 +30,8 @@ class TrainConfig:
     val_data: str = ""              # data: a validation file in the same layout (else a val_fraction split)
     problem: str = "auto"           # data: auto (from the targets) | classify | regress | tag
     id_col: str = "id"              # data (.csv/.parquet long format): the sequence id column
-    time_col: str = "time"          # ... the column that orders the rows of one sequence
+    time_col: str = "time"          # ... the column that orders the rows of one sequence: numbers or dates
+    time_format: str = ""           # ... strptime codes for text times that are not ISO 8601 (e.g. %d/%m/%Y)
     target_col: str = "target"      # ... the label or value column (per sequence, or per row to tag)
     feature_cols: str = ""          # ... comma-separated feature columns ("" = every other numeric column)
     channels_first: bool = False    # data (.npz): x is (N, C, T) as in aeon / sktime
@@ -143,6 +144,27 @@ class TrainConfig:
         check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_float("weight_decay", self.weight_decay, 0.0)
+        # the schedule's settings: the rate stays in [min_lr, lr] (no ascent, no climb)
+        check_int("lr_step_size", self.lr_step_size, 1)
+        check_float("lr_gamma", self.lr_gamma, 0.0, 1.0, low_open=True)
+        check_float("min_lr", self.min_lr, 0.0)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr: expected a number <= lr ({self.lr}), the rate the cosine schedule decays "
+                              f"from, got {self.min_lr}")
+        return self
+
+    def check_cell_options(self) -> "TrainConfig":
+        """An option of another cell is refused, not ignored (defaults pass: they are not the user's choice)."""
+        only = {"forget_bias": ("lstm", self.forget_bias is not None),
+                "peephole": ("lstm", self.peephole), "proj_size": ("lstm", self.proj_size > 0),
+                "zoneout_cell": ("lstm", self.zoneout_cell > 0),
+                "reset": ("gru", self.reset != "after"),
+                "nonlinearity": ("rnn", self.nonlinearity != "tanh"),
+                "recurrent_max": ("indrnn", self.recurrent_max > 0)}
+        for key, (cell, given) in only.items():
+            if given and self.model != cell:
+                raise ConfigError(f"{key}: an option of the {cell.upper() if cell != 'indrnn' else 'IndRNN'} only, "
+                                  f"got it with model {self.model!r}; drop {flag(key)} or use --model {cell}")
         return self
 
     def to_dict(self) -> dict:
@@ -165,6 +187,11 @@ class TrainConfig:
         return cls(**clean)
 
 
+def flag(key: str) -> str:
+    """The command-line flag of a config key: lr_step_size -> --lr-step-size."""
+    return "--" + key.replace("_", "-")
+
+
 def _coerce(name, value, f, source):
     """Check a TOML/flag value against the field's type (ints may stand for floats)."""
     default = f.default
@@ -177,6 +204,8 @@ def _coerce(name, value, f, source):
         raise ConfigError(f"{source}: {name}: expected {kind.__name__}, got {value!r}")
     if not isinstance(value, kind):
         raise ConfigError(f"{source}: {name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})")
+    if kind is int and abs(value) > 2**62:       # TOML allows 64-bit integers; NumPy's seeds and sizes do not
+        raise ConfigError(f"{source}: {name}: expected an integer below 2**62, got {value}")
     return value
 
 
@@ -192,16 +221,23 @@ def read_toml(path) -> dict:
 
 
 def write_toml(path, d: dict) -> None:
+    """Atomically: a kill leaves the old file or the new one."""
     import tomli_w
-    Path(path).write_text(tomli_w.dumps(d), encoding="utf-8")
+    from .checkpoint import atomic_write
+    atomic_write(Path(path), tomli_w.dumps(d).encode("utf-8"))
 
 
-def resolve(config_file=None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults <- TOML file <- overrides (flags), validated."""
+def resolve(config_file=None, overrides: dict | None = None, one_model: bool = True) -> TrainConfig:
+    """Defaults <- TOML file <- overrides (flags), validated. ``one_model``: the run trains the config's
+    model, so another cell's option is refused (compare trains several and gives each the options it has)."""
     d = read_toml(config_file) if config_file else {}
     d = {**d, **(overrides or {})}
+    if d.get("epochs") and "steps" in d:
+        raise ConfigError(f"epochs: give epochs ({d['epochs']}) or steps ({d['steps']}), not both; epochs sets the "
+                          f"steps to epochs x the batches per epoch")
     if d.get("data") and "task" not in d:
         d["task"] = "data"                     # --data FILE alone names the task
-    return TrainConfig.from_dict(d, source=str(config_file) if config_file else "config").validate()
+    cfg = TrainConfig.from_dict(d, source=str(config_file) if config_file else "config").validate()
+    return cfg.check_cell_options() if one_model else cfg
 
 

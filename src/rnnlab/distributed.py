@@ -97,6 +97,9 @@ def connect(mode: str) -> Comm | None:
     aborts the whole job (``abort``) instead of leaving the other ranks waiting in a collective."""
     if mode == "none" or (mode == "auto" and not launched_by_mpi()):
         return None
+    if mode == "mpi" and not launched_by_mpi():       # asked for ranks, got one process: say so, not train alone
+        raise ConfigError("distributed: 'mpi' needs several processes started by an MPI launcher, got 1 process; "
+                          "run it as `mpiexec -n 2 rnnlab train ...` (or use --distributed auto)")
     comm = Comm()
     if comm.size < 2:
         return None

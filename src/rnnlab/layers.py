@@ -7,11 +7,14 @@ choice and the caches in ``rnnlab.engine``; the equations in ``rnnlab.cells``.
 from __future__ import annotations
 
 import inspect
+import math
+import sys
 
 import numpy as np
 
-from . import checks, diagonal, engine
+from . import checks, diagonal, engine, sequences
 from .cells import CELLS, DIAGONAL
+from .cells.linear import DRAW_BLOCK, draw
 from .errors import BackendError, ConfigError, DTypeError, ShapeError, check_choice, check_float, check_int
 from .grad_mode import is_grad_enabled
 
@@ -26,6 +29,36 @@ def resolve_dtype(dtype) -> type:
     if name not in _DTYPES:
         raise DTypeError(f"dtype: expected float32 or float64, got {dtype!r}")
     return _DTYPES[name]
+
+
+def int_text(n: int, commas=True) -> str:
+    """An int for a message; an absurd one (hidden_size 10**200) as its power of ten, not 200 digits."""
+    if n >= 10**15:
+        return f"~10**{len(str(n)) - 1}"
+    return f"{n:,}" if commas else str(n)
+
+
+def size_text(nbytes: int) -> str:
+    """Bytes for a message: MiB to EiB, then a power of ten (an absurd size is an exact int past any float)."""
+    if nbytes >= 2**70:
+        return f"10**{len(str(nbytes)) - 1} bytes"
+    unit, exp = next((u, e) for u, e in (("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20))
+                     if nbytes >= 2**e or e == 20)
+    return f"{nbytes / 2**exp:.1f} {unit}"
+
+
+def memory_refusal(arg: str, what: str, nbytes: int, hint: str) -> ConfigError | None:
+    """The error for ``nbytes`` of parameters that would not fit (over half the memory available, or past what
+    one process can address), or None when they fit. ``what``: the subject of "need", e.g. "LSTM(3, 100000) has
+    ... parameters; its float32 weights and their gradients"; ``hint``: what to change."""
+    free = sequences.available_memory()                     # looked up at each call: tests shrink it
+    if nbytes > sys.maxsize:
+        return ConfigError(f"{arg}: {what} need about {size_text(nbytes)}, more than one process can address; "
+                           f"{hint}")
+    if free is not None and nbytes > free // 2:
+        return ConfigError(f"{arg}: {what} need about {size_text(nbytes)}, over half of the {size_text(free)} of "
+                           f"memory available; {hint}")
+    return None
 
 
 class RecurrentLayer:
@@ -69,6 +102,7 @@ class RecurrentLayer:
         self.training = True
         self.rng = np.random.default_rng(seed)
         self.num_directions = 2 if self.bidirectional else 1
+        self._check_memory()                    # before any weight array is made
         self._params = self._init_params()
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
         self._cache = None              # engine.ForwardCache of the last forward with gradients
@@ -126,9 +160,9 @@ class RecurrentLayer:
             ln["c"] = (p["ln_c_weight" + s], p["ln_c_bias" + s])
         return {"ln": ln}
 
-    def _layer_norm_shapes(self, shapes) -> dict:
+    def _layer_norm_shapes(self, shapes, layers=None) -> dict:
         """The layer norm's gains and biases: the input and recurrent projections (G*H each), the LSTM's c (H)."""
-        for l in range(self.num_layers):
+        for l in self._layers(layers):
             for d in range(self.num_directions):
                 s = self.suffix(l, d)
                 for block, size in (("ih", self.gate_size), ("hh", self.gate_size)) + (
@@ -160,9 +194,13 @@ class RecurrentLayer:
     def suffix(self, layer, direction) -> str:
         return f"_l{layer}" + ("_reverse" if direction == 1 else "")
 
-    def _param_shapes(self) -> dict:
+    def _layers(self, layers=None):
+        return range(self.num_layers) if layers is None else layers
+
+    def _param_shapes(self, layers=None) -> dict:
+        """Name -> shape of every parameter, or of those of the given layer indices only."""
         shapes, GH, H, P = {}, self.gate_size, self.hidden_size, self.output_size
-        for l in range(self.num_layers):
+        for l in self._layers(layers):
             in_l = self.input_size if l == 0 else P * self.num_directions
             for d in range(self.num_directions):
                 s = self.suffix(l, d)
@@ -173,19 +211,68 @@ class RecurrentLayer:
                     shapes["bias_hh" + s] = (GH,)
         return shapes
 
+    def _param_count(self) -> int:
+        """Parameters of the layer, an exact Python int (no overflow at any size); the layers past the first are
+        alike, so num_layers multiplies one of them instead of listing them all."""
+        def count(layers):
+            return sum(math.prod(shape) for shape in self._param_shapes(layers).values())
+        return count([0]) + (self.num_layers - 1) * count([1])
+
+    def _init_scratch(self) -> int:
+        """Bytes of temporaries the initialisation needs besides the parameters: one float64 draw block, and for
+        the orthogonal init a (H, P) float64 block, its Q (in the QR's own copy) and Q's sign-fixed copy."""
+        scratch = DRAW_BLOCK * 8
+        if self.recurrent_init == "orthogonal":
+            scratch += 4 * 8 * self.hidden_size * self.output_size
+        return scratch
+
+    def _size_args(self) -> tuple:
+        """(the argument to name, the hint). The size grows with G*H*(I + H) for the first layer and G*H*(D*H + H)
+        for each further one: the largest of input_size, hidden_size and num_layers is named; the others that
+        drive it too are offered in the hint."""
+        sizes = {"hidden_size": self.hidden_size, "input_size": self.input_size, "num_layers": self.num_layers}
+        main = max(sizes, key=sizes.get)                    # ties: hidden_size, the usual lever
+        also = [k for k, v in sizes.items() if k != main and (8 * v >= sizes[main] or k == "num_layers" and v > 1)]
+        also += ["bidirectional=False"] if self.bidirectional else []
+        if self.cell_name == "lstm" and "hidden_size" in [main] + also and not (self.proj_size or self.peephole
+                                                                               or self.layer_norm):
+            also.append("a proj_size")                      # W_hh shrinks to 4H x P
+        return main, f"use a smaller {main}" + (f" (or {' / '.join(also)})" if also else "")
+
+    def _call_text(self) -> str:
+        opts = {"num_layers": self.num_layers if self.num_layers > 1 else 0, "bidirectional": self.bidirectional,
+                "proj_size": getattr(self, "proj_size", 0)}
+        return (f"{type(self).__name__}({int_text(self.input_size, False)}, {int_text(self.hidden_size, False)}"
+                + "".join(f", {k}={v if isinstance(v, bool) else int_text(v, False)}" for k, v in opts.items() if v)
+                + ")")
+
+    def _check_memory(self) -> None:
+        """Refuse (ConfigError naming the argument) a layer whose weights, their gradients (allocated with them)
+        and the init's temporaries would not fit, before any of them is made: NumPy's raw MemoryError, or the
+        OS killing the process, would say nothing of which argument to change."""
+        count = self._param_count()
+        nbytes = 2 * count * np.dtype(self.dtype).itemsize + self._init_scratch()
+        arg, hint = self._size_args()
+        what = (f"{self._call_text()} has {int_text(count)} parameters; its {np.dtype(self.dtype).name} weights "
+                f"and their gradients")
+        error = memory_refusal(arg, what, nbytes, hint)
+        if error is not None:
+            raise error
+
     def _init_params(self) -> dict:
+        # drawn block by block straight into the layer's dtype (linear.draw): the values of one float64 draw cast
+        # to it, bit for bit, without a float64 copy of the whole weight
         k = 1.0 / np.sqrt(self.hidden_size)
         params = {}
         for name, shape in self._param_shapes().items():
             if name.startswith("weight_hh") and self.recurrent_init == "orthogonal":
                 H, P = self.hidden_size, shape[1]                    # P < H: orthonormal columns (projections)
-                blocks = []
-                for _ in range(self.cell.G):
+                params[name] = w = np.empty(shape, self.dtype)
+                for g in range(self.cell.G):                         # one (H, P) float64 block at a time
                     q, r = np.linalg.qr(self.rng.standard_normal((H, P)))
-                    blocks.append(q * np.sign(np.diag(r)))        # Haar-uniform orthogonal block
-                params[name] = np.concatenate(blocks, axis=0).astype(self.dtype)
+                    w[g * H:(g + 1) * H] = q * np.sign(np.diag(r))   # Haar-uniform orthogonal block
             else:
-                params[name] = self.rng.uniform(-k, k, size=shape).astype(self.dtype)
+                params[name] = draw(lambda m: self.rng.uniform(-k, k, m), shape, self.dtype)
         return params
 
     def layer_params(self, l, d):
@@ -439,16 +526,16 @@ class LSTM(RecurrentLayer):
             p["proj"] = self._params["weight_hr" + s]
         return p
 
-    def _param_shapes(self) -> dict:
-        shapes = super()._param_shapes()
-        for l in range(self.num_layers):
+    def _param_shapes(self, layers=None) -> dict:
+        shapes = super()._param_shapes(layers)
+        for l in self._layers(layers):
             for d in range(self.num_directions):
                 s = self.suffix(l, d)
                 if self.peephole:
                     shapes["weight_ph" + s] = (3 * self.hidden_size,)
                 if self.proj_size:
                     shapes["weight_hr" + s] = (self.proj_size, self.hidden_size)
-        return self._layer_norm_shapes(shapes) if self.layer_norm else shapes
+        return self._layer_norm_shapes(shapes, layers) if self.layer_norm else shapes
 
     def config(self) -> dict:
         return {**super().config(), **({"peephole": True} if self.peephole else {}),
@@ -486,9 +573,9 @@ class GRU(RecurrentLayer):
     def reset(self):
         return self.cell_opts["reset"]
 
-    def _param_shapes(self) -> dict:
-        shapes = super()._param_shapes()
-        return self._layer_norm_shapes(shapes) if self.layer_norm else shapes
+    def _param_shapes(self, layers=None) -> dict:
+        shapes = super()._param_shapes(layers)
+        return self._layer_norm_shapes(shapes, layers) if self.layer_norm else shapes
 
     def config(self) -> dict:
         return {**super().config(), **({"layer_norm": True} if self.layer_norm else {})}
@@ -526,14 +613,18 @@ class DiagonalLayer(RecurrentLayer):
     def gate_size(self) -> int:
         return max(1, len(self.cell.BLOCKS)) * self.hidden_size
 
-    def _param_shapes(self) -> dict:
+    def _param_shapes(self, layers=None) -> dict:
         shapes, H = {}, self.hidden_size
-        for l in range(self.num_layers):
+        for l in self._layers(layers):
             in_l = self.input_size if l == 0 else H * self.num_directions
             for d in range(self.num_directions):
                 s = self.suffix(l, d)
                 shapes.update({k + s: v for k, v in self.cell.param_shapes(in_l, H, self.bias).items()})
         return shapes
+
+    def _init_scratch(self) -> int:
+        # the LRU's ring: a few (H,) float64 vectors drawn and transformed whole
+        return DRAW_BLOCK * 8 + 8 * 8 * self.hidden_size
 
     def _init_params(self) -> dict:
         params, H = {}, self.hidden_size

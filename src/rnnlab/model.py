@@ -17,10 +17,11 @@ import numpy as np
 
 from . import heads, losses
 from . import checks
+from .cells.linear import DRAW_BLOCK, draw
 from .checks import as_float_array, check_unchanged, guard_inputs, users_memory
 from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
 from .grad_mode import is_grad_enabled
-from .layers import LAYERS, resolve_dtype
+from .layers import LAYERS, int_text, memory_refusal, resolve_dtype
 
 
 @dataclass
@@ -109,18 +110,48 @@ class SequenceModel:
         kw.update({k: getattr(cfg, k) for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell")
                    if getattr(cfg, k)})
         rnn_in = cfg.embedding_dim if cfg.input_mode == "embedding" else cfg.input_size
-        self.rnn = LAYERS[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
-                                          bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,
-                                          recurrent_init=cfg.recurrent_init, **kw)
+        try:
+            self.rnn = LAYERS[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
+                                        bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,
+                                        recurrent_init=cfg.recurrent_init, **kw)
+        except ConfigError as e:
+            # the layer's input_size is this model's embedding_dim: name the argument the user set
+            if cfg.input_mode == "embedding" and "input_size" in str(e):
+                raise ConfigError(str(e).replace("input_size", "embedding_dim")) from None
+            raise
         feat = self.rnn.output_size * (2 if cfg.bidirectional else 1)
+        # the layer refused its own size above; the embedding and the head are refused here, before they are made
+        self._check_memory(feat)
         k = 1.0 / np.sqrt(feat)                                         # torch.nn.Linear's init
         self._own = {}
+        # drawn block by block in the model's dtype (as the layers): no float64 copy of a whole matrix
         if cfg.input_mode == "embedding":
-            self._own["embedding.weight"] = self.rng.standard_normal((cfg.input_size, cfg.embedding_dim)).astype(self.dtype)
-        self._own["head.weight"] = self.rng.uniform(-k, k, (cfg.output_size, feat)).astype(self.dtype)
-        self._own["head.bias"] = self.rng.uniform(-k, k, (cfg.output_size,)).astype(self.dtype)
+            self._own["embedding.weight"] = draw(self.rng.standard_normal, (cfg.input_size, cfg.embedding_dim),
+                                                 self.dtype)
+        self._own["head.weight"] = draw(lambda m: self.rng.uniform(-k, k, m), (cfg.output_size, feat), self.dtype)
+        self._own["head.bias"] = draw(lambda m: self.rng.uniform(-k, k, m), (cfg.output_size,), self.dtype)
         self._own_grads = {n: np.zeros_like(v) for n, v in self._own.items()}
         self._cache = None
+
+    def _check_memory(self, feat) -> None:
+        """Refuse (ConfigError naming the argument) an embedding and output layer whose weights and gradients would
+        not fit: the larger matrix's larger side is named (input_size or embedding_dim; output_size or
+        hidden_size, which sets the head's feat = D * (proj_size or hidden_size))."""
+        cfg = self.config
+        mats = {}
+        if cfg.input_mode == "embedding":
+            mats["embedding"] = (cfg.input_size, cfg.embedding_dim, "input_size", "embedding_dim")
+        mats["output layer"] = (cfg.output_size, feat, "output_size", "hidden_size")
+        count = cfg.output_size + sum(r * c for r, c, _, _ in mats.values())
+        rows, cols, row_arg, col_arg = max(mats.values(), key=lambda m: m[0] * m[1])
+        arg = row_arg if rows >= cols else col_arg
+        parts = " and ".join(f"{name} ({int_text(r)} x {int_text(c)})" for name, (r, c, _, _) in mats.items())
+        what = (f"the model's {parts}, {int_text(count)} parameters with the bias: their "
+                f"{np.dtype(self.dtype).name} weights and gradients")
+        nbytes = 2 * count * np.dtype(self.dtype).itemsize + 8 * DRAW_BLOCK         # + one float64 draw block
+        error = memory_refusal(arg, what, nbytes, f"use a smaller {arg}")
+        if error is not None:
+            raise error
 
     # ------------------------------------------------------------- parameters
     def named_parameters(self) -> dict:

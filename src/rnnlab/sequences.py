@@ -86,16 +86,17 @@ def check_memory(nbytes: int, what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ checks
-def _finite_features(cases, what, ids=None, names=None):
+def _finite_features(cases, what, ids=None, names=None, for_training=True):
     for i, c in enumerate(cases):
         bad = ~np.isfinite(c)
         if bad.any():
             t, f = np.argwhere(bad)[0]
             who = f"id {ids[i]!r}" if ids is not None else f"case {i}"
             feat = names[f] if names else int(f)
+            fix = ("pass missing='zero' (--missing zero) to read them as the feature's training mean" if for_training
+                   else "the model was trained with --missing error, so it reads no missing values")
             raise DataError(f"{what}: NaN or Inf ({c[t, f]}) in {who}, step {t}, feature {feat!r}; rnnlab does not impute "
-                            f"-- fill or drop missing values first, or pass missing='zero' (--missing zero) to "
-                            f"read them as the feature's training mean")
+                            f"-- fill or drop missing values first, or {fix}")
 
 
 def _as_float_case(a, what):
@@ -214,61 +215,160 @@ def _column(name, columns, what):
     return name
 
 
+def _row(i, source) -> str:
+    """A table row as the user counts it: from 1, after the header."""
+    return f"data row {int(i) + 1} of {source}"
+
+
+def _as_numbers(series, name, source, what):
+    """A column as float64 numbers, or None when it is text. Python Decimals (Parquet decimal columns) and
+    numbers written as text count as numbers; a mostly numeric column with a few other cells is an error
+    naming the first of them, never a column dropped or a cell read as missing."""
+    import pandas as pd
+    if pd.api.types.is_bool_dtype(series):
+        return None
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype(np.float64)
+    filled = series.dropna()
+    if len(filled) == 0:
+        return None
+    parsed = pd.to_numeric(filled.map(lambda v: str(v) if not isinstance(v, (int, float)) else v),
+                           errors="coerce")
+    bad = parsed.isna()
+    if not bad.any():
+        return pd.to_numeric(series.map(lambda v: v if v is None or isinstance(v, (int, float)) else str(v)),
+                             errors="coerce").astype(np.float64)
+    if bad.mean() <= 0.5:
+        i = bad.index[bad.to_numpy()][0]
+        raise DataError(f"{what}: column {name!r} is numeric but {_row(i, source)} holds {series[i]!r} "
+                        f"({int(bad.sum())} such cell(s)); fix or drop those rows")
+    return None
+
+
+def _time_values(series, time_col, source, time_format=""):
+    """The time column as numbers or datetimes, never text (text sorts 10 before 2 and 13/01 before 14/12).
+
+    Numbers stay numbers; text is parsed as ISO 8601 dates and times, or with ``time_format`` (strptime
+    codes, e.g. ``%d/%m/%Y``) when it is given."""
+    import pandas as pd
+    if time_format:
+        text = series.astype(str) if not pd.api.types.is_datetime64_any_dtype(series) else None
+        if text is None:
+            return series
+        parsed = pd.to_datetime(text, format=time_format, errors="coerce")
+        bad = parsed.isna()
+        if bad.any():
+            i = bad.index[bad.to_numpy()][0]
+            raise DataError(f"time_format: {_row(i, source)} has time {series[i]!r} in column {time_col!r}, which "
+                            f"does not match --time-format {time_format!r}")
+        return parsed
+    if pd.api.types.is_datetime64_any_dtype(series) or (
+            pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)):
+        return series
+    if pd.api.types.is_bool_dtype(series):
+        raise DataError(f"time_col: column {time_col!r} of {source} holds true/false values, not times")
+    numbers = _as_numbers(series, time_col, source, "time_col")
+    if numbers is not None:
+        return numbers
+    try:
+        return pd.to_datetime(series.astype(str), format="ISO8601")
+    except (ValueError, TypeError):
+        sample = series.iloc[0]
+        raise DataError(f"time_col: column {time_col!r} of {source} is text that is neither numbers nor ISO 8601 "
+                        f"dates (e.g. {sample!r}); text times are never sorted as text -- pass --time-format "
+                        f"(time_format=), e.g. '%d/%m/%Y'") from None
+
+
 def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_col="target",
                     require_target: bool = True, missing: str = "error", min_length: int = 2,
-                    source: str = "data") -> Sequences:
+                    source: str = "data", time_format: str = "", trained_features=None,
+                    for_training: bool = True) -> Sequences:
     """A long table (one row per id and time) -> Sequences, cases in the order the ids first appear.
 
     Rows are sorted by time within each id (a note says so when they were not); (id, time) pairs must be
-    unique. ``feature_cols``: a list, a comma-separated string, or None / "" for every other numeric column.
-    ``target_col`` may be missing from the table when ``require_target`` is False (prediction).
+    unique. The time column is numeric or a date/time (ISO 8601, or ``time_format``). ``feature_cols``: a list,
+    a comma-separated string, or None / "" for every other numeric column. ``trained_features``: the feature
+    names a trained model reads, by name and in its order (extra columns are ignored). ``target_col`` may be
+    missing from the table when ``require_target`` is False (prediction).
     """
     import pandas as pd
     cols = [str(c) for c in df.columns]
-    df = df.rename(columns=dict(zip(df.columns, cols)))
+    if len(set(cols)) != len(cols):
+        dup = next(c for c in cols if cols.count(c) > 1)
+        raise DataError(f"{source}: column {dup!r} appears {cols.count(dup)} times in the header; name each column once")
+    df = df.rename(columns=dict(zip(df.columns, cols))).reset_index(drop=True)
     _column(id_col, cols, "id_col")
     _column(time_col, cols, "time_col")
+    if id_col == time_col:
+        raise DataError(f"time_col: the time column {time_col!r} is also the id column; they must differ")
     has_target = bool(target_col) and target_col in cols
     if target_col and require_target:
         _column(target_col, cols, "target_col")
     if isinstance(feature_cols, str):
         feature_cols = [c.strip() for c in feature_cols.split(",") if c.strip()]
-    if not feature_cols:
+    skipped = []
+    numbers = {}
+    if trained_features is not None:
+        feature_cols = [str(c) for c in trained_features]
+        lost = [c for c in feature_cols if c not in cols]
+        if lost:
+            raise DataError(f"feature_cols: column {lost[0]!r} is missing from {source}; the model reads its features "
+                            f"by name {feature_cols} and the file has {cols}{closest(lost[0], cols)}")
+    elif not feature_cols:
         rest = [c for c in cols if c not in (id_col, time_col, target_col)]
-        feature_cols = [c for c in rest if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-        skipped = [c for c in rest if c not in feature_cols]
+        for c in rest:
+            v = _as_numbers(df[c], c, source, "feature_cols")
+            if v is None:
+                skipped.append(c)
+            else:
+                numbers[c] = v
+        feature_cols = [c for c in rest if c in numbers]
         if not feature_cols:
             raise DataError(f"feature_cols: no numeric feature columns in {source} besides id {id_col!r}, time "
                             f"{time_col!r} and target {target_col!r}; the columns are {cols}")
     else:
-        skipped = []
         for c in feature_cols:
             _column(c, cols, "feature_cols")
+        dup = [c for c in feature_cols if feature_cols.count(c) > 1]
+        if dup:
+            raise DataError(f"feature_cols: column {dup[0]!r} is named twice in {feature_cols}; name each feature once")
     for c in feature_cols:
-        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
-            sample = df[c].dropna().iloc[0] if df[c].notna().any() else None
-            raise DataError(f"feature_cols: column {c!r} of {source} is not numeric (dtype {df[c].dtype}, e.g. "
-                            f"{sample!r}); convert it or leave it out of feature_cols")
+        if c in (id_col, time_col) or (c == target_col and has_target):
+            role = "id" if c == id_col else ("time" if c == time_col else "target")
+            raise DataError(f"feature_cols: {c!r} is the {role} column (--{role}-col); a feature must be another column")
+        if c not in numbers:
+            v = _as_numbers(df[c], c, source, "feature_cols")
+            if v is None:
+                sample = df[c].dropna().iloc[0] if df[c].notna().any() else None
+                raise DataError(f"feature_cols: column {c!r} of {source} is not numeric (dtype {df[c].dtype}, e.g. "
+                                f"{sample!r}); convert it or leave it out of feature_cols")
+            numbers[c] = v
     if len(df) == 0:
         raise DataError(f"{source}: no rows")
-    if df[id_col].isna().any() or df[time_col].isna().any():
-        which = id_col if df[id_col].isna().any() else time_col
-        raise DataError(f"{which}: {int(df[which].isna().sum())} empty value(s) in column {which!r} of {source}")
+    for which in (id_col, time_col):
+        if df[which].isna().any():
+            i = df.index[df[which].isna().to_numpy()][0]
+            raise DataError(f"{which}: {int(df[which].isna().sum())} empty value(s) in column {which!r} of {source}, "
+                            f"the first in {_row(i, source)}")
     check_memory(len(df) * len(feature_cols) * 8 * 3, f"{source}")
-    dup = df.duplicated([id_col, time_col])
+    times = _time_values(df[time_col], time_col, source, time_format)
+    key = pd.DataFrame({"_id": df[id_col], "_time": times})
+    dup = key.duplicated(["_id", "_time"])
     if dup.any():
-        r = df[dup].iloc[0]
-        raise DataError(f"{source}: duplicated (id, time) pair ({_py(r[id_col])!r}, {_py(r[time_col])!r}) -- "
-                        f"{int(dup.sum())} duplicated row(s); each id may have one row per time")
+        i = dup.index[dup.to_numpy()][0]
+        raise DataError(f"{source}: duplicated (id, time) pair ({_py(df[id_col][i])!r}, {_py(df[time_col][i])!r}) in "
+                        f"{_row(i, source)} -- {int(dup.sum())} duplicated row(s); each id may have one row per time")
     notes = []
     order = pd.unique(df[id_col])
-    keyed = df.assign(_rnnlab_order=pd.Categorical(df[id_col], categories=order, ordered=True))
-    is_sorted = keyed.groupby("_rnnlab_order", observed=True, sort=False)[time_col].apply(
+    keyed = pd.DataFrame({"_rnnlab_order": pd.Categorical(df[id_col], categories=order, ordered=True),
+                          "_time": times, "_row": np.arange(len(df))})
+    is_sorted = keyed.groupby("_rnnlab_order", observed=True, sort=False)["_time"].apply(
         lambda s: s.is_monotonic_increasing).all()
     if not is_sorted:
         notes.append(f"{source}: rows were not in time order within each id; sorted by {time_col!r}")
-    keyed = keyed.sort_values(["_rnnlab_order", time_col], kind="stable")
-    values = keyed[feature_cols].to_numpy(dtype=np.float64)
+    keyed = keyed.sort_values(["_rnnlab_order", "_time"], kind="stable")
+    rows = keyed["_row"].to_numpy()
+    values = np.stack([numbers[c].to_numpy(dtype=np.float64)[rows] for c in feature_cols], axis=1)
     codes = keyed["_rnnlab_order"].cat.codes.to_numpy()
     bounds = np.flatnonzero(np.diff(codes)) + 1
     starts = np.concatenate([[0], bounds])
@@ -277,24 +377,30 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
     ids = [_py(o) for o in order]
     short = [ids[i] for i, c in enumerate(cases) if len(c) < min_length]
     if short:
-        hint = (f"; every id has one row -- is {id_col!r} the right id column?" if len(short) == len(cases)
-                else "; drop them, or pass min_length=1 (--min-length 1) to keep them")
-        raise DataError(f"{source}: {len(short)} id(s) with fewer than {min_length} rows, e.g. {short[0]!r}{hint}")
+        if len(short) == len(cases) and all(len(c) == 1 for c in cases):
+            hint = f"; every id has one row -- is {id_col!r} the right id column?"
+        elif for_training:
+            hint = "; drop them, or pass min_length=1 (--min-length 1) to keep them"
+        else:
+            hint = f"; the model was trained with --min-length {min_length}, so such ids are refused here too"
+        raise DataError(f"{source}: {len(short)} id(s) with fewer than {min_length} rows, e.g. {short[0]!r} "
+                        f"({len(cases[ids.index(short[0])])} row(s); {len(cases)} ids in all){hint}")
     if missing == "error":
-        _finite_features(cases, source, ids, feature_cols)
+        _finite_features(cases, source, ids, feature_cols, for_training)
     targets = None
     if has_target:
-        t = keyed[target_col]
-        if t.isna().any():
-            r = keyed[t.isna()].iloc[0]
-            raise DataError(f"target_col: empty target in id {_py(r[id_col])!r}, time {_py(r[time_col])!r} of {source}")
-        tv = t.to_numpy()
-        per_case = [tv[a:b] for a, b in zip(starts, ends)]
-        varies = any(len(pd.unique(p)) > 1 for p in per_case)
+        t = df[target_col].to_numpy()[rows]
+        tn = pd.isna(t)
+        if tn.any():
+            i = rows[np.flatnonzero(tn)[0]]
+            raise DataError(f"target_col: empty target in id {_py(df[id_col][i])!r}, time {_py(df[time_col][i])!r} "
+                            f"({_row(i, source)})")
+        per_case = [t[a:b] for a, b in zip(starts, ends)]
+        varies = any(len(pd.unique(pd.Series(p))) > 1 for p in per_case)
         targets = [np.asarray(p) for p in per_case] if varies else np.array([p[0] for p in per_case])
     if skipped:
         notes.append(f"{source}: non-numeric columns {skipped} left out of the features")
-    tv = keyed[time_col].to_numpy()
+    tv = keyed["_time"].to_numpy()
     return Sequences(cases, targets, ids, list(feature_cols), notes, [tv[a:b] for a, b in zip(starts, ends)])
 
 
@@ -359,7 +465,7 @@ def read_npz(path, channels_first=False, missing="error") -> Sequences:
             raise DataError(f"data: {path} holds object arrays (ragged rows?), which load only with pickle; save a "
                             f"padded x (N, T, F) with lengths (N,) instead") from None
         raise DataError(f"data: {path} is not a readable .npz file ({exc})") from None
-    except (OSError, EOFError) as exc:
+    except Exception as exc:                # a torn zip raises BadZipFile, zlib.error, EOFError, OSError ...
         raise DataError(f"data: {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
     if "x" not in arrays:
         near = [k for k in arrays if k.lower() in ("x", "xs", "inputs", "features")]
@@ -370,21 +476,28 @@ def read_npz(path, channels_first=False, missing="error") -> Sequences:
 
 
 def read_data(path, id_col="id", time_col="time", feature_cols=None, target_col="target", require_target=True,
-              channels_first=False, missing="error", min_length=2) -> Sequences:
-    """A .npz, .csv or .parquet file -> Sequences (see the module docstring for the layouts)."""
+              channels_first=False, missing="error", min_length=2, time_format="", trained_features=None,
+              for_training=True, what="data") -> Sequences:
+    """A .npz, .csv or .parquet file -> Sequences (see the module docstring for the layouts).
+
+    ``trained_features``: a trained model's feature names, read by name from a table (see from_long_frame).
+    ``what``: the argument that named the file (data, val_data), for messages."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what}: {str(path)!r} is a folder; expected a .npz, .csv or .parquet file")
     if not path.is_file():
-        raise FileNotFoundError(f"data: file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{what}: file {str(path)!r} does not exist")
     if path.suffix not in FILE_FORMATS:
-        raise DataError(f"data: {path.name}: expected a file ending in one of {list(FILE_FORMATS)}, got {path.suffix!r}")
-    check_memory(path.stat().st_size * 4, f"data: {path}")
+        raise DataError(f"{what}: {path.name}: expected a file ending in one of {list(FILE_FORMATS)}, got {path.suffix!r}")
+    check_memory(path.stat().st_size * 4, f"{what}: {path}")
     if path.suffix == ".npz":
         s = read_npz(path, channels_first, missing)
         if require_target and s.targets is None:
-            raise DataError(f"data: {path} has no array 'y' of targets")
+            raise DataError(f"{what}: {path} has no array 'y' of targets")
         return s
     return from_long_frame(read_table(path), id_col, time_col, feature_cols, target_col, require_target, missing,
-                           min_length, source=str(path))
+                           min_length, source=str(path), time_format=time_format, trained_features=trained_features,
+                           for_training=for_training)
 
 
 def pad(cases, T: int | None = None, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:

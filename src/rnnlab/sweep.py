@@ -50,13 +50,23 @@ import numpy as np
 
 from .checkpoint import atomic_write
 from .config import TrainConfig, read_toml
-from .errors import ConfigError, closest
+from .errors import ConfigError, RnnlabError, check_choice, check_float, check_int, closest
 from .runlock import RunLock
 
 MANIFEST = "sweep.json"
 STATUS = "status.json"
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "quniform", "qloguniform", "randn")
 SWEEP_KEYS = ("seeds", "metric", "threshold", "scheduler", "grid", "random", "workers", "grace_steps")
+SCHEDULERS = ("asha",)
+# training keys that build_task never reads: trials that differ only in these share one task when checked
+_NOT_TASK = frozenset((
+    "model", "hidden_size", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell",
+    "bidirectional", "nonlinearity", "reset", "forget_bias", "peephole", "proj_size", "layer_norm", "recurrent_max",
+    "recurrent_init", "input_mode", "embedding_dim", "dtype", "batch_size", "steps", "epochs", "patience", "tbptt",
+    "bptt_segment", "backend", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip", "clip_value",
+    "schedule", "warmup", "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite", "seed", "distributed", "out",
+    "checkpoint_every", "eval_every", "log_every", "diagnose_every", "track", "mlflow_uri", "mlflow_experiment",
+    "quiet"))
 
 
 def _tune():
@@ -107,9 +117,62 @@ def _label(over: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in over.items()) or "base"
 
 
+def check_settings(sw: dict, steps: int | None = None) -> None:
+    """The [sweep] keys other than the space (seeds, metric, threshold, scheduler, grace_steps, workers), each
+    named as in the file; ``steps``: the most steps a trial trains (ASHA's horizon), None to skip that bound.
+    Also run on a manifest read back for --resume, so that one written before these checks cannot replay a
+    bad setting."""
+    check_int("sweep.seeds", sw.get("seeds", 1), 1)
+    if "metric" in sw and (not isinstance(sw["metric"], str) or not sw["metric"]):
+        raise ConfigError(f"sweep.metric: expected the name of a validation metric such as 'mse', got "
+                          f"{sw['metric']!r}")
+    if "threshold" in sw:
+        check_float("sweep.threshold", sw["threshold"])
+    if "scheduler" in sw:
+        check_choice("sweep.scheduler", sw["scheduler"], SCHEDULERS)
+    if "grace_steps" in sw:
+        if "scheduler" not in sw:               # it would be ignored
+            raise ConfigError(f"sweep.grace_steps: only used by scheduler = 'asha', which is not set; set it or "
+                              f"leave grace_steps out, got grace_steps = {sw['grace_steps']!r}")
+        g = check_int("sweep.grace_steps", sw["grace_steps"], 1)
+        if steps is not None and g > steps:
+            raise ConfigError(f"sweep.grace_steps: expected an integer <= steps ({steps}, the longest trial), got {g}")
+    if "workers" in sw:
+        check_int("sweep.workers", sw["workers"], 1)
+
+
+def check_workers(workers, arg: str = "workers"):
+    """``--workers``: None (the CPUs) or an integer >= 1 (0 must not silently mean 'all CPUs')."""
+    return None if workers is None else check_int(arg, workers, 1)
+
+
+def check_address_format(address) -> None:
+    """``--address``: auto, local, HOST:PORT or ray://HOST:PORT; checked without the network."""
+    if address is None or address in ("auto", "local"):
+        return
+    text = str(address)
+    host, sep, port = text.removeprefix("ray://").rpartition(":")
+    if (not isinstance(address, str) or not sep or not port.isdigit() or not 1 <= int(port) <= 65535
+            or any(c.isspace() or c == "/" for c in host)):
+        raise ConfigError(f"address: expected HOST:PORT, ray://HOST:PORT, auto or local, got {address!r}")
+
+
+def _trial_error(msg, over, grid, label):
+    """A trial's error named by the sweep key that set the value (``sweep.grid.lr: ...``) when one did, and by
+    its trial either way."""
+    key = msg.split(":", 1)[0].strip()
+    if key in over:
+        msg = f"sweep.{'grid' if key in grid else 'random'}.{msg}"
+    return ConfigError(f"{msg} (trial {label})")
+
+
 def expand(spec: dict) -> dict:
     """A sweep file's contents -> the manifest: the base config and the list of trials (id, overrides, seed,
-    configuration label). Every trial's config is checked here, before anything runs."""
+    configuration label). Every [sweep] key, and every trial's config against its task and model, is checked
+    here, before anything is written or runs."""
+    from .compare import check_buildable, default_threshold
+    from .tasks import build_task
+    from .tracking import require
     spec = dict(spec)
     sw = spec.pop("sweep", None)
     if not isinstance(sw, dict):
@@ -117,21 +180,28 @@ def expand(spec: dict) -> dict:
     for k in sw:
         if k not in SWEEP_KEYS:
             raise ConfigError(f"sweep: unknown key {k!r}{closest(k, SWEEP_KEYS)}; expected some of {list(SWEEP_KEYS)}")
-    base = TrainConfig.from_dict(spec, source="sweep base").validate()
+    check_settings(sw)
+    if "out" in spec:                               # each trial's folder would silently replace it
+        raise ConfigError(f"out: set by the sweep itself (the trials' folders are in --out DIR/trials), got "
+                          f"out = {spec['out']!r}; leave it out of the sweep file")
+    # checked with a folder, as each trial will have one (else `track` would be refused here)
+    base = TrainConfig.from_dict({**spec, "out": "trials"}, source="sweep base").validate()
     seeds = sw.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ConfigError(f"sweep.seeds: expected an integer >= 1, got {seeds!r}")
     grid = sw.get("grid", {})
-    rand = dict(sw.get("random", {}))
-    if not isinstance(grid, dict) or not isinstance(rand, dict):
-        raise ConfigError("sweep.grid and sweep.random: expected tables")
+    rand = sw.get("random", {})
+    for name, table in (("grid", grid), ("random", rand)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"sweep.{name}: expected a table ([sweep.{name}]), got {table!r}")
+    rand = dict(rand)
     for key, values in grid.items():
         _check_key(key, "sweep.grid")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.grid.{key}: expected a non-empty list of values, got {values!r}")
-    samples = rand.pop("samples", 1 if rand else 0)
-    if rand and (not isinstance(samples, int) or samples < 1):
-        raise ConfigError(f"sweep.random.samples: expected an integer >= 1, got {samples!r}")
+    samples = rand.pop("samples", 1)
+    check_int("sweep.random.samples", samples, 1)
+    if "samples" in sw.get("random", {}) and not rand:      # nothing to draw: it would be ignored
+        raise ConfigError(f"sweep.random.samples: {samples} draws of nothing; add distributions to [sweep.random] "
+                          f"(e.g. lr = {{loguniform = [1e-4, 1e-2]}}) or leave samples out")
     domains = {}
     for key, d in rand.items():
         _check_key(key, "sweep.random")
@@ -147,22 +217,59 @@ def expand(spec: dict) -> dict:
         for _ in range(samples if domains else 1):
             draw = {k: _plain(d.sample(random_state=rs)) for k, d in domains.items()}
             configs.append({**combo, **draw})
-    trials = []
+
+    tasks = {}                                      # one task per distinct set of the keys build_task reads
+
+    def task_for(cfg):
+        key = tuple(sorted((k, v) for k, v in cfg.to_dict().items() if k not in _NOT_TASK))
+        if key not in tasks:
+            tasks[key] = build_task(cfg)
+        return tasks[key]
+    base_task = task_for(base)
+    dm, dt = default_threshold(base_task)
+    metric = sw.get("metric", dm)
+    if metric not in base_task.metrics:
+        raise ConfigError(f"sweep.metric: expected one of {list(base_task.metrics)} (the validation metrics of task "
+                          f"{base_task.name!r}), got {metric!r}")
+    if "threshold" not in sw and metric != dm:      # the default threshold is a value of the default metric
+        raise ConfigError(f"sweep.threshold: needed with sweep.metric = {metric!r} (the task's default threshold, {dt:g}, "
+                          f"is a value of {dm!r})")
+    threshold = float(sw.get("threshold", dt))
+    # every trial as it will train: its config, its task and model (the trainer's checks), its trackers
+    trials, tracked, longest = [], set(), 1
     for c, over in enumerate(configs):
+        label = _label(over)
         for s in range(seeds):
             seed = base.seed + s
-            TrainConfig.from_dict({**base.to_dict(), **over, "seed": seed}, source=f"sweep trial {over}").validate()
-            trials.append({"id": f"c{c:03d}-s{seed}", "config": c, "label": _label(over), "overrides": over,
-                           "seed": seed})
-    return {"base": base.to_dict(), "sweep": {k: v for k, v in sw.items() if k not in ("grid", "random")},
+            try:
+                cfg = TrainConfig.from_dict({**base.to_dict(), **over, "seed": seed}, source="sweep").validate()
+                if s == 0:                          # seeds change neither the task's shapes nor the model
+                    task = task_for(cfg)
+                    if metric not in task.metrics:
+                        raise ConfigError(f"sweep.metric: expected one of {list(task.metrics)} (the validation "
+                                          f"metrics of task {task.name!r}), got {metric!r}")
+                    check_buildable(cfg, task)
+                    if (cfg.track, cfg.mlflow_uri) not in tracked:
+                        require(cfg.track, cfg.mlflow_uri)
+                        tracked.add((cfg.track, cfg.mlflow_uri))
+                    longest = max(longest, cfg.steps)
+            except RnnlabError as exc:
+                if not isinstance(exc, ValueError) or str(exc).startswith("sweep."):
+                    raise
+                raise _trial_error(str(exc).removeprefix("sweep: "), over, grid, label) from None
+            trials.append({"id": f"c{c:03d}-s{seed}", "config": c, "label": label, "overrides": over, "seed": seed})
+    settings = {**{k: v for k, v in sw.items() if k not in ("grid", "random")}, "metric": metric,
+                "threshold": threshold}             # resolved here, so a resumed sweep summarises the same way
+    check_settings(settings, longest)
+    return {"base": {**base.to_dict(), "out": ""}, "sweep": settings,
             "space": {"grid": grid, "random": {**rand, **({"samples": samples} if rand else {})}}, "trials": trials}
 
 
 def manifest_for(base: TrainConfig, configs: list, seeds: int, metric: str, threshold: float) -> dict:
     """A manifest from explicit configurations, [(label, overrides)], each with ``seeds`` seeds (``rnnlab compare
     --seeds``: its entries with their matched hidden sizes)."""
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds: expected an integer >= 1, got {seeds!r}")
+    check_int("seeds", seeds, 1)
+    threshold = check_float("threshold", threshold)
     trials = []
     for c, (label, over) in enumerate(configs):
         for s in range(seeds):
@@ -237,38 +344,69 @@ def _start_ray(address, workers):
     return True
 
 
+def _longest(manifest) -> int:
+    """The most steps any trial trains (ASHA's horizon: a trial past it would be stopped as if by the scheduler)."""
+    base = manifest["base"]
+    return max([int({**base, **t["overrides"]}.get("steps", 1)) for t in manifest["trials"]] or [1])
+
+
+def check(config_file=None, out=None, resume_dir=None, address=None, workers=None, spec=None,
+          manifest=None) -> dict:
+    """Every setting of ``run``'s call checked, nothing written or started: -> the manifest to run (for
+    ``resume_dir``, the folder's own). A refused sweep leaves no folder behind, so the corrected command can
+    be run again into the same --out."""
+    if resume_dir is not None and out is not None:
+        raise ConfigError(f"out: not with --resume (a resumed sweep continues in its own folder, {resume_dir}); "
+                          f"give one of them, got --out {out}")
+    if resume_dir is None and out is None:
+        raise ConfigError("sweep: give --out DIR (the sweep's folder)")
+    check_workers(workers)
+    check_address_format(address)
+    if resume_dir is not None:
+        f = Path(resume_dir) / MANIFEST
+        if not f.is_file():
+            raise ConfigError(f"--resume: {resume_dir} holds no {MANIFEST}; is it a folder made by rnnlab sweep?")
+        try:
+            manifest = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--resume: {f} is not valid JSON ({exc}); is it a folder made by rnnlab sweep?") from None
+    else:
+        sweep_dir = Path(out)
+        if sweep_dir.exists() and not sweep_dir.is_dir():
+            raise ConfigError(f"out: expected a folder for the sweep, got the file {sweep_dir}")
+        if (sweep_dir / MANIFEST).exists():
+            raise ConfigError(f"out: {sweep_dir} already holds a sweep; continue it with `rnnlab sweep --resume "
+                              f"{sweep_dir}` or choose another --out")
+        if manifest is None:
+            manifest = expand(spec if spec is not None else read_toml(config_file))
+    check_settings(manifest["sweep"], _longest(manifest))     # a manifest written before these checks, too
+    return manifest
+
+
 def run(config_file=None, out=None, resume_dir=None, address=None, workers=None, spec=None, manifest=None) -> dict:
     """Run (or, with ``resume_dir``, continue) a sweep; returns the summary. ``spec``: the parsed TOML
-    instead of ``config_file``; ``manifest``: the trials themselves (``manifest_for``)."""
-    tune = _tune()
+    instead of ``config_file``; ``manifest``: the trials themselves (``manifest_for``). Everything is checked
+    (``check``) before the sweep's folder is made."""
+    manifest = check(config_file, out, resume_dir, address, workers, spec, manifest)
+    tune = _tune()                                  # after the checks: a bad setting is told first
     if address:
-        _check_address(address)                     # before anything is written
-    folder = resume_dir if resume_dir is not None else out
-    if folder is None:
-        raise ConfigError("sweep: give --out DIR (the sweep's folder)")
-    if resume_dir is not None and not (Path(resume_dir) / MANIFEST).is_file():
-        raise ConfigError(f"--resume: {resume_dir} holds no {MANIFEST}; is it a folder made by rnnlab sweep?")
-    if resume_dir is None:
-        manifest = manifest or expand(spec if spec is not None else read_toml(config_file))   # checked before writing
-    with RunLock(folder):                           # one driver per sweep folder
+        _check_address(address)                     # a cluster that does not answer, also before writing
+    with RunLock(resume_dir if resume_dir is not None else out):       # one driver per sweep folder
         return _run(manifest, out, resume_dir, address, workers, tune)
 
 
 def _run(manifest, out, resume_dir, address, workers, tune):
     if resume_dir is not None:
         sweep_dir = Path(resume_dir)
-        manifest = json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
     else:
         sweep_dir = Path(out)
-        if (sweep_dir / MANIFEST).exists():
+        if (sweep_dir / MANIFEST).exists():         # again under the lock: another driver may have been first
             raise ConfigError(f"out: {sweep_dir} already holds a sweep; continue it with `rnnlab sweep --resume "
                               f"{sweep_dir}` or choose another --out")
         (sweep_dir / "trials").mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
     sw = manifest["sweep"]
-    workers = int(workers or sw.get("workers") or os.cpu_count() or 1)
-    if workers < 1:
-        raise ConfigError(f"workers: expected an integer >= 1, got {workers}")
+    workers = workers if workers is not None else sw.get("workers") or os.cpu_count() or 1
     status = _read_status(sweep_dir)
     pending = [t["id"] for t in manifest["trials"]
                if not finished(sweep_dir / "trials" / t["id"]) and t["id"] not in status.get("stopped", [])]
@@ -288,11 +426,9 @@ def _run(manifest, out, resume_dir, address, workers, tune):
 def _fit(tune, manifest, sweep_dir, pending, workers, metric, mode, sw, status):
     """The pending trials on Ray Tune; -> the new status (trials stopped by the scheduler, errors)."""
     scheduler = None
-    if sw.get("scheduler"):
-        if sw["scheduler"] != "asha":
-            raise ConfigError(f"sweep.scheduler: expected 'asha', got {sw['scheduler']!r}")
+    if sw.get("scheduler"):                         # "asha", checked with the other settings
         from ray.tune.schedulers import ASHAScheduler
-        steps = int(manifest["base"]["steps"])
+        steps = _longest(manifest)
         scheduler = ASHAScheduler(time_attr="step", max_t=steps,
                                   grace_period=int(sw.get("grace_steps", max(1, steps // 4))))
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")     # the reporter that honours verbose=0

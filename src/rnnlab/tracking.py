@@ -7,9 +7,24 @@ to metrics.jsonl and diagnostics.jsonl -- the plain files stay the source of tru
                   ``val/bpc`` ...; the gradient-flow curve ||dL/dh_t|| as a figure per diagnostics record
                   (``tensorboard --logdir RUN/tensorboard``)
     mlflow        one MLflow run per rnnlab run: the config as parameters, the scalars per step, the figures
-                  and the run's files as artifacts at the end. ``mlflow_uri`` names the tracking server or
-                  store (``http://...``, ``sqlite:///...``); empty: a local file store in RUN/mlruns (``mlflow ui
-                  --backend-store-uri RUN/mlruns``). ``mlflow_experiment`` groups runs (a sweep's trials).
+                  and the run's files as artifacts at the end. ``mlflow_experiment`` groups runs (a sweep's
+                  trials). ``mlflow_uri`` says where they go:
+
+        ""                      (default) a file store in RUN/mlruns (``mlflow ui --backend-store-uri RUN/mlruns``)
+        PATH, file:///PATH      a file store in that folder (made if missing; shareable between runs); a
+                                relative PATH is taken from the working directory. MLflow 3 keeps file stores
+                                behind MLFLOW_ALLOW_FILE_STORE; rnnlab sets it to true when unset.
+        http(s)://HOST:PORT     an MLflow tracking server (``mlflow server``); it must answer within
+                                ``timeout`` seconds before the run folder is made
+        sqlite:, postgresql:, mysql:, mssql:
+                                a database store -- only with the full ``mlflow`` package (``pip install
+                                mlflow``); the ``mlflow-skinny`` of the track extra has no SQL store
+
+    Anything else (databricks:, a file in place of a folder, a server that does not answer) is refused
+    with a ConfigError before the run folder is made. So that a server dying mid-run fails the run in
+    seconds rather than minutes, rnnlab lowers MLflow's HTTP retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES=2,
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=10 s) in its process unless the user
+    set them.
 
 Extras: ``pip install 'rnnlab[track]'`` (tensorboardX, mlflow-skinny); a missing one gives that line.
 """
@@ -17,6 +32,8 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from .errors import ConfigError
@@ -34,10 +51,112 @@ def parse(track: str) -> list:
     return names
 
 
-def require(track: str) -> None:
-    """Refuse early (before a run folder is made) when a requested tracker's package is missing."""
+def require(track: str, mlflow_uri: str = "", timeout: float = 5.0) -> None:
+    """Refuse early (before a run folder is made) when a requested tracker's package is missing, or when
+    ``mlflow_uri`` names a store the installed mlflow cannot use or a server that does not answer within
+    ``timeout`` seconds."""
     for n in parse(track):
         _need("tensorboardX" if n == "tensorboard" else "mlflow", n)
+        if n == "mlflow":
+            mlflow_store(mlflow_uri, timeout=timeout)
+
+
+DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")       # mlflow's DATABASE_ENGINES
+_SUPPORTED = ("expected '' (a store in RUN/mlruns), a folder path, file:///PATH, http(s)://HOST:PORT (an MLflow "
+              "server) or sqlite/postgresql/mysql/mssql URIs (full mlflow package)")
+# MLflow's own defaults retry for ~4 minutes; a tracking server that is gone should fail a run quickly
+_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def mlflow_store(uri: str, run_dir=None, timeout: float = 5.0) -> str:
+    """The tracking URI the MLflow client gets for ``mlflow_uri`` (a plain path becomes an absolute ``file:``
+    URI; "" the store in ``run_dir``/mlruns); raises ConfigError when it cannot work (see the module doc)."""
+    uri = str(uri or "").strip()
+    if not uri:
+        return "" if run_dir is None else (Path(run_dir) / "mlruns").resolve().as_uri()
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if uri.lower() in ("databricks", "databricks-uc", "uc"):      # MLflow reads these as schemes, not folders
+        scheme = uri.lower()
+    elif not scheme or (len(scheme) == 1 and os.name == "nt"):   # a path (C:\... on Windows)
+        folder = Path(uri).expanduser().resolve()
+        _check_folder(uri, folder)
+        return folder.as_uri()
+    elif scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigError(f"mlflow_uri: expected a local file:///PATH, got {uri!r} (host {parsed.netloc!r})")
+        _check_folder(uri, Path(urllib.request.url2pathname(parsed.path)).expanduser())
+        return uri
+    elif scheme in ("http", "https"):
+        try:
+            ok = bool(parsed.hostname) and parsed.port != 0
+        except ValueError:                                       # a port that is not a number
+            ok = False
+        if not ok:
+            raise ConfigError(f"mlflow_uri: expected {scheme}://HOST[:PORT], got {uri!r}")
+        _probe(uri.rstrip("/"), parsed, timeout)
+        return uri
+    elif scheme.split("+")[0] in DB_SCHEMES:                     # postgresql+psycopg2:// names a driver
+        import importlib.util
+        try:
+            if importlib.util.find_spec("sqlalchemy") is None:    # quick; mlflow's own test for its SQL store
+                raise ImportError("sqlalchemy")
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (needs sqlalchemy, alembic)
+        except ImportError:
+            raise ConfigError(f"mlflow_uri: {uri!r} needs the full mlflow package (pip install mlflow); the "
+                              f"installed mlflow-skinny serves http(s):// servers and file stores") from None
+        return uri
+    raise ConfigError(f"mlflow_uri: {_SUPPORTED}, got {uri!r} (scheme {scheme + ':'!r} is not supported)")
+
+
+def _check_folder(uri, folder: Path):
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"mlflow_uri: expected a folder for an MLflow file store, got {uri!r}, which is a file "
+                          f"(a database file needs sqlite:///PATH and the full mlflow package)")
+    for parent in folder.parents:                    # MLflow makes the folder, not a file's subfolder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"mlflow_uri: expected a folder path for an MLflow file store, got {uri!r}, "
+                                  f"inside the file {str(parent)!r}")
+            break
+
+
+def _probe(uri, parsed, timeout):
+    """An MLflow server answers its REST API (401/403: it is there, and asks for credentials)."""
+    import http.client
+    import socket
+    import ssl
+    import urllib.error
+    url = uri + "/api/2.0/mlflow/experiments/search?max_results=1"
+    context = None
+    if parsed.scheme.lower() == "https":            # the TLS settings the MLflow client itself honours
+        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+            context = ssl._create_unverified_context()
+        elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+            context = ssl.create_default_context(cafile=os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}),
+                                    timeout=timeout, context=context):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return
+        why = f"HTTP {exc.code} on /api/2.0/mlflow/experiments/search; is it an MLflow server's root URL?"
+        raise ConfigError(f"mlflow_uri: expected an MLflow server at {uri}, got {why}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(reason, (TimeoutError, socket.timeout)):
+            why = "timed out"
+        elif isinstance(reason, socket.gaierror):
+            why = f"host {parsed.hostname!r} not found"
+        else:
+            why = " ".join(str(reason).split()) or type(reason).__name__
+    port = parsed.port or (443 if parsed.scheme.lower() == "https" else 80)
+    raise ConfigError(f"mlflow_uri: no MLflow server answered at {uri} within {timeout:g} s ({why}); start it "
+                      f"(mlflow server --host {parsed.hostname} --port {port}) or drop --track mlflow")
 
 
 def _need(module, extra_name):
@@ -93,9 +212,12 @@ class MLflow:
     def __init__(self, run_dir: Path, cfg):
         _need("mlflow", "mlflow")
         from mlflow.tracking import MlflowClient
-        uri = cfg.mlflow_uri or (run_dir / "mlruns").resolve().as_uri()
+        uri = mlflow_store(cfg.mlflow_uri, run_dir)           # again here: resume() comes this way
+        for k, v in _HTTP_ENV.items():
+            os.environ.setdefault(k, v)                       # the user's own settings win
         if uri.startswith("file:"):
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")    # the local default; servers take any store
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")    # MLflow 3 refuses file stores without it
+            _make_file_store(Path(urllib.request.url2pathname(urllib.parse.urlparse(uri).path)))
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         known = run_dir / ".mlflow_run_id"                 # a resumed run continues its MLflow run
@@ -132,6 +254,17 @@ class MLflow:
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / name))
         self.client.set_terminated(self.run_id)
+
+
+def _make_file_store(folder: Path):
+    """MLflow's FileStore writes its Default experiment (id 0) only when it creates the folder itself; in an
+    existing empty folder it never does, and mlflow.start_run() (no experiment named) on that store then fails
+    with "Could not find experiment with ID 0". An empty folder is removed so that MLflow makes it whole."""
+    try:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    except OSError:
+        pass                                           # not ours to remove: MLflow writes into it as it is
 
 
 class Trackers:

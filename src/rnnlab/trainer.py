@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import TrainConfig, read_toml, write_toml
 from .errors import CheckpointError, ConfigError, NonFiniteError
 from .grad_mode import no_grad
@@ -122,6 +122,19 @@ def evaluate(model: SequenceModel, task, batches=None) -> dict:
         weight += w
     model.train()
     return {k: v / weight for k, v in totals.items()}
+
+
+def _strict(record: dict, step: int) -> dict:
+    """A record that is strict JSON: a skipped step's non-finite loss is written as null (its "skipped" says why);
+    any other non-finite metric stops the run before it is written."""
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if not bad:
+        return record
+    if record.get("skipped"):
+        return {k: (None if k in bad else v) for k, v in record.items()}
+    raise NonFiniteError(f"step {step}: the {record.get('split', 'train')} metric {bad[0]} is {record[bad[0]]}; "
+                         f"metrics are kept finite -- the model or the data overflowed (rescale the data or lower "
+                         f"--lr)")
 
 
 def _rng_state(rng) -> dict:
@@ -258,10 +271,11 @@ class _Trainer:
 
     # --------------------------------------------------------------- logging
     def log(self, record: dict):
+        record = _strict(record, self.step)
         self.result.records.append(record)
         if self.run_dir is not None:
             with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(record, allow_nan=False) + "\n")
         if self.trackers:
             self.trackers.record(record)
         if self.on_record is not None and self.rank == 0:
@@ -453,16 +467,59 @@ def load_model(path) -> tuple[SequenceModel, dict]:
     return model, meta
 
 
-def _prepare_run_dir(out: str, cfg: TrainConfig) -> Path | None:
+# what a run folder holds; a folder with any of them but no config.toml was not made by `rnnlab train`
+RUN_FILES = ("config.toml", "metrics.jsonl", "diagnostics.jsonl", CHECKPOINT, FINAL, ".mlflow_run_id", "tensorboard",
+             "mlruns")
+
+
+def check_run_dir(out: str) -> None:
+    """Refuse an --out that would lose something: a file, a run already there, or a folder holding files with
+    the names rnnlab writes that rnnlab did not write."""
     if not out:
-        return None
+        return
     run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"out: {str(run_dir)!r} is a file; --out names a folder for the run")
     if (run_dir / "config.toml").exists():
         raise ConfigError(f"out: {run_dir} already holds a run; continue it with `rnnlab resume {run_dir}` "
                           f"or choose another --out")
+    foreign = [n for n in RUN_FILES if (run_dir / n).exists()]
+    if foreign:
+        raise ConfigError(f"out: {run_dir} holds {', '.join(foreign)} but no config.toml, so not a run of rnnlab's; "
+                          f"rnnlab would write over them -- choose another --out")
+    folder = run_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"out: cannot make the folder {str(run_dir)!r}: {str(folder)!r} is a file")
+    import os
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"out: cannot write in {str(folder)!r} (permission denied)")
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """The data files as absolute paths, so the run's config works from any folder (resume, evaluate, gradients)."""
+    import dataclasses
+    named = {"data": cfg.data, "val_data": cfg.val_data, "ts_train": cfg.ts_train, "ts_test": cfg.ts_test}
+    import urllib.parse
+    uri = cfg.mlflow_uri.strip()
+    if uri and not urllib.parse.urlparse(uri).scheme and uri.lower() not in ("databricks", "databricks-uc", "uc"):
+        named["mlflow_uri"] = uri                           # a plain folder path names the same store from anywhere
+    if cfg.text != "shakespeare":
+        named["text"] = cfg.text
+    if cfg.csv != "sunspots":
+        named["csv"] = cfg.csv
+    return dataclasses.replace(cfg, **{k: str(Path(v).expanduser().resolve()) for k, v in named.items() if v})
+
+
+def _prepare_run_dir(out: str, cfg: TrainConfig) -> Path | None:
+    if not out:
+        return None
+    check_run_dir(out)
+    run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_toml(run_dir / "config.toml", cfg.to_dict())
-    (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+    atomic_write(run_dir / "metrics.jsonl", b"")
     return run_dir
 
 
@@ -513,11 +570,13 @@ def train(config, progress: bool = False, task=None, on_record=None) -> RunResul
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
+    cfg = absolute_paths(cfg) if task is None else cfg
+    check_run_dir(cfg.out)                                 # before the data is read: a bad --out fails at once
     trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
     trainer.on_record = on_record
     if cfg.track:
         from .tracking import require
-        require(cfg.track)
+        require(cfg.track, cfg.mlflow_uri)
     locks = []
 
     def prepare():
@@ -542,7 +601,8 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         raise ConfigError(f"run folder: {run_dir} has no config.toml; is it a folder made by `rnnlab train --out`?")
     cfg = TrainConfig.from_dict(read_toml(run_dir / "config.toml"), source=str(run_dir / "config.toml")).validate()
     if steps is not None:
-        cfg.steps = steps
+        from .errors import check_int
+        cfg.steps = check_int("steps", steps, 1)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.on_record = on_record
     locks = []
@@ -551,6 +611,9 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         ckpt = run_dir / CHECKPOINT
         if ckpt.is_file():
             trainer.restore(ckpt)
+        if steps is not None and steps < trainer.step:
+            raise ConfigError(f"steps: the run is at step {trainer.step} already; give --steps above it to train "
+                              f"more, got {steps}")
         if trainer.rank == 0:
             _drop_records_after(run_dir, trainer.step)
         return _start(trainer)
@@ -571,4 +634,4 @@ def _drop_records_after(run_dir, step):
                     keep.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue                          # a line torn by the kill
-        metrics.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+        atomic_write(metrics, "".join(l + "\n" for l in keep).encode("utf-8"))

@@ -29,9 +29,9 @@ def param_shapes(I, H, bias):
 def init(rng, I, H, bias, dtype, opts):
     """W_ih, b_ih as torch's Linear; u uniform in [0, min(1, recurrent_max)]."""
     k = 1.0 / np.sqrt(I)
-    p = {n: rng.uniform(-k, k, s).astype(dtype) for n, s in param_shapes(I, H, bias).items()}
+    p = {n: linear.draw(lambda m: rng.uniform(-k, k, m), s, dtype) for n, s in param_shapes(I, H, bias).items()}
     top = min(1.0, opts.get("recurrent_max") or 1.0)
-    p["weight_hh"] = rng.uniform(0.0, top, H).astype(dtype)
+    p["weight_hh"] = linear.draw(lambda m: rng.uniform(0.0, top, m), H, dtype)
     return p
 
 

@@ -3,7 +3,8 @@ forward and backward over ``rnnlab.scan`` built from a cell's coefficients.
 
 A cell gives ``coefficients(x, p, mask, log) -> (a, b, log a, log b, cache)`` for h_t = a_t h_{t-1} + b_t and
 ``coefficients_backward(da, db, cache) -> dL/dP`` for its projection P = x W_ih^T + b_ih; ``make`` returns
-its ``forward``, ``backward`` and ``carry``.
+its ``forward``, ``backward`` and ``carry``. ``draw`` fills a parameter block by block in its own dtype; every
+layer's initialisation uses it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ import numpy as np
 
 from .. import scan
 from ..caches import DiagonalArrays
+
+
+# values drawn per block by ``draw``: float64 scratch of 2 MiB however large the array, so that a float32 layer
+# never holds a float64 copy of a whole weight
+DRAW_BLOCK = 1 << 18
+
+
+def draw(sample, shape, dtype):
+    """An array of ``shape`` in ``dtype`` filled block by block with ``sample(n)`` (n float64 values in C order):
+    the values of ``sample(size).reshape(shape).astype(dtype)``, bit for bit (a Generator's stream does not depend
+    on how a draw is split), with float64 scratch of one block instead of the whole array."""
+    out = np.empty(shape, dtype)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, DRAW_BLOCK):
+        flat[start:start + DRAW_BLOCK] = sample(min(DRAW_BLOCK, flat.size - start))
+    return out
 
 
 def projection_shapes(G, I, H, bias):
@@ -21,7 +38,7 @@ def projection_shapes(G, I, H, bias):
 def uniform_init(rng, shapes, H, dtype):
     """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as torch's recurrent layers."""
     k = 1.0 / np.sqrt(H)
-    return {n: rng.uniform(-k, k, s).astype(dtype) for n, s in shapes.items()}
+    return {n: draw(lambda m: rng.uniform(-k, k, m), s, dtype) for n, s in shapes.items()}
 
 
 def project(x, p):

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import scan
 from ..caches import DiagonalArrays
+from . import linear
 
 STATE = ("h_re", "h_im")
 GATES = ()
@@ -44,11 +45,14 @@ def init(rng, I, H, bias, dtype, opts):
     theta_log = np.log(o["max_phase"] * u2 + 1e-12)
     mod = np.exp(-np.exp(nu_log))
     k = 1.0 / np.sqrt(I)
-    p = {"nu_log": nu_log, "theta_log": theta_log, "gamma_log": np.log(np.sqrt(1 - mod ** 2)),
-         "B_re": rng.standard_normal((H, I)) / np.sqrt(2 * I), "B_im": rng.standard_normal((H, I)) / np.sqrt(2 * I),
-         "C_re": rng.standard_normal((H, H)) / np.sqrt(H), "C_im": rng.standard_normal((H, H)) / np.sqrt(H),
-         "D": rng.uniform(-k, k, (H, I))}
-    return {n: v.astype(dtype) for n, v in p.items()}
+    p = {n: v.astype(dtype) for n, v in (("nu_log", nu_log), ("theta_log", theta_log),
+                                         ("gamma_log", np.log(np.sqrt(1 - mod ** 2))))}
+    # the matrices block by block in their dtype (linear.draw), in the order the stream has always drawn them
+    for n, shape, scale in (("B_re", (H, I), np.sqrt(2 * I)), ("B_im", (H, I), np.sqrt(2 * I)),
+                            ("C_re", (H, H), np.sqrt(H)), ("C_im", (H, H), np.sqrt(H))):
+        p[n] = linear.draw(lambda m: rng.standard_normal(m) / scale, shape, dtype)
+    p["D"] = linear.draw(lambda m: rng.uniform(-k, k, m), (H, I), dtype)
+    return p
 
 
 def eigenvalues(p):

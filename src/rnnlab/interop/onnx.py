@@ -114,7 +114,8 @@ def _finish(b, inputs, outputs, path, doc, props=None):
         b.h.set_model_props(model, props)
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
+    from ..outputs import write_output
+    write_output(path, model.SerializeToString())      # atomic, and a one-line error for a path it cannot write
     return model
 
 

@@ -1,0 +1,62 @@
+"""Files rnnlab writes for the user (predictions, exports, layer files, JSON summaries): checked before any work.
+
+The rules, the same for every ``--out`` and ``--json``:
+
+    an input of the same command       never written over, even with --force (the paths are resolved)
+    an existing file                   refused unless --force; then replaced atomically, keeping its mode
+    a symbolic link                    refused: rnnlab writes files, not through links (give the target's path)
+    a folder, or an unwritable place   refused, naming the path
+
+``check_output`` runs before the work; ``write_output`` writes the bytes atomically (``checkpoint.atomic_write``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(path, what: str, inputs=(), force: bool = False, suffixes=None) -> Path:
+    """Refuse ``path`` as an output named by ``what`` (a flag, e.g. "--out") before anything is computed."""
+    if path is None or str(path) == "":
+        raise ConfigError(f"{what}: expected a file path, got an empty one")
+    p = Path(path)
+    if suffixes and p.suffix not in suffixes:
+        raise ConfigError(f"{what}: expected a file ending in {' or '.join(suffixes)}, got {p.name!r}")
+    for src in inputs:
+        if src and _same(p, Path(src)):
+            raise ConfigError(f"{what}: {str(p)!r} is also an input of this command ({src}); write the output to "
+                              f"another file")
+    if p.is_symlink():
+        raise ConfigError(f"{what}: {str(p)!r} is a symbolic link; rnnlab does not write through links -- give the "
+                          f"path of the file itself")
+    if p.is_dir():
+        raise ConfigError(f"{what}: {str(p)!r} is a folder; expected a file path")
+    if p.exists() and not force:
+        raise ConfigError(f"{what}: {str(p)!r} already exists; pass --force to replace it, or choose another path")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what}: cannot make a folder for {str(p)!r}: {str(folder)!r} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot write in {str(folder)!r} (permission denied)")
+    return p
+
+
+def write_output(path, data: bytes, what: str = "--out") -> Path:
+    """``data`` to ``path`` atomically (the old file stays whole if anything fails); one-line error otherwise."""
+    from .checkpoint import atomic_write
+    try:
+        return atomic_write(Path(path), data)
+    except OSError as exc:
+        raise ConfigError(f"{what}: could not write {path} ({exc.strerror or exc}); "
+                          f"{getattr(exc, 'rnnlab_kept', 'nothing was written')}") from None
