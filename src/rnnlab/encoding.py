@@ -10,6 +10,8 @@ prediction on new data apply exactly the same maps.
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -114,6 +116,7 @@ class Encoding:
                 raise DataError(f"{what}: expected {len(self.y_mean)} target value(s) per sequence, got {y.shape[1]}")
             if not np.isfinite(y).all():
                 raise DataError(f"{what}: NaN or Inf in the regression targets (row {int(np.argwhere(~np.isfinite(y))[0, 0])})")
+            _check_spread(y, np.asarray(self.y_mean), None)
             return (y - np.asarray(self.y_mean)) / np.asarray(self.y_std)
         if (self.problem == "tag") != isinstance(targets, list):
             want = "one label per step" if self.problem == "tag" else "one label per sequence"
@@ -143,14 +146,39 @@ class Encoding:
         return y * np.asarray(self.y_std) + np.asarray(self.y_mean)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """NumPy's all-NaN and overflow warnings off: the checks after the computation name the column instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _check_spread(y, mean, name):
+    """Regression targets whose squared errors stay finite (metrics in the data's units), else an error."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = np.isfinite(((y - mean) ** 2).sum(axis=0)) & np.isfinite(y.std(axis=0))
+    if not ok.all():
+        k = int(np.flatnonzero(~ok)[0])
+        who = f"target_col: column {name!r}" if name else "y: the targets"
+        raise DataError(f"{who} has values too large to fit (largest |value| {np.abs(y[:, k]).max():.3g}: their "
+                        f"squared errors overflow); rescale the targets")
+
+
 def fit_encoding(seqs, problem: str, standardize: bool = True, missing: str = "error") -> Encoding:
     """Fit the maps on training ``Sequences`` (``targets`` required)."""
     check_choice("problem", problem, PROBLEMS)
     check_choice("missing", missing, ("error", "zero"))
     allv = np.concatenate(seqs.cases)                                   # (sum T_i, F)
+    names = list(seqs.feature_names) or [str(f) for f in range(allv.shape[1])]
     if standardize:
-        mu = np.nanmean(allv, axis=0) if missing == "zero" else allv.mean(axis=0)
-        sd = np.nanstd(allv, axis=0) if missing == "zero" else allv.std(axis=0)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _quiet():
+            mu = np.nanmean(allv, axis=0) if missing == "zero" else allv.mean(axis=0)
+            sd = np.nanstd(allv, axis=0) if missing == "zero" else allv.std(axis=0)
+        seen = np.isfinite(allv).any(axis=0)
+        for f in np.flatnonzero(seen & ~(np.isfinite(mu) & np.isfinite(sd))):
+            raise DataError(f"feature_cols: feature {names[f]!r} has values too large to standardise (largest "
+                            f"|value| {np.nanmax(np.abs(allv[:, f])):.3g}: its mean or spread overflows); rescale it")
         mu = np.nan_to_num(mu)
         sd = np.where(np.isfinite(sd) & (sd > 1e-12), sd, 1.0)       # constant features pass through centred
     else:
@@ -169,6 +197,8 @@ def fit_encoding(seqs, problem: str, standardize: bool = True, missing: str = "e
         y = y.astype(np.float64).reshape(len(y), -1)
         if not np.isfinite(y).all():
             raise DataError(f"y: NaN or Inf in the regression targets (row {int(np.argwhere(~np.isfinite(y))[0, 0])})")
+        _check_spread(y, y.mean(axis=0) if np.isfinite(y.mean(axis=0)).all() else np.zeros(y.shape[1]),
+                      getattr(seqs, "target_name", None))
         ysd = y.std(axis=0)
         enc.y_mean, enc.y_std = y.mean(axis=0).tolist(), np.where(ysd > 1e-12, ysd, 1.0).tolist()
         return enc

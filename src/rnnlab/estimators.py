@@ -34,7 +34,7 @@ class _RNNEstimator(BaseEstimator):
                  optimizer="adam", lr=3e-3, epochs=30, batch_size=32, clip=1.0, weight_decay=0.0,
                  early_stopping=False, validation_fraction=0.1, patience=5, standardize=True,
                  channels_first=False, id_col=None, time_col="time", feature_cols=None, target_col=None,
-                 missing="error", seed=0, backend="auto", dtype="float32", warm_start=False, verbose=False):
+                 time_format=None, missing="error", seed=0, backend="auto", dtype="float32", warm_start=False, verbose=False):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -55,6 +55,7 @@ class _RNNEstimator(BaseEstimator):
         self.time_col = time_col
         self.feature_cols = feature_cols
         self.target_col = target_col
+        self.time_format = time_format
         self.missing = missing
         self.seed = seed
         self.backend = backend
@@ -70,20 +71,32 @@ class _RNNEstimator(BaseEstimator):
         return tags
 
     # -------------------------------------------------------------- data
-    def _sequences(self, X, y=None, lengths=None, require_target=True):
-        """-> (Sequences, the number of columns when X is a 2-D table, else None)."""
+    def _sequences(self, X, y=None, lengths=None, require_target=True, fitting=False):
+        """-> (Sequences, the number of columns when X is a 2-D table, else None).
+
+        Feature names as scikit-learn keeps them: a long DataFrame's feature columns (not the id or time) are
+        ``feature_names_in_`` and are read by name at prediction; a wide DataFrame's columns are checked by
+        scikit-learn's own rule (same names, same order)."""
+        from sklearn.utils.validation import validate_data
         from .sequences import Sequences, check_targets, from_arrays, from_long_frame
         if hasattr(X, "columns") and self.id_col is not None:
             fc = ",".join(self.feature_cols) if isinstance(self.feature_cols, (list, tuple)) else self.feature_cols
+            trained = None if fitting else getattr(self, "feature_names_in_", None)
             s = from_long_frame(X, self.id_col, self.time_col, fc, self.target_col,
                                 require_target=require_target and y is None and bool(self.target_col),
-                                missing=self.missing, source="X")
+                                missing=self.missing, source="X", time_format=self.time_format or "",
+                                trained_features=None if trained is None else list(trained),
+                                for_training=fitting)
+            if fitting:
+                self.feature_names_in_ = np.asarray(s.feature_names, dtype=object)
             if y is not None:
                 if hasattr(y, "index") and hasattr(y, "reindex") and set(s.ids) <= set(y.index):
                     y = y.reindex(s.ids)             # labels by id
                 y = self._prepare_y(y)
                 s = Sequences(s.cases, check_targets(y, s.cases), s.ids, s.feature_names, s.notes)
             return s, None
+        if fitting or hasattr(self, "model_"):
+            validate_data(self, X, reset=fitting, skip_check_array=True, ensure_2d=False)
         if hasattr(X, "columns"):
             X = X.to_numpy()
         X, width = _table(X)
@@ -120,7 +133,7 @@ class _RNNEstimator(BaseEstimator):
         from .trainer import _Trainer
         if y is None and not (hasattr(X, "columns") and self.id_col is not None and self.target_col):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        train, width = self._sequences(X, y, lengths)
+        train, width = self._sequences(X, y, lengths, fitting=True)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:

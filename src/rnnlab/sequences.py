@@ -37,6 +37,7 @@ class Sequences:
     feature_names: list = field(default_factory=list)
     notes: list = field(default_factory=list)     # what was done to the data on the way in (e.g. rows sorted)
     times: list | None = None          # the long table's time values of each case's steps
+    target_name: str | None = None     # the long table's target column (for messages)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -57,7 +58,7 @@ class Sequences:
             t = [t[i] for i in idx] if isinstance(t, list) else t[idx]
         pick = (lambda v: None if v is None else [v[i] for i in idx])
         return Sequences([self.cases[i] for i in idx], t, pick(self.ids), self.feature_names, self.notes,
-                         pick(self.times))
+                         pick(self.times), self.target_name)
 
 
 # ------------------------------------------------------------------------------------------------ memory
@@ -401,7 +402,8 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
     if skipped:
         notes.append(f"{source}: non-numeric columns {skipped} left out of the features")
     tv = keyed["_time"].to_numpy()
-    return Sequences(cases, targets, ids, list(feature_cols), notes, [tv[a:b] for a, b in zip(starts, ends)])
+    return Sequences(cases, targets, ids, list(feature_cols), notes, [tv[a:b] for a, b in zip(starts, ends)],
+                     target_col if has_target else None)
 
 
 # ------------------------------------------------------------------------------------------------ files

@@ -22,10 +22,17 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
     from ..sequences import file_digest, read_data
     if not cfg.data:
         raise ConfigError("data: the data task needs a file of sequences (--data FILE: .npz, .csv or .parquet), got none")
-    kw = dict(id_col=cfg.id_col, time_col=cfg.time_col, feature_cols=cfg.feature_cols, target_col=cfg.target_col,
-              channels_first=cfg.channels_first, missing=cfg.missing, min_length=cfg.min_length)
-    train = read_data(cfg.data, **kw)
-    val = read_data(cfg.val_data, **kw) if cfg.val_data else None
+    kw = dict(id_col=cfg.id_col, time_col=cfg.time_col, target_col=cfg.target_col, channels_first=cfg.channels_first,
+              missing=cfg.missing, min_length=cfg.min_length, time_format=cfg.time_format)
+    train = read_data(cfg.data, feature_cols=cfg.feature_cols, **kw)
+    val = None
+    if cfg.val_data:                    # a table's features by the training file's names, in its order
+        table = Path(cfg.val_data).suffix in (".csv", ".parquet")
+        if table != (Path(cfg.data).suffix in (".csv", ".parquet")):
+            raise ConfigError(f"val_data: {Path(cfg.val_data).name} and the training data {Path(cfg.data).name} "
+                              f"must have the same layout (both tables, or both .npz)")
+        val = read_data(cfg.val_data, trained_features=train.feature_names if table else None, what="val_data",
+                        **kw)
     facts = {"data_digest": file_digest(cfg.data)}
     if cfg.val_data:
         facts["val_data_digest"] = file_digest(cfg.val_data)

@@ -30,9 +30,18 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return perm[n_val:], perm[:n_val]
 
 
+_LARGEST = 1e30     # an input's magnitude bound: float32 tops out at 3.4e38 and the products sum many terms
+
+
 def encode(encoding: Encoding, seqs: Sequences, with_targets: bool = True):
     """Sequences -> (x (T, N, F) standardised, lengths (N,), targets or None) in the model's terms."""
     x, lengths = pad(encoding.encode_x(seqs.cases))
+    big = np.abs(x).max(axis=(0, 1)) > _LARGEST if x.size else np.zeros(0, bool)
+    if big.any():                       # float32 weights times such inputs overflow: refuse, never train on inf
+        f = int(np.flatnonzero(big)[0])
+        name = (encoding.feature_names or [str(i) for i in range(len(big))])[f]
+        raise DataError(f"feature_cols: feature {name!r} reaches {np.abs(x[..., f]).max():.3g} after encoding, too "
+                        f"large for the model's arithmetic; standardise it (--standardize, on by default) or rescale it")
     if not with_targets:
         return x, lengths, None
     if seqs.targets is None:
