@@ -24,6 +24,18 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def _files(inputs):
+    """The input files; a run folder stands for the run's files that a command reads."""
+    for src in inputs:
+        if not src:
+            continue
+        src = Path(src)
+        if src.is_dir():
+            yield from (src / n for n in ("model.safetensors", "checkpoint.safetensors", "config.toml"))
+        else:
+            yield src
+
+
 def check_output(path, what: str, inputs=(), force: bool = False, suffixes=None) -> Path:
     """Refuse ``path`` as an output named by ``what`` (a flag, e.g. "--out") before anything is computed."""
     if path is None or str(path) == "":
@@ -31,8 +43,8 @@ def check_output(path, what: str, inputs=(), force: bool = False, suffixes=None)
     p = Path(path)
     if suffixes and p.suffix not in suffixes:
         raise ConfigError(f"{what}: expected a file ending in {' or '.join(suffixes)}, got {p.name!r}")
-    for src in inputs:
-        if src and _same(p, Path(src)):
+    for src in _files(inputs):
+        if _same(p, src):
             raise ConfigError(f"{what}: {str(p)!r} is also an input of this command ({src}); write the output to "
                               f"another file")
     if p.is_symlink():

@@ -346,11 +346,11 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
             numbers[c] = v
     if len(df) == 0:
         raise DataError(f"{source}: no rows")
-    for which in (id_col, time_col):
+    for arg, which in (("id_col", id_col), ("time_col", time_col)):
         if df[which].isna().any():
             i = df.index[df[which].isna().to_numpy()][0]
-            raise DataError(f"{which}: {int(df[which].isna().sum())} empty value(s) in column {which!r} of {source}, "
-                            f"the first in {_row(i, source)}")
+            raise DataError(f"{arg}: {int(df[which].isna().sum())} empty value(s) in column {which!r}, the first in "
+                            f"{_row(i, source)}")
     check_memory(len(df) * len(feature_cols) * 8 * 3, f"{source}")
     times = _time_values(df[time_col], time_col, source, time_format)
     key = pd.DataFrame({"_id": df[id_col], "_time": times})

@@ -1,0 +1,316 @@
+"""The six silent failures of the adversarial probe, each now a right answer or a one-line error (and nothing of
+the user's lost). Every case here failed on main before they were fixed; each is counted in docs/reliability.md."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from rnnlab import cli
+
+pd = pytest.importorskip("pandas")
+
+
+def run(args, capsys):
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code, err, command):
+    assert code == 2, err
+    assert err.startswith(f"rnnlab {command}: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def good_frame(n=48, seed=0):
+    """id, time, a, b, target: the label is the sign of a's mean; b is noise on another scale."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        s = 1.0 if i % 2 else -1.0
+        for t in range(6):
+            rows.append({"id": f"s{i:02d}", "time": t, "a": rng.normal(s), "b": 50 + 10 * rng.normal(),
+                         "target": "up" if s > 0 else "down"})
+    return pd.DataFrame(rows)
+
+
+T = ["train", "--model", "gru", "--hidden-size", "8", "--steps", "40", "--batch-size", "8", "--lr", "0.02",
+     "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("silent")
+    good_frame().to_csv(d / "good.csv", index=False)
+    assert cli.main([*T, "--data", str(d / "good.csv"), "--out", str(d / "run")]) == 0
+    return d
+
+
+# ------------------------------------------------------------------ 1. columns by name
+def test_evaluate_predict_and_val_data_read_features_by_name(trained, tmp_path, capsys, outcome):
+    d = trained
+    df = pd.read_csv(d / "good.csv")
+    df[["b", "target", "time", "a", "id"]].to_csv(tmp_path / "reordered.csv", index=False)
+    df.assign(extra=1.0)[["extra", "b", "a", "id", "time", "target"]].to_csv(tmp_path / "extra.csv", index=False)
+    got = {}
+    for name in ("good.csv", "reordered.csv", "extra.csv"):
+        path = d / name if name == "good.csv" else tmp_path / name
+        code, _, err = run(["evaluate", d / "run", "--data", path, "--json", tmp_path / f"{name}.json"], capsys)
+        assert code == 0, err
+        got[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        code, _, err = run(["predict", d / "run", "--data", path, "--out", tmp_path / f"p-{name}"], capsys)
+        assert code == 0, err
+    assert got["reordered.csv"] == got["good.csv"] == got["extra.csv"]
+    assert got["good.csv"]["accuracy"] > 0.8
+    preds = [pd.read_csv(tmp_path / f"p-{n}") for n in ("good.csv", "reordered.csv", "extra.csv")]
+    pd.testing.assert_frame_equal(preds[0], preds[1])
+    pd.testing.assert_frame_equal(preds[0], preds[2])
+    outcome("evaluate/predict: columns reordered or extra", "same result as the canonical file")
+
+    df.rename(columns={"a": "alpha"}).to_csv(tmp_path / "renamed.csv", index=False)
+    for cmd in (["evaluate", d / "run", "--data", tmp_path / "renamed.csv"],
+                ["predict", d / "run", "--data", tmp_path / "renamed.csv", "--out", tmp_path / "x.csv"]):
+        code, _, err = run(cmd, capsys)
+        one_line_error(code, err, cmd[0])
+        assert "column 'a' is missing" in err and "by name" in err
+    assert not (tmp_path / "x.csv").exists()
+    outcome("evaluate/predict: a feature column renamed", "one-line error naming the column")
+
+    # --val-data in another column order: the same validation metrics as the same rows in the training order
+    df.to_csv(tmp_path / "val.csv", index=False)
+    for name, frame in (("v1", df), ("v2", df[["target", "b", "a", "time", "id"]])):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        code, _, err = run([*T, "--data", d / "good.csv", "--val-data", tmp_path / f"{name}.csv", "--out",
+                            tmp_path / f"run-{name}"], capsys)
+        assert code == 0, err
+    last = [json.loads((tmp_path / f"run-{n}" / "metrics.jsonl").read_text().splitlines()[-1]) for n in ("v1", "v2")]
+    assert last[0] == last[1]
+    outcome("train --val-data: columns reordered", "same result as the canonical file")
+
+
+def test_estimators_read_long_frames_by_name_and_keep_feature_names(outcome):
+    from rnnlab.estimators import RNNClassifier
+    df = good_frame(32)
+    clf = RNNClassifier(cell="gru", hidden_size=8, epochs=3, id_col="id", time_col="time", target_col="target")
+    clf.fit(df)
+    assert list(clf.feature_names_in_) == ["a", "b"]
+    p1 = clf.predict_proba(df.drop(columns="target"))
+    p2 = clf.predict_proba(df[["b", "time", "id", "a"]])
+    np.testing.assert_array_equal(p1, p2)
+    with pytest.raises(ValueError, match="column 'a' is missing"):
+        clf.predict(df.rename(columns={"a": "alpha"}))
+    outcome("estimators: a long frame's columns reordered or renamed", "same result or a clear error")
+
+    wide = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 5)), columns=[f"t{i}" for i in range(5)])
+    y = (wide["t0"] > 0).map({True: "p", False: "n"})
+    clf = RNNClassifier(cell="gru", hidden_size=4, epochs=2).fit(wide, y)
+    assert list(clf.feature_names_in_) == list(wide.columns)
+    with pytest.raises(ValueError, match="Feature names must be in the same order"):
+        clf.predict(wide[wide.columns[::-1]])
+    outcome("estimators: a wide frame's columns reordered", "scikit-learn's feature-name error")
+
+
+# ------------------------------------------------------------------ 2. time columns
+def _dated(df, fmt):
+    days = pd.Timestamp("2024-12-25") + pd.to_timedelta(df["time"] * 9, unit="D")   # crosses months and a year
+    return df.assign(time=days.dt.strftime(fmt))
+
+
+def test_text_times_are_parsed_never_sorted_as_text(tmp_path, capsys, outcome):
+    df = good_frame(24)
+    codes = pd.factorize(df["id"])[0]                  # the ids keep their order; rows within each id are shuffled
+    shuffled = df.iloc[np.lexsort((np.random.default_rng(1).random(len(df)), codes))]
+    (d := tmp_path).joinpath("x").mkdir()
+    df.to_csv(d / "num.csv", index=False)
+    _dated(shuffled, "%Y-%m-%d").to_csv(d / "iso.csv", index=False)
+    _dated(shuffled, "%d/%m/%Y").to_csv(d / "dmy.csv", index=False)
+    res = {}
+    for name, extra in (("num", []), ("iso", []), ("dmy", ["--time-format", "%d/%m/%Y"])):
+        code, _, err = run([*T, "--data", d / f"{name}.csv", *extra, "--out", d / name, "--steps", "10"], capsys)
+        assert code == 0, err
+        res[name] = (d / name / "metrics.jsonl").read_text().splitlines()[-1]
+    assert res["num"] == res["iso"] == res["dmy"]                 # the same order of steps, so the same run
+    outcome("train --data: dates (ISO 8601, or --time-format)", "same result as numeric times")
+
+    code, _, err = run([*T, "--data", d / "dmy.csv", "--out", d / "bad"], capsys)
+    one_line_error(code, err, "train")
+    assert "--time-format" in err and "neither numbers nor ISO 8601" in err and not (d / "bad").exists()
+    outcome("train --data: dd/mm/yyyy dates without --time-format", "one-line error naming --time-format")
+
+    stray = df.astype({"time": object})
+    stray.loc[7, "time"] = "t7"
+    stray.to_csv(d / "stray.csv", index=False)
+    code, _, err = run([*T, "--data", d / "stray.csv", "--out", d / "bad"], capsys)
+    one_line_error(code, err, "train")
+    assert "data row 8" in err and "'t7'" in err and not (d / "bad").exists()
+    outcome("train --data: one text cell in a numeric time column", "one-line error naming the row")
+
+    code, _, err = run([*T, "--data", d / "iso.csv", "--time-format", "%d/%m/%Y", "--out", d / "bad"], capsys)
+    one_line_error(code, err, "train")
+    assert "does not match --time-format" in err
+    outcome("train --data: times that do not match --time-format", "one-line error naming the row")
+
+
+# ------------------------------------------------------------------ 3. overflow
+@pytest.mark.parametrize("column,value,match", [
+    ("target", 1e308, "--target-col: column 'target' has values too large"),
+    ("a", 1e308, "feature 'a' has values too large to standardise"),
+    ("a", 1e200, "feature 'a' has values too large to standardise"),
+])
+def test_overflow_is_refused_not_trained_on(tmp_path, capsys, column, value, match, outcome):
+    df = good_frame(16).assign(target=lambda f: f.groupby("id")["a"].transform("mean") * 2.0)
+    df.loc[df["id"] == df["id"][3] if column == "target" else 3, column] = value
+    df.to_csv(tmp_path / "big.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "big.csv", "--problem", "regress", "--out", tmp_path / "r"], capsys)
+    one_line_error(code, err, "train")
+    assert match in err and not (tmp_path / "r").exists(), err
+    outcome("train --data: a value that overflows (1e200, 1e308)", "one-line error naming the column")
+
+
+def test_unstandardised_overflow_and_metrics_stay_strict_json(tmp_path, capsys, outcome):
+    df = good_frame(16)
+    df.loc[3, "b"] = 1e35
+    df.to_csv(tmp_path / "big.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "big.csv", "--no-standardize", "--out", tmp_path / "r"], capsys)
+    one_line_error(code, err, "train")
+    assert "feature 'b' reaches 1e+35" in err
+    outcome("train --data --no-standardize: a feature beyond float32", "one-line error naming the column")
+    code, _, err = run(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--steps", "12",
+                        "--lr", "1e6", "--clip", "0", "--on-nonfinite", "skip", "--log-every", "1", "--eval-every",
+                        "0", "--quiet", "--out", tmp_path / "skip"], capsys)
+    for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
+
+
+# ------------------------------------------------------------------ 4. the learning rate stays in [min_lr, lr]
+@pytest.mark.parametrize("flags,match", [
+    (["--schedule", "cosine", "--min-lr", "-1"], "--min-lr: expected a number >= 0.0"),
+    (["--schedule", "step", "--lr-gamma", "-1"], "--lr-gamma: expected a number > 0.0"),
+    (["--schedule", "step", "--lr-gamma", "2"], "--lr-gamma: expected a number <= 1.0"),
+    (["--schedule", "cosine", "--min-lr", "1", "--lr", "0.001"], "--min-lr: expected a number <= lr (0.001)"),
+    (["--schedule", "step", "--lr-step-size", "0"], "--lr-step-size: expected an integer >= 1"),
+    (["--model", "gru", "--forget-bias", "1"], "--forget-bias: an option of the LSTM only"),
+    (["--model", "rnn", "--reset", "before"], "--reset: an option of the GRU only"),
+    (["--model", "lstm", "--nonlinearity", "relu"], "--nonlinearity: an option of the RNN only"),
+    (["--epochs", "2", "--steps", "5"], "--epochs: give epochs (2) or steps (5), not both"),
+    (["--distributed", "mpi"], "distributed: 'mpi' needs several processes"),
+])
+def test_settings_are_refused_before_the_run_folder(tmp_path, capsys, flags, match, outcome):
+    code, _, err = run(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--quiet", *flags,
+                        "--out", tmp_path / "run"], capsys)
+    one_line_error(code, err, "train")
+    assert match in err and not (tmp_path / "run").exists(), err
+    outcome("train: a schedule, cell or run setting out of range", "one-line error, nothing written")
+
+
+# ------------------------------------------------------------------ 5. nothing of the user's overwritten
+def test_predict_never_writes_over_its_input_or_an_unforced_file(trained, tmp_path, capsys, outcome):
+    d = trained
+    mine = tmp_path / "mine.csv"
+    pd.read_csv(d / "good.csv").to_csv(mine, index=False)
+    before = mine.read_bytes()
+    for out, force in ((mine, []), (mine, ["--force"]), (tmp_path / "." / "mine.csv", ["--force"])):
+        code, _, err = run(["predict", d / "run", "--data", mine, "--out", out, *force], capsys)
+        one_line_error(code, err, "predict")
+        assert "also an input" in err
+    assert mine.read_bytes() == before
+    outcome("predict --out equal to --data (with and without --force)", "one-line error, the data unchanged")
+
+    other = tmp_path / "preds.csv"
+    other.write_text("keep me\n")
+    os.chmod(other, 0o600)
+    code, _, err = run(["predict", d / "run", "--data", mine, "--out", other], capsys)
+    one_line_error(code, err, "predict")
+    assert "already exists; pass --force" in err and other.read_text() == "keep me\n"
+    code, _, err = run(["predict", d / "run", "--data", mine, "--out", other, "--force"], capsys)
+    assert code == 0, err
+    assert other.read_text().startswith("id,prediction") and (other.stat().st_mode & 0o777) == 0o600
+    outcome("predict --out an existing file", "refused; with --force replaced, its mode kept")
+
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "target.csv")
+    code, _, err = run(["predict", d / "run", "--data", mine, "--out", link, "--force"], capsys)
+    one_line_error(code, err, "predict")
+    assert "symbolic link" in err and link.is_symlink() and not (tmp_path / "target.csv").exists()
+    outcome("predict --out a symbolic link", "one-line error, nothing written")
+
+
+@pytest.mark.parametrize("cmd", [
+    ["export", "RUN", "--format", "onnx", "--out", "EXISTING"],
+    ["export", "RUN", "--format", "torch", "--out", "EXISTING"],
+    ["export", "RUN", "--format", "keras", "--out", "EXISTING"],
+    ["evaluate", "RUN", "--json", "EXISTING"],
+    ["export", "RUN", "--format", "torch", "--out", "RUN/model.safetensors", "--force"],
+])
+def test_exports_and_json_refuse_existing_files(trained, tmp_path, capsys, cmd, outcome):
+    existing = tmp_path / "existing.bin"
+    existing.write_bytes(b"user's file")
+    args = [str(trained / "run") + a[3:] if a.startswith("RUN") else (existing if a == "EXISTING" else a)
+            for a in cmd]
+    before = (trained / "run" / "model.safetensors").read_bytes()
+    code, _, err = run(args, capsys)
+    one_line_error(code, err, cmd[0])
+    assert existing.read_bytes() == b"user's file" and (trained / "run" / "model.safetensors").read_bytes() == before
+    outcome(f"{cmd[0]} --out/--json an existing file or the input", "one-line error, nothing written")
+
+
+def test_export_to_a_missing_folder_and_an_unwritable_one(trained, tmp_path, capsys, outcome):
+    for fmt in ("onnx", "torch", "keras"):
+        out = tmp_path / "new" / fmt / "m.bin"
+        code, _, err = run(["export", trained / "run", "--format", fmt, "--out", out], capsys)
+        assert code == 0 and out.is_file(), err
+    (tmp_path / "afile").write_text("x")                      # a folder that cannot be made, even by root
+    for fmt in ("onnx", "torch", "keras"):
+        code, _, err = run(["export", trained / "run", "--format", fmt, "--out", tmp_path / "afile" / "m.bin"], capsys)
+        one_line_error(code, err, "export")
+        assert "is a file" in err
+    outcome("export --out in a missing folder or under a file", "written, or a one-line error")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "checkpoint.safetensors", "metrics.jsonl"])
+def test_train_out_never_writes_over_files_rnnlab_did_not_write(tmp_path, capsys, name, outcome):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / name).write_bytes(b"precious")
+    code, _, err = run(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--steps", "2",
+                        "--quiet", "--out", folder], capsys)
+    one_line_error(code, err, "train")
+    assert "not a run of rnnlab's" in err and (folder / name).read_bytes() == b"precious"
+    assert not (folder / "config.toml").exists()
+    outcome("train --out a folder holding files rnnlab did not write", "one-line error, nothing written")
+
+
+def test_train_out_a_file_and_late_json_paths(tmp_path, capsys, outcome):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    code, _, err = run(["train", "--task", "adding", "--steps", "2", "--quiet", "--out", f], capsys)
+    one_line_error(code, err, "train")
+    assert "is a file" in err
+    code, _, err = run(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--steps", "2",
+                        "--quiet", "--out", tmp_path / "run", "--json", tmp_path / "nodir" / "afile" / "x.json"],
+                       capsys)
+    assert code == 0, err                                          # a missing folder for --json is made
+    f2 = tmp_path / "f2"
+    f2.write_text("x")
+    code, _, err = run(["train", "--task", "adding", "--steps", "2", "--quiet", "--out", tmp_path / "run2",
+                        "--json", f2 / "x.json"], capsys)
+    one_line_error(code, err, "train")
+    assert "--json" in err and not (tmp_path / "run2").exists()     # checked before training
+    outcome("train --out a file, --json under a file", "one-line error, nothing written")
+
+
+def test_runs_work_from_another_folder(tmp_path, capsys, monkeypatch, outcome):
+    monkeypatch.chdir(tmp_path)
+    good_frame(16).to_csv("d.csv", index=False)
+    code, _, err = run([*T, "--data", "d.csv", "--steps", "4", "--checkpoint-every", "2", "--out", "run"], capsys)
+    assert code == 0, err
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for cmd in (["evaluate", "../run"], ["resume", "../run", "--steps", "6"], ["gradients", "../run", "--report",
+                                                                                "rep"]):
+        code, _, err = run(cmd, capsys)
+        assert code == 0, (cmd, err)
+    code, _, err = run(["resume", "../run", "--steps", "3"], capsys)
+    one_line_error(code, err, "resume")
+    assert "at step 6 already" in err
+    outcome("evaluate/resume/gradients from another folder", "ok")
