@@ -116,8 +116,8 @@ class _RNNEstimator(BaseEstimator):
         per_epoch = task.steps_per_epoch(self.batch_size)
         return TrainConfig(
             task="data", model=self.cell, hidden_size=self.hidden_size, num_layers=self.num_layers,
-            bidirectional=self.bidirectional, dropout=float(self.dropout), optimizer=self.optimizer, lr=float(self.lr),
-            epochs=self.epochs, batch_size=self.batch_size, clip=float(self.clip), weight_decay=float(self.weight_decay),
+            bidirectional=self.bidirectional, dropout=self.dropout, optimizer=self.optimizer, lr=self.lr,
+            epochs=self.epochs, batch_size=self.batch_size, clip=self.clip, weight_decay=self.weight_decay,
             patience=self.patience if (self.early_stopping and has_val) else 0,
             eval_every=per_epoch if has_val else 0, log_every=per_epoch, seed=self.seed, backend=self.backend,
             dtype=self.dtype, quiet=not self.verbose, missing=self.missing, standardize=self.standardize,
@@ -189,6 +189,9 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         from sklearn.utils.validation import column_or_1d
         if isinstance(y, (list, tuple)) and len(y) and np.ndim(y[0]) > 0:
             raise DataError("y: a classifier takes one label per sequence; for a label per step use RNNTagger")
+        if isinstance(y, (list, tuple)):            # a list keeps each label's type: [1, "a"] is refused, not cast
+            from .encoding import label_kind
+            label_kind(np.asarray(y, dtype=object))
         y = column_or_1d(y, warn=True)
         kind = type_of_target(y)
         if kind not in ("binary", "multiclass"):

@@ -185,8 +185,16 @@ def check_targets(y, cases):
     N = len(cases)
     lens = [len(c) for c in cases]
     if isinstance(y, (list, tuple)) and len(y) and all(np.ndim(v) == 1 for v in y) and len(y) == N and (
-            len(set(lens)) > 1 or any(len(v) != 1 for v in y)) and all(len(v) == n for v, n in zip(y, lens)):
+            len(set(lens)) > 1 or any(len(v) != 1 for v in y)):
+        for i, (v, n) in enumerate(zip(y, lens)):  # per step: one label for each step of its sequence
+            if len(v) != n:
+                raise DataError(f"y: sequence {i} has {n} steps and {len(v)} labels; per-step labels need one "
+                                f"label per step")
         return [np.asarray(v) for v in y]          # per step, ragged
+    if isinstance(y, (list, tuple)) and len(y) and len({np.ndim(v) for v in y} | {len(v) for v in y
+                                                                                if np.ndim(v) == 1}) > 1:
+        raise DataError(f"y: expected one target per sequence or a label per step, got {len(y)} entries of "
+                        f"different shapes")
     if hasattr(y, "to_numpy"):
         y = y.to_numpy()
     y = np.asarray(y)

@@ -11,6 +11,7 @@ and carries ``lengths`` when its sequences differ in length.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,36 +34,56 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 _LARGEST = 1e30     # an input's magnitude bound: float32 tops out at 3.4e38 and the products sum many terms
 
 
-def encode(encoding: Encoding, seqs: Sequences, with_targets: bool = True):
-    """Sequences -> (x (T, N, F) standardised, lengths (N,), targets or None) in the model's terms."""
-    x, lengths = pad(encoding.encode_x(seqs.cases))
-    big = np.abs(x).max(axis=(0, 1)) > _LARGEST if x.size else np.zeros(0, bool)
-    if big.any():                       # float32 weights times such inputs overflow: refuse, never train on inf
-        f = int(np.flatnonzero(big)[0])
-        name = (encoding.feature_names or [str(i) for i in range(len(big))])[f]
-        raise DataError(f"feature_cols: feature {name!r} reaches {np.abs(x[..., f]).max():.3g} after encoding, too "
-                        f"large for the model's arithmetic; standardise it (--standardize, on by default) or rescale it")
+@dataclass
+class Encoded:
+    """Sequences in the model's terms, unpadded (a batch is padded to its own longest sequence, so one long
+    sequence among many short ones costs its own length, not N times it)."""
+    cases: list                      # N float64 arrays (T_i, F), standardised
+    lengths: np.ndarray              # (N,)
+    targets: object = None           # (N,) class indices | (N, K) values | list of N (T_i,) label indices | None
+
+    def __len__(self):
+        return len(self.cases)
+
+
+def encode(encoding: Encoding, seqs: Sequences, with_targets: bool = True) -> Encoded:
+    """Sequences -> ``Encoded``: features standardised, targets mapped to the model's classes or units."""
+    cases = encoding.encode_x(seqs.cases)
+    for c in cases:
+        big = np.abs(c).max(axis=0) > _LARGEST
+        if big.any():                   # float32 weights times such inputs overflow: refuse, never train on inf
+            f = int(np.flatnonzero(big)[0])
+            name = (encoding.feature_names or [str(i) for i in range(len(big))])[f]
+            raise DataError(f"feature_cols: feature {name!r} reaches {np.abs(c[:, f]).max():.3g} after encoding, too "
+                            f"large for the model's arithmetic; standardise it (--standardize, on by default) or "
+                            f"rescale it")
+    lengths = np.array([len(c) for c in cases], dtype=np.int64)
     if not with_targets:
-        return x, lengths, None
+        return Encoded(cases, lengths)
     if seqs.targets is None:
         raise DataError("y: this needs targets (a target column or array), and the data has none")
     y = encoding.encode_y(seqs.targets)
     if encoding.problem == "tag":
-        tags = np.zeros((x.shape[0], len(y)), np.int64)                  # (T, N), 0 after each end
         for i, v in enumerate(y):
             if len(v) != lengths[i]:
                 raise DataError(f"y: sequence {i} has {lengths[i]} steps and {len(v)} labels")
-            tags[:len(v), i] = v
-        y = tags
-    return x, lengths, y
+    return Encoded(cases, lengths, y)
 
 
-def take(x, lengths, y, idx, problem) -> Batch:
+def take(data: Encoded, idx, problem) -> Batch:
     """The batch of sequences ``idx``: padded to its longest, ``lengths`` only when they differ."""
-    T = int(lengths[idx].max())
-    ragged = not (lengths[idx] == T).all()
-    tgt = None if y is None else (y[:T, idx] if problem == "tag" else y[idx])
-    return Batch(x[:T, idx], tgt, lengths[idx] if ragged else None)
+    lengths = data.lengths[idx]
+    x, _ = pad([data.cases[i] for i in idx])                           # (T, B, F)
+    ragged = not (lengths == x.shape[0]).all()
+    tgt = None
+    if data.targets is not None:
+        if problem == "tag":
+            tgt = np.zeros((x.shape[0], len(idx)), np.int64)              # (T, B), 0 after each end
+            for j, i in enumerate(idx):
+                tgt[:lengths[j], j] = data.targets[i]
+        else:
+            tgt = data.targets[idx]
+    return Batch(x, tgt, lengths if ragged else None)
 
 
 def chunks(n: int, size: int = 256):
@@ -81,11 +102,10 @@ class SequenceTask(Task):
         self.target = "every" if self.problem == "tag" else "last"
         self.metrics = ("loss", "mse", "mae") if self.problem == "regress" else ("loss", "accuracy")
         self.input_size, self.output_size = len(encoding.x_mean), encoding.output_size
-        self.x_train, self.len_train, self.y_train = encode(encoding, train)
+        self.train_data = encode(encoding, train)
         self.has_validation = val is not None
-        self.x_val, self.len_val, self.y_val = encode(encoding, val) if val is not None else (
-            self.x_train, self.len_train, self.y_train)
-        self.n_train, self.n_val = len(self.len_train), len(self.len_val)
+        self.val_data = encode(encoding, val) if val is not None else self.train_data
+        self.n_train, self.n_val = len(self.train_data), len(self.val_data)
         self._info = dict(info or {})
         self.notes = list(notes)
         self._epoch, self._perm = -1, None
@@ -97,16 +117,15 @@ class SequenceTask(Task):
         epoch, k = divmod(step, per_epoch)
         if epoch != self._epoch:
             self._epoch, self._perm = epoch, np.random.default_rng([self.seed, 7, epoch]).permutation(n)
-        return take(self.x_train, self.len_train, self.y_train, self._perm[k * batch_size:(k + 1) * batch_size],
-                    self.problem)
+        return take(self.train_data, self._perm[k * batch_size:(k + 1) * batch_size], self.problem)
 
     def val_batches(self):
-        return [take(self.x_val, self.len_val, self.y_val, idx, self.problem) for idx in chunks(self.n_val)]
+        return [take(self.val_data, idx, self.problem) for idx in chunks(self.n_val)]
 
     def batches_of(self, seqs: Sequences, with_targets=True) -> list[Batch]:
         """Other data (a held-out file, new sequences) in this task's encoding."""
-        x, lengths, y = encode(self.encoding, seqs, with_targets)
-        return [take(x, lengths, y, idx, self.problem) for idx in chunks(len(lengths))]
+        data = encode(self.encoding, seqs, with_targets)
+        return [take(data, idx, self.problem) for idx in chunks(len(data))]
 
     def steps_per_epoch(self, batch_size) -> int:
         return math.ceil(self.n_train / batch_size)
@@ -129,23 +148,21 @@ class SequenceTask(Task):
         return {"mse": float((err ** 2).mean()), "mae": float(np.abs(err).mean())}
 
     def baseline(self):
+        ytr, yva = self.train_data.targets, self.val_data.targets
         if self.problem == "regress":
-            y = self.encoding.decode_values(self.y_val)
+            y = self.encoding.decode_values(yva)
             return ("mean-prediction MSE", float(((y - np.asarray(self.encoding.y_mean)) ** 2).mean()))
         if self.problem == "tag":
-            ytr = self.y_train[np.arange(self.y_train.shape[0])[:, None] < self.len_train[None, :]]
-            yva = self.y_val[np.arange(self.y_val.shape[0])[:, None] < self.len_val[None, :]]
-            top = np.bincount(ytr, minlength=self.output_size).argmax()
-            return ("majority-label accuracy", float((yva == top).mean()))
-        top = np.bincount(self.y_train, minlength=self.output_size).argmax()
-        return ("majority-class accuracy", float((self.y_val == top).mean()))
+            ytr, yva = np.concatenate(ytr), np.concatenate(yva)
+        top = np.bincount(ytr, minlength=self.output_size).argmax()
+        return (f"majority-{'label' if self.problem == 'tag' else 'class'} accuracy", float((yva == top).mean()))
 
     def describe(self):
         kind = {"classify": f"{self.output_size} classes", "tag": f"{self.output_size} labels per step",
                 "regress": f"{self.output_size} output(s)"}[self.problem]
         val = f"{self.n_val} val" if self.has_validation else "no validation split (metrics on training data)"
         return (f"{self.name} ({self.problem}): {self.n_train} train / {val} sequences, {self.input_size} features, "
-                f"up to {self.x_train.shape[0]} steps, {kind}")
+                f"up to {int(self.train_data.lengths.max())} steps, {kind}")
 
     def info(self):
         return {**self._info, "encoding": self.encoding.to_dict()}
@@ -178,14 +195,15 @@ def predict_outputs(model, encoding: Encoding, seqs: Sequences) -> list:
     """The model's outputs after its prediction layer, one per case in input order: class probabilities (K,),
     values (K,) in the data's units, or per-step probabilities (T_i, K)."""
     from ..grad_mode import no_grad
-    x, lengths, _ = encode(encoding, seqs, with_targets=False)
+    data = encode(encoding, seqs, with_targets=False)
+    lengths = data.lengths
     was_training = model.rnn.training
     model.eval()
     out = []
     try:
         with no_grad():
             for idx in chunks(len(lengths)):
-                b = take(x, lengths, None, idx, encoding.problem)
+                b = take(data, idx, encoding.problem)
                 p = model.predict(b.inputs, b.lengths)[0].astype(np.float64)
                 if encoding.problem == "tag":                          # (T, B, K)
                     out += [p[:lengths[i], j] for j, i in enumerate(idx)]
