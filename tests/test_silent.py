@@ -314,3 +314,82 @@ def test_runs_work_from_another_folder(tmp_path, capsys, monkeypatch, outcome):
     one_line_error(code, err, "resume")
     assert "at step 6 already" in err
     outcome("evaluate/resume/gradients from another folder", "ok")
+
+
+# ------------------------------------------------------------------ the classes of rough edges
+def test_decimal_parquet_and_mostly_numeric_columns(tmp_path, capsys, outcome):
+    import decimal
+    pytest.importorskip("pyarrow")
+    df = good_frame(16)
+    dec = df.assign(a=df["a"].map(lambda v: decimal.Decimal(f"{v:.6f}")))
+    dec.to_parquet(tmp_path / "dec.parquet")
+    code, out, err = run([*T, "--data", tmp_path / "dec.parquet", "--steps", "2", "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    assert "2 features" in out and "left out" not in out                 # the decimal column is a feature
+    outcome("train --data: a Parquet decimal column", "read as numbers")
+
+    bad = df.astype({"b": object})
+    bad.loc[5, "b"] = "n.a."
+    bad.to_csv(tmp_path / "cell.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "cell.csv", "--out", tmp_path / "r2"], capsys)
+    one_line_error(code, err, "train")
+    assert "column 'b' is numeric but data row 6" in err and not (tmp_path / "r2").exists()
+    outcome("train --data: one bad cell in a numeric feature column", "one-line error naming the row")
+
+    df.to_csv(tmp_path / "d.csv", index=False)
+    for cols, match in (("a,a", "named twice"), ("a,time", "is the time column")):
+        code, _, err = run([*T, "--data", tmp_path / "d.csv", "--feature-cols", cols, "--out", tmp_path / "r3"],
+                           capsys)
+        one_line_error(code, err, "train")
+        assert match in err and not (tmp_path / "r3").exists()
+    outcome("train --feature-cols naming a column twice or the time column", "one-line error")
+
+
+def test_short_ids_messages_fit_the_command(trained, tmp_path, capsys, outcome):
+    df = pd.read_csv(trained / "good.csv")
+    df.to_csv(tmp_path / "d.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "d.csv", "--min-length", "8", "--out", tmp_path / "r"], capsys)
+    one_line_error(code, err, "train")
+    assert "fewer than 8 rows" in err and "one row" not in err and "(6 row(s)" in err
+    short = df[~((df["id"] == "s01") & (df["time"] > 0))]
+    short.to_csv(tmp_path / "short.csv", index=False)
+    code, _, err = run(["predict", trained / "run", "--data", tmp_path / "short.csv", "--out", tmp_path / "p.csv"],
+                       capsys)
+    one_line_error(code, err, "predict")
+    assert "trained with --min-length 2" in err and "pass min_length" not in err
+    nan = df.assign(a=df["a"].where(df.index != 4, np.nan))
+    nan.to_csv(tmp_path / "nan.csv", index=False)
+    code, _, err = run(["predict", trained / "run", "--data", tmp_path / "nan.csv", "--out", tmp_path / "p.csv"],
+                       capsys)
+    one_line_error(code, err, "predict")
+    assert "trained with --missing error" in err and "--missing zero" not in err
+    outcome("predict: short ids or missing values", "one-line error that suggests nothing predict lacks")
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+    cmd = (f"{sys.executable} -m rnnlab check --seq-len 3 --num-layers 1 | head -c 10 > /dev/null; "
+           f"exit ${{PIPESTATUS[0]}}")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_one_long_id_among_many_short_ones_is_not_padded_whole(tmp_path, capsys, outcome):
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    long_id = pd.DataFrame({"id": "long", "time": np.arange(20000), "a": rng.normal(size=20000), "target": "x"})
+    short = pd.DataFrame({"id": np.repeat([f"s{i}" for i in range(2000)], 2), "time": np.tile([0, 1], 2000),
+                          "a": rng.normal(size=4000), "target": np.repeat(["x", "y"] * 1000, 2)})
+    pd.concat([long_id, short]).to_csv(tmp_path / "d.csv", index=False)
+    tracemalloc.start()
+    try:
+        code, _, err = run(["train", "--data", tmp_path / "d.csv", "--model", "gru", "--hidden-size", "4", "--steps",
+                            "3", "--batch-size", "8", "--eval-every", "0", "--val-fraction", "0.01", "--quiet"],
+                           capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, err
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB"            # padded whole: 20000 x 2001 x 8 B = 305 MiB
+    outcome("train --data: one long id among 2000 short ones", "padded per batch, not whole")

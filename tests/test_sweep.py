@@ -128,7 +128,7 @@ BAD_TRIALS = [
     (BASE, 'model = ["gru"]\nzoneout_cell = [0.1]', r"sweep\.grid\.zoneout_cell: .*\(trial model=gru,zoneout_cell=0\.1\)"),
     (BASE, 'optimizer = ["sgd"]\nnesterov = [true]', r"sweep\.grid\.nesterov: needs momentum > 0"),
     (BASE, 'task = ["adding", "copy"]', r"sweep\.metric: expected one of .* of task 'copy'\), got 'mse'"),
-    ({**BASE, "out": "elsewhere"}, 'model = ["rnn"]', r"out: set by the sweep itself"),
+    ({**BASE, "out": "elsewhere"}, 'model = ["rnn"]', r"out \(in the sweep file\): set by the sweep itself"),
 ]
 
 
@@ -176,6 +176,20 @@ def test_settings_are_resolved_into_the_manifest():
         sweep.expand({**BASE, "sweep": {"seeds": 2, "random": {"samples": True, "lr": {"choice": [1e-3]}}}})
     with pytest.raises(ConfigError, match=r"sweep\.grid: expected a table"):
         sweep.expand({**BASE, "sweep": {"seeds": 2, "grid": [1]}})
+
+
+def test_relative_files_are_the_ones_the_driver_checked(tmp_path, monkeypatch):
+    """Tune starts each trial in a folder of its own: the manifest names the files the driver read."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    spec = {**BASE, "task": "chars", "text": "a.txt", "sweep": {"seeds": 1, "grid": {"text": ["a.txt", "b.txt"]}}}
+    m = sweep.expand(spec)
+    assert m["base"]["text"] == str(tmp_path / "a.txt")
+    assert [t["overrides"]["text"] for t in m["trials"]] == [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    assert [t["label"] for t in m["trials"]] == ["text=a.txt", "text=b.txt"]          # as the user wrote them
+    with pytest.raises((ConfigError, FileNotFoundError), match="missing.txt"):
+        sweep.expand({**spec, "sweep": {"seeds": 1, "grid": {"text": ["a.txt", "missing.txt"]}}})
 
 
 def test_summary_over_seeds(tmp_path):

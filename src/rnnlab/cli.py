@@ -337,6 +337,15 @@ def cmd_compare(args) -> int:
         raise ConfigError(f"params: expected a positive parameter count, got {args.params}")
     if args.seeds < 1:
         raise ConfigError(f"seeds: expected an integer >= 1, got {args.seeds}")
+    from .compare import check_entries, check_threshold
+    check_entries(models)
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    if args.workers is not None:                    # used only after every entry has trained: checked first
+        from .sweep import check_workers
+        check_workers(args.workers)
+        if args.seeds == 1:
+            raise ConfigError(f"workers: only used with --seeds N > 1, got --workers {args.workers}")
     if args.seeds > 1:
         code = _embedded_ray_loopback_only(args)
         if code is not None:
@@ -712,8 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _users_words(exc) -> str:
-    """One line in the command line's vocabulary: a leading config key becomes its flag (lr_gamma -> --lr-gamma)."""
+def _users_words(exc, dests=None) -> str:
+    """One line in the command line's vocabulary: a leading config key becomes its flag (lr_gamma -> --lr-gamma)
+    where the command has that flag."""
     from .config import TrainConfig
     from .errors import RnnlabError
     if isinstance(exc, OSError) and not isinstance(exc, RnnlabError) and exc.filename:
@@ -722,9 +732,15 @@ def _users_words(exc) -> str:
         msg = str(exc)
     msg = " ".join(msg.split())                     # one line, always
     key, colon, rest = msg.partition(":")
-    if colon and key in TrainConfig.fields():
+    if colon and key in TrainConfig.fields() and (dests is None or key in dests):
         return f"--{key.replace('_', '-')}:{rest}"
     return msg
+
+
+def _flag_dests(parser, args) -> set:
+    """The option names (dests) of the command that ran: its config keys that are also its flags."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    return {a.dest for a in sub._actions if a.option_strings}
 
 
 def main(argv=None) -> int:
@@ -741,7 +757,7 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (RnnlabError, ValueError, TypeError, OSError) as exc:
-        print(f"rnnlab {args.command}: error: {_users_words(exc)}", file=sys.stderr)
+        print(f"rnnlab {args.command}: error: {_users_words(exc, _flag_dests(parser, args))}", file=sys.stderr)
         distributed.abort(2)                        # a distributed run: end the other ranks too
         return 2
     except MemoryError as exc:

@@ -211,6 +211,8 @@ def _coerce(name, value, f, source):
 
 def read_toml(path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config: {str(path)!r} is a folder; expected a TOML file")
     if not path.is_file():
         raise FileNotFoundError(f"config: file {str(path)!r} does not exist")
     try:

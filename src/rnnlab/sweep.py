@@ -19,9 +19,11 @@ CONFIG is a TOML file: any ``rnnlab train`` key at the top (the base), and a ``[
     forget_bias = {uniform = [0.0, 2.0]}
     weight_decay = {loguniform = [1e-6, 1e-3]}
 
-The trials (configurations x seeds) are fixed when the sweep starts and written to DIR/sweep.json (random
-draws from ``sweep.random`` use Tune's samplers with a seeded generator), so a resumed sweep runs the same
-ones. Each trial is an ordinary run folder, DIR/trials/<id> (config, metrics, checkpoints; ``rnnlab resume``,
+Every [sweep] key, --workers, --address's form and every trial (its config, task and model, as the trainer
+builds them) are checked before DIR is made: a refused sweep leaves nothing, so the corrected command can use
+the same --out. The trials (configurations x seeds) are fixed when the sweep starts and written to
+DIR/sweep.json (random draws from ``sweep.random`` use Tune's samplers with a seeded generator; the settings'
+defaults resolved; files named by absolute paths), so a resumed sweep runs the same ones. Each trial is an ordinary run folder, DIR/trials/<id> (config, metrics, checkpoints; ``rnnlab resume``,
 ``evaluate``, ``gradients`` work on it), holding the folder's lock while it trains.
 
 Trials run on Ray Tune (``ray.tune.Tuner``), one CPU each: with no address an embedded local Ray on this
@@ -173,6 +175,7 @@ def expand(spec: dict) -> dict:
     from .compare import check_buildable, default_threshold
     from .tasks import build_task
     from .tracking import require
+    from .trainer import absolute_paths
     spec = dict(spec)
     sw = spec.pop("sweep", None)
     if not isinstance(sw, dict):
@@ -182,10 +185,12 @@ def expand(spec: dict) -> dict:
             raise ConfigError(f"sweep: unknown key {k!r}{closest(k, SWEEP_KEYS)}; expected some of {list(SWEEP_KEYS)}")
     check_settings(sw)
     if "out" in spec:                               # each trial's folder would silently replace it
-        raise ConfigError(f"out: set by the sweep itself (the trials' folders are in --out DIR/trials), got "
-                          f"out = {spec['out']!r}; leave it out of the sweep file")
+        raise ConfigError(f"out (in the sweep file): set by the sweep itself, each trial's folder is in "
+                          f"--out DIR/trials; leave it out, got out = {spec['out']!r}")
     # checked with a folder, as each trial will have one (else `track` would be refused here)
     base = TrainConfig.from_dict({**spec, "out": "trials"}, source="sweep base").validate()
+    # the files as this folder sees them: Tune starts each trial in a folder of its own
+    base = absolute_paths(base)
     seeds = sw.get("seeds", 1)
     grid = sw.get("grid", {})
     rand = sw.get("random", {})
@@ -244,6 +249,8 @@ def expand(spec: dict) -> dict:
             try:
                 cfg = TrainConfig.from_dict({**base.to_dict(), **over, "seed": seed}, source="sweep").validate()
                 if s == 0:                          # seeds change neither the task's shapes nor the model
+                    cfg, rel = absolute_paths(cfg), cfg
+                    over = {k: getattr(cfg, k) if getattr(cfg, k) != getattr(rel, k) else v for k, v in over.items()}
                     task = task_for(cfg)
                     if metric not in task.metrics:
                         raise ConfigError(f"sweep.metric: expected one of {list(task.metrics)} (the validation "
@@ -268,8 +275,10 @@ def expand(spec: dict) -> dict:
 def manifest_for(base: TrainConfig, configs: list, seeds: int, metric: str, threshold: float) -> dict:
     """A manifest from explicit configurations, [(label, overrides)], each with ``seeds`` seeds (``rnnlab compare
     --seeds``: its entries with their matched hidden sizes)."""
+    from .trainer import absolute_paths
     check_int("seeds", seeds, 1)
     threshold = check_float("threshold", threshold)
+    base = absolute_paths(base)                     # the files as this folder sees them (Tune moves each trial)
     trials = []
     for c, (label, over) in enumerate(configs):
         for s in range(seeds):
