@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_reliability.py", "tests/test_checks.py", "tests/test_checkpoint.py",
-         "tests/test_trainer.py", "tests/test_sequences.py", "tests/test_data_runs.py"]
+         "tests/test_trainer.py", "tests/test_sequences.py", "tests/test_data_runs.py", "tests/test_silent.py",
+         "tests/test_fuzz_data.py", "tests/test_layer_memory.py", "tests/test_compare_checks.py",
+         "tests/test_tracking.py", "tests/test_sweep.py", "-m", "not slow",
+         "-k", "not killed and not with_seeds and not existing_cluster and not asha"]     # no Ray clusters here
 
 
 def main() -> int:
@@ -32,7 +36,7 @@ def main() -> int:
              "Produced by `python docs/make_reliability.py` from the test run below; each row counts the cases a",
              "test tried (fuzzed cases included) and how rnnlab answered. A case answered any other way fails its",
              "test, so every count here is a pass.", "",
-             f"Test run: `pytest {' '.join(TESTS)}` -> {summary}", "",
+             f"Test run: `pytest {shlex.join(TESTS)}` -> {summary}", "",
              "| bad input or fault | cases | outcome |", "|---|---|---|"]
     for cat in sorted(data):
         for res, n in sorted(data[cat].items()):

@@ -393,3 +393,14 @@ def test_one_long_id_among_many_short_ones_is_not_padded_whole(tmp_path, capsys,
     assert code == 0, err
     assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB"            # padded whole: 20000 x 2001 x 8 B = 305 MiB
     outcome("train --data: one long id among 2000 short ones", "padded per batch, not whole")
+
+
+def test_a_batch_over_the_memory_names_the_remedy_that_helps(monkeypatch, outcome):
+    from rnnlab import sequences
+    from rnnlab.errors import DataError
+    monkeypatch.setattr(sequences, "available_memory", lambda: 2**20)
+    with pytest.raises(DataError, match="batch_size: 8 sequence.*lower --batch-size"):
+        sequences.pad([np.zeros((5000, 2))] * 8)
+    with pytest.raises(DataError, match="split the long sequence"):
+        sequences.pad([np.zeros((200000, 2))])
+    outcome("padding a batch over the memory", "clear error naming the remedy that helps")

@@ -514,7 +514,13 @@ def pad(cases, T: int | None = None, dtype=np.float64) -> tuple[np.ndarray, np.n
     """cases (T_i, F) -> x (T, N, F) time-major, zero after each case's end, and lengths (N,)."""
     lengths = np.array([len(c) for c in cases], dtype=np.int64)
     T = int(lengths.max()) if T is None else T
-    check_memory(T * len(cases) * cases[0].shape[1] * np.dtype(dtype).itemsize, "padded sequences")
+    nbytes = T * len(cases) * cases[0].shape[1] * np.dtype(dtype).itemsize
+    free = available_memory()
+    if free is not None and nbytes > free // 2:           # the remedy depends on what makes the batch big
+        raise DataError(f"batch_size: {len(cases)} sequence(s) padded to {T} steps need about {nbytes / 2**30:.1f} "
+                        f"GiB, over half of the {free / 2**30:.1f} GiB available; "
+                        + ("lower --batch-size" if len(cases) > 1 else "split the long sequence into shorter "
+                           "ones (e.g. windows of a few thousand steps)"))
     x = np.zeros((T, len(cases), cases[0].shape[1]), dtype)
     for i, c in enumerate(cases):
         x[:len(c), i] = c
