@@ -77,12 +77,19 @@ def available_memory() -> int | None:
         return None
 
 
+def _size(nbytes) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
 def check_memory(nbytes: int, what: str) -> None:
     """Refuse an allocation estimated at over half the available memory, before making it."""
     free = available_memory()
     if free is not None and nbytes > free // 2:
-        raise DataError(f"{what}: needs about {nbytes / 2**30:.1f} GiB, over half of the "
-                        f"{free / 2**30:.1f} GiB of memory available; use fewer or shorter sequences "
+        raise DataError(f"{what}: needs about {_size(nbytes)}, over half of the "
+                        f"{_size(free)} of memory available; use fewer or shorter sequences "
                         f"(or a machine with more memory)")
 
 
@@ -517,8 +524,8 @@ def pad(cases, T: int | None = None, dtype=np.float64) -> tuple[np.ndarray, np.n
     nbytes = T * len(cases) * cases[0].shape[1] * np.dtype(dtype).itemsize
     free = available_memory()
     if free is not None and nbytes > free // 2:           # the remedy depends on what makes the batch big
-        raise DataError(f"batch_size: {len(cases)} sequence(s) padded to {T} steps need about {nbytes / 2**30:.1f} "
-                        f"GiB, over half of the {free / 2**30:.1f} GiB available; "
+        raise DataError(f"batch_size: {len(cases)} sequence(s) padded to {T} steps need about {_size(nbytes)}, "
+                        f"over half of the {_size(free)} available; "
                         + ("lower --batch-size" if len(cases) > 1 else "split the long sequence into shorter "
                            "ones (e.g. windows of a few thousand steps)"))
     x = np.zeros((T, len(cases), cases[0].shape[1]), dtype)
