@@ -197,7 +197,7 @@ def test_gradients_cli(tmp_path, capsys):
     assert len(data["sweep"]["radii"]) == 3
     assert (tmp_path / "g" / "figures" / "sweep.png").is_file()
     assert main(["gradients", "--seq-len", "5", "--at-step", "5", "--report", str(tmp_path / "h")]) == 2
-    assert "at_step: expected a time step in [0, 4]" in capsys.readouterr().err
+    assert "--at-step: expected a time step in [0, 4]" in capsys.readouterr().err
     assert main(["gradients", "--sweep", "1:0.5:3"]) == 2
     assert main(["gradients", "--sweep", "abc"]) == 2
 

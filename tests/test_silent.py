@@ -243,7 +243,7 @@ def test_predict_never_writes_over_its_input_or_an_unforced_file(trained, tmp_pa
     ["export", "RUN", "--format", "torch", "--out", "RUN/model.safetensors", "--force"],
 ])
 def test_exports_and_json_refuse_existing_files(trained, tmp_path, capsys, cmd, outcome):
-    existing = tmp_path / "existing.bin"
+    existing = tmp_path / ("existing.onnx" if "onnx" in cmd else "existing.safetensors")
     existing.write_bytes(b"user's file")
     args = [str(trained / "run") + a[3:] if a.startswith("RUN") else (existing if a == "EXISTING" else a)
             for a in cmd]
@@ -256,12 +256,13 @@ def test_exports_and_json_refuse_existing_files(trained, tmp_path, capsys, cmd, 
 
 def test_export_to_a_missing_folder_and_an_unwritable_one(trained, tmp_path, capsys, outcome):
     for fmt in ("onnx", "torch", "keras"):
-        out = tmp_path / "new" / fmt / "m.bin"
+        out = tmp_path / "new" / fmt / ("m.onnx" if fmt == "onnx" else "m.safetensors")
         code, _, err = run(["export", trained / "run", "--format", fmt, "--out", out], capsys)
         assert code == 0 and out.is_file(), err
     (tmp_path / "afile").write_text("x")                      # a folder that cannot be made, even by root
     for fmt in ("onnx", "torch", "keras"):
-        code, _, err = run(["export", trained / "run", "--format", fmt, "--out", tmp_path / "afile" / "m.bin"], capsys)
+        code, _, err = run(["export", trained / "run", "--format", fmt, "--out",
+                            tmp_path / "afile" / ("m.onnx" if fmt == "onnx" else "m.safetensors")], capsys)
         one_line_error(code, err, "export")
         assert "is a file" in err
     outcome("export --out in a missing folder or under a file", "written, or a one-line error")

@@ -151,6 +151,20 @@ def _inputs(cfg, args=None) -> list:
     return [f for f in files if f]
 
 
+def _run_data(checkpoint) -> list:
+    """The data files a run (folder or a file in one) was trained on: a command on the run reads them too."""
+    from .config import TrainConfig, read_toml
+    p = Path(checkpoint) if checkpoint else None
+    if p is None:
+        return []
+    folder = p if p.is_dir() else p.parent
+    try:
+        cfg = TrainConfig.from_dict(read_toml(folder / "config.toml"))
+    except (OSError, ValueError):
+        return []
+    return _inputs(cfg)
+
+
 def _check_json(args, inputs=()):
     """--json checked before the work (it is written after)."""
     if getattr(args, "json", None):
@@ -168,7 +182,9 @@ def cmd_train(args) -> int:
     from .trainer import train
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "json", "argv", "force")}
     cfg = resolve(args.config, overrides)
-    _check_json(args, _inputs(cfg, args))
+    from .outputs import RUN_FILES
+    run_files = [Path(cfg.out) / n for n in RUN_FILES + (".lock",)] if cfg.out else []
+    _check_json(args, _inputs(cfg, args) + run_files)
     r = train(cfg, progress=not cfg.quiet)
     if r.rank:
         return 0                                    # distributed: rank 0 reports for all
@@ -261,7 +277,7 @@ def cmd_evaluate(args) -> int:
     if args.data:
         from .tasks.sequences import SequenceTask
         model, cfg, encoding, _ = _data_run(args.checkpoint)
-        _check_json(args, [args.data])
+        _check_json(args, [args.data, args.checkpoint] + _inputs(cfg))
         seqs = _read_like(cfg, encoding, args.data, True)
         task = SequenceTask(f"data:{Path(args.data).name}", encoding, seqs)     # the file as the data to score
         metrics = evaluate(model, task, task.batches_of(seqs))
@@ -272,7 +288,7 @@ def cmd_evaluate(args) -> int:
     else:
         model, meta = load_model(args.checkpoint)
         cfg = TrainConfig.from_dict(meta["config"])
-        _check_json(args, _inputs(cfg))
+        _check_json(args, [args.checkpoint] + _inputs(cfg))
         task = build_task(cfg, info=meta.get("task_info", {}))
         metrics = evaluate(model, task)
         print(f"{cfg.task} / {cfg.model}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -288,8 +304,9 @@ def cmd_predict(args) -> int:
     from .sequences import write_table
     from .tasks.sequences import prediction_frame, predict_outputs
     from .outputs import check_output
-    out = check_output(args.out, "--out", [args.data, args.checkpoint], args.force, (".csv", ".parquet"))
+    check_output(args.out, "--out", [args.data, args.checkpoint], args.force, (".csv", ".parquet"))
     model, cfg, encoding, _ = _data_run(args.checkpoint)
+    out = check_output(args.out, "--out", [args.data, args.checkpoint] + _inputs(cfg), args.force)
     seqs = _read_like(cfg, encoding, args.data, False)
     frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs),
                              id_name=cfg.id_col if seqs.ids is not None else "index", time_name=cfg.time_col)
@@ -326,7 +343,9 @@ def cmd_compare(args) -> int:
     cfg = resolve(args.config, _overrides(args, ("config", "json", "models", "match", "params", "forget_bias_ablation",
                                                  "threshold", "report", "seeds", "workers", "force")),
                   one_model=False)
+    from .outputs import check_report_dir
     _check_json(args, _inputs(cfg, args))
+    check_report_dir(args.report, "--report", args.force)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     threshold = None
     if args.threshold is not None:
@@ -409,7 +428,7 @@ def _layer_gradients(args, out) -> int:
     T = getattr(args, "seq_len", 50)
     B = getattr(args, "batch_size", 16)
     if args.at_step is not None and not 0 <= args.at_step < T:
-        raise ConfigError(f"at_step: expected a time step in [0, {T - 1}] (the sequence has {T} steps), got {args.at_step}")
+        raise ConfigError(f"--at-step: expected a time step in [0, {T - 1}] (the sequence has {T} steps), got {args.at_step}")
     x = np.random.default_rng(getattr(args, "seed", 0)).standard_normal((T, B, layer.input_size))
     if layer.batch_first:
         x = x.transpose(1, 0, 2)
@@ -443,8 +462,9 @@ def cmd_gradients(args) -> int:
     from .model import SequenceModel
     from .tasks import build_task
     from .trainer import load_model, model_config_for
-    _check_json(args, [args.checkpoint, args.config])
-    out = Path(args.report)
+    from .outputs import check_report_dir
+    _check_json(args, [args.checkpoint, args.config] + _run_data(args.checkpoint))
+    out = check_report_dir(args.report, "--report", args.force)
     results, figs = {}, {}
     if args.sweep:
         radii = _parse_range(args.sweep)
@@ -475,7 +495,7 @@ def cmd_gradients(args) -> int:
         g = gradient_report(model, batch)
         T = len(g["grad_norm_h"])
         if args.at_step is not None and not 0 <= args.at_step < T:
-            raise ConfigError(f"at_step: expected a time step in [0, {T - 1}] (the sequence has {T} steps), "
+            raise ConfigError(f"--at-step: expected a time step in [0, {T - 1}] (the sequence has {T} steps), "
                               f"got {args.at_step}")
         results["model"] = {"label": label, "parameters": model.num_parameters(), **g}
         print(f"{label}: {model.num_parameters()} parameters; task {task.describe()}")
@@ -538,8 +558,15 @@ def _save_tensors(tensors, out):
 
 
 def cmd_export(args) -> int:
+    from .errors import ConfigError
     from .outputs import check_output
-    out = check_output(args.out, "--out", [args.checkpoint], args.force)
+    out = check_output(args.out, "--out", [args.checkpoint] + _run_data(args.checkpoint), args.force,
+                       (".onnx",) if args.format == "onnx" else None)
+    if args.format != "onnx" and out.suffix in (".onnx", ".pt", ".pth", ".csv", ".parquet", ".json"):
+        raise ConfigError(f"--out: --format {args.format} writes a safetensors file; {out.name!r} names another "
+                          f"format (use .safetensors)")
+    if args.lengths and args.format != "onnx":
+        raise ConfigError(f"lengths: --lengths adds an ONNX input; --format {args.format} writes weights only")
     kind, obj = _load_any(args.checkpoint)
     if args.format == "onnx":
         from .interop.onnx import export
@@ -571,7 +598,7 @@ def cmd_import(args) -> int:
     from .errors import ConfigError
     from .interop.files import save_layer
     from .outputs import check_output
-    check_output(args.out, "--out", [args.file], args.force)
+    check_output(args.out, "--out", [args.file], args.force, (".safetensors",))
     if args.format == "onnx":
         from .interop.onnx import import_layer
         layer = import_layer(args.file)

@@ -24,15 +24,22 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+# what a run folder holds; a folder with any of them but no config.toml was not made by `rnnlab train`
+RUN_FILES = ("config.toml", "metrics.jsonl", "diagnostics.jsonl", "checkpoint.safetensors", "model.safetensors",
+             ".mlflow_run_id", "tensorboard", "mlruns")
+REPORT_MARK = ".rnnlab-report"          # written with every report: the folder's files are rnnlab's to replace
+
+
 def _files(inputs):
-    """The input files; a run folder stands for the run's files that a command reads."""
+    """The input files; a run folder (or a file in one) stands for every file of the run."""
     for src in inputs:
         if not src:
             continue
         src = Path(src)
-        if src.is_dir():
-            yield from (src / n for n in ("model.safetensors", "checkpoint.safetensors", "config.toml"))
-        else:
+        folder = src if src.is_dir() else src.parent
+        if src.is_dir() or (folder / "config.toml").is_file():
+            yield from (folder / n for n in RUN_FILES + (".lock",))
+        if not src.is_dir():
             yield src
 
 
@@ -72,3 +79,24 @@ def write_output(path, data: bytes, what: str = "--out") -> Path:
     except OSError as exc:
         raise ConfigError(f"{what}: could not write {path} ({exc.strerror or exc}); "
                           f"{getattr(exc, 'rnnlab_kept', 'nothing was written')}") from None
+
+
+def check_report_dir(path, what: str = "--report", force: bool = False) -> Path:
+    """A folder for a report (figures, summary.md, report.html): new, empty, or one rnnlab wrote before."""
+    p = Path(path)
+    if p.is_symlink():
+        raise ConfigError(f"{what}: {str(p)!r} is a symbolic link; rnnlab does not write through links -- give the "
+                          f"folder itself")
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what}: {str(p)!r} is a file; expected a folder for the report")
+    if p.is_dir() and any(p.iterdir()) and not (p / REPORT_MARK).is_file() and not force:
+        raise ConfigError(f"{what}: {str(p)!r} holds files that rnnlab's reports did not write; pass --force to "
+                          f"write the report among them, or choose another folder")
+    folder = p
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what}: cannot make the folder {str(p)!r}: {str(folder)!r} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot write in {str(folder)!r} (permission denied)")
+    return p

@@ -192,6 +192,8 @@ def write_report(out_dir, title: str, sections: list[tuple[str, str, list]]) -> 
             "img{max-width:100%}pre{background:#f6f6f6;padding:8px}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
     (out_dir / "report.html").write_text(page, encoding="utf-8")
+    from .outputs import REPORT_MARK
+    (out_dir / REPORT_MARK).write_text("written by rnnlab: its reports may replace the files here\n", encoding="utf-8")
     return {"summary": out_dir / "summary.md", "html": out_dir / "report.html"}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .outputs import RUN_FILES
 from .config import TrainConfig, read_toml, write_toml
 from .errors import CheckpointError, ConfigError, NonFiniteError
 from .grad_mode import no_grad
@@ -467,9 +468,6 @@ def load_model(path) -> tuple[SequenceModel, dict]:
     return model, meta
 
 
-# what a run folder holds; a folder with any of them but no config.toml was not made by `rnnlab train`
-RUN_FILES = ("config.toml", "metrics.jsonl", "diagnostics.jsonl", CHECKPOINT, FINAL, ".mlflow_run_id", "tensorboard",
-             "mlruns")
 
 
 def check_run_dir(out: str) -> None:
