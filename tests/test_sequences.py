@@ -58,7 +58,7 @@ def test_unsorted_times_sorted_and_said(cases):
     df = long_frame(cases, [0, 1, 0]).sample(frac=1.0, random_state=0)
     s = from_long_frame(df)
     assert any("sorted" in n for n in s.notes)
-    assert s.ids == list(pd.unique(df["id"]))                # order of first appearance
+    assert s.ids == sorted(pd.unique(df["id"]))                  # canonical: sorted, whatever the rows
     for u in s.cases:
         assert u.shape[1] == 3
     by_id = dict(zip(s.ids, s.cases))
@@ -95,7 +95,7 @@ def test_columns_named_with_suggestions(cases):
     assert from_long_frame(df, feature_cols="f2,f0").cases[0].tolist() == cases[0][:, [2, 0]].tolist()
     assert from_long_frame(df.drop(columns="target"), require_target=False).targets is None
     short = pd.concat([df[df["id"] != "s1"], df[df["id"] == "s1"].iloc[:1]])
-    assert from_long_frame(short, min_length=1).lengths.tolist() == [4, 5, 1]
+    assert from_long_frame(short, min_length=1).lengths.tolist() == [4, 1, 5]      # ids s0, s1, s2
 
 
 def test_missing_zero_option(cases):

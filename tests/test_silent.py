@@ -147,7 +147,7 @@ def test_text_times_are_parsed_never_sorted_as_text(tmp_path, capsys, outcome):
 
     code, _, err = run([*T, "--data", d / "iso.csv", "--time-format", "%d/%m/%Y", "--out", d / "bad"], capsys)
     one_line_error(code, err, "train")
-    assert "does not match --time-format" in err
+    assert err.startswith("rnnlab train: error: --time-format: data row 1") and "does not match" in err
     outcome("train --data: times that do not match --time-format", "one-line error naming the row")
 
 

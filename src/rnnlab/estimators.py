@@ -90,8 +90,13 @@ class _RNNEstimator(BaseEstimator):
             if fitting:
                 self.feature_names_in_ = np.asarray(s.feature_names, dtype=object)
             if y is not None:
-                if hasattr(y, "index") and hasattr(y, "reindex") and set(s.ids) <= set(y.index):
-                    y = y.reindex(s.ids)             # labels by id
+                if self.target_col and self.target_col in X.columns:
+                    raise DataError(f"y: given both y and target_col {self.target_col!r} (a column of X); give one "
+                                    f"source of targets")
+                if not (hasattr(y, "index") and hasattr(y, "reindex") and set(s.ids) <= set(y.index)):
+                    raise DataError("y: with a long DataFrame, give y as a pandas Series indexed by the ids of "
+                                    f"id_col {self.id_col!r} (labels by id, never by position), or use target_col")
+                y = y.reindex(s.ids)                 # labels by id
                 y = self._prepare_y(y)
                 s = Sequences(s.cases, check_targets(y, s.cases), s.ids, s.feature_names, s.notes)
             return s, None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,6 +232,13 @@ def _column(name, columns, what):
     return name
 
 
+def natural(v):
+    """A sort key in natural order (s2 before s10, dim2 before dim10); values of one type sort among themselves."""
+    if isinstance(v, str):
+        return ("str", tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", v) if t), v)
+    return (type(v).__name__, v)
+
+
 def _row(i, source) -> str:
     """A table row as the user counts it: from 1, after the header."""
     return f"data row {int(i) + 1} of {source}"
@@ -261,7 +269,7 @@ def _as_numbers(series, name, source, what):
     return None
 
 
-def _time_values(series, time_col, source, time_format=""):
+def _time_values(series, time_col, source, time_format="", for_training=True):
     """The time column as numbers or datetimes, never text (text sorts 10 before 2 and 13/01 before 14/12).
 
     Numbers stay numbers; text is parsed as ISO 8601 dates and times, or with ``time_format`` (strptime
@@ -271,12 +279,15 @@ def _time_values(series, time_col, source, time_format=""):
         text = series.astype(str) if not pd.api.types.is_datetime64_any_dtype(series) else None
         if text is None:
             return series
-        parsed = pd.to_datetime(text, format=time_format, errors="coerce")
+        try:
+            parsed = pd.to_datetime(text, format=time_format, errors="coerce", utc=True)
+        except ValueError as exc:                 # a bad directive such as %Q
+            raise DataError(f"time_format: {time_format!r} is not a strptime format ({exc})") from None
         bad = parsed.isna()
         if bad.any():
             i = bad.index[bad.to_numpy()][0]
-            raise DataError(f"time_format: {_row(i, source)} has time {series[i]!r} in column {time_col!r}, which "
-                            f"does not match --time-format {time_format!r}")
+            raise DataError(f"time_format: {_row(i, source)} has time {_py(series[i])!r} in column {time_col!r}, "
+                            f"which does not match {time_format!r}")
         return parsed
     if pd.api.types.is_datetime64_any_dtype(series) or (
             pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)):
@@ -286,24 +297,27 @@ def _time_values(series, time_col, source, time_format=""):
     numbers = _as_numbers(series, time_col, source, "time_col")
     if numbers is not None:
         return numbers
-    try:
-        return pd.to_datetime(series.astype(str), format="ISO8601")
-    except (ValueError, TypeError):
-        sample = series.iloc[0]
-        raise DataError(f"time_col: column {time_col!r} of {source} is text that is neither numbers nor ISO 8601 "
-                        f"dates (e.g. {sample!r}); text times are never sorted as text -- pass --time-format "
-                        f"(time_format=), e.g. '%d/%m/%Y'") from None
+    parsed = pd.to_datetime(series.astype(str), format="ISO8601", errors="coerce", utc=True)
+    bad = parsed.isna()
+    if not bad.any():
+        return parsed
+    i = bad.index[bad.to_numpy()][0]
+    hint = ("text times are never sorted as text -- pass --time-format (time_format=), e.g. '%d/%m/%Y'" if
+            for_training else "the run reads its times as numbers or ISO 8601 dates")
+    raise DataError(f"time_col: column {time_col!r} is text that is neither numbers nor ISO 8601 dates: "
+                    f"{_row(i, source)} has {_py(series[i])!r}; {hint}")
 
 
 def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_col="target",
                     require_target: bool = True, missing: str = "error", min_length: int = 2,
                     source: str = "data", time_format: str = "", trained_features=None,
                     for_training: bool = True) -> Sequences:
-    """A long table (one row per id and time) -> Sequences, cases in the order the ids first appear.
+    """A long table (one row per id and time) -> Sequences, cases in the order of their ids (sorted, so the
+    order of the rows does not change a run).
 
     Rows are sorted by time within each id (a note says so when they were not); (id, time) pairs must be
     unique. The time column is numeric or a date/time (ISO 8601, or ``time_format``). ``feature_cols``: a list,
-    a comma-separated string, or None / "" for every other numeric column. ``trained_features``: the feature
+    a comma-separated string, or None / "" for every other numeric column (sorted by name). ``trained_features``: the feature
     names a trained model reads, by name and in its order (extra columns are ignored). ``target_col`` may be
     missing from the table when ``require_target`` is False (prediction).
     """
@@ -322,6 +336,8 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
         _column(target_col, cols, "target_col")
     if isinstance(feature_cols, str):
         feature_cols = [c.strip() for c in feature_cols.split(",") if c.strip()]
+    if len(df) == 0:
+        raise DataError(f"{source}: no rows (only a header)")
     skipped = []
     numbers = {}
     if trained_features is not None:
@@ -338,7 +354,7 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
                 skipped.append(c)
             else:
                 numbers[c] = v
-        feature_cols = [c for c in rest if c in numbers]
+        feature_cols = sorted((c for c in rest if c in numbers), key=natural)   # canonical, not the file's order
         if not feature_cols:
             raise DataError(f"feature_cols: no numeric feature columns in {source} besides id {id_col!r}, time "
                             f"{time_col!r} and target {target_col!r}; the columns are {cols}")
@@ -367,16 +383,17 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
             raise DataError(f"{arg}: {int(df[which].isna().sum())} empty value(s) in column {which!r}, the first in "
                             f"{_row(i, source)}")
     check_memory(len(df) * len(feature_cols) * 8 * 3, f"{source}")
-    times = _time_values(df[time_col], time_col, source, time_format)
-    key = pd.DataFrame({"_id": df[id_col], "_time": times})
+    times = _time_values(df[time_col], time_col, source, time_format, for_training)
+    key = pd.DataFrame({"_id": df[id_col].astype(object), "_time": times})
     dup = key.duplicated(["_id", "_time"])
     if dup.any():
         i = dup.index[dup.to_numpy()][0]
         raise DataError(f"{source}: duplicated (id, time) pair ({_py(df[id_col][i])!r}, {_py(df[time_col][i])!r}) in "
                         f"{_row(i, source)} -- {int(dup.sum())} duplicated row(s); each id may have one row per time")
     notes = []
-    order = pd.unique(df[id_col])
-    keyed = pd.DataFrame({"_rnnlab_order": pd.Categorical(df[id_col], categories=order, ordered=True),
+    idv = df[id_col].astype(object) if isinstance(df[id_col].dtype, pd.CategoricalDtype) else df[id_col]
+    order = sorted(pd.unique(idv), key=natural)       # canonical: not the rows' order
+    keyed = pd.DataFrame({"_rnnlab_order": pd.Categorical(idv, categories=order, ordered=True),
                           "_time": times, "_row": np.arange(len(df))})
     is_sorted = keyed.groupby("_rnnlab_order", observed=True, sort=False)["_time"].apply(
         lambda s: s.is_monotonic_increasing).all()
@@ -416,7 +433,7 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
         targets = [np.asarray(p) for p in per_case] if varies else np.array([p[0] for p in per_case])
     if skipped:
         notes.append(f"{source}: non-numeric columns {skipped} left out of the features")
-    tv = keyed["_time"].to_numpy()
+    tv = df[time_col].to_numpy()[rows]                 # the times as the user wrote them, in step order
     return Sequences(cases, targets, ids, list(feature_cols), notes, [tv[a:b] for a, b in zip(starts, ends)],
                      target_col if has_target else None)
 
@@ -439,8 +456,9 @@ def _pandas(what):
     return pd
 
 
-def read_table(path):
-    """A .csv or .parquet file -> DataFrame, with an error naming the file when its content does not fit."""
+def read_table(path, id_col=None):
+    """A .csv or .parquet file -> DataFrame, with an error naming the file when its content does not fit.
+    A CSV's id column is read as text: ids 007 and 7 are two ids, and come back as written."""
     path = Path(path)
     pd = _pandas(f"reading {path.suffix} files")
     if path.suffix == ".parquet":
@@ -459,7 +477,7 @@ def read_table(path):
         if head.startswith(b"PAR1") or head.startswith(b"PK\x03\x04"):
             kind = "Parquet" if head.startswith(b"PAR1") else "zip (.npz?)"
             raise DataError(f"data: {path} holds {kind} data, not CSV text; give it its own extension")
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={id_col: str} if id_col else None)
     except UnicodeDecodeError:
         raise DataError(f"data: {path} is not UTF-8 text, so not a CSV file") from None
     except pd.errors.EmptyDataError:
@@ -512,7 +530,7 @@ def read_data(path, id_col="id", time_col="time", feature_cols=None, target_col=
         if require_target and s.targets is None:
             raise DataError(f"{what}: {path} has no array 'y' of targets")
         return s
-    return from_long_frame(read_table(path), id_col, time_col, feature_cols, target_col, require_target, missing,
+    return from_long_frame(read_table(path, id_col), id_col, time_col, feature_cols, target_col, require_target, missing,
                            min_length, source=str(path), time_format=time_format, trained_features=trained_features,
                            for_training=for_training)
 
