@@ -194,6 +194,12 @@ def test_unstandardised_overflow_and_metrics_stay_strict_json(tmp_path, capsys, 
     (["--model", "lstm", "--nonlinearity", "relu"], "--nonlinearity: an option of the RNN only"),
     (["--epochs", "2", "--steps", "5"], "--epochs: give epochs (2) or steps (5), not both"),
     (["--distributed", "mpi"], "distributed: 'mpi' needs several processes"),
+    (["--lr-gamma", "0.1"], "--lr-gamma: a setting of --schedule step, got schedule 'constant'"),
+    (["--schedule", "cosine", "--lr-step-size", "2"], "--lr-step-size: a setting of --schedule step"),
+    (["--schedule", "step", "--min-lr", "0.0005"], "--min-lr: a setting of --schedule cosine"),
+    (["--mlflow-uri", "http://127.0.0.1:9"], "--mlflow-uri: a setting of --track mlflow, which is not on"),
+    (["--id-col", "pid"], "--id-col: an option of your own data (--data FILE), got it with task 'adding'"),
+    (["--val-data", "x.csv"], "--val-data: an option of your own data"),
 ])
 def test_settings_are_refused_before_the_run_folder(tmp_path, capsys, flags, match, outcome):
     code, _, err = run(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--quiet", *flags,
@@ -405,3 +411,127 @@ def test_a_batch_over_the_memory_names_the_remedy_that_helps(monkeypatch, outcom
     with pytest.raises(DataError, match="split the long sequence"):
         sequences.pad([np.zeros((200000, 2))])
     outcome("padding a batch over the memory", "clear error naming the remedy that helps")
+
+
+
+# ------------------------------------------------------------------ the second probe's findings
+def test_a_runs_own_files_and_data_are_inputs_of_commands_on_it(trained, tmp_path, capsys, outcome):
+    d = trained
+    run_files = {n: (d / "run" / n).read_bytes() for n in ("model.safetensors", "config.toml", "metrics.jsonl")}
+    for cmd in (["evaluate", d / "run", "--json", d / "run" / "model.safetensors", "--force"],
+                ["evaluate", d / "run", "--data", d / "good.csv", "--json", d / "run" / "config.toml", "--force"],
+                ["predict", d / "run", "--data", tmp_path / "other.csv", "--out", d / "good.csv", "--force"],
+                ["gradients", d / "run", "--json", d / "run" / "metrics.jsonl", "--force", "--report", tmp_path / "g"],
+                ["export", d / "run", "--format", "torch", "--out", d / "run" / "checkpoint.safetensors", "--force"]):
+        pd.read_csv(d / "good.csv").to_csv(tmp_path / "other.csv", index=False)
+        before = (d / "good.csv").read_bytes()
+        code, _, err = run(cmd, capsys)
+        one_line_error(code, err, cmd[0])
+        assert "also an input" in err and (d / "good.csv").read_bytes() == before
+    assert run_files == {n: (d / "run" / n).read_bytes() for n in run_files}
+    code, _, err = run(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--steps", "2", "--quiet",
+                        "--out", tmp_path / "n", "--json", tmp_path / "n" / "metrics.jsonl"], capsys)
+    one_line_error(code, err, "train")
+    assert not (tmp_path / "n").exists()
+    outcome("--out/--json a file of the run read, or its training data (with --force)", "one-line error")
+
+
+def test_report_folders_hold_only_rnnlabs_reports(trained, tmp_path, capsys, outcome):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my page")
+    code, _, err = run(["gradients", trained / "run", "--report", mine], capsys)
+    one_line_error(code, err, "gradients")
+    assert "did not write" in err and (mine / "report.html").read_text() == "my page"
+    (tmp_path / "link").symlink_to(mine, target_is_directory=True)
+    code, _, err = run(["gradients", trained / "run", "--report", tmp_path / "link"], capsys)
+    one_line_error(code, err, "gradients")
+    assert "symbolic link" in err
+    for _ in range(2):                                 # rnnlab's own report folder is rewritten freely
+        code, _, err = run(["gradients", trained / "run", "--report", tmp_path / "rep"], capsys)
+        assert code == 0, err
+    outcome("--report a folder of the user's files, or a link", "one-line error, nothing written")
+
+
+def test_ids_are_values_not_positions_or_numbers(tmp_path, capsys, outcome):
+    pytest.importorskip("pyarrow")
+    df = good_frame(24)
+    df.to_parquet(tmp_path / "plain.parquet")
+    df.assign(id=pd.Categorical(df["id"], categories=sorted(df["id"].unique(), reverse=True))).to_parquet(
+        tmp_path / "cat.parquet")
+    code, _, err = run([*T, "--data", tmp_path / "plain.parquet", "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    for name in ("plain", "cat"):
+        code, _, err = run(["predict", tmp_path / "run", "--data", tmp_path / f"{name}.parquet", "--out",
+                            tmp_path / f"{name}.csv"], capsys)
+        assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "cat.csv"))
+    outcome("predict: a categorical id column", "same predictions per id as plain ids")
+
+    from rnnlab.sequences import read_data
+    (tmp_path / "z.csv").write_text("id,time,a,target\n007,0,1.0,x\n007,1,2.0,x\n7,0,3.0,y\n7,1,4.0,y\n")
+    s = read_data(tmp_path / "z.csv")
+    assert s.ids == ["007", "7"] and s.lengths.tolist() == [2, 2]
+    outcome("train --data: CSV ids 007 and 7", "two ids, kept as written")
+
+
+def test_rows_shuffled_or_columns_permuted_train_the_same_model(tmp_path, capsys, outcome):
+    df = good_frame(24)
+    rng = np.random.default_rng(3)
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df.iloc[rng.permutation(len(df))][["target", "b", "time", "id", "a"]].to_csv(tmp_path / "b.csv", index=False)
+    for name in ("a", "b"):
+        code, _, err = run([*T, "--data", tmp_path / f"{name}.csv", "--steps", "12", "--out", tmp_path / name],
+                           capsys)
+        assert code == 0, err
+    from rnnlab.trainer import load_model
+    wa, wb = (load_model(tmp_path / n)[0].named_parameters() for n in ("a", "b"))
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+    outcome("train --data: rows shuffled and columns permuted", "bit-identical weights")
+
+
+def test_compare_and_export_refuse_options_they_would_ignore(trained, tmp_path, capsys, outcome):
+    code, _, err = run(["compare", "--task", "adding", "--seq-len", "6", "--steps", "2", "--models", "gru,rnn",
+                        "--forget-bias", "1", "--quiet", "--report", tmp_path / "c"], capsys)
+    one_line_error(code, err, "compare")
+    assert "--models gru,rnn has none" in err and not (tmp_path / "c").exists()
+    code, _, err = run(["export", trained / "run", "--format", "torch", "--lengths", "--out", tmp_path / "m.safetensors"],
+                       capsys)
+    one_line_error(code, err, "export")
+    assert "--lengths adds an ONNX input" in err and not (tmp_path / "m.safetensors").exists()
+    outcome("compare/export: an option that would be ignored", "one-line error, nothing written")
+
+
+def test_resume_continues_the_same_run_only(tmp_path, capsys, outcome):
+    good_frame(16).to_csv(tmp_path / "d.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "d.csv", "--steps", "4", "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    code, _, err = run(["resume", tmp_path / "r", "--steps", "6", "--quiet"], capsys)
+    assert code == 0, err
+    from rnnlab.config import read_toml, write_toml
+    assert read_toml(tmp_path / "r" / "config.toml")["steps"] == 6         # the new length is the run's
+    cfg = read_toml(tmp_path / "r" / "config.toml")
+    write_toml(tmp_path / "r" / "config.toml", {**cfg, "lr": 0.5})
+    code, _, err = run(["resume", tmp_path / "r", "--steps", "8"], capsys)
+    one_line_error(code, err, "resume")
+    assert "lr:" in err and "checkpoint was made with 0.02" in err
+    write_toml(tmp_path / "r" / "config.toml", cfg)
+    good_frame(16, seed=9).drop(columns="time").to_csv(tmp_path / "d.csv", index=False)
+    code, _, err = run(["resume", tmp_path / "r", "--steps", "8"], capsys)
+    one_line_error(code, err, "resume")
+    assert "changed since this run started" in err
+    outcome("resume: config.toml edited, or the data file replaced", "one-line error naming the change")
+
+
+def test_estimators_take_targets_by_id_from_one_source(outcome):
+    from rnnlab.estimators import RNNClassifier
+    df = good_frame(16)
+    clf = RNNClassifier(cell="gru", hidden_size=4, epochs=1, id_col="id", time_col="time", target_col="target")
+    with pytest.raises(ValueError, match="given both y and target_col"):
+        clf.fit(df, df.groupby("id")["target"].first())
+    clf = RNNClassifier(cell="gru", hidden_size=4, epochs=1, id_col="id", time_col="time")
+    with pytest.raises(ValueError, match="indexed by the ids"):
+        clf.fit(df.drop(columns="target"), np.array(["up", "down"] * 8))
+    clf.fit(df.drop(columns="target"), df.groupby("id")["target"].first())
+    outcome("estimators: y by position with a long frame, or y and target_col", "clear error")

@@ -356,8 +356,13 @@ def cmd_compare(args) -> int:
         raise ConfigError(f"params: expected a positive parameter count, got {args.params}")
     if args.seeds < 1:
         raise ConfigError(f"seeds: expected an integer >= 1, got {args.seeds}")
-    from .compare import check_entries, check_threshold
+    from .compare import check_entries, check_threshold, parse_model
     check_entries(models)
+    cells = {parse_model(m)[0] for m in models} | ({"lstm"} if args.forget_bias_ablation else set())
+    for key, cell in cfg.cell_options():            # applied to the entries of its cell; with none, ignored: refuse
+        if cell not in cells:
+            raise ConfigError(f"{key}: an option of the {cell} entries, and --models {args.models} has none; drop "
+                              f"--{key.replace('_', '-')} or add a {cell} entry")
     if args.threshold is not None:
         check_threshold(args.threshold)
     if args.workers is not None:                    # used only after every entry has trained: checked first

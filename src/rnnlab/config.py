@@ -153,16 +153,20 @@ class TrainConfig:
                               f"from, got {self.min_lr}")
         return self
 
-    def check_cell_options(self) -> "TrainConfig":
-        """An option of another cell is refused, not ignored (defaults pass: they are not the user's choice)."""
+    def cell_options(self) -> list:
+        """(key, cell) of each option of one cell that is set (at its default it is not the user's choice)."""
         only = {"forget_bias": ("lstm", self.forget_bias is not None),
                 "peephole": ("lstm", self.peephole), "proj_size": ("lstm", self.proj_size > 0),
                 "zoneout_cell": ("lstm", self.zoneout_cell > 0),
                 "reset": ("gru", self.reset != "after"),
                 "nonlinearity": ("rnn", self.nonlinearity != "tanh"),
                 "recurrent_max": ("indrnn", self.recurrent_max > 0)}
-        for key, (cell, given) in only.items():
-            if given and self.model != cell:
+        return [(key, cell) for key, (cell, given) in only.items() if given]
+
+    def check_cell_options(self) -> "TrainConfig":
+        """An option of another cell is refused, not ignored."""
+        for key, cell in self.cell_options():
+            if self.model != cell:
                 raise ConfigError(f"{key}: an option of the {cell.upper() if cell != 'indrnn' else 'IndRNN'} only, "
                                   f"got it with model {self.model!r}; drop {flag(key)} or use --model {cell}")
         return self
@@ -240,6 +244,38 @@ def resolve(config_file=None, overrides: dict | None = None, one_model: bool = T
     if d.get("data") and "task" not in d:
         d["task"] = "data"                     # --data FILE alone names the task
     cfg = TrainConfig.from_dict(d, source=str(config_file) if config_file else "config").validate()
+    check_applies(cfg, set(d))
     return cfg.check_cell_options() if one_model else cfg
+
+
+DATA_KEYS = ("data", "val_data", "problem", "id_col", "time_col", "time_format", "target_col", "feature_cols",
+             "channels_first", "standardize", "missing", "min_length")
+TABLE_KEYS = ("id_col", "time_col", "time_format", "target_col", "feature_cols", "min_length")
+
+
+def check_applies(cfg: TrainConfig, given) -> None:
+    """A setting the user gave that this run would not use is refused, never ignored."""
+    def refuse(key, why):
+        raise ConfigError(f"{key}: {why}; drop {flag(key)}")
+    for k in DATA_KEYS:
+        if k in given and cfg.task != "data":
+            refuse(k, f"an option of your own data (--data FILE), got it with task {cfg.task!r}")
+    if cfg.task == "data" and cfg.data:
+        table = Path(cfg.data).suffix in (".csv", ".parquet")
+        for k in TABLE_KEYS if not table else ("channels_first",):
+            if k in given:
+                refuse(k, f"an option of {'.npz arrays' if k == 'channels_first' else 'tables (.csv, .parquet)'}, "
+                          f"got it with {Path(cfg.data).name}")
+    if cfg.val_data and "val_fraction" in given:
+        refuse("val_fraction", f"--val-data {Path(cfg.val_data).name} is the validation data, so nothing is held out")
+    for k in ("lr_step_size", "lr_gamma"):
+        if k in given and cfg.schedule != "step":
+            refuse(k, f"a setting of --schedule step, got schedule {cfg.schedule!r}")
+    if "min_lr" in given and cfg.schedule != "cosine":
+        refuse("min_lr", f"a setting of --schedule cosine, got schedule {cfg.schedule!r}")
+    from .tracking import parse
+    for k in ("mlflow_uri", "mlflow_experiment"):
+        if k in given and "mlflow" not in parse(cfg.track):
+            refuse(k, "a setting of --track mlflow, which is not on")
 
 

@@ -102,6 +102,9 @@ def connect(mode: str) -> Comm | None:
                           "run it as `mpiexec -n 2 rnnlab train ...` (or use --distributed auto)")
     comm = Comm()
     if comm.size < 2:
+        if mode == "mpi":
+            raise ConfigError("distributed: 'mpi' needs several processes, but the MPI world has 1; start it as "
+                              "`mpiexec -n 2 rnnlab train ...`")
         return None
     if not _ACTIVE:
         _ACTIVE.append(comm)

@@ -335,7 +335,10 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
     if target_col and require_target:
         _column(target_col, cols, "target_col")
     if isinstance(feature_cols, str):
+        text = feature_cols
         feature_cols = [c.strip() for c in feature_cols.split(",") if c.strip()]
+        if text.strip() and not feature_cols:
+            raise DataError(f"feature_cols: expected column names separated by commas, got {text!r}")
     if len(df) == 0:
         raise DataError(f"{source}: no rows (only a header)")
     skipped = []

@@ -26,19 +26,82 @@ to metrics.jsonl and diagnostics.jsonl -- the plain files stay the source of tru
     MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=10 s) in its process unless the user
     set them.
 
+A tracker that fails once the run has started (an MLflow server answering HTTP 500, a store or an event file
+that cannot be written) stops the run with a ``TrackingError``: one line, ``track: <tracker> at <where> failed
+on <what> (<the cause's first line>); ...``, naming ``rnnlab resume RUN`` -- the run folder's own files
+(config.toml, metrics.jsonl, the checkpoints) are written before the tracker is called, so they are intact.
+
 Extras: ``pip install 'rnnlab[track]'`` (tensorboardX, mlflow-skinny); a missing one gives that line.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, RnnlabError
 
 KINDS = ("tensorboard", "mlflow")
+
+
+class TrackingError(ConfigError):
+    """A tracker failed once the run had started (its server, store or event files); one line starting
+    ``track:`` that names the tracker, where it writes, what it was doing and the cause."""
+
+
+def _backend_errors() -> tuple:
+    """What a tracking backend raises when it fails: MLflow's exceptions, requests', urllib3's and the OS's
+    (a connection refused, a timeout, a disk that is full) -- not a bug of rnnlab's own, which keeps its
+    traceback."""
+    import http.client
+    errors = [OSError, http.client.HTTPException]           # OSError covers urllib.error and requests' errors
+    for module, name in (("mlflow.exceptions", "MlflowException"), ("requests", "RequestException"),
+                         ("urllib3.exceptions", "HTTPError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _first_line(exc, limit: int = 300) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _cause(exc) -> str:
+    """The first line of what went wrong: for requests that ran out of retries (MLflow wraps urllib3's
+    MaxRetryError in a 300-character URL), its reason -- "too many 500 error responses", "connection refused"."""
+    chain, e = [], exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        reason = getattr(e, "reason", None)
+        if type(e).__name__ == "MaxRetryError" and reason is not None:
+            why = _first_line(reason)
+            if "Failed to establish a new connection" in why:       # urllib3's NewConnectionError
+                why = why.rsplit("]", 1)[-1].strip().lower() or why
+            url = getattr(e, "url", None)
+            return f"{why} on {url}" if url else why
+    return _first_line(exc)
+
+
+@contextlib.contextmanager
+def _backend(name: str, where, doing: str, run_dir):
+    """Turn a failure of the tracking backend inside the block into one ``TrackingError`` line."""
+    try:
+        yield
+    except RnnlabError:
+        raise
+    except _backend_errors() as exc:
+        resume = f" -- continue it with rnnlab resume {run_dir}" if run_dir is not None else ""
+        raise TrackingError(f"track: {name} at {where} failed on {doing} ({_cause(exc)}); the run's own "
+                            f"files are intact{resume}") from exc
 
 
 def parse(track: str) -> list:
@@ -189,71 +252,100 @@ def _flow_figure(record: dict):
 
 
 class TensorBoard:
+    name = "TensorBoard"
+
     def __init__(self, run_dir: Path, cfg):
         tbx = _need("tensorboardX", "tensorboard")
-        self.writer = tbx.SummaryWriter(logdir=str(run_dir / "tensorboard"), flush_secs=10)
-        self.writer.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in cfg.to_dict().items()), 0)
+        self.run_dir, self.where = run_dir, run_dir / "tensorboard"
+        with self._backend("opening its event file"):
+            self.writer = tbx.SummaryWriter(logdir=str(self.where), flush_secs=10)
+            self.writer.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in cfg.to_dict().items()), 0)
+
+    def _backend(self, doing):
+        return _backend(self.name, self.where, doing, self.run_dir)
 
     def record(self, record):
-        for k, v in _scalars(record).items():
-            self.writer.add_scalar(f"{record.get('split', 'train')}/{k}", v, record["step"])
+        with self._backend("writing scalars"):
+            for k, v in _scalars(record).items():
+                self.writer.add_scalar(f"{record.get('split', 'train')}/{k}", v, record["step"])
 
     def diagnostics(self, record):
         import matplotlib.pyplot as plt
         fig = _flow_figure(record)
-        self.writer.add_figure("gradient_flow", fig, record["step"])
-        plt.close(fig)
+        try:
+            with self._backend("writing the gradient-flow figure"):
+                self.writer.add_figure("gradient_flow", fig, record["step"])
+        finally:
+            plt.close(fig)
 
     def close(self, run_dir):
-        self.writer.close()
+        with self._backend("closing its event file"):
+            self.writer.close()
 
 
 class MLflow:
+    name = "MLflow"
+
     def __init__(self, run_dir: Path, cfg):
         _need("mlflow", "mlflow")
         from mlflow.tracking import MlflowClient
         uri = mlflow_store(cfg.mlflow_uri, run_dir)           # again here: resume() comes this way
+        self.run_dir, self.uri = run_dir, uri
         for k, v in _HTTP_ENV.items():
             os.environ.setdefault(k, v)                       # the user's own settings win
-        if uri.startswith("file:"):
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")    # MLflow 3 refuses file stores without it
-            _make_file_store(Path(urllib.request.url2pathname(urllib.parse.urlparse(uri).path)))
-        self.client = MlflowClient(tracking_uri=uri)
-        self.uri = uri
+        with self._backend("opening its store"):
+            if uri.startswith("file:"):
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")    # MLflow 3 refuses file stores without it
+                _make_file_store(Path(urllib.request.url2pathname(urllib.parse.urlparse(uri).path)))
+            self.client = MlflowClient(tracking_uri=uri)
         known = run_dir / ".mlflow_run_id"                 # a resumed run continues its MLflow run
         if known.is_file():
             self.run_id = known.read_text(encoding="ascii").strip()
-            self.client.update_run(self.run_id, status="RUNNING")
+            with self._backend(f"reopening its run {self.run_id}"):
+                self.client.update_run(self.run_id, status="RUNNING")
             return
         name = cfg.mlflow_experiment or "rnnlab"
-        exp = self.client.get_experiment_by_name(name)
-        eid = exp.experiment_id if exp is not None else self.client.create_experiment(name)
-        self.run_id = self.client.create_run(eid, run_name=run_dir.name, tags={"rnnlab.run_dir": str(run_dir)}
-                                             ).info.run_id
-        known.write_text(self.run_id + "\n", encoding="ascii")
+        with self._backend(f"finding or creating the experiment {name!r}"):
+            exp = self.client.get_experiment_by_name(name)
+            eid = exp.experiment_id if exp is not None else self.client.create_experiment(name)
+        with self._backend("creating its run"):
+            self.run_id = self.client.create_run(eid, run_name=run_dir.name, tags={"rnnlab.run_dir": str(run_dir)}
+                                                 ).info.run_id
         from mlflow.entities import Param
         params = [Param(k, str(v)[:500]) for k, v in sorted(cfg.to_dict().items())]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
+        with self._backend("logging the parameters"):
+            for i in range(0, len(params), 100):
+                self.client.log_batch(self.run_id, params=params[i:i + 100])
+        # written once the parameters are there: a run resumed after a failure above starts a whole MLflow run
+        known.write_text(self.run_id + "\n", encoding="ascii")
+
+    def _backend(self, doing):
+        return _backend(self.name, self.uri, doing, self.run_dir)
 
     def record(self, record):
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
         split = record.get("split", "train")
-        self.client.log_batch(self.run_id, metrics=[Metric(f"{split}_{k}", v, now, int(record["step"]))
-                                                    for k, v in _scalars(record).items()])
+        with self._backend(f"logging the metrics of step {record['step']}"):
+            self.client.log_batch(self.run_id, metrics=[Metric(f"{split}_{k}", v, now, int(record["step"]))
+                                                        for k, v in _scalars(record).items()])
 
     def diagnostics(self, record):
         import matplotlib.pyplot as plt
         fig = _flow_figure(record)
-        self.client.log_figure(self.run_id, fig, f"gradient_flow/step_{record['step']:07d}.png")
-        plt.close(fig)
+        try:
+            with self._backend(f"uploading the gradient-flow figure of step {record['step']}"):
+                self.client.log_figure(self.run_id, fig, f"gradient_flow/step_{record['step']:07d}.png")
+        finally:
+            plt.close(fig)
 
     def close(self, run_dir):
         for name in ("config.toml", "metrics.jsonl", "diagnostics.jsonl", "model.safetensors"):
             if (run_dir / name).is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / name))
-        self.client.set_terminated(self.run_id)
+                with self._backend(f"uploading {name}"):
+                    self.client.log_artifact(self.run_id, str(run_dir / name))
+        with self._backend("ending its run"):
+            self.client.set_terminated(self.run_id)
 
 
 def _make_file_store(folder: Path):
@@ -268,27 +360,52 @@ def _make_file_store(folder: Path):
 
 
 class Trackers:
-    """The trackers a run asked for; each call goes to every one of them."""
+    """The trackers a run asked for; each call goes to every one of them. A tracker that fails raises one
+    ``TrackingError`` line (see the module doc); the others' event files are closed first."""
 
     def __init__(self, run_dir, cfg):
         names = parse(cfg.track)
         if names and run_dir is None:
             raise ConfigError(f"track={cfg.track!r}: tracking writes beside a run folder; give --out DIR")
-        self.items = [(TensorBoard if n == "tensorboard" else MLflow)(Path(run_dir), cfg) for n in names]
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.items = []
+        with self._failing():
+            for n in names:
+                self.items.append((TensorBoard if n == "tensorboard" else MLflow)(Path(run_dir), cfg))
 
     def __bool__(self):
         return bool(self.items)
 
-    def record(self, record):
+    @contextlib.contextmanager
+    def _failing(self):
+        try:
+            yield
+        except TrackingError:
+            self._abandon()
+            raise
+
+    def _abandon(self):
+        """After a failure: flush what the other trackers hold locally (TensorBoard's event files), quietly."""
         for t in self.items:
-            t.record(record)
+            if isinstance(t, TensorBoard):
+                try:
+                    t.writer.close()
+                except Exception:  # noqa: BLE001 -- the failure being reported is the one that matters
+                    pass
+        self.items = []
+
+    def record(self, record):
+        with self._failing():
+            for t in self.items:
+                t.record(record)
 
     def diagnostics(self, record):
-        for t in self.items:
-            t.diagnostics(record)
+        with self._failing():
+            for t in self.items:
+                t.diagnostics(record)
 
     def close(self):
-        for t in self.items:
-            t.close(self.run_dir)
+        with self._failing():
+            for t in self.items:
+                t.close(self.run_dir)
         self.items = []

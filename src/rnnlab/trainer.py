@@ -601,6 +601,8 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
     if steps is not None:
         from .errors import check_int
         cfg.steps = check_int("steps", steps, 1)
+        cfg.epochs = 0                                   # the steps given now are the run's length
+    _same_run(run_dir, cfg)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.on_record = on_record
     locks = []
@@ -612,12 +614,40 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         if steps is not None and steps < trainer.step:
             raise ConfigError(f"steps: the run is at step {trainer.step} already; give --steps above it to train "
                               f"more, got {steps}")
+        if steps is not None and trainer.rank == 0:       # the new length is the run's from now on
+            write_toml(run_dir / "config.toml", cfg.to_dict())
         if trainer.rank == 0:
             _drop_records_after(run_dir, trainer.step)
         return _start(trainer)
     finally:
         for lock in locks:
             lock.release()
+
+
+# what a resumed run may change: its length and how it reports; anything else would make it another run
+_RESUMABLE = ("steps", "epochs", "quiet")
+
+
+def _same_run(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse a config.toml edited since the checkpoint, or data that changed, before the data is read again."""
+    ckpt = run_dir / CHECKPOINT
+    if not ckpt.is_file():
+        return
+    _, meta = load_checkpoint(ckpt)
+    then, now = meta.get("config", {}), cfg.to_dict()
+    changed = [k for k in sorted(set(then) | set(now)) if k not in _RESUMABLE and then.get(k) != now.get(k)]
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"{k}: {run_dir / 'config.toml'} says {now.get(k)!r} but the run's checkpoint was made with "
+                          f"{then.get(k)!r}; a resumed run continues the same run -- restore config.toml, or start a "
+                          f"new run with the new setting")
+    from .sequences import file_digest
+    for key, path in (("data_digest", cfg.data), ("val_data_digest", cfg.val_data)):
+        stored = meta.get("task_info", {}).get(key)
+        if stored and path and Path(path).is_file() and file_digest(path) != stored:
+            raise CheckpointError(f"{ckpt}: the data file {path} changed since this run started (sha256 "
+                                  f"{stored[:12]}... then); a resumed run needs the same data -- restore the file or "
+                                  f"start a new run")
 
 
 def _drop_records_after(run_dir, step):

@@ -23,6 +23,14 @@ TO_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}      # Keras blo
 FROM_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}    # the permutation is its own inverse
 
 
+def check_exportable(obj) -> None:
+    """Raise a one-line ``ConfigError`` (``format: ...``) when Keras' SimpleRNN/LSTM/GRU would compute something
+    other than ``obj`` (a layer or a SequenceModel): another cell, zoneout, peephole, layer_norm, proj_size,
+    nonlinearity='identity'. GRU reset='before' is Keras' reset_after=False, and dropouts are off at inference."""
+    from .torch import check_exportable as check
+    check(obj, "keras")
+
+
 def to_keras(layer) -> list[list[np.ndarray]]:
     """One list of weights per layer: ``[kernel, recurrent_kernel, bias]`` (x2 for bidirectional)."""
     require_classic(layer, "Keras")

@@ -4,10 +4,95 @@ from __future__ import annotations
 import numpy as np
 
 from ..cells import CELLS
+from ..errors import ConfigError
 from ..layers import LAYERS
 from . import InteropError, require, require_classic
 
 _TORCH_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+
+
+# ------------------------------------------------------------------ what a weights-only export can carry
+class ExportError(InteropError, ConfigError):
+    """A model that the export format's own layers would compute differently (one line starting ``format:``)."""
+
+
+_CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "mingru": "minGRU", "minlstm": "minLSTM",
+               "indrnn": "IndRNN", "lru": "LRU"}
+# the peer's layer per cell; what it has beyond plain weights (everything else is refused)
+_PEERS = {"torch": {"rnn": "torch.nn.RNN", "lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU"},
+          "keras": {"rnn": "keras.layers.SimpleRNN", "lstm": "keras.layers.LSTM", "gru": "keras.layers.GRU"}}
+_HAS = {"torch": {"proj_size", "relu"}, "keras": {"reset_before", "relu"}}
+
+
+def _layer_of(obj):
+    from ..layers import RecurrentLayer
+    if isinstance(obj, RecurrentLayer):
+        return obj, "layer"
+    rnn = getattr(obj, "rnn", None)
+    if isinstance(rnn, RecurrentLayer):
+        return rnn, "model"
+    raise InteropError(f"export: expected an rnnlab layer or SequenceModel, got {type(obj).__name__}")
+
+
+def export_refusal(obj, format: str = "torch") -> str | None:
+    """Why ``format`` ('torch' or 'keras': weights only, loaded into the peer's own RNN/LSTM/GRU) would compute
+    something other than ``obj`` (a layer or a SequenceModel); None when it computes the same.
+
+    Identity at inference, and so fine: dropout, input_dropout, recurrent_dropout, forget_bias (an init).
+    Refused: a cell the peer has no layer for; zoneout and zoneout_cell (at inference rnnlab keeps the
+    expected share of the previous state); peephole; layer_norm; nonlinearity='identity'; for torch
+    reset='before' (torch.nn.GRU resets after), for Keras proj_size (torch has it)."""
+    if format not in _PEERS:
+        raise ConfigError(f"format: expected 'torch' or 'keras' for a weights-only export, got {format!r}")
+    layer, kind = _layer_of(obj)
+    model = kind == "model"
+    cell, it = layer.cell_name, f"this {kind}"
+
+    def without(key):                     # how to do without an option: the train flag, or the layer argument
+        return f"train without --{key.replace('_', '-')}" if model else f"build the layer without {key}"
+
+    def instead(key, value):
+        return f"train with --{key.replace('_', '-')} {value}" if model else f"build the layer with {key}={value!r}"
+    if cell not in _PEERS[format]:
+        pkg = "torch.nn" if format == "torch" else "keras.layers"
+        other = "train with --model lstm, gru or rnn" if model else "use an rnnlab LSTM, GRU or RNN"
+        return (f"format: {pkg} has no {_CELL_NAMES.get(cell, cell)} layer, so nothing there would compute the "
+                f"exported weights; {it} uses the {cell} cell (keep it in rnnlab -- its checkpoint -- or {other})")
+    peer = _PEERS[format][cell]
+    same = "so the exported weights would compute something else"
+    reg = getattr(layer, "regularization", {})
+    for key in ("zoneout", "zoneout_cell"):
+        if reg.get(key):
+            return (f"format: {peer} has no zoneout, {same} (at inference rnnlab keeps a share {reg[key]:g} of the "
+                    f"previous state); {it} uses {key}={reg[key]:g} (keep it in rnnlab -- ONNX has no zoneout "
+                    f"either -- or {without(key)})")
+    if getattr(layer, "peephole", False):
+        return (f"format: {peer} has no peephole connections, {same}; {it} uses peephole (export it with "
+                f"--format onnx, whose LSTM has them, or {without('peephole')})")
+    if getattr(layer, "layer_norm", False):
+        return (f"format: {peer} has no layer norm, {same}; {it} uses layer_norm (keep it in rnnlab -- ONNX has no "
+                f"layer-normalised {cell.upper()} either -- or {without('layer_norm')})")
+    if getattr(layer, "proj_size", 0) and "proj_size" not in _HAS[format]:
+        return (f"format: {peer} has no projection, {same}; {it} uses proj_size={layer.proj_size} (export it with "
+                f"--format torch, whose LSTM has proj_size, or {without('proj_size')})")
+    opts = getattr(layer, "cell_opts", {})
+    if cell == "rnn" and opts.get("nonlinearity") not in ("tanh", "relu"):
+        nl = opts.get("nonlinearity")
+        return (f"format: {peer} has no {nl} nonlinearity (only tanh and relu), {same}; {it} uses "
+                f"nonlinearity={nl!r} ({instead('nonlinearity', 'tanh')} or relu)")
+    if cell == "gru" and opts.get("reset") == "before" and "reset_before" not in _HAS[format]:
+        return (f"format: {peer} applies the reset gate after the recurrent product only, {same}; {it} uses "
+                f"reset='before' (export it with --format onnx or keras, which have it, or "
+                f"{instead('reset', 'after')})")
+    return None
+
+
+def check_exportable(obj, format: str = "torch") -> None:
+    """Raise ``ExportError`` (a ``ConfigError``; one line) when a weights-only export to ``format`` ('torch' or
+    'keras') would compute something other than ``obj``; see ``export_refusal``. Call it before writing."""
+    why = export_refusal(obj, format)
+    if why:
+        raise ExportError(why)
 
 
 def from_torch(module, dtype=None):
