@@ -306,3 +306,110 @@ def test_top_level_onnx_module(tmp_path):
     rnnlab.onnx.export(layer, tmp_path / "g.onnx")
     back = rnnlab.onnx.import_layer(tmp_path / "g.onnx")
     assert back.config() == layer.config()
+
+
+# ------------------------------------------------------------------ weights-only exports refuse what the peer computes otherwise
+from rnnlab.errors import ConfigError  # noqa: E402
+from rnnlab.interop.keras import check_exportable as keras_check  # noqa: E402
+from rnnlab.interop.torch import check_exportable, export_refusal  # noqa: E402
+
+_REFUSED = [  # (layer options, formats that refuse it, words of the message)
+    ("lstm", {"zoneout": 0.3}, ("torch", "keras"), "has no zoneout"),
+    ("gru", {"zoneout": 0.2}, ("torch", "keras"), "has no zoneout"),
+    ("lstm", {"zoneout_cell": 0.25}, ("torch", "keras"), "zoneout_cell=0.25"),
+    ("lstm", {"peephole": True}, ("torch", "keras"), "has no peephole connections"),
+    ("lstm", {"layer_norm": True}, ("torch", "keras"), "torch.nn.LSTM has no layer norm|keras.layers.LSTM has no layer norm"),
+    ("gru", {"layer_norm": True}, ("torch", "keras"), "GRU has no layer norm"),
+    ("lstm", {"proj_size": 2}, ("keras",), "keras.layers.LSTM has no projection"),
+    ("gru", {"reset": "before"}, ("torch",), "torch.nn.GRU applies the reset gate after"),
+    ("rnn", {"nonlinearity": "identity"}, ("torch", "keras"), "has no identity nonlinearity"),
+    ("mingru", {}, ("torch", "keras"), "has no minGRU layer"),
+    ("minlstm", {}, ("torch", "keras"), "has no minLSTM layer"),
+    ("indrnn", {}, ("torch", "keras"), "has no IndRNN layer"),
+    ("lru", {}, ("torch", "keras"), "has no LRU layer"),
+]
+
+
+def _layer(cell, **kw):
+    from rnnlab.layers import LAYERS
+    return LAYERS[cell](3, 4, seed=0, dtype="float64", **kw)
+
+
+@pytest.mark.parametrize("cell,kw,refused,words", _REFUSED)
+def test_check_exportable_refuses_what_the_peer_computes_otherwise(cell, kw, refused, words, outcome):
+    import re
+    layer = _layer(cell, **kw)
+    for fmt in ("torch", "keras"):
+        check = check_exportable if fmt == "torch" else keras_check
+        if fmt not in refused:
+            check(layer)                                            # the peer has it
+            assert export_refusal(layer, fmt) is None
+            continue
+        with pytest.raises(ConfigError) as exc:
+            check(layer)
+        outcome(f"export --format {fmt}: a model {fmt} cannot compute", "one-line error, nothing written")
+        msg = str(exc.value)
+        assert isinstance(exc.value, InteropError)                  # callers of the converters catch either
+        assert msg.startswith("format: ") and "\n" not in msg and re.search(words, msg), msg
+        assert "this layer uses" in msg
+
+
+def test_check_exportable_accepts_what_is_identity_at_inference():
+    """Dropouts are off at evaluation and forget_bias is an init: the peer computes the same; so it does with
+    torch's proj_size, Keras' reset_after=False and relu."""
+    fine = [("lstm", dict(num_layers=2, dropout=0.2, input_dropout=0.3, recurrent_dropout=0.1, forget_bias=1.0)),
+            ("gru", dict(recurrent_dropout=0.4)), ("rnn", dict(nonlinearity="relu", input_dropout=0.5))]
+    for cell, kw in fine:
+        for fmt in ("torch", "keras"):
+            assert export_refusal(_layer(cell, **kw), fmt) is None
+    check_exportable(_layer("lstm", proj_size=2))
+    keras_check(_layer("gru", reset="before"))
+    # and the claim itself: in evaluation the exported weights give torch's outputs for dropout, not for zoneout
+    x = np.random.default_rng(0).standard_normal((6, 2, 3))
+    for kw, same in ((dict(input_dropout=0.3, recurrent_dropout=0.3), True), (dict(zoneout=0.3), False)):
+        layer = _layer("lstm", **kw)
+        layer.eval()
+        mod = torch.nn.LSTM(3, 4, dtype=torch.float64)
+        mod.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+        with torch.no_grad():
+            want = mod(torch.from_numpy(x))[0].numpy()
+        assert np.allclose(layer(x)[0], want, atol=1e-12) == same
+    from rnnlab.model import ModelConfig, SequenceModel
+    model = SequenceModel(ModelConfig(input_size=2, output_size=1, cell="gru", hidden_size=4, zoneout=0.1), seed=0)
+    with pytest.raises(ConfigError, match="^format: torch.nn.GRU has no zoneout.* this model uses zoneout=0.1 .*"
+                                          "train without --zoneout"):
+        check_exportable(model)
+    with pytest.raises(ConfigError, match="^format: expected 'torch' or 'keras'"):
+        check_exportable(model, "onnx")
+
+
+@pytest.mark.parametrize("opts,formats", [
+    (["--zoneout", "0.3"], ("torch", "keras")),
+    (["--model", "lstm", "--zoneout-cell", "0.3"], ("torch", "keras")),
+    (["--model", "lstm", "--peephole"], ("torch", "keras")),
+    (["--model", "gru", "--layer-norm"], ("torch", "keras")),
+    (["--model", "lstm", "--proj-size", "2"], ("keras",)),
+    (["--model", "gru", "--reset", "before"], ("torch",)),
+    (["--model", "mingru"], ("torch", "keras")),
+])
+def test_cli_export_refuses_a_model_the_peer_computes_otherwise(tmp_path, capsys, outcome, opts, formats):
+    """rnnlab export --format torch|keras of such a run: rc 2, one stderr line, no file (needs cli.cmd_export to
+    call rnnlab.interop.torch.check_exportable before writing)."""
+    from rnnlab.cli import main
+    run = tmp_path / "run"
+    assert main(["train", "--task", "adding", "--seq-len", "6", "--hidden-size", "4", "--steps", "2", "--quiet",
+                 "--out", str(run), *opts]) == 0
+    capsys.readouterr()
+    for fmt in ("torch", "keras"):
+        out = tmp_path / f"m.{fmt}.safetensors"
+        code = main(["export", str(run), "--format", fmt, "--out", str(out)])
+        err = capsys.readouterr().err
+        if fmt not in formats:
+            assert code == 0 and out.is_file(), err                  # the peer has this option
+            continue
+        outcome(f"export --format {fmt}: a model {fmt} cannot compute", "one-line error, nothing written")
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith("rnnlab export: error: format: "), err
+        assert "this model uses" in err, err
+        assert not out.exists()

@@ -257,3 +257,140 @@ def test_a_server_that_answers_is_accepted(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- a tracker failing mid-run: one line, not a traceback
+class _StubMlflow:
+    """A stand-in MLflow tracking server on 127.0.0.1: it answers the REST calls rnnlab's client makes (experiment,
+    run, log-batch, update, proxied artifact uploads) and records them; ``fail(path, body)`` -> True answers 500."""
+
+    def __init__(self, fail=lambda path, body: False):
+        import http.server
+        import threading
+        import uuid
+        self.fail, self.calls, self.run_id = fail, [], uuid.uuid4().hex     # a new artifact URI per server
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                path = self.path.split("?")[0]
+                stub.calls.append((self.command, path))
+                info = {"run_id": stub.run_id, "run_uuid": stub.run_id, "experiment_id": "1", "status": "RUNNING",
+                        "artifact_uri": f"mlflow-artifacts:/1/{stub.run_id}/artifacts", "lifecycle_stage": "active"}
+                if stub.fail(path, body):
+                    return self.send(500, {"error_code": "INTERNAL_ERROR", "message": "database is locked\nat line 2"})
+                if path.endswith("/experiments/get-by-name"):
+                    return self.send(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no experiment"})
+                if path.endswith("/experiments/search"):
+                    return self.send(200, {"experiments": []})
+                if path.endswith("/experiments/create"):
+                    return self.send(200, {"experiment_id": "1"})
+                if path.endswith(("/runs/create", "/runs/get")):
+                    return self.send(200, {"run": {"info": info, "data": {}}})
+                if path.endswith("/runs/update"):
+                    return self.send(200, {"run_info": info})
+                return self.send(200, {})
+            do_GET = do_POST = do_PUT = do_PATCH = answer
+
+            def send(self, code, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub_mlflow(monkeypatch):
+    """_StubMlflow(fail) servers, shut down after the test; MLflow's retries off so a 500 fails at once."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    servers = []
+
+    def make(fail=lambda path, body: False):
+        servers.append(_StubMlflow(fail))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.close()
+
+
+def _cli_train(run, uri, *extra):
+    return cli.main(["train", "--task", "adding", "--seq-len", "6", "--hidden-size", "4", "--steps", "4", "--quiet",
+                     "--eval-every", "2", "--checkpoint-every", "2", "--out", str(run), "--track", "mlflow",
+                     "--mlflow-uri", uri, *extra])
+
+
+def _one_track_line(err, uri, doing, cause, run):
+    import re
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.match(r"rnnlab train: error: (track|--track): MLflow at ", err), err   # the CLI may name the flag
+    line = err.strip()
+    assert f"MLflow at {uri} failed on {doing}" in line and f"({cause}" in line, line
+    assert line.endswith(f"the run's own files are intact -- continue it with rnnlab resume {run}"), line
+
+
+@pytest.mark.parametrize("fails,doing,cause", [
+    (lambda p, b: p.endswith("/runs/log-batch"), "logging the parameters", "INTERNAL_ERROR: database is locked)"),
+    (lambda p, b: p.endswith("/runs/log-batch") and b"metrics" in b, "logging the metrics of step 2",
+     "INTERNAL_ERROR: database is locked)"),
+    (lambda p, b: "/mlflow-artifacts/" in p, "uploading config.toml", "too many 500 error responses on /api/2.0/"),
+    (lambda p, b: p.endswith("/runs/update"), "ending its run", "INTERNAL_ERROR: database is locked)"),
+])
+def test_a_server_failing_mid_run_gives_one_track_line(tmp_path, stub_mlflow, capsys, outcome, fails, doing, cause):
+    """HTTP 500 from the tracking server on log-batch, on an artifact upload or on ending the run: rc 2 and one
+    line naming the tracker, the URI, what it was doing and the cause; the run folder is left to resume."""
+    server = stub_mlflow(fails)
+    run = tmp_path / "run"
+    code = _cli_train(run, server.uri)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    outcome("train --track mlflow: the server answers HTTP 500 mid-run", "one-line track: error, run folder kept")
+    _one_track_line(err, server.uri, doing, cause, run)
+    assert (run / "config.toml").is_file() and (run / "metrics.jsonl").is_file()
+    server.fail, server.calls = (lambda path, body: False), []     # the server is back: the hint works
+    assert cli.main(["resume", str(run), "--quiet"]) == 0, capsys.readouterr().err
+    assert ("POST", "/api/2.0/mlflow/runs/update") in server.calls            # the MLflow run was ended
+
+
+def test_tracking_failure_in_python_is_a_config_error(tmp_path, stub_mlflow, outcome):
+    server = stub_mlflow(lambda p, b: p.endswith("/runs/create"))
+    with pytest.raises(tracking.TrackingError) as exc:
+        train({**SHORT, "out": str(tmp_path / "run"), "track": "mlflow", "mlflow_uri": server.uri})
+    outcome("train(track='mlflow'): the server answers HTTP 500 on creating the run", "TrackingError, one line")
+    assert isinstance(exc.value, ConfigError)
+    msg = str(exc.value)
+    assert msg.startswith(f"track: MLflow at {server.uri} failed on creating its run (INTERNAL_ERROR: database "
+                          f"is locked); ") and "\n" not in msg
+    assert not (tmp_path / "run" / ".mlflow_run_id").exists()       # a resume starts a whole MLflow run
+
+
+def test_tensorboard_failure_is_one_track_line(tmp_path, monkeypatch, outcome):
+    """An event file that cannot be written (tensorboardX raising OSError) is named the same way."""
+    import tensorboardX
+
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tensorboardX.SummaryWriter, "add_scalar", full)
+    run = tmp_path / "run"
+    with pytest.raises(tracking.TrackingError) as exc:
+        train({**SHORT, "out": str(run), "track": "tensorboard"})
+    outcome("train --track tensorboard: the event file cannot be written", "one-line track: error, run folder kept")
+    assert str(exc.value).startswith(f"track: TensorBoard at {run / 'tensorboard'} failed on writing scalars "
+                                     f"([Errno 28] No space left on device); the run's own files are intact")
+    assert (run / "metrics.jsonl").is_file()

@@ -279,8 +279,10 @@ def cmd_evaluate(args) -> int:
         model, cfg, encoding, _ = _data_run(args.checkpoint)
         _check_json(args, [args.data, args.checkpoint] + _inputs(cfg))
         seqs = _read_like(cfg, encoding, args.data, True)
-        task = SequenceTask(f"data:{Path(args.data).name}", encoding, seqs)     # the file as the data to score
-        metrics = evaluate(model, task, task.batches_of(seqs))
+        from .tasks import targets_named
+        with targets_named(cfg):
+            task = SequenceTask(f"data:{Path(args.data).name}", encoding, seqs)     # the file as the data to score
+            metrics = evaluate(model, task, task.batches_of(seqs))
         print(f"{Path(args.data).name} ({len(seqs.cases)} sequences) / {cfg.model}: "
               + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         for n in seqs.notes:
@@ -776,12 +778,20 @@ def _flag_dests(parser, args) -> set:
 
 
 def main(argv=None) -> int:
-    from . import distributed
-    from .errors import RnnlabError
     parser = build_parser()
     parser.argv = argv
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+    with warnings.catch_warnings():
+        # NumPy's overflow warnings: the library checks every result for NaN/Inf and says so in one line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _run(parser, args)
+
+
+def _run(parser, args) -> int:
+    from . import distributed
+    from .errors import RnnlabError
     try:
         return args.func(args)
     except BrokenPipeError:                         # `rnnlab ... | head` closed the pipe: stop quietly, as cat does

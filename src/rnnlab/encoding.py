@@ -192,7 +192,7 @@ def fit_encoding(seqs, problem: str, standardize: bool = True, missing: str = "e
             raise DataError("y: per-step targets cannot train a regressor of one value per sequence")
         y = np.asarray(t)
         if y.dtype.kind not in "biuf":
-            raise DataError(f"y: expected numeric regression targets, got dtype {y.dtype} (e.g. {y.ravel()[0]!r}); "
+            raise DataError(f"y: expected numeric regression targets, got dtype {y.dtype} (e.g. {y.ravel()[0].item()!r}); "
                             f"for labels use problem 'classify'")
         y = y.astype(np.float64).reshape(len(y), -1)
         if not np.isfinite(y).all():

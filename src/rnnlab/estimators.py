@@ -145,6 +145,9 @@ class _RNNEstimator(BaseEstimator):
                 raise DataError("validation_data: expected a pair (X_val, y_val)")
             val = self._sequences(validation_data[0], validation_data[1])[0]
         fraction = self.validation_fraction if (self.early_stopping and val is None) else 0.0
+        if fraction:
+            from .errors import check_float
+            check_float("validation_fraction", fraction, 0.0, 1.0, low_open=True, high_open=True)
         warm = self.warm_start and hasattr(self, "model_")
         task = sequence_task("fit", train, val, self._problem, fraction, self.seed, self.standardize, self.missing,
                              encoding=self.encoding_ if warm else None)
@@ -194,7 +197,7 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         from sklearn.utils.validation import column_or_1d
         if isinstance(y, (list, tuple)) and len(y) and np.ndim(y[0]) > 0:
             raise DataError("y: a classifier takes one label per sequence; for a label per step use RNNTagger")
-        if isinstance(y, (list, tuple)):            # a list keeps each label's type: [1, "a"] is refused, not cast
+        if isinstance(y, (list, tuple)) or getattr(y, "dtype", None) == object:   # [1, "a"] refused, not cast
             from .encoding import label_kind
             label_kind(np.asarray(y, dtype=object))
         y = column_or_1d(y, warn=True)
@@ -234,7 +237,7 @@ class RNNRegressor(RegressorMixin, _RNNEstimator):
             return a.astype(np.float64)
         except (TypeError, ValueError):
             raise DataError(f"y: Unknown label type: RNNRegressor takes numeric targets, got {a.dtype} values such "
-                            f"as {a.ravel()[0]!r}; for class labels use RNNClassifier") from None
+                            f"as {a.ravel()[0].item()!r}; for class labels use RNNClassifier") from None
 
     def _fitted_hook(self, train):
         self._y_1d = np.ndim(train.targets) == 1

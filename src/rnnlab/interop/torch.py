@@ -21,7 +21,7 @@ _CELL_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "mingru": "minGRU", "
 # the peer's layer per cell; what it has beyond plain weights (everything else is refused)
 _PEERS = {"torch": {"rnn": "torch.nn.RNN", "lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU"},
           "keras": {"rnn": "keras.layers.SimpleRNN", "lstm": "keras.layers.LSTM", "gru": "keras.layers.GRU"}}
-_HAS = {"torch": {"proj_size", "relu"}, "keras": {"reset_before", "relu"}}
+_HAS = {"torch": {"proj_size"}, "keras": {"reset_before"}}
 
 
 def _layer_of(obj):
@@ -79,7 +79,7 @@ def export_refusal(obj, format: str = "torch") -> str | None:
     if cell == "rnn" and opts.get("nonlinearity") not in ("tanh", "relu"):
         nl = opts.get("nonlinearity")
         return (f"format: {peer} has no {nl} nonlinearity (only tanh and relu), {same}; {it} uses "
-                f"nonlinearity={nl!r} ({instead('nonlinearity', 'tanh')} or relu)")
+                f"nonlinearity={nl!r} ({instead('nonlinearity', 'tanh')} or {'relu' if model else repr('relu')})")
     if cell == "gru" and opts.get("reset") == "before" and "reset_before" not in _HAS[format]:
         return (f"format: {peer} applies the reset gate after the recurrent product only, {same}; {it} uses "
                 f"reset='before' (export it with --format onnx or keras, which have it, or "

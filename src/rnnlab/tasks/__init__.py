@@ -1,6 +1,9 @@
 """Tasks: generators and loaders, all offline. ``build_task(config)`` picks one by name."""
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 from ..errors import check_choice
 from .base import Batch, Task
 from .classify import digits_task, read_ts, ts_task
@@ -37,8 +40,24 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
     if cfg.val_data:
         facts["val_data_digest"] = file_digest(cfg.val_data)
     encoding = Encoding.from_dict(info["encoding"]) if info and "encoding" in info else None
-    return sequence_task(f"data:{Path(cfg.data).name}", train, val, cfg.problem, cfg.val_fraction, cfg.seed,
-                         cfg.standardize, cfg.missing, encoding=encoding, info=facts)
+    with targets_named(cfg):
+        return sequence_task(f"data:{Path(cfg.data).name}", train, val, cfg.problem, cfg.val_fraction, cfg.seed,
+                             cfg.standardize, cfg.missing, encoding=encoding, info=facts)
+
+
+@contextlib.contextmanager
+def targets_named(cfg):
+    """Errors about the targets ("y: ...", the estimators' word) in the file's words: its target column or array."""
+    from ..errors import DataError
+    try:
+        yield
+    except DataError as exc:
+        msg = str(exc)
+        if not msg.startswith("y:"):
+            raise
+        table = Path(cfg.data).suffix in (".csv", ".parquet")
+        where = f"target_col: column {cfg.target_col!r}" if table else f"data: the array 'y' of {Path(cfg.data).name}"
+        raise DataError(where + ":" + msg[2:]) from None
 
 
 def build_task(cfg, vocab: str | None = None, info: dict | None = None) -> Task:

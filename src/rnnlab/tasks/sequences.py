@@ -27,6 +27,9 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
         raise DataError(f"val_fraction: {n} sequence(s) cannot be split into training and validation data; "
                         f"give more sequences or a separate validation file (--val-data)")
     perm = np.random.default_rng([seed, 3]).permutation(n)
+    if int(round(n * val_fraction)) > n - 1:
+        raise DataError(f"val_fraction: {val_fraction} of {n} sequences leaves none for training; give a smaller "
+                        f"fraction or a separate validation file (--val-data)")
     n_val = min(n - 1, max(1, int(round(n * val_fraction))))
     return perm[n_val:], perm[:n_val]
 
@@ -54,9 +57,11 @@ def encode(encoding: Encoding, seqs: Sequences, with_targets: bool = True) -> En
         if big.any():                   # float32 weights times such inputs overflow: refuse, never train on inf
             f = int(np.flatnonzero(big)[0])
             name = (encoding.feature_names or [str(i) for i in range(len(big))])[f]
+            fix = (f"the data is far off the scale of the training data (x_std {encoding.x_std[f]:.3g})"
+                   if encoding.x_std[f] != 1.0 or encoding.x_mean[f] != 0.0 else
+                   "standardise it (--standardize) or rescale it")
             raise DataError(f"feature_cols: feature {name!r} reaches {np.abs(c[:, f]).max():.3g} after encoding, too "
-                            f"large for the model's arithmetic; standardise it (--standardize, on by default) or "
-                            f"rescale it")
+                            f"large for the model's arithmetic; {fix}")
     lengths = np.array([len(c) for c in cases], dtype=np.int64)
     if not with_targets:
         return Encoded(cases, lengths)
