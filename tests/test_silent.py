@@ -535,3 +535,40 @@ def test_estimators_take_targets_by_id_from_one_source(outcome):
         clf.fit(df.drop(columns="target"), np.array(["up", "down"] * 8))
     clf.fit(df.drop(columns="target"), df.groupby("id")["target"].first())
     outcome("estimators: y by position with a long frame, or y and target_col", "clear error")
+
+
+@pytest.mark.parametrize("edit,flags,match", [
+    (lambda df: df.assign(target="up"), [], "--target-col: column 'target': only one class ('up')"),
+    (lambda df: df, ["--val-fraction", "0.99"], "--val-fraction: 0.99 of 24 sequences leaves none for training"),
+    (lambda df: df.iloc[:0], [], "no rows (only a header)"),
+    (lambda df: df.assign(time=["2024-13-01" if i == 4 else f"2024-01-{t + 10:02d}"
+                                for i, t in enumerate(df["time"])]), [], "data row 5 of"),
+    (lambda df: df, ["--time-format", "%Q"], "--time-format: '%Q' is not a strptime format"),
+    (lambda df: df, ["--problem", "regress"], "--target-col: column 'target': expected numeric regression targets, "
+                                              "got dtype"),
+])
+def test_data_messages_name_the_users_column_and_flag(tmp_path, capsys, edit, flags, match, outcome):
+    df = edit(good_frame(24))
+    df.to_csv(tmp_path / "d.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "d.csv", *flags, "--out", tmp_path / "r"], capsys)
+    one_line_error(code, err, "train")
+    assert match in err and "np.str_" not in err and "np.int64" not in err, err
+    assert not (tmp_path / "r").exists()
+    outcome("train --data: a bad target, fraction, header-only file, date or format", "one-line error in the "
+            "user's words")
+
+
+def test_iso_times_with_offsets_and_a_diverging_run_print_one_line(tmp_path, capsys, outcome):
+    df = good_frame(8)
+    stamps = pd.Timestamp("2024-03-01T10:00:00Z") + pd.to_timedelta(df["time"], unit="h")
+    df.assign(time=[(t.strftime("%Y-%m-%dT%H:%M:%SZ") if i % 2 else
+                     (t + pd.Timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+01:00")) for i, t in enumerate(stamps)]
+              ).to_csv(tmp_path / "tz.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "tz.csv", "--steps", "2", "--out", tmp_path / "tz"], capsys)
+    assert code == 0, err
+    code, _, err = run(["train", "--task", "adding", "--seq-len", "8", "--hidden-size", "4", "--steps", "30",
+                        "--lr", "1e30", "--optimizer", "sgd", "--clip", "0", "--model", "rnn", "--nonlinearity",
+                        "relu", "--quiet"], capsys)
+    one_line_error(code, err, "train")
+    assert "RuntimeWarning" not in err
+    outcome("train: ISO 8601 times with offsets; a diverging run", "ok; one line, no NumPy warnings")
