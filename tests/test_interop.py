@@ -318,7 +318,7 @@ _REFUSED = [  # (layer options, formats that refuse it, words of the message)
     ("gru", {"zoneout": 0.2}, ("torch", "keras"), "has no zoneout"),
     ("lstm", {"zoneout_cell": 0.25}, ("torch", "keras"), "zoneout_cell=0.25"),
     ("lstm", {"peephole": True}, ("torch", "keras"), "has no peephole connections"),
-    ("lstm", {"layer_norm": True}, ("torch", "keras"), "torch.nn.LSTM has no layer norm|keras.layers.LSTM has no layer norm"),
+    ("lstm", {"layer_norm": True}, ("torch", "keras"), "(torch.nn|keras.layers).LSTM has no layer norm"),
     ("gru", {"layer_norm": True}, ("torch", "keras"), "GRU has no layer norm"),
     ("lstm", {"proj_size": 2}, ("keras",), "keras.layers.LSTM has no projection"),
     ("gru", {"reset": "before"}, ("torch",), "torch.nn.GRU applies the reset gate after"),

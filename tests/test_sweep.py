@@ -129,6 +129,19 @@ BAD_TRIALS = [
     (BASE, 'optimizer = ["sgd"]\nnesterov = [true]', r"sweep\.grid\.nesterov: needs momentum > 0"),
     (BASE, 'task = ["adding", "copy"]', r"sweep\.metric: expected one of .* of task 'copy'\), got 'mse'"),
     ({**BASE, "out": "elsewhere"}, 'model = ["rnn"]', r"out \(in the sweep file\): set by the sweep itself"),
+    # another cell's option, refused as rnnlab train refuses it (TrainConfig.check_cell_options), naming the trial
+    ({**BASE, "forget_bias": 1.0}, 'model = ["gru", "lstm"]',
+     r"^forget_bias: an option of the LSTM only, got it with model 'gru', in trial model=gru \(rnnlab train refuses "
+     r"it\); .*lstm\+forget_bias=1\.0"),
+    (BASE, 'model = ["lstm", "gru"]\nforget_bias = [1.0]',
+     r"^sweep\.grid\.forget_bias: an option of the LSTM only, got it with model 'gru', in trial "
+     r"model=gru,forget_bias=1\.0 "),
+    ({**BASE, "reset": "before"}, 'model = ["gru", "lstm"]', r"^reset: an option of the GRU only, got it with model "
+     r"'lstm', in trial model=lstm \(rnnlab train refuses it\); .*a file of its own$"),
+    ({**BASE, "recurrent_max": 2.0}, 'model = ["indrnn", "rnn"]', r"^recurrent_max: an option of the IndRNN only.* in "
+     r"trial model=rnn "),
+    ({**BASE, "nonlinearity": "relu"}, 'model = ["rnn", "gru"]', r"^nonlinearity: an option of the RNN only.* in "
+     r"trial model=gru "),
 ]
 
 
@@ -141,6 +154,23 @@ def test_a_trial_that_cannot_train_is_refused_before_the_folder_is_made(tmp_path
         sweep.run(str(f), out=str(out))
     assert not out.exists()
     outcome("sweep: a trial whose config or model is bad", "one-line error, nothing written")
+
+
+def test_another_cells_option_is_one_line_through_the_cli(tmp_path, monkeypatch, capsys, outcome):
+    """A grid over models with a base forget_bias: rnnlab train refuses it for the GRU, so does the sweep, in one
+    line, before the folder is made."""
+    monkeypatch.setenv("RNNLAB_NETNS", "1")          # this process, not a loopback-only copy of it
+    monkeypatch.setattr(sweep, "_start_ray", _no_ray)
+    f, out = _sweep_file(tmp_path, grid='model = ["gru", "lstm"]', base={**BASE, "forget_bias": 1.0}), tmp_path / "sw"
+    assert cli.main(["sweep", str(f), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    outcome("sweep: a trial given another cell's option", "one-line error, nothing written")
+    assert len(err) == 1 and err[0].startswith("rnnlab sweep: error: "), err
+    assert "forget_bias" in err[0] and "in trial model=gru" in err[0], err[0]
+    assert not out.exists()
+    m = sweep.check(str(_sweep_file(tmp_path, grid='model = ["lstm"]\nhidden_size = [4, 8]',
+                                    base={**BASE, "forget_bias": 1.0}, name="fixed.toml")), out=str(out))
+    assert len(m["trials"]) == 4 and not out.exists()              # the LSTM alone takes it
 
 
 def test_resume_refuses_bad_settings_of_an_old_manifest_and_a_second_folder(tmp_path, monkeypatch, outcome):

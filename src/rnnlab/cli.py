@@ -575,6 +575,9 @@ def cmd_export(args) -> int:
     if args.lengths and args.format != "onnx":
         raise ConfigError(f"lengths: --lengths adds an ONNX input; --format {args.format} writes weights only")
     kind, obj = _load_any(args.checkpoint)
+    if args.format in ("torch", "keras"):           # what the peer would compute otherwise: refused before writing
+        from .interop.torch import check_exportable
+        check_exportable(obj, args.format)
     if args.format == "onnx":
         from .interop.onnx import export
         export(obj, out, lengths=args.lengths)

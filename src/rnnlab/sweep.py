@@ -159,6 +159,30 @@ def check_address_format(address) -> None:
         raise ConfigError(f"address: expected HOST:PORT, ray://HOST:PORT, auto or local, got {address!r}")
 
 
+class _NamedTrialError(ConfigError):
+    """A trial's error whose line already names the key and the trial (not wrapped again)."""
+
+
+def _check_cell_options(cfg, over, grid, label):
+    """What ``rnnlab train`` refuses (``TrainConfig.check_cell_options``: an option of another cell, e.g.
+    forget_bias on a GRU), refused for this trial too, before anything runs."""
+    try:
+        cfg.check_cell_options()
+    except ConfigError as exc:
+        key, _, why = str(exc).partition(":")
+        why = why.split("; drop --", 1)[0].strip()           # the train command's hint: a flag the sweep has not
+        where = f"sweep.{'grid' if key in grid else 'random'}.{key}" if key in over else key
+        from .compare import VARIANT_OPTIONS
+        owner = {"forget_bias": "lstm", "peephole": "lstm", "proj_size": "lstm", "zoneout_cell": "lstm"}.get(key)
+        entry = ""
+        if owner and key in VARIANT_OPTIONS:            # compare's entries carry options of their own
+            value = getattr(cfg, key)
+            entry = (f", or compare the models with rnnlab compare, whose --models entries carry their own "
+                     f"options ({owner}+{key}{'' if value is True else f'={value}'})")
+        raise _NamedTrialError(f"{where}: {why}, in trial {label} (rnnlab train refuses it); a sweep gives each "
+                               f"option to every model: sweep each model in a file of its own{entry}") from None
+
+
 def _trial_error(msg, over, grid, label):
     """A trial's error named by the sweep key that set the value (``sweep.grid.lr: ...``) when one did, and by
     its trial either way."""
@@ -260,8 +284,10 @@ def expand(spec: dict) -> dict:
                         require(cfg.track, cfg.mlflow_uri)
                         tracked.add((cfg.track, cfg.mlflow_uri))
                     longest = max(longest, cfg.steps)
+                    _check_cell_options(cfg, over, grid, label)     # as rnnlab train: no option of another cell
             except RnnlabError as exc:
-                if not isinstance(exc, ValueError) or str(exc).startswith("sweep."):
+                if (not isinstance(exc, ValueError) or str(exc).startswith("sweep.")
+                        or isinstance(exc, _NamedTrialError)):
                     raise
                 raise _trial_error(str(exc).removeprefix("sweep: "), over, grid, label) from None
             trials.append({"id": f"c{c:03d}-s{seed}", "config": c, "label": label, "overrides": over, "seed": seed})
