@@ -61,14 +61,20 @@ def check_output(path, what: str, inputs=(), force: bool = False, suffixes=None)
         raise ConfigError(f"{what}: {str(p)!r} is a folder; expected a file path")
     if p.exists() and not force:
         raise ConfigError(f"{what}: {str(p)!r} already exists; pass --force to replace it, or choose another path")
-    folder = p.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"{what}: cannot make a folder for {str(p)!r}: {str(folder)!r} is a file")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: cannot write in {str(folder)!r} (permission denied)")
+    check_can_make(p.parent, what)
     return p
+
+
+def check_can_make(folder, what: str) -> None:
+    """``folder`` exists or can be made: its nearest existing ancestor is a folder this process may write in."""
+    folder = Path(folder)
+    top = folder
+    while not top.exists() and top != top.parent:
+        top = top.parent
+    if not top.is_dir():
+        raise ConfigError(f"{what}: cannot make the folder {str(folder)!r}: {str(top)!r} is a file")
+    if not os.access(top, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: cannot write in {str(top)!r} (permission denied)")
 
 
 def write_output(path, data: bytes, what: str = "--out") -> Path:
@@ -92,11 +98,5 @@ def check_report_dir(path, what: str = "--report", force: bool = False) -> Path:
     if p.is_dir() and any(p.iterdir()) and not (p / REPORT_MARK).is_file() and not force:
         raise ConfigError(f"{what}: {str(p)!r} holds files that rnnlab's reports did not write; pass --force to "
                           f"write the report among them, or choose another folder")
-    folder = p
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"{what}: cannot make the folder {str(p)!r}: {str(folder)!r} is a file")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what}: cannot write in {str(folder)!r} (permission denied)")
+    check_can_make(p, what)
     return p

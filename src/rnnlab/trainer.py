@@ -485,14 +485,8 @@ def check_run_dir(out: str) -> None:
     if foreign:
         raise ConfigError(f"out: {run_dir} holds {', '.join(foreign)} but no config.toml, so not a run of rnnlab's; "
                           f"rnnlab would write over them -- choose another --out")
-    folder = run_dir
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"out: cannot make the folder {str(run_dir)!r}: {str(folder)!r} is a file")
-    import os
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"out: cannot write in {str(folder)!r} (permission denied)")
+    from .outputs import check_can_make
+    check_can_make(run_dir, "out")
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
