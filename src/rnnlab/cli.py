@@ -342,9 +342,13 @@ def cmd_compare(args) -> int:
     from .config import resolve
     from .errors import ConfigError
     from .report import text_table
-    cfg = resolve(args.config, _overrides(args, ("config", "json", "models", "match", "params", "forget_bias_ablation",
-                                                 "threshold", "report", "seeds", "workers", "force")),
-                  one_model=False)
+    over = _overrides(args, ("config", "json", "models", "match", "params", "forget_bias_ablation", "threshold",
+                             "report", "seeds", "workers", "force"))
+    for key, why in (("out", "compare writes its report to --report and keeps no run folders"),
+                     ("model", "compare trains the cells of --models")):
+        if key in over:
+            raise ConfigError(f"{key}: {why}; drop --{key}")
+    cfg = resolve(args.config, over, one_model=False)
     from .outputs import check_report_dir
     _check_json(args, _inputs(cfg, args))
     check_report_dir(args.report, "--report", args.force)
@@ -485,6 +489,10 @@ def cmd_gradients(args) -> int:
             print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:10.3g}" for c in diag.SWEEP_CELLS))
     model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len", "sweep_hidden",
                                     "at_step", "report", "force"))
+    if args.checkpoint and (model_flags or args.config):     # a trained model's settings are its own
+        given = sorted(model_flags)[0] if model_flags else "config"
+        raise ConfigError(f"{given}: --{given.replace('_', '-')} sets up a fresh model, and {args.checkpoint} is a "
+                          f"trained one; drop it, or drop the checkpoint")
     if args.checkpoint or not args.sweep or model_flags or args.config:
         if args.checkpoint and _load_any(args.checkpoint)[0] == "layer":
             return _layer_gradients(args, out)
@@ -611,6 +619,9 @@ def cmd_import(args) -> int:
     check_output(args.out, "--out", [args.file], args.force, (".safetensors",))
     if args.format == "onnx":
         from .interop.onnx import import_layer
+        for key in ("cell", "batch_first"):        # an ONNX graph says both itself
+            if getattr(args, key):
+                raise ConfigError(f"{key}: an ONNX file names its own cell and layout; drop --{key.replace('_', '-')}")
         layer = import_layer(args.file)
     elif args.format == "torch":
         from .interop.torch import load_torch_state_dict

@@ -66,8 +66,8 @@ def default_threshold(task) -> tuple[str, float]:
         return "recall_accuracy", 0.9
     if task.name == "chars":
         return "bpc", task.baseline()[1] * 0.75
-    if task.name == "forecast":
-        return "mse", task.baseline()[1]
+    if task.name == "forecast" or getattr(task, "problem", None) == "regress":
+        return "mse", task.baseline()[1]                  # better than predicting the mean (or the last value)
     return "accuracy", 0.9
 
 

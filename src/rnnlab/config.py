@@ -119,9 +119,13 @@ class TrainConfig:
         check_int("patience", self.patience, 0)
         if self.patience and not self.eval_every:
             raise ConfigError("patience: early stopping compares validation losses, so it needs eval_every > 0")
+        if self.patience and not self.epochs and self.eval_every * 2 > self.steps:
+            raise ConfigError(f"patience: early stopping compares evaluations every {self.eval_every} steps, and "
+                              f"{self.steps} steps hold fewer than two; lower --eval-every or drop --patience")
         check_int("seq_len", self.seq_len, 1)
         check_int("batch_size", self.batch_size, 1)
-        check_int("steps", self.steps, 1)
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_int("epochs", self.epochs, 0, MAX_STEPS)
         check_int("hidden_size", self.hidden_size, 1)
         check_int("num_layers", self.num_layers, 1)
         check_int("horizon", self.horizon, 1)
@@ -191,6 +195,9 @@ class TrainConfig:
         return cls(**clean)
 
 
+MAX_STEPS = 10**12          # a bound that no run reaches and that keeps every step count a 64-bit integer
+
+
 def flag(key: str) -> str:
     """The command-line flag of a config key: lr_step_size -> --lr-step-size."""
     return "--" + key.replace("_", "-")
@@ -220,8 +227,11 @@ def read_toml(path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config: file {str(path)!r} does not exist")
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8-sig")         # a byte-order mark is not part of the TOML
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {path} is not UTF-8 text, so not a TOML file") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
 
@@ -250,6 +260,9 @@ def resolve(config_file=None, overrides: dict | None = None, one_model: bool = T
 
 DATA_KEYS = ("data", "val_data", "problem", "id_col", "time_col", "time_format", "target_col", "feature_cols",
              "channels_first", "standardize", "missing", "min_length")
+TASK_KEYS = {"seq_len": ("adding", "copy", "selective_copy", "chars", "forecast"), "tokens": ("selective_copy",),
+             "text": ("chars",), "csv": ("forecast",), "column": ("forecast",), "horizon": ("forecast",),
+             "ts_train": ("ts",), "ts_test": ("ts",)}
 TABLE_KEYS = ("id_col", "time_col", "time_format", "target_col", "feature_cols", "min_length")
 
 
@@ -260,6 +273,9 @@ def check_applies(cfg: TrainConfig, given) -> None:
     for k in DATA_KEYS:
         if k in given and cfg.task != "data":
             refuse(k, f"an option of your own data (--data FILE), got it with task {cfg.task!r}")
+    for k, tasks in TASK_KEYS.items():
+        if k in given and cfg.task not in tasks:
+            refuse(k, f"an option of task {' or '.join(repr(t) for t in tasks)}, got it with task {cfg.task!r}")
     if cfg.task == "data" and cfg.data:
         table = Path(cfg.data).suffix in (".csv", ".parquet")
         for k in TABLE_KEYS if not table else ("channels_first",):

@@ -102,6 +102,9 @@ def _finite_features(cases, what, ids=None, names=None, for_training=True):
             t, f = np.argwhere(bad)[0]
             who = f"id {ids[i]!r}" if ids is not None else f"case {i}"
             feat = names[f] if names else int(f)
+            if np.isinf(c[t, f]):               # a number too large for float64 (1e400) or an explicit inf
+                raise DataError(f"{what}: an infinite value ({c[t, f]}) in {who}, step {t}, feature {feat!r}; "
+                                f"values must be finite numbers (within +-1.8e308)")
             fix = ("pass missing='zero' (--missing zero) to read them as the feature's training mean" if for_training
                    else "the model was trained with --missing error, so it reads no missing values")
             raise DataError(f"{what}: NaN or Inf ({c[t, f]}) in {who}, step {t}, feature {feat!r}; rnnlab does not impute "
@@ -289,7 +292,7 @@ def _time_values(series, time_col, source, time_format="", for_training=True):
             raise DataError(f"time_format: {_row(i, source)} has time {_py(series[i])!r} in column {time_col!r}, "
                             f"which does not match {time_format!r}")
         return parsed
-    if pd.api.types.is_datetime64_any_dtype(series) or (
+    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series) or (
             pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)):
         return series
     if pd.api.types.is_bool_dtype(series):
@@ -331,6 +334,9 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
     _column(time_col, cols, "time_col")
     if id_col == time_col:
         raise DataError(f"time_col: the time column {time_col!r} is also the id column; they must differ")
+    if target_col and target_col in (id_col, time_col):
+        raise DataError(f"target_col: {target_col!r} is the {'id' if target_col == id_col else 'time'} column; the "
+                        f"target must be another column")
     has_target = bool(target_col) and target_col in cols
     if target_col and require_target:
         _column(target_col, cols, "target_col")
@@ -480,13 +486,44 @@ def read_table(path, id_col=None):
         if head.startswith(b"PAR1") or head.startswith(b"PK\x03\x04"):
             kind = "Parquet" if head.startswith(b"PAR1") else "zip (.npz?)"
             raise DataError(f"data: {path} holds {kind} data, not CSV text; give it its own extension")
-        return pd.read_csv(path, dtype={id_col: str} if id_col else None)
+        frame = pd.read_csv(path, dtype={id_col: str} if id_col else None)
+        _check_header(path, frame)
+        return frame
     except UnicodeDecodeError:
         raise DataError(f"data: {path} is not UTF-8 text, so not a CSV file") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"data: {path} is empty") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"data: {path} is not a readable CSV file ({str(exc)[:160]})") from None
+
+
+def _check_header(path, frame):
+    """The header as written: pandas renames a repeated name (x1 -> x1.1) and names an empty one 'Unnamed: k'."""
+    import csv
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    seen = set()
+    for k, name in enumerate(header):
+        if not name.strip():
+            raise DataError(f"data: column {k + 1} of {path} has no name in the header (a saved index? write the "
+                            f"file with index=False, or name the column)")
+        if name in seen:
+            raise DataError(f"data: column {name!r} appears {header.count(name)} times in the header of {path}; "
+                            f"name each column once")
+        seen.add(name)
+
+
+def _labels_as_written(path, target_col, targets):
+    """Integer labels read from text must be as many as the texts: '01' and '1' are two labels, not one."""
+    import pandas as pd
+    text = pd.read_csv(path, usecols=[target_col], dtype=str)[target_col].dropna()
+    pairs = text.drop_duplicates()
+    numbers = pd.to_numeric(pairs, errors="coerce")
+    clash = numbers[numbers.duplicated(keep=False)]
+    if len(clash):
+        same = sorted(pairs[clash.index].tolist())
+        raise DataError(f"target_col: labels {same[:3]} in column {target_col!r} are different text but the same "
+                        f"number; write each label one way")
 
 
 def read_npz(path, channels_first=False, missing="error") -> Sequences:
@@ -533,7 +570,10 @@ def read_data(path, id_col="id", time_col="time", feature_cols=None, target_col=
         if require_target and s.targets is None:
             raise DataError(f"{what}: {path} has no array 'y' of targets")
         return s
-    return from_long_frame(read_table(path, id_col), id_col, time_col, feature_cols, target_col, require_target, missing,
+    frame = read_table(path, id_col)
+    if path.suffix == ".csv" and target_col in frame.columns and frame[target_col].dtype.kind in "iu":
+        _labels_as_written(path, target_col, frame[target_col])
+    return from_long_frame(frame, id_col, time_col, feature_cols, target_col, require_target, missing,
                            min_length, source=str(path), time_format=time_format, trained_features=trained_features,
                            for_training=for_training)
 

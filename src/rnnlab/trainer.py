@@ -16,7 +16,7 @@ import numpy as np
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .outputs import RUN_FILES
-from .config import TrainConfig, read_toml, write_toml
+from .config import MAX_STEPS, TrainConfig, read_toml, write_toml
 from .errors import CheckpointError, ConfigError, NonFiniteError
 from .grad_mode import no_grad
 from .model import ModelConfig, SequenceModel
@@ -116,8 +116,11 @@ def evaluate(model: SequenceModel, task, batches=None) -> dict:
         state = new_state
         loss, _ = model.loss(logits, batch.targets, batch.lengths)
         m = {"loss": loss, **task.extra_metrics(loss, logits, batch)}
-        w = float(np.asarray(batch.targets).shape[0] * (np.asarray(batch.targets).shape[1]
-                                                         if task.target == "every" else 1))
+        tg = np.asarray(batch.targets)
+        if task.target == "every":                  # the batch's metrics are means over its valid steps
+            w = float(np.sum(batch.lengths) if batch.lengths is not None else tg.shape[0] * tg.shape[1])
+        else:
+            w = float(tg.shape[0])
         for k, v in m.items():
             totals[k] = totals.get(k, 0.0) + v * w
         weight += w
@@ -159,6 +162,9 @@ def _epochs_to_steps(cfg: TrainConfig, task) -> None:
     if not hasattr(task, "steps_per_epoch"):
         raise ConfigError(f"epochs: task {cfg.task!r} has no fixed set of sequences to pass over; give steps instead")
     cfg.steps = cfg.epochs * task.steps_per_epoch(cfg.batch_size)
+    if cfg.steps > MAX_STEPS:
+        raise ConfigError(f"epochs: {cfg.epochs} epochs of {task.steps_per_epoch(cfg.batch_size)} steps make "
+                          f"{cfg.steps} steps, over {MAX_STEPS}")
 
 
 class _Trainer:
@@ -476,6 +482,9 @@ def check_run_dir(out: str) -> None:
     if not out:
         return
     run_dir = Path(out)
+    if run_dir.is_symlink():
+        raise ConfigError(f"out: {str(run_dir)!r} is a symbolic link; rnnlab does not write through links -- give "
+                          f"the folder itself")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"out: {str(run_dir)!r} is a file; --out names a folder for the run")
     if (run_dir / "config.toml").exists():
@@ -594,7 +603,7 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
     cfg = TrainConfig.from_dict(read_toml(run_dir / "config.toml"), source=str(run_dir / "config.toml")).validate()
     if steps is not None:
         from .errors import check_int
-        cfg.steps = check_int("steps", steps, 1)
+        cfg.steps = check_int("steps", steps, 1, MAX_STEPS)
         cfg.epochs = 0                                   # the steps given now are the run's length
     _same_run(run_dir, cfg)
     trainer = _Trainer(cfg, run_dir, progress)

@@ -224,6 +224,12 @@ def prediction_frame(encoding: Encoding, seqs: Sequences, outputs: list, id_name
     """A pandas DataFrame of predictions: one row per sequence (per step when tagging), with the id,
     ``prediction`` and, for labels, a ``p_<class>`` column per class."""
     import pandas as pd
+    outs = {"prediction"} | ({f"p_{c}" for c in encoding.classes_array.tolist()} if encoding.problem != "regress"
+                             else {f"prediction_{k}" for k in range(len(encoding.y_mean))})
+    for arg, name in (("id_col", id_name), ("time_col", time_name)):
+        if name in outs and (arg == "id_col" or encoding.problem == "tag"):
+            raise DataError(f"{arg}: the column {name!r} would be overwritten by the prediction column of the same "
+                            f"name; rename it in the data (and train again) to keep both")
     ids = seqs.ids if seqs.ids is not None else list(range(len(seqs.cases)))
     if encoding.problem == "regress":
         vals = np.stack(outputs)
