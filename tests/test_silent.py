@@ -538,14 +538,14 @@ def test_estimators_take_targets_by_id_from_one_source(outcome):
 
 
 @pytest.mark.parametrize("edit,flags,match", [
-    (lambda df: df.assign(target="up"), [], "--target-col: column 'target': only one class ('up')"),
+    (lambda df: df.assign(target="up"), [], "--target-col: column 'target' of d.csv: only one class ('up')"),
     (lambda df: df, ["--val-fraction", "0.99"], "--val-fraction: 0.99 of 24 sequences leaves none for training"),
     (lambda df: df.iloc[:0], [], "no rows (only a header)"),
     (lambda df: df.assign(time=["2024-13-01" if i == 4 else f"2024-01-{t + 10:02d}"
                                 for i, t in enumerate(df["time"])]), [], "data row 5 of"),
     (lambda df: df, ["--time-format", "%Q"], "--time-format: '%Q' is not a strptime format"),
-    (lambda df: df, ["--problem", "regress"], "--target-col: column 'target': expected numeric regression targets, "
-                                              "got dtype"),
+    (lambda df: df, ["--problem", "regress"], "--target-col: column 'target' of d.csv: expected numeric regression targets, "
+                                              "got text"),
 ])
 def test_data_messages_name_the_users_column_and_flag(tmp_path, capsys, edit, flags, match, outcome):
     df = edit(good_frame(24))
@@ -572,3 +572,130 @@ def test_iso_times_with_offsets_and_a_diverging_run_print_one_line(tmp_path, cap
     one_line_error(code, err, "train")
     assert "RuntimeWarning" not in err
     outcome("train: ISO 8601 times with offsets; a diverging run", "ok; one line, no NumPy warnings")
+
+
+# ------------------------------------------------------------------ the second probe's findings
+def test_csv_headers_labels_and_prediction_columns_as_written(trained, tmp_path, capsys, outcome):
+    df = good_frame(12)
+    (tmp_path / "dup.csv").write_text(df.to_csv(index=False).replace("id,time,a,b,target", "id,time,a,a,target", 1))
+    df.to_csv(tmp_path / "index.csv")                                    # the index saved as an unnamed column
+    lab = df.assign(target=np.where(df["id"].str[-1].astype(int) % 3 == 0, "01",
+                                    np.where(df["id"].str[-1].astype(int) % 3 == 1, "1", "2")))
+    lab.to_csv(tmp_path / "labels.csv", index=False)
+    df.assign(target=df["id"]).to_csv(tmp_path / "tid.csv", index=False)
+    for name, flags, match in (("dup.csv", [], "column 'a' appears 2 times in the header"),
+                               ("index.csv", [], "column 1 of"),
+                               ("labels.csv", [], "labels ['01', '1'] in column 'target' are different text"),
+                               ("tid.csv", ["--target-col", "time"], "'time' is the time column"),
+                               ("dup.csv", ["--id-col", "target", "--target-col", "b"], "appears 2 times")):
+        code, _, err = run([*T, "--data", tmp_path / name, *flags, "--out", tmp_path / "r"], capsys)
+        one_line_error(code, err, "train")
+        assert match in err and not (tmp_path / "r").exists(), err
+    outcome("train --data: a CSV header with a repeated or empty name, labels 01 and 1, target = time",
+            "one-line error, nothing written")
+
+    pd.read_csv(trained / "good.csv").rename(columns={"id": "prediction"}).to_csv(tmp_path / "p.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "p.csv", "--id-col", "prediction", "--out", tmp_path / "rp"], capsys)
+    assert code == 0, err
+    code, _, err = run(["predict", tmp_path / "rp", "--data", tmp_path / "p.csv", "--out", tmp_path / "o.csv"], capsys)
+    one_line_error(code, err, "predict")
+    assert "would be overwritten by the prediction column" in err and not (tmp_path / "o.csv").exists()
+    outcome("predict: an id column named like an output column", "one-line error, nothing written")
+
+
+def test_labels_and_data_a_model_did_not_see_are_refused(tmp_path, capsys, outcome):
+    df = good_frame(16).assign(target=lambda f: np.where(f["target"] == "up", 1, 0))
+    df.to_csv(tmp_path / "int.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "int.csv", "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    df.assign(target=np.where(df["target"] == 1, 0.7, 0.2)).to_csv(tmp_path / "frac.csv", index=False)
+    code, _, err = run(["evaluate", tmp_path / "r", "--data", tmp_path / "frac.csv"], capsys)
+    one_line_error(code, err, "evaluate")
+    assert "[0.2, 0.7] were not in the training data's classes" in err and "frac.csv" in err
+    good_frame(16, seed=4).assign(target=lambda f: np.where(f["target"] == "up", 1, 0)).to_csv(
+        tmp_path / "int.csv", index=False)
+    for cmd in (["evaluate", tmp_path / "r"], ["gradients", tmp_path / "r", "--report", tmp_path / "g"]):
+        code, _, err = run(cmd, capsys)
+        one_line_error(code, err, cmd[0])
+        assert "changed since this model was trained on it" in err
+    outcome("evaluate/gradients: unseen fractional labels, or the run's data changed", "one-line error")
+
+
+def test_tagging_metrics_are_means_over_valid_steps(tmp_path, capsys, outcome):
+    rng = np.random.default_rng(0)
+    n, T = 300, 40
+    lengths = np.where(np.arange(n) % 7 == 0, T, 2)
+    x = rng.normal(size=(n, T, 1))
+    y = (x[..., 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "tag.npz", x=x, y=y, lengths=lengths)
+    code, _, err = run(["train", "--data", tmp_path / "tag.npz", "--problem", "tag", "--model", "gru",
+                        "--hidden-size", "4", "--steps", "20", "--lr", "0.05", "--quiet", "--out", tmp_path / "r"],
+                       capsys)
+    assert code == 0, err
+    code, _, err = run(["evaluate", tmp_path / "r", "--data", tmp_path / "tag.npz", "--json", tmp_path / "m.json"],
+                       capsys)
+    assert code == 0, err
+    code, _, err = run(["predict", tmp_path / "r", "--data", tmp_path / "tag.npz", "--out", tmp_path / "p.csv"], capsys)
+    assert code == 0, err
+    p = pd.read_csv(tmp_path / "p.csv")
+    truth = np.concatenate([y[i, :lengths[i]] for i in range(n)])
+    acc = float((p["prediction"].to_numpy() == truth).mean())
+    assert json.loads((tmp_path / "m.json").read_text())["accuracy"] == pytest.approx(acc, abs=1e-12)
+    outcome("evaluate: tagging accuracy over ragged batches", "the mean over valid steps")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--data", "D", "--seq-len", "50"], "--seq-len: an option of task"),
+    (["train", "--task", "adding", "--text", "x.txt"], "--text: an option of task 'chars'"),
+    (["train", "--task", "adding", "--steps", str(10**13)], "--steps: expected an integer <= 1000000000000"),
+    (["train", "--task", "adding", "--steps", "5", "--eval-every", "1000", "--patience", "2"],
+     "--patience: early stopping compares evaluations every 1000 steps"),
+    (["compare", "--task", "adding", "--out", "X"], "out: compare writes its report to --report"),
+    (["compare", "--task", "adding", "--models", "rnn,gru", "--model", "lstm"], "model: compare trains the cells"),
+])
+def test_more_settings_that_would_be_ignored(tmp_path, capsys, args, match, outcome):
+    good_frame(8).to_csv(tmp_path / "d.csv", index=False)
+    args = [str(tmp_path / "d.csv") if a == "D" else (str(tmp_path / "x") if a == "X" else a) for a in args]
+    code, _, err = run([*args, "--quiet", "--report" if args[0] == "compare" else "--out", tmp_path / "o"], capsys)
+    one_line_error(code, err, args[0])
+    assert match in err and not (tmp_path / "o").exists(), err
+    outcome("train/compare: a setting the run would not use", "one-line error, nothing written")
+
+
+def test_gradients_import_and_out_links(trained, tmp_path, capsys, outcome):
+    code, _, err = run(["gradients", trained / "run", "--hidden-size", "8", "--report", tmp_path / "g"], capsys)
+    one_line_error(code, err, "gradients")
+    assert "sets up a fresh model" in err
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    code, _, err = run(["train", "--task", "adding", "--steps", "2", "--quiet", "--out", tmp_path / "link"], capsys)
+    one_line_error(code, err, "train")
+    assert "symbolic link" in err and not any((tmp_path / "real").iterdir())
+    outcome("gradients RUN with fresh-model flags; train --out a link", "one-line error")
+
+
+def test_estimators_score_by_id_and_take_pandas_nullable_targets(outcome):
+    from rnnlab.estimators import RNNClassifier, RNNTagger
+    from rnnlab.errors import DataError
+    df = good_frame(16)
+    y = df.groupby("id")["target"].first()
+    clf = RNNClassifier(cell="gru", hidden_size=8, epochs=20, lr=0.05, id_col="id", time_col="time").fit(
+        df.drop(columns="target"), y)
+    X = df.drop(columns="target")
+    assert clf.score(X, y) == clf.score(X, y.sample(frac=1.0, random_state=2))   # matched by id, not position
+    with pytest.raises(DataError, match="indexed by the ids"):
+        clf.score(X, y.to_numpy())
+    rng = np.random.default_rng(0)
+    x3 = rng.normal(size=(12, 4, 2))
+    assert RNNClassifier(epochs=1).fit(x3, pd.Series([0, 1] * 6, dtype="Int64")).classes_.dtype.kind == "i"
+    assert RNNClassifier(epochs=1).fit(x3, pd.Series([True, False] * 6, dtype="boolean")).classes_.dtype == bool
+    with pytest.raises(DataError, match="missing label"):
+        RNNClassifier(epochs=1).fit(x3, pd.Series([0, None] * 6, dtype="Int64"))
+    for kw, match in ((dict(validation_fraction=1.5), "validation_fraction"), (dict(patience=-3), "patience"),
+                      (dict(time_col="t"), "time_col: an argument of long DataFrames")):
+        with pytest.raises(ValueError, match=match):
+            RNNClassifier(epochs=1, **kw).fit(x3, np.array([0, 1] * 6))
+    tag = RNNTagger(hidden_size=4, epochs=1).fit(x3, (x3[..., 0] > 0).astype(int))
+    with pytest.raises(DataError, match="expected labels for 12 sequences, got 5"):
+        tag.score(x3, (x3[..., 0] > 0).astype(int)[:5])
+    outcome("estimators: y by id in score, nullable y, unused arguments, short y", "ok or a clear error")

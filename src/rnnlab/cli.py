@@ -280,7 +280,7 @@ def cmd_evaluate(args) -> int:
         _check_json(args, [args.data, args.checkpoint] + _inputs(cfg))
         seqs = _read_like(cfg, encoding, args.data, True)
         from .tasks import targets_named
-        with targets_named(cfg):
+        with targets_named(cfg, args.data):
             task = SequenceTask(f"data:{Path(args.data).name}", encoding, seqs)     # the file as the data to score
             metrics = evaluate(model, task, task.batches_of(seqs))
         print(f"{Path(args.data).name} ({len(seqs.cases)} sequences) / {cfg.model}: "

@@ -22,6 +22,12 @@ PROBLEMS = ("classify", "regress", "tag")
 _KINDS = {"b": "bool", "i": "int", "u": "int", "f": "float", "U": "str", "S": "str"}
 
 
+def _kind_words(a) -> str:
+    """A dtype in the user's words: text, booleans, numbers."""
+    return {"U": "text", "S": "text", "O": "Python objects", "b": "booleans"}.get(np.asarray(a).dtype.kind,
+                                                                                   f"dtype {np.asarray(a).dtype}")
+
+
 def label_kind(y: np.ndarray, what: str = "y") -> str:
     """'bool' | 'int' | 'float' | 'str' for an array of labels; mixed Python types are refused."""
     y = np.asarray(y)
@@ -129,6 +135,11 @@ class Encoding:
             kind = label_kind(v, what)
             if kind != self.label_kind and not {kind, self.label_kind} <= {"int", "float"}:
                 raise DataError(f"{what}: expected {self.label_kind} labels as in training, got {kind} labels")
+            if kind == "float" and self.label_kind == "int":     # 0.2 is not class 0: no truncation
+                frac = v[np.asarray(v, np.float64) != np.round(np.asarray(v, np.float64))]
+                if len(frac):
+                    raise DataError(f"{what}: labels {sorted(set(frac.tolist()))[:5]} were not in the training "
+                                    f"data's classes {self.classes[:20]}")
             vals = _cast(v, self.label_kind).tolist()
             unknown = sorted({x for x in vals if x not in index}, key=str)
             if unknown:
@@ -192,7 +203,7 @@ def fit_encoding(seqs, problem: str, standardize: bool = True, missing: str = "e
             raise DataError("y: per-step targets cannot train a regressor of one value per sequence")
         y = np.asarray(t)
         if y.dtype.kind not in "biuf":
-            raise DataError(f"y: expected numeric regression targets, got dtype {y.dtype} (e.g. {y.ravel()[0].item()!r}); "
+            raise DataError(f"y: expected numeric regression targets, got {_kind_words(y)} (e.g. {y.ravel()[0].item()!r}); "
                             f"for labels use problem 'classify'")
         y = y.astype(np.float64).reshape(len(y), -1)
         if not np.isfinite(y).all():

@@ -111,6 +111,38 @@ class _RNNEstimator(BaseEstimator):
     def _prepare_y(self, y):
         return y
 
+    def _check_params(self, X):
+        """Every argument checked at fit, used or not: a setting that would be ignored is an error, as in the CLI."""
+        from .errors import check_float, check_int
+        check_float("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        check_int("patience", self.patience, 0)
+        if self.id_col is None:
+            for key, default in (("time_col", "time"), ("feature_cols", None), ("target_col", None),
+                                 ("time_format", None)):
+                if getattr(self, key) != default:
+                    raise DataError(f"{key}: an argument of long DataFrames, which need id_col; got {key}="
+                                    f"{getattr(self, key)!r} without id_col")
+        elif not hasattr(X, "columns"):
+            raise DataError(f"X: id_col={self.id_col!r} reads a long DataFrame, got {type(X).__name__}")
+
+    def _y_by_id(self, X, y):
+        """y of a long DataFrame, in the order predict returns its sequences (by id, never by position)."""
+        from .sequences import natural
+        if not (hasattr(y, "index") and hasattr(y, "reindex")):
+            raise DataError("y: with a long DataFrame, give y as a pandas Series indexed by the ids of "
+                            f"id_col {self.id_col!r} (labels by id, never by position)")
+        idv = X[self.id_col]
+        ids = sorted(pd_unique(idv.astype(object) if str(idv.dtype) == "category" else idv), key=natural)
+        if not set(ids) <= set(y.index):
+            raise DataError(f"y: the Series has no label for id {next(i for i in ids if i not in set(y.index))!r}")
+        return y.reindex(ids)
+
+    def _score_y(self, X, y):
+        """y for scoring X: by id for a long DataFrame, of the same count as the sequences."""
+        if hasattr(X, "columns") and self.id_col is not None:
+            return self._y_by_id(X, y)
+        return _plain(y)
+
     def _config(self, task, has_val):
         from .config import TrainConfig
         from .errors import check_choice, check_int
@@ -138,6 +170,8 @@ class _RNNEstimator(BaseEstimator):
         from .trainer import _Trainer
         if y is None and not (hasattr(X, "columns") and self.id_col is not None and self.target_col):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        self._check_params(X)
+        y = _plain(y)
         train, width = self._sequences(X, y, lengths, fitting=True)
         val = None
         if validation_data is not None:
@@ -210,6 +244,10 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
     def _fitted_hook(self, train):
         self.classes_ = self.encoding_.classes_array
 
+    def score(self, X, y, sample_weight=None):
+        """Accuracy; with a long DataFrame, y is a Series matched to the sequences by id."""
+        return ClassifierMixin.score(self, X, self._score_y(X, y), sample_weight)
+
     def predict_proba(self, X, lengths=None):
         """(N, K) class probabilities, columns in the order of ``classes_``."""
         return np.stack(self._outputs(X, lengths))
@@ -242,6 +280,10 @@ class RNNRegressor(RegressorMixin, _RNNEstimator):
     def _fitted_hook(self, train):
         self._y_1d = np.ndim(train.targets) == 1
 
+    def score(self, X, y, sample_weight=None):
+        """R^2; with a long DataFrame, y is a Series matched to the sequences by id."""
+        return RegressorMixin.score(self, X, self._score_y(X, y), sample_weight)
+
     def predict(self, X, lengths=None):
         y = np.stack(self._outputs(X, lengths))
         return y[:, 0] if self._y_1d else y
@@ -273,6 +315,8 @@ class RNNTagger(_RNNEstimator):
         """Per-step accuracy over every valid step."""
         pred = self.predict(X, lengths)
         y = self._prepare_y(y)
+        if len(y) != len(pred):
+            raise DataError(f"y: expected labels for {len(pred)} sequences, got {len(y)}")
         hits = total = 0
         for p, t in zip(pred, y):
             t = np.asarray(t)
@@ -281,6 +325,22 @@ class RNNTagger(_RNNEstimator):
             hits += int((np.asarray(p) == t).sum())
             total += len(t)
         return hits / total
+
+
+def pd_unique(values):
+    import pandas as pd
+    return pd.unique(values)
+
+
+def _plain(y):
+    """A pandas nullable y (Int64, boolean, string) as the NumPy values it holds; a missing label is an error."""
+    dt = getattr(y, "dtype", None)
+    if dt is None or not hasattr(dt, "numpy_dtype") or not hasattr(y, "isna"):
+        return y
+    if y.isna().any():
+        raise DataError(f"y: {int(y.isna().sum())} missing label(s) (NA); every sequence needs a target")
+    out = y.astype(dt.numpy_dtype) if dt.numpy_dtype.kind in "biuf" else y.astype(object)
+    return out
 
 
 def _table(X):

@@ -27,6 +27,10 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
         raise ConfigError("data: the data task needs a file of sequences (--data FILE: .npz, .csv or .parquet), got none")
     kw = dict(id_col=cfg.id_col, time_col=cfg.time_col, target_col=cfg.target_col, channels_first=cfg.channels_first,
               missing=cfg.missing, min_length=cfg.min_length, time_format=cfg.time_format)
+    if info and info.get("data_digest") and Path(cfg.data).is_file() and file_digest(cfg.data) != info["data_digest"]:
+        raise ConfigError(f"data: {cfg.data} changed since this model was trained on it (sha256 "
+                          f"{info['data_digest'][:12]}... then); its validation metrics would be of other data -- "
+                          f"score the file with --data, or restore it")
     train = read_data(cfg.data, feature_cols=cfg.feature_cols, **kw)
     val = None
     if cfg.val_data:                    # a table's features by the training file's names, in its order
@@ -46,7 +50,7 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
 
 
 @contextlib.contextmanager
-def targets_named(cfg):
+def targets_named(cfg, path=None):
     """Errors about the targets ("y: ...", the estimators' word) in the file's words: its target column or array."""
     from ..errors import DataError
     try:
@@ -55,8 +59,9 @@ def targets_named(cfg):
         msg = str(exc)
         if not msg.startswith("y:"):
             raise
-        table = Path(cfg.data).suffix in (".csv", ".parquet")
-        where = f"target_col: column {cfg.target_col!r}" if table else f"data: the array 'y' of {Path(cfg.data).name}"
+        path = Path(path or cfg.data)
+        table = path.suffix in (".csv", ".parquet")
+        where = f"target_col: column {cfg.target_col!r} of {path.name}" if table else f"data: the array 'y' of {path.name}"
         raise DataError(where + ":" + msg[2:]) from None
 
 
