@@ -489,10 +489,14 @@ def cmd_gradients(args) -> int:
             print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:10.3g}" for c in diag.SWEEP_CELLS))
     model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len", "sweep_hidden",
                                     "at_step", "report", "force"))
-    if args.checkpoint and (model_flags or args.config):     # a trained model's settings are its own
-        given = sorted(model_flags)[0] if model_flags else "config"
-        raise ConfigError(f"{given}: --{given.replace('_', '-')} sets up a fresh model, and {args.checkpoint} is a "
-                          f"trained one; drop it, or drop the checkpoint")
+    if args.checkpoint:                              # a trained model's settings are its own
+        layer_file = _load_any(args.checkpoint)[0] == "layer"
+        unused = sorted(k for k in model_flags if not (layer_file and k in ("seq_len", "batch_size", "seed")))
+        if unused or args.config:
+            given = unused[0] if unused else "config"
+            raise ConfigError(f"{given}: --{given.replace('_', '-')} sets up a fresh model, and {args.checkpoint} is "
+                              f"a trained {'layer' if layer_file else 'model'}; drop it"
+                              + (" (a layer file takes --seq-len, --batch-size and --seed)" if layer_file else ""))
     if args.checkpoint or not args.sweep or model_flags or args.config:
         if args.checkpoint and _load_any(args.checkpoint)[0] == "layer":
             return _layer_gradients(args, out)
