@@ -699,3 +699,29 @@ def test_estimators_score_by_id_and_take_pandas_nullable_targets(outcome):
     with pytest.raises(DataError, match="expected labels for 12 sequences, got 5"):
         tag.score(x3, (x3[..., 0] > 0).astype(int)[:5])
     outcome("estimators: y by id in score, nullable y, unused arguments, short y", "ok or a clear error")
+
+
+def test_the_last_ignored_settings_and_messages(tmp_path, capsys, outcome):
+    pytest.importorskip("pyarrow")
+    df = good_frame(12)
+    df.assign(time=pd.Timestamp("2024-01-01") + pd.to_timedelta(df["time"], unit="D")).to_parquet(tmp_path / "t.parquet")
+    code, _, err = run([*T, "--data", tmp_path / "t.parquet", "--time-format", "%d/%m/%Y", "--out", tmp_path / "r"],
+                       capsys)
+    one_line_error(code, err, "train")
+    assert "already holds dates" in err
+    np.savez(tmp_path / "x2.npz", x=np.random.default_rng(0).normal(size=(12, 5)), y=np.arange(12) % 2)
+    code, _, err = run([*T, "--data", tmp_path / "x2.npz", "--channels-first", "--out", tmp_path / "r"], capsys)
+    one_line_error(code, err, "train")
+    assert "channels_first applies to (N, C, T) arrays only" in err
+    df.to_csv(tmp_path / "d.csv", index=False)
+    code, _, err = run([*T, "--data", tmp_path / "d.csv", "--out", tmp_path / "r"], capsys)
+    assert code == 0, err
+    (tmp_path / "d.csv").unlink()
+    code, _, err = run(["evaluate", tmp_path / "r"], capsys)
+    one_line_error(code, err, "evaluate")
+    assert err.startswith("rnnlab evaluate: error: checkpoint: the run's training data") and "--data FILE" in err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--task", "adding", "--bogus"])
+    assert capsys.readouterr().err.startswith("rnnlab train: error: unrecognized arguments: --bogus")
+    outcome("--time-format on dates, --channels-first on 2-D x, a run's deleted data, an unknown flag",
+            "one-line error naming what to change")

@@ -44,6 +44,8 @@ class _Parser(argparse.ArgumentParser):
                     hint += f"{command}'s)"
                 hints.append(hint)
             message += "".join(h for h in hints if h)
+            prog = f"rnnlab {command}" if command else self.prog     # the top parser sees the command's extras
+            self.exit(2, f"{prog}: error: {message}\n")
         self.exit(2, f"{self.prog}: error: {message}\n")
 
     def _command_options(self):

@@ -158,6 +158,9 @@ def from_arrays(X, y=None, lengths=None, channels_first: bool = False, missing: 
             raise DataError(f"X: expected a (N, T, F) or (N, T) array or a list of (T_i, F) arrays, got shape "
                             f"{a.shape}. Reshape your data: one univariate sequence is X.reshape(1, -1)")
         if a.ndim == 2:
+            if channels_first:                     # nothing to transpose: refused rather than ignored
+                raise DataError(f"channels_first: X of shape {a.shape} is (N, T), one channel per step; "
+                                f"channels_first applies to (N, C, T) arrays only")
             a = a[:, :, None]                      # (N, T) univariate
         elif a.ndim == 3:
             if channels_first:
@@ -279,9 +282,10 @@ def _time_values(series, time_col, source, time_format="", for_training=True):
     codes, e.g. ``%d/%m/%Y``) when it is given."""
     import pandas as pd
     if time_format:
-        text = series.astype(str) if not pd.api.types.is_datetime64_any_dtype(series) else None
-        if text is None:
-            return series
+        if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+            raise DataError(f"time_format: column {time_col!r} of {source} already holds dates or durations, not "
+                            f"text; drop --time-format")
+        text = series.astype(str)
         try:
             parsed = pd.to_datetime(text, format=time_format, errors="coerce", utc=True)
         except ValueError as exc:                 # a bad directive such as %Q

@@ -27,6 +27,9 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
         raise ConfigError("data: the data task needs a file of sequences (--data FILE: .npz, .csv or .parquet), got none")
     kw = dict(id_col=cfg.id_col, time_col=cfg.time_col, target_col=cfg.target_col, channels_first=cfg.channels_first,
               missing=cfg.missing, min_length=cfg.min_length, time_format=cfg.time_format)
+    if info and info.get("data_digest") and not Path(cfg.data).is_file():     # a trained run's own data
+        raise ConfigError(f"checkpoint: the run's training data {cfg.data} no longer exists, so it has no "
+                          f"validation data to score; score a file with --data FILE")
     if info and info.get("data_digest") and Path(cfg.data).is_file() and file_digest(cfg.data) != info["data_digest"]:
         raise ConfigError(f"data: {cfg.data} changed since this model was trained on it (sha256 "
                           f"{info['data_digest'][:12]}... then); its validation metrics would be of other data -- "
