@@ -23,6 +23,26 @@ TESTS = ["tests/test_reliability.py", "tests/test_checks.py", "tests/test_checkp
          "-k", "not killed and not with_seeds and not existing_cluster and not asha"]     # no Ray clusters here
 
 
+RULES = """## The rules
+
+- **Outputs.** `predict --out`, `export --out`, `import --out` and every `--json` refuse an existing file unless
+  `--force` (then it is replaced atomically and keeps its mode), never write over an input of the command (the
+  run's own files and its training data count as inputs; even with `--force`), and refuse symbolic links.
+  `train --out` refuses a link, a file, or a folder that holds files with rnnlab's output names but no
+  `config.toml`; a `--report` folder must be new, empty or one rnnlab's reports wrote (`.rnnlab-report`), unless
+  `--force`.
+- **Settings.** Every setting is checked before anything is written, and a setting the run would not use is
+  refused rather than ignored: another cell's option (`--forget-bias` on a GRU, `--reset` on an RNN), `--epochs`
+  with `--steps`, data options without `--data`, table options on `.npz`, another task's options,
+  `--val-fraction` with `--val-data`, `--lr-gamma`/`--lr-step-size` off the step schedule, `--min-lr` off the
+  cosine one, MLflow settings without `--track mlflow`, sweep keys.
+- **Runs.** Data paths are stored absolute, so `resume`, `evaluate` and `gradients` work from any folder; `resume`
+  refuses an edited `config.toml` or changed data, and keeps a new `--steps`; `evaluate` and `gradients` on a run
+  refuse its data file when it changed since training (score new data with `--data`).
+- **Values.** Labels a model never saw (0.2 for a 0/1 classifier) are refused, never truncated to a class; values
+  that overflow are refused by column; `metrics.jsonl` is strict JSON (a skipped step's non-finite loss is
+  `null`).""".splitlines()
+
 SILENT = [
     ("evaluate/predict/--val-data/estimators read features in the new file's column order",
      "read by the stored names; a missing column named", "tests/test_silent.py::test_evaluate_predict_and_val_data_read_features_by_name"),
@@ -65,7 +85,7 @@ def main() -> int:
              "Produced by `python docs/make_reliability.py` from the test run below; each row counts the cases a",
              "test tried (fuzzed cases included) and how rnnlab answered. A case answered any other way fails its",
              "test, so every count here is a pass.", "",
-             f"Test run: `pytest {shlex.join(TESTS)}` -> {summary}", "",
+             f"Test run: `pytest {shlex.join(TESTS)}` -> {summary}", "", *RULES, "", "## What was tried", "",
              "| bad input or fault | cases | outcome |", "|---|---|---|"]
     for cat in sorted(data):
         for res, n in sorted(data[cat].items()):

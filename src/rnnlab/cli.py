@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .cells import CELLS
+from .config import flag
 from .errors import closest
 
 
@@ -260,9 +261,8 @@ def _data_run(checkpoint):
 def _read_like(cfg, encoding, path, require_target):
     """A new file read as the run read its training data: a table's features by the stored names, in their order."""
     from .errors import DataError
-    from .sequences import read_data
-    table = Path(path).suffix in (".csv", ".parquet")
-    trained_on_table = Path(cfg.data).suffix in (".csv", ".parquet")
+    from .sequences import is_table, read_data
+    table, trained_on_table = is_table(path), is_table(cfg.data)
     if table != trained_on_table:
         raise DataError(f"data: {Path(path).name} is a {'table' if table else '.npz file'}, but the run was trained "
                         f"on a {'table (features read by column name)' if trained_on_table else '.npz file'}; give "
@@ -308,9 +308,9 @@ def cmd_predict(args) -> int:
     from .sequences import write_table
     from .tasks.sequences import prediction_frame, predict_outputs
     from .outputs import check_output
-    check_output(args.out, "--out", [args.data, args.checkpoint], args.force, (".csv", ".parquet"))
-    model, cfg, encoding, _ = _data_run(args.checkpoint)
-    out = check_output(args.out, "--out", [args.data, args.checkpoint] + _inputs(cfg), args.force)
+    model, cfg, encoding, _ = _data_run(args.checkpoint)           # reads the run, writes nothing
+    out = check_output(args.out, "--out", [args.data, args.checkpoint] + _inputs(cfg), args.force,
+                       (".csv", ".parquet"))
     seqs = _read_like(cfg, encoding, args.data, False)
     frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs),
                              id_name=cfg.id_col if seqs.ids is not None else "index", time_name=cfg.time_col)
@@ -370,7 +370,7 @@ def cmd_compare(args) -> int:
     for key, cell in cfg.cell_options():            # applied to the entries of its cell; with none, ignored: refuse
         if cell not in cells:
             raise ConfigError(f"{key}: an option of the {cell} entries, and --models {args.models} has none; drop "
-                              f"--{key.replace('_', '-')} or add a {cell} entry")
+                              f"{flag(key)} or add a {cell} entry")
     if args.threshold is not None:
         check_threshold(args.threshold)
     if args.workers is not None:                    # used only after every entry has trained: checked first
@@ -491,16 +491,16 @@ def cmd_gradients(args) -> int:
             print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:10.3g}" for c in diag.SWEEP_CELLS))
     model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len", "sweep_hidden",
                                     "at_step", "report", "force"))
+    layer_file = bool(args.checkpoint) and _load_any(args.checkpoint)[0] == "layer"
     if args.checkpoint:                              # a trained model's settings are its own
-        layer_file = _load_any(args.checkpoint)[0] == "layer"
         unused = sorted(k for k in model_flags if not (layer_file and k in ("seq_len", "batch_size", "seed")))
         if unused or args.config:
             given = unused[0] if unused else "config"
-            raise ConfigError(f"{given}: --{given.replace('_', '-')} sets up a fresh model, and {args.checkpoint} is "
+            raise ConfigError(f"{given}: {flag(given)} sets up a fresh model, and {args.checkpoint} is "
                               f"a trained {'layer' if layer_file else 'model'}; drop it"
                               + (" (a layer file takes --seq-len, --batch-size and --seed)" if layer_file else ""))
     if args.checkpoint or not args.sweep or model_flags or args.config:
-        if args.checkpoint and _load_any(args.checkpoint)[0] == "layer":
+        if layer_file:
             return _layer_gradients(args, out)
         if args.checkpoint:
             model, meta = load_model(args.checkpoint)
@@ -627,7 +627,7 @@ def cmd_import(args) -> int:
         from .interop.onnx import import_layer
         for key in ("cell", "batch_first"):        # an ONNX graph says both itself
             if getattr(args, key):
-                raise ConfigError(f"{key}: an ONNX file names its own cell and layout; drop --{key.replace('_', '-')}")
+                raise ConfigError(f"{key}: an ONNX file names its own cell and layout; drop {flag(key)}")
         layer = import_layer(args.file)
     elif args.format == "torch":
         from .interop.torch import load_torch_state_dict
@@ -787,7 +787,7 @@ def _users_words(exc, dests=None) -> str:
     msg = " ".join(msg.split())                     # one line, always
     key, colon, rest = msg.partition(":")
     if colon and key in TrainConfig.fields() and (dests is None or key in dests):
-        return f"--{key.replace('_', '-')}:{rest}"
+        return f"{flag(key)}:{rest}"
     return msg
 
 

@@ -277,7 +277,8 @@ def check_applies(cfg: TrainConfig, given) -> None:
         if k in given and cfg.task not in tasks:
             refuse(k, f"an option of task {' or '.join(repr(t) for t in tasks)}, got it with task {cfg.task!r}")
     if cfg.task == "data" and cfg.data:
-        table = Path(cfg.data).suffix in (".csv", ".parquet")
+        from .sequences import is_table
+        table = is_table(cfg.data)
         for k in TABLE_KEYS if not table else ("channels_first",):
             if k in given:
                 refuse(k, f"an option of {'.npz arrays' if k == 'channels_first' else 'tables (.csv, .parquet)'}, "

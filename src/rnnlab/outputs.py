@@ -89,14 +89,20 @@ def write_output(path, data: bytes, what: str = "--out") -> Path:
 
 def check_report_dir(path, what: str = "--report", force: bool = False) -> Path:
     """A folder for a report (figures, summary.md, report.html): new, empty, or one rnnlab wrote before."""
+    p = check_folder(path, what, "expected a folder for the report")
+    if p.is_dir() and any(p.iterdir()) and not (p / REPORT_MARK).is_file() and not force:
+        raise ConfigError(f"{what}: {str(p)!r} holds files that rnnlab's reports did not write; pass --force to "
+                          f"write the report among them, or choose another folder")
+    return p
+
+
+def check_folder(path, what: str, role: str) -> Path:
+    """A folder rnnlab will write in: not a link, not a file, and one it can make. ``role`` says what it is for."""
     p = Path(path)
     if p.is_symlink():
         raise ConfigError(f"{what}: {str(p)!r} is a symbolic link; rnnlab does not write through links -- give the "
                           f"folder itself")
     if p.exists() and not p.is_dir():
-        raise ConfigError(f"{what}: {str(p)!r} is a file; expected a folder for the report")
-    if p.is_dir() and any(p.iterdir()) and not (p / REPORT_MARK).is_file() and not force:
-        raise ConfigError(f"{what}: {str(p)!r} holds files that rnnlab's reports did not write; pass --force to "
-                          f"write the report among them, or choose another folder")
+        raise ConfigError(f"{what}: {str(p)!r} is a file; {role}")
     check_can_make(p, what)
     return p

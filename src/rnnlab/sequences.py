@@ -452,6 +452,16 @@ def from_long_frame(df, id_col="id", time_col="time", feature_cols=None, target_
 
 
 # ------------------------------------------------------------------------------------------------ files
+def is_table(path) -> bool:
+    """A long table (.csv, .parquet), whose features are read by column name; else an .npz of arrays."""
+    return Path(path).suffix in (".csv", ".parquet")
+
+
+def changed_since(path, digest) -> bool:
+    """Whether the file at ``path`` no longer has the sha256 ``digest`` stored when a run read it."""
+    return bool(digest) and bool(path) and Path(path).is_file() and file_digest(path) != digest
+
+
 def file_digest(path) -> str:
     """sha256 of a file's bytes: a run refuses to resume on data that changed since it started."""
     h = hashlib.sha256()

@@ -238,17 +238,12 @@ class _Trainer:
             tensors.update({f"best/{k}": v for k, v in self.best[2].items()})
         save_checkpoint(path, tensors, {**self.meta(), **meta_extra})
 
-    def restore(self, path):
-        tensors, meta = load_checkpoint(path)
+    def restore(self, path, loaded=None):
+        """The state of checkpoint ``path`` (``loaded``: its (tensors, meta), already read and checked against
+        the run's config and data by ``_same_run``)."""
+        tensors, meta = loaded if loaded is not None else load_checkpoint(path)
         if meta.get("kind") != "training":
             raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
-        stored, now = meta.get("task_info", {}), self.task.info()
-        for key in ("data_digest", "val_data_digest"):
-            if key in stored and stored[key] != now.get(key):
-                which = self.cfg.data if key == "data_digest" else self.cfg.val_data
-                raise CheckpointError(f"{path}: the data file {which} changed since this run started (sha256 "
-                                      f"{stored[key][:12]}... then, {str(now.get(key))[:12]}... now); a resumed run "
-                                      f"needs the same data -- restore the file or start a new run")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         self.opt.load_state_arrays({k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}, meta["optimizer_t"])
         _set_rng_state(self.data_rng, meta["rng_data"])
@@ -481,12 +476,8 @@ def check_run_dir(out: str) -> None:
     the names rnnlab writes that rnnlab did not write."""
     if not out:
         return
-    run_dir = Path(out)
-    if run_dir.is_symlink():
-        raise ConfigError(f"out: {str(run_dir)!r} is a symbolic link; rnnlab does not write through links -- give "
-                          f"the folder itself")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"out: {str(run_dir)!r} is a file; --out names a folder for the run")
+    from .outputs import check_folder
+    run_dir = check_folder(out, "out", "--out names a folder for the run")
     if (run_dir / "config.toml").exists():
         raise ConfigError(f"out: {run_dir} already holds a run; continue it with `rnnlab resume {run_dir}` "
                           f"or choose another --out")
@@ -494,8 +485,6 @@ def check_run_dir(out: str) -> None:
     if foreign:
         raise ConfigError(f"out: {run_dir} holds {', '.join(foreign)} but no config.toml, so not a run of rnnlab's; "
                           f"rnnlab would write over them -- choose another --out")
-    from .outputs import check_can_make
-    check_can_make(run_dir, "out")
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -605,15 +594,14 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         from .errors import check_int
         cfg.steps = check_int("steps", steps, 1, MAX_STEPS)
         cfg.epochs = 0                                   # the steps given now are the run's length
-    _same_run(run_dir, cfg)
+    loaded = _same_run(run_dir, cfg)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.on_record = on_record
     locks = []
     try:
         _lead(trainer, lambda: locks.append(RunLock(run_dir).acquire()))
-        ckpt = run_dir / CHECKPOINT
-        if ckpt.is_file():
-            trainer.restore(ckpt)
+        if loaded is not None:
+            trainer.restore(run_dir / CHECKPOINT, loaded)
         if steps is not None and steps < trainer.step:
             raise ConfigError(f"steps: the run is at step {trainer.step} already; give --steps above it to train "
                               f"more, got {steps}")
@@ -631,12 +619,13 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
 _RESUMABLE = ("steps", "epochs", "quiet")
 
 
-def _same_run(run_dir: Path, cfg: TrainConfig) -> None:
-    """Refuse a config.toml edited since the checkpoint, or data that changed, before the data is read again."""
+def _same_run(run_dir: Path, cfg: TrainConfig):
+    """The run's checkpoint as (tensors, meta), or None before the first one; refused when config.toml was edited
+    since it was written or the data changed (checked before the data is read again)."""
     ckpt = run_dir / CHECKPOINT
     if not ckpt.is_file():
-        return
-    _, meta = load_checkpoint(ckpt)
+        return None
+    tensors, meta = load_checkpoint(ckpt)
     then, now = meta.get("config", {}), cfg.to_dict()
     changed = [k for k in sorted(set(then) | set(now)) if k not in _RESUMABLE and then.get(k) != now.get(k)]
     if changed:
@@ -644,13 +633,14 @@ def _same_run(run_dir: Path, cfg: TrainConfig) -> None:
         raise ConfigError(f"{k}: {run_dir / 'config.toml'} says {now.get(k)!r} but the run's checkpoint was made with "
                           f"{then.get(k)!r}; a resumed run continues the same run -- restore config.toml, or start a "
                           f"new run with the new setting")
-    from .sequences import file_digest
+    from .sequences import changed_since
     for key, path in (("data_digest", cfg.data), ("val_data_digest", cfg.val_data)):
         stored = meta.get("task_info", {}).get(key)
-        if stored and path and Path(path).is_file() and file_digest(path) != stored:
+        if changed_since(path, stored):
             raise CheckpointError(f"{ckpt}: the data file {path} changed since this run started (sha256 "
                                   f"{stored[:12]}... then); a resumed run needs the same data -- restore the file or "
                                   f"start a new run")
+    return tensors, meta
 
 
 def _drop_records_after(run_dir, step):

@@ -22,7 +22,7 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
 
     from ..encoding import Encoding
     from ..errors import ConfigError
-    from ..sequences import file_digest, read_data
+    from ..sequences import changed_since, file_digest, is_table, read_data
     if not cfg.data:
         raise ConfigError("data: the data task needs a file of sequences (--data FILE: .npz, .csv or .parquet), got none")
     kw = dict(id_col=cfg.id_col, time_col=cfg.time_col, target_col=cfg.target_col, channels_first=cfg.channels_first,
@@ -30,15 +30,15 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
     if info and info.get("data_digest") and not Path(cfg.data).is_file():     # a trained run's own data
         raise ConfigError(f"checkpoint: the run's training data {cfg.data} no longer exists, so it has no "
                           f"validation data to score; score a file with --data FILE")
-    if info and info.get("data_digest") and Path(cfg.data).is_file() and file_digest(cfg.data) != info["data_digest"]:
+    if info and changed_since(cfg.data, info.get("data_digest")):
         raise ConfigError(f"data: {cfg.data} changed since this model was trained on it (sha256 "
                           f"{info['data_digest'][:12]}... then); its validation metrics would be of other data -- "
                           f"score the file with --data, or restore it")
     train = read_data(cfg.data, feature_cols=cfg.feature_cols, **kw)
     val = None
     if cfg.val_data:                    # a table's features by the training file's names, in its order
-        table = Path(cfg.val_data).suffix in (".csv", ".parquet")
-        if table != (Path(cfg.data).suffix in (".csv", ".parquet")):
+        table = is_table(cfg.val_data)
+        if table != is_table(cfg.data):
             raise ConfigError(f"val_data: {Path(cfg.val_data).name} and the training data {Path(cfg.data).name} "
                               f"must have the same layout (both tables, or both .npz)")
         val = read_data(cfg.val_data, trained_features=train.feature_names if table else None, what="val_data",
@@ -62,9 +62,10 @@ def targets_named(cfg, path=None):
         msg = str(exc)
         if not msg.startswith("y:"):
             raise
+        from ..sequences import is_table
         path = Path(path or cfg.data)
-        table = path.suffix in (".csv", ".parquet")
-        where = f"target_col: column {cfg.target_col!r} of {path.name}" if table else f"data: the array 'y' of {path.name}"
+        where = (f"target_col: column {cfg.target_col!r} of {path.name}" if is_table(path)
+                 else f"data: the array 'y' of {path.name}")
         raise DataError(where + ":" + msg[2:]) from None
 
 
