@@ -38,9 +38,10 @@ def _numba_ok():
 
 
 
-# every backend by name: the NumPy reference and, with Numba, the three compiled strategies (forced at the tests'
-# small sizes by naming them; "split" on two threads, blocks of a single row allowed)
-COMPILED = ["loop", "hybrid", "split"] if _numba_ok() else []
+# every backend by name: the NumPy reference and, with Numba, the compiled ones (forced at the tests' small sizes
+# by naming them; "split" on two threads, blocks of a single row allowed; "loop-packed": the loop with its packed
+# block products and the fused [x h 1] product from one row, which it otherwise takes from PACK_MIN_ROWS rows)
+COMPILED = ["loop", "loop-packed", "split"] if _numba_ok() else []
 BACKENDS = ["numpy"] + COMPILED
 
 
@@ -51,11 +52,13 @@ def use_backend(backend, monkeypatch):
     """-> the layer's ``backend=`` argument for a test backend name ("split" gets two threads)."""
     if backend == "split":
         monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    if backend == "loop-packed":
+        from rnnlab.kernels import loop
+        monkeypatch.setattr(loop, "PACK_MIN_ROWS", 1)
+        return "loop"
     return backend
 
 
 def serves(backend, cls, opts=None, B=2):
-    """Whether ``backend`` serves this layer kind and batch (split: not the reset-before GRU, not one row)."""
-    if backend != "split":
-        return True
-    return B >= 2 and not (cls.__name__ == "GRU" and (opts or {}).get("reset") == "before")
+    """Whether ``backend`` serves this layer kind and batch (split: not one row)."""
+    return backend != "split" or B >= 2

@@ -84,11 +84,11 @@ def test_warmup_compiles_every_path_and_reports_the_time(capsys, monkeypatch):
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     assert cli.main(["warmup"]) == 0
     out = capsys.readouterr().out
-    for label in ("lstm loop float32", "gru-before hybrid float32", "rnn split float32", "mingru loop float32",
-                  "lru loop float32", "lstm units float32", "gru units float32"):
+    for label in ("lstm loop float32", "gru-before split float32", "rnn split float32", "mingru loop float32",
+                  "lru loop float32", "lstm units float32", "gru units float32", "lstm+options split float32"):
         assert label in out
-    assert "gru-before split" not in out and "gru-before units" not in out   # the threaded paths do not serve it
-    assert "mingru hybrid" not in out                               # the diagonal cells have one compiled path
+    assert "gru-before units" not in out and "lstm+options units" not in out     # one product a step, no option
+    assert "mingru split" not in out                                # the diagonal cells have one compiled path
     assert out.strip().splitlines()[-1].startswith("warm-up done in ")
     with pytest.raises(SystemExit):
         cli.main(["warmup", "--dtype", "float16"])

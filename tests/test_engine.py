@@ -26,33 +26,30 @@ def test_auto_choice(monkeypatch):
     assert c("auto", "gru", {}, 128, 1536, 512, None) == "split"
     assert c("auto", "lstm", {}, 2, 256, 64, None) == "split"            # one row per thread, enough work
     assert c("auto", "lstm", {}, 2, 128, 32, None) == "loop"             # too little work per thread
-    assert c("auto", "lstm", {}, 1, 2048, 512, None) == "hybrid"         # one row: no split
-    assert c("auto", "gru", {"reset": "before"}, 128, 1536, 512, None) == "hybrid"   # split does not serve it
+    assert c("auto", "lstm", {}, 1, 2048, 512, None) == "loop"           # one row: no split
+    assert c("auto", "gru", {"reset": "before"}, 128, 1536, 512, None) == "split"    # every cell on every path
+    assert c("auto", "lstm", {}, 128, 2048, 512, None, options=("zoneout",)) == "split"   # and every option
+    assert c("auto", "lstm", {}, 128, 2048, 512, None, reference=True) == "numpy"     # peepholes, projections
     assert c("numba", "lstm", {}, 1, 4, 1, None) == "loop"
     assert c("auto", "lstm", {}, 128, 2048, 512, 10) == "numpy"          # bptt_segment: the reference
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
-    assert c("auto", "lstm", {}, 128, 2048, 512, None) == "hybrid"
-    for name in ("numpy", "loop", "hybrid"):                             # a named backend is what runs
+    assert c("auto", "lstm", {}, 128, 2048, 512, None) == "loop"
+    for name in ("numpy", "loop"):                                       # a named backend is what runs
         assert c(name, "lstm", {}, 128, 2048, 512, None) == name
-    # the thresholds count vector multiply-adds: wider vectors keep the loop to larger steps, float64 (half
-    # the lanes) hands over to the hybrid path at half the multiply-adds
-    assert c("auto", "lstm", {}, 1, 1024, 256, None) == "hybrid"
-    assert c("auto", "lstm", {}, 1, 1024, 128, None) == "loop"
-    assert c("auto", "lstm", {}, 1, 1024, 128, None, itemsize=8) == "hybrid"
-    monkeypatch.setenv("RNNLAB_SIMD", "avx512")
-    assert c("auto", "lstm", {}, 1, 1024, 256, None) == "loop"
 
 
 def test_unknown_backend_is_refused():
-    with pytest.raises(ConfigError, match=r"backend: expected one of \['auto', 'hybrid', 'loop', 'numba'"):
+    with pytest.raises(ConfigError, match=r"backend: expected one of \['auto', 'loop', 'numba'"):
         rnnlab.LSTM(2, 3, backend="cuda")
 
 
 @numba_only
 def test_a_backend_that_cannot_serve_says_so(monkeypatch):
-    with pytest.raises(BackendError, match="'split' serves the RNN, the LSTM and the GRU with reset='after'"):
-        rnnlab.GRU(2, 3, reset="before", backend="split")
-    for name in ("loop", "hybrid", "split", "numba"):
+    with pytest.raises(BackendError, match="'units' serves cells with one product per step .* got gru-before"):
+        rnnlab.GRU(2, 3, reset="before", backend="units")
+    with pytest.raises(ConfigError, match="'hybrid' .* was folded into 'loop'.*; use 'loop' or 'auto'"):
+        rnnlab.GRU(2, 3, backend="hybrid")
+    for name in ("loop", "split", "numba"):
         with pytest.raises(BackendError, match=f"bptt_segment: .* backend='numpy' only, got backend='{name}'"):
             rnnlab.LSTM(2, 3, bptt_segment=4, backend=name)
     layer = rnnlab.LSTM(2, 3, backend="split")
@@ -71,7 +68,7 @@ def test_a_backend_that_cannot_serve_says_so(monkeypatch):
 
 def test_compiled_backend_without_numba_names_the_package(monkeypatch):
     monkeypatch.setattr(engine.kernels, "available", lambda: False)
-    for name in ("loop", "hybrid", "split", "numba"):
+    for name in ("loop", "split", "numba"):
         with pytest.raises(ConfigError, match="needs the numba package; install it with: pip install numba"):
             rnnlab.RNN(2, 3, backend=name)
     assert rnnlab.RNN(2, 3).last_backend is None
@@ -80,7 +77,7 @@ def test_compiled_backend_without_numba_names_the_package(monkeypatch):
     assert layer.last_backend == "numpy"                                 # auto without numba: the reference
 
 
-@pytest.mark.parametrize("backend", ["numpy"] + (["loop", "hybrid", "split"] if available() else []))
+@pytest.mark.parametrize("backend", ["numpy"] + (["loop", "split"] if available() else []))
 @pytest.mark.parametrize("cls,names", [(rnnlab.LSTM, "ifgo"), (rnnlab.GRU, "rzn")])
 def test_gates_are_read_by_name_on_every_backend(cls, names, backend, monkeypatch):
     """The public ``layer.gates(l, d)`` gives the same gate activations whichever backend made the cache."""
@@ -195,7 +192,7 @@ def test_blas_single_thread_context_restores_and_nests():
     assert blas_threads() == before
 
 
-@pytest.mark.parametrize("backend", ["numpy"] + (["loop", "hybrid", "split"] if available() else []))
+@pytest.mark.parametrize("backend", ["numpy"] + (["loop", "split"] if available() else []))
 @pytest.mark.parametrize("cls,names", [(rnnlab.RNN, ["h_prev"]), (rnnlab.LSTM, ["c_prev", "h_prev"]),
                                        (rnnlab.GRU, ["h_prev"])])
 def test_states_are_read_by_name_on_every_backend(cls, names, backend, monkeypatch):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import rnnlab
+from conftest import use_backend
 from rnnlab import engine
 from rnnlab.errors import BackendError, ConfigError
 from rnnlab.gradcheck import check_layer
@@ -37,12 +38,13 @@ def fixed_masks(monkeypatch):
 
 
 COMPILED = pytest.mark.skipif(not rnnlab.kernels.available(), reason="the compiled loop needs numba")
-BACKENDS = ["numpy", pytest.param("loop", marks=COMPILED)]
+BACKENDS = ["numpy"] + [pytest.param(b, marks=COMPILED) for b in ("loop", "loop-packed", "split")]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,cls,kw", KINDS)
-def test_finite_differences_in_training_with_masks(name, cls, kw, backend, fixed_masks):
+def test_finite_differences_in_training_with_masks(name, cls, kw, backend, fixed_masks, monkeypatch):
+    backend = use_backend(backend, monkeypatch)
     rng = np.random.default_rng(0)
     layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, backend=backend, **ALL, **kw)
     layer.train()
@@ -57,12 +59,13 @@ def test_finite_differences_in_training_with_masks(name, cls, kw, backend, fixed
 
 
 @COMPILED
+@pytest.mark.parametrize("impl", ["loop", "loop-packed", "split"])
 @pytest.mark.parametrize("kw", [{"recurrent_dropout": 0.3}, {"zoneout": 0.3, "zoneout_cell": 0.2},
                                 {"layer_norm": True},
                                 {"layer_norm": True, "recurrent_dropout": 0.2, "zoneout": 0.2, "zoneout_cell": 0.3}])
 @pytest.mark.parametrize("cls", [RNN, LSTM, GRU, "gru-before"])
-def test_the_compiled_loop_equals_the_reference(cls, kw):
-    """kernels.variants against rnnlab.recurrent on the same masks (the same seed draws them): outputs, states and every gradient in
+def test_the_compiled_loop_equals_the_reference(cls, kw, impl, monkeypatch):
+    """The shared compiled loop (kernels.loop, one thread or split) against rnnlab.recurrent on the same masks (the same seed draws them): outputs, states and every gradient in
     training (float64, padding, 2 layers, both directions), and outputs at evaluation in float64 and float32,
     with and without the caches."""
     opts = {"reset": "before"} if cls == "gru-before" else {}
@@ -74,7 +77,8 @@ def test_the_compiled_loop_equals_the_reference(cls, kw):
     x, lengths = rng.standard_normal((7, 3, 4)), np.array([7, 5, 2])
     w = rng.standard_normal((7, 3, 10)) * (np.arange(7)[:, None] < lengths)[..., None]
     runs = {}
-    for backend in ("numpy", "loop"):
+    impl = use_backend(impl, monkeypatch)
+    for backend in ("numpy", impl):
         layer = cls(4, 5, num_layers=2, bidirectional=True, dtype="float64", seed=3, backend=backend, **opts, **kw)
         for v in layer.parameters():
             v[...] = np.random.default_rng(5).normal(0, 0.5, v.shape)     # the same weights, non-zero biases
@@ -90,7 +94,7 @@ def test_the_compiled_loop_equals_the_reference(cls, kw):
             with rnnlab.no_grad():
                 evals.append(net(x.astype(net.dtype))[0])
         runs[backend] = (out, states, dx, dstates, dict(layer.grads), evals)
-    a, b = runs["numpy"], runs["loop"]
+    a, b = runs["numpy"], runs[impl]
     for u, v in zip(a[:4], b[:4]):
         for p, q in zip(np.atleast_1d(u) if isinstance(u, np.ndarray) else u,
                         np.atleast_1d(v) if isinstance(v, np.ndarray) else v):
@@ -198,10 +202,12 @@ def test_mask_statistics_and_zero_rates_change_nothing():
 
 
 def test_refusals():
-    with pytest.raises(BackendError, match="recurrent_dropout: runs on backend='loop' \\(compiled\\) or 'numpy'"):
+    with pytest.raises(ConfigError, match="'hybrid' .* was folded into 'loop'"):
         LSTM(3, 4, recurrent_dropout=0.2, backend="hybrid")
-    with pytest.raises(BackendError, match="zoneout"):
-        GRU(3, 4, zoneout=0.2).set_backend("split")
+    if rnnlab.kernels.available():
+        with pytest.raises(BackendError, match="'units' serves cells with one product per step and no recurrent "
+                                               "dropout, zoneout or layer norm, got gru with zoneout"):
+            GRU(3, 4, zoneout=0.2).set_backend("units")
     with pytest.raises(ConfigError, match="zoneout_cell: GRU has no cell state"):
         GRU(3, 4, zoneout_cell=0.1)
     with pytest.raises(ConfigError, match="zoneout: expected a number < 1.0"):
@@ -389,7 +395,8 @@ def test_projection_in_a_model_and_its_refusals(tmp_path):
 # ------------------------------------------------------------------------------------------- layer norm
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls", [LSTM, GRU])
-def test_layer_norm_finite_differences(cls, backend, fixed_masks):
+def test_layer_norm_finite_differences(cls, backend, fixed_masks, monkeypatch):
+    backend = use_backend(backend, monkeypatch)
     rng = np.random.default_rng(13)
     layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0, layer_norm=True,
                 recurrent_dropout=0.2, zoneout=0.2, backend=backend)
@@ -459,8 +466,9 @@ def test_layer_norm_options_and_refusals(tmp_path):
         LSTM(3, 4, layer_norm=True, peephole=True)
     with pytest.raises(InteropError, match="no layer-normalised GRU"):
         to_torch(GRU(3, 4, layer_norm=True))
-    with pytest.raises(BackendError, match="layer_norm: runs on backend='loop' \\(compiled\\) or 'numpy'"):
-        LSTM(3, 4, layer_norm=True, backend="hybrid")
+    if rnnlab.kernels.available():
+        with pytest.raises(BackendError, match="'units' serves cells with one product per step"):
+            LSTM(3, 4, layer_norm=True, backend="units")
     assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "gru", "--layer-norm", "--hidden-size",
                      "6", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert cli.main(["gradients", str(tmp_path / "r"), "--report", str(tmp_path / "g")]) == 0

@@ -4,8 +4,7 @@
     Grads      one layer and direction: every gradient, always filled (None only for an absent bias)
 
 The backends' own arrays: ``StepCaches`` (the NumPy reference: each step's cell cache, a NamedTuple of the
-cell) and one dataclass per cell for the compiled strategies (``RNNArrays``, ``LSTMArrays``, ``GRUArrays``:
-(T, B, ...) in time order whatever the direction, written by ``kernels.gates``). Each has ``gates()``, the
+cell), ``CellArrays`` (the shared compiled loop, every cell) and ``DiagonalArrays``. Each has ``gates()``, the
 gate activations (T, B, H) by name as the cells' docstrings name them, and ``states()``, the states entering
 each step (``h_prev``, and ``c_prev`` for the LSTM), for the diagnostics.
 """
@@ -17,93 +16,36 @@ import numpy as np
 
 
 @dataclass
-class RNNArrays:
-    Hs: np.ndarray          # (T, B, H) h_{t-1}, the state entering each step
-    hT: np.ndarray          # (B, H) the final state (the state after the last step in scan order)
-    act: int                # kernels.gates.ACT of the nonlinearity
+class CellArrays:
+    """A forward of the shared compiled loop (``kernels.loop``): rows in time order whatever the direction. The
+    cell's cache ``C`` is laid out by its kernel (``CellKernel.cache`` names its blocks of H columns)."""
+    kern: object                        # kernels.cell.CellKernel
+    Hs: np.ndarray                      # (T, B, H) h_{t-1}, the state entering each step
+    C: np.ndarray                       # (T, B, KC*H) the cell's cache (LSTM: c_prev i f g o tanh(c_t))
+    hT: np.ndarray                      # (B, H) the final h
+    Vh: np.ndarray                      # (T*B, G*H) LN_h's v_hat, (T*B,) its 1/s (empty without layer norm)
+    Ih: np.ndarray
+    Zn: np.ndarray                      # (T*B, H) the new h before zoneout (cells that read it), or empty
+    Z: np.ndarray | None                # zoneout's shares (n, T*B, H), or None
+    rm: np.ndarray                      # the recurrent dropout mask (B, H), or empty
+    lnh: np.ndarray                     # LN_h's gain and bias (2, G*H), or empty
+    copt: tuple                         # the cell's own bundle (kernels.gates.cell_opts)
+    ln_x: tuple | None = None           # LN_x's (v_hat, 1/s) over (T, B, G*H)
+    bh_after: bool = False              # b_hh added after the product (and its layer norm)
+
+    def block(self, name) -> np.ndarray:
+        k = self.kern.cache.index(name)
+        H = self.Hs.shape[-1]
+        return self.C[..., k * H:(k + 1) * H]
 
     def gates(self) -> dict:
-        return {}
+        return {g: self.block(g) for g in self.kern.gates}
 
     def states(self) -> dict:
-        return {"h_prev": self.Hs}
-
-
-@dataclass
-class LSTMArrays:
-    Cs: np.ndarray          # (T, B, H) c_{t-1}
-    Gs: np.ndarray          # (T, B, 4H) i f g o (after their activations)
-    cT: np.ndarray          # (B, H) the final cell state
-    Hs: np.ndarray | None = None    # (T, B, H) h_{t-1}; None where XH holds it
-    XH: np.ndarray | None = None    # (T, B, I+H[+1]) [x_t | h_{t-1} | 1]: the split path's product operand
-    x_cols: int = 0                 # I, the columns of x in XH
-
-    def gates(self) -> dict:
-        H = self.Cs.shape[-1]
-        return {name: self.Gs[..., k * H:(k + 1) * H] for k, name in enumerate("ifgo")}
-
-    def states(self) -> dict:
-        H, I = self.Cs.shape[-1], self.x_cols
-        return {"h_prev": self.Hs if self.Hs is not None else self.XH[..., I:I + H], "c_prev": self.Cs}
-
-
-@dataclass
-class GRUArrays:
-    Hs: np.ndarray          # (T, B, H) h_{t-1}
-    Rs: np.ndarray          # (T, B, H) r
-    Zs: np.ndarray          # (T, B, H) z
-    Ns: np.ndarray          # (T, B, H) n
-    Es: np.ndarray          # (T, B, H) h W_hn^T + b_hn (reset='after') or r h (reset='before')
-    after: bool             # reset='after'
-
-    def gates(self) -> dict:
-        return {"r": self.Rs, "z": self.Zs, "n": self.Ns}
-
-    def states(self) -> dict:
-        return {"h_prev": self.Hs}
-
-
-@dataclass
-class VariantArrays:
-    """A cell with recurrent dropout, zoneout or layer norm on the compiled loop (``kernels.variants``): rows
-    are t * B + r, in time order whatever the direction."""
-    cell: str                           # "rnn" | "lstm" | "gru"
-    T: int
-    B: int
-    H: int
-    Hs: np.ndarray                      # (T*B, H) the recurrent product's operand h_{t-1} (times m)
-    XW_ln: tuple | None                 # LN_x's (v_hat, 1/s) over (T, B, G*H), or None without layer norm
-    rm: np.ndarray | None               # (B, H) the recurrent dropout mask, or None
-    keep: list | None                   # zoneout's shares of the new state, (T*B, H) per state, or None
-    Vh: np.ndarray                      # (T*B, G*H) LN_h's v_hat (a placeholder row without layer norm)
-    Ih: np.ndarray                      # (T*B,) LN_h's 1/s
-    Cs: np.ndarray | None = None        # lstm: (T*B, H) c_{t-1}
-    Gs: np.ndarray | None = None        # lstm: (T*B, 4H) i f g o
-    TC: np.ndarray | None = None        # lstm: (T*B, H) tanh(LN_c(c_t)) or tanh(c_t)
-    Vc: np.ndarray | None = None        # lstm: LN_c's v_hat and 1/s
-    Ic: np.ndarray | None = None
-    Hp: np.ndarray | None = None        # gru: (T*B, H) h_{t-1} unmasked (the interpolation's)
-    Rs: np.ndarray | None = None        # gru: r, z, n and h W_hn^T + b_hn (after) or r h m (before)
-    Zs: np.ndarray | None = None
-    Ns: np.ndarray | None = None        # gru: n; rnn: the new state before zoneout
-    Es: np.ndarray | None = None
-    after: bool = True
-    act: int = 0                        # rnn: kernels.gates.ACT of the nonlinearity
-
-    def _t(self, v):
-        return v.reshape(self.T, self.B, -1)
-
-    def gates(self) -> dict:
-        H = self.H
-        if self.cell == "lstm":
-            return {name: self._t(self.Gs)[..., k * H:(k + 1) * H] for k, name in enumerate("ifgo")}
-        if self.cell == "gru":
-            return {"r": self._t(self.Rs), "z": self._t(self.Zs), "n": self._t(self.Ns)}
-        return {}
-
-    def states(self) -> dict:
-        h = self._t(self.Hp if self.Hp is not None else self.Hs)
-        return {"h_prev": h, "c_prev": self._t(self.Cs)} if self.cell == "lstm" else {"h_prev": h}
+        out = {"h_prev": self.Hs}
+        if "c_prev" in self.kern.cache:
+            out["c_prev"] = self.block("c_prev")
+        return out
 
 
 @dataclass
@@ -160,7 +102,7 @@ class DiagonalArrays:
 @dataclass
 class DirCache:
     """One layer and direction of a forward, for its backward."""
-    backend: str                        # "numpy" | "loop" | "hybrid" | "split": the backend that made it
+    backend: str                        # "numpy" | "loop" | "split": the backend that made it
     cell: str                           # "rnn" | "lstm" | "gru"
     x: np.ndarray                       # (T, B, I) the direction's input
     mask: np.ndarray | None             # (T, B, 1) 1 at valid steps, or None (no padding)

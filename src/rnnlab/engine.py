@@ -2,15 +2,14 @@
 
 Every backend has the same two functions, per layer and direction:
 
-    forward(cell, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc)
+    forward(cell, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc[, zoneout])
         -> (output (T, B, H), final state (tuple), arrays)      arrays: what backward reads, None if not keep
     backward(cell, d_out, d_state_T, cache: DirCache, W_ih, W_hh, has_bias, workspace)
         -> Grads                                                 every gradient, always filled
 
     "numpy"   rnnlab.recurrent        the readable reference (the cells' steps in a Python loop)
-    "loop"    rnnlab.kernels.loop     the whole time loop compiled, one thread
-    "hybrid"  rnnlab.kernels.hybrid   BLAS for each step's product, one compiled gate kernel per step
-    "split"   rnnlab.kernels.split    the batch's rows over threads, each running the whole time loop
+    "loop"    rnnlab.kernels.loop     the shared compiled time loop, one thread (every cell and option)
+    "split"   rnnlab.kernels.split    the same loop, the batch's rows split over threads
     "units"   rnnlab.kernels.units    inference: the hidden units over threads, each keeping its weights
     "auto"    the fastest that serves the call (``choose``); "numba": the same among the compiled ones
 
@@ -30,21 +29,17 @@ from . import kernels
 from .caches import DirCache, ForwardCache, LayerCache
 from .errors import BackendError, ConfigError, check_choice
 
-BACKENDS = ("auto", "numba", "numpy", "loop", "hybrid", "split", "units")
-COMPILED = ("loop", "hybrid", "split", "units")
-_MODULES = {"numpy": "rnnlab.recurrent", "loop": "rnnlab.kernels.loop", "hybrid": "rnnlab.kernels.hybrid",
-            "split": "rnnlab.kernels.split", "units": "rnnlab.kernels.units"}
+BACKENDS = ("auto", "numba", "numpy", "loop", "split", "units")
+COMPILED = ("loop", "split", "units")
+_MODULES = {"numpy": "rnnlab.recurrent", "loop": "rnnlab.kernels.loop", "split": "rnnlab.kernels.split",
+            "units": "rnnlab.kernels.units"}
+FOLDED = {"hybrid": "'hybrid' (BLAS per step) was folded into 'loop', whose packed products serve its shapes"}
 
 # The auto choice, in vector multiply-adds of one step's recurrent product (B * G*H * H / lanes, the lanes of the
 # host's vectors for the dtype: kernels.host): the batch split from two rows when each thread gets
-# SPLIT_MIN_VFMA; else the whole compiled loop up to LOOP_MAX_VFMA (per-call overhead dominates), above it the
-# hybrid path. The crossovers were measured with 8 float32 lanes (docs/performance.md).
-LOOP_MAX_VFMA = 1 << 14
+# SPLIT_MIN_VFMA, else the compiled loop on one thread (docs/performance.md).
 SPLIT_MIN_VFMA = 1 << 10
 BLAS_SINGLE_THREAD_WORK = 1 << 20    # multiply-adds per step below which BLAS runs on one thread
-# recurrent dropout, zoneout, layer norm: the compiled loop (one thread) up to this size, above it the NumPy
-# reference, whose per-step BLAS products use every core (measured with 16 float32 lanes: docs/performance.md)
-VARIANT_LOOP_MAX_VFMA = 1 << 17
 # inference on one row over at least UNITS_MIN_STEPS steps (a call copies each thread's weights out): the units
 # split where each thread gets at least UNITS_MIN_VFMA vector multiply-adds per step of [x h 1] [W_ih W_hh b]^T
 UNITS_MIN_STEPS = 64
@@ -56,40 +51,58 @@ def module(backend: str):
     return importlib.import_module(_MODULES[backend])
 
 
-def _split_serves(cell_name, opts) -> bool:
-    return cell_name != "gru" or opts.get("reset", "after") == "after"
+def _kernel(cell_name, opts):
+    from .registry import spec
+    s = spec(cell_name)
+    return None if s.kernel is None or not kernels.available() else s.kernel(opts)
 
 
-def check_backend(backend, cell_name, opts, segment, reference=(), loop_only=()) -> str:
+def _units_serve(cell_name, opts, options) -> bool:
+    k = _kernel(cell_name, opts)
+    return k is not None and k.phases == 1 and not options
+
+
+def check_backend(backend, cell_name, opts, segment, reference=(), options=()) -> str:
     """At construction: the backend is a known name, its package is installed, and it can serve the layer.
     ``reference``: the names of options set on the layer that only the NumPy reference implements;
-    ``loop_only``: those that the reference and the compiled whole loop implement (``kernels.variants``)."""
+    ``options``: those that the compiled loop implements where the cell's kernel serves them
+    (``CellKernel.serves``)."""
+    if backend in FOLDED:
+        raise ConfigError(f"backend: {FOLDED[backend]}; use 'loop' or 'auto', got {backend!r}")
     check_choice("backend", backend, BACKENDS)
     if reference and backend not in ("auto", "numpy"):
         raise BackendError(f"{', '.join(reference)}: runs on backend='numpy' only, got backend={backend!r}; use "
                            f"'numpy' or 'auto' (which picks it)")
-    if loop_only and backend in ("hybrid", "split", "units"):
-        raise BackendError(f"{', '.join(loop_only)}: runs on backend='loop' (compiled) or 'numpy', got "
-                           f"backend={backend!r}; use 'loop', 'numpy' or 'auto' (which picks the loop)")
     if backend not in ("auto", "numpy") and not kernels.available():
         raise ConfigError(f"backend: {backend!r} needs the numba package; install it with: pip install numba "
                           f"(or use backend='numpy')")
     if segment and backend not in ("auto", "numpy"):
         raise BackendError(f"bptt_segment: the segment recomputation runs on backend='numpy' only, got "
                            f"backend={backend!r}; use backend='numpy' or 'auto' (which picks it)")
-    if backend in ("split", "units") and not _split_serves(cell_name, opts):
-        raise BackendError(f"backend: {backend!r} serves the RNN, the LSTM and the GRU with reset='after', got a GRU "
-                           "with reset='before'; use 'loop', 'hybrid' or 'numpy'")
+    if backend in COMPILED + ("numba",):
+        from .registry import spec
+        if spec(cell_name).kernel is None:
+            raise BackendError(f"backend: cell {cell_name!r} has no compiled kernels, got backend={backend!r}; use "
+                               "'numpy' or 'auto'")
+        kern = _kernel(cell_name, opts)
+        missing = [o for o in options if o not in kern.serves]
+        if missing:
+            raise BackendError(f"{', '.join(missing)}: the compiled {kern.name} kernels do not serve it, got "
+                               f"backend={backend!r}; use 'numpy' or 'auto' (which picks it)")
+        if backend == "units" and not _units_serve(cell_name, opts, options):
+            raise BackendError(f"backend: 'units' serves cells with one product per step and no recurrent "
+                               f"dropout, zoneout or layer norm, got {kern.name}"
+                               f"{' with ' + ', '.join(options) if options else ''}; use 'loop' or 'split'")
     return backend
 
 
-def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=False, loop_only=False, keep=True,
+def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=False, options=(), keep=True,
            K=None, T=None) -> str:
     """The backend for one call of B rows: ``backend`` itself when it names one (checked that it can serve
     the call), else the automatic choice (itemsize: of the dtype, 4 or 8; ``reference``: the layer uses an
-    option only the NumPy reference implements; ``loop_only``: one that only it and the compiled loop do;
-    ``keep``: a forward for training; K: the rows of the step's product, I + H (+ 1), H if not given; T: the
-    steps of the call, if known)."""
+    option only the NumPy reference implements; ``options``: the names of the options the compiled loop
+    serves that the layer uses; ``keep``: a forward for training; K: the rows of the step's product, I + H
+    (+ 1), H if not given; T: the steps of the call, if known)."""
     if backend == "units":
         from .kernels import units
         if keep:
@@ -106,27 +119,28 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
         n = split.threads_for(B)
         if n < 2:
             raise BackendError(f"backend: 'split' needs at least 2 threads and 2 batch rows, got {n} thread(s) for "
-                               f"B={B} (RNNLAB_NUM_THREADS={split.num_threads()}); use 'loop' or 'hybrid'")
+                               f"B={B} (RNNLAB_NUM_THREADS={split.num_threads()}); use 'loop'")
         return backend
     if backend in ("numpy",) + COMPILED:
         return backend
     if segment or reference or (backend == "auto" and not kernels.available()):
         return "numpy"
+    kern = _kernel(cell_name, opts)
+    if kern is None or any(o not in kern.serves for o in options):
+        return "numpy"
     from .kernels.packed_gemm import vector_bytes
     vfma = B * GH * H * itemsize // vector_bytes()
-    if loop_only:                   # the options' one-thread loop, or the reference's multi-threaded BLAS products
-        return "loop" if vfma <= VARIANT_LOOP_MAX_VFMA else "numpy"
-    if not keep and B == 1 and (T or 0) >= UNITS_MIN_STEPS and _split_serves(cell_name, opts):
+    if not keep and B == 1 and (T or 0) >= UNITS_MIN_STEPS and _units_serve(cell_name, opts, options):
         from .kernels import units
         n = units.threads_for(H)
         if n > 1 and GH * (K or H) * itemsize // vector_bytes() // n >= UNITS_MIN_VFMA:
             return "units"
-    if _split_serves(cell_name, opts) and B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
+    if B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
         from .kernels import split
         n = split.threads_for(B)
         if n > 1 and vfma // n >= SPLIT_MIN_VFMA:
             return "split"
-    return "loop" if vfma <= LOOP_MAX_VFMA else "hybrid"
+    return "loop"
 
 
 # ------------------------------------------------------------------ BLAS threads
@@ -270,9 +284,7 @@ def forward(layer, x, states0, mask, keep, guards=()):
     finals = [np.empty_like(s) for s in states0]
     layer_caches = []
     inp = x
-    # the compiled loop makes no BLAS call inside its forward: no thread setting to change
-    with contextlib.nullcontext() if backend == "loop" else blas_context(backend, B, layer.gate_size,
-                                                                         layer.hidden_size):
+    with blas_context(backend, B, layer.gate_size, layer.hidden_size):
         for l in range(L):
             outs, dirs = [], []
             for d in range(D):

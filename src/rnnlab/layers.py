@@ -139,15 +139,15 @@ class RecurrentLayer:
         return []
 
     def loop_options(self) -> list:
-        """The options set on this layer that the NumPy reference and the compiled whole loop implement
-        (``kernels.variants``), not the hybrid and split paths."""
+        """The options set on this layer that the shared compiled loop implements where the cell's kernels
+        serve them (``CellKernel.serves``; the NumPy reference implements every one)."""
         return ([k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
                 + (["layer_norm"] if getattr(self, "layer_norm", False) else []))
 
     def _choose(self, B, keep=True, T=None):
         return engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
                              self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()),
-                             bool(self.loop_options()), keep, self.input_size + self.hidden_size + 1, T)
+                             tuple(self.loop_options()), keep, self.input_size + self.hidden_size + 1, T)
 
     def option_params(self, l, d) -> dict:
         """Parameters of the cell's options for layer l, direction d, passed to its steps: the layer norm's
@@ -733,6 +733,11 @@ LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": Min
 
 
 def layer_class(cell: str) -> type:
+    """The layer class of a cell: the built-in ones above, or a ``RecurrentLayer`` named after a cell added with
+    ``rnnlab.registry.register``."""
+    from .registry import SPECS
+    if cell not in LAYERS and cell in SPECS:
+        LAYERS[cell] = type(cell.upper(), (RecurrentLayer,), {"cell_name": cell, "__module__": __name__})
     check_choice("cell", cell, LAYERS)
     return LAYERS[cell]
 

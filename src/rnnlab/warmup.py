@@ -21,7 +21,7 @@ VARIANTS = {"rnn": ("rnn", {}), "lstm": ("lstm", {}), "gru": ("gru", {}), "gru-b
             "lstm+options": ("lstm", {"recurrent_dropout": 0.1, "zoneout": 0.1, "layer_norm": True}),
             "gru+options": ("gru", {"recurrent_dropout": 0.1, "zoneout": 0.1, "layer_norm": True})}
 DIAGONAL = ("mingru", "minlstm", "indrnn", "lru")         # one compiled backend: their whole loop ("loop")
-LOOP_ONLY = DIAGONAL + ("rnn+options", "lstm+options", "gru+options")   # the options: kernels/variants.py
+NOT_UNITS = ("gru-before", "rnn+options", "lstm+options", "gru+options")   # two products a step, or an option
 
 
 def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report=None) -> dict:
@@ -44,9 +44,9 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
         for name in cells:
             cell, opts = VARIANTS[name]
             for backend in backends:
-                if backend in ("split", "units") and (num_threads() < 2 or opts.get("reset") == "before"):
+                if backend in ("split", "units") and num_threads() < 2:
                     continue                                    # the threaded paths would not serve these calls
-                if name in LOOP_ONLY and backend != "loop":
+                if (name in DIAGONAL and backend != "loop") or (name in NOT_UNITS and backend == "units"):
                     continue
                 t0 = time.perf_counter()
                 # the units path splits at least 8 units per thread, and runs inference only

@@ -1,4 +1,4 @@
-"""Every compiled backend (loop, hybrid, split), selected by name, against the NumPy reference: float64 within
+"""Every compiled backend (loop, with one-row and packed products, and split), selected by name, against the NumPy reference: float64 within
 1e-12, float32 within 1e-5 relative; NaN propagation, cache reuse, the output never read back."""
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.RNN, 
 
 @pytest.fixture(params=COMPILED)
 def impl(request, monkeypatch):
-    """The whole-loop, hybrid or batch-split kernels, by name, at the small test sizes."""
+    """The shared compiled loop on one thread (one-row or packed products) or split, by name, at the small test sizes."""
     return use_backend(request.param, monkeypatch)
 
 
@@ -25,8 +25,6 @@ def impl(request, monkeypatch):
 @pytest.mark.parametrize("simd", SIMD)
 def test_compiled_equals_reference(cls, kw, dtype, tol, L, bidir, ragged, impl, simd, monkeypatch):
     monkeypatch.setenv("RNNLAB_SIMD", simd)
-    if not serves(impl, cls, kw):
-        pytest.skip("split does not serve the reset-before GRU (tested in test_engine)")
     rng = np.random.default_rng(0)
     ref = cls(6, 7, L, bidirectional=bidir, dtype=dtype, seed=0, backend="numpy", **kw)
     fast = cls(6, 7, L, bidirectional=bidir, dtype=dtype, seed=0, backend=impl, **kw)

@@ -1,24 +1,23 @@
-"""Each cell's gate math, compiled once: the kernels every compiled strategy (loop, hybrid, split) calls.
+"""Each cell's compiled row kernels: the only compiled copy of the cells' math (the other is ``rnnlab.cells``).
 
-One step of a cell is a matrix product followed by elementwise gate math. The product differs by strategy
-(the loop's one-row products, BLAS in the hybrid path, the split path's packed products); the gate math does
-not, so it is written here once per cell, as in ``rnnlab.cells`` (the equations are in each cell module's
-docstring, and ``tests/kernels/test_gates.py`` runs one step of every kernel here against its ``cells`` step):
+One step of a cell is a matrix product followed by elementwise gate math. The product is the strategy's
+(``kernels.loop``: one-row products or packed products over a block of rows, on one thread or several); the
+gate math is written here once per cell, as one batch row of one step, and registered as a ``CellKernel``
+(``kernels.cell``) that the shared loops call. ``tests/kernels/test_gates.py`` runs one step of each kernel
+against its ``rnnlab.cells`` step, options included:
 
-    RNN    rnn_row_fwd / rnn_row_bwd             A = pre-activation -> h; dL/dh -> dL/dA
-    LSTM   lstm_row_fwd / lstm_gates_bwd         A = [a_i a_f a_g a_o] -> gates, c, h; dL/dh, dL/dc -> dL/dA
-    GRU    gru_row_rz, gru_row_n                 A = h W_hh^T (+ b_hh) -> r, z, then n and h; with
-                                                 reset='before' the caller computes the n block of A from
-                                                 (r h) between the two (``Es`` holds r h then)
-           gru_row_zn_bwd, gru_row_r_bwd         dL/dh -> dL/d(x W_ih^T), dL/d(h W_hh^T); the same split
+    RNN          rnn_fwd / rnn_bwd             a = A (+ X) -> h = act(a); dL/dh -> dL/da (from the new h)
+    LSTM         lstm_fwd / lstm_bwd           a -> i f g o, c, h; split at c_t, where layer norm acts (LN_c)
+    GRU          gru_fwd / gru_bwd             reset='after': one product, A = h W_hh^T + b_hh
+    GRU_BEFORE   gru_before_fwd / _bwd         reset='before': two products, the n block's from r * h
 
-Each ``*_row_*`` kernel is one batch row; the others run it over a step's rows (``rnn_act_fwd``,
-``lstm_gates_fwd``, ``gru_gates_fwd`` ...), which is what the hybrid and split paths call. The loop path calls
-the row kernels directly with row indices into whole arrays.
+The options are mechanisms of the loops around these kernels: recurrent dropout multiplies the products'
+operand (``st``'s O), zoneout mixes the new states (``st``'s N) into the old, layer norm normalises the
+recurrent product before the kernel (``ln_row``) and, for the LSTM, c_t inside it.
 
-Conventions: ``A`` is (B, G*H), one row per batch row; a padded row (mask 0) keeps its state, gets output 0
-and gradient 0. An absent bias or mask is an empty placeholder with a flag (``has_b``, ``has_mask``): one
-compiled specialisation serves every case (``None`` would compile one per combination of absent inputs).
+Conventions: ``A`` (B, G*H), one row per batch row; an absent array is an empty one of the right rank (``X``
+with 0 rows: A holds the whole pre-activation). A padded row (mask 0) never reaches a kernel: the loop keeps
+its state, writes output 0 and passes its gradient unchanged.
 
 float64 uses libm's ``tanh`` (exact to round-off, as the reference); float32 a rational tanh (Eigen's
 ``generic_fast_tanh_float`` coefficients, clamped at |x| = 7.99) that vectorises, max error 5e-7 (tested);
@@ -26,8 +25,8 @@ float64 uses libm's ``tanh`` (exact to round-off, as the reference); float32 a r
 
 Indexing: gate blocks are read as A[r, H2 + k] with unsigned offsets (a signed 2 * H + k keeps Numba's
 negative-index check, which blocks vectorisation), and rows of whole 2-D arrays rather than per-row views
-where the loop is hot (each view is two atomic reference-count updates). The kernels are inlined into their
-callers (``inline="always"``): a call per step with a dozen array arguments is measurable at B = 1.
+where the loop is hot (each view is two atomic reference-count updates). The kernels are inlined into the
+loops (``inline="always"``).
 """
 from __future__ import annotations
 
@@ -36,6 +35,8 @@ import math
 import numpy as np
 from numba import njit, types, uint64
 from numba.extending import overload
+
+from .cell import CellKernel
 
 FAST = {"contract", "reassoc", "arcp", "nsz", "afn"}    # no 'nnan'/'ninf': NaN and Inf must still propagate
 ACT = {"tanh": 0, "relu": 1, "identity": 2}             # the RNN's nonlinearity as the kernels take it
@@ -99,70 +100,94 @@ def sg(x):
     return _sg_dispatch(x)
 
 
-# ------------------------------------------------------------------ RNN
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def rnn_row_fwd(A, ra, b, has_b, act, h, r, O, ro, valid):
-    """One batch row: act(A[ra] + b) (A[ra]: the pre-activation without b); on a valid row h[r] and O[ro] get
-    it, on a padded row O[ro] = 0 and h[r] stays. act: 0 tanh, 1 relu, 2 identity. One pass over the row (the
-    branches are loop-invariant: LLVM unswitches them)."""
-    H = A.shape[1]
-    for k in range(H):
-        v = A[ra, k] + b[k] if has_b else A[ra, k]
+
+
+# ------------------------------------------------------------------ layer norm of one row's columns
+EPS = 1e-5                                              # rnnlab.cells.layernorm.EPS (torch's default)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def ln_row(A, ra, c0, K, gamma, beta, V, rv, Inv):
+    """A[ra, c0:c0+K] <- LN(that) gamma + beta in place; V[rv] = v_hat, Inv[rv] = 1 / s (the equations are
+    ``rnnlab.cells.layernorm``'s)."""
+    o = uint64(c0)
+    mu = 0.0
+    for j in range(uint64(K)):
+        mu += A[ra, o + j]
+    mu /= K
+    var = 0.0
+    for j in range(uint64(K)):
+        d = A[ra, o + j] - mu
+        var += d * d
+    inv = 1.0 / math.sqrt(var / K + EPS)
+    Inv[rv] = inv
+    for j in range(uint64(K)):
+        v = (A[ra, o + j] - mu) * inv
+        V[rv, j] = v
+        A[ra, o + j] = v * gamma[j] + beta[j]
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def ln_row_bwd(D, rd, c0, K, gamma, V, rv, Inv, acc, ra):
+    """D[rd, c0:c0+K] <- dL/dv from dL/dy in place (v_hat, 1/s of the forward in V[rv], Inv[rv]); the gain's
+    and the bias's gradients are added to acc[ra, 0] and acc[ra, 1]."""
+    o = uint64(c0)
+    mg = 0.0
+    mgv = 0.0
+    for j in range(uint64(K)):
+        dy = D[rd, o + j]
+        v = V[rv, j]
+        acc[ra, 0, j] += dy * v
+        acc[ra, 1, j] += dy
+        g = dy * gamma[j]
+        mg += g
+        mgv += g * v
+    mg /= K
+    mgv /= K
+    inv = Inv[rv]
+    for j in range(uint64(K)):
+        D[rd, o + j] = inv * (D[rd, o + j] * gamma[j] - mg - V[rv, j] * mgv)
+
+
+# ------------------------------------------------------------------ RNN: cache none; copt (act,)
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def rnn_fwd(p, A, X, st, r, C, rc, copt):
+    """h = act(A[r] + X[r]); act: 0 tanh, 1 relu, 2 identity (the branches are loop-invariant: LLVM unswitches
+    them)."""
+    N = st[2]
+    act = copt[0]
+    has_x = X.shape[0] > 0
+    for k in range(uint64(N.shape[2])):
+        v = A[r, k] + X[r, k] if has_x else A[r, k]
         if act == 0:
             v = th(v)
         elif act == 1:
             v = 0.0 if v <= 0.0 else v                      # NaN <= 0 is false: NaN passes
-        if valid:
-            h[r, k] = v
-            O[ro, k] = v
-        else:
-            O[ro, k] = 0.0
+        N[0, r, k] = v
 
 
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def rnn_row_bwd(dh, r, d_out, ro, act, h_t, rh, DA, rd):
-    """One batch row of a valid step: DA[rd] = dL/dA from g = dh[r] + d_out[ro] and the state after the step,
-    h_t[rh] (the activation's derivative is a function of its value)."""
-    H = DA.shape[1]
-    if act == 0:
-        for k in range(H):
-            hk = h_t[rh, k]
-            DA[rd, k] = (dh[r, k] + d_out[ro, k]) * (1.0 - hk * hk)
-    elif act == 1:
-        for k in range(H):
-            DA[rd, k] = (dh[r, k] + d_out[ro, k]) if h_t[rh, k] > 0.0 else 0.0
-    else:
-        for k in range(H):
-            DA[rd, k] = dh[r, k] + d_out[ro, k]
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def rnn_bwd(p, G, r, C, rc, Hp, hn, D, copt):
+    """dL/da = g act'(a), the derivative read from the new state hn (tanh: 1 - h^2; relu: [h > 0])."""
+    DX, dD = D[0], D[2]
+    act = copt[0]
+    for k in range(uint64(hn.shape[1])):
+        g = G[0, r, k]
+        v = hn[r, k]
+        if act == 0:
+            g = g * (1.0 - v * v)
+        elif act == 1:
+            g = g if v > 0.0 else 0.0
+        DX[rc, k] = g
+        dD[0, r, k] = 0.0
 
 
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def rnn_act_fwd(A, xw_t, b, has_b, m_t, has_mask, act, h, out_t, Hs_t):
-    """All rows of a step: h = act(A + xw_t + b) on valid rows (out_t = h; padded rows: out_t = 0, h kept);
-    Hs_t = h before the step. xw_t None: A holds x W_ih^T already."""
-    B, H = A.shape
-    for r in range(B):
-        for k in range(H):
-            Hs_t[r, k] = h[r, k]
-        if xw_t is not None:
-            for k in range(H):
-                A[r, k] += xw_t[r, k]
-        rnn_row_fwd(A, r, b, has_b, act, h, r, out_t, r, (m_t[r] if has_mask else 1.0) != 0.0)
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def rnn_act_bwd(dh, d_out_t, m_t, has_mask, act, h_t, DA):
-    """All rows of a step: DA = dL/dA from the state after it, h_t; padded rows get 0."""
-    B, H = DA.shape
-    for r in range(B):
-        if (m_t[r] if has_mask else 1.0) == 0.0:
-            for k in range(H):
-                DA[r, k] = 0.0
-        else:
-            rnn_row_bwd(dh, r, d_out_t, r, act, h_t, r, DA, r)
+RNN = CellKernel("rnn", rnn_fwd, rnn_bwd, g1=1, reads_new=True, cache=(),
+                 serves=("recurrent_dropout", "zoneout"))
 
 
 # ------------------------------------------------------------------ LSTM (gates i f g o)
+# cache [c_{t-1} | i | f | g | o | tanh(LN_c(c_t))]; copt (S, lnc (2, H) or (0, H), Vc, Ic, acc (B, 2, H))
 @njit(cache=True)
 def gate_scales(GH, like):
     """S (2, 4H): the LSTM's gates as one formula, S[0] tanh(S[0] a) + S[1]: (0.5, 0.5) for the sigmoid gates
@@ -176,242 +201,187 @@ def gate_scales(GH, like):
     return S
 
 
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def lstm_row_fwd(A, ra, b, has_b, S, G, rg, c, h, r, O, ro):
-    """One batch row: G[rg] = the gates of A[ra] (+ b), then c[r], h[r] and O[ro] = h."""
-    GH = A.shape[1]
-    H = uint64(GH // 4)
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def lstm_fwd(p, A, X, st, r, C, rc, copt):
+    """The gates, c_t = f c_{t-1} + i g, then (LN_c) and h_t = o tanh(c_t): the row kernel split at c_t."""
+    S, N = st[0], st[2]
+    Sg, lnc, Vc, Ic = copt[0], copt[1], copt[2], copt[3]
+    H = uint64(S.shape[2])
+    GH = uint64(4) * H
     H2 = uint64(2) * H
     H3 = uint64(3) * H
-    if has_b:                                               # i f g o: s tanh(s a) + o, see gate_scales
-        for j in range(uint64(GH)):
-            sj = S[0, j]
-            G[rg, j] = sj * th(sj * (A[ra, j] + b[j])) + S[1, j]
+    H5 = uint64(5) * H
+    if X.shape[0] > 0:                                      # i f g o: s tanh(s a) + o, see gate_scales
+        for j in range(GH):
+            sj = Sg[0, j]
+            C[rc, H + j] = sj * th(sj * (A[r, j] + X[r, j])) + Sg[1, j]
     else:
-        for j in range(uint64(GH)):
-            sj = S[0, j]
-            G[rg, j] = sj * th(sj * A[ra, j]) + S[1, j]
+        for j in range(GH):
+            sj = Sg[0, j]
+            C[rc, H + j] = sj * th(sj * A[r, j]) + Sg[1, j]
     for k in range(H):
-        cn = G[rg, H + k] * c[r, k] + G[rg, k] * G[rg, H2 + k]
-        c[r, k] = cn
-        hk = G[rg, H3 + k] * th(cn)
-        h[r, k] = hk
-        O[ro, k] = hk
+        cp = S[1, r, k]
+        C[rc, k] = cp
+        cn = C[rc, H2 + k] * cp + C[rc, H + k] * C[rc, H3 + k]     # f c + i g
+        N[1, r, k] = cn
+        C[rc, H5 + k] = cn
+    if lnc.shape[0] > 0:
+        ln_row(C, rc, H5, H, lnc[0], lnc[1], Vc, rc, Ic)
+    for k in range(H):
+        tc = th(C[rc, H5 + k])
+        C[rc, H5 + k] = tc
+        N[0, r, k] = C[rc, uint64(4) * H + k] * tc
 
 
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def lstm_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, c, out_t, Hs_t, Cs_t, Gs_t, keep, S):
-    """A (B, 4H): h W_hh^T on entry; with xw_t (x W_ih^T) and b added, writes the gates (Gs_t) and the new
-    states (h, c, out_t). keep: also cache h and c before the step (Hs_t, Cs_t; Hs_t None: h is cached
-    elsewhere). xw_t None: A holds x W_ih^T already."""
-    B, GH = A.shape
-    H = uint64(GH // 4)
-    for r in range(B):
-        if keep:
-            for k in range(H):
-                Cs_t[r, k] = c[r, k]
-            if Hs_t is not None:
-                for k in range(H):
-                    Hs_t[r, k] = h[r, k]
-        if (m_t[r] if has_mask else 1.0) == 0.0:           # padded: state kept, output 0, gates not used
-            for k in range(H):
-                out_t[r, k] = 0.0
-            continue
-        if xw_t is not None:
-            for j in range(uint64(GH)):
-                A[r, j] += xw_t[r, j]
-        lstm_row_fwd(A, r, b, has_b, S, Gs_t, r, c, h, r, out_t, r)
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def lstm_gates_bwd(dh, dc, d_out_t, m_t, has_mask, Cs_t, Gs_t, Cn_t, DA):
-    """One step back. Cs_t: the cell state before the step, Cn_t: after it (tanh(c_t) is recomputed from it:
-    one (T, B, H) cache less for a transcendental per unit). Writes dL/dA (DA) and the cell-state gradient
-    carried back (dc); padded rows: DA = 0, dc unchanged."""
-    B, GH = DA.shape
-    H = uint64(GH // 4)
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt):
+    """do, then dL/dc_t through h = o tanh(LN_c(c_t)) (dD[0] holds it meanwhile), then di, df, dg and the
+    cell path dc_{t-1} = dc f (the direct part, dD[1])."""
+    DX, dD = D[0], D[2]
+    lnc, Vc, Ic, acc = copt[1], copt[2], copt[3], copt[4]
+    H = uint64(dD.shape[2])
     H2 = uint64(2) * H
     H3 = uint64(3) * H
-    for r in range(B):
-        if (m_t[r] if has_mask else 1.0) == 0.0:
-            for j in range(uint64(GH)):
-                DA[r, j] = 0.0
-            continue
-        for k in range(H):
-            tc = th(Cn_t[r, k])
-            i = Gs_t[r, k]
-            f = Gs_t[r, H + k]
-            g = Gs_t[r, H2 + k]
-            o = Gs_t[r, H3 + k]
-            g_h = dh[r, k] + d_out_t[r, k]
-            dck = dc[r, k] + g_h * o * (1.0 - tc * tc)
-            DA[r, k] = (dck * g) * i * (1.0 - i)
-            DA[r, H + k] = (dck * Cs_t[r, k]) * f * (1.0 - f)
-            DA[r, H2 + k] = (dck * i) * (1.0 - g * g)
-            DA[r, H3 + k] = (g_h * tc) * o * (1.0 - o)
-            dc[r, k] = dck * f
+    H4 = uint64(4) * H
+    H5 = uint64(5) * H
+    for k in range(H):
+        g_h = G[0, r, k]
+        tc = C[rc, H5 + k]
+        o = C[rc, H4 + k]
+        DX[rc, H3 + k] = (g_h * tc) * o * (1.0 - o)
+        dD[0, r, k] = g_h * o * (1.0 - tc * tc)
+    if lnc.shape[0] > 0:
+        ln_row_bwd(dD[0], r, 0, H, lnc[0], Vc, rc, Ic, acc, r)
+    for k in range(H):
+        dck = G[1, r, k] + dD[0, r, k]
+        i = C[rc, H + k]
+        f = C[rc, H2 + k]
+        g = C[rc, H3 + k]
+        DX[rc, k] = (dck * g) * i * (1.0 - i)
+        DX[rc, H + k] = (dck * C[rc, k]) * f * (1.0 - f)
+        DX[rc, H2 + k] = (dck * i) * (1.0 - g * g)
+        dD[1, r, k] = dck * f
+        dD[0, r, k] = 0.0
+
+
+LSTM = CellKernel("lstm", lstm_fwd, lstm_bwd, g1=4, cache=("c_prev", "i", "f", "g", "o", "tanh_c"), gates=tuple("ifgo"),
+                  serves=("recurrent_dropout", "zoneout", "zoneout_cell", "layer_norm"))
 
 
 # ------------------------------------------------------------------ GRU (gates r z n)
-# The row kernels take a row index per array (A's row ra, X's rx, the state's r, the output's ro, the caches'
-# rc ...), so the loop path passes whole (T*B, H) arrays and no per-step views.
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_row_rz(A, ra, X, rx, h, r, Hs, Rs, Zs, Es, rc, after):
-    """One batch row: r, z from the r and z blocks of A (h W_hh^T + b_hh) and X (x W_ih^T + b_ih); Hs = h
-    before the step; reset='before' (not after): Es = r h, the operand of the n block's product."""
-    H = uint64(h.shape[1])
-    for k in range(H):
-        Hs[rc, k] = h[r, k]
-    for k in range(H):
-        Rs[rc, k] = sg(X[rx, k] + A[ra, k])
-    for k in range(H):
-        Zs[rc, k] = sg(X[rx, H + k] + A[ra, H + k])
-    if not after:
-        for k in range(H):
-            Es[rc, k] = Rs[rc, k] * h[r, k]
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_row_n(A, ra, X, rx, h, r, O, ro, Rs, Zs, Ns, Es, rc, valid, after):
-    """One batch row: n and the new state from the n block of A: h W_hn^T + b_hn (after; cached in Es for
-    dr) or (r h) W_hn^T + b_hn (before). A padded row keeps its state and gets output 0."""
-    H = uint64(h.shape[1])
+# cache [r | z | n | e], e = h W_hn^T + b_hn (reset='after') or r * h_{t-1} * m (reset='before'); copt (0,)
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def gru_fwd(p, A, X, st, r, C, rc, copt):
+    """reset='after': r, z, n = tanh(x_n + r e) and h_t = (1 - z) n + z h_{t-1} in one pass."""
+    S, N = st[0], st[2]
+    H = uint64(S.shape[2])
     H2 = uint64(2) * H
-    if after:
+    H3 = uint64(3) * H
+    for k in range(H):
+        rr = sg(X[r, k] + A[r, k])
+        zz = sg(X[r, H + k] + A[r, H + k])
+        e = A[r, H2 + k]
+        n = th(X[r, H2 + k] + rr * e)
+        C[rc, k] = rr
+        C[rc, H + k] = zz
+        C[rc, H2 + k] = n
+        C[rc, H3 + k] = e
+        N[0, r, k] = n + zz * (S[0, r, k] - n)              # (1 - z) n + z h
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _gru_zn_bwd(G, r, C, rc, Hp, DX, dD):
+    """The z and n blocks of dL/d(x W_ih^T) and the direct part g z of dL/dh_{t-1}."""
+    H = uint64(dD.shape[2])
+    H2 = uint64(2) * H
+    for k in range(H):
+        g = G[0, r, k]
+        z = C[rc, H + k]
+        n = C[rc, H2 + k]
+        DX[rc, H + k] = g * (Hp[rc, k] - n) * z * (1.0 - z)
+        DX[rc, H2 + k] = g * (1.0 - z) * (1.0 - n * n)
+        dD[0, r, k] = g * z
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def gru_bwd(p, G, r, C, rc, Hp, hn, D, copt):
+    """reset='after': dr = dn e r (1 - r); DHW = [dr dz dn*r]."""
+    DX, DHW, dD = D[0], D[1], D[2]
+    _gru_zn_bwd(G, r, C, rc, Hp, DX, dD)
+    H = uint64(dD.shape[2])
+    H2 = uint64(2) * H
+    H3 = uint64(3) * H
+    for k in range(H):
+        rr = C[rc, k]
+        dn = DX[rc, H2 + k]
+        dr = dn * C[rc, H3 + k] * rr * (1.0 - rr)
+        DX[rc, k] = dr
+        DHW[rc, k] = dr
+        DHW[rc, H + k] = DX[rc, H + k]
+        DHW[rc, H2 + k] = dn * rr
+
+
+GRU = CellKernel("gru", gru_fwd, gru_bwd, g1=3, writes_dhw=True, sums=False, cache=("r", "z", "n", "e"),
+                 gates=("r", "z", "n"), serves=("recurrent_dropout", "zoneout", "layer_norm"))
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def gru_before_fwd(p, A, X, st, r, C, rc, copt):
+    """reset='before'. Phase 1: r, z and e = r * O (O: h_{t-1}, times the recurrent dropout mask), the operand
+    of phase 2's product. Phase 2: n = tanh(x_n + A_n), A_n = e W_hn^T + b_hn, and h_t."""
+    S, O, N = st
+    H = uint64(S.shape[2])
+    H2 = uint64(2) * H
+    H3 = uint64(3) * H
+    if p == 1:
         for k in range(H):
-            Es[rc, k] = A[ra, H2 + k]
-        for k in range(H):
-            Ns[rc, k] = th(X[rx, H2 + k] + Rs[rc, k] * A[ra, H2 + k])
+            rr = sg(X[r, k] + A[r, k])
+            C[rc, k] = rr
+            C[rc, H + k] = sg(X[r, H + k] + A[r, H + k])
+            C[rc, H3 + k] = rr * O[r, k]
     else:
         for k in range(H):
-            Ns[rc, k] = th(X[rx, H2 + k] + A[ra, H2 + k])
-    if valid:
-        for k in range(H):
-            n = Ns[rc, k]
-            hn = n + Zs[rc, k] * (h[r, k] - n)              # (1 - z) n + z h
-            h[r, k] = hn
-            O[ro, k] = hn
+            n = th(X[r, H2 + k] + A[r, H2 + k])
+            C[rc, H2 + k] = n
+            N[0, r, k] = n + C[rc, H + k] * (S[0, r, k] - n)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def gru_before_bwd(p, G, r, C, rc, Hp, hn, D, copt):
+    """Phase 1: the z and n blocks (DHW is DX). Phase 2, with DRH = dL/d(r h m) * m = (dn W_hn) m: dr =
+    DRH h r (1 - r) and the direct part += DRH r."""
+    DX, dD, DRH = D[0], D[2], D[3]
+    if p == 1:
+        _gru_zn_bwd(G, r, C, rc, Hp, DX, dD)
     else:
-        for k in range(H):
-            O[ro, k] = 0.0
+        for k in range(uint64(dD.shape[2])):
+            rr = C[rc, k]
+            DX[rc, k] = DRH[r, k] * Hp[rc, k] * rr * (1.0 - rr)
+            dD[0, r, k] += DRH[r, k] * rr
 
 
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_row_zn_bwd(dh, r, D_out, ro, Hs, Zs, Ns, rc, DX, rd, dh_part, valid):
-    """One batch row: the z and n blocks of DX = dL/d(x W_ih^T) and the direct part of dL/dh_{t-1},
-    dh_part = g z (g = dL/dh_t). A padded row: DX = 0 and dh_part = dh (the gradient passes unchanged)."""
-    H = uint64(dh.shape[1])
-    H2 = uint64(2) * H
-    if not valid:
-        for j in range(uint64(DX.shape[1])):
-            DX[rd, j] = 0.0
-        for k in range(H):
-            dh_part[r, k] = dh[r, k]
-        return
-    for k in range(H):
-        g = dh[r, k] + D_out[ro, k]
-        z = Zs[rc, k]
-        n = Ns[rc, k]
-        DX[rd, H + k] = g * (Hs[rc, k] - n) * z * (1.0 - z)
-        DX[rd, H2 + k] = g * (1.0 - z) * (1.0 - n * n)
-        dh_part[r, k] = g * z
+GRU_BEFORE = CellKernel("gru-before", gru_before_fwd, gru_before_bwd, phases=2, g1=2, op2=3, sums=False,
+                        cache=("r", "z", "n", "e"), gates=("r", "z", "n"), serves=("recurrent_dropout", "zoneout"))
 
 
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_row_r_bwd(DX, rd, DHW, rw, Hs, Rs, Es, rc, DRH, dh_part, r, after):
-    """One batch row: the r block of DX and DHW = dL/d(h W_hh^T) (before: dL/d([h | r h] W_hh^T)). after:
-    dr = dn (h W_hn^T + b_hn) r (1 - r), DHW = [dr dz dn*r]. before: DRH[r] = dL/d(r h) = dn W_hn on entry,
-    dr = DRH h r (1 - r), dh_part += DRH r, DHW = DX. A padded row has DX = 0, so DHW = 0, dh_part unchanged."""
-    H = uint64(Hs.shape[1])
-    H2 = uint64(2) * H
-    if after:
-        for k in range(H):
-            rr = Rs[rc, k]
-            dr = DX[rd, H2 + k] * Es[rc, k] * rr * (1.0 - rr)
-            DX[rd, k] = dr
-            DHW[rw, k] = dr
-            DHW[rw, H + k] = DX[rd, H + k]
-            DHW[rw, H2 + k] = DX[rd, H2 + k] * rr
-    else:
-        for k in range(H):
-            rr = Rs[rc, k]
-            DX[rd, k] = DRH[r, k] * Hs[rc, k] * rr * (1.0 - rr)
-            dh_part[r, k] += DRH[r, k] * rr
-        for j in range(uint64(DX.shape[1])):
-            DHW[rw, j] = DX[rd, j]
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_rz_fwd(A, xw_t, after, h, Hs_t, Rs_t, Zs_t, Es_t):
-    """``gru_row_rz`` over a step's rows (the reset-before GRU needs every row's r h before its n product)."""
-    for r in range(A.shape[0]):
-        gru_row_rz(A, r, xw_t, r, h, r, Hs_t, Rs_t, Zs_t, Es_t, r, after)
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_n_fwd(A, xw_t, m_t, has_mask, after, h, out_t, Rs_t, Zs_t, Ns_t, Es_t):
-    """``gru_row_n`` over a step's rows."""
-    for r in range(A.shape[0]):
-        gru_row_n(A, r, xw_t, r, h, r, out_t, r, Rs_t, Zs_t, Ns_t, Es_t, r, (m_t[r] if has_mask else 1.0) != 0.0,
-                  after)
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_gates_fwd(A, xw_t, b, has_b, m_t, has_mask, h, out_t, Hs_t, Rs_t, Zs_t, Ns_t, Es_t):
-    """reset='after', row by row (each row's gates while they are in cache): A (B, 3H) = h W_hh^T on entry,
-    b = b_hh."""
-    for r in range(A.shape[0]):
-        if has_b:
-            for j in range(uint64(A.shape[1])):
-                A[r, j] += b[j]
-        gru_row_rz(A, r, xw_t, r, h, r, Hs_t, Rs_t, Zs_t, Es_t, r, True)
-        gru_row_n(A, r, xw_t, r, h, r, out_t, r, Rs_t, Zs_t, Ns_t, Es_t, r, (m_t[r] if has_mask else 1.0) != 0.0,
-                  True)
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_zn_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Zs_t, Ns_t, DX, dh_part):
-    """``gru_row_zn_bwd`` over a step's rows (the reset-before GRU needs every row's dn before its product)."""
-    for r in range(DX.shape[0]):
-        gru_row_zn_bwd(dh, r, d_out_t, r, Hs_t, Zs_t, Ns_t, r, DX, r, dh_part, (m_t[r] if has_mask else 1.0) != 0.0)
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_r_bwd(DX, DHW, after, Hs_t, Rs_t, Es_t, DRH, dh_part):
-    """``gru_row_r_bwd`` over a step's rows."""
-    for r in range(DX.shape[0]):
-        gru_row_r_bwd(DX, r, DHW, r, Hs_t, Rs_t, Es_t, r, DRH, dh_part, r, after)
-
-
-@njit(cache=True, inline="always", fastmath=FAST, error_model="numpy")
-def gru_gates_bwd(dh, d_out_t, m_t, has_mask, Hs_t, Rs_t, Zs_t, Ns_t, Es_t, DX, DHW, dh_part):
-    """reset='after', row by row: then dL/dh_{t-1} = dh_part + DHW W_hh."""
-    for r in range(DX.shape[0]):
-        gru_row_zn_bwd(dh, r, d_out_t, r, Hs_t, Zs_t, Ns_t, r, DX, r, dh_part, (m_t[r] if has_mask else 1.0) != 0.0)
-        gru_row_r_bwd(DX, r, DHW, r, Hs_t, Rs_t, Es_t, r, dh_part, dh_part, r, True)
-
-
-# ------------------------------------------------------------------ shared helpers
-@njit(cache=True, error_model="numpy")
-def state_after(Cs, cT, t, reverse):
-    """A state after step t (the LSTM's c, the RNN's h): the cached state before the next step in scan order,
-    or the final state."""
-    n = t - 1 if reverse else t + 1
-    return cT if n < 0 or n >= Cs.shape[0] else Cs[n]
-
-
-def bias_rows(cell_name, b_ih, b_hh, dt):
-    """(b, has_b, bx, has_bx): the biases as the kernels take them. The LSTM and the RNN add b_ih and b_hh
-    (b_ih joins b: one bias pass less); the GRU keeps b_ih (bx) apart for its n gate."""
-    has_b, has_bx = b_hh is not None, b_ih is not None
-    if has_bx and cell_name != "gru":
-        b_hh, has_b, has_bx = (b_ih if b_hh is None else b_hh + b_ih), True, False
-    return (b_hh if has_b else np.empty(1, dt)), has_b, (b_ih if has_bx else np.empty(1, dt)), has_bx
+def cell_opts(kern, opts, rows, B, H, dt, ln):
+    """The cell's own bundle (``copt``) for one call: the RNN's nonlinearity; the LSTM's gate scales and LN_c
+    (gains, and per-row caches and gradient sums, empty without layer norm); the GRU's placeholder."""
+    if kern is RNN:
+        return (ACT[opts.get("nonlinearity", "tanh")],)
+    if kern is LSTM:
+        GH = 4 * H
+        if ln is not None and "c" in ln:
+            lnc = np.ascontiguousarray(np.stack(ln["c"]), dtype=dt)
+            return (gate_scales(GH, lnc), lnc, np.empty((rows, H), dt), np.empty(rows, dt), np.zeros((B, 2, H), dt))
+        return (gate_scales(GH, np.empty(0, dt)), np.empty((0, H), dt), np.empty((0, H), dt), np.empty(0, dt),
+                np.empty((0, 2, H), dt))
+    return (0,)
 
 
 def mask_rows(mask, T, dt):
     """(m2, has_mask): the (T, B) mask the kernels read (the (T, B, 1) mask's last axis dropped), or an empty
     placeholder and False."""
     if mask is None:
-        return np.empty((T, 1), dt), False
-    return np.ascontiguousarray(mask[..., 0]), True
+        return np.empty((0, 1), dt), False
+    return np.ascontiguousarray(mask[..., 0], dtype=dt), True

@@ -1,295 +1,433 @@
-"""backend="loop": the whole time loop compiled, one thread, for the shapes where per-call overhead dominates.
+"""The compiled time loop, written once for every cell and option: backends "loop" (one thread) and "split".
 
-Per step and batch row, the recurrent product is a one-row product with its accumulators in registers
-(``packed_gemm.vecmat_acc``); then the cell's gate kernel (``kernels.gates``) runs over the step's rows. The
-input projection x_t W_ih^T runs inside the loop too, one packed product per block of ``PROJ_ROWS`` rows of
-steps (``_project_chunk``), so no (T, B, G*H) array is written before the loop and read back. The weight
-gradients are BLAS products after the loop. No Python runs inside the time loop.
+``scan_fwd`` and ``scan_bwd`` run the whole sequence for a block of batch rows [r0, r1). Backend "loop" runs
+one block of all rows on the calling thread; "split" (``kernels.split``) runs one block per thread, with no
+synchronisation between steps (the rows of a batch are independent chains). No Python runs inside the loop.
+Per step:
 
-Contract (as every backend): ``forward(...) -> (output, final state, arrays)``, ``backward(...) -> Grads``.
+    forward    h_{t-1} -> the cache Hs and the products' operand O = h_{t-1} * m (recurrent dropout m)
+               A = O W_hh^T: one-row products (``vecmat_acc``, few rows) or packed products over the block
+               (``pgemm``); cells whose x and h products enter as a sum may take [x_t | O | 1] [W_ih W_hh b]^T
+               in one product; else x_t W_ih^T + b is computed for blocks of steps inside the loop (no
+               (T, B, G*H) array written before it and read back), or, under layer norm, before the loop
+               A <- LN_h(A) + b_hh (layer norm), the cell's row kernel (``kernels.gates`` via ``kernels.cell``),
+               a second product and kernel for two-phase cells (the reset-before GRU), then zoneout's mix of
+               the new states into the old; a padded row (mask 0) keeps its state and gets output 0
+    backward   dL/d(new states) (zoneout: the kept share carried past the cell), the cell's row kernel ->
+               dL/d(x W_ih^T) (DX) and dL/d(h W_hh^T) (DHW), the bias sums per row, LN_h's backward,
+               dh_{t-1} = (DHW W_hh) * m + the cell's direct part
+
+The weight gradients, dx, and the layer norm of the input projection are large BLAS products over all steps
+around the loop (``forward`` and ``backward`` below, the engine's contract for both backends).
+
+Contract: ``forward(...) -> (output, final state, CellArrays or None)``, ``backward(...) -> Grads``.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
-from ..caches import GRUArrays, LSTMArrays, RNNArrays, VariantArrays
-from . import variants
-from .gates import (
-    ACT, FAST, bias_rows, gate_scales, gru_row_n, gru_row_r_bwd, gru_row_rz, gru_row_zn_bwd, lstm_gates_bwd,
-    lstm_row_fwd, mask_rows, rnn_row_bwd, rnn_row_fwd, state_after,
-)
-from .packed_gemm import MR_MAX, pack, pgemm, token, vecmat_acc
-from .weight_grads import weight_grads
+from ..caches import CellArrays, Grads
+from ..cells import layernorm
+from .cell import bwd_row, fwd_row, props
+from .gates import FAST, cell_opts, ln_row, ln_row_bwd, mask_rows
+from .packed_gemm import MR_MAX, _lanes, _nv, pack, pgemm, token, vecmat_acc
+from .threads import pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
+PACK_MIN_ROWS = 4    # rows of a block from which the packed product beats one-row products
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def _project_chunk(XW, x2, s, T, B, reverse, Pih, bx, has_bx, tile, tok):
-    """x_t W_ih^T (+ b_ih) of the scan's steps s .. s+n-1 (n = XW rows / B), from x2 (T*B, I), into XW
-    (n*B, G*H). Returns ta, the first time index of the block (step t's rows are XW[(t - ta)*B :])."""
+# ------------------------------------------------------------------ products over a block of rows
+def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_prod)
+def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
+    """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W packed
+    (``pack``, 3-D) -> the packed product of the block."""
+    if W.ndim == 2:
+        def rows(C, V, W, acc, r0, r1, tile, tok):
+            for r in range(r0, r1):
+                if not acc:
+                    for j in range(C.shape[1]):
+                        C[r, j] = 0.0
+                vecmat_acc(C, r, V, r, W, tok)
+        return rows
+
+    def block(C, V, W, acc, r0, r1, tile, tok):
+        pgemm(C[r0:r1], V[r0:r1], W, C.shape[1], acc, tile, tok)
+    return block
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
+    """x_t W_ih^T (+ b) of the scan's steps s .. s+n-1 (n = XW rows / B) for rows r0 .. r1, into XW ((n*B,
+    G*H), step t's rows at (t - ta) * B). Returns ta, the first time index of the block."""
+    T, B, I = x.shape
     n = min(XW.shape[0] // B, T - s)
     ta = T - s - n if reverse else s
-    rows = XW[:n * B]
-    if has_bx:
-        for r in range(n * B):
-            for j in range(XW.shape[1]):
-                rows[r, j] = bx[j]
-    pgemm(rows, x2[ta * B:(ta + n) * B], Pih, XW.shape[1], has_bx, tile, tok)
+    GH = XW.shape[1]
+    has_b = bx.shape[0] > 0
+    if r1 - r0 == B:                                    # the whole batch: one product over n steps
+        rows = XW[:n * B]
+        if has_b:
+            for r in range(n * B):
+                for j in range(GH):
+                    rows[r, j] = bx[j]
+        pgemm(rows, x.reshape(T * B, I)[ta * B:(ta + n) * B], Pih, GH, has_b, tile, tok)
+        return ta
+    for k in range(n):
+        rows = XW[k * B + r0:k * B + r1]
+        if has_b:
+            for r in range(r1 - r0):
+                for j in range(GH):
+                    rows[r, j] = bx[j]
+        pgemm(rows, x[ta + k, r0:r1], Pih, GH, has_b, tile, tok)
     return ta
 
 
-# ------------------------------------------------------------------ RNN
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def rnn_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, has_mask, reverse, act, out, Hs, hT, tok):
-    T, B, H = out.shape
-    keep = Hs.shape[0] == T                         # caches for backward, or one reused row (inference)
-    h = h0.copy()
-    out2, Hs2 = out.reshape(T * B, H), Hs.reshape(-1, H)
-    tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
-    ta = 0
-    nxt = 0                                         # the step that starts the next block of x W_ih^T
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        c0 = (t if keep else 0) * B                 # the step's first row in the caches
-        if s == nxt:
-            nxt += XW.shape[0] // B
-            ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, b, False, tile, tok)
-        for r in range(B):
-            xr = (t - ta) * B + r                   # x_t W_ih^T of row r in XW, then + h W_hh^T
-            for k in range(H):
-                Hs2[c0 + r, k] = h[r, k]
-            vecmat_acc(XW, xr, h, r, WT, tok)
-            rnn_row_fwd(XW, xr, b, has_b, act, h, r, out2, t * B + r, mask[t, r] != 0.0 if has_mask else True)
-    hT[:] = h
+@njit(cache=True, nogil=True)
+def _tile(A, tok):
+    """The packed product's scratch tile, one per thread: MR_MAX rows of a panel's width."""
+    z = A[0, 0]
+    return np.empty((MR_MAX, _nv(tok) * _lanes(z, tok)), A.dtype)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def rnn_bwd(d_out, dhT, W, mask, has_mask, reverse, act, Hs, hT, dXW, dh0, tok):
-    T, B, H = d_out.shape
-    dh = dhT.copy()
-    d_out2, dXW2 = d_out.reshape(T * B, H), dXW.reshape(T * B, H)
-    for s in range(T):
-        t = s if reverse else T - 1 - s
-        h_t = state_after(Hs, hT, t, reverse)           # the state after step t (not the user's output array)
-        for r in range(B):
-            row = t * B + r
-            if has_mask and mask[t, r] == 0.0:
-                for k in range(H):
-                    dXW2[row, k] = 0.0
-                continue                            # padded: the state gradient passes unchanged
-            rnn_row_bwd(dh, r, d_out2, row, act, h_t, r, dXW2, row)
-            for k in range(H):
-                dh[r, k] = 0.0
-            vecmat_acc(dh, r, dXW2, row, W, tok)     # dh_{t-1} = dA W_hh
-    dh0[:] = dh
-
-
-# ------------------------------------------------------------------ LSTM
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def lstm_fwd(x2, Pih, XW, h0, WT, b, has_b, mask, reverse, out, Hs, Cs, Gs, hT, cT, c0, tok):
-    """Hs, Cs (T, B, H), Gs (T, B, 4H): the caches; or Hs = Cs = None (inference) and Gs (B, 4H) scratch.
-    mask None: no padded rows. ``is None`` on an argument is pruned at compile time, so the inference loop
-    carries no cache or mask code."""
-    T, B, H = out.shape
-    GH = WT.shape[1]
-    h = h0.copy()
-    c = c0.copy()
-    S = gate_scales(GH, out)
-    out2, Gs2 = out.reshape(T * B, H), Gs.reshape(-1, GH)
-    tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
+# ------------------------------------------------------------------ the loop, forward
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
+    """Rows r0 .. r1 over the whole sequence. Bundles (an absent array is an empty one):
+    w = (Pih, W1, W2, bx, bh): W_ih^T packed (projected in the loop) or empty (XW holds every step's x W_ih^T +
+        b, or the product is fused); the first product's weights (O W_hh^T, or the fused [W_ih W_hh b]^T);
+        the second's (two-phase cells); the bias added to x W_ih^T, and the one added to A after layer norm
+    st = (S, O, N, XH): the states (n, B, H) in place; the operand (B, H); the new states (N is S without
+        zoneout); the fused product's operand [x_t | O | 1] (B, I+H[+1])
+    io = (XW, A, out, mask): x W_ih^T (a block of steps, or all); A (B, G*H); out (T, B, H); mask (T, B)
+    cache = (Hs, C, Vh, Ih, Zn): h_{t-1} (rows, H); the cell's cache (rows, KC); LN_h's v_hat and 1/s; the new
+        h before zoneout (cells that read it). rows = T*B, or B (inference: one reused step)
+    opt = (rm, Z, lnh, copt, reverse): recurrent dropout mask (B, H); zoneout's shares (n, T*B, H); LN_h's
+        gain and bias (2, n1); the cell's own bundle"""
+    Pih, W1, W2, bx, bh = w
+    S, O, N, XH = st
+    XW, A, out, mask = io
+    Hs, C, Vh, Ih, Zn = cache
+    rm, Z, lnh, copt, reverse = opt
+    phases, g1, op2, reads_new, writes_dhw, kc, cprev = props(cell)
+    T, B, I = x.shape
+    nst, _, H = S.shape
+    n1 = g1 * H
+    keep = Hs.shape[0] == T * B
+    has_rm, has_zo, has_ln = rm.shape[0] > 0, Z.shape[0] > 0, lnh.shape[0] > 0
+    has_mask, has_bh, fused = mask.shape[0] > 0, bh.shape[0] > 0, XH.shape[1] > 0
+    project = Pih.shape[0] > 0
+    tile = _tile(A, tok)
+    A1 = A[:, :n1]
     ta = 0
     nxt = 0
     for s in range(T):
         t = T - 1 - s if reverse else s
-        if s == nxt:
+        if project and s == nxt:
             nxt += XW.shape[0] // B
-            ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, b, False, tile, tok)
-        for r in range(B):
-            xr = (t - ta) * B + r                   # x_t W_ih^T of row r in XW, then + h W_hh^T
-            vecmat_acc(XW, xr, h, r, WT, tok)
-            g = r                                   # row of the gates in Gs2
-            if Hs is not None:
-                g = t * B + r
+            ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
+        X = XW[(t - ta) * B:(t - ta + 1) * B]           # (B, G*H), or (0, G*H) when fused
+        c0 = t * B if keep else 0
+        for r in range(r0, r1):
+            for k in range(H):
+                hv = S[0, r, k]
+                Hs[c0 + r, k] = hv
+                O[r, k] = hv * rm[r, k] if has_rm else hv
+        if fused:                                       # [x_t | O | 1] [W_ih W_hh b]^T
+            for r in range(r0, r1):
+                for k in range(I):
+                    XH[r, k] = x[t, r, k]
                 for k in range(H):
-                    Hs[t, r, k] = h[r, k]
-                    Cs[t, r, k] = c[r, k]
-            if mask is not None:
-                if mask[t, r] == 0.0:
+                    XH[r, I + k] = O[r, k]
+                if XH.shape[1] > I + H:
+                    XH[r, I + H] = 1.0
+            _prod(A1, XH, W1, False, r0, r1, tile, tok)
+        else:
+            _prod(A1, O, W1, False, r0, r1, tile, tok)
+        if has_ln or has_bh:
+            for r in range(r0, r1):
+                if has_ln:
+                    ln_row(A, r, 0, n1, lnh[0], lnh[1], Vh, c0 + r, Ih)
+                if has_bh:
+                    for j in range(n1):
+                        A[r, j] += bh[j]
+        for r in range(r0, r1):
+            if not has_mask or mask[t, r] != 0.0:
+                fwd_row(cell, 1, A, X, (S, O, N), r, C, c0 + r, copt)
+        if phases == 2:                                 # the second product reads the cache's block op2
+            e0 = op2 * H
+            _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
+            for r in range(r0, r1):
+                if not has_mask or mask[t, r] != 0.0:
+                    if has_bh:
+                        for j in range(n1, A.shape[1]):
+                            A[r, j] += bh[j]
+                    fwd_row(cell, 2, A, X, (S, O, N), r, C, c0 + r, copt)
+        for r in range(r0, r1):
+            if has_mask and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
+                for k in range(H):
+                    out[t, r, k] = 0.0
+                for j in range(C.shape[1]):
+                    C[c0 + r, j] = 0.0
+                if cprev >= 0:
                     for k in range(H):
-                        out2[t * B + r, k] = 0.0
-                    continue
-            lstm_row_fwd(XW, xr, b, has_b, S, Gs2, g, c, h, r, out2, t * B + r)
-    hT[:] = h
-    cT[:] = c
+                        C[c0 + r, cprev * H + k] = S[1, r, k]
+                continue
+            if has_zo:                                  # s_t = s_{t-1} + k (s_new - s_{t-1})
+                if Zn.shape[0] > 0:
+                    for k in range(H):
+                        Zn[c0 + r, k] = N[0, r, k]
+                for j in range(nst):
+                    for k in range(H):
+                        S[j, r, k] += Z[j, t * B + r, k] * (N[j, r, k] - S[j, r, k])
+            for k in range(H):
+                out[t, r, k] = S[0, r, k]
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def lstm_bwd(d_out, dhT, dcT, W, mask, has_mask, reverse, Cs, Gs, cT, dXW, dh0, dc0, tok):
-    T, B, GH = dXW.shape
-    H = GH // 4
-    dh = dhT.copy()
-    dc = dcT.copy()
+# ------------------------------------------------------------------ the loop, backward
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def scan_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+    """Rows r0 .. r1 back over the sequence. Bundles:
+    w = (W1, W2): W_hh's first-product rows (n1, H), and the second's (two-phase cells), plain or packed
+    gst = (dS, G, dD, P, DRH, hn): dL/d(states) (n, B, H), in place: in dL/d(final), out dL/d(initial); scratch
+        for dL/d(new states), the cell's direct part, the product dDHW W_hh, phase 2's product, the new h
+    io = (DX, DHW, mask, dacc): dL/d(x W_ih^T) and dL/d(h W_hh^T) (T*B, G*H) (DHW may be DX itself); mask;
+        per-row sums (B, 2, G*H) of DX and DHW (the bias gradients), or empty without bias
+    cache = (Hs, C, Vh, Ih, Zn, hT): the forward's caches, and the final h
+    opt = (rm, Z, lnh, copt, reverse, dln): as forward; dln (B, 2, n1) the sums of LN_h's gain and bias
+        gradients per row"""
+    W1, W2 = w
+    dS, G, dD, P, DRH, hn = gst
+    DX, DHW, mask, dacc = io
+    Hs, C, Vh, Ih, Zn, hT = cache
+    rm, Z, lnh, copt, reverse, dln = opt
+    phases, g1, op2, reads_new, writes_dhw, kc, cprev = props(cell)
+    T, B, H = d_out.shape
+    nst = dS.shape[0]
+    GH = DX.shape[1]
+    n1 = g1 * H
+    has_rm, has_zo, has_ln = rm.shape[0] > 0, Z.shape[0] > 0, lnh.shape[0] > 0
+    has_mask, has_bias = mask.shape[0] > 0, dacc.shape[0] > 0
+    copy_dhw = has_ln and not writes_dhw               # DHW is its own array under layer norm
+    sep = writes_dhw or has_ln
+    tile = _tile(DX, tok)
+    D = (DX, DHW, dD, DRH)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        lstm_gates_bwd(dh, dc, d_out[t], mask[t], has_mask, Cs[t], Gs[t], state_after(Cs, cT, t, reverse), dXW[t])
-        for r in range(B):
+        c0 = t * B
+        tn = t - 1 if reverse else t + 1               # the step after t in scan order
+        for r in range(r0, r1):
+            row = c0 + r
+            if has_mask and mask[t, r] == 0.0:          # padded: no gradient into the cell, dS passes
+                for j in range(GH):
+                    DX[row, j] = 0.0
+                if sep:
+                    for j in range(GH):
+                        DHW[row, j] = 0.0
+                continue
+            for j in range(nst):
+                for k in range(H):
+                    g = dS[j, r, k] + d_out[t, r, k] if j == 0 else dS[j, r, k]
+                    if has_zo:
+                        zk = Z[j, row, k]
+                        dS[j, r, k] = g * (1.0 - zk)    # the kept share, past the cell
+                        G[j, r, k] = g * zk
+                    else:
+                        dS[j, r, k] = 0.0
+                        G[j, r, k] = g
+            if reads_new:                               # the new h: zoneout's cache, or the state after t
+                for k in range(H):
+                    if Zn.shape[0] > 0:
+                        hn[r, k] = Zn[row, k]
+                    elif 0 <= tn < T:
+                        hn[r, k] = Hs[tn * B + r, k]
+                    else:
+                        hn[r, k] = hT[r, k]
+            bwd_row(cell, 1, G, r, C, row, Hs, hn, D, copt)
+        if phases == 2:                                 # dL/d(r h m) = dn W_hn, times m
+            _prod(DRH, DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
+            for r in range(r0, r1):
+                if not has_mask or mask[t, r] != 0.0:
+                    if has_rm:
+                        for k in range(H):
+                            DRH[r, k] *= rm[r, k]
+                    bwd_row(cell, 2, G, r, C, c0 + r, Hs, hn, D, copt)
+        for r in range(r0, r1):
+            if has_mask and mask[t, r] == 0.0:
+                continue
+            row = c0 + r
+            if copy_dhw:
+                for j in range(GH):
+                    DHW[row, j] = DX[row, j]
+            if has_bias:
+                for j in range(GH):
+                    dacc[r, 0, j] += DX[row, j]
+                if sep:
+                    for j in range(GH):
+                        dacc[r, 1, j] += DHW[row, j]
+            if has_ln:
+                ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
+        _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
+        for r in range(r0, r1):
             if has_mask and mask[t, r] == 0.0:
                 continue
             for k in range(H):
-                dh[r, k] = 0.0
-            vecmat_acc(dh, r, dXW[t], r, W, tok)
-    dh0[:] = dh
-    dc0[:] = dc
-
-
-# ------------------------------------------------------------------ GRU
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def gru_fwd(x2, Pih, bx, has_bx, XW, h0, WT, b, has_b, mask, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es,
-            hT, tok):
-    """after: A = h W_hh^T + b_hh in one product per row, then the row's gates; before: the r, z blocks from h
-    for every row, then each row's n block from its r h (``kernels.gates.gru_row_rz`` leaves r h in Es)."""
-    T, B, H = out.shape
-    GH = WT.shape[1]
-    keep = Hs.shape[0] == T
-    h = h0.copy()
-    A = np.empty((B, GH), out.dtype)
-    n_rz = GH if after else 2 * H                   # columns of the first product
-    WT_rz, WT_n = WT[:, :n_rz], WT[:, 2 * H:]
-    A_rz, A_n = A[:, :n_rz], A[:, 2 * H:]
-    out2 = out.reshape(T * B, H)
-    Hs2, Rs2, Zs2, Ns2, Es2 = Hs.reshape(-1, H), Rs.reshape(-1, H), Zs.reshape(-1, H), Ns.reshape(-1, H), \
-        Es.reshape(-1, H)
-    tile = np.empty((MR_MAX, Pih.shape[2]), out.dtype)
-    ta = 0
-    nxt = 0
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        c0 = (t if keep else 0) * B                 # the step's first row in the caches
-        if s == nxt:
-            nxt += XW.shape[0] // B
-            ta = _project_chunk(XW, x2, s, T, B, reverse, Pih, bx, has_bx, tile, tok)
-        x0 = (t - ta) * B                           # the step's first row in XW
-        for r in range(B):
-            for j in range(n_rz):
-                A[r, j] = b[j] if has_b else 0.0
-            vecmat_acc(A_rz, r, h, r, WT_rz, tok)
-            gru_row_rz(A, r, XW, x0 + r, h, r, Hs2, Rs2, Zs2, Es2, c0 + r, after)
-            if after:
-                gru_row_n(A, r, XW, x0 + r, h, r, out2, t * B + r, Rs2, Zs2, Ns2, Es2, c0 + r,
-                          mask[t, r] != 0.0 if has_mask else True, True)
-        if not after:
-            for r in range(B):
+                dS[0, r, k] += (P[r, k] * rm[r, k] if has_rm else P[r, k]) + dD[0, r, k]
+            for j in range(1, nst):
                 for k in range(H):
-                    A_n[r, k] = b[2 * H + k] if has_b else 0.0
-                vecmat_acc(A_n, r, Es2, c0 + r, WT_n, tok)   # (r h) W_hn^T + b_hn
-                gru_row_n(A, r, XW, x0 + r, h, r, out2, t * B + r, Rs2, Zs2, Ns2, Es2, c0 + r,
-                          mask[t, r] != 0.0 if has_mask else True, False)
-    hT[:] = h
-
-
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def gru_bwd(d_out, dhT, W, mask, has_mask, reverse, after, Hs, Rs, Zs, Ns, Es, dXW, dHW, dh0, tok):
-    T, B, GH = dXW.shape
-    H = GH // 3
-    dh = dhT.copy()
-    dh_part = np.empty_like(dh)
-    DRH = np.zeros_like(dh)                         # before: dL/d(r h) of a row
-    n_rec = GH if after else 2 * H                  # blocks of W_hh that multiply h itself
-    W_rec, W_n = W[:n_rec], W[2 * H:]
-    d_out2, dXW2, dHW2 = d_out.reshape(T * B, H), dXW.reshape(T * B, GH), dHW.reshape(T * B, GH)
-    Hs2, Rs2, Zs2, Ns2, Es2 = Hs.reshape(-1, H), Rs.reshape(-1, H), Zs.reshape(-1, H), Ns.reshape(-1, H), \
-        Es.reshape(-1, H)
-    dXn2, dHrec2 = dXW2[:, 2 * H:], dHW2[:, :n_rec]
-    for s in range(T):
-        t = s if reverse else T - 1 - s
-        for r in range(B):
-            row = t * B + r
-            valid = mask[t, r] != 0.0 if has_mask else True
-            gru_row_zn_bwd(dh, r, d_out2, row, Hs2, Zs2, Ns2, row, dXW2, row, dh_part, valid)
-            if not after:
-                for k in range(H):
-                    DRH[r, k] = 0.0
-                vecmat_acc(DRH, r, dXn2, row, W_n, tok)      # dL/d(r h) = dn W_hn
-            gru_row_r_bwd(dXW2, row, dHW2, row, Hs2, Rs2, Es2, row, DRH, dh_part, r, after)
-            for k in range(H):
-                dh[r, k] = dh_part[r, k]
-            if valid:
-                vecmat_acc(dh, r, dHrec2, row, W_rec, tok)   # + dA W_hh (before: the r, z blocks)
-    dh0[:] = dh
+                    dS[j, r, k] += dD[j, r, k]
 
 
 # ------------------------------------------------------------------ the contract
-def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None):
-    """x (T, B, I) -> (output (T, B, H), final state, arrays or None). keep=False (inference): the caches go
-    to one reused row instead of T rows. alloc(shape, dtype) gives the cache arrays. A call with recurrent
-    dropout (opts["rec_mask"]), zoneout or layer norm (opts["ln"]) runs ``kernels.variants``'s loop."""
-    if variants.serves(opts, zoneout):
-        return variants.forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc,
-                                zoneout)
+def _empty(ndim, dt):
+    return np.empty((0,) * ndim, dt)
+
+
+def _weights(W, packed):
+    """W (K, N) as the block product takes it: packed column panels, or rows contiguous."""
+    return pack(W) if packed else np.ascontiguousarray(W)
+
+
+def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None,
+            rows=None):
+    """x (T, B, I) -> (output (T, B, H), final state, CellArrays or None). keep=False (inference): the caches go
+    to one reused step instead of T. alloc(shape, dtype) gives the cache arrays. rows: a ``split.RowSplit``
+    (backend "split": one block of rows per thread), or None (one block on this thread). opts: the cell's
+    options (nonlinearity, reset), rec_mask (recurrent dropout, (B, H)) and ln (layer norm's gains)."""
+    from ..registry import kernel_for
+    kern = kernel_for(cell_name, opts)
     T, B, I = x.shape
     GH, H = W_hh.shape
     dt = x.dtype
     tok = token()
-    m2, has_mask = mask_rows(mask, T, dt)
-    b, has_b, bx, has_bx = bias_rows(cell_name, b_ih, b_hh, dt)
-    x2 = np.ascontiguousarray(x).reshape(T * B, I)
-    Pih = pack(W_ih.T)                                          # W_ih^T (I, G*H) as column panels
-    XW = np.empty((max(1, PROJ_ROWS // B) * B, GH), dt)         # x W_ih^T of a block of steps
-    WT = np.ascontiguousarray(W_hh.T)
+    n1 = kern.g1 * H
+    ln, rm = opts.get("ln"), opts.get("rec_mask")
+    nthreads = 1 if rows is None else rows.threads(B)
+    packed = (B // nthreads) >= PACK_MIN_ROWS
+    x = np.ascontiguousarray(x)
+    m2, _ = mask_rows(mask, T, dt)
+    fused = kern.sums and ln is None and packed
+    # the biases: cells whose products enter as a sum take b_ih + b_hh once, with x W_ih^T; others keep b_hh
+    # apart (the GRU's n gate reads r (h W_hn^T + b_hn)) and add it after layer norm
+    if kern.sums:
+        bsum = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)
+        bx, bh = (_empty(1, dt) if bsum is None else bsum), _empty(1, dt)
+    else:
+        bx = _empty(1, dt) if b_ih is None else b_ih
+        bh = _empty(1, dt) if b_hh is None else np.ascontiguousarray(b_hh)
+    ln_x = None
+    XH = np.empty((B, 0), dt)
+    if ln is not None:                                  # LN_x(x W_ih^T) + b_ih over all steps, BLAS
+        XW, ln_x = layernorm.forward((x.reshape(T * B, I) @ W_ih.T).reshape(T, B, GH), *ln["x"])
+        if b_ih is not None:
+            XW += b_ih
+        if kern.sums and b_hh is not None:
+            bh = np.ascontiguousarray(b_hh)             # after LN_h, as the reference adds it
+        XW = XW.reshape(T * B, GH)
+        Pih = _empty(3, dt)
+        W1 = _weights(W_hh.T[:, :n1], packed)
+    elif fused:
+        XW, Pih = np.empty((0, GH), dt), _empty(3, dt)
+        XH = np.empty((B, I + H + (0 if bx.size == 0 else 1)), dt)
+        W1 = pack(W_ih.T, W_hh.T, bx[None, :]) if bx.size else pack(W_ih.T, W_hh.T)
+        bx = _empty(1, dt)
+    else:
+        XW = np.empty((max(1, PROJ_ROWS // B) * B, GH), dt)
+        Pih = pack(W_ih.T)
+        W1 = _weights(W_hh.T[:, :n1], packed)
+    W2 = _weights(W_hh.T[:, n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
+    S = np.ascontiguousarray(np.stack(state0), dtype=dt)            # (n, B, H)
+    has_zo = zoneout is not None
+    N = np.empty_like(S) if has_zo else S
+    Z = np.ascontiguousarray(np.stack([np.broadcast_to(z, (T, B, H)).reshape(T * B, H) for z in zoneout]),
+                             dtype=dt) if has_zo else _empty(3, dt)
     Tc = T if keep else 1
-    cache = alloc if keep else np.empty
-    out, Hs = np.empty((T, B, H), dt), cache((Tc, B, H), dt)
-    h0 = np.ascontiguousarray(state0[0])
-    hT = np.empty((B, H), dt)
-    if cell_name == "rnn":
-        act = ACT[opts.get("nonlinearity", "tanh")]
-        rnn_fwd(x2, Pih, XW, h0, WT, b, has_b, m2, has_mask, reverse, act, out, Hs, hT, tok)
-        return out, (hT,), RNNArrays(Hs, hT.copy(), act) if keep else None
-    if cell_name == "lstm":
-        cT = np.empty((B, H), dt)
-        c0 = np.ascontiguousarray(state0[1])
-        m = m2 if has_mask else None
-        if not keep:                                            # no caches: a (B, 4H) row for the gates
-            lstm_fwd(x2, Pih, XW, h0, WT, b, has_b, m, reverse, out, None, None, np.empty((B, GH), dt), hT, cT, c0, tok)
-            return out, (hT, cT), None
-        Cs, Gs = cache((T, B, H), dt), cache((T, B, GH), dt)
-        lstm_fwd(x2, Pih, XW, h0, WT, b, has_b, m, reverse, out, Hs, Cs, Gs, hT, cT, c0, tok)
-        return out, (hT, cT), LSTMArrays(Cs, Gs, cT.copy(), Hs=Hs)
-    after = opts.get("reset", "after") == "after"
-    Rs, Zs, Ns, Es = (cache((Tc, B, H), dt) for _ in range(4))
-    gru_fwd(x2, Pih, bx, has_bx, XW, h0, WT, b, has_b, m2, has_mask, reverse, after, out, Hs, Rs, Zs, Ns, Es, hT,
+    new = alloc if keep else np.empty
+    rows_c = Tc * B
+    Hs3, C3 = new((Tc, B, H), dt), new((Tc, B, kern.kc * H), dt)
+    Vh, Ih = (np.empty((rows_c, n1), dt), np.empty(rows_c, dt)) if ln is not None else (_empty(2, dt), _empty(1, dt))
+    Zn = np.empty((rows_c, H), dt) if has_zo and kern.reads_new else _empty(2, dt)
+    lnh = np.ascontiguousarray(np.stack(ln["h"]), dtype=dt) if ln is not None else _empty(2, dt)
+    copt = cell_opts(kern, opts, rows_c, B, H, dt, ln)
+    rmask = np.ascontiguousarray(rm, dtype=dt) if rm is not None else _empty(2, dt)
+    out = np.empty((T, B, H), dt)
+    A = np.empty((B, GH), dt)
+    args = (kern, x, (Pih, W1, W2, bx, bh), (S, np.empty((B, H), dt), N, XH), (XW, A, out, m2),
+            (Hs3.reshape(rows_c, H), C3.reshape(rows_c, kern.kc * H), Vh, Ih, Zn), (rmask, Z, lnh, copt, reverse),
             tok)
-    return out, (hT,), GRUArrays(Hs, Rs, Zs, Ns, Es, after) if keep else None
+    if rows is None:
+        scan_fwd(0, B, *args)
+    else:
+        rows.run(scan_fwd, B, args)
+    final = tuple(S[j].copy() for j in range(S.shape[0]))
+    if not keep:
+        return out, final, None
+    return out, final, CellArrays(kern=kern, Hs=Hs3, C=C3, hT=final[0], Vh=Vh, Ih=Ih, Zn=Zn, Z=Z if has_zo else None, rm=rmask, lnh=lnh,
+                                  copt=copt, ln_x=ln_x, bh_after=bool(bh.size))
 
 
-def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace):
-    """-> Grads from the forward's DirCache; workspace(shape, dtype) holds dL/dA."""
-    if isinstance(cache.arrays, VariantArrays):
-        return variants.backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace)
-    c, x = cache.arrays, cache.x
-    tok = token()
+def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
+    """-> Grads from the forward's DirCache; workspace(shape, dtype) holds dL/d(x W_ih^T)."""
+    a = cache.arrays
+    kern = a.kern
     T, B, H = d_out.shape
     GH = W_hh.shape[0]
+    I = W_ih.shape[1]
     dt = d_out.dtype
-    m2, has_mask = mask_rows(cache.mask, T, dt)
-    d_out = np.ascontiguousarray(d_out)
-    W = np.ascontiguousarray(W_hh)
-    dXW = workspace((T, B, GH), dt)
-    dh0 = np.empty((B, H), dt)
-    dh_T = np.ascontiguousarray(d_state[0])
-    if cell_name == "rnn":
-        rnn_bwd(d_out, dh_T, W, m2, has_mask, cache.reverse, c.act, c.Hs, c.hT, dXW, dh0, tok)
-        dHW, dstate0, H_op = dXW, (dh0,), c.Hs
-    elif cell_name == "lstm":
-        dc0 = np.empty((B, H), dt)
-        lstm_bwd(d_out, dh_T, np.ascontiguousarray(d_state[1]), W, m2, has_mask, cache.reverse, c.Cs, c.Gs, c.cT,
-                 dXW, dh0, dc0, tok)
-        dHW, dstate0, H_op = dXW, (dh0, dc0), c.Hs
+    tok = token()
+    n1 = kern.g1 * H
+    ln = cache.opts.get("ln")
+    nthreads = 1 if rows is None else rows.threads(B)
+    packed = (B // nthreads) >= PACK_MIN_ROWS
+    m2, _ = mask_rows(cache.mask, T, dt)
+    sep = kern.writes_dhw or ln is not None
+    DX = workspace((T * B, GH), dt)
+    DHW = np.empty((T * B, GH), dt) if sep else DX
+    dS = np.ascontiguousarray(np.stack(d_state), dtype=dt)
+    G, dD = np.empty_like(dS), np.empty_like(dS)
+    gst = (dS, G, dD, np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt))
+    dacc = np.zeros((B, 2, GH), dt) if has_bias else _empty(3, dt)
+    dln = np.zeros((B, 2, n1), dt) if ln is not None else _empty(3, dt)
+    copt = a.copt
+    if len(copt) == 5 and copt[1].shape[0]:            # the LSTM's LN_c: fresh gradient sums
+        copt = copt[:4] + (np.zeros_like(copt[4]),)
+    W1 = _weights(W_hh[:n1], packed)
+    W2 = _weights(W_hh[n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
+    Hs2, C2 = a.Hs.reshape(T * B, H), a.C.reshape(T * B, -1)
+    args = (kern, np.ascontiguousarray(d_out, dtype=dt), (W1, W2), gst, (DX, DHW, m2, dacc),
+            (Hs2, C2, a.Vh, a.Ih, a.Zn, a.hT), (a.rm, _empty(3, dt) if a.Z is None else a.Z, a.lnh, copt, cache.reverse, dln),
+            tok)
+    if rows is None:
+        scan_bwd(0, B, *args)
+        mm = np.matmul
     else:
-        dHW = np.empty((T, B, GH), dt)
-        gru_bwd(d_out, dh_T, W, m2, has_mask, cache.reverse, c.after, c.Hs, c.Rs, c.Zs, c.Ns, c.Es, dXW, dHW, dh0,
-                tok)
-        dstate0, H_op = (dh0,), c.Hs
-    return weight_grads(cell_name, dXW, dHW, x, H_op, c, W_ih, has_bias, dstate0, np.matmul)
+        rows.run(scan_bwd, B, args)
+        mm = pmatmul
+    # the products over all steps
+    Hop = (a.Hs * a.rm).reshape(T * B, H) if a.rm.size else Hs2       # the products' operand h m
+    dW_hh = mm(DHW[:, :n1].T, Hop)
+    if kern.phases == 2:
+        e0 = kern.op2 * H
+        dW_hh = np.concatenate([dW_hh, mm(DHW[:, n1:].T, C2[:, e0:e0 + H])], axis=0)
+    db_ih = db_hh = None
+    if has_bias:
+        db_ih = dacc[:, 0].sum(axis=0)
+        db_hh = dacc[:, 1].sum(axis=0) if sep else db_ih.copy()
+    extra = {}
+    if ln is not None:
+        DXr, extra["ln_ih_weight"], extra["ln_ih_bias"] = layernorm.backward(DX.reshape(T, B, GH), ln["x"][0], a.ln_x)
+        DX = DXr.reshape(T * B, GH)
+        sums = dln.sum(axis=0)
+        extra["ln_hh_weight"], extra["ln_hh_bias"] = sums[0], sums[1]
+        if "c" in ln:
+            csum = copt[4].sum(axis=0)
+            extra["ln_c_weight"], extra["ln_c_bias"] = csum[0], csum[1]
+    x2 = cache.x.reshape(T * B, I)
+    return Grads(dx=mm(DX, W_ih).reshape(cache.x.shape), dstate0=tuple(dS[j] for j in range(dS.shape[0])),
+                 dW_ih=mm(DX.T, x2), dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh, extra=extra or None)

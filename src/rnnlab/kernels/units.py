@@ -13,7 +13,8 @@ double-buffered (``hbuf[s % 2]`` is read at step s, ``hbuf[(s + 1) % 2]`` writte
 
 Forward without caches only (``keep`` false: ``rnnlab.no_grad()``, evaluation and sampling); a forward for
 training raises ``BackendError``: its backward would need a reduction over the threads' shares of dL/dh at
-every step. Serves the RNN, the LSTM and the GRU with reset='after'; the gate math is ``kernels.gates``'.
+every step. Serves every cell with one product per step (``serves``); the gate math is the cell's row kernel
+(``kernels.gates``, called through ``kernels.cell``), the loop is written once for every cell.
 """
 from __future__ import annotations
 
@@ -25,9 +26,10 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ..errors import BackendError
-from .gates import ACT, FAST, bias_rows, gate_scales, gru_gates_fwd, lstm_gates_fwd, mask_rows, rnn_act_fwd
+from .cell import fwd_row
+from .gates import FAST, cell_opts, mask_rows
 from .packed_gemm import token, vecmat_acc
-from .split import _in_threads, _xh_rows, num_threads
+from .threads import _in_threads, num_threads
 
 MIN_UNITS = 8           # fewest hidden units per thread
 SUPPORTED = sys.platform != "win32"     # the barrier yields with POSIX sched_yield
@@ -87,7 +89,7 @@ def barrier(sync, target):
             spins = 0
 
 
-# ------------------------------------------------------------------ per-thread loops
+# ------------------------------------------------------------------ the per-thread loop
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _product(A, V, W, acc, tok):
     """A (B, N) (+)= V (B, K) @ W (K, N) (rows of W contiguous), row by row: a one-row product keeps 8 vectors
@@ -100,58 +102,52 @@ def _product(A, V, W, acc, tok):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def _keep_units(dst, src, u0, u1):
-    """dst[:, u0:u1] = src[:, u0:u1]: this thread's units of the state carried into the next buffer."""
-    for r in range(dst.shape[0]):
-        for k in range(u0, u1):
-            dst[r, k] = src[r, k]
-
-
-@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def lstm_units(u0, u1, n, x, m2, has_mask, reverse, hbuf, c, out, W, XH, A, S, Cs, Gs, sync, tok):
-    """Thread of units u0 .. u1: W = [W_ih W_hh b]^T's columns of these units' four gates (K, 4 (u1 - u0));
-    XH, A, Cs, Gs: this thread's scratch."""
-    T = x.shape[0]
+def units_fwd(u0, u1, n, cell, x, SB, w, scratch, io, copt, tok):
+    """Thread of units u0 .. u1 over the sequence. SB (2, n, B, H): the states, double-buffered (step s reads
+    SB[s % 2], writes its units of SB[(s + 1) % 2]). w = (Wf, Wih, bx, bh): these units' gate columns of [W_ih
+    W_hh b]^T (cells whose products enter as a sum), or of W_ih^T, its bias, W_hh^T in Wf and b_hh (the GRU);
+    scratch = (XH, A, X, C) this thread's; io = (out, mask, reverse, sync)."""
+    Wf, Wih, bx, bh = w
+    XH, A, X, C = scratch
+    out, mask, reverse, sync = io
+    T, B, I = x.shape
+    H = SB.shape[3]
+    has_mask, sums = mask.shape[0] > 0, Wih.shape[0] == 0
     for s in range(T):
         t = T - 1 - s if reverse else s
-        cur, nxt = hbuf[s % 2], hbuf[(s + 1) % 2]
-        _xh_rows(XH, x[t], cur)
-        _product(A, XH, W, False, tok)                          # (B, 4 Hj) = [x h 1] [W_ih W_hh b]^T, its units
-        _keep_units(nxt, cur, u0, u1)
-        lstm_gates_fwd(A, None, A[0], False, m2[t], has_mask, nxt[:, u0:u1], c[:, u0:u1], out[t, :, u0:u1], None,
-                       Cs, Gs, False, S)
-        barrier(sync, n * (s + 1))
-
-
-@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def rnn_units(u0, u1, n, x, m2, has_mask, reverse, act, hbuf, out, W, XH, A, Hs, sync, tok):
-    T = x.shape[0]
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        cur, nxt = hbuf[s % 2], hbuf[(s + 1) % 2]
-        _xh_rows(XH, x[t], cur)
-        _product(A, XH, W, False, tok)                          # (B, Hj)
-        _keep_units(nxt, cur, u0, u1)
-        rnn_act_fwd(A, None, A[0], False, m2[t], has_mask, act, nxt[:, u0:u1], out[t, :, u0:u1], Hs)
-        barrier(sync, n * (s + 1))
-
-
-@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def gru_units(u0, u1, n, x, m2, has_mask, reverse, hbuf, out, Wih, bx, has_bx, Whh, b, has_b, X, A, Hs, Rs, Zs,
-              Ns, Es, sync, tok):
-    """Wih, Whh: W_ih^T's and W_hh^T's columns of these units' r, z and n gates; bx, b: their biases."""
-    T = x.shape[0]
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        cur, nxt = hbuf[s % 2], hbuf[(s + 1) % 2]
-        if has_bx:
-            for r in range(X.shape[0]):
+        cur, nxt = SB[s % 2], SB[(s + 1) % 2]
+        for j in range(SB.shape[1]):                    # these units of the state carried to the next buffer
+            for r in range(B):
+                for k in range(u0, u1):
+                    nxt[j, r, k] = cur[j, r, k]
+        if sums:                                        # [x_t | h | 1] [W_ih W_hh b]^T, these units' columns
+            for r in range(B):
+                for k in range(I):
+                    XH[r, k] = x[t, r, k]
+                for k in range(H):
+                    XH[r, I + k] = cur[0, r, k]
+                if XH.shape[1] > I + H:
+                    XH[r, I + H] = 1.0
+            _product(A, XH, Wf, False, tok)
+        else:
+            for r in range(B):
                 for j in range(X.shape[1]):
-                    X[r, j] = bx[j]
-        _product(X, x[t], Wih, has_bx, tok)                     # (B, 3 Hj) x W_ih^T (+ b_ih)
-        _product(A, cur, Whh, False, tok)                       # (B, 3 Hj) h W_hh^T
-        _keep_units(nxt, cur, u0, u1)
-        gru_gates_fwd(A, X, b, has_b, m2[t], has_mask, nxt[:, u0:u1], out[t, :, u0:u1], Hs, Rs, Zs, Ns, Es)
+                    X[r, j] = bx[j] if bx.shape[0] > 0 else 0.0
+            _product(X, x[t], Wih, True, tok)
+            _product(A, cur[0], Wf, False, tok)
+            if bh.shape[0] > 0:
+                for r in range(B):
+                    for j in range(A.shape[1]):
+                        A[r, j] += bh[j]
+        Sj, Nj = cur[:, :, u0:u1], nxt[:, :, u0:u1]
+        for r in range(B):
+            if has_mask and mask[t, r] == 0.0:
+                for k in range(u0, u1):
+                    out[t, r, k] = 0.0
+                continue
+            fwd_row(cell, 1, A, X, (Sj, Sj[0], Nj), r, C, r, copt)
+            for k in range(u0, u1):
+                out[t, r, k] = nxt[0, r, k]
         barrier(sync, n * (s + 1))
 
 
@@ -162,15 +158,25 @@ def threads_for(H: int) -> int:
     return max(1, min(num_threads(), H // MIN_UNITS)) if SUPPORTED else 1
 
 
+def serves(kern, opts, zoneout=None) -> bool:
+    """One product per step, and no option that needs every unit of a row (layer norm) or of a step."""
+    return kern.phases == 1 and zoneout is None and opts.get("ln") is None and opts.get("rec_mask") is None
+
+
 def _columns(G, H, u0, u1):
     """The gate columns of units u0 .. u1 in a (., G*H) matrix: [g*H + u for each gate block g]."""
     return np.concatenate([np.arange(g * H + u0, g * H + u1) for g in range(G)])
 
 
-def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc):
+def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None):
     """The backend contract's forward, for inference (keep false) only."""
+    from ..registry import kernel_for
     if keep:
         raise BackendError(INFERENCE_ONLY)
+    kern = kernel_for(cell_name, opts)
+    if not serves(kern, opts, zoneout):
+        raise BackendError("backend: 'units' serves one product per step without zoneout or layer norm; use "
+                           "'loop' or 'split'")
     tok = token()
     T, B, I = x.shape
     GH, H = W_hh.shape
@@ -179,47 +185,37 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     bounds = [H * i // n for i in range(n + 1)]
     dt = x.dtype
     x = np.ascontiguousarray(x)
-    m2, has_mask = mask_rows(mask, T, dt)
-    b, has_b, bx, has_bx = bias_rows(cell_name, b_ih, b_hh, dt)
+    m2, _ = mask_rows(mask, T, dt)
     out = np.empty((T, B, H), dt)
-    hbuf = np.empty((2, B, H), dt)
-    hbuf[0] = state0[0]
+    SB = np.empty((2, len(state0), B, H), dt)
+    SB[0] = np.stack(state0)
     sync = np.zeros(1, np.int64)
+    none = np.empty(0, dt)
     # each thread's weights and scratch, made here: nothing is allocated once the threads wait on each other
     parts = {}
     for u0, u1 in zip(bounds[:-1], bounds[1:]):
         cols, Hj = _columns(G, H, u0, u1), u1 - u0
-        if cell_name == "gru":
-            parts[u0] = (np.ascontiguousarray(W_ih[cols].T), bx[cols] if has_bx else bx,
-                         np.ascontiguousarray(W_hh[cols].T), b[cols] if has_b else b,
-                         np.empty((B, G * Hj), dt), np.empty((B, G * Hj), dt), *(np.empty((B, Hj), dt) for _ in range(5)))
-            continue
-        blocks = (W_ih[cols].T, W_hh[cols].T) + ((b[cols][None, :],) if has_b else ())
-        XH = np.empty((B, I + H + (1 if has_b else 0)), dt)
+        C = np.empty((B, kern.kc * Hj), dt)
         A = np.empty((B, G * Hj), dt)
-        if cell_name == "lstm":
-            parts[u0] = (np.ascontiguousarray(np.concatenate(blocks)), XH, A, gate_scales(G * Hj, A), np.empty((B, Hj), dt),
-                         np.empty((B, G * Hj), dt))
+        if kern.sums:
+            b = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)
+            blocks = (W_ih[cols].T, W_hh[cols].T) + ((b[cols][None, :],) if b is not None else ())
+            w = (np.ascontiguousarray(np.concatenate(blocks)), np.empty((0, 0), dt), none, none)
+            XH = np.empty((B, I + H + (1 if b is not None else 0)), dt)
+            X = np.empty((0, G * Hj), dt)
         else:
-            parts[u0] = (np.ascontiguousarray(np.concatenate(blocks)), XH, A, np.empty((B, Hj), dt))
-    if cell_name == "lstm":
-        c = np.array(state0[1], dtype=dt, order="C")
+            w = (np.ascontiguousarray(W_hh[cols].T), np.ascontiguousarray(W_ih[cols].T),
+                 none if b_ih is None else b_ih[cols], none if b_hh is None else b_hh[cols])
+            XH, X = np.empty((B, 0), dt), np.empty((B, G * Hj), dt)
+        parts[u0] = (w, (XH, A, X, C), cell_opts(kern, opts, B, B, Hj, dt, None))
+    io = (out, m2, reverse, sync)
 
-        def work(u0, u1):
-            lstm_units(u0, u1, n, x, m2, has_mask, reverse, hbuf, c, out, *parts[u0], sync, tok)
-    elif cell_name == "rnn":
-        act = ACT[opts.get("nonlinearity", "tanh")]
-
-        def work(u0, u1):
-            rnn_units(u0, u1, n, x, m2, has_mask, reverse, act, hbuf, out, *parts[u0], sync, tok)
-    else:
-        def work(u0, u1):
-            Pih, bxj, Phh, bj, X, A, Hs, Rs, Zs, Ns, Es = parts[u0]
-            gru_units(u0, u1, n, x, m2, has_mask, reverse, hbuf, out, Pih, bxj, has_bx, Phh, bj, has_b, X, A, Hs, Rs,
-                      Zs, Ns, Es, sync, tok)
+    def work(u0, u1):
+        w, scratch, copt = parts[u0]
+        units_fwd(u0, u1, n, kern, x, SB, w, scratch, io, copt, tok)
     _in_threads(work, bounds)
-    h = hbuf[T % 2].copy()
-    return out, ((h, c) if cell_name == "lstm" else (h,)), None
+    final = SB[T % 2]
+    return out, tuple(final[j].copy() for j in range(final.shape[0])), None
 
 
 def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace):

@@ -1,0 +1,138 @@
+"""A cell as the shared compiled loops see it: a token whose Numba type names the cell's row kernels.
+
+The loops of ``kernels.loop`` (and the unit split of ``kernels.units``) are written once. Where a step needs a
+cell's math they call a stub (``fwd_row``, ``bwd_row``, ``props``) with the cell's token as first argument; the
+stub is an ``@overload`` that picks the cell's row kernel by the token's *type* at typing time. So a loop
+compiles once per cell it meets (only the cells a process uses compile), and Numba's disk cache keeps working:
+a factory closing over the kernels, or a kernel passed as an argument, would miss it in every process.
+
+Numba keys a cached loop to the loop's own source file. A cell's row kernels live in another file, so the
+token's type name carries a digest of the kernels' source files (and of the helpers they inline): editing a row
+kernel gives a new type, and the loop compiles afresh instead of running a stale copy.
+
+A cell's compiled half, ``CellKernel``:
+
+    fwd(p, A, X, st, r, C, rc, copt)      phase p of one batch row r forward: A (B, G*H) the recurrent product
+                                          (+ b_hh), X (B, G*H) x_t W_ih^T (+ b) or an empty array (then A holds
+                                          the sum), st = (S, O, N): the states (n, B, H) entering the step, the
+                                          products' operand h_{t-1} (* mask) (B, H), the new states (n, B, H);
+                                          C (rows, KC) the cell's cache, row rc; copt: the cell's own bundle
+    bwd(p, G, r, C, rc, Hp, hn, D, copt)  phase p back: G (n, B, H) dL/d(new states), Hp (rows, H) the h_{t-1}
+                                          cache, hn (B, H) the new h (cells that read it), D = (DX, DHW, dD,
+                                          DRH): dL/d(x W_ih^T) and dL/d(h W_hh^T) rows rc, the direct part of
+                                          dL/d(states entering) (n, B, H), and (two-phase cells) the product of
+                                          phase 2's gradient
+    phases, g1, op2                       1 or 2 products per step; gate blocks of the first; phase 2's operand:
+                                          the block op2 of the cache (the reset-before GRU's r * h)
+    reads_new, writes_dhw, sums, kc       bwd reads the new h; DHW differs from DX; X and A enter as a sum (the
+                                          [x h 1] product may fuse them); cache width in blocks of H
+    cache, gates                          the names of the cache's blocks, and which are gate activations; a
+                                          block "c_prev" is the second state entering the step (the loop
+                                          writes it at padded rows too, for the diagnostics)
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
+
+_KERNELS: dict = {}                         # type key -> CellKernel
+
+
+class CellType(types.Type):
+    """The Numba type of a cell token: its name is the cell's name and the digest of its kernels' sources."""
+
+    def __init__(self, key):
+        self.cell_key = key
+        super().__init__(name=f"Cell({key})")
+
+
+@register_model(CellType)
+class _CellModel(models.StructModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, [])      # no data: the type is the whole message
+
+
+def _digest(*funcs) -> str:
+    """A short hash of the source files of the row kernels and of the helpers they inline."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = {inspect.getsourcefile(f.py_func if hasattr(f, "py_func") else f) for f in funcs}
+    files |= {os.path.join(here, "gates.py"), os.path.join(here, "packed_gemm.py")}
+    h = hashlib.sha1()
+    for path in sorted(files):
+        with open(path, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:12]
+
+
+class CellKernel:
+    """The compiled half of one cell (see the module docstring). Instances are the tokens the loops take."""
+
+    def __init__(self, name, fwd, bwd, *, phases=1, g1, op2=0, reads_new=False, writes_dhw=False, sums=True,
+                 cache=(), gates=(), serves=()):
+        self.name, self.fwd, self.bwd = name, fwd, bwd
+        self.phases, self.g1, self.op2 = phases, g1, op2
+        self.reads_new, self.writes_dhw, self.sums = reads_new, writes_dhw, sums
+        self.cache = tuple(cache)           # the names of the cache's blocks of H columns
+        self.kc = len(self.cache)
+        self.gates = tuple(gates)           # the cache blocks that are gate activations (the diagnostics read them)
+        if not set(self.gates) <= set(self.cache):
+            raise ValueError(f"CellKernel {name!r}: gates {self.gates} must be blocks of the cache {self.cache}")
+        self.serves = frozenset(serves)     # options on the shared loops: recurrent_dropout, zoneout, layer_norm
+        self.key = f"{name}:{_digest(fwd, bwd)}"
+        self.nbtype = CellType(self.key)
+        _KERNELS[self.key] = self
+
+    def __repr__(self):
+        return f"CellKernel({self.key})"
+
+
+@typeof_impl.register(CellKernel)
+def _typeof_cell(val, c):
+    return val.nbtype
+
+
+@unbox(CellType)
+def _unbox_cell(typ, obj, c):
+    return NativeValue(cgutils.create_struct_proxy(typ)(c.context, c.builder)._getvalue())
+
+
+def _kernel(cell) -> CellKernel:
+    return _KERNELS[cell.cell_key]
+
+
+# ------------------------------------------------------------------ the stubs the loops call
+def fwd_row(cell, p, A, X, st, r, C, rc, copt):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(fwd_row)
+def _fwd_row(cell, p, A, X, st, r, C, rc, copt):
+    f = _kernel(cell).fwd
+    return lambda cell, p, A, X, st, r, C, rc, copt: f(p, A, X, st, r, C, rc, copt)
+
+
+def bwd_row(cell, p, G, r, C, rc, Hp, hn, D, copt):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(bwd_row)
+def _bwd_row(cell, p, G, r, C, rc, Hp, hn, D, copt):
+    f = _kernel(cell).bwd
+    return lambda cell, p, G, r, C, rc, Hp, hn, D, copt: f(p, G, r, C, rc, Hp, hn, D, copt)
+
+
+def props(cell):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(props, inline="always")
+def _props(cell):
+    k = _kernel(cell)
+    v = (k.phases, k.g1, k.op2, k.reads_new, k.writes_dhw, k.kc, k.cache.index("c_prev") if "c_prev" in k.cache else -1)
+    return lambda cell: v
+
