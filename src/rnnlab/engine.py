@@ -284,7 +284,10 @@ def forward(layer, x, states0, mask, keep, guards=()):
     finals = [np.empty_like(s) for s in states0]
     layer_caches = []
     inp = x
-    with blas_context(backend, B, layer.gate_size, layer.hidden_size):
+    # the one-thread loop makes no BLAS call inside its forward (layer norm's one product aside): no thread
+    # setting to change, which costs more than a short call
+    with contextlib.nullcontext() if backend == "loop" else blas_context(backend, B, layer.gate_size,
+                                                                         layer.hidden_size):
         for l in range(L):
             outs, dirs = [], []
             for d in range(D):

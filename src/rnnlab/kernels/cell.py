@@ -35,10 +35,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import warnings
 
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
+
+# The row kernels are inlined into the loops at Numba's IR level (a call per row costs the reference counts of
+# a dozen arrays); Numba's SSA pass then warns, from a pedantic self-check, about the inlined loops' variables.
+# The compiled code is right (every backend is tested against the NumPy reference); the warning is noise.
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r"numba\.core\.ssa")
 
 _KERNELS: dict = {}                         # type key -> CellKernel
 
@@ -110,7 +117,7 @@ def fwd_row(cell, p, A, X, st, r, C, rc, copt):  # pragma: no cover - replaced b
     raise NotImplementedError
 
 
-@overload(fwd_row)
+@overload(fwd_row, inline="always")
 def _fwd_row(cell, p, A, X, st, r, C, rc, copt):
     f = _kernel(cell).fwd
     return lambda cell, p, A, X, st, r, C, rc, copt: f(p, A, X, st, r, C, rc, copt)
@@ -120,7 +127,7 @@ def bwd_row(cell, p, G, r, C, rc, Hp, hn, D, copt):  # pragma: no cover - replac
     raise NotImplementedError
 
 
-@overload(bwd_row)
+@overload(bwd_row, inline="always")
 def _bwd_row(cell, p, G, r, C, rc, Hp, hn, D, copt):
     f = _kernel(cell).bwd
     return lambda cell, p, G, r, C, rc, Hp, hn, D, copt: f(p, G, r, C, rc, Hp, hn, D, copt)
@@ -133,6 +140,7 @@ def props(cell):  # pragma: no cover - replaced by the overload below
 @overload(props, inline="always")
 def _props(cell):
     k = _kernel(cell)
-    v = (k.phases, k.g1, k.op2, k.reads_new, k.writes_dhw, k.kc, k.cache.index("c_prev") if "c_prev" in k.cache else -1)
+    v = (k.phases, k.g1, k.op2, k.reads_new, k.writes_dhw, k.kc, k.cache.index("c_prev") if "c_prev" in k.cache else -1,
+         k.sums)
     return lambda cell: v
 

@@ -203,13 +203,15 @@ def gate_scales(GH, like):
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
 def lstm_fwd(p, A, X, st, r, C, rc, copt):
-    """The gates, c_t = f c_{t-1} + i g, then (LN_c) and h_t = o tanh(c_t): the row kernel split at c_t."""
+    """The gates, c_t = f c_{t-1} + i g, then (LN_c) and h_t = o tanh(c_t): the row kernel split at c_t. One
+    store per loop: LLVM vectorises a loop only while its run-time alias checks stay few."""
     S, N = st[0], st[2]
     Sg, lnc, Vc, Ic = copt[0], copt[1], copt[2], copt[3]
     H = uint64(S.shape[2])
     GH = uint64(4) * H
     H2 = uint64(2) * H
     H3 = uint64(3) * H
+    H4 = uint64(4) * H
     H5 = uint64(5) * H
     if X.shape[0] > 0:                                      # i f g o: s tanh(s a) + o, see gate_scales
         for j in range(GH):
@@ -219,18 +221,27 @@ def lstm_fwd(p, A, X, st, r, C, rc, copt):
         for j in range(GH):
             sj = Sg[0, j]
             C[rc, H + j] = sj * th(sj * A[r, j]) + Sg[1, j]
+    if lnc.shape[0] == 0:                                   # one pass: c_{t-1}, c_t, tanh(c_t), h_t
+        for k in range(H):
+            cp = S[1, r, k]
+            C[rc, k] = cp
+            cn = C[rc, H2 + k] * cp + C[rc, H + k] * C[rc, H3 + k]     # c_t = f c + i g
+            N[1, r, k] = cn
+            tc = th(cn)
+            C[rc, H5 + k] = tc
+            N[0, r, k] = C[rc, H4 + k] * tc
+        return
     for k in range(H):
-        cp = S[1, r, k]
-        C[rc, k] = cp
-        cn = C[rc, H2 + k] * cp + C[rc, H + k] * C[rc, H3 + k]     # f c + i g
-        N[1, r, k] = cn
-        C[rc, H5 + k] = cn
-    if lnc.shape[0] > 0:
-        ln_row(C, rc, H5, H, lnc[0], lnc[1], Vc, rc, Ic)
+        C[rc, k] = S[1, r, k]
     for k in range(H):
-        tc = th(C[rc, H5 + k])
-        C[rc, H5 + k] = tc
-        N[0, r, k] = C[rc, uint64(4) * H + k] * tc
+        C[rc, H5 + k] = C[rc, H2 + k] * C[rc, k] + C[rc, H + k] * C[rc, H3 + k]
+    for k in range(H):
+        N[1, r, k] = C[rc, H5 + k]
+    ln_row(C, rc, H5, H, lnc[0], lnc[1], Vc, rc, Ic)      # LN_c between the two halves
+    for k in range(H):
+        C[rc, H5 + k] = th(C[rc, H5 + k])
+    for k in range(H):
+        N[0, r, k] = C[rc, H4 + k] * C[rc, H5 + k]
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
@@ -245,22 +256,27 @@ def lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt):
     H4 = uint64(4) * H
     H5 = uint64(5) * H
     for k in range(H):
-        g_h = G[0, r, k]
-        tc = C[rc, H5 + k]
         o = C[rc, H4 + k]
-        DX[rc, H3 + k] = (g_h * tc) * o * (1.0 - o)
-        dD[0, r, k] = g_h * o * (1.0 - tc * tc)
+        DX[rc, H3 + k] = (G[0, r, k] * C[rc, H5 + k]) * o * (1.0 - o)
+    for k in range(H):
+        tc = C[rc, H5 + k]
+        dD[0, r, k] = G[0, r, k] * C[rc, H4 + k] * (1.0 - tc * tc)
     if lnc.shape[0] > 0:
         ln_row_bwd(dD[0], r, 0, H, lnc[0], Vc, rc, Ic, acc, r)
     for k in range(H):
-        dck = G[1, r, k] + dD[0, r, k]
+        dD[0, r, k] += G[1, r, k]                           # dL/dc_t
+    for k in range(H):
         i = C[rc, H + k]
+        DX[rc, k] = (dD[0, r, k] * C[rc, H3 + k]) * i * (1.0 - i)
+    for k in range(H):
         f = C[rc, H2 + k]
+        DX[rc, H + k] = (dD[0, r, k] * C[rc, k]) * f * (1.0 - f)
+    for k in range(H):
         g = C[rc, H3 + k]
-        DX[rc, k] = (dck * g) * i * (1.0 - i)
-        DX[rc, H + k] = (dck * C[rc, k]) * f * (1.0 - f)
-        DX[rc, H2 + k] = (dck * i) * (1.0 - g * g)
-        dD[1, r, k] = dck * f
+        DX[rc, H2 + k] = (dD[0, r, k] * C[rc, H + k]) * (1.0 - g * g)
+    for k in range(H):
+        dD[1, r, k] = dD[0, r, k] * C[rc, H2 + k]
+    for k in range(H):
         dD[0, r, k] = 0.0
 
 
@@ -272,21 +288,23 @@ LSTM = CellKernel("lstm", lstm_fwd, lstm_bwd, g1=4, cache=("c_prev", "i", "f", "
 # cache [r | z | n | e], e = h W_hn^T + b_hn (reset='after') or r * h_{t-1} * m (reset='before'); copt (0,)
 @njit(inline="always", fastmath=FAST, error_model="numpy")
 def gru_fwd(p, A, X, st, r, C, rc, copt):
-    """reset='after': r, z, n = tanh(x_n + r e) and h_t = (1 - z) n + z h_{t-1} in one pass."""
+    """reset='after': r, z, e = h W_hn^T + b_hn, n = tanh(x_n + r e) and h_t = (1 - z) n + z h_{t-1}. One
+    store per loop: LLVM vectorises a loop only while its run-time alias checks stay few."""
     S, N = st[0], st[2]
     H = uint64(S.shape[2])
     H2 = uint64(2) * H
     H3 = uint64(3) * H
     for k in range(H):
-        rr = sg(X[r, k] + A[r, k])
-        zz = sg(X[r, H + k] + A[r, H + k])
-        e = A[r, H2 + k]
-        n = th(X[r, H2 + k] + rr * e)
-        C[rc, k] = rr
-        C[rc, H + k] = zz
-        C[rc, H2 + k] = n
-        C[rc, H3 + k] = e
-        N[0, r, k] = n + zz * (S[0, r, k] - n)              # (1 - z) n + z h
+        C[rc, k] = sg(X[r, k] + A[r, k])
+    for k in range(H):
+        C[rc, H + k] = sg(X[r, H + k] + A[r, H + k])
+    for k in range(H):
+        C[rc, H3 + k] = A[r, H2 + k]
+    for k in range(H):
+        C[rc, H2 + k] = th(X[r, H2 + k] + C[rc, k] * A[r, H2 + k])
+    for k in range(H):
+        n = C[rc, H2 + k]
+        N[0, r, k] = n + C[rc, H + k] * (S[0, r, k] - n)    # (1 - z) n + z h
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
@@ -295,12 +313,13 @@ def _gru_zn_bwd(G, r, C, rc, Hp, DX, dD):
     H = uint64(dD.shape[2])
     H2 = uint64(2) * H
     for k in range(H):
-        g = G[0, r, k]
         z = C[rc, H + k]
+        DX[rc, H + k] = G[0, r, k] * (Hp[rc, k] - C[rc, H2 + k]) * z * (1.0 - z)
+    for k in range(H):
         n = C[rc, H2 + k]
-        DX[rc, H + k] = g * (Hp[rc, k] - n) * z * (1.0 - z)
-        DX[rc, H2 + k] = g * (1.0 - z) * (1.0 - n * n)
-        dD[0, r, k] = g * z
+        DX[rc, H2 + k] = G[0, r, k] * (1.0 - C[rc, H + k]) * (1.0 - n * n)
+    for k in range(H):
+        dD[0, r, k] = G[0, r, k] * C[rc, H + k]
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
@@ -313,12 +332,13 @@ def gru_bwd(p, G, r, C, rc, Hp, hn, D, copt):
     H3 = uint64(3) * H
     for k in range(H):
         rr = C[rc, k]
-        dn = DX[rc, H2 + k]
-        dr = dn * C[rc, H3 + k] * rr * (1.0 - rr)
-        DX[rc, k] = dr
-        DHW[rc, k] = dr
+        DX[rc, k] = DX[rc, H2 + k] * C[rc, H3 + k] * rr * (1.0 - rr)
+    for k in range(H):
+        DHW[rc, k] = DX[rc, k]
+    for k in range(H):
         DHW[rc, H + k] = DX[rc, H + k]
-        DHW[rc, H2 + k] = dn * rr
+    for k in range(H):
+        DHW[rc, H2 + k] = DX[rc, H2 + k] * C[rc, k]
 
 
 GRU = CellKernel("gru", gru_fwd, gru_bwd, g1=3, writes_dhw=True, sums=False, cache=("r", "z", "n", "e"),
@@ -335,14 +355,16 @@ def gru_before_fwd(p, A, X, st, r, C, rc, copt):
     H3 = uint64(3) * H
     if p == 1:
         for k in range(H):
-            rr = sg(X[r, k] + A[r, k])
-            C[rc, k] = rr
+            C[rc, k] = sg(X[r, k] + A[r, k])
+        for k in range(H):
             C[rc, H + k] = sg(X[r, H + k] + A[r, H + k])
-            C[rc, H3 + k] = rr * O[r, k]
+        for k in range(H):
+            C[rc, H3 + k] = C[rc, k] * O[r, k]
     else:
         for k in range(H):
-            n = th(X[r, H2 + k] + A[r, H2 + k])
-            C[rc, H2 + k] = n
+            C[rc, H2 + k] = th(X[r, H2 + k] + A[r, H2 + k])
+        for k in range(H):
+            n = C[rc, H2 + k]
             N[0, r, k] = n + C[rc, H + k] * (S[0, r, k] - n)
 
 
@@ -354,10 +376,12 @@ def gru_before_bwd(p, G, r, C, rc, Hp, hn, D, copt):
     if p == 1:
         _gru_zn_bwd(G, r, C, rc, Hp, DX, dD)
     else:
-        for k in range(uint64(dD.shape[2])):
+        H = uint64(dD.shape[2])
+        for k in range(H):
             rr = C[rc, k]
             DX[rc, k] = DRH[r, k] * Hp[rc, k] * rr * (1.0 - rr)
-            dD[0, r, k] += DRH[r, k] * rr
+        for k in range(H):
+            dD[0, r, k] += DRH[r, k] * C[rc, k]
 
 
 GRU_BEFORE = CellKernel("gru-before", gru_before_fwd, gru_before_bwd, phases=2, g1=2, op2=3, sums=False,

@@ -44,7 +44,7 @@ def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by th
     raise NotImplementedError
 
 
-@overload(_prod)
+@overload(_prod, inline="always")
 def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
     """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W packed
     (``pack``, 3-D) -> the packed product of the block."""
@@ -103,8 +103,9 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
     w = (Pih, W1, W2, bx, bh): W_ih^T packed (projected in the loop) or empty (XW holds every step's x W_ih^T +
         b, or the product is fused); the first product's weights (O W_hh^T, or the fused [W_ih W_hh b]^T);
         the second's (two-phase cells); the bias added to x W_ih^T, and the one added to A after layer norm
-    st = (S, O, N, XH): the states (n, B, H) in place; the operand (B, H); the new states (N is S without
-        zoneout); the fused product's operand [x_t | O | 1] (B, I+H[+1])
+    st = (S, O, N, XH): the states (n, B, H) in place; the operand (B, H); the new states (its own array: a
+        kernel that wrote into the states it reads would not vectorise); the fused product's operand
+        [x_t | O | 1] (B, I+H[+1])
     io = (XW, A, out, mask): x W_ih^T (a block of steps, or all); A (B, G*H); out (T, B, H); mask (T, B)
     cache = (Hs, C, Vh, Ih, Zn): h_{t-1} (rows, H); the cell's cache (rows, KC); LN_h's v_hat and 1/s; the new
         h before zoneout (cells that read it). rows = T*B, or B (inference: one reused step)
@@ -115,7 +116,7 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
     XW, A, out, mask = io
     Hs, C, Vh, Ih, Zn = cache
     rm, Z, lnh, copt, reverse = opt
-    phases, g1, op2, reads_new, writes_dhw, kc, cprev = props(cell)
+    phases, g1, op2, reads_new, writes_dhw, kc, cprev, sums = props(cell)
     T, B, I = x.shape
     nst, _, H = S.shape
     n1 = g1 * H
@@ -123,8 +124,11 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
     has_rm, has_zo, has_ln = rm.shape[0] > 0, Z.shape[0] > 0, lnh.shape[0] > 0
     has_mask, has_bh, fused = mask.shape[0] > 0, bh.shape[0] > 0, XH.shape[1] > 0
     project = Pih.shape[0] > 0
+    direct = sums and not has_ln and not fused          # O W_hh^T accumulates into x W_ih^T's rows
     tile = _tile(A, tok)
     A1 = A[:, :n1]
+    V = O if has_rm else S[0]                           # the products' operand
+    NOX = XW[:0]                                        # no X: A holds the whole pre-activation
     ta = 0
     nxt = 0
     for s in range(T):
@@ -134,22 +138,27 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
             ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
         X = XW[(t - ta) * B:(t - ta + 1) * B]           # (B, G*H), or (0, G*H) when fused
         c0 = t * B if keep else 0
-        for r in range(r0, r1):
-            for k in range(H):
-                hv = S[0, r, k]
-                Hs[c0 + r, k] = hv
-                O[r, k] = hv * rm[r, k] if has_rm else hv
+        if keep or phases == 2:
+            for r in range(r0, r1):
+                for k in range(H):
+                    Hs[c0 + r, k] = S[0, r, k]
+        if has_rm:
+            for r in range(r0, r1):
+                for k in range(H):
+                    O[r, k] = S[0, r, k] * rm[r, k]
         if fused:                                       # [x_t | O | 1] [W_ih W_hh b]^T
             for r in range(r0, r1):
                 for k in range(I):
                     XH[r, k] = x[t, r, k]
                 for k in range(H):
-                    XH[r, I + k] = O[r, k]
+                    XH[r, I + k] = V[r, k]
                 if XH.shape[1] > I + H:
                     XH[r, I + H] = 1.0
             _prod(A1, XH, W1, False, r0, r1, tile, tok)
+        elif direct:
+            _prod(X, V, W1, True, r0, r1, tile, tok)
         else:
-            _prod(A1, O, W1, False, r0, r1, tile, tok)
+            _prod(A1, V, W1, False, r0, r1, tile, tok)
         if has_ln or has_bh:
             for r in range(r0, r1):
                 if has_ln:
@@ -159,7 +168,10 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
                         A[r, j] += bh[j]
         for r in range(r0, r1):
             if not has_mask or mask[t, r] != 0.0:
-                fwd_row(cell, 1, A, X, (S, O, N), r, C, c0 + r, copt)
+                if direct:
+                    fwd_row(cell, 1, X, NOX, (S, V, N), r, C, c0 + r, copt)
+                else:
+                    fwd_row(cell, 1, A, X, (S, V, N), r, C, c0 + r, copt)
         if phases == 2:                                 # the second product reads the cache's block op2
             e0 = op2 * H
             _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
@@ -168,7 +180,7 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
                     if has_bh:
                         for j in range(n1, A.shape[1]):
                             A[r, j] += bh[j]
-                    fwd_row(cell, 2, A, X, (S, O, N), r, C, c0 + r, copt)
+                    fwd_row(cell, 2, A, X, (S, V, N), r, C, c0 + r, copt)
         for r in range(r0, r1):
             if has_mask and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
                 for k in range(H):
@@ -186,8 +198,16 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
                 for j in range(nst):
                     for k in range(H):
                         S[j, r, k] += Z[j, t * B + r, k] * (N[j, r, k] - S[j, r, k])
-            for k in range(H):
-                out[t, r, k] = S[0, r, k]
+                for k in range(H):
+                    out[t, r, k] = S[0, r, k]
+            else:
+                for k in range(H):
+                    v = N[0, r, k]
+                    S[0, r, k] = v
+                    out[t, r, k] = v
+                for j in range(1, nst):
+                    for k in range(H):
+                        S[j, r, k] = N[j, r, k]
 
 
 # ------------------------------------------------------------------ the loop, backward
@@ -207,7 +227,7 @@ def scan_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
     DX, DHW, mask, dacc = io
     Hs, C, Vh, Ih, Zn, hT = cache
     rm, Z, lnh, copt, reverse, dln = opt
-    phases, g1, op2, reads_new, writes_dhw, kc, cprev = props(cell)
+    phases, g1, op2, reads_new, writes_dhw, kc, cprev, sums = props(cell)
     T, B, H = d_out.shape
     nst = dS.shape[0]
     GH = DX.shape[1]
@@ -344,7 +364,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     W2 = _weights(W_hh.T[:, n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
     S = np.ascontiguousarray(np.stack(state0), dtype=dt)            # (n, B, H)
     has_zo = zoneout is not None
-    N = np.empty_like(S) if has_zo else S
+    N = np.empty_like(S)
     Z = np.ascontiguousarray(np.stack([np.broadcast_to(z, (T, B, H)).reshape(T * B, H) for z in zoneout]),
                              dtype=dt) if has_zo else _empty(3, dt)
     Tc = T if keep else 1
