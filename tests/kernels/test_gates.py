@@ -1,9 +1,12 @@
-"""One step of every compiled gate kernel (``rnnlab.kernels.gates``) against its ``rnnlab.cells`` step, float64
-within 1e-12: forward states and caches, backward gradients, padded rows, both GRU reset conventions."""
+"""Each cell's math stands in two places, tied here step by step: one step of every compiled row kernel
+(``rnnlab.kernels.gates``: rnn_fwd/rnn_bwd, lstm_fwd/lstm_bwd, gru_fwd/gru_bwd, gru_before_fwd/gru_before_bwd),
+called through its cell token as the shared loops call it, against its NumPy step (``rnnlab.cells.rnn``,
+``lstm``, ``gru``: step_forward/step_backward), float64 within 1e-12, options included (recurrent dropout on
+the operand, layer norm of the product and of the LSTM's c_t)."""
 import numpy as np
 import pytest
 
-from rnnlab.cells import gru, lstm, rnn
+from rnnlab.cells import gru, layernorm, lstm, rnn
 from rnnlab.kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
@@ -16,132 +19,161 @@ def _close(a, b):
     np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(7)
+@pytest.fixture(scope="module")
+def harness():
+    """One step of a cell's row kernels over every row, phase p, through the stubs the loops call."""
+    from numba import njit
+
+    from rnnlab.kernels.cell import bwd_row, fwd_row
+
+    @njit
+    def fwd(cell, p, A, X, S, O, N, C, copt):
+        for r in range(A.shape[0]):
+            fwd_row(cell, p, A, X, (S, O, N), r, C, r, copt)
+
+    @njit
+    def bwd(cell, p, G, C, Hp, hn, DX, DHW, dD, DRH, copt):
+        for r in range(G.shape[1]):
+            bwd_row(cell, p, G, r, C, r, Hp, hn, (DX, DHW, dD, DRH), copt)
+    return fwd, bwd
 
 
-def _mask(masked):
-    m = np.ones(B)
-    if masked:
-        m[1] = 0.0                                            # row 1 padded at this step
-    return m
+def _bufs(G, n, KC):
+    return (np.empty((n, B, H)), np.empty((B, KC * H)), np.empty((B, G * H)), np.empty((B, G * H)),
+            np.empty((n, B, H)), np.zeros((B, H)))
 
 
 @pytest.mark.parametrize("act_name", ["tanh", "relu", "identity"])
-@pytest.mark.parametrize("masked", [False, True])
-def test_rnn_step(act_name, masked, rng):
-    from rnnlab.kernels.gates import ACT, rnn_act_bwd, rnn_act_fwd
+@pytest.mark.parametrize("dropout", [False, True])
+def test_rnn_step(act_name, dropout, harness, rng):
+    from rnnlab.kernels.gates import RNN, cell_opts
+    fwd, bwd = harness
     xw, h, b = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal(H)
-    W_hh = rng.standard_normal((H, H))
-    (h_ref,), cache = rnn.step_forward(xw, (h,), W_hh, b, nonlinearity=act_name)
-    A = h @ W_hh.T                                            # the product each strategy computes its own way
-    h_k, out, Hs = h.copy(), np.empty((B, H)), np.empty((B, H))
-    m = _mask(masked)
-    rnn_act_fwd(A, xw, b, True, m, masked, ACT[act_name], h_k, out, Hs)
-    _close(Hs, h)
-    for r in range(B):
-        _close(h_k[r], h[r] if m[r] == 0 else h_ref[r])
-        _close(out[r], 0 * h_ref[r] if m[r] == 0 else h_ref[r])
-    dh, d_out = rng.standard_normal((B, H)), rng.standard_normal((B, H))
-    da_ref, _, _ = rnn.step_backward((dh + d_out,), cache, W_hh, nonlinearity=act_name)
-    DA = np.empty((B, H))
-    rnn_act_bwd(dh, d_out, m, masked, ACT[act_name], h_ref, DA)
-    for r in range(B):
-        _close(DA[r], 0 * da_ref[r] if m[r] == 0 else da_ref[r])
+    W = rng.standard_normal((H, H))
+    m = (rng.random((B, H)) > 0.3) / 0.7 if dropout else None
+    (h_ref,), cache = rnn.step_forward(xw, (h,), W, b, nonlinearity=act_name, rec_mask=m)
+    O = h * m if dropout else h
+    N, C, DX, DHW, dD, DRH = _bufs(1, 1, 0)
+    copt = cell_opts(RNN, {"nonlinearity": act_name}, B, B, H, np.float64, None)
+    fwd(RNN, 1, O @ W.T + b, xw, h[None], O, N, C, copt)          # the loop adds b_hh to the product
+    _close(N[0], h_ref)
+    dh = rng.standard_normal((B, H))
+    da_ref, _, (dh_prev_ref,) = rnn.step_backward((dh,), cache, W, nonlinearity=act_name, rec_mask=m)
+    bwd(RNN, 1, dh[None], C, h, h_ref, DX, DHW, dD, DRH, copt)     # hn: the new state
+    _close(DX, da_ref)
+    _close(dD[0] + (DX @ W) * (m if dropout else 1), dh_prev_ref)
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_lstm_step(masked, rng):
-    from rnnlab.kernels.gates import gate_scales, lstm_gates_bwd, lstm_gates_fwd
+@pytest.mark.parametrize("option", [None, "dropout", "layer_norm"])
+def test_lstm_step(option, harness, rng):
+    from rnnlab.kernels.gates import LSTM, cell_opts, ln_row, ln_row_bwd
+    fwd, bwd = harness
     xw = rng.standard_normal((B, 4 * H))
     h, c, b = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal(4 * H)
-    W_hh = rng.standard_normal((4 * H, H))
-    (h_ref, c_ref), cache = lstm.step_forward(xw, (h, c), W_hh, b)
-    A = h @ W_hh.T
-    h_k, c_k, out = h.copy(), c.copy(), np.empty((B, H))
-    Hs, Cs, Gs = np.empty((B, H)), np.empty((B, H)), np.empty((B, 4 * H))
-    m = _mask(masked)
-    lstm_gates_fwd(A, xw, b, True, m, masked, h_k, c_k, out, Hs, Cs, Gs, True, gate_scales(4 * H, A))
-    _close(Hs, h)
-    _close(Cs, c)
-    gates = np.concatenate([cache.i, cache.f, cache.g, cache.o], axis=1)
-    for r in range(B):
-        valid = m[r] != 0
-        _close(h_k[r], h_ref[r] if valid else h[r])
-        _close(c_k[r], c_ref[r] if valid else c[r])
-        _close(out[r], h_ref[r] if valid else 0 * h[r])
-        if valid:
-            _close(Gs[r], gates[r])
-    dh, dc, d_out = (rng.standard_normal((B, H)) for _ in range(3))
-    da_ref, _, (_, dc_prev_ref) = lstm.step_backward((dh + d_out, dc), cache, W_hh)
-    dc_k, DA = dc.copy(), np.empty((B, 4 * H))
-    lstm_gates_bwd(dh, dc_k, d_out, m, masked, c, gates, c_ref, DA)
-    for r in range(B):
-        valid = m[r] != 0
-        _close(DA[r], da_ref[r] if valid else 0 * da_ref[r])
-        _close(dc_k[r], dc_prev_ref[r] if valid else dc[r])
+    W = rng.standard_normal((4 * H, H))
+    m = (rng.random((B, H)) > 0.3) / 0.7 if option == "dropout" else None
+    ln = None
+    if option == "layer_norm":
+        ln = {"h": (rng.normal(1, .3, 4 * H), rng.normal(0, .3, 4 * H)), "c": (rng.normal(1, .3, H), rng.normal(0, .3, H))}
+    (h_ref, c_ref), cache = lstm.step_forward(xw, (h, c), W, b, rec_mask=m, ln=ln)
+    O = h * m if m is not None else h
+    A = O @ W.T
+    lnh = np.stack(ln["h"]) if ln else None
+    Vh, Ih = np.empty((B, 4 * H)), np.empty(B)
+    if ln:                                                           # the loop's LN_h, before the kernel
+        for r in range(B):
+            ln_row(A, r, 0, 4 * H, lnh[0], lnh[1], Vh, r, Ih)
+    A += b
+    N, C, DX, DHW, dD, DRH = _bufs(4, 2, 6)
+    copt = cell_opts(LSTM, {}, B, B, H, np.float64, ln)
+    fwd(LSTM, 1, A, xw, np.stack([h, c]), O, N, C, copt)
+    _close(N[0], h_ref)
+    _close(N[1], c_ref)
+    for k, name in enumerate(("c_prev", "i", "f", "g", "o", "tanh_c")):
+        _close(C[:, k * H:(k + 1) * H], getattr(cache, name))
+    dh, dc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    res = lstm.step_backward((dh, dc), cache, W, rec_mask=m, ln=ln)
+    da_ref, dhw_ref, (dh_prev_ref, dc_prev_ref) = res[:3]
+    bwd(LSTM, 1, np.stack([dh, dc]), C, h, h, DX, DHW, dD, DRH, copt)
+    _close(DX, da_ref)
+    _close(dD[1], dc_prev_ref)                                       # the forget-gate path
+    D = DX.copy()
+    if ln:                                                           # the loop's LN_h backward
+        acc = np.zeros((B, 2, 4 * H))
+        for r in range(B):
+            ln_row_bwd(D, r, 0, 4 * H, lnh[0], Vh, r, Ih, acc, r)
+        _close(D, dhw_ref)
+        _close(acc.sum(0)[0], res[3]["ln_hh_weight"])
+        _close(copt[4].sum(0)[0], res[3]["ln_c_weight"])
+        _close(copt[4].sum(0)[1], res[3]["ln_c_bias"])
+    _close(dD[0] + (D @ W) * (m if m is not None else 1), dh_prev_ref)
 
 
 @pytest.mark.parametrize("reset", ["after", "before"])
-@pytest.mark.parametrize("masked", [False, True])
-def test_gru_step(reset, masked, rng):
-    from rnnlab.kernels.gates import gru_n_fwd, gru_r_bwd, gru_rz_fwd, gru_zn_bwd
+@pytest.mark.parametrize("option", [None, "dropout", "layer_norm"])
+def test_gru_step(reset, option, harness, rng):
+    from rnnlab.kernels.gates import GRU, GRU_BEFORE, ln_row, ln_row_bwd
+    if option == "layer_norm" and reset == "before":
+        pytest.skip("no layer-normalised reset-before GRU")
+    fwd, bwd = harness
+    kern = GRU if reset == "after" else GRU_BEFORE
     xw, h = rng.standard_normal((B, 3 * H)), rng.standard_normal((B, H))
-    W_hh, b = rng.standard_normal((3 * H, H)), rng.standard_normal(3 * H)
-    (h_ref,), cache = gru.step_forward(xw, (h,), W_hh, b, reset=reset)
-    after = reset == "after"
-    m = _mask(masked)
-    h_k, out = h.copy(), np.empty((B, H))
-    Hs, Rs, Zs, Ns, Es = (np.empty((B, H)) for _ in range(5))
+    W, b = rng.standard_normal((3 * H, H)), rng.standard_normal(3 * H)
+    m = (rng.random((B, H)) > 0.3) / 0.7 if option == "dropout" else None
+    ln = {"h": (rng.normal(1, .3, 3 * H), rng.normal(0, .3, 3 * H))} if option == "layer_norm" else None
+    (h_ref,), cache = gru.step_forward(xw, (h,), W, b, reset=reset, rec_mask=m, ln=ln)
+    O = h * m if m is not None else h
+    N, C, DX, DHW, dD, DRH = _bufs(3, 1, 4)
     A = np.empty((B, 3 * H))
-    A[:, :2 * H] = h @ W_hh[:2 * H].T + b[:2 * H]
-    if after:
-        A[:, 2 * H:] = h @ W_hh[2 * H:].T + b[2 * H:]
-    gru_rz_fwd(A, xw, after, h_k, Hs, Rs, Zs, Es)
-    if not after:
-        A[:, 2 * H:] = Es @ W_hh[2 * H:].T + b[2 * H:]          # (r h) W_hn^T + b_hn, between the two kernels
-    gru_n_fwd(A, xw, m, masked, after, h_k, out, Rs, Zs, Ns, Es)
-    _close(Hs, h)
-    _close(Rs, cache.r)
-    _close(Zs, cache.z)
-    _close(Ns, cache.n)
-    _close(Es, cache.extra)
-    for r in range(B):
-        valid = m[r] != 0
-        _close(h_k[r], h_ref[r] if valid else h[r])
-        _close(out[r], h_ref[r] if valid else 0 * h[r])
-    dh, d_out = rng.standard_normal((B, H)), rng.standard_normal((B, H))
-    dxw_ref, dhw_ref, (dh_prev_ref,) = gru.step_backward((dh + d_out,), cache, W_hh, reset=reset)
-    DX, DHW, dh_part = np.empty((B, 3 * H)), np.empty((B, 3 * H)), np.empty((B, H))
-    gru_zn_bwd(dh, d_out, m, masked, Hs, Zs, Ns, DX, dh_part)
-    DRH = DX[:, 2 * H:] @ W_hh[2 * H:]                          # before: dL/d(r h); after: not read
-    gru_r_bwd(DX, DHW, after, Hs, Rs, Es, DRH, dh_part)
-    n_rec = 3 * H if after else 2 * H
-    dh_prev = dh_part + DHW[:, :n_rec] @ W_hh[:n_rec]
-    for r in range(B):
-        valid = m[r] != 0
-        _close(DX[r], dxw_ref[r] if valid else 0 * dxw_ref[r])
-        _close(DHW[r], dhw_ref[r] if valid else 0 * dhw_ref[r])
-        _close(dh_prev[r], dh_prev_ref[r] if valid else dh[r])
-
-
-def test_gru_gates_in_one_call_equal_the_two_kernels(rng):
-    """The split path's one-call GRU kernels (reset='after') are the same two kernels in sequence."""
-    from rnnlab.kernels.gates import gru_gates_bwd, gru_gates_fwd
-    xw, h = rng.standard_normal((B, 3 * H)), rng.standard_normal((B, H))
-    W_hh, b = rng.standard_normal((3 * H, H)), rng.standard_normal(3 * H)
-    (h_ref,), cache = gru.step_forward(xw, (h,), W_hh, b, reset="after")
-    h_k, out = h.copy(), np.empty((B, H))
-    Hs, Rs, Zs, Ns, Es = (np.empty((B, H)) for _ in range(5))
-    gru_gates_fwd(h @ W_hh.T, xw, b, True, np.ones(B), False, h_k, out, Hs, Rs, Zs, Ns, Es)
-    _close(h_k, h_ref)
+    Vh, Ih = np.empty((B, 3 * H)), np.empty(B)
+    if reset == "after":
+        A[:] = O @ W.T
+        if ln:
+            for r in range(B):
+                ln_row(A, r, 0, 3 * H, ln["h"][0], ln["h"][1], Vh, r, Ih)
+        A += b
+        fwd(kern, 1, A, xw, h[None], O, N, C, (0,))
+    else:
+        A[:, :2 * H] = O @ W[:2 * H].T + b[:2 * H]
+        fwd(kern, 1, A, xw, h[None], O, N, C, (0,))
+        A[:, 2 * H:] = C[:, 3 * H:] @ W[2 * H:].T + b[2 * H:]     # the second product, from r * h m
+        fwd(kern, 2, A, xw, h[None], O, N, C, (0,))
+    _close(N[0], h_ref)
+    for k, name in enumerate(("r", "z", "n", "extra")):
+        _close(C[:, k * H:(k + 1) * H], getattr(cache, name))
     dh = rng.standard_normal((B, H))
-    _, dhw_ref, (dh_prev_ref,) = gru.step_backward((dh,), cache, W_hh, reset="after")
-    DX, DHW, dh_part = np.empty((B, 3 * H)), np.empty((B, 3 * H)), np.empty((B, H))
-    gru_gates_bwd(dh, np.zeros((B, H)), np.ones(B), False, Hs, Rs, Zs, Ns, Es, DX, DHW, dh_part)
-    _close(DHW, dhw_ref)
-    _close(dh_part + DHW @ W_hh, dh_prev_ref)
+    res = gru.step_backward((dh,), cache, W, reset=reset, rec_mask=m, ln=ln)
+    dxw_ref, dhw_ref, (dh_prev_ref,) = res[:3]
+    mm = m if m is not None else 1
+    bwd(kern, 1, dh[None], C, h, h, DX, DHW, dD, DRH, (0,))
+    if reset == "after":
+        if ln:
+            acc = np.zeros((B, 2, 3 * H))
+            for r in range(B):
+                ln_row_bwd(DHW, r, 0, 3 * H, ln["h"][0], Vh, r, Ih, acc, r)
+            _close(acc.sum(0)[1], res[3]["ln_hh_bias"])
+        _close(DHW, dhw_ref)
+        dh_prev = dD[0] + (DHW @ W) * mm
+    else:
+        DRH[:] = (DX[:, 2 * H:] @ W[2 * H:]) * mm                    # the loop's product between the phases
+        bwd(kern, 2, dh[None], C, h, h, DX, DHW, dD, DRH, (0,))
+        _close(DX, dhw_ref)                                          # DHW is DX for reset='before'
+        dh_prev = dD[0] + (DX[:, :2 * H] @ W[:2 * H]) * mm
+    _close(DX, dxw_ref)
+    _close(dh_prev, dh_prev_ref)
+
+
+def test_ln_row_is_the_layer_norm_of_the_cells(rng):
+    from rnnlab.kernels.gates import ln_row
+    v = rng.standard_normal((4, 9))
+    g, b = rng.normal(1, .3, 9), rng.normal(0, .3, 9)
+    y_ref, (v_hat, inv) = layernorm.forward(v, g, b)
+    y, V, Inv = v.copy(), np.empty((4, 9)), np.empty(4)
+    for r in range(4):
+        ln_row(y, r, 0, 9, g, b, V, r, Inv)
+    _close(y, y_ref)
+    _close(V, v_hat)
+    _close(Inv, inv[:, 0])
 
 
 def test_rational_tanh_max_error():
