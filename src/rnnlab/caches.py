@@ -20,6 +20,7 @@ class CellArrays:
     """A forward of the shared compiled loop (``kernels.loop``): rows in time order whatever the direction. The
     cell's cache ``C`` is laid out by its kernel (``CellKernel.cache`` names its blocks of H columns)."""
     kern: object                        # kernels.cell.CellKernel
+    plan: object                        # kernels.cell.Plan: the kernel and the options the loop compiled for
     Hs: np.ndarray                      # (T, B, H) h_{t-1}, the state entering each step
     C: np.ndarray                       # (T, B, KC*H) the cell's cache (LSTM: c_prev i f g o tanh(c_t))
     hT: np.ndarray                      # (B, H) the final h

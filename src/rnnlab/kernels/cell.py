@@ -91,14 +91,35 @@ class CellKernel:
             raise ValueError(f"CellKernel {name!r}: gates {self.gates} must be blocks of the cache {self.cache}")
         self.serves = frozenset(serves)     # options on the shared loops: recurrent_dropout, zoneout, layer_norm
         self.key = f"{name}:{_digest(fwd, bwd)}"
+        self.kern, self.flags = self, {}
         self.nbtype = CellType(self.key)
         _KERNELS[self.key] = self
+        self._plans = {}
+
+    def plan(self, **flags) -> "Plan":
+        """The token of one call: this cell and the options it runs with (``kernels.loop`` compiles one loop
+        per plan, with only the code its options need)."""
+        key = tuple(sorted((k, bool(v)) for k, v in flags.items()))
+        if key not in self._plans:
+            self._plans[key] = Plan(self, dict(key))
+        return self._plans[key]
 
     def __repr__(self):
         return f"CellKernel({self.key})"
 
 
+class Plan:
+    """A cell's kernels and the options of one call, as one token: its type names both."""
+
+    def __init__(self, kern, flags):
+        self.kern, self.flags = kern, flags
+        self.key = kern.key + "|" + ",".join(f"{k}={int(v)}" for k, v in sorted(flags.items()))
+        self.nbtype = CellType(self.key)
+        _KERNELS[self.key] = self
+
+
 @typeof_impl.register(CellKernel)
+@typeof_impl.register(Plan)
 def _typeof_cell(val, c):
     return val.nbtype
 
@@ -109,15 +130,26 @@ def _unbox_cell(typ, obj, c):
 
 
 def _kernel(cell) -> CellKernel:
-    return _KERNELS[cell.cell_key]
+    return _KERNELS[cell.cell_key].kern
 
 
-# ------------------------------------------------------------------ the stubs the loops call
+def plan_of(cell):
+    """(CellKernel, flags) of a token's Numba type, at typing time."""
+    p = _KERNELS[cell.cell_key]
+    return p.kern, p.flags
+
+
+# ------------------------------------------------------------------ the stubs (``kernels.units``, the tests)
+# compiled with the loops' flags: fast math without nnan/ninf, NumPy's error model (a division check would stop
+# vectorisation)
+_JIT = {"fastmath": {"contract", "reassoc", "arcp", "nsz", "afn"}, "error_model": "numpy", "nogil": True}
+
+
 def fwd_row(cell, p, A, X, st, r, C, rc, copt):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
 
-@overload(fwd_row, inline="always")
+@overload(fwd_row, jit_options=_JIT)
 def _fwd_row(cell, p, A, X, st, r, C, rc, copt):
     f = _kernel(cell).fwd
     return lambda cell, p, A, X, st, r, C, rc, copt: f(p, A, X, st, r, C, rc, copt)
@@ -127,20 +159,7 @@ def bwd_row(cell, p, G, r, C, rc, Hp, hn, D, copt):  # pragma: no cover - replac
     raise NotImplementedError
 
 
-@overload(bwd_row, inline="always")
+@overload(bwd_row, jit_options=_JIT)
 def _bwd_row(cell, p, G, r, C, rc, Hp, hn, D, copt):
     f = _kernel(cell).bwd
     return lambda cell, p, G, r, C, rc, Hp, hn, D, copt: f(p, G, r, C, rc, Hp, hn, D, copt)
-
-
-def props(cell):  # pragma: no cover - replaced by the overload below
-    raise NotImplementedError
-
-
-@overload(props, inline="always")
-def _props(cell):
-    k = _kernel(cell)
-    v = (k.phases, k.g1, k.op2, k.reads_new, k.writes_dhw, k.kc, k.cache.index("c_prev") if "c_prev" in k.cache else -1,
-         k.sums)
-    return lambda cell: v
-

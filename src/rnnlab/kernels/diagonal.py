@@ -20,10 +20,10 @@ from .gates import sg
 
 
 def _mask2(mask, T, B, dtype):
-    """(T, B) 1/0 and whether there is padding (an empty placeholder when not: one specialisation)."""
+    """(T, B) 1/0, or an empty (0, 1) array without padding (one specialisation; the kernels test its rows)."""
     if mask is None:
-        return np.ones((1, 1), dtype), False
-    return np.ascontiguousarray(mask[:, :, 0]), True
+        return np.empty((0, 1), dtype)
+    return np.ascontiguousarray(mask[:, :, 0])
 
 
 @njit(inline="always", error_model="numpy")
@@ -41,7 +41,8 @@ def _g_grad(v):
 
 # ------------------------------------------------------------------ minGRU
 @njit(cache=True, error_model="numpy")
-def _mingru_fwd(P, h0, mask, has_mask, h, z, ht):
+def _mingru_fwd(P, h0, mask, h, z, ht):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for t in range(T):
         for b in range(B):
@@ -56,7 +57,8 @@ def _mingru_fwd(P, h0, mask, has_mask, h, z, ht):
 
 
 @njit(cache=True, error_model="numpy")
-def _mingru_bwd(g, dhT, P, z, ht, h, h0, mask, has_mask, dP, G, dh0):
+def _mingru_bwd(g, dhT, P, z, ht, h, h0, mask, dP, G, dh0):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for b in range(B):
         for j in range(H):
@@ -82,7 +84,8 @@ def _mingru_bwd(g, dhT, P, z, ht, h, h0, mask, has_mask, dP, G, dh0):
 
 # ------------------------------------------------------------------ minLSTM
 @njit(cache=True, error_model="numpy")
-def _minlstm_fwd(P, h0, mask, has_mask, h, fn, inn, ht):
+def _minlstm_fwd(P, h0, mask, h, fn, inn, ht):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for t in range(T):
         for b in range(B):
@@ -100,7 +103,8 @@ def _minlstm_fwd(P, h0, mask, has_mask, h, fn, inn, ht):
 
 
 @njit(cache=True, error_model="numpy")
-def _minlstm_bwd(g, dhT, P, fn, inn, ht, h, h0, mask, has_mask, dP, G, dh0):
+def _minlstm_bwd(g, dhT, P, fn, inn, ht, h, h0, mask, dP, G, dh0):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for b in range(B):
         for j in range(H):
@@ -133,7 +137,8 @@ def _minlstm_bwd(g, dhT, P, fn, inn, ht, h, h0, mask, has_mask, dP, G, dh0):
 
 # ------------------------------------------------------------------ IndRNN
 @njit(cache=True, error_model="numpy")
-def _indrnn_fwd(P, u, h0, mask, has_mask, h, pre):
+def _indrnn_fwd(P, u, h0, mask, h, pre):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for t in range(T):
         for b in range(B):
@@ -146,7 +151,8 @@ def _indrnn_fwd(P, u, h0, mask, has_mask, h, pre):
 
 
 @njit(cache=True, error_model="numpy")
-def _indrnn_bwd(g, dhT, u, pre, h, h0, mask, has_mask, dP, G, dh0, du):
+def _indrnn_bwd(g, dhT, u, pre, h, h0, mask, dP, G, dh0, du):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for b in range(B):
         for j in range(H):
@@ -170,7 +176,8 @@ def _indrnn_bwd(g, dhT, u, pre, h, h0, mask, has_mask, dP, G, dh0, du):
 
 # ------------------------------------------------------------------ LRU (complex)
 @njit(cache=True, error_model="numpy")
-def _lru_fwd(bb, lam, h0, mask, has_mask, h):
+def _lru_fwd(bb, lam, h0, mask, h):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for t in range(T):
         for b in range(B):
@@ -181,7 +188,8 @@ def _lru_fwd(bb, lam, h0, mask, has_mask, h):
 
 
 @njit(cache=True, error_model="numpy")
-def _lru_bwd(gh, dhT, lam, h, h0, mask, has_mask, db, G, dh0, dlam):
+def _lru_bwd(gh, dhT, lam, h, h0, mask, db, G, dh0, dlam):
+    has_mask = mask.shape[0] > 0
     T, B, H = h.shape
     for b in range(B):
         for j in range(H):
@@ -208,8 +216,8 @@ def _backward_inputs(d_out, d_state, c):
     the buffers for dL/dh_t total and dL/dh_0."""
     g = np.ascontiguousarray(d_out if c.mask is None else d_out * c.mask)
     T, B, _ = c.h.shape
-    m, has = _mask2(c.mask, T, B, g.dtype)
-    return g, np.ascontiguousarray(d_state[0]), m, has, np.empty_like(c.h), np.empty_like(c.h0)
+    m = _mask2(c.mask, T, B, g.dtype)
+    return g, np.ascontiguousarray(d_state[0]), m, np.empty_like(c.h), np.empty_like(c.h0)
 
 
 def _carry(a, mask):
@@ -220,19 +228,19 @@ def mingru_forward(x, p, state0, mask):
     P = linear.project(x, p)
     T, B, _ = x.shape
     H = P.shape[-1] // 2
-    m, has = _mask2(mask, T, B, x.dtype)
+    m = _mask2(mask, T, B, x.dtype)
     h, z, ht = (np.empty((T, B, H), x.dtype) for _ in range(3))
     h0 = np.ascontiguousarray(state0[0])
-    _mingru_fwd(P, h0, m, has, h, z, ht)
+    _mingru_fwd(P, h0, m, h, z, ht)
     out = h if mask is None else h * mask
     arrays = DiagonalArrays(x, mask, _carry(1.0 - z, mask), h, h0, {"P": P, "z": z, "ht": ht}, "compiled", ("z",))
     return out, (h[-1],), arrays
 
 
 def mingru_backward(d_out, d_state, c, p):
-    g, dhT, m, has, G, dh0 = _backward_inputs(d_out, d_state, c)
+    g, dhT, m, G, dh0 = _backward_inputs(d_out, d_state, c)
     dP = np.empty_like(c.extra["P"])
-    _mingru_bwd(g, dhT, c.extra["P"], c.extra["z"], c.extra["ht"], c.h, c.h0, m, has, dP, G, dh0)
+    _mingru_bwd(g, dhT, c.extra["P"], c.extra["z"], c.extra["ht"], c.h, c.h0, m, dP, G, dh0)
     dx, grads = linear.project_backward(dP, c.x, p)
     return dx, (dh0,), grads, G
 
@@ -241,10 +249,10 @@ def minlstm_forward(x, p, state0, mask):
     P = linear.project(x, p)
     T, B, _ = x.shape
     H = P.shape[-1] // 3
-    m, has = _mask2(mask, T, B, x.dtype)
+    m = _mask2(mask, T, B, x.dtype)
     h, fn, inn, ht = (np.empty((T, B, H), x.dtype) for _ in range(4))
     h0 = np.ascontiguousarray(state0[0])
-    _minlstm_fwd(P, h0, m, has, h, fn, inn, ht)
+    _minlstm_fwd(P, h0, m, h, fn, inn, ht)
     out = h if mask is None else h * mask
     arrays = DiagonalArrays(x, mask, _carry(fn, mask), h, h0, {"P": P, "f": fn, "i": inn, "ht": ht}, "compiled",
                             ("f", "i"))
@@ -252,9 +260,9 @@ def minlstm_forward(x, p, state0, mask):
 
 
 def minlstm_backward(d_out, d_state, c, p):
-    g, dhT, m, has, G, dh0 = _backward_inputs(d_out, d_state, c)
+    g, dhT, m, G, dh0 = _backward_inputs(d_out, d_state, c)
     dP = np.empty_like(c.extra["P"])
-    _minlstm_bwd(g, dhT, c.extra["P"], c.extra["f"], c.extra["i"], c.extra["ht"], c.h, c.h0, m, has, dP, G, dh0)
+    _minlstm_bwd(g, dhT, c.extra["P"], c.extra["f"], c.extra["i"], c.extra["ht"], c.h, c.h0, m, dP, G, dh0)
     dx, grads = linear.project_backward(dP, c.x, p)
     return dx, (dh0,), grads, G
 
@@ -262,20 +270,20 @@ def minlstm_backward(d_out, d_state, c, p):
 def indrnn_forward(x, p, state0, mask):
     P = linear.project(x, p)
     T, B, H = P.shape
-    m, has = _mask2(mask, T, B, x.dtype)
+    m = _mask2(mask, T, B, x.dtype)
     h, pre = np.empty((T, B, H), x.dtype), np.empty((T, B, H), x.dtype)
     h0 = np.ascontiguousarray(state0[0])
     u = p["weight_hh"]
-    _indrnn_fwd(P, u, h0, m, has, h, pre)
+    _indrnn_fwd(P, u, h0, m, h, pre)
     out = h if mask is None else h * mask
     arrays = DiagonalArrays(x, mask, _carry(((pre > 0) * u).astype(x.dtype), mask), h, h0, {"pre": pre}, "compiled")
     return out, (h[-1],), arrays
 
 
 def indrnn_backward(d_out, d_state, c, p):
-    g, dhT, m, has, G, dh0 = _backward_inputs(d_out, d_state, c)
+    g, dhT, m, G, dh0 = _backward_inputs(d_out, d_state, c)
     dP, du = np.empty_like(c.h), np.zeros_like(p["weight_hh"])
-    _indrnn_bwd(g, dhT, p["weight_hh"], c.extra["pre"], c.h, c.h0, m, has, dP, G, dh0, du)
+    _indrnn_bwd(g, dhT, p["weight_hh"], c.extra["pre"], c.h, c.h0, m, dP, G, dh0, du)
     dx, grads = linear.project_backward(dP, c.x, p)
     grads["weight_hh"] = du
     return dx, (dh0,), grads, G
@@ -285,10 +293,10 @@ def lru_forward(x, p, state0, mask):
     T, B, _ = x.shape
     u, lam, bb = lru.project_input(x, p)
     H = bb.shape[-1]
-    m, has = _mask2(mask, T, B, x.dtype)
+    m = _mask2(mask, T, B, x.dtype)
     h = np.empty((T, B, H), bb.dtype)
     h0 = np.ascontiguousarray((state0[0] + 1j * state0[1]).astype(bb.dtype))
-    _lru_fwd(bb, lam, h0, m, has, h)
+    _lru_fwd(bb, lam, h0, m, h)
     a = _carry(np.broadcast_to(np.abs(lam).astype(x.dtype), (T, B, H)), mask)
     return lru.readout(h, x, p, mask), (h[-1].real.astype(x.dtype), h[-1].imag.astype(x.dtype)), DiagonalArrays(
         x, mask, a, h, h0, {"u": u, "lambda": lam}, "compiled")
@@ -298,12 +306,12 @@ def lru_backward(d_out, d_state, c, p):
     x, h = c.x, c.h
     T, B, _ = x.shape
     gh, grads, dx = lru.readout_backward(d_out, h, x, p, c.mask)
-    m, has = _mask2(c.mask, T, B, x.dtype)
+    m = _mask2(c.mask, T, B, x.dtype)
     lam = c.extra["lambda"]
     db, G, dh0 = np.empty_like(h), np.empty_like(h), np.empty_like(c.h0)
     dlam = np.zeros(h.shape[-1], h.dtype)
     _lru_bwd(np.ascontiguousarray(gh), np.ascontiguousarray((d_state[0] + 1j * d_state[1]).astype(h.dtype)), lam, h,
-             c.h0, m, has, db, G, dh0, dlam)
+             c.h0, m, db, G, dh0, dlam)
     dx = dx + lru.input_backward(dlam, db, c.extra["u"], lam, x, p, grads)
     grads = {k: np.asarray(v, dtype=x.dtype) for k, v in grads.items()}
     return dx.astype(x.dtype), (dh0.real.astype(x.dtype), dh0.imag.astype(x.dtype)), grads, G

@@ -30,7 +30,7 @@ from numba.extending import overload
 
 from ..caches import CellArrays, Grads
 from ..cells import layernorm
-from .cell import bwd_row, fwd_row, props
+from .cell import _JIT, plan_of
 from .gates import FAST, cell_opts, ln_row, ln_row_bwd, mask_rows
 from .packed_gemm import MR_MAX, _lanes, _nv, pack, pgemm, token, vecmat_acc
 from .threads import pmatmul
@@ -44,7 +44,7 @@ def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by th
     raise NotImplementedError
 
 
-@overload(_prod, inline="always")
+@overload(_prod)
 def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
     """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W packed
     (``pack``, 3-D) -> the packed product of the block."""
@@ -97,9 +97,121 @@ def _tile(A, tok):
 
 
 # ------------------------------------------------------------------ the loop, forward
+def _fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_fwd, jit_options=_JIT)
+def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
+    """The forward loop for one plan (``kernels.cell.Plan``): the cell's row kernel and its properties, and the
+    call's options, are constants here, so Numba drops the code of every option the call does not use."""
+    kern, f = plan_of(cell)
+    fwd = kern.fwd
+    PHASES, N1G, OP2 = kern.phases, kern.g1, kern.op2
+    CPREV = kern.cache.index("c_prev") if "c_prev" in kern.cache else -1
+    FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
+    PROJECT, ZN = not (FUSED or LN), ZO and kern.reads_new
+
+    def impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
+        Pih, W1, W2, bx, bh = w
+        S, O, N, XH = st
+        XW, A, out, mask = io
+        Hs, C, Vh, Ih, Zn = cache
+        rm, Z, lnh, copt, reverse = opt
+        T, B, I = x.shape
+        nst, _, H = S.shape
+        n1 = N1G * H
+        RM, MASK, BH = rm.shape[0] > 0, mask.shape[0] > 0, bh.shape[0] > 0     # cheap: decided at run time
+        KEEP = Hs.shape[0] == T * B
+        tile = _tile(A, tok)
+        A1 = A[:, :n1]
+        V = O if RM else S[0]                           # the products' operand
+        ta = 0
+        nxt = 0
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            if PROJECT and s == nxt:
+                nxt += XW.shape[0] // B
+                ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
+            X = XW[(t - ta) * B:(t - ta + 1) * B]       # (B, G*H), or (0, G*H) when fused
+            c0 = t * B if KEEP else 0
+            if KEEP or PHASES == 2:
+                for r in range(r0, r1):
+                    for k in range(H):
+                        Hs[c0 + r, k] = S[0, r, k]
+            if RM:
+                for r in range(r0, r1):
+                    for k in range(H):
+                        O[r, k] = S[0, r, k] * rm[r, k]
+            if FUSED:                                   # [x_t | O | 1] [W_ih W_hh b]^T
+                for r in range(r0, r1):
+                    for k in range(I):
+                        XH[r, k] = x[t, r, k]
+                    for k in range(H):
+                        XH[r, I + k] = V[r, k]
+                    if XH.shape[1] > I + H:
+                        XH[r, I + H] = 1.0
+                _prod(A1, XH, W1, False, r0, r1, tile, tok)
+                Ar, Xr = A, XW[:0]
+            elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
+                _prod(X, V, W1, True, r0, r1, tile, tok)
+                Ar, Xr = X, XW[:0]
+            else:
+                _prod(A1, V, W1, False, r0, r1, tile, tok)
+                Ar, Xr = A, X
+            if LN or BH:
+                for r in range(r0, r1):
+                    if LN:
+                        ln_row(A, r, 0, n1, lnh[0], lnh[1], Vh, c0 + r, Ih)
+                    if BH:
+                        for j in range(n1):
+                            A[r, j] += bh[j]
+            for r in range(r0, r1):
+                if not MASK or mask[t, r] != 0.0:
+                    fwd(1, Ar, Xr, (S, V, N), r, C, c0 + r, copt)
+            if PHASES == 2:                             # the second product reads the cache's block OP2
+                e0 = OP2 * H
+                _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
+                for r in range(r0, r1):
+                    if not MASK or mask[t, r] != 0.0:
+                        if BH:
+                            for j in range(n1, A.shape[1]):
+                                A[r, j] += bh[j]
+                        fwd(2, A, X, (S, V, N), r, C, c0 + r, copt)
+            for r in range(r0, r1):
+                if MASK and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
+                    for k in range(H):
+                        out[t, r, k] = 0.0
+                    for j in range(C.shape[1]):
+                        C[c0 + r, j] = 0.0
+                    if CPREV >= 0:
+                        for k in range(H):
+                            C[c0 + r, CPREV * H + k] = S[1, r, k]
+                    continue
+                if ZO:                                  # s_t = s_{t-1} + k (s_new - s_{t-1})
+                    if ZN:
+                        for k in range(H):
+                            Zn[c0 + r, k] = N[0, r, k]
+                    for j in range(nst):
+                        for k in range(H):
+                            S[j, r, k] += Z[j, t * B + r, k] * (N[j, r, k] - S[j, r, k])
+                    for k in range(H):
+                        out[t, r, k] = S[0, r, k]
+                else:
+                    for k in range(H):
+                        v = N[0, r, k]
+                        S[0, r, k] = v
+                        out[t, r, k] = v
+                    for j in range(1, nst):
+                        for k in range(H):
+                            S[j, r, k] = N[j, r, k]
+    return impl
+
+
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
-    """Rows r0 .. r1 over the whole sequence. Bundles (an absent array is an empty one):
+    """Rows r0 .. r1 over the whole sequence (the loop itself: ``_fwd_impl``). cell: a ``Plan``. Bundles (an
+    absent array is an empty one):
     w = (Pih, W1, W2, bx, bh): W_ih^T packed (projected in the loop) or empty (XW holds every step's x W_ih^T +
         b, or the product is fused); the first product's weights (O W_hh^T, or the fused [W_ih W_hh b]^T);
         the second's (two-phase cells); the bias added to x W_ih^T, and the one added to A after layer norm
@@ -111,109 +223,113 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
         h before zoneout (cells that read it). rows = T*B, or B (inference: one reused step)
     opt = (rm, Z, lnh, copt, reverse): recurrent dropout mask (B, H); zoneout's shares (n, T*B, H); LN_h's
         gain and bias (2, n1); the cell's own bundle"""
-    Pih, W1, W2, bx, bh = w
-    S, O, N, XH = st
-    XW, A, out, mask = io
-    Hs, C, Vh, Ih, Zn = cache
-    rm, Z, lnh, copt, reverse = opt
-    phases, g1, op2, reads_new, writes_dhw, kc, cprev, sums = props(cell)
-    T, B, I = x.shape
-    nst, _, H = S.shape
-    n1 = g1 * H
-    keep = Hs.shape[0] == T * B
-    has_rm, has_zo, has_ln = rm.shape[0] > 0, Z.shape[0] > 0, lnh.shape[0] > 0
-    has_mask, has_bh, fused = mask.shape[0] > 0, bh.shape[0] > 0, XH.shape[1] > 0
-    project = Pih.shape[0] > 0
-    direct = sums and not has_ln and not fused          # O W_hh^T accumulates into x W_ih^T's rows
-    tile = _tile(A, tok)
-    A1 = A[:, :n1]
-    V = O if has_rm else S[0]                           # the products' operand
-    NOX = XW[:0]                                        # no X: A holds the whole pre-activation
-    ta = 0
-    nxt = 0
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        if project and s == nxt:
-            nxt += XW.shape[0] // B
-            ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
-        X = XW[(t - ta) * B:(t - ta + 1) * B]           # (B, G*H), or (0, G*H) when fused
-        c0 = t * B if keep else 0
-        if keep or phases == 2:
-            for r in range(r0, r1):
-                for k in range(H):
-                    Hs[c0 + r, k] = S[0, r, k]
-        if has_rm:
-            for r in range(r0, r1):
-                for k in range(H):
-                    O[r, k] = S[0, r, k] * rm[r, k]
-        if fused:                                       # [x_t | O | 1] [W_ih W_hh b]^T
-            for r in range(r0, r1):
-                for k in range(I):
-                    XH[r, k] = x[t, r, k]
-                for k in range(H):
-                    XH[r, I + k] = V[r, k]
-                if XH.shape[1] > I + H:
-                    XH[r, I + H] = 1.0
-            _prod(A1, XH, W1, False, r0, r1, tile, tok)
-        elif direct:
-            _prod(X, V, W1, True, r0, r1, tile, tok)
-        else:
-            _prod(A1, V, W1, False, r0, r1, tile, tok)
-        if has_ln or has_bh:
-            for r in range(r0, r1):
-                if has_ln:
-                    ln_row(A, r, 0, n1, lnh[0], lnh[1], Vh, c0 + r, Ih)
-                if has_bh:
-                    for j in range(n1):
-                        A[r, j] += bh[j]
-        for r in range(r0, r1):
-            if not has_mask or mask[t, r] != 0.0:
-                if direct:
-                    fwd_row(cell, 1, X, NOX, (S, V, N), r, C, c0 + r, copt)
-                else:
-                    fwd_row(cell, 1, A, X, (S, V, N), r, C, c0 + r, copt)
-        if phases == 2:                                 # the second product reads the cache's block op2
-            e0 = op2 * H
-            _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
-            for r in range(r0, r1):
-                if not has_mask or mask[t, r] != 0.0:
-                    if has_bh:
-                        for j in range(n1, A.shape[1]):
-                            A[r, j] += bh[j]
-                    fwd_row(cell, 2, A, X, (S, V, N), r, C, c0 + r, copt)
-        for r in range(r0, r1):
-            if has_mask and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
-                for k in range(H):
-                    out[t, r, k] = 0.0
-                for j in range(C.shape[1]):
-                    C[c0 + r, j] = 0.0
-                if cprev >= 0:
-                    for k in range(H):
-                        C[c0 + r, cprev * H + k] = S[1, r, k]
-                continue
-            if has_zo:                                  # s_t = s_{t-1} + k (s_new - s_{t-1})
-                if Zn.shape[0] > 0:
-                    for k in range(H):
-                        Zn[c0 + r, k] = N[0, r, k]
-                for j in range(nst):
-                    for k in range(H):
-                        S[j, r, k] += Z[j, t * B + r, k] * (N[j, r, k] - S[j, r, k])
-                for k in range(H):
-                    out[t, r, k] = S[0, r, k]
-            else:
-                for k in range(H):
-                    v = N[0, r, k]
-                    S[0, r, k] = v
-                    out[t, r, k] = v
-                for j in range(1, nst):
-                    for k in range(H):
-                        S[j, r, k] = N[j, r, k]
+    _fwd(r0, r1, cell, x, w, st, io, cache, opt, tok)
 
 
 # ------------------------------------------------------------------ the loop, backward
+def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_bwd, jit_options=_JIT)
+def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+    """The backward loop for one plan (see ``_fwd_impl``)."""
+    kern, f = plan_of(cell)
+    bwd = kern.bwd
+    PHASES, N1G, READS_NEW = kern.phases, kern.g1, kern.reads_new
+    LN, ZO = f["ln"], f["zoneout"]
+    ZN = ZO and READS_NEW
+    SEP = kern.writes_dhw or LN                         # DHW is its own array
+    COPY = LN and not kern.writes_dhw
+
+    def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+        W1, W2 = w
+        dS, G, dD, P, DRH, hn = gst
+        DX, DHW, mask, dacc = io
+        Hs, C, Vh, Ih, Zn, hT = cache
+        rm, Z, lnh, copt, reverse, dln = opt
+        RM, MASK, BIAS = rm.shape[0] > 0, mask.shape[0] > 0, dacc.shape[0] > 0
+        T, B, H = d_out.shape
+        nst = dS.shape[0]
+        GH = DX.shape[1]
+        n1 = N1G * H
+        tile = _tile(DX, tok)
+        D = (DX, DHW, dD, DRH)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            c0 = t * B
+            tn = t - 1 if reverse else t + 1            # the step after t in scan order
+            for r in range(r0, r1):
+                row = c0 + r
+                if MASK and mask[t, r] == 0.0:          # padded: no gradient into the cell, dS passes
+                    for j in range(GH):
+                        DX[row, j] = 0.0
+                    if SEP:
+                        for j in range(GH):
+                            DHW[row, j] = 0.0
+                    continue
+                for k in range(H):
+                    G[0, r, k] = dS[0, r, k] + d_out[t, r, k]
+                for j in range(1, nst):
+                    for k in range(H):
+                        G[j, r, k] = dS[j, r, k]
+                if ZO:                                  # the kept share passes the cell
+                    for j in range(nst):
+                        for k in range(H):
+                            zk = Z[j, row, k]
+                            dS[j, r, k] = G[j, r, k] * (1.0 - zk)
+                            G[j, r, k] *= zk
+                else:
+                    for j in range(nst):
+                        for k in range(H):
+                            dS[j, r, k] = 0.0
+                if READS_NEW:                           # the new h: zoneout's cache, or the state after t
+                    for k in range(H):
+                        if ZN:
+                            hn[r, k] = Zn[row, k]
+                        elif 0 <= tn < T:
+                            hn[r, k] = Hs[tn * B + r, k]
+                        else:
+                            hn[r, k] = hT[r, k]
+                bwd(1, G, r, C, row, Hs, hn, D, copt)
+            if PHASES == 2:                             # dL/d(r h m) = dn W_hn, times m
+                _prod(DRH, DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
+                for r in range(r0, r1):
+                    if not MASK or mask[t, r] != 0.0:
+                        if RM:
+                            for k in range(H):
+                                DRH[r, k] *= rm[r, k]
+                        bwd(2, G, r, C, c0 + r, Hs, hn, D, copt)
+            for r in range(r0, r1):
+                if MASK and mask[t, r] == 0.0:
+                    continue
+                row = c0 + r
+                if COPY:
+                    for j in range(GH):
+                        DHW[row, j] = DX[row, j]
+                if BIAS:
+                    for j in range(GH):
+                        dacc[r, 0, j] += DX[row, j]
+                    if SEP:
+                        for j in range(GH):
+                            dacc[r, 1, j] += DHW[row, j]
+                if LN:
+                    ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
+            _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
+            for r in range(r0, r1):
+                if MASK and mask[t, r] == 0.0:
+                    continue
+                for k in range(H):
+                    dS[0, r, k] += (P[r, k] * rm[r, k] if RM else P[r, k]) + dD[0, r, k]
+                for j in range(1, nst):
+                    for k in range(H):
+                        dS[j, r, k] += dD[j, r, k]
+    return impl
+
+
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def scan_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
-    """Rows r0 .. r1 back over the sequence. Bundles:
+    """Rows r0 .. r1 back over the sequence (the loop itself: ``_bwd_impl``). Bundles:
     w = (W1, W2): W_hh's first-product rows (n1, H), and the second's (two-phase cells), plain or packed
     gst = (dS, G, dD, P, DRH, hn): dL/d(states) (n, B, H), in place: in dL/d(final), out dL/d(initial); scratch
         for dL/d(new states), the cell's direct part, the product dDHW W_hh, phase 2's product, the new h
@@ -222,86 +338,7 @@ def scan_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
     cache = (Hs, C, Vh, Ih, Zn, hT): the forward's caches, and the final h
     opt = (rm, Z, lnh, copt, reverse, dln): as forward; dln (B, 2, n1) the sums of LN_h's gain and bias
         gradients per row"""
-    W1, W2 = w
-    dS, G, dD, P, DRH, hn = gst
-    DX, DHW, mask, dacc = io
-    Hs, C, Vh, Ih, Zn, hT = cache
-    rm, Z, lnh, copt, reverse, dln = opt
-    phases, g1, op2, reads_new, writes_dhw, kc, cprev, sums = props(cell)
-    T, B, H = d_out.shape
-    nst = dS.shape[0]
-    GH = DX.shape[1]
-    n1 = g1 * H
-    has_rm, has_zo, has_ln = rm.shape[0] > 0, Z.shape[0] > 0, lnh.shape[0] > 0
-    has_mask, has_bias = mask.shape[0] > 0, dacc.shape[0] > 0
-    copy_dhw = has_ln and not writes_dhw               # DHW is its own array under layer norm
-    sep = writes_dhw or has_ln
-    tile = _tile(DX, tok)
-    D = (DX, DHW, dD, DRH)
-    for s in range(T):
-        t = s if reverse else T - 1 - s
-        c0 = t * B
-        tn = t - 1 if reverse else t + 1               # the step after t in scan order
-        for r in range(r0, r1):
-            row = c0 + r
-            if has_mask and mask[t, r] == 0.0:          # padded: no gradient into the cell, dS passes
-                for j in range(GH):
-                    DX[row, j] = 0.0
-                if sep:
-                    for j in range(GH):
-                        DHW[row, j] = 0.0
-                continue
-            for j in range(nst):
-                for k in range(H):
-                    g = dS[j, r, k] + d_out[t, r, k] if j == 0 else dS[j, r, k]
-                    if has_zo:
-                        zk = Z[j, row, k]
-                        dS[j, r, k] = g * (1.0 - zk)    # the kept share, past the cell
-                        G[j, r, k] = g * zk
-                    else:
-                        dS[j, r, k] = 0.0
-                        G[j, r, k] = g
-            if reads_new:                               # the new h: zoneout's cache, or the state after t
-                for k in range(H):
-                    if Zn.shape[0] > 0:
-                        hn[r, k] = Zn[row, k]
-                    elif 0 <= tn < T:
-                        hn[r, k] = Hs[tn * B + r, k]
-                    else:
-                        hn[r, k] = hT[r, k]
-            bwd_row(cell, 1, G, r, C, row, Hs, hn, D, copt)
-        if phases == 2:                                 # dL/d(r h m) = dn W_hn, times m
-            _prod(DRH, DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
-            for r in range(r0, r1):
-                if not has_mask or mask[t, r] != 0.0:
-                    if has_rm:
-                        for k in range(H):
-                            DRH[r, k] *= rm[r, k]
-                    bwd_row(cell, 2, G, r, C, c0 + r, Hs, hn, D, copt)
-        for r in range(r0, r1):
-            if has_mask and mask[t, r] == 0.0:
-                continue
-            row = c0 + r
-            if copy_dhw:
-                for j in range(GH):
-                    DHW[row, j] = DX[row, j]
-            if has_bias:
-                for j in range(GH):
-                    dacc[r, 0, j] += DX[row, j]
-                if sep:
-                    for j in range(GH):
-                        dacc[r, 1, j] += DHW[row, j]
-            if has_ln:
-                ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
-        _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
-        for r in range(r0, r1):
-            if has_mask and mask[t, r] == 0.0:
-                continue
-            for k in range(H):
-                dS[0, r, k] += (P[r, k] * rm[r, k] if has_rm else P[r, k]) + dD[0, r, k]
-            for j in range(1, nst):
-                for k in range(H):
-                    dS[j, r, k] += dD[j, r, k]
+    _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok)
 
 
 # ------------------------------------------------------------------ the contract
@@ -378,7 +415,8 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     rmask = np.ascontiguousarray(rm, dtype=dt) if rm is not None else _empty(2, dt)
     out = np.empty((T, B, H), dt)
     A = np.empty((B, GH), dt)
-    args = (kern, x, (Pih, W1, W2, bx, bh), (S, np.empty((B, H), dt), N, XH), (XW, A, out, m2),
+    plan = kern.plan(fused=fused, direct=kern.sums and ln is None and not fused, ln=ln is not None, zoneout=has_zo)
+    args = (plan, x, (Pih, W1, W2, bx, bh), (S, np.empty((B, H), dt), N, XH), (XW, A, out, m2),
             (Hs3.reshape(rows_c, H), C3.reshape(rows_c, kern.kc * H), Vh, Ih, Zn), (rmask, Z, lnh, copt, reverse),
             tok)
     if rows is None:
@@ -388,7 +426,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     final = tuple(S[j].copy() for j in range(S.shape[0]))
     if not keep:
         return out, final, None
-    return out, final, CellArrays(kern=kern, Hs=Hs3, C=C3, hT=final[0], Vh=Vh, Ih=Ih, Zn=Zn, Z=Z if has_zo else None, rm=rmask, lnh=lnh,
+    return out, final, CellArrays(kern=kern, plan=plan, Hs=Hs3, C=C3, hT=final[0], Vh=Vh, Ih=Ih, Zn=Zn, Z=Z if has_zo else None, rm=rmask, lnh=lnh,
                                   copt=copt, ln_x=ln_x, bh_after=bool(bh.size))
 
 
@@ -420,7 +458,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     W1 = _weights(W_hh[:n1], packed)
     W2 = _weights(W_hh[n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
     Hs2, C2 = a.Hs.reshape(T * B, H), a.C.reshape(T * B, -1)
-    args = (kern, np.ascontiguousarray(d_out, dtype=dt), (W1, W2), gst, (DX, DHW, m2, dacc),
+    args = (a.plan, np.ascontiguousarray(d_out, dtype=dt), (W1, W2), gst, (DX, DHW, m2, dacc),
             (Hs2, C2, a.Vh, a.Ih, a.Zn, a.hT), (a.rm, _empty(3, dt) if a.Z is None else a.Z, a.lnh, copt, cache.reverse, dln),
             tok)
     if rows is None:
