@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--rounds", type=int, default=1,
                    help="time every library's blocks this many times in turn and keep each one's best median")
-    p.add_argument("--backend", default="auto", choices=("auto", "numba", "numpy", "loop", "hybrid", "split"))
+    p.add_argument("--backend", default="auto", choices=("auto", "numba", "numpy", "loop", "split"))
     p.add_argument("--memory", action="store_true", help="peak memory of a training step, per library")
     p.add_argument("--compile", action="store_true", help="Numba compile and cached start-up times")
     p.add_argument("--json", help="write every number to this file")

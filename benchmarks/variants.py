@@ -5,8 +5,8 @@ its fastest path and on the NumPy reference, and torch's plain cell, in one run.
 
 float32, B = 32, T = 100, I = 32, H = 128 by default; median ms of a forward and backward over the sequence in
 training mode (the masks drawn every step), the backend each ran on, and the ratio to the plain cell on the
-same backend: recurrent dropout, zoneout and layer norm run on the compiled whole loop ("loop",
-``rnnlab.kernels.variants``), peepholes and projections on the NumPy reference only.
+same backend: recurrent dropout, zoneout and layer norm run on the shared compiled loop ("loop" on one thread,
+"split" on the batch split: ``rnnlab.kernels.loop``), peepholes and projections on the NumPy reference only.
 """
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ class TrainConfig:
     patience: int = 0               # early stopping: evaluations without a lower val loss before stopping (0 = off)
     tbptt: int = 0                  # truncate BPTT every this many steps inside a sequence (0 = full BPTT)
     bptt_segment: int = 0           # bound BPTT memory: keep states every this many steps, recompute (0 = off)
-    backend: str = "auto"           # auto | numpy (the reference) | loop | hybrid | split | numba (compiled auto)
+    backend: str = "auto"           # auto | numpy (the reference) | loop | split | numba (compiled auto)
     #                                 diagonal cells: auto | numpy (step by step) | scan (parallel over time)
     optimizer: str = "adam"         # sgd | adam | adamw | rmsprop | adagrad
     lr: float = 1e-3
@@ -105,7 +105,10 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("input_mode", self.input_mode, ("auto", "dense", "onehot", "embedding"))
         check_choice("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
-        check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "hybrid", "split", "scan"))
+        from .engine import FOLDED
+        if self.backend in FOLDED:
+            raise ConfigError(f"backend: {FOLDED[self.backend]}; use 'loop' or 'auto', got {self.backend!r}")
+        check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "split", "scan"))
         check_float("recurrent_max", self.recurrent_max, 0.0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("distributed", self.distributed, ("auto", "none", "mpi"))

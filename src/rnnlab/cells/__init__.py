@@ -10,8 +10,9 @@ Every cell shares one interface, used by the NumPy reference's time loop (``rnnl
 ``xw`` is the input projection ``x_t W_ih^T + b_ih`` (for all steps at once, outside the loop), ``state`` a
 tuple ``(h,)`` or ``(h, c)``; ``StepCache`` is a NamedTuple of what backward reads (named as in the
 equations); ``dxw`` is the gradient with respect to ``xw`` and ``dhw`` with respect to the recurrent
-pre-activation ``h_{t-1} W_hh^T + b_hh`` (they differ only for the GRU). A new cell is one such module and
-one compiled gate kernel in ``rnnlab.kernels.gates``; ``CELLS`` is the one registry of cells.
+pre-activation ``h_{t-1} W_hh^T + b_hh`` (they differ only for the GRU). A new cell is one such module, its
+compiled row kernels (``rnnlab.kernels.gates`` has the three here) and a ``rnnlab.registry.register`` call;
+``CELLS`` maps the names to the modules (the registry adds to it).
 """
 from . import gru, indrnn, lru, lstm, mingru, minlstm, rnn
 

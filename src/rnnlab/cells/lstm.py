@@ -123,68 +123,40 @@ def _peephole_forward(a, h_prev, c_prev, p, H):
 
 
 def step_backward(dstate, cache, W_hh, rec_mask=None, peephole=None, proj=None, ln=None):
+    """The backward of every variant in one pass (the equations in the module docstring): the projection first,
+    then do, dL/dc_t through h = o tanh(c_t) (through LN_c under layer norm; plus the output gate's peephole),
+    [di | df | dg | do] once, the cell path dc_{t-1} = dc f (plus the input and forget peepholes), and dh_{t-1}
+    through W_hh (through LN_h under layer norm). Returns (da, dhw, (dh_{t-1}, dc_{t-1})) and, with a projection
+    or layer norm, the shares of their parameters' gradients as a fourth value."""
     dh, dc = dstate
-    if ln is not None:
-        return _ln_backward(dh, dc, cache, W_hh, rec_mask, ln)
-    if proj is not None:                            # h = m W_hr^T with m = o tanh(c)
-        m = cache.o * cache.tanh_c                  # broadcast: the diagnostics pass identity rows as the batch
-        dW_hr = dh.T @ np.broadcast_to(m, (dh.shape[0], m.shape[1]))
-        dh = dh @ proj
-    if peephole is not None:
-        res = _peephole_backward(dh, dc, cache, W_hh, rec_mask, peephole)
-    else:
-        res = _gates_backward(dh, dc, cache, W_hh, rec_mask)
-    return res if proj is None else res + ({"weight_hr": dW_hr},)
-
-
-def _ln_backward(dh, dc, cache, W_hh, rec_mask, ln):
-    h_prev, c_prev, i, f, g, o, tanh_c, _, (ln_h, ln_c) = cache
-    do = dh * tanh_c
-    dcx, dgc, dbc = layernorm.backward(dh * o * (1.0 - tanh_c * tanh_c), ln["c"][0], ln_c)
-    dc = dc + dcx
-    da = np.concatenate([(dc * g) * i * (1.0 - i), (dc * c_prev) * f * (1.0 - f), (dc * i) * (1.0 - g * g),
-                         do * o * (1.0 - o)], axis=1)
-    draw, dgh, dbh = layernorm.backward(da, ln["h"][0], ln_h)        # through LN_h to h W_hh^T
-    dh_prev = draw @ W_hh
-    if rec_mask is not None:
-        dh_prev *= rec_mask
-    return da, draw, (dh_prev, dc * f), {"bias_hh": da.sum(axis=0), "ln_hh_weight": dgh, "ln_hh_bias": dbh,
-                                         "ln_c_weight": dgc, "ln_c_bias": dbc}
-
-
-def _gates_backward(dh, dc, cache, W_hh, rec_mask):
-    h_prev, c_prev, i, f, g, o, tanh_c, _, _ = cache
-    do = dh * tanh_c
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)      # backprop through h = o * tanh(c)
-    da = np.concatenate(
-        [
-            (dc * g) * i * (1.0 - i),               # input gate
-            (dc * c_prev) * f * (1.0 - f),          # forget gate
-            (dc * i) * (1.0 - g * g),               # candidate
-            do * o * (1.0 - o),                     # output gate
-        ],
-        axis=1,
-    )                                               # (B, 4H)
-    dc_prev = dc * f                                # the cell path
-    dh_prev = da @ W_hh                             # (B, H)
-    if rec_mask is not None:
-        dh_prev *= rec_mask
-    return da, da, (dh_prev, dc_prev)
-
-
-def _peephole_backward(dh, dc, cache, W_hh, rec_mask, p):
-    h_prev, c_prev, i, f, g, o, tanh_c, c, _ = cache
+    h_prev, c_prev, i, f, g, o, tanh_c, _, lns = cache
     H = c_prev.shape[-1]
-    da_o = dh * tanh_c * o * (1.0 - o)
-    dc = dc + dh * o * (1.0 - tanh_c * tanh_c) + da_o * p[2 * H:]
-    da_i = (dc * g) * i * (1.0 - i)
-    da_f = (dc * c_prev) * f * (1.0 - f)
-    da = np.concatenate([da_i, da_f, (dc * i) * (1.0 - g * g), da_o], axis=1)
-    dc_prev = dc * f + da_i * p[:H] + da_f * p[H:2 * H]
-    dh_prev = da @ W_hh
+    extra = {}
+    if proj is not None:                            # h = m W_hr^T with m = o tanh(c)
+        m = o * tanh_c                              # broadcast: the diagnostics pass identity rows as the batch
+        extra["weight_hr"] = dh.T @ np.broadcast_to(m, (dh.shape[0], m.shape[1]))
+        dh = dh @ proj
+    da_o = (dh * tanh_c) * o * (1.0 - o)            # output gate
+    dct = dh * o * (1.0 - tanh_c * tanh_c)          # backprop through h = o * tanh(c)
+    if ln is not None:                              # ... and through LN_c
+        dct, extra["ln_c_weight"], extra["ln_c_bias"] = layernorm.backward(dct, ln["c"][0], lns[1])
+    dc = dc + dct
+    if peephole is not None:                        # o reads c_t
+        dc = dc + da_o * peephole[2 * H:]
+    da_i = (dc * g) * i * (1.0 - i)                 # input gate
+    da_f = (dc * c_prev) * f * (1.0 - f)            # forget gate
+    da = np.concatenate([da_i, da_f, (dc * i) * (1.0 - g * g), da_o], axis=1)     # (B, 4H), candidate third
+    dc_prev = dc * f                                # the cell path
+    if peephole is not None:
+        dc_prev = dc_prev + da_i * peephole[:H] + da_f * peephole[H:2 * H]
+    dhw = da
+    if ln is not None:                              # through LN_h to h W_hh^T
+        dhw, extra["ln_hh_weight"], extra["ln_hh_bias"] = layernorm.backward(da, ln["h"][0], lns[0])
+        extra["bias_hh"] = da.sum(axis=0)
+    dh_prev = dhw @ W_hh                            # (B, H)
     if rec_mask is not None:
         dh_prev *= rec_mask
-    return da, da, (dh_prev, dc_prev)
+    return (da, dhw, (dh_prev, dc_prev)) + ((extra,) if extra else ())
 
 
 def grad_peephole(dXW, caches):

@@ -1,15 +1,19 @@
 """The compiled backends (Numba), each checked against the NumPy reference in the test suite. Top-down:
 
-    loop.py, hybrid.py, split.py   the three strategies, each one backend of ``rnnlab.engine``
-    gates.py                       each cell's gate math, once, shared by the three
-    weight_grads.py                the products after the loop (dW_ih, dW_hh, dx, the bias sums)
-    packed_gemm.py                 the packed matrix product of the loop and split paths, sized to the host
-    host.py                        the host CPU, its vector features, the variant in use (RNNLAB_SIMD)
-    checks.py                      the compiled NaN/Inf check and fingerprint of ``rnnlab.checks``
+    loop.py          the shared time loop, written once for every cell and option: backend "loop" (one thread)
+    split.py         backend "split": the same loop with the batch's rows split over threads (threads.py)
+    units.py         backend "units": one-row inference with the hidden units split over threads
+    cell.py          the token by which the loops call a cell's row kernels (its Numba type names them)
+    gates.py         each cell's row kernels: the only compiled copy of the cells' math
+    packed_gemm.py   the packed matrix product of the loops, sized to the host
+    diagonal.py      the diagonal cells' compiled loops (minGRU, minLSTM, IndRNN, LRU)
+    host.py          the host CPU, its vector features, the variant in use (RNNLAB_SIMD)
+    checks.py        the compiled NaN/Inf check and fingerprint of ``rnnlab.checks``
 
-Numba's on-disk cache is checked against each function's own source file only: after editing a kernel module,
-delete the ``__pycache__/*.nbi``/``*.nbc`` files of the modules that call into it (an installed release is
-always consistent: every file is new).
+Numba's on-disk cache is checked against each function's own source file only. The loops' cache also keys
+on a digest of the row kernels' files (``cell.py``); after editing another kernel module (``packed_gemm.py``,
+``threads.py``), delete the ``__pycache__/*.nbi``/``*.nbc`` files of the modules that call into it (an
+installed release is always consistent: every file is new).
 
 ``available()`` tells whether Numba is installed.
 """

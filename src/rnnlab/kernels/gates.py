@@ -72,14 +72,14 @@ def _th_dispatch(x):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
 
-@overload(_th_dispatch)
+@overload(_th_dispatch, jit_options={"fastmath": FAST, "error_model": "numpy"})
 def _th_impl(x):
     if x == types.float32:
         return lambda x: _tanh32(x)
     return lambda x: math.tanh(x)
 
 
-@njit(inline="always", error_model="numpy")
+@njit(fastmath=FAST, error_model="numpy")
 def th(x):
     return _th_dispatch(x)
 
@@ -88,14 +88,14 @@ def _sg_dispatch(x):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
 
-@overload(_sg_dispatch)
+@overload(_sg_dispatch, jit_options={"fastmath": FAST, "error_model": "numpy"})
 def _sg_impl(x):
     if x == types.float32:                  # float32 constants keep float32 math in float32
         return lambda x: np.float32(0.5) * _tanh32(np.float32(0.5) * x) + np.float32(0.5)
     return lambda x: 0.5 * math.tanh(0.5 * x) + 0.5
 
 
-@njit(inline="always", error_model="numpy")
+@njit(fastmath=FAST, error_model="numpy")
 def sg(x):
     return _sg_dispatch(x)
 
