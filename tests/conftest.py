@@ -48,6 +48,14 @@ BACKENDS = ["numpy"] + COMPILED
 SIMD = ["avx512", "avx2", "sse"]     # every vector variant runs on any x86 host (RNNLAB_SIMD)
 
 
+def simd_cases(cells):
+    """(simd, cls, kw) to run: every cell with the first variant; with the others, which change only the
+    cell-independent products, the LSTM (x and h products summed: the fused and the accumulated product) and
+    the GRU (apart; reset='before': two products a step)."""
+    return [(simd, cls, kw) for simd in SIMD for cls, kw in cells
+            if simd == SIMD[0] or cls.__name__ in ("LSTM", "GRU")]
+
+
 def use_backend(backend, monkeypatch):
     """-> the layer's ``backend=`` argument for a test backend name ("split" gets two threads)."""
     if backend == "split":

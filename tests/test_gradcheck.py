@@ -16,7 +16,7 @@ def _nonzero_biases(layer, rng):
                            for k, v in layer.state_dict().items()})
 
 
-from conftest import BACKENDS, COMPILED, SIMD, serves, use_backend  # noqa: E402
+from conftest import BACKENDS, COMPILED, serves, simd_cases, use_backend  # noqa: E402
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -47,9 +47,8 @@ def test_every_gradient(cls, kw, num_layers, bidirectional, batch_first, ragged,
     assert not bad, bad
 
 
-@pytest.mark.parametrize("simd", SIMD)
 @pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("cls,kw", CELLS, ids=IDS)
+@pytest.mark.parametrize("simd,cls,kw", simd_cases(CELLS))
 def test_every_gradient_in_every_vector_variant(cls, kw, backend, simd, monkeypatch):
     """The compiled paths with each vector variant of the packed products (RNNLAB_SIMD): 2 layers, both
     directions, batch_first, ragged lengths, non-zero biases."""

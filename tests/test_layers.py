@@ -12,7 +12,7 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.LSTM,
 GRID = list(itertools.product([1, 2, 3], [False, True], [False, True], [False, True], [False, True]))
 
 
-from conftest import BACKENDS, COMPILED, SIMD, use_backend  # noqa: E402
+from conftest import BACKENDS, COMPILED, simd_cases, use_backend  # noqa: E402
 
 
 def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, dtype, seed, backend="numpy"):
@@ -94,9 +94,8 @@ def test_unbatched_input_matches_torch():
     np.testing.assert_allclose(hn, ref["hn"][0], atol=1e-12)
 
 
-@pytest.mark.parametrize("simd", SIMD)
 @pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("simd,cls,kw", simd_cases(CELLS))
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 def test_parity_in_every_vector_variant(cls, kw, backend, simd, dtype, tol, monkeypatch):
     """torch parity on the compiled paths with each vector variant of the packed products (RNNLAB_SIMD)."""

@@ -5,7 +5,7 @@ import pytest
 
 import rnnlab
 from rnnlab.kernels import available
-from conftest import BACKENDS, COMPILED, SIMD, serves, use_backend
+from conftest import BACKENDS, COMPILED, serves, simd_cases, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -19,10 +19,9 @@ def impl(request, monkeypatch):
     return use_backend(request.param, monkeypatch)
 
 
-@pytest.mark.parametrize("cls,kw", CELLS)
+@pytest.mark.parametrize("simd,cls,kw", simd_cases(CELLS))
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("L,bidir,ragged", [(1, False, False), (2, True, True)])
-@pytest.mark.parametrize("simd", SIMD)
 def test_compiled_equals_reference(cls, kw, dtype, tol, L, bidir, ragged, impl, simd, monkeypatch):
     monkeypatch.setenv("RNNLAB_SIMD", simd)
     rng = np.random.default_rng(0)
