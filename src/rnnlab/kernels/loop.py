@@ -126,6 +126,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
         tile = _tile(A, tok)
         A1 = A[:, :n1]
         V = O if RM else S[0]                           # the products' operand
+        stn = (S, V, N)                                 # built once: a tuple per row costs reference counts
         ta = 0
         nxt = 0
         for s in range(T):
@@ -168,7 +169,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
                             A[r, j] += bh[j]
             for r in range(r0, r1):
                 if not MASK or mask[t, r] != 0.0:
-                    fwd(1, Ar, Xr, (S, V, N), r, C, c0 + r, copt)
+                    fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
             if PHASES == 2:                             # the second product reads the cache's block OP2
                 e0 = OP2 * H
                 _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
@@ -177,7 +178,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
                         if BH:
                             for j in range(n1, A.shape[1]):
                                 A[r, j] += bh[j]
-                        fwd(2, A, X, (S, V, N), r, C, c0 + r, copt)
+                        fwd(2, A, X, stn, r, C, c0 + r, copt)
             for r in range(r0, r1):
                 if MASK and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
                     for k in range(H):
