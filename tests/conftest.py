@@ -39,9 +39,12 @@ def _numba_ok():
 
 
 # every backend by name: the NumPy reference and, with Numba, the compiled ones (forced at the tests' small sizes
-# by naming them; "split" on two threads, blocks of a single row allowed; "loop-packed": the loop with its packed
-# block products and the fused [x h 1] product from one row, which it otherwise takes from PACK_MIN_ROWS rows)
-COMPILED = ["loop", "loop-packed", "split"] if _numba_ok() else []
+# by naming them; "split" on two threads, blocks of a single row allowed). "loop-packed": the loop with its
+# packed block products and the fused [x h 1] product from one row, which it otherwise takes from PACK_MIN_ROWS
+# rows; each kind of product compiles its own loops, so the suites that compare every cell and option with the
+# reference name it (WITH_PACKED); the gradient checks and torch parity run on the others.
+COMPILED = ["loop", "split"] if _numba_ok() else []
+WITH_PACKED = COMPILED + (["loop-packed"] if COMPILED else [])
 BACKENDS = ["numpy"] + COMPILED
 
 

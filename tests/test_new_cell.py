@@ -19,7 +19,7 @@ import pytest
 import rnnlab
 from rnnlab.gradcheck import check_layer
 from rnnlab.registry import CellSpec, register
-from conftest import COMPILED, use_backend
+from conftest import WITH_PACKED as COMPILED, use_backend
 
 ALPHA = 0.5
 G, STATE, GATES = 1, ("h",), ()

@@ -38,7 +38,7 @@ def fixed_masks(monkeypatch):
 
 
 COMPILED = pytest.mark.skipif(not rnnlab.kernels.available(), reason="the compiled loop needs numba")
-BACKENDS = ["numpy"] + [pytest.param(b, marks=COMPILED) for b in ("loop", "loop-packed", "split")]
+BACKENDS = ["numpy"] + [pytest.param(b, marks=COMPILED) for b in ("loop", "split")]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -5,7 +5,7 @@ import pytest
 
 import rnnlab
 from rnnlab.kernels import available
-from conftest import BACKENDS, COMPILED, serves, simd_cases, use_backend
+from conftest import BACKENDS, COMPILED, WITH_PACKED, serves, simd_cases, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -13,7 +13,7 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.RNN, 
          (rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.GRU, {"reset": "before"})]
 
 
-@pytest.fixture(params=COMPILED)
+@pytest.fixture(params=WITH_PACKED)
 def impl(request, monkeypatch):
     """The shared compiled loop on one thread (one-row or packed products) or split, by name, at the small test sizes."""
     return use_backend(request.param, monkeypatch)
