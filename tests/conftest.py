@@ -53,10 +53,8 @@ SIMD = ["avx512", "avx2", "sse"]     # every vector variant runs on any x86 host
 
 def simd_cases(cells):
     """(simd, cls, kw) to run: every cell with the first variant; with the others, which change only the
-    cell-independent products, the LSTM (x and h products summed: the fused and the accumulated product) and
-    the GRU (apart; reset='before': two products a step)."""
-    return [(simd, cls, kw) for simd in SIMD for cls, kw in cells
-            if simd == SIMD[0] or cls.__name__ in ("LSTM", "GRU")]
+    products (the same code for every cell), the LSTM: its x and h products summed, fused or accumulated."""
+    return [(simd, cls, kw) for simd in SIMD for cls, kw in cells if simd == SIMD[0] or cls.__name__ == "LSTM"]
 
 
 def use_backend(backend, monkeypatch):
