@@ -174,7 +174,7 @@ def _run_prefix(rnn, x, k):
     from .recurrent import scan_forward
     T, B, _ = x.shape
     outs = []
-    if hasattr(rnn, "direction_params"):
+    if rnn.family == "diagonal":
         for d in range(rnn.num_directions):
             st = tuple(np.zeros((B, rnn.hidden_size), rnn.dtype) for _ in rnn.cell.STATE)
             xd = x[::-1] if d == 1 else x
@@ -225,7 +225,7 @@ def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
     x = np.asarray(x)
     B = x.shape[1]
     norms = []
-    if hasattr(layer, "direction_params"):                                 # diagonal: the product of carries
+    if layer.family == "diagonal":                                 # diagonal: the product of carries
         n = min(B, max_sequences)
         norms = list(_diagonal_jacobian_norms(layer, x[:, :n], l, None if lengths is None else lengths[:n]))
     for b in range(min(B, max_sequences) if not norms else 0):
@@ -243,7 +243,7 @@ def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
 def spectral(layer) -> dict:
     """For each W_hh (name -> per gate block): singular values and spectral radius. Diagonal layers: the
     recurrent diagonal itself (IndRNN's u, the LRU's lambda); minGRU and minLSTM have none."""
-    if hasattr(layer, "direction_params"):
+    if layer.family == "diagonal":
         out = {}
         for name, W in layer.named_parameters():
             if name.startswith("weight_hh"):                                # IndRNN: u (H,)
@@ -277,7 +277,7 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
     _layer_index(layer, l)
     if layer.cell_name == "rnn":
         return {}
-    if hasattr(layer, "direction_params"):
+    if layer.family == "diagonal":
         return _diagonal_gate_stats(layer, x, lengths, l, max_span)
     was = layer.training
     layer.eval()

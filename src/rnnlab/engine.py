@@ -266,41 +266,26 @@ def variational_masks(layer, l, d, shape):
 
 
 def forward(layer, x, states0, mask, keep, guards=()):
-    """x (T, B, I) through every layer and direction of ``layer`` (a ``rnnlab.layers.RecurrentLayer``).
-    -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
+    """x (T, B, I) through every layer and direction of ``layer``, for every family of cells: the one stack
+    (layers x directions x dropout between layers x the variational masks). Each direction runs through the
+    layer's ``_direction_forward`` (the classic cells: the backend's ``forward``; the diagonal ones:
+    ``rnnlab.diagonal``). -> (output (T, B, D*H), final states [(L*D, B, H)], ForwardCache or None)."""
     T, B, _ = x.shape
     L, D = layer.num_layers, layer.num_directions
-    backend = layer._choose(B, keep, T)
-    mod = module(backend)
-    extra = {}
-    if backend == "numpy":
-        extra = {"segment": layer.bptt_segment}
-    elif backend == "split":
-        if layer.row_split is None:
-            layer.row_split = mod.RowSplit()            # the layer's row split, adapted to the threads' speeds
-        extra = {"rows": layer.row_split}
-    alloc = Recycler(layer._cache)
+    backend, ctx, scope = layer._call_plan(B, keep, T)
     layer._cache = None                 # dropped before the new caches are made (peak memory)
     finals = [np.empty_like(s) for s in states0]
     layer_caches = []
     inp = x
-    # the one-thread loop makes no BLAS call inside its forward (layer norm's one product aside): no thread
-    # setting to change, which costs more than a short call
-    with contextlib.nullcontext() if backend == "loop" else blas_context(backend, B, layer.gate_size,
-                                                                         layer.hidden_size):
+    with scope:
         for l in range(L):
             outs, dirs = [], []
             for d in range(D):
-                W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
                 state0 = tuple(s[l * D + d] for s in states0)
                 x_mask, rec_mask, zone = variational_masks(layer, l, d, inp.shape)
                 inp_d = inp if x_mask is None else inp * x_mask
-                opts = {**layer.cell_opts, **layer.option_params(l, d)}
-                if rec_mask is not None:
-                    opts["rec_mask"] = rec_mask
-                more = extra if zone is None else {**extra, "zoneout": zone}
-                out, stateT, arrays = mod.forward(layer.cell_name, inp_d, W_ih, W_hh, b_ih, b_hh, state0, mask,
-                                                  d == 1, opts, keep, alloc, **more)
+                out, stateT, arrays, opts = layer._direction_forward(backend, ctx, l, d, inp_d, state0, mask, keep,
+                                                                     rec_mask, zone)
                 for f, s in zip(finals, stateT):
                     f[l * D + d] = s
                 outs.append(out)
@@ -316,41 +301,80 @@ def forward(layer, x, states0, mask, keep, guards=()):
 
 
 def backward(layer, cache, d_output, d_final, record=False):
-    """Backpropagate d_output (T, B, D*H) and d_final [(L*D, B, H)] through ``cache``; adds every parameter
-    gradient to ``layer.grads``. -> (dx (T, B, I), d_initial [(L*D, B, H)], state_grads or None)."""
-    if record and cache.backend != "numpy":
-        raise BackendError(f"record_state_grads: the per-step state gradients are recorded by backend='numpy' only; "
-                           f"the last forward ran on backend={cache.backend!r} (build the layer with "
-                           f"backend='numpy'; rnnlab.diagnostics does)")
+    """Backpropagate d_output (T, B, D*H) and d_final [(L*D, B, H)] through ``cache``, every family; adds every
+    parameter gradient to ``layer.grads``. -> (dx (T, B, I), d_initial [(L*D, B, H)], state_grads or None)."""
+    layer._check_record(cache, record)
     L, D, H = layer.num_layers, layer.num_directions, layer.output_size
-    mod = module(cache.backend)
-    extra = {"record": True} if record else {"rows": layer.row_split} if cache.backend == "split" else {}
     d_init = [np.empty_like(g) for g in d_final]
     state_grads = {} if record else None
     d_inp = d_output                                                     # (T, B, D*H)
-    with blas_context(cache.backend, cache.B, layer.gate_size, H):
+    with layer._backward_scope(cache):
         for l in range(L - 1, -1, -1):
             lc = cache.layers[l]
             d_out_l = d_inp if lc.drop is None else d_inp * lc.drop          # backprop through dropout
             d_x = None
             for d in range(D):
                 s = layer.suffix(l, d)
-                W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
-                g = mod.backward(layer.cell_name, d_out_l[:, :, d * H:(d + 1) * H],
-                                 tuple(f[l * D + d] for f in d_final), lc.dirs[d], W_ih, W_hh, layer.bias,
-                                 layer.workspace, **extra)
-                layer.grads["weight_ih" + s] += g.dW_ih
-                layer.grads["weight_hh" + s] += g.dW_hh
-                if layer.bias:
-                    layer.grads["bias_ih" + s] += g.db_ih
-                    layer.grads["bias_hh" + s] += g.db_hh
-                for name, v in (g.extra or {}).items():
-                    layer.grads[name + s] += v
+                dx_d, dstate0, grads, sg = layer._direction_backward(cache.backend, l, d, d_out_l[:, :, d * H:(d + 1) * H],
+                                                                     tuple(f[l * D + d] for f in d_final), lc.dirs[d],
+                                                                     record)
+                for name, v in grads.items():
+                    if v is not None:
+                        layer.grads[name + s] += v
                 if record:
-                    state_grads[(l, d)] = g.state_grads
-                dx_d = g.dx if lc.dirs[d].x_mask is None else g.dx * lc.dirs[d].x_mask
+                    state_grads[(l, d)] = sg
+                if lc.dirs[d].x_mask is not None:
+                    dx_d = dx_d * lc.dirs[d].x_mask
                 d_x = dx_d if d_x is None else d_x + dx_d
-                for f, ds in zip(d_init, g.dstate0):
+                for f, ds in zip(d_init, dstate0):
                     f[l * D + d] = ds
             d_inp = d_x
     return d_inp, d_init, state_grads
+
+
+def dense_plan(layer, B, keep, T):
+    """A classic cell's call: (backend, what its functions take besides the arrays, the BLAS scope)."""
+    backend = layer._choose(B, keep, T)
+    ctx = {"mod": module(backend), "extra": {}, "alloc": Recycler(layer._cache)}
+    if backend == "numpy":
+        ctx["extra"] = {"segment": layer.bptt_segment}
+    elif backend == "split":
+        if layer.row_split is None:
+            layer.row_split = ctx["mod"].RowSplit()     # the layer's row split, adapted to the threads' speeds
+        ctx["extra"] = {"rows": layer.row_split}
+    # the one-thread loop makes no BLAS call inside its forward (layer norm's one product aside): no thread
+    # setting to change, which costs more than a short call
+    scope = contextlib.nullcontext() if backend == "loop" else blas_context(backend, B, layer.gate_size,
+                                                                            layer.hidden_size)
+    return backend, ctx, scope
+
+
+def dense_forward(layer, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone):
+    """One direction of a classic cell on ``backend``. -> (out, final state, arrays, opts)."""
+    W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
+    opts = {**layer.cell_opts, **layer.option_params(l, d)}
+    if rec_mask is not None:
+        opts["rec_mask"] = rec_mask
+    more = ctx["extra"] if zone is None else {**ctx["extra"], "zoneout": zone}
+    out, stateT, arrays = ctx["mod"].forward(layer.cell_name, inp_d, W_ih, W_hh, b_ih, b_hh, state0, mask, d == 1,
+                                             opts, keep, ctx["alloc"], **more)
+    return out, stateT, arrays, opts
+
+
+def dense_backward(layer, backend, l, d, d_out, d_final, dircache, record):
+    """-> (dx, dstate0, {parameter name: gradient}, recorded state gradients or None)."""
+    W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
+    extra = {"record": True} if record else {"rows": layer.row_split} if backend == "split" else {}
+    g = module(backend).backward(layer.cell_name, d_out, d_final, dircache, W_ih, W_hh, layer.bias, layer.workspace,
+                                 **extra)
+    grads = {"weight_ih": g.dW_ih, "weight_hh": g.dW_hh, **(g.extra or {})}
+    if layer.bias:
+        grads.update(bias_ih=g.db_ih, bias_hh=g.db_hh)
+    return g.dx, g.dstate0, grads, g.state_grads
+
+
+def dense_check_record(cache, record):
+    if record and cache.backend != "numpy":
+        raise BackendError(f"record_state_grads: the per-step state gradients are recorded by backend='numpy' only; "
+                           f"the last forward ran on backend={cache.backend!r} (build the layer with "
+                           f"backend='numpy'; rnnlab.diagnostics does)")

@@ -125,8 +125,23 @@ class RecurrentLayer:
         self.cell = self._cell_module()
         self.workspace = engine.Workspace()
 
-    # the stack (``engine``) and the cells it runs; the diagonal layers have their own
-    _stack = engine
+    # the one stack (``engine.forward``/``backward``) calls these per call and per direction
+    family = "dense"
+
+    def _call_plan(self, B, keep, T):
+        return engine.dense_plan(self, B, keep, T)
+
+    def _direction_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone):
+        return engine.dense_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone)
+
+    def _direction_backward(self, backend, l, d, d_out, d_final, dircache, record):
+        return engine.dense_backward(self, backend, l, d, d_out, d_final, dircache, record)
+
+    def _check_record(self, cache, record):
+        engine.dense_check_record(cache, record)
+
+    def _backward_scope(self, cache):
+        return engine.blas_context(cache.backend, cache.B, self.gate_size, self.output_size)
 
     def _cell_module(self):
         return CELLS[self.cell_name]
@@ -362,7 +377,7 @@ class RecurrentLayer:
         states0 = checks.initial_states(hx, len(self.cell.STATE), type(self).__name__,
                                         self.num_layers * self.num_directions, B, self.state_sizes, unbatched,
                                         self.dtype, check_finite, watched if keep else None)
-        output, finals, cache = self._stack.forward(self, x, states0, mask, keep, checks.guard_inputs(watched))
+        output, finals, cache = engine.forward(self, x, states0, mask, keep, checks.guard_inputs(watched))
         if cache is not None:
             cache.unbatched = unbatched
         self._cache, self._no_grad_forward = cache, not keep
@@ -432,7 +447,7 @@ class RecurrentLayer:
         d_final = checks.final_state_grads(d_hn, cache.n_state, type(self).__name__,
                                            self.num_layers * self.num_directions, B, self.state_sizes,
                                            cache.unbatched, self.dtype, check_finite)
-        dx, d_init, state_grads = self._stack.backward(self, cache, d_output, d_final, record_state_grads)
+        dx, d_init, state_grads = engine.backward(self, cache, d_output, d_final, record_state_grads)
         if record_state_grads:
             self.state_grads = state_grads
         if cache.unbatched:
@@ -587,7 +602,22 @@ class DiagonalLayer(RecurrentLayer):
     lengths, stacking and directions as RNN/LSTM/GRU, run by ``rnnlab.diagonal``. ``backend``: ``'auto'``,
     ``'numpy'`` (step by step) or ``'scan'`` (parallel over time, where the cell's recurrence is linear)."""
 
-    _stack = diagonal
+    family = "diagonal"
+
+    def _call_plan(self, B, keep, T):
+        return diagonal.plan(self, B, keep, T)
+
+    def _direction_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone):
+        return diagonal.direction_forward(self, backend, ctx, l, d, inp_d, state0, mask)
+
+    def _direction_backward(self, backend, l, d, d_out, d_final, dircache, record):
+        return diagonal.direction_backward(self, backend, l, d, d_out, d_final, dircache, record)
+
+    def _check_record(self, cache, record):
+        return None                             # every backend records dL/dh_t of a diagonal cell
+
+    def _backward_scope(self, cache):
+        return engine.blas_context("numpy", cache.B, self.gate_size, self.hidden_size)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, *, recurrent_init="uniform", bptt_segment=None, **kw):
