@@ -13,9 +13,12 @@ Every backend has the same two functions, per layer and direction:
     "units"   rnnlab.kernels.units    inference: the hidden units over threads, each keeping its weights
     "auto"    the fastest that serves the call (``choose``); "numba": the same among the compiled ones
 
-This module stacks the layers and directions (dropout between layers), picks the backend once per call,
-sets the BLAS threads for it, and keeps the caches typed (``rnnlab.caches``). A backend that cannot serve a
-call says so (``BackendError``) rather than handing it to another one.
+This module stacks the layers and directions (dropout between layers, the variational masks) for every
+family of cells: ``forward`` and ``backward`` are the one stack, and each layer runs one direction through its
+``_direction_forward``/``_direction_backward`` (the classic cells: the backends below, ``dense_forward``; the
+diagonal ones: ``rnnlab.diagonal``). It picks the backend once per call, sets the BLAS threads for it, and
+keeps the caches typed (``rnnlab.caches``). A backend that cannot serve a call says so (``BackendError``)
+rather than handing it to another one.
 """
 from __future__ import annotations
 
