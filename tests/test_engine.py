@@ -220,3 +220,19 @@ def test_states_are_read_by_name_on_every_backend(cls, names, backend, monkeypat
     copy = kept.copy()
     layer(x[::-1].copy(), lengths=lengths)                               # the next forward reuses the caches
     np.testing.assert_array_equal(kept, copy)                           # what the caller holds is a copy
+
+
+@pytest.mark.parametrize("cls,kw", [(rnnlab.LSTM, {"layer_norm": True, "zoneout": 0.2, "zoneout_cell": 0.1}),
+                                    (rnnlab.GRU, {"layer_norm": True}), (rnnlab.layers.MinGRU, {})])
+def test_the_diagnostics_prefix_is_the_stacks_layer(cls, kw):
+    """diagnostics.layer_inputs runs earlier layers as the one stack does (layer norm, zoneout's expected mix at
+    evaluation, both directions): the input it gives layer 1 is the stack's own."""
+    from rnnlab import diagnostics
+    rng = np.random.default_rng(0)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, **kw).eval()
+    for v in layer.parameters():
+        v[...] = rng.normal(0, 0.5, v.shape)
+    x = rng.standard_normal((6, 2, 3))
+    out, _ = layer(x)
+    layer.backward(np.ones_like(out))                       # keeps the forward's caches
+    np.testing.assert_allclose(diagnostics._run_prefix(layer, x, 0), layer._cache.layers[1].x, rtol=0, atol=1e-12)

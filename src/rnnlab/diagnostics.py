@@ -171,25 +171,19 @@ def layer_inputs(model, inputs, l=0):
 
 
 def _run_prefix(rnn, x, k):
-    from .recurrent import scan_forward
+    """Layer k of ``rnn`` on x, both directions, zero initial states, as the stack runs it (``engine``: the
+    layer's own direction function, layer norm and, at evaluation, zoneout's expected mix included)."""
+    from .engine import variational_masks
     T, B, _ = x.shape
+    backend, ctx, scope = rnn._call_plan(B, False, T)
+    x = np.ascontiguousarray(x, dtype=rnn.dtype)
     outs = []
-    if rnn.family == "diagonal":
+    with scope:
         for d in range(rnn.num_directions):
-            st = tuple(np.zeros((B, rnn.hidden_size), rnn.dtype) for _ in rnn.cell.STATE)
-            xd = x[::-1] if d == 1 else x
-            out = rnn.cell.forward(np.ascontiguousarray(xd), rnn.direction_params(k, d), st, None, "loop")[0]
-            outs.append(out[::-1] if d == 1 else out)
-        return np.concatenate(outs, axis=2)
-    for d in range(rnn.num_directions):
-        W_ih, W_hh, b_ih, b_hh = rnn.layer_params(k, d)
-        xw = (x.reshape(T * B, -1) @ W_ih.T).reshape(T, B, -1)
-        if b_ih is not None:
-            xw += b_ih
-        st = tuple(np.zeros((B, k), rnn.dtype) for k in rnn.state_sizes)
-        out, _, _ = scan_forward(rnn.cell, xw, st, W_hh, b_hh, reverse=(d == 1),
-                                 opts={**rnn.cell_opts, **rnn.option_params(k, d)})
-        outs.append(out)
+            st = tuple(np.zeros((B, n), rnn.dtype) for n in rnn.state_sizes)
+            x_mask, rec_mask, zone = variational_masks(rnn, k, d, x.shape)
+            xd = x if x_mask is None else x * x_mask
+            outs.append(rnn._direction_forward(backend, ctx, k, d, xd, st, None, False, rec_mask, zone)[0])
     return np.concatenate(outs, axis=2)
 
 
