@@ -30,7 +30,7 @@ class CellArrays:
     Z: np.ndarray | None                # zoneout's shares (n, T*B, H), or None
     rm: np.ndarray                      # the recurrent dropout mask (B, H), or empty
     lnh: np.ndarray                     # LN_h's gain and bias (2, G*H), or empty
-    copt: tuple                         # the cell's own bundle (kernels.gates.cell_opts)
+    copt: tuple                         # the cell's own bundle (CellKernel.copt)
     ln_x: tuple | None = None           # LN_x's (v_hat, 1/s) over (T, B, G*H)
     bh_after: bool = False              # b_hh added after the product (and its layer norm)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import checks, diagonal, engine, sequences
 from .cells import CELLS, DIAGONAL
-from .registry import SPECS
+from .registry import on_register
 from .cells.linear import DRAW_BLOCK, draw
 from .errors import BackendError, ConfigError, DTypeError, ShapeError, check_choice, check_float, check_int
 from .grad_mode import is_grad_enabled
@@ -758,43 +758,18 @@ class LRU(DiagonalLayer):
                                     "max_phase": check_float("max_phase", max_phase, 0.0, low_open=True)}, **kw)
 
 
-class _Layers(dict):
-    """The layer kinds by cell name: the classes above, and a ``RecurrentLayer`` named after each cell added
-    later with ``rnnlab.registry.register`` (made on first use)."""
-
-    def _sync(self):
-        for name in SPECS:
-            if not dict.__contains__(self, name):
-                dict.__setitem__(self, name, type(name.upper(), (RecurrentLayer,),
-                                                  {"cell_name": name, "__module__": __name__}))
-
-    def __contains__(self, key):
-        self._sync()
-        return dict.__contains__(self, key)
-
-    def __getitem__(self, key):
-        self._sync()
-        return dict.__getitem__(self, key)
-
-    def __iter__(self):
-        self._sync()
-        return dict.__iter__(self)
-
-    def __len__(self):
-        self._sync()
-        return dict.__len__(self)
-
-    def keys(self):
-        self._sync()
-        return dict.keys(self)
-
-    def items(self):
-        self._sync()
-        return dict.items(self)
+# the one registry of layer kinds: the classic cells and the diagonal ones; a cell added later with
+# rnnlab.registry.register gets a RecurrentLayer named after it
+LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM, "indrnn": IndRNN, "lru": LRU}
 
 
-# the one registry of layer kinds: the classic cells and the diagonal ones (rnnlab.registry)
-LAYERS = _Layers(rnn=RNN, lstm=LSTM, gru=GRU, mingru=MinGRU, minlstm=MinLSTM, indrnn=IndRNN, lru=LRU)
+def _add_layer(spec) -> None:
+    if spec.name not in LAYERS:
+        LAYERS[spec.name] = type(spec.name.upper(), (RecurrentLayer,), {"cell_name": spec.name,
+                                                                        "__module__": __name__})
+
+
+on_register(_add_layer)
 
 
 def layer_class(cell: str) -> type:

@@ -42,6 +42,12 @@ class CellSpec:
 
 
 SPECS: dict = {}
+_LISTENERS: list = []       # called with each registered spec (rnnlab.layers adds its layer class)
+
+
+def on_register(listener) -> None:
+    """Call ``listener(spec)`` for every cell registered from now on."""
+    _LISTENERS.append(listener)
 
 
 def register(spec: CellSpec) -> CellSpec:
@@ -59,6 +65,8 @@ def register(spec: CellSpec) -> CellSpec:
                           "ones have their own stack, rnnlab.diagonal)")
     SPECS[spec.name] = spec
     CELLS[spec.name] = spec.module
+    for listener in _LISTENERS:
+        listener(spec)
     return spec
 
 

@@ -46,7 +46,7 @@ def _bufs(G, n, KC):
 @pytest.mark.parametrize("act_name", ["tanh", "relu", "identity"])
 @pytest.mark.parametrize("dropout", [False, True])
 def test_rnn_step(act_name, dropout, harness, rng):
-    from rnnlab.kernels.gates import RNN, cell_opts
+    from rnnlab.kernels.gates import RNN
     fwd, bwd = harness
     xw, h, b = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal(H)
     W = rng.standard_normal((H, H))
@@ -54,7 +54,7 @@ def test_rnn_step(act_name, dropout, harness, rng):
     (h_ref,), cache = rnn.step_forward(xw, (h,), W, b, nonlinearity=act_name, rec_mask=m)
     O = h * m if dropout else h
     N, C, DX, DHW, dD, DRH = _bufs(1, 1, 0)
-    copt = cell_opts(RNN, {"nonlinearity": act_name}, B, B, H, np.float64, None)
+    copt = RNN.copt({"nonlinearity": act_name}, B, B, H, np.float64, None)
     fwd(RNN, 1, O @ W.T + b, xw, h[None], O, N, C, copt)          # the loop adds b_hh to the product
     _close(N[0], h_ref)
     dh = rng.standard_normal((B, H))
@@ -66,7 +66,7 @@ def test_rnn_step(act_name, dropout, harness, rng):
 
 @pytest.mark.parametrize("option", [None, "dropout", "layer_norm"])
 def test_lstm_step(option, harness, rng):
-    from rnnlab.kernels.gates import LSTM, cell_opts, ln_row, ln_row_bwd
+    from rnnlab.kernels.gates import LSTM, ln_row, ln_row_bwd
     fwd, bwd = harness
     xw = rng.standard_normal((B, 4 * H))
     h, c, b = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal(4 * H)
@@ -85,7 +85,7 @@ def test_lstm_step(option, harness, rng):
             ln_row(A, r, 0, 4 * H, lnh[0], lnh[1], Vh, r, Ih)
     A += b
     N, C, DX, DHW, dD, DRH = _bufs(4, 2, 6)
-    copt = cell_opts(LSTM, {}, B, B, H, np.float64, ln)
+    copt = LSTM.copt({}, B, B, H, np.float64, ln)
     fwd(LSTM, 1, A, xw, np.stack([h, c]), O, N, C, copt)
     _close(N[0], h_ref)
     _close(N[1], c_ref)

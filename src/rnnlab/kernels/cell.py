@@ -80,7 +80,7 @@ class CellKernel:
     """The compiled half of one cell (see the module docstring). Instances are the tokens the loops take."""
 
     def __init__(self, name, fwd, bwd, *, phases=1, g1, op2=0, reads_new=False, writes_dhw=False, sums=True,
-                 cache=(), gates=(), serves=()):
+                 cache=(), gates=(), serves=(), copt=None, copt_grads=None):
         self.name, self.fwd, self.bwd = name, fwd, bwd
         self.phases, self.g1, self.op2 = phases, g1, op2
         self.reads_new, self.writes_dhw, self.sums = reads_new, writes_dhw, sums
@@ -90,6 +90,10 @@ class CellKernel:
         if not set(self.gates) <= set(self.cache):
             raise ValueError(f"CellKernel {name!r}: gates {self.gates} must be blocks of the cache {self.cache}")
         self.serves = frozenset(serves)     # options on the shared loops: recurrent_dropout, zoneout, layer_norm
+        # copt(opts, rows, B, H, dtype, ln) -> the cell's own bundle for one call (default: a placeholder);
+        # copt_grads(copt) -> (the bundle with fresh gradient sums for a backward, {name: gradient} getter)
+        self.copt = copt or (lambda opts, rows, B, H, dt, ln: (0,))
+        self.copt_grads = copt_grads or (lambda copt: (copt, lambda c: {}))
         self.key = f"{name}:{_digest(fwd, bwd)}"
         self.kern, self.flags = self, {}
         self.nbtype = CellType(self.key)

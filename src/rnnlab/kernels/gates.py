@@ -182,7 +182,12 @@ def rnn_bwd(p, G, r, C, rc, Hp, hn, D, copt):
         dD[0, r, k] = 0.0
 
 
-RNN = CellKernel("rnn", rnn_fwd, rnn_bwd, g1=1, reads_new=True, cache=(),
+def _rnn_copt(opts, rows, B, H, dt, ln):
+    """(act,): the nonlinearity as the kernels take it."""
+    return (ACT[opts.get("nonlinearity", "tanh")],)
+
+
+RNN = CellKernel("rnn", rnn_fwd, rnn_bwd, g1=1, reads_new=True, cache=(), copt=_rnn_copt,
                  serves=("recurrent_dropout", "zoneout"))
 
 
@@ -280,7 +285,25 @@ def lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt):
         dD[0, r, k] = 0.0
 
 
-LSTM = CellKernel("lstm", lstm_fwd, lstm_bwd, g1=4, cache=("c_prev", "i", "f", "g", "o", "tanh_c"), gates=tuple("ifgo"),
+def _lstm_copt(opts, rows, B, H, dt, ln):
+    """(S, lnc, Vc, Ic, acc): the gate scales; LN_c's gain and bias (2, H), its per-row caches and the gradient
+    sums per row (B, 2, H), empty without layer norm."""
+    if ln is not None and "c" in ln:
+        lnc = np.ascontiguousarray(np.stack(ln["c"]), dtype=dt)
+        return (gate_scales(4 * H, lnc), lnc, np.empty((rows, H), dt), np.empty(rows, dt), np.zeros((B, 2, H), dt))
+    return (gate_scales(4 * H, np.empty(0, dt)), np.empty((0, H), dt), np.empty((0, H), dt), np.empty(0, dt),
+            np.empty((0, 2, H), dt))
+
+
+def _lstm_copt_grads(copt):
+    """A backward's bundle (fresh LN_c gradient sums) and the getter of LN_c's gain and bias gradients."""
+    if copt[1].shape[0] == 0:
+        return copt, lambda c: {}
+    fresh = copt[:4] + (np.zeros_like(copt[4]),)
+    return fresh, lambda c: dict(zip(("ln_c_weight", "ln_c_bias"), c[4].sum(axis=0)))
+
+
+LSTM = CellKernel("lstm", lstm_fwd, lstm_bwd, copt=_lstm_copt, copt_grads=_lstm_copt_grads, g1=4, cache=("c_prev", "i", "f", "g", "o", "tanh_c"), gates=tuple("ifgo"),
                   serves=("recurrent_dropout", "zoneout", "zoneout_cell", "layer_norm"))
 
 
@@ -388,24 +411,8 @@ GRU_BEFORE = CellKernel("gru-before", gru_before_fwd, gru_before_bwd, phases=2, 
                         cache=("r", "z", "n", "e"), gates=("r", "z", "n"), serves=("recurrent_dropout", "zoneout"))
 
 
-def cell_opts(kern, opts, rows, B, H, dt, ln):
-    """The cell's own bundle (``copt``) for one call: the RNN's nonlinearity; the LSTM's gate scales and LN_c
-    (gains, and per-row caches and gradient sums, empty without layer norm); the GRU's placeholder."""
-    if kern is RNN:
-        return (ACT[opts.get("nonlinearity", "tanh")],)
-    if kern is LSTM:
-        GH = 4 * H
-        if ln is not None and "c" in ln:
-            lnc = np.ascontiguousarray(np.stack(ln["c"]), dtype=dt)
-            return (gate_scales(GH, lnc), lnc, np.empty((rows, H), dt), np.empty(rows, dt), np.zeros((B, 2, H), dt))
-        return (gate_scales(GH, np.empty(0, dt)), np.empty((0, H), dt), np.empty((0, H), dt), np.empty(0, dt),
-                np.empty((0, 2, H), dt))
-    return (0,)
-
-
 def mask_rows(mask, T, dt):
-    """(m2, has_mask): the (T, B) mask the kernels read (the (T, B, 1) mask's last axis dropped), or an empty
-    placeholder and False."""
+    """The (T, B) mask the kernels read (the (T, B, 1) mask's last axis dropped), or an empty (0, 1) array."""
     if mask is None:
-        return np.empty((0, 1), dt), False
-    return np.ascontiguousarray(mask[..., 0], dtype=dt), True
+        return np.empty((0, 1), dt)
+    return np.ascontiguousarray(mask[..., 0], dtype=dt)

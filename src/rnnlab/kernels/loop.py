@@ -31,7 +31,7 @@ from numba.extending import overload
 from ..caches import CellArrays, Grads
 from ..cells import layernorm
 from .cell import _JIT, plan_of
-from .gates import FAST, cell_opts, ln_row, ln_row_bwd, mask_rows
+from .gates import FAST, ln_row, ln_row_bwd, mask_rows
 from .packed_gemm import MR_MAX, _lanes, _nv, pack, pgemm, token, vecmat_acc
 from .threads import pmatmul
 
@@ -369,7 +369,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     nthreads = 1 if rows is None else rows.threads(B)
     packed = (B // nthreads) >= PACK_MIN_ROWS
     x = np.ascontiguousarray(x)
-    m2, _ = mask_rows(mask, T, dt)
+    m2 = mask_rows(mask, T, dt)
     fused = kern.sums and ln is None and packed
     # the biases: cells whose products enter as a sum take b_ih + b_hh once, with x W_ih^T; others keep b_hh
     # apart (the GRU's n gate reads r (h W_hn^T + b_hn)) and add it after layer norm
@@ -412,7 +412,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     Vh, Ih = (np.empty((rows_c, n1), dt), np.empty(rows_c, dt)) if ln is not None else (_empty(2, dt), _empty(1, dt))
     Zn = np.empty((rows_c, H), dt) if has_zo and kern.reads_new else _empty(2, dt)
     lnh = np.ascontiguousarray(np.stack(ln["h"]), dtype=dt) if ln is not None else _empty(2, dt)
-    copt = cell_opts(kern, opts, rows_c, B, H, dt, ln)
+    copt = kern.copt(opts, rows_c, B, H, dt, ln)
     rmask = np.ascontiguousarray(rm, dtype=dt) if rm is not None else _empty(2, dt)
     out = np.empty((T, B, H), dt)
     A = np.empty((B, GH), dt)
@@ -444,7 +444,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     ln = cache.opts.get("ln")
     nthreads = 1 if rows is None else rows.threads(B)
     packed = (B // nthreads) >= PACK_MIN_ROWS
-    m2, _ = mask_rows(cache.mask, T, dt)
+    m2 = mask_rows(cache.mask, T, dt)
     sep = kern.writes_dhw or ln is not None
     DX = workspace((T * B, GH), dt)
     DHW = np.empty((T * B, GH), dt) if sep else DX
@@ -453,9 +453,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     gst = (dS, G, dD, np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt))
     dacc = np.zeros((B, 2, GH), dt) if has_bias else _empty(3, dt)
     dln = np.zeros((B, 2, n1), dt) if ln is not None else _empty(3, dt)
-    copt = a.copt
-    if len(copt) == 5 and copt[1].shape[0]:            # the LSTM's LN_c: fresh gradient sums
-        copt = copt[:4] + (np.zeros_like(copt[4]),)
+    copt, copt_grads = kern.copt_grads(a.copt)        # the cell's own gradient sums, fresh
     W1 = _weights(W_hh[:n1], packed)
     W2 = _weights(W_hh[n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
     Hs2, C2 = a.Hs.reshape(T * B, H), a.C.reshape(T * B, -1)
@@ -484,9 +482,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
         DX = DXr.reshape(T * B, GH)
         sums = dln.sum(axis=0)
         extra["ln_hh_weight"], extra["ln_hh_bias"] = sums[0], sums[1]
-        if "c" in ln:
-            csum = copt[4].sum(axis=0)
-            extra["ln_c_weight"], extra["ln_c_bias"] = csum[0], csum[1]
+    extra.update(copt_grads(copt))                      # the cell's own parameters' gradients (LSTM: LN_c)
     x2 = cache.x.reshape(T * B, I)
     return Grads(dx=mm(DX, W_ih).reshape(cache.x.shape), dstate0=tuple(dS[j] for j in range(dS.shape[0])),
                  dW_ih=mm(DX.T, x2), dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh, extra=extra or None)

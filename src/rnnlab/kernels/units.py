@@ -27,7 +27,7 @@ from numba.extending import intrinsic
 
 from ..errors import BackendError
 from .cell import fwd_row
-from .gates import FAST, cell_opts, mask_rows
+from .gates import FAST, mask_rows
 from .packed_gemm import token, vecmat_acc
 from .threads import _in_threads, num_threads
 
@@ -185,7 +185,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     bounds = [H * i // n for i in range(n + 1)]
     dt = x.dtype
     x = np.ascontiguousarray(x)
-    m2, _ = mask_rows(mask, T, dt)
+    m2 = mask_rows(mask, T, dt)
     out = np.empty((T, B, H), dt)
     SB = np.empty((2, len(state0), B, H), dt)
     SB[0] = np.stack(state0)
@@ -207,7 +207,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
             w = (np.ascontiguousarray(W_hh[cols].T), np.ascontiguousarray(W_ih[cols].T),
                  none if b_ih is None else b_ih[cols], none if b_hh is None else b_hh[cols])
             XH, X = np.empty((B, 0), dt), np.empty((B, G * Hj), dt)
-        parts[u0] = (w, (XH, A, X, C), cell_opts(kern, opts, B, B, Hj, dt, None))
+        parts[u0] = (w, (XH, A, X, C), kern.copt(opts, B, B, Hj, dt, None))
     io = (out, m2, reverse, sync)
 
     def work(u0, u1):
