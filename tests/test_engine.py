@@ -236,3 +236,22 @@ def test_the_diagnostics_prefix_is_the_stacks_layer(cls, kw):
     out, _ = layer(x)
     layer.backward(np.ones_like(out))                       # keeps the forward's caches
     np.testing.assert_allclose(diagnostics._run_prefix(layer, x, 0), layer._cache.layers[1].x, rtol=0, atol=1e-12)
+
+
+def test_the_class_hierarchy_tells_the_truth():
+    """Every layer is a RecurrentLayer; the classic cells are DenseLayers with the W_ih/W_hh quadruple, the
+    diagonal ones are not and have no such method to refuse; the shared base cannot be built on its own."""
+    from rnnlab.layers import LAYERS, DenseLayer, DiagonalLayer, RecurrentLayer
+    for name, cls in LAYERS.items():
+        layer = cls(3, 4, seed=0)
+        assert isinstance(layer, RecurrentLayer)
+        dense = isinstance(layer, DenseLayer)
+        assert dense != isinstance(layer, DiagonalLayer), name
+        assert layer.family == ("dense" if dense else "diagonal")
+        assert hasattr(layer, "layer_params") == dense
+        assert hasattr(layer, "direction_params") != dense
+        if dense:
+            W_ih, W_hh, b_ih, b_hh = layer.layer_params(0, 0)
+            assert W_ih.shape == (layer.gate_size, 3) and W_hh.shape == (layer.gate_size, layer.output_size)
+    with pytest.raises(NotImplementedError, match="a layer family defines"):
+        RecurrentLayer(3, 4)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
+import math
 
 import numpy as np
 
@@ -51,7 +53,18 @@ UNITS_MIN_VFMA = 1 << 12
 
 def module(backend: str):
     """The backend's module (imported on first use: the compiled ones need Numba)."""
-    return importlib.import_module(_MODULES[backend])
+    mod = _LOADED.get(backend)
+    if mod is None:
+        mod = _LOADED[backend] = importlib.import_module(_MODULES[backend])
+    return mod
+
+
+_LOADED = {}
+
+
+def _vector_bytes():
+    from .kernels.packed_gemm import vector_bytes
+    return vector_bytes()
 
 
 def _kernel(cell_name, opts):
@@ -131,12 +144,12 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
     kern = _kernel(cell_name, opts)
     if kern is None or any(o not in kern.serves for o in options):
         return "numpy"
-    from .kernels.packed_gemm import vector_bytes
-    vfma = B * GH * H * itemsize // vector_bytes()
+    vb = _vector_bytes()
+    vfma = B * GH * H * itemsize // vb
     if not keep and B == 1 and (T or 0) >= UNITS_MIN_STEPS and _units_serve(cell_name, opts, options):
         from .kernels import units
         n = units.threads_for(H)
-        if n > 1 and GH * (K or H) * itemsize // vector_bytes() // n >= UNITS_MIN_VFMA:
+        if n > 1 and GH * (K or H) * itemsize // vb // n >= UNITS_MIN_VFMA:
             return "units"
     if B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
         from .kernels import split
@@ -195,6 +208,11 @@ def matmul_for(backend):
 
 
 # ------------------------------------------------------------------ memory reuse
+@functools.lru_cache(maxsize=None)
+def _fields(cls) -> tuple:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 class Recycler:
     """``alloc(shape, dtype)``: an array of the last forward's compiled caches with that shape when one is
     left, else ``np.empty``. A new forward drops the last one's caches anyway; handing their arrays to the new
@@ -204,10 +222,10 @@ class Recycler:
         self.free = {}
         for lc in (cache.layers if cache is not None else ()):
             for dc in lc.dirs:
-                if not dataclasses.is_dataclass(dc.arrays) or dc.backend == "numpy":
+                if dc.backend == "numpy" or not dataclasses.is_dataclass(dc.arrays):
                     continue
-                for f in dataclasses.fields(dc.arrays):
-                    v = getattr(dc.arrays, f.name)
+                for name in _fields(type(dc.arrays)):
+                    v = getattr(dc.arrays, name)
                     if isinstance(v, np.ndarray) and v.ndim == 3:     # (T, B, .) caches, never an output
                         self.free.setdefault((v.shape, v.dtype), []).append(v)
 
@@ -224,7 +242,7 @@ class Workspace:
         self.buf = None
 
     def __call__(self, shape, dtype):
-        n = int(np.prod(shape))
+        n = math.prod(shape)
         if self.buf is None or self.buf.size < n or self.buf.dtype != np.dtype(dtype):
             self.buf = np.empty(n, dtype)
         return self.buf[:n].reshape(shape)

@@ -63,7 +63,10 @@ def memory_refusal(arg: str, what: str, nbytes: int, hint: str) -> ConfigError |
 
 
 class RecurrentLayer:
-    """Shared machinery of RNN, LSTM and GRU. Use the subclasses."""
+    """What every layer shares, whatever its cell family: the arguments, the parameters under PyTorch's names,
+    the state dict, gradient accumulation, and the forward/backward face over the one stack (``engine.forward``
+    and ``engine.backward``). A family (``DenseLayer``, ``DiagonalLayer``) provides the per-direction
+    functions and its parameters' shapes. Use the cells' classes."""
 
     cell_name = ""
 
@@ -125,34 +128,51 @@ class RecurrentLayer:
         self.cell = self._cell_module()
         self.workspace = engine.Workspace()
 
-    # the one stack (``engine.forward``/``backward``) calls these per call and per direction
-    family = "dense"
+    # ----------------------------------------------------------------- what each family provides
+    # the one stack (``engine.forward``/``backward``) calls these per call and per direction; the parameters'
+    # shapes and initialisation, the backend check and the BLAS scope are the family's too
+    family = ""
 
     def _call_plan(self, B, keep, T):
-        return engine.dense_plan(self, B, keep, T)
+        """-> (backend, what the direction functions take besides the arrays, the BLAS scope) of one call."""
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _call_plan")
 
     def _direction_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone):
-        return engine.dense_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone)
+        """One direction of one layer -> (out (T, B, H), final states, the caches or None, the options used)."""
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _direction_forward")
 
     def _direction_backward(self, backend, l, d, d_out, d_final, dircache, record):
-        return engine.dense_backward(self, backend, l, d, d_out, d_final, dircache, record)
+        """-> (dx, d(initial states), {parameter name without suffix: gradient}, recorded state gradients)."""
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _direction_backward")
 
     def _check_record(self, cache, record):
-        engine.dense_check_record(cache, record)
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _check_record")
 
     def _backward_scope(self, cache):
-        return engine.blas_context(cache.backend, cache.B, self.gate_size, self.output_size)
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _backward_scope")
 
     def _cell_module(self):
-        return CELLS[self.cell_name]
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _cell_module")
 
     def _check_backend(self, backend, segment):
-        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment, self.reference_options(),
-                                    self.loop_options())
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _check_backend")
 
-    def reference_options(self) -> list:
-        """The options set on this layer that only the NumPy reference backend implements."""
-        return []
+    @property
+    def gate_size(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines gate_size")
+
+    def _param_shapes(self, layers=None) -> dict:
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _param_shapes")
+
+    def _init_params(self) -> dict:
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines _init_params")
+
+    def _init_scratch(self) -> int:
+        """Bytes of temporaries the initialisation needs besides the parameters: one float64 draw block."""
+        return DRAW_BLOCK * 8
+
+    def blas_scope(self, B):
+        raise NotImplementedError(f"{type(self).__name__}: a layer family defines blas_scope")
 
     def loop_options(self) -> list:
         """The options set on this layer that the shared compiled loop implements where the cell's kernels
@@ -160,43 +180,7 @@ class RecurrentLayer:
         return ([k for k in ("recurrent_dropout", "zoneout", "zoneout_cell") if self.regularization[k]]
                 + (["layer_norm"] if getattr(self, "layer_norm", False) else []))
 
-    def _choose(self, B, keep=True, T=None):
-        return engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
-                             self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()),
-                             tuple(self.loop_options()), keep, self.input_size + self.hidden_size + 1, T)
-
-    def option_params(self, l, d) -> dict:
-        """Parameters of the cell's options for layer l, direction d, passed to its steps: the layer norm's
-        gains and biases (LSTM and GRU with ``layer_norm``)."""
-        if not getattr(self, "layer_norm", False):
-            return {}
-        s, p = self.suffix(l, d), self._params
-        ln = {"x": (p["ln_ih_weight" + s], p["ln_ih_bias" + s]), "h": (p["ln_hh_weight" + s], p["ln_hh_bias" + s])}
-        if "ln_c_weight" + s in p:
-            ln["c"] = (p["ln_c_weight" + s], p["ln_c_bias" + s])
-        return {"ln": ln}
-
-    def _layer_norm_shapes(self, shapes, layers=None) -> dict:
-        """The layer norm's gains and biases: the input and recurrent projections (G*H each), the LSTM's c (H)."""
-        for l in self._layers(layers):
-            for d in range(self.num_directions):
-                s = self.suffix(l, d)
-                for block, size in (("ih", self.gate_size), ("hh", self.gate_size)) + (
-                        (("c", self.hidden_size),) if self.cell_name == "lstm" else ()):
-                    shapes[f"ln_{block}_weight{s}"] = (size,)
-                    shapes[f"ln_{block}_bias{s}"] = (size,)
-        return shapes
-
-    def _init_layer_norm(self):
-        for k, v in self._params.items():                   # gains 1, biases 0: the identity at init
-            if k.startswith("ln_"):
-                v[...] = 1.0 if "_weight" in k else 0.0
-
     # ----------------------------------------------------------------- parameters
-    @property
-    def gate_size(self) -> int:
-        return self.cell.G * self.hidden_size
-
     @property
     def output_size(self) -> int:
         """Features per direction of the output and of h: hidden_size, or an LSTM's proj_size."""
@@ -213,34 +197,12 @@ class RecurrentLayer:
     def _layers(self, layers=None):
         return range(self.num_layers) if layers is None else layers
 
-    def _param_shapes(self, layers=None) -> dict:
-        """Name -> shape of every parameter, or of those of the given layer indices only."""
-        shapes, GH, H, P = {}, self.gate_size, self.hidden_size, self.output_size
-        for l in self._layers(layers):
-            in_l = self.input_size if l == 0 else P * self.num_directions
-            for d in range(self.num_directions):
-                s = self.suffix(l, d)
-                shapes["weight_ih" + s] = (GH, in_l)
-                shapes["weight_hh" + s] = (GH, P)
-                if self.bias:
-                    shapes["bias_ih" + s] = (GH,)
-                    shapes["bias_hh" + s] = (GH,)
-        return shapes
-
     def _param_count(self) -> int:
         """Parameters of the layer, an exact Python int (no overflow at any size); the layers past the first are
         alike, so num_layers multiplies one of them instead of listing them all."""
         def count(layers):
             return sum(math.prod(shape) for shape in self._param_shapes(layers).values())
         return count([0]) + (self.num_layers - 1) * count([1])
-
-    def _init_scratch(self) -> int:
-        """Bytes of temporaries the initialisation needs besides the parameters: one float64 draw block, and for
-        the orthogonal init a (H, P) float64 block, its Q (in the QR's own copy) and Q's sign-fixed copy."""
-        scratch = DRAW_BLOCK * 8
-        if self.recurrent_init == "orthogonal":
-            scratch += 4 * 8 * self.hidden_size * self.output_size
-        return scratch
 
     def _size_args(self) -> tuple:
         """(the argument to name, the hint). The size grows with G*H*(I + H) for the first layer and G*H*(D*H + H)
@@ -274,27 +236,6 @@ class RecurrentLayer:
         error = memory_refusal(arg, what, nbytes, hint)
         if error is not None:
             raise error
-
-    def _init_params(self) -> dict:
-        # drawn block by block straight into the layer's dtype (linear.draw): the values of one float64 draw cast
-        # to it, bit for bit, without a float64 copy of the whole weight
-        k = 1.0 / np.sqrt(self.hidden_size)
-        params = {}
-        for name, shape in self._param_shapes().items():
-            if name.startswith("weight_hh") and self.recurrent_init == "orthogonal":
-                H, P = self.hidden_size, shape[1]                    # P < H: orthonormal columns (projections)
-                params[name] = w = np.empty(shape, self.dtype)
-                for g in range(self.cell.G):                         # one (H, P) float64 block at a time
-                    q, r = np.linalg.qr(self.rng.standard_normal((H, P)))
-                    w[g * H:(g + 1) * H] = q * np.sign(np.diag(r))   # Haar-uniform orthogonal block
-            else:
-                params[name] = draw(lambda m: self.rng.uniform(-k, k, m), shape, self.dtype)
-        return params
-
-    def layer_params(self, l, d):
-        """(W_ih, W_hh, b_ih, b_hh) of layer l, direction d (biases None without bias)."""
-        s, p = self.suffix(l, d), self._params
-        return p["weight_ih" + s], p["weight_hh" + s], p.get("bias_ih" + s), p.get("bias_hh" + s)
 
     def named_parameters(self):
         """(name, array) pairs; the arrays are the live parameters (in-place updates change the layer)."""
@@ -388,13 +329,6 @@ class RecurrentLayer:
             output = output.transpose(1, 0, 2)
         return (output, finals[0]) if len(finals) == 1 else (output, tuple(finals))
 
-    def blas_scope(self, B):
-        """(context, matmul) for work around this layer on a batch of B rows: the BLAS thread setting its
-        forward and backward use, and the matrix product to use under it. A model runs its own products
-        inside it, so that no two-thread BLAS call leaves worker threads spinning against the split path's."""
-        backend = self._choose(B)
-        return engine.blas_context(backend, B, self.gate_size, self.hidden_size), engine.matmul_for(backend)
-
     @property
     def last_backend(self):
         """The backend the last forward with gradients ran on (None before one)."""
@@ -457,7 +391,127 @@ class RecurrentLayer:
         return dx, (d_init[0] if cache.n_state == 1 else tuple(d_init))
 
 
-class RNN(RecurrentLayer):
+class DenseLayer(RecurrentLayer):
+    """The classic cells' family (RNN, LSTM, GRU and every registered dense cell): per direction the weights
+    W_ih, W_hh and biases b_ih, b_hh of one product per step, run by a backend of ``rnnlab.engine`` (the NumPy
+    reference or the compiled loop). Use the subclasses."""
+
+    family = "dense"
+
+    def _call_plan(self, B, keep, T):
+        return engine.dense_plan(self, B, keep, T)
+
+    def _direction_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone):
+        return engine.dense_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone)
+
+    def _direction_backward(self, backend, l, d, d_out, d_final, dircache, record):
+        return engine.dense_backward(self, backend, l, d, d_out, d_final, dircache, record)
+
+    def _check_record(self, cache, record):
+        engine.dense_check_record(cache, record)
+
+    def _backward_scope(self, cache):
+        return engine.blas_context(cache.backend, cache.B, self.gate_size, self.output_size)
+
+    def _cell_module(self):
+        return CELLS[self.cell_name]
+
+    def _check_backend(self, backend, segment):
+        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment, self.reference_options(),
+                                    self.loop_options())
+
+    def reference_options(self) -> list:
+        """The options set on this layer that only the NumPy reference backend implements."""
+        return []
+
+    def _choose(self, B, keep=True, T=None):
+        return engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
+                             self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()),
+                             tuple(self.loop_options()), keep, self.input_size + self.hidden_size + 1, T)
+
+    def option_params(self, l, d) -> dict:
+        """Parameters of the cell's options for layer l, direction d, passed to its steps: the layer norm's
+        gains and biases (LSTM and GRU with ``layer_norm``)."""
+        if not getattr(self, "layer_norm", False):
+            return {}
+        s, p = self.suffix(l, d), self._params
+        ln = {"x": (p["ln_ih_weight" + s], p["ln_ih_bias" + s]), "h": (p["ln_hh_weight" + s], p["ln_hh_bias" + s])}
+        if "ln_c_weight" + s in p:
+            ln["c"] = (p["ln_c_weight" + s], p["ln_c_bias" + s])
+        return {"ln": ln}
+
+    def _layer_norm_shapes(self, shapes, layers=None) -> dict:
+        """The layer norm's gains and biases: the input and recurrent projections (G*H each), the LSTM's c (H)."""
+        for l in self._layers(layers):
+            for d in range(self.num_directions):
+                s = self.suffix(l, d)
+                for block, size in (("ih", self.gate_size), ("hh", self.gate_size)) + (
+                        (("c", self.hidden_size),) if self.cell_name == "lstm" else ()):
+                    shapes[f"ln_{block}_weight{s}"] = (size,)
+                    shapes[f"ln_{block}_bias{s}"] = (size,)
+        return shapes
+
+    def _init_layer_norm(self):
+        for k, v in self._params.items():                   # gains 1, biases 0: the identity at init
+            if k.startswith("ln_"):
+                v[...] = 1.0 if "_weight" in k else 0.0
+
+    @property
+    def gate_size(self) -> int:
+        return self.cell.G * self.hidden_size
+
+    def _param_shapes(self, layers=None) -> dict:
+        """Name -> shape of every parameter, or of those of the given layer indices only."""
+        shapes, GH, H, P = {}, self.gate_size, self.hidden_size, self.output_size
+        for l in self._layers(layers):
+            in_l = self.input_size if l == 0 else P * self.num_directions
+            for d in range(self.num_directions):
+                s = self.suffix(l, d)
+                shapes["weight_ih" + s] = (GH, in_l)
+                shapes["weight_hh" + s] = (GH, P)
+                if self.bias:
+                    shapes["bias_ih" + s] = (GH,)
+                    shapes["bias_hh" + s] = (GH,)
+        return shapes
+
+    def _init_scratch(self) -> int:
+        """Bytes of temporaries the initialisation needs besides the parameters: one float64 draw block, and for
+        the orthogonal init a (H, P) float64 block, its Q (in the QR's own copy) and Q's sign-fixed copy."""
+        scratch = DRAW_BLOCK * 8
+        if self.recurrent_init == "orthogonal":
+            scratch += 4 * 8 * self.hidden_size * self.output_size
+        return scratch
+
+    def _init_params(self) -> dict:
+        # drawn block by block straight into the layer's dtype (linear.draw): the values of one float64 draw cast
+        # to it, bit for bit, without a float64 copy of the whole weight
+        k = 1.0 / np.sqrt(self.hidden_size)
+        params = {}
+        for name, shape in self._param_shapes().items():
+            if name.startswith("weight_hh") and self.recurrent_init == "orthogonal":
+                H, P = self.hidden_size, shape[1]                    # P < H: orthonormal columns (projections)
+                params[name] = w = np.empty(shape, self.dtype)
+                for g in range(self.cell.G):                         # one (H, P) float64 block at a time
+                    q, r = np.linalg.qr(self.rng.standard_normal((H, P)))
+                    w[g * H:(g + 1) * H] = q * np.sign(np.diag(r))   # Haar-uniform orthogonal block
+            else:
+                params[name] = draw(lambda m: self.rng.uniform(-k, k, m), shape, self.dtype)
+        return params
+
+    def layer_params(self, l, d):
+        """(W_ih, W_hh, b_ih, b_hh) of layer l, direction d (biases None without bias)."""
+        s, p = self.suffix(l, d), self._params
+        return p["weight_ih" + s], p["weight_hh" + s], p.get("bias_ih" + s), p.get("bias_hh" + s)
+
+    def blas_scope(self, B):
+        """(context, matmul) for work around this layer on a batch of B rows: the BLAS thread setting its
+        forward and backward use, and the matrix product to use under it. A model runs its own products
+        inside it, so that no two-thread BLAS call leaves worker threads spinning against the split path's."""
+        backend = self._choose(B)
+        return engine.blas_context(backend, B, self.gate_size, self.hidden_size), engine.matmul_for(backend)
+
+
+class RNN(DenseLayer):
     """Elman RNN, ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`` (or ReLU), as ``torch.nn.RNN``.
 
     Arguments follow torch's order: ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh',
@@ -479,7 +533,7 @@ class RNN(RecurrentLayer):
         return self.cell_opts["nonlinearity"]
 
 
-class LSTM(RecurrentLayer):
+class LSTM(DenseLayer):
     """LSTM with gate blocks i, f, g, o, as ``torch.nn.LSTM`` (no ``proj_size``).
 
     ``forget_bias`` (default None: plain uniform init) sets the forget-gate block of ``bias_ih`` to that
@@ -559,7 +613,7 @@ class LSTM(RecurrentLayer):
                 **({"layer_norm": True} if self.layer_norm else {})}
 
 
-class GRU(RecurrentLayer):
+class GRU(DenseLayer):
     """GRU with gate blocks r, z, n, as ``torch.nn.GRU``.
 
     ``reset='after'`` (default) is PyTorch's/cuDNN's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``;
@@ -672,10 +726,6 @@ class DiagonalLayer(RecurrentLayer):
         s = self.suffix(l, d)
         return {n: self._params[n + s] for n in self.cell.param_shapes(1, 1, self.bias)}
 
-    def layer_params(self, l, d):
-        raise AttributeError(f"layer_params: the {self.cell_name} layer has no W_ih/W_hh/b_ih/b_hh quadruple; "
-                             f"use direction_params(l, d)")
-
     def blas_scope(self, B):
         return engine.blas_context("numpy", B, self.gate_size, self.hidden_size), np.matmul
 
@@ -759,14 +809,13 @@ class LRU(DiagonalLayer):
 
 
 # the one registry of layer kinds: the classic cells and the diagonal ones; a cell added later with
-# rnnlab.registry.register gets a RecurrentLayer named after it
+# rnnlab.registry.register gets a DenseLayer named after it
 LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM, "indrnn": IndRNN, "lru": LRU}
 
 
 def _add_layer(spec) -> None:
     if spec.name not in LAYERS:
-        LAYERS[spec.name] = type(spec.name.upper(), (RecurrentLayer,), {"cell_name": spec.name,
-                                                                        "__module__": __name__})
+        LAYERS[spec.name] = type(spec.name.upper(), (DenseLayer,), {"cell_name": spec.name, "__module__": __name__})
 
 
 on_register(_add_layer)

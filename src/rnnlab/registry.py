@@ -51,7 +51,7 @@ def on_register(listener) -> None:
 
 
 def register(spec: CellSpec) -> CellSpec:
-    """Add a cell. ``rnnlab.layers.layer_class(name)`` then builds its layer (a ``RecurrentLayer`` named after
+    """Add a cell. ``rnnlab.layers.layer_class(name)`` then builds its layer (a ``layers.DenseLayer`` named after
     the cell), and so do configs with ``cell = name``."""
     if not isinstance(spec, CellSpec):
         raise ConfigError(f"register: expected a CellSpec, got {type(spec).__name__}")
@@ -85,19 +85,28 @@ def kernel_for(name: str, opts: dict):
     return s.kernel(opts)
 
 
+def _gates():
+    """kernels.gates, imported on first use (it needs Numba); the per-call path asks often."""
+    if not _GATES:
+        from .kernels import gates
+        _GATES.append(gates)
+    return _GATES[0]
+
+
+_GATES = []
+
+
 def _rnn(opts):
-    from .kernels import gates
-    return gates.RNN
+    return _gates().RNN
 
 
 def _lstm(opts):
-    from .kernels import gates
-    return gates.LSTM
+    return _gates().LSTM
 
 
 def _gru(opts):
-    from .kernels import gates
-    return gates.GRU if opts.get("reset", "after") == "after" else gates.GRU_BEFORE
+    g = _gates()
+    return g.GRU if opts.get("reset", "after") == "after" else g.GRU_BEFORE
 
 
 def _builtin():

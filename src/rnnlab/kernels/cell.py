@@ -100,13 +100,15 @@ class CellKernel:
         _KERNELS[self.key] = self
         self._plans = {}
 
-    def plan(self, **flags) -> "Plan":
+    def plan(self, fused=False, direct=False, ln=False, zoneout=False) -> "Plan":
         """The token of one call: this cell and the options it runs with (``kernels.loop`` compiles one loop
         per plan, with only the code its options need)."""
-        key = tuple(sorted((k, bool(v)) for k, v in flags.items()))
-        if key not in self._plans:
-            self._plans[key] = Plan(self, dict(key))
-        return self._plans[key]
+        key = (bool(fused), bool(direct), bool(ln), bool(zoneout))
+        p = self._plans.get(key)
+        if p is None:
+            p = self._plans[key] = Plan(self, dict(zip(("direct", "fused", "ln", "zoneout"),
+                                                        (key[1], key[0], key[2], key[3]))))
+        return p
 
     def __repr__(self):
         return f"CellKernel({self.key})"

@@ -30,6 +30,7 @@ loops (``inline="always"``).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -290,9 +291,14 @@ def _lstm_copt(opts, rows, B, H, dt, ln):
     sums per row (B, 2, H), empty without layer norm."""
     if ln is not None and "c" in ln:
         lnc = np.ascontiguousarray(np.stack(ln["c"]), dtype=dt)
-        return (gate_scales(4 * H, lnc), lnc, np.empty((rows, H), dt), np.empty(rows, dt), np.zeros((B, 2, H), dt))
-    return (gate_scales(4 * H, np.empty(0, dt)), np.empty((0, H), dt), np.empty((0, H), dt), np.empty(0, dt),
-            np.empty((0, 2, H), dt))
+        return (_scales(H, dt), lnc, np.empty((rows, H), dt), np.empty(rows, dt), np.zeros((B, 2, H), dt))
+    return (_scales(H, dt), np.empty((0, H), dt), np.empty((0, H), dt), np.empty(0, dt), np.empty((0, 2, H), dt))
+
+
+@functools.lru_cache(maxsize=64)
+def _scales(H, dt):
+    """gate_scales for H units, made once (the kernels only read it)."""
+    return gate_scales(4 * H, np.empty(0, dt))
 
 
 def _lstm_copt_grads(copt):

@@ -30,6 +30,7 @@ from numba.extending import overload
 
 from ..caches import CellArrays, Grads
 from ..cells import layernorm
+from ..registry import kernel_for
 from .cell import _JIT, plan_of
 from .gates import FAST, ln_row, ln_row_bwd, mask_rows
 from .packed_gemm import MR_MAX, _lanes, _nv, pack, pgemm, token, vecmat_acc
@@ -37,6 +38,9 @@ from .threads import pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
 PACK_MIN_ROWS = 4    # rows of a block from which the packed product beats one-row products
+# the loops themselves run without reference counting: they allocate nothing (their callers hold every array
+# for the call), and the counts of the views and bundles they pass on per step were a tenth of a small step
+_LOOP_JIT = {**_JIT, "_nrt": False}
 
 
 # ------------------------------------------------------------------ products over a block of rows
@@ -44,7 +48,7 @@ def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by th
     raise NotImplementedError
 
 
-@overload(_prod)
+@overload(_prod, inline="always")
 def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
     """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W packed
     (``pack``, 3-D) -> the packed product of the block."""
@@ -97,12 +101,12 @@ def _tile(A, tok):
 
 
 # ------------------------------------------------------------------ the loop, forward
-def _fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):  # pragma: no cover - replaced by the overload below
+def _fwd(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):  # pragma: no cover - replaced by the overload
     raise NotImplementedError
 
 
-@overload(_fwd, jit_options=_JIT)
-def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
+@overload(_fwd, jit_options=_LOOP_JIT)
+def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
     """The forward loop for one plan (``kernels.cell.Plan``): the cell's row kernel and its properties, and the
     call's options, are constants here, so Numba drops the code of every option the call does not use."""
     kern, f = plan_of(cell)
@@ -112,7 +116,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
     FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
     PROJECT, ZN = not (FUSED or LN), ZO and kern.reads_new
 
-    def impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
+    def impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
         Pih, W1, W2, bx, bh = w
         S, O, N, XH = st
         XW, A, out, mask = io
@@ -123,10 +127,10 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
         n1 = N1G * H
         RM, MASK, BH = rm.shape[0] > 0, mask.shape[0] > 0, bh.shape[0] > 0     # cheap: decided at run time
         KEEP = Hs.shape[0] == T * B
-        tile = _tile(A, tok)
         A1 = A[:, :n1]
         V = O if RM else S[0]                           # the products' operand
         stn = (S, V, N)                                 # built once: a tuple per row costs reference counts
+        X0 = XW[:0]                                     # no x W_ih^T (fused, or accumulated into X)
         ta = 0
         nxt = 0
         for s in range(T):
@@ -153,13 +157,10 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
                     if XH.shape[1] > I + H:
                         XH[r, I + H] = 1.0
                 _prod(A1, XH, W1, False, r0, r1, tile, tok)
-                Ar, Xr = A, XW[:0]
             elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
                 _prod(X, V, W1, True, r0, r1, tile, tok)
-                Ar, Xr = X, XW[:0]
             else:
                 _prod(A1, V, W1, False, r0, r1, tile, tok)
-                Ar, Xr = A, X
             if LN or BH:
                 for r in range(r0, r1):
                     if LN:
@@ -167,9 +168,14 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tok):
                     if BH:
                         for j in range(n1):
                             A[r, j] += bh[j]
-            for r in range(r0, r1):
+            for r in range(r0, r1):                     # the kernel's A and X: (A, none) fused, (X, none) direct
                 if not MASK or mask[t, r] != 0.0:
-                    fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
+                    if FUSED:
+                        fwd(1, A, X0, stn, r, C, c0 + r, copt)
+                    elif DIRECT:
+                        fwd(1, X, X0, stn, r, C, c0 + r, copt)
+                    else:
+                        fwd(1, A, X, stn, r, C, c0 + r, copt)
             if PHASES == 2:                             # the second product reads the cache's block OP2
                 e0 = OP2 * H
                 _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
@@ -224,16 +230,16 @@ def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
         h before zoneout (cells that read it). rows = T*B, or B (inference: one reused step)
     opt = (rm, Z, lnh, copt, reverse): recurrent dropout mask (B, H); zoneout's shares (n, T*B, H); LN_h's
         gain and bias (2, n1); the cell's own bundle"""
-    _fwd(r0, r1, cell, x, w, st, io, cache, opt, tok)
+    _fwd(r0, r1, cell, x, w, st, io, cache, opt, _tile(io[1], tok), tok)
 
 
 # ------------------------------------------------------------------ the loop, backward
-def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):  # pragma: no cover - replaced by the overload below
+def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):  # pragma: no cover - replaced by the overload
     raise NotImplementedError
 
 
-@overload(_bwd, jit_options=_JIT)
-def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+@overload(_bwd, jit_options=_LOOP_JIT)
+def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
     """The backward loop for one plan (see ``_fwd_impl``)."""
     kern, f = plan_of(cell)
     bwd = kern.bwd
@@ -243,7 +249,7 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
     SEP = kern.writes_dhw or LN                         # DHW is its own array
     COPY = LN and not kern.writes_dhw
 
-    def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+    def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
         W1, W2 = w
         dS, G, dD, P, DRH, hn = gst
         DX, DHW, mask, dacc = io
@@ -254,7 +260,6 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
         nst = dS.shape[0]
         GH = DX.shape[1]
         n1 = N1G * H
-        tile = _tile(DX, tok)
         D = (DX, DHW, dD, DRH)
         for s in range(T):
             t = s if reverse else T - 1 - s
@@ -339,12 +344,28 @@ def scan_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
     cache = (Hs, C, Vh, Ih, Zn, hT): the forward's caches, and the final h
     opt = (rm, Z, lnh, copt, reverse, dln): as forward; dln (B, 2, n1) the sums of LN_h's gain and bias
         gradients per row"""
-    _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok)
+    _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, _tile(io[0], tok), tok)
 
 
 # ------------------------------------------------------------------ the contract
 def _empty(ndim, dt):
-    return np.empty((0,) * ndim, dt)
+    """The absent array of ``ndim`` dimensions: one shared per kind (it has no element to write)."""
+    key = (ndim, dt)
+    e = _EMPTIES.get(key)
+    if e is None:
+        e = _EMPTIES[key] = np.empty((0,) * ndim, dt)
+    return e
+
+
+_EMPTIES = {}
+
+
+def _stack(states, dt):
+    """The states (n, B, H) as one fresh array (``np.stack`` checks more than a call of a few steps can pay)."""
+    S = np.empty((len(states),) + states[0].shape, dt)
+    for j, s in enumerate(states):
+        S[j] = s
+    return S
 
 
 def _weights(W, packed):
@@ -358,7 +379,6 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     to one reused step instead of T. alloc(shape, dtype) gives the cache arrays. rows: a ``split.RowSplit``
     (backend "split": one block of rows per thread), or None (one block on this thread). opts: the cell's
     options (nonlinearity, reset), rec_mask (recurrent dropout, (B, H)) and ln (layer norm's gains)."""
-    from ..registry import kernel_for
     kern = kernel_for(cell_name, opts)
     T, B, I = x.shape
     GH, H = W_hh.shape
@@ -400,7 +420,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
         Pih = pack(W_ih.T)
         W1 = _weights(W_hh.T[:, :n1], packed)
     W2 = _weights(W_hh.T[:, n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
-    S = np.ascontiguousarray(np.stack(state0), dtype=dt)            # (n, B, H)
+    S = _stack(state0, dt)                                          # (n, B, H)
     has_zo = zoneout is not None
     N = np.empty_like(S)
     Z = np.ascontiguousarray(np.stack([np.broadcast_to(z, (T, B, H)).reshape(T * B, H) for z in zoneout]),
@@ -424,7 +444,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
         scan_fwd(0, B, *args)
     else:
         rows.run(scan_fwd, B, args)
-    final = tuple(S[j].copy() for j in range(S.shape[0]))
+    final = tuple(S.copy())
     if not keep:
         return out, final, None
     return out, final, CellArrays(kern=kern, plan=plan, Hs=Hs3, C=C3, hT=final[0], Vh=Vh, Ih=Ih, Zn=Zn, Z=Z if has_zo else None, rm=rmask, lnh=lnh,
@@ -448,7 +468,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     sep = kern.writes_dhw or ln is not None
     DX = workspace((T * B, GH), dt)
     DHW = np.empty((T * B, GH), dt) if sep else DX
-    dS = np.ascontiguousarray(np.stack(d_state), dtype=dt)
+    dS = _stack(d_state, dt)
     G, dD = np.empty_like(dS), np.empty_like(dS)
     gst = (dS, G, dD, np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt))
     dacc = np.zeros((B, 2, GH), dt) if has_bias else _empty(3, dt)
