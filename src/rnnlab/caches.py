@@ -33,6 +33,7 @@ class CellArrays:
     copt: tuple                         # the cell's own bundle (CellKernel.copt)
     ln_x: tuple | None = None           # LN_x's (v_hat, 1/s) over (T, B, G*H)
     bh_after: bool = False              # b_hh added after the product (and its layer norm)
+    RECYCLE = ("Hs", "C")               # the arrays the next forward's alloc may reuse (engine.Recycler)
 
     def block(self, name) -> np.ndarray:
         k = self.kern.cache.index(name)

@@ -63,8 +63,13 @@ _LOADED = {}
 
 
 def _vector_bytes():
-    from .kernels.packed_gemm import vector_bytes
-    return vector_bytes()
+    if not _VB:                                 # kernels.packed_gemm needs Numba: imported on first use
+        from .kernels.packed_gemm import vector_bytes
+        _VB.append(vector_bytes)
+    return _VB[0]()
+
+
+_VB = []
 
 
 def _kernel(cell_name, opts):
@@ -210,7 +215,8 @@ def matmul_for(backend):
 # ------------------------------------------------------------------ memory reuse
 @functools.lru_cache(maxsize=None)
 def _fields(cls) -> tuple:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    """The fields of a cache class that may hold (T, B, .) arrays: its RECYCLE, else every field."""
+    return getattr(cls, "RECYCLE", None) or tuple(f.name for f in dataclasses.fields(cls))
 
 
 class Recycler:

@@ -33,7 +33,7 @@ from ..cells import layernorm
 from ..registry import kernel_for
 from .cell import _JIT, plan_of
 from .gates import FAST, ln_row, ln_row_bwd, mask_rows
-from .packed_gemm import MR_MAX, _lanes, _nv, pack, pgemm, token, vecmat_acc
+from .packed_gemm import MR_MAX, _lanes, _nv, _pack1, nr, pack, pgemm, token, vecmat_acc
 from .threads import pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
@@ -157,10 +157,13 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                     if XH.shape[1] > I + H:
                         XH[r, I + H] = 1.0
                 _prod(A1, XH, W1, False, r0, r1, tile, tok)
+                Ar, Xr = A, X0
             elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
                 _prod(X, V, W1, True, r0, r1, tile, tok)
+                Ar, Xr = X, X0
             else:
                 _prod(A1, V, W1, False, r0, r1, tile, tok)
+                Ar, Xr = A, X
             if LN or BH:
                 for r in range(r0, r1):
                     if LN:
@@ -168,14 +171,9 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                     if BH:
                         for j in range(n1):
                             A[r, j] += bh[j]
-            for r in range(r0, r1):                     # the kernel's A and X: (A, none) fused, (X, none) direct
+            for r in range(r0, r1):
                 if not MASK or mask[t, r] != 0.0:
-                    if FUSED:
-                        fwd(1, A, X0, stn, r, C, c0 + r, copt)
-                    elif DIRECT:
-                        fwd(1, X, X0, stn, r, C, c0 + r, copt)
-                    else:
-                        fwd(1, A, X, stn, r, C, c0 + r, copt)
+                    fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
             if PHASES == 2:                             # the second product reads the cache's block OP2
                 e0 = OP2 * H
                 _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
@@ -417,7 +415,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
         bx = _empty(1, dt)
     else:
         XW = np.empty((max(1, PROJ_ROWS // B) * B, GH), dt)
-        Pih = pack(W_ih.T)
+        Pih = _pack1(W_ih.T, nr(dt))                    # pack() of one block, without its checks
         W1 = _weights(W_hh.T[:, :n1], packed)
     W2 = _weights(W_hh.T[:, n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
     S = _stack(state0, dt)                                          # (n, B, H)
