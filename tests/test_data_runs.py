@@ -52,8 +52,13 @@ def test_train_evaluate_predict_from_a_csv(tmp_path, capsys):
     code, out, err = run(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "test.csv"), "--json",
                           str(tmp_path / "m.json")], capsys)
     assert code == 0, err
-    acc = json.loads((tmp_path / "m.json").read_text())["accuracy"]
+    m = json.loads((tmp_path / "m.json").read_text())
+    acc = m["accuracy"]
     assert acc > 0.8                                         # the label is easy: the sign of hr's mean
+    rep = m["classes"]                                       # per class, with the confusion matrix
+    assert rep["classes"] == ["sick", "well"] and "precision" in out and "confusion" in out
+    assert sum(map(sum, rep["confusion"])) == 20
+    assert rep["accuracy"] == pytest.approx(acc)             # the report's predictions are evaluate's
     new = write_long(tmp_path / "new.parquet", n=10, seed=2, drop_target=True)
     code, out, err = run(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "new.parquet"), "--out",
                           str(tmp_path / "preds.csv")], capsys)

@@ -287,6 +287,16 @@ def cmd_evaluate(args) -> int:
             metrics = evaluate(model, task, task.batches_of(seqs))
         print(f"{Path(args.data).name} ({len(seqs.cases)} sequences) / {cfg.model}: "
               + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if encoding.problem in ("classify", "tag"):     # per class: accuracy alone hides a neglected class
+            from .metrics import classification_report, report_text
+            from .tasks.sequences import predict_outputs
+            probs = predict_outputs(model, encoding, seqs)
+            pred = [encoding.classes_array[np.asarray(p).argmax(-1)] for p in probs]
+            true = seqs.targets
+            if encoding.problem == "tag":
+                pred, true = np.concatenate(pred), np.concatenate([np.asarray(t) for t in true])
+            metrics["classes"] = classification_report(true, pred, encoding.classes_array)
+            print(report_text(metrics["classes"]))
         for n in seqs.notes:
             print(f"note: {n}")
     else:

@@ -147,12 +147,17 @@ def slice_batch(batch, rows: slice, every: bool):
     """The rows of a task's Batch (time-major inputs; targets per step or per sequence)."""
     from .tasks.base import Batch
     return Batch(inputs=batch.inputs[:, rows], targets=batch.targets[:, rows] if every else batch.targets[rows],
-                 lengths=None if batch.lengths is None else batch.lengths[rows], reset=batch.reset)
+                 lengths=None if batch.lengths is None else batch.lengths[rows], reset=batch.reset,
+                 weights=None if batch.weights is None else batch.weights[rows])
 
 
 def loss_terms(batch, every: bool) -> int:
     """How many terms the batch's mean loss averages: valid steps (per-step targets) or sequences."""
     B = batch.inputs.shape[1]
+    if batch.weights is not None:               # a weighted mean: its terms are the weights
+        w = batch.weights if not every else batch.weights * (batch.lengths if batch.lengths is not None
+                                                              else batch.inputs.shape[0])
+        return float(np.sum(w))
     if not every:
         return B
     return int(np.sum(batch.lengths)) if batch.lengths is not None else B * batch.inputs.shape[0]

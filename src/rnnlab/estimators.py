@@ -11,6 +11,10 @@ with the same loop as ``rnnlab train`` (``rnnlab.trainer``). A wide DataFrame (n
 2-D array, one univariate sequence per row.
 
 ``n_features_in_`` is the number of features per step; sequences of any length are accepted at prediction.
+
+Defaults: those of ``rnnlab train`` (``TrainConfig``) except where ``DEFAULTS_VS_CLI`` says why. Saving without
+pickle: ``save(est, "model.skops")`` and ``load("model.skops")`` (skops; the loader trusts exactly rnnlab's own
+types and refuses a file that holds any other).
 """
 from __future__ import annotations
 
@@ -25,6 +29,22 @@ except ImportError:  # pragma: no cover - the message is the point
 from .errors import DataError
 
 
+# argument: (estimator default, rnnlab train's default, why they differ) -- tests/test_estimators.py checks both
+# columns against the code, and that every other shared argument has the same default
+DEFAULTS_VS_CLI = {
+    "lr": (3e-3, 1e-3, "an estimator trains epochs of a small array (30 epochs of N/32 steps, often a few hundred "
+                       "steps), where 3e-3 converges; the CLI's 1e-3 goes with its 1000 steps"),
+    "epochs": (30, "--steps 1000", "scikit-learn estimators count passes over the data (max_iter); the CLI counts "
+                                   "steps"),
+    "validation_fraction": (0.1, 0.2, "scikit-learn's share held out for early stopping (MLPClassifier); the CLI's "
+                                      "--val-fraction is a validation split for the report"),
+    "patience": (5, 0, "used only with early_stopping=True (scikit-learn's n_iter_no_change); --patience 0 is the "
+                       "CLI's switch for no early stopping"),
+    "id_col": (None, "id", "arrays need none; a long DataFrame names its id column"),
+    "target_col": (None, "target", "y is given to fit; a long DataFrame may name its target column instead"),
+}
+
+
 class _RNNEstimator(BaseEstimator):
     """The shared fit/predict of the three estimators; ``_problem`` says which one."""
 
@@ -34,7 +54,8 @@ class _RNNEstimator(BaseEstimator):
                  optimizer="adam", lr=3e-3, epochs=30, batch_size=32, clip=1.0, weight_decay=0.0,
                  early_stopping=False, validation_fraction=0.1, patience=5, standardize=True,
                  channels_first=False, id_col=None, time_col="time", feature_cols=None, target_col=None,
-                 time_format=None, missing="error", seed=0, backend="auto", dtype="float32", warm_start=False, verbose=False):
+                 time_format=None, missing="error", seed=0, backend="auto", dtype="float32", warm_start=False, verbose=False,
+                 class_weight=None):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -62,6 +83,7 @@ class _RNNEstimator(BaseEstimator):
         self.dtype = dtype
         self.warm_start = warm_start
         self.verbose = verbose
+        self.class_weight = class_weight
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -160,9 +182,12 @@ class _RNNEstimator(BaseEstimator):
             dtype=self.dtype, quiet=not self.verbose, missing=self.missing, standardize=self.standardize,
             val_fraction=0.2).validate()
 
-    def fit(self, X, y=None, validation_data=None, lengths=None):
+    def fit(self, X, y=None, sample_weight=None, validation_data=None, lengths=None):
         """Train on X (and y, unless a long DataFrame's ``target_col`` holds them).
 
+        ``sample_weight``: one weight per sequence in the training loss (a weighted mean); with a long DataFrame, a
+        Series indexed by the ids. ``class_weight`` (classifier): ``{label: weight}`` or ``"balanced"`` (n / (K n_k),
+        scikit-learn's rule), multiplied into the sample weights. Validation metrics stay unweighted.
         ``validation_data``: ``(X_val, y_val)`` evaluated once per epoch (early stopping reads it when
         ``early_stopping``); without it, ``early_stopping`` holds out ``validation_fraction`` of X.
         """
@@ -183,8 +208,9 @@ class _RNNEstimator(BaseEstimator):
             from .errors import check_float
             check_float("validation_fraction", fraction, 0.0, 1.0, low_open=True, high_open=True)
         warm = self.warm_start and hasattr(self, "model_")
+        weights = self._weights(X, train, sample_weight)
         task = sequence_task("fit", train, val, self._problem, fraction, self.seed, self.standardize, self.missing,
-                             encoding=self.encoding_ if warm else None)
+                             encoding=self.encoding_ if warm else None, weights=weights)
         has_val = task.has_validation
         cfg = self._config(task, has_val)
         trainer = _Trainer(cfg, None, self.verbose, task)
@@ -204,6 +230,29 @@ class _RNNEstimator(BaseEstimator):
 
     def _fitted_hook(self, train):
         pass
+
+    def _weights(self, X, train, sample_weight):
+        """(N,) weights of the training sequences in their order in ``train``, or None: sample_weight (by id for a
+        long DataFrame) times the class weights."""
+        from .tasks.sequences import check_weights
+        n = len(train.cases)
+        w = None
+        if sample_weight is not None:
+            if hasattr(X, "columns") and self.id_col is not None:
+                if not (hasattr(sample_weight, "index") and hasattr(sample_weight, "reindex")
+                        and set(train.ids) <= set(sample_weight.index)):
+                    raise DataError("sample_weight: with a long DataFrame, give a pandas Series indexed by the ids of "
+                                    f"id_col {self.id_col!r} (weights by id, never by position)")
+                sample_weight = sample_weight.reindex(train.ids).to_numpy()
+            w = check_weights(sample_weight, n)
+        if self.class_weight is not None:
+            cw = self._class_weights(train)
+            w = cw if w is None else check_weights(w * cw, n)
+        return w
+
+    def _class_weights(self, train):
+        raise DataError(f"class_weight: an option of RNNClassifier, got class_weight={self.class_weight!r} for "
+                        f"{type(self).__name__}; use sample_weight")
 
     def _outputs(self, X, lengths=None) -> list:
         """One output per sequence, after the prediction layer (see ``tasks.sequences.predict_outputs``)."""
@@ -243,6 +292,34 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
 
     def _fitted_hook(self, train):
         self.classes_ = self.encoding_.classes_array
+
+    def _class_weights(self, train):
+        """(N,) the class weight of each training sequence's label."""
+        y = np.asarray(train.targets, dtype=object)
+        labels = sorted(set(y.tolist()), key=str)
+        cw = self.class_weight
+        if isinstance(cw, str):
+            if cw != "balanced":
+                raise DataError(f"class_weight: expected 'balanced' or a dict {{label: weight}}, got {cw!r}")
+            counts = {k: int((y == k).sum()) for k in labels}
+            table = {k: len(y) / (len(labels) * c) for k, c in counts.items()}
+        elif isinstance(cw, dict):
+            unknown = [k for k in cw if k not in set(labels)]
+            if unknown:
+                raise DataError(f"class_weight: label {unknown[0]!r} is not a class of y (classes: {labels})")
+            table = {k: float(cw.get(k, 1.0)) for k in labels}
+            bad = [k for k, v in table.items() if not (np.isfinite(v) and v >= 0)]
+            if bad:
+                raise DataError(f"class_weight: expected finite weights >= 0, got {table[bad[0]]} for {bad[0]!r}")
+        else:
+            raise DataError(f"class_weight: expected 'balanced' or a dict {{label: weight}}, got {cw!r}")
+        return np.array([table[v] for v in y.tolist()], dtype=np.float64)
+
+    def classification_report(self, X, y, lengths=None) -> dict:
+        """Per-class precision, recall, F1 and support, their macro and support-weighted means, accuracy and
+        the confusion matrix (rows: true class, columns: predicted, in the order of ``classes_``) on (X, y)."""
+        from .metrics import classification_report
+        return classification_report(self._score_y(X, y), self.predict(X, lengths), self.classes_)
 
     def score(self, X, y, sample_weight=None):
         """Accuracy; with a long DataFrame, y is a Series matched to the sequences by id."""
@@ -370,4 +447,57 @@ def _table(X):
     return X, None
 
 
-__all__ = ["RNNClassifier", "RNNRegressor", "RNNTagger"]
+def _trusted() -> set:
+    """The rnnlab types a fitted estimator holds, as skops names them (``module.Class``)."""
+    from .encoding import Encoding
+    from .layers import LAYERS
+    from .model import ModelConfig, SequenceModel
+    types = [RNNClassifier, RNNRegressor, RNNTagger, SequenceModel, ModelConfig, Encoding]
+    types += [c for c in LAYERS.values() if c.__module__ == "rnnlab.layers"]
+    return {f"{t.__module__}.{t.__qualname__}" for t in types}
+
+
+def _skops():
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise ImportError("saving an estimator needs skops; install it with: pip install -e '.[data]'") from None
+    return sio
+
+
+def save(estimator, path, overwrite: bool = False) -> None:
+    """Write a fitted estimator to ``path`` with skops (no pickle: ``load`` rebuilds only known types). An
+    existing file is refused unless ``overwrite``."""
+    from pathlib import Path
+    from .errors import ConfigError
+    sio = _skops()
+    if not isinstance(estimator, _RNNEstimator):
+        raise ConfigError(f"estimator: expected an rnnlab estimator (RNNClassifier, RNNRegressor, RNNTagger), got "
+                          f"{type(estimator).__name__}")
+    check_is_fitted(estimator, "model_")
+    if Path(path).exists() and not overwrite:
+        raise ConfigError(f"path: {path} exists; pass overwrite=True to replace it, or give a new path")
+    sio.dump(estimator, path)
+
+
+def load(path):
+    """An estimator written by ``save``. Only rnnlab's own types (and the NumPy and built-in ones skops trusts
+    by itself) are rebuilt: a file holding any other type is refused, naming it, before anything is built."""
+    sio = _skops()
+    try:
+        types = sio.get_untrusted_types(file=path)
+    except FileNotFoundError:
+        raise DataError(f"path: no such file {path}") from None
+    except Exception as exc:                    # not a skops file: a zip/JSON error from skops
+        raise DataError(f"path: {path} is not a file written by rnnlab.estimators.save ({exc})") from None
+    foreign = sorted(set(types) - _trusted())
+    if foreign:
+        raise DataError(f"path: {path} holds type(s) that are not rnnlab's own: {', '.join(foreign)}; refusing to "
+                        f"load it (loading would run their code)")
+    est = sio.load(path, trusted=list(types))
+    if not isinstance(est, _RNNEstimator):
+        raise DataError(f"path: {path} holds a {type(est).__name__}, not an rnnlab estimator")
+    return est
+
+
+__all__ = ["RNNClassifier", "RNNRegressor", "RNNTagger", "save", "load", "DEFAULTS_VS_CLI"]

@@ -284,14 +284,24 @@ class SequenceModel:
         T, B = logits_shape[:2]
         return (np.arange(T)[:, None] < np.asarray(lengths)[None, :]).reshape(-1)
 
-    def loss(self, logits, targets, lengths=None):
-        """(loss, d_logits) with the loss matching the prediction layer."""
+    def loss(self, logits, targets, lengths=None, weights=None):
+        """(loss, d_logits) with the loss matching the prediction layer. ``weights`` (B,): each sequence's weight,
+        the loss their weighted mean (the losses' mask is a weight per position)."""
         fn = losses.LOSSES[losses.LOSS_FOR_PREDICTION[self.config.prediction]]
         K = self.config.output_size
         y = np.asarray(targets)
         if self.config.prediction != "softmax":
             y = y.reshape(-1, K)
-        loss, d = fn(logits.reshape(-1, K), y, self.target_mask(logits.shape, lengths))
+        mask = self.target_mask(logits.shape, lengths)
+        if weights is not None:
+            w = np.asarray(weights, dtype=logits.dtype)
+            if self.config.target == "last":
+                mask = w                                                        # (B,)
+            else:
+                T = logits.shape[0]
+                mask = (np.broadcast_to(w, (T, len(w))).reshape(-1) if mask is None
+                        else mask * np.broadcast_to(w, (T, len(w))).reshape(-1))  # (T*B,) step-major
+        loss, d = fn(logits.reshape(-1, K), y, mask)
         return loss, d.reshape(logits.shape)
 
     def predict(self, inputs, lengths=None, hx=None):

@@ -64,19 +64,21 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
 
 
-def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0, weight=1.0):
+def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0, weight=1.0,
+                   weights=None):
     """Forward and backward over time in chunks of ``chunk`` steps (truncated BPTT).
 
     The state is carried from chunk to chunk, the gradient is cut at each chunk's start (the ``dhx`` that
     backward returns is dropped). Each chunk's loss is weighted by its share of the steps, so the total
     equals the full-sequence mean loss, and with ``chunk`` 0 or >= T this is exactly full BPTT.
     Returns (loss, logits, final state); parameter gradients accumulate in ``model.grads``. ``weight``
-    scales the gradient (a rank's share of a distributed batch's loss terms), not the loss returned.
+    scales the gradient (a rank's share of a distributed batch's loss terms), not the loss returned;
+    ``weights`` (B,) weigh the sequences in the loss (``SequenceModel.loss``).
     """
     T = inputs.shape[0]
     if not chunk or chunk >= T:
         logits, state = model(inputs, lengths, hx)
-        loss, d_logits = model.loss(logits, targets, lengths)
+        loss, d_logits = model.loss(logits, targets, lengths, weights)
         model.backward(d_logits if weight == 1.0 else d_logits * d_logits.dtype.type(weight))
         return loss, logits, state
     if lengths is not None or model.config.target != "every":
@@ -85,7 +87,7 @@ def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None,
     for t0 in range(0, T, chunk):
         sl = slice(t0, min(T, t0 + chunk))
         logits, state = model(inputs[sl], None, state)
-        loss, d_logits = model.loss(logits, targets[sl])
+        loss, d_logits = model.loss(logits, targets[sl], None, weights)
         w = (sl.stop - sl.start) / T
         model.backward(d_logits * d_logits.dtype.type(w * weight))   # dhx dropped: the cut
         total += loss * w
@@ -333,7 +335,8 @@ class _Trainer:
             loss, metrics, new_state = 0.0, dict.fromkeys(self._metric_names, 0.0), self.state
         else:
             loss, logits, new_state = tbptt_backward(model, batch.inputs, batch.targets, batch.lengths,
-                                                     self.state if task.stateful else None, cfg.tbptt, weight)
+                                                     self.state if task.stateful else None, cfg.tbptt, weight,
+                                                     batch.weights)
             metrics = task.extra_metrics(loss, logits, batch)
             self._metric_names = sorted(metrics)    # the first batch is full on every rank (check_batch)
         grads = model.grads

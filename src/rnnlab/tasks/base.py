@@ -12,6 +12,7 @@ class Batch:
     targets: np.ndarray           # (T, B) / (B,) class indices, or (T, B, K) / (B, K) values
     lengths: np.ndarray | None = None
     reset: bool = False           # stateful tasks: start this batch from a zero state
+    weights: np.ndarray | None = None     # (B,) each sequence's weight in the loss (estimators' sample_weight)
 
 
 class Task:

@@ -44,6 +44,7 @@ class Encoded:
     cases: list                      # N float64 arrays (T_i, F), standardised
     lengths: np.ndarray              # (N,)
     targets: object = None           # (N,) class indices | (N, K) values | list of N (T_i,) label indices | None
+    weights: np.ndarray | None = None    # (N,) each sequence's weight in the training loss, or None (all 1)
 
     def __len__(self):
         return len(self.cases)
@@ -88,7 +89,8 @@ def take(data: Encoded, idx, problem) -> Batch:
                 tgt[:lengths[j], j] = data.targets[i]
         else:
             tgt = data.targets[idx]
-    return Batch(x, tgt, lengths if ragged else None)
+    return Batch(x, tgt, lengths if ragged else None,
+                 weights=None if data.weights is None else data.weights[idx])
 
 
 def chunks(n: int, size: int = 256):
@@ -101,13 +103,14 @@ class SequenceTask(Task):
     input_mode = "dense"
 
     def __init__(self, name: str, encoding: Encoding, train: Sequences, val: Sequences | None = None,
-                 seed: int = 0, info: dict | None = None, notes=()):
+                 seed: int = 0, info: dict | None = None, notes=(), weights=None):
         self.name, self.encoding, self.problem, self.seed = name, encoding, encoding.problem, seed
         self.prediction = "identity" if self.problem == "regress" else "softmax"
         self.target = "every" if self.problem == "tag" else "last"
         self.metrics = ("loss", "mse", "mae") if self.problem == "regress" else ("loss", "accuracy")
         self.input_size, self.output_size = len(encoding.x_mean), encoding.output_size
         self.train_data = encode(encoding, train)
+        self.train_data.weights = weights           # the training loss only: metrics stay unweighted
         self.has_validation = val is not None
         self.val_data = encode(encoding, val) if val is not None else self.train_data
         self.n_train, self.n_val = len(self.train_data), len(self.val_data)
@@ -175,10 +178,11 @@ class SequenceTask(Task):
 
 def sequence_task(name, train: Sequences, val: Sequences | None = None, problem: str = "auto",
                   val_fraction: float = 0.0, seed: int = 0, standardize: bool = True, missing: str = "error",
-                  encoding: Encoding | None = None, info: dict | None = None) -> SequenceTask:
+                  encoding: Encoding | None = None, info: dict | None = None, weights=None) -> SequenceTask:
     """Split (when no ``val`` and ``val_fraction`` > 0), fit the encoding on the training part, build the task.
 
-    ``encoding``: a stored one (evaluating a trained model) instead of fitting a new one.
+    ``encoding``: a stored one (evaluating a trained model) instead of fitting a new one. ``weights`` (N,): each
+    training sequence's weight in the loss (checked: ``check_weights``), split with the sequences.
     """
     notes = list(train.notes)
     if encoding is not None:
@@ -188,12 +192,34 @@ def sequence_task(name, train: Sequences, val: Sequences | None = None, problem:
             raise DataError("y: no targets in the training data")
         problem, why = infer_problem(train.targets)
         notes.append(f"problem: {problem} (inferred from {why}; set --problem to choose)")
+    if weights is not None:
+        weights = check_weights(weights, len(train.cases))
     if val is None and val_fraction > 0:
         tr, va = split_indices(len(train.cases), val_fraction, seed)
         train, val = train.subset(tr), train.subset(va)
+        weights = None if weights is None else weights[tr]
+        if weights is not None and not weights.sum() > 0:
+            raise DataError("sample_weight: every sequence left for training after the validation split has weight 0")
     if encoding is None:
         encoding = fit_encoding(train, problem, standardize, missing)
-    return SequenceTask(name, encoding, train, val, seed, info, notes)
+    return SequenceTask(name, encoding, train, val, seed, info, notes, weights)
+
+
+def check_weights(weights, n: int) -> np.ndarray:
+    """Sample weights -> (n,) float64: one finite, non-negative number per sequence, not all zero."""
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"sample_weight: expected {n} numbers, one per sequence, got {type(weights).__name__} "
+                        "that is not numeric") from None
+    if w.shape != (n,):
+        raise DataError(f"sample_weight: expected {n} weights, one per sequence, got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        bad = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
+        raise DataError(f"sample_weight: expected finite weights >= 0, got {w[bad]} for sequence {bad}")
+    if not w.sum() > 0:
+        raise DataError("sample_weight: expected some weight > 0, got all weights zero")
+    return w
 
 
 def predict_outputs(model, encoding: Encoding, seqs: Sequences) -> list:
