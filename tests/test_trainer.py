@@ -125,9 +125,9 @@ def test_nonfinite_loss_stops_or_skips(monkeypatch, tmp_path, outcome):
     orig = SequenceModel.loss
     calls = {"n": 0}
 
-    def flaky(self, logits, targets, lengths=None):
+    def flaky(self, logits, targets, lengths=None, weights=None):
         calls["n"] += 1
-        loss, d = orig(self, logits, targets, lengths)
+        loss, d = orig(self, logits, targets, lengths, weights)
         if calls["n"] == 3:
             d = d.copy()
             d.flat[0] = np.nan
