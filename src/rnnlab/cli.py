@@ -596,17 +596,32 @@ def cmd_export(args) -> int:
     if args.format != "onnx" and out.suffix in (".onnx", ".pt", ".pth", ".csv", ".parquet", ".json"):
         raise ConfigError(f"--out: --format {args.format} writes a safetensors file; {out.name!r} names another "
                           f"format (use .safetensors)")
-    if args.lengths and args.format != "onnx":
-        raise ConfigError(f"lengths: --lengths adds an ONNX input; --format {args.format} writes weights only")
+    for flag_name in ("lengths", "state", "batch_first"):
+        if getattr(args, flag_name) and args.format != "onnx":
+            raise ConfigError(f"{flag_name}: --{flag_name.replace('_', '-')} changes the ONNX graph; --format "
+                              f"{args.format} writes weights only")
     kind, obj = _load_any(args.checkpoint)
+    if (args.state or args.batch_first) and kind != "model":
+        raise ConfigError(f"{'state' if args.state else 'batch_first'}: an option of a model's export; a layer file "
+                          f"exports with its own batch_first and h0/c0 inputs")
     if args.format in ("torch", "keras"):           # what the peer would compute otherwise: refused before writing
         from .interop.torch import check_exportable
         check_exportable(obj, args.format)
     if args.format == "onnx":
         from .interop.onnx import export
-        export(obj, out, lengths=args.lengths)
+        kw, what = {}, ""
+        if kind == "model":
+            from .encoding import Encoding
+            from .trainer import load_model
+            info = load_model(args.checkpoint)[1].get("task_info", {})
+            enc = Encoding.from_dict(info["encoding"]) if "encoding" in info else None
+            kw = {"encoding": enc, "state": args.state, "batch_first": args.batch_first}
+            what = ("; raw features in, standardised inside" if enc is not None else "") + (
+                f"; classes in metadata_props" if enc is not None and enc.classes is not None else "")
+        export(obj, out, lengths=args.lengths, **kw)
         print(f"wrote {out} (ONNX opset 17; inputs {'inputs' if kind == 'model' else 'x'}"
-              f"{', lengths' if args.lengths else ''})")
+              f"{', lengths' if args.lengths else ''}{', h0' + (', c0' if obj.rnn.cell_name == 'lstm' else '') if args.state else ''}"
+              f"{what})")
     elif args.format == "torch":
         _save_tensors(obj.state_dict(), out)
         print(f"wrote {out} (a torch state_dict as safetensors: safetensors.torch.load_file('{out}'))")
@@ -760,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx")
     ex.add_argument("--out", required=True)
     ex.add_argument("--lengths", action="store_true", help="ONNX: add a 'lengths' input for ragged batches")
+    ex.add_argument("--state", action="store_true",
+                    help="ONNX, a model: state inputs h0 (c0) and outputs h_n (c_n), to run a stream chunk by chunk")
+    ex.add_argument("--batch-first", action="store_true", help="ONNX, a model: inputs (B, T, F) instead of (T, B, F)")
     ex.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     ex.set_defaults(func=cmd_export)
 

@@ -1,10 +1,12 @@
 """ONNX export and import: one ONNX RNN/LSTM/GRU operator per layer (opset 17), built with the ``onnx``
 package (no torch needed) and checked with ``onnx.checker``.
 
-Export (``export(layer_or_model, path)``): inputs ``x`` (T, B, I) -- (B, T, I) with batch_first, via the
-operator's ``layout`` attribute -- or integer ``inputs`` (T, B) for a token model; optional ``lengths`` (B,)
-int32 (the operators' ``sequence_lens``: ragged batches); optional ``h0`` / ``c0``. Outputs ``output``
-(T, B, D*H), ``h_n`` (and ``c_n``) (L*D, B, H) for a layer; ``logits`` and ``prediction`` for a model.
+Export (``export(layer_or_model, path)``): inputs ``x`` (T, B, I) -- (B, T, I) with batch_first, by
+Transposes around the time-major operators -- or integer ``inputs`` (T, B) for a token model; optional
+``lengths`` (B,) int32 (the operators' ``sequence_lens``: ragged batches); optional ``h0`` / ``c0``. Outputs
+``output`` (T, B, D*H), ``h_n`` (and ``c_n``) (L*D, B, H) for a layer; ``logits`` and ``prediction`` for a model
+(``export_model``: with a data run's encoding, the graph takes raw features and its metadata names the classes;
+with ``state``, the model's states in and out).
 Gate blocks are permuted to ONNX order (LSTM i o f c, GRU z r h), ``B = [b_ih, b_hh]``, the GRU's reset
 convention becomes ``linear_before_reset`` (1 = 'after'), bidirectional layers ``direction``.
 
@@ -152,23 +154,48 @@ def export_layer(layer, path, lengths: bool = False, initial_state: bool = False
     return _finish(b, inputs, outputs, path, f"rnnlab {layer!r}", {"rnnlab.batch_first": str(int(layer.batch_first))})
 
 
-def export_model(model, path, lengths: bool = False):
-    """Write a ``SequenceModel`` (input layer, stack, output layer, prediction) as an ONNX graph."""
+def export_model(model, path, lengths: bool = False, encoding=None, state: bool = False, batch_first: bool = False):
+    """Write a ``SequenceModel`` (input layer, stack, output layer, prediction) as an ONNX graph.
+
+    ``encoding`` (a run trained on data, ``rnnlab.encoding.Encoding``): the graph takes the raw features and
+    standardises them itself ((x - x_mean) / x_std, NaN read as the mean under ``missing='zero'``); a regression's
+    ``prediction`` is in the data's units; the classes, features and problem go in ``metadata_props``
+    (``rnnlab.classes`` etc., JSON). ``state``: inputs ``h0`` (and ``c0``) and outputs ``h_n`` (and ``c_n``),
+    (L*D, B, H), so a stream runs chunk by chunk. ``batch_first``: ``inputs`` (B, T, F) and per-step outputs
+    (B, T, K) (Transposes around the time-major operators, which onnxruntime requires)."""
+    import json
     cfg = model.config
     b = _Builder(model.dtype)
     h = b.h
     onnx = b.onnx
     p = model.named_parameters()
+    if encoding is not None and cfg.input_mode != "dense":
+        raise InteropError("encoding: only a model on dense features standardises its input")
+    time_axes = ["B", "T"] if batch_first else ["T", "B"]
     if cfg.input_mode == "dense":
-        inputs = [h.make_tensor_value_info("inputs", b.elem, ["T", "B", cfg.input_size])]
-        x = "inputs"
+        inputs = [h.make_tensor_value_info("inputs", b.elem, time_axes + [cfg.input_size])]
+        x = b.node("Transpose", ["inputs"], perm=[1, 0, 2]) if batch_first else "inputs"
+        if encoding is not None:                          # the training statistics, as Encoding.encode_x
+            x = b.node("Div", [b.node("Sub", [x, b.const("x_mean", encoding.x_mean)]), b.const("x_std", encoding.x_std)])
+            if encoding.missing == "zero":
+                x = b.node("Where", [b.node("IsNaN", [x]), b.const("zero_x", 0.0), x])
     else:
-        inputs = [h.make_tensor_value_info("inputs", onnx.TensorProto.INT64, ["T", "B"])]
+        inputs = [h.make_tensor_value_info("inputs", onnx.TensorProto.INT64, time_axes)]
         table = p["embedding.weight"] if cfg.input_mode == "embedding" else np.eye(cfg.input_size)
-        x = b.node("Gather", [b.const("table", table), "inputs"], axis=0)
+        tokens = b.node("Transpose", ["inputs"], perm=[1, 0]) if batch_first else "inputs"
+        x = b.node("Gather", [b.const("table", table), tokens], axis=0)
     if lengths:
         inputs.append(h.make_tensor_value_info("lengths", onnx.TensorProto.INT32, ["B"]))
-    out, _ = _stack(b, model.rnn, x, 0, "lengths" if lengths else None)
+    rnn = model.rnn
+    LD, P = rnn.num_layers * rnn.num_directions, rnn.output_size
+    h0 = c0 = None
+    if state:
+        inputs.append(h.make_tensor_value_info("h0", b.elem, [LD, "B", P]))
+        h0 = "h0"
+        if rnn.cell_name == "lstm":
+            inputs.append(h.make_tensor_value_info("c0", b.elem, [LD, "B", rnn.hidden_size]))
+            c0 = "c0"
+    out, states = _stack(b, rnn, x, 0, "lengths" if lengths else None, h0, c0)
     if cfg.target == "last":
         if lengths:                                       # one-hot of each row's last valid step, summed over time
             T = b.node("Gather", [b.node("Shape", [out]), b.const("zero", 0, np.int64)], axis=0)
@@ -181,23 +208,39 @@ def export_model(model, path, lengths: bool = False):
         else:
             out = b.node("Gather", [out, b.const("lastidx", -1, np.int64)], axis=0)
     logits = b.node("Add", [b.node("MatMul", [out, b.const("V_T", p["head.weight"].T)]), b.const("c", p["head.bias"])])
+    pred = {"softmax": lambda: b.node("Softmax", [logits], axis=-1), "sigmoid": lambda: b.node("Sigmoid", [logits]),
+            "identity": lambda: b.node("Identity", [logits])}[cfg.prediction]()
+    if encoding is not None and encoding.problem == "regress":     # back to the data's units (decode_values)
+        pred = b.node("Add", [b.node("Mul", [pred, b.const("y_std", encoding.y_std)]), b.const("y_mean", encoding.y_mean)])
+    if batch_first and cfg.target == "every":
+        logits, pred = (b.node("Transpose", [v], perm=[1, 0, 2]) for v in (logits, pred))
     b.nodes.append(h.make_node("Identity", [logits], ["logits"]))
-    pred = {"softmax": lambda: b.node("Softmax", ["logits"], axis=-1), "sigmoid": lambda: b.node("Sigmoid", ["logits"]),
-            "identity": lambda: b.node("Identity", ["logits"])}[cfg.prediction]()
     b.nodes.append(h.make_node("Identity", [pred], ["prediction"]))
-    shape = ["B", cfg.output_size] if cfg.target == "last" else ["T", "B", cfg.output_size]
+    shape = ["B", cfg.output_size] if cfg.target == "last" else time_axes + [cfg.output_size]
     outputs = [h.make_tensor_value_info("logits", b.elem, shape), h.make_tensor_value_info("prediction", b.elem, shape)]
-    return _finish(b, inputs, outputs, path, f"rnnlab SequenceModel {cfg.to_dict()}")
+    if state:
+        b.nodes.append(h.make_node("Identity", [states[0]], ["h_n"]))
+        outputs.append(h.make_tensor_value_info("h_n", b.elem, [LD, "B", P]))
+        if len(states) == 2:
+            b.nodes.append(h.make_node("Identity", [states[1]], ["c_n"]))
+            outputs.append(h.make_tensor_value_info("c_n", b.elem, [LD, "B", rnn.hidden_size]))
+    props = {"rnnlab.batch_first": str(int(batch_first)), "rnnlab.target": cfg.target}
+    if encoding is not None:
+        props.update({"rnnlab.problem": encoding.problem, "rnnlab.features": json.dumps(encoding.feature_names),
+                      "rnnlab.encoding": json.dumps(encoding.to_dict())})
+        if encoding.classes is not None:
+            props["rnnlab.classes"] = json.dumps([str(c) for c in encoding.classes])
+    return _finish(b, inputs, outputs, path, f"rnnlab SequenceModel {cfg.to_dict()}", props)
 
 
 def export(obj, path, lengths: bool = False, **kw):
-    """Export a layer or a ``SequenceModel`` to ONNX."""
+    """Export a layer or a ``SequenceModel`` to ONNX (``kw``: ``export_layer``'s or ``export_model``'s options)."""
     from ..layers import RecurrentLayer
     from ..model import SequenceModel
     if isinstance(obj, RecurrentLayer):
         return export_layer(obj, path, lengths=lengths, **kw)
     if isinstance(obj, SequenceModel):
-        return export_model(obj, path, lengths=lengths)
+        return export_model(obj, path, lengths=lengths, **kw)
     raise InteropError(f"export: expected an rnnlab layer or SequenceModel, got {type(obj).__name__}")
 
 
