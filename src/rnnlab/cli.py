@@ -332,6 +332,21 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    from .card import CARD_JSON, card_data, card_markdown
+    run = Path(args.run)
+    if run.is_file():
+        run = run.parent
+    _check_json(args, [str(run)])
+    card = card_data(run)                           # from the model file: current even for a run made before cards
+    print(card_markdown(card))
+    if args.json:
+        _write_json(args.json, card)
+    if not (run / CARD_JSON).exists():
+        print(f"note: {run} has no card files (made before rnnlab wrote them); nothing was written to the run")
+    return 0
+
+
 def cmd_sample(args) -> int:
     from .errors import ConfigError
     from .sample import sample_text
@@ -726,6 +741,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="predictions file: .csv or .parquet (written atomically)")
     pr.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     pr.set_defaults(func=cmd_predict)
+
+    inf = sub.add_parser("info", help="the model card of a run: model, data and its hash, metrics beside the "
+                         "baseline, how to load it in rnnlab, onnxruntime and torch")
+    inf.add_argument("run", help="run folder (or its model.safetensors)")
+    inf.add_argument("--json", help="also write the card as JSON to this file")
+    inf.add_argument("--force", action="store_true", help="replace an existing --json file (never an input)")
+    inf.set_defaults(func=cmd_info)
 
     s = sub.add_parser("sample", help="generate text from a character model")
     s.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")

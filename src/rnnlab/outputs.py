@@ -26,7 +26,7 @@ def _same(a: Path, b: Path) -> bool:
 
 # what a run folder holds; a folder with any of them but no config.toml was not made by `rnnlab train`
 RUN_FILES = ("config.toml", "metrics.jsonl", "diagnostics.jsonl", "checkpoint.safetensors", "model.safetensors",
-             ".mlflow_run_id", "tensorboard", "mlruns")
+             "card.md", "card.json", ".mlflow_run_id", "tensorboard", "mlruns")
 REPORT_MARK = ".rnnlab-report"          # written with every report: the folder's files are rnnlab's to replace
 
 

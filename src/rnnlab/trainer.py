@@ -440,6 +440,8 @@ class _Trainer:
             self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
         if self.run_dir is not None:
             save_model(self.run_dir / FINAL, self.model, self.task, cfg, r.final)
+            from .card import write_card
+            write_card(self.run_dir)                    # card.md and card.json: the model, its data, how to load it
         if self.trackers:
             self.trackers.close()
         return r
@@ -447,9 +449,11 @@ class _Trainer:
 
 def save_model(path, model: SequenceModel, task, cfg: TrainConfig, metrics: dict):
     """Final weights with what `evaluate` and `sample` need to rebuild the model and the task's view of data."""
+    base = task.baseline()
     save_checkpoint(path, {k: v for k, v in model.named_parameters().items()},
                     {"kind": "model", "config": cfg.to_dict(), "model_config": model.config.to_dict(),
-                     "task_info": task.info(), "metrics": metrics})
+                     "task_info": task.info(), "metrics": metrics, "description": task.describe(),
+                     "baseline": None if base is None else [base[0], float(base[1])]})
 
 
 def load_model(path) -> tuple[SequenceModel, dict]:
