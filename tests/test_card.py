@@ -49,3 +49,22 @@ def test_info_refuses_a_folder_without_a_model(tmp_path, capsys):
     code = cli.main(["info", str(tmp_path)])
     err = capsys.readouterr().err
     assert code != 0 and "has no model.safetensors" in err and "Traceback" not in err
+
+
+def test_the_readme_data_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    """The README's "Your own data" block, line by line, on the sample files shipped in examples/."""
+    import shlex
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("### Your own data", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert len(commands) == 4 and all(c.startswith("rnnlab ") for c in commands)
+    (tmp_path / "examples").symlink_to(root / "examples")
+    monkeypatch.chdir(tmp_path)
+    for c in commands:
+        assert cli.main(shlex.split(c)[1:]) == 0, c
+    out = capsys.readouterr().out
+    preds = pd.read_csv(tmp_path / "preds.csv")
+    assert len(preds) == 10 and list(preds.columns) == ["patient", "prediction", "p_sick", "p_well"]
+    assert "confusion" in out and (tmp_path / "runs" / "visits" / "card.md").is_file()

@@ -141,7 +141,7 @@ def _print_summary(r, file=None):
     for w in r.warnings:
         lines.append(f"   warning: {w}")
     if r.out is not None:
-        lines.append(f"   run folder: {r.out}  (config.toml, metrics.jsonl, checkpoint.safetensors, model.safetensors)")
+        lines.append(f"   run folder: {r.out}  (config.toml, metrics.jsonl, checkpoint.safetensors, model.safetensors, card.md)")
     print("\n".join(lines), file=file or sys.stdout)
 
 

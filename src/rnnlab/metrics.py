@@ -51,7 +51,7 @@ def classification_report(y_true, y_pred, classes) -> dict:
 
 def report_text(rep: dict) -> str:
     """The report as a plain-text table and the confusion matrix, for the terminal."""
-    width = max(8, *(len(n) for n in rep["classes"]))
+    width = max(12, *(len(n) for n in rep["classes"]))            # "weighted avg"
     lines = [f"{'class':<{width}}  precision  recall     f1  support"]
     for n, v in rep["per_class"].items():
         lines.append(f"{n:<{width}}  {v['precision']:9.3f}  {v['recall']:6.3f}  {v['f1']:5.3f}  {v['support']:7d}")
