@@ -6,6 +6,7 @@ from .errors import (
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
 from .layers import GRU, LSTM, RNN
 from .model import ModelConfig, SequenceModel
+from .stream import Stream
 from .trainer import evaluate, load_model, resume, train
 
 __version__ = "0.1.0"
@@ -20,6 +21,6 @@ def __getattr__(name):
         return getattr(estimators, name)
     raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
 
-__all__ = ["RNN", "LSTM", "GRU", "no_grad", "enable_grad", "is_grad_enabled", "SequenceModel", "ModelConfig",
+__all__ = ["RNN", "LSTM", "GRU", "Stream", "no_grad", "enable_grad", "is_grad_enabled", "SequenceModel", "ModelConfig",
            "train", "resume", "evaluate", "load_model", "RnnlabError", "ShapeError", "ConfigError", "CheckpointError",
            "NonFiniteError", "DTypeError", "ModifiedInputError", "BackendError", "DataError", *_ESTIMATORS]

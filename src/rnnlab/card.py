@@ -14,16 +14,19 @@ from pathlib import Path
 from .errors import CheckpointError
 
 CARD_MD, CARD_JSON = "card.md", "card.json"
+FINAL = "model.safetensors"                 # the run's final model file (trainer.FINAL; read here without the trainer)
 
 
 def card_data(run_dir) -> dict:
     """The card's contents from the run folder's ``model.safetensors`` (its metadata: config, task, metrics)."""
-    from .trainer import FINAL, load_model
+    from .checkpoint import load_checkpoint
     run_dir = Path(run_dir)
     if not (run_dir / FINAL).is_file():
         raise CheckpointError(f"run: {run_dir} has no {FINAL} (a finished `rnnlab train` run writes it); got a "
                               f"folder without it")
-    model, meta = load_model(run_dir / FINAL)
+    tensors, meta = load_checkpoint(run_dir / FINAL)
+    if meta.get("kind") != "model":
+        raise CheckpointError(f"run: {run_dir / FINAL} is not a final model file (kind {meta.get('kind')!r})")
     cfg, info, mcfg = meta["config"], meta.get("task_info", {}), meta["model_config"]
     enc = info.get("encoding")
     data = None
@@ -36,7 +39,7 @@ def card_data(run_dir) -> dict:
         "run": str(run_dir.resolve()),
         "task": cfg["task"], "description": meta.get("description"),
         "model": {"cell": cfg["model"], "hidden_size": mcfg.get("hidden_size"), "num_layers": mcfg.get("num_layers"),
-                  "bidirectional": mcfg.get("bidirectional"), "parameters": model.num_parameters(),
+                  "bidirectional": mcfg.get("bidirectional"), "parameters": int(sum(v.size for v in tensors.values())),
                   "dtype": mcfg.get("dtype"), "prediction": mcfg.get("prediction"), "target": mcfg.get("target")},
         "data": data,
         "problem": enc["problem"] if enc else None,

@@ -304,13 +304,15 @@ class RecurrentLayer:
         """
         return self._forward(x, hx, lengths, check_finite)
 
-    def _forward(self, x, hx, lengths, check_finite, x_private=False):
+    def _forward(self, x, hx, lengths, check_finite, x_private=False, mask=None):
         """``forward``; ``x_private``: x is the caller's own array that nobody else can change (a model's
-        one-hot or embedded input), so it is not fingerprinted for backward."""
+        one-hot or embedded input), so it is not fingerprinted for backward. ``mask`` (T, B, 1): the steps that
+        count, any pattern (``rnnlab.Stream``: streams that begin or end inside a chunk), instead of lengths."""
         x_in = x
         x, unbatched = checks.layer_input(x, self.input_size, self.batch_first, self.dtype, check_finite)
         T, B, _ = x.shape
-        mask = None if lengths is None else checks.lengths_mask(lengths, T, B, self.dtype)
+        if mask is None:
+            mask = None if lengths is None else checks.lengths_mask(lengths, T, B, self.dtype)
         keep = is_grad_enabled()
         # the caller's arrays that backward reads again are fingerprinted, so that backward can refuse values
         # changed in place since (as torch does); an array converted here is a private copy

@@ -45,7 +45,9 @@ from numba.extending import NativeValue, models, overload, register_model, typeo
 # The row kernels are inlined into the loops at Numba's IR level (a call per row costs the reference counts of
 # a dozen arrays); Numba's SSA pass then warns, from a pedantic self-check, about the inlined loops' variables.
 # The compiled code is right (every backend is tested against the NumPy reference); the warning is noise.
+# (It is raised from numba.core.ssa, or attributed to the loop's file when Numba's own warning filter rewrites it.)
 warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r"numba\.core\.ssa")
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r"rnnlab\.kernels\.")
 
 _KERNELS: dict = {}                         # type key -> CellKernel
 

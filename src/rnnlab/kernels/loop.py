@@ -38,6 +38,10 @@ from .threads import pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
 PACK_MIN_ROWS = 4    # rows of a block from which the packed product beats one-row products
+# below this many steps a call of one-row products reads the layer's W_ih^T and W_hh^T as they are (dot products,
+# about 20 % slower a step) instead of copying them into row order first (the copy of an LSTM's W_hh^T at H = 256
+# takes some 300 µs, a few hundred steps' worth of the difference)
+SHORT_CALL = 64
 # the loops themselves run without reference counting: they allocate nothing (their callers hold every array
 # for the call), and the counts of the views and bundles they pass on per step were a tenth of a small step
 _LOOP_JIT = {**_JIT, "_nrt": False}
@@ -50,8 +54,33 @@ def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by th
 
 @overload(_prod, inline="always")
 def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
-    """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W packed
-    (``pack``, 3-D) -> the packed product of the block."""
+    """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W with columns
+    contiguous (the layer's own W^T, Fortran order: a short call uses it as it is, no copy) -> one dot
+    product per output, four at a time; W packed (``pack``, 3-D) -> the packed product of the block."""
+    if W.ndim == 2 and W.layout == "F":
+        def dots(C, V, W, acc, r0, r1, tile, tok):
+            K, N = W.shape
+            for r in range(r0, r1):
+                if not acc:                             # (a zero from the data would carry its NaN)
+                    for j in range(N):
+                        C[r, j] = 0.0
+                j = 0
+                while j + 4 <= N:
+                    a0, a1, a2, a3 = C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3]
+                    for k in range(K):
+                        v = V[r, k]
+                        a0 += v * W[k, j]
+                        a1 += v * W[k, j + 1]
+                        a2 += v * W[k, j + 2]
+                        a3 += v * W[k, j + 3]
+                    C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = a0, a1, a2, a3
+                    j += 4
+                for jj in range(j, N):
+                    a = C[r, jj]
+                    for k in range(K):
+                        a += V[r, k] * W[k, jj]
+                    C[r, jj] = a
+        return dots
     if W.ndim == 2:
         def rows(C, V, W, acc, r0, r1, tile, tok):
             for r in range(r0, r1):
@@ -115,6 +144,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
     CPREV = kern.cache.index("c_prev") if "c_prev" in kern.cache else -1
     FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
     PROJECT, ZN = not (FUSED or LN), ZO and kern.reads_new
+    STEPX = PROJECT and w.types[0].ndim == 2           # W_ih^T as it is (a short call): x_t W_ih^T per step
 
     def impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
         Pih, W1, W2, bx, bh = w
@@ -135,10 +165,17 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
         nxt = 0
         for s in range(T):
             t = T - 1 - s if reverse else s
-            if PROJECT and s == nxt:
-                nxt += XW.shape[0] // B
-                ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
-            X = XW[(t - ta) * B:(t - ta + 1) * B]       # (B, G*H), or (0, G*H) when fused
+            if STEPX:                                   # X = x_t W_ih^T + b, one step (XW: B rows)
+                X = XW[:B]
+                for r in range(r0, r1):
+                    for j in range(X.shape[1]):
+                        X[r, j] = bx[j] if bx.shape[0] > 0 else 0.0
+                _prod(X, x[t], Pih, True, r0, r1, tile, tok)
+            else:
+                if PROJECT and s == nxt:
+                    nxt += XW.shape[0] // B
+                    ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
+                X = XW[(t - ta) * B:(t - ta + 1) * B]   # (B, G*H), or (0, G*H) when fused
             c0 = t * B if KEEP else 0
             if KEEP or PHASES == 2:
                 for r in range(r0, r1):
@@ -413,11 +450,19 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
         XH = np.empty((B, I + H + (0 if bx.size == 0 else 1)), dt)
         W1 = pack(W_ih.T, W_hh.T, bx[None, :]) if bx.size else pack(W_ih.T, W_hh.T)
         bx = _empty(1, dt)
+    elif not packed and T < SHORT_CALL:                 # the layer's W^T as it is: no per-call copy or packing
+        XW = np.empty((B, GH), dt)
+        Pih = np.asfortranarray(W_ih.T)                 # (I, G*H), columns contiguous: a view of W_ih
+        W1 = np.asfortranarray(W_hh.T[:, :n1])
     else:
         XW = np.empty((max(1, PROJ_ROWS // B) * B, GH), dt)
         Pih = _pack1(W_ih.T, nr(dt))                    # pack() of one block, without its checks
         W1 = _weights(W_hh.T[:, :n1], packed)
-    W2 = _weights(W_hh.T[:, n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
+    if kern.phases == 2:
+        W2 = np.asfortranarray(W_hh.T[:, n1:]) if W1.ndim == 2 and W1.flags.f_contiguous and not \
+            W1.flags.c_contiguous else _weights(W_hh.T[:, n1:], packed)
+    else:
+        W2 = _empty(3 if packed else 2, dt)
     S = _stack(state0, dt)                                          # (n, B, H)
     has_zo = zoneout is not None
     N = np.empty_like(S)

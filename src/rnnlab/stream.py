@@ -1,0 +1,107 @@
+"""Streaming: feed a layer or a model a step or a chunk at a time, the state kept between calls.
+
+    stream = rnnlab.Stream(model_or_layer, batch_size=B)    # B independent streams, zero states
+    y = stream.feed(x_t)                  # one step: (B, F) features (tokens (B,)); y (B, ...)
+    y = stream.feed(chunk)                # a chunk: (T, B, F) (tokens (T, B)); y (T, B, ...)
+    y = stream.feed(chunk, active=m)      # m (T, B) (or (B,) for a step): which streams have this step
+    stream.reset(rows)                    # a new stream starts in these slots: their states back to zero
+    stream.state                          # the layer's hx: h, or (h, c) for the LSTM, (L, B, H) each
+
+A stream that has no step at some time (not yet begun, or ended) keeps its state unchanged, exactly as a padded
+row does (the same masks); its output there is 0 for a layer and NaN for a model (no prediction). Feeding a
+sequence in chunks of any sizes equals one pass over it (``tests/test_stream.py``, every cell). Time-major
+only, one direction: a bidirectional layer needs the whole sequence and is refused. Inference: no caches are
+kept, whatever ``rnnlab.no_grad`` says.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError, ShapeError, check_int
+from .grad_mode import no_grad
+
+
+class Stream:
+    def __init__(self, net, batch_size: int = 1):
+        from .layers import RecurrentLayer
+        from .model import SequenceModel
+        if isinstance(net, SequenceModel):
+            self.model, self.layer = net, net.rnn
+        elif isinstance(net, RecurrentLayer):
+            self.model, self.layer = None, net
+        else:
+            raise ConfigError(f"net: expected an rnnlab layer or SequenceModel, got {type(net).__name__}")
+        if self.layer.bidirectional:
+            raise ConfigError("net: a bidirectional layer reads each sequence from its end too, so it cannot run "
+                              "as a stream; got bidirectional=True")
+        if self.layer.batch_first:
+            raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.reset()
+
+    @property
+    def tokens(self) -> bool:
+        return self.model is not None and self.model.config.input_mode != "dense"
+
+    def reset(self, rows=None) -> None:
+        """Zero the states of the streams ``rows`` (an index, a list of them, or a (B,) bool mask; all: None)."""
+        L, B = self.layer.num_layers, self.batch_size
+        if rows is None:
+            self._state = [np.zeros((L, B, n), self.layer.dtype) for n in self.layer.state_sizes]
+            return
+        idx = np.arange(B)[np.asarray(rows)] if np.asarray(rows).dtype == bool else np.atleast_1d(rows)
+        if np.asarray(rows).dtype == bool and np.asarray(rows).shape != (B,):
+            raise ShapeError(f"rows: expected a bool mask of shape ({B},), got {np.asarray(rows).shape}")
+        if idx.size and (idx.min() < -B or idx.max() >= B):
+            raise ShapeError(f"rows: expected stream indices in [0, {B - 1}], got {idx.tolist()}")
+        for s in self._state:
+            s[:, idx] = 0.0
+
+    @property
+    def state(self):
+        """The states as the layer's ``hx`` takes them: h, or (h, c) for the LSTM; copies."""
+        s = [v.copy() for v in self._state]
+        return s[0] if len(s) == 1 else tuple(s)
+
+    def feed(self, x, active=None):
+        """One step ((B, F), tokens (B,)) or a chunk ((T, B, F), tokens (T, B)) -> the outputs of its steps:
+        the layer's output, or the model's prediction (probabilities or values) at every step."""
+        x = np.asarray(x)
+        step = x.ndim == (1 if self.tokens else 2)
+        if step:
+            x = x[None]
+        B = self.batch_size
+        if x.ndim < 2 or x.shape[1] != B:
+            raise ShapeError(f"x: expected a step ({B}, ...) or a chunk (T, {B}, ...) for {B} stream(s), got "
+                             f"shape {x.shape[1:] if step else x.shape}")
+        T = x.shape[0]
+        mask = None
+        if active is not None:
+            a = np.asarray(active)
+            a = a[None] if step and a.ndim == 1 else a
+            if a.shape != (T, B) or a.dtype.kind not in "bui":
+                raise ShapeError(f"active: expected {('(' + str(B) + ',)') if step else (T, B)} bools, one per "
+                                 f"{'stream' if step else 'step and stream'}, got shape {np.asarray(active).shape} of "
+                                 f"{np.asarray(active).dtype}")
+            mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
+        with no_grad():
+            if self.model is None:
+                inp = x
+            else:
+                inp, _ = self.model._embed(x)
+            hx = self._state[0] if len(self._state) == 1 else tuple(self._state)
+            out, new = self.layer._forward(inp, hx, None, True, x_private=self.model is not None, mask=mask)
+            self._state = [np.array(v) for v in ((new,) if len(self._state) == 1 else new)]
+            if self.model is not None:
+                out = self._predict(out, mask)
+        return out[0] if step else out
+
+    def _predict(self, out, mask):
+        """The model's prediction at every step of the chunk (T, B, K); NaN where a stream had no step."""
+        from . import heads
+        m = self.model
+        logits = heads.linear_forward(out, m._own["head.weight"], m._own["head.bias"], np.matmul)
+        y = heads.PREDICTIONS[m.config.prediction](logits)
+        if mask is not None:
+            y = np.where(mask > 0, y, np.nan)
+        return y
