@@ -395,7 +395,7 @@ def test_compare_with_seeds_shows_the_spread(tmp_path, capsys):
                      "--models", "rnn,gru", "--seeds", "0", "--report", str(tmp_path / "x")]) == 2
     assert "seeds: expected an integer >= 1, got 0" in capsys.readouterr().err
     assert cli.main(["compare", "--task", "adding", "--seq-len", "6", "--steps", "20", "--eval-every", "10",
-                     "--models", "rnn,gru+zoneout=0.1", "--seeds", "2", "--workers", "2", "--report",
+                     "--models", "rnn,gru+zoneout=0.1", "--seeds", "2", "--workers", "2", "--runner", "ray", "--report",
                      str(tmp_path / "c"), "--quiet"]) == 0
     res = json.loads((tmp_path / "c" / "compare.json").read_text())
     rows = res["seeds"]["rows"]
