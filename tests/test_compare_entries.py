@@ -125,9 +125,12 @@ def test_train_refuses_a_compare_table_instead_of_ignoring_it(tmp_path, capsys):
 
 def test_the_serial_and_the_pooled_runner_give_the_same_numbers():
     cfg = TrainConfig(**TINY)
-    kw = dict(models=("rnn", "gru+reset=before"), match="hidden", seeds=3)
-    serial = compare.compare(cfg, runner="serial", **kw)["seeds"]
+    kw = dict(models=("rnn", "gru+reset=before+hidden_size=3"), seeds=3)
+    res = compare.compare(cfg, runner="serial", **kw)
+    serial = res["seeds"]
     pooled = compare.compare(cfg, runner="pool", workers=2, **kw)["seeds"]
+    assert res["models"]["gru+reset=before+hidden_size=3"]["hidden_size"] == 3          # its own size: kept
+    assert res["models"]["rnn"]["hidden_size"] > 4                    # matched to the LSTM's count at 4 units
     assert serial["runner"] == "serial" and pooled["runner"] == "pool" and serial["seeds"] == [0, 1, 2]
     assert [r["values"] for r in serial["rows"]] == [r["values"] for r in pooled["rows"]]     # bit for bit
     assert serial["curves"] == pooled["curves"]
@@ -210,3 +213,16 @@ def test_the_spectral_sweep_takes_any_cell():
         diag.sweep([1.2], cells=("lru",), T=4, hidden_size=3)
     with pytest.raises(ConfigError, match=r"cells: 'lstm\+lr=0\.1': lr is not a setting of the layer"):
         diag.sweep([0.9], cells=("lstm+lr=0.1",), T=4, hidden_size=3)
+
+
+def test_the_default_threshold_of_a_regression_is_a_regression_metric():
+    from types import SimpleNamespace
+    task = SimpleNamespace(name="data:x.csv", problem="regress", metrics=("loss", "mse", "mae"),
+                           baseline=lambda: ("predict the mean", 0.8))
+    assert compare.resolve_threshold(task, None) == ("mse", 0.8)
+    assert compare.resolve_threshold(task, ("mae", 0.1)) == ("mae", 0.1)
+    with pytest.raises(ConfigError, match=r"threshold: give a value with metric 'mae'"):
+        compare.resolve_threshold(task, ("mae", None))
+    with pytest.raises(ConfigError, match=r"threshold: expected a metric of task 'data:x\.csv' \['loss', 'mse', "
+                                          r"'mae'\], got 'accuracy'"):
+        compare.resolve_threshold(task, ("accuracy", 0.9))

@@ -374,7 +374,13 @@ def cmd_compare(args) -> int:
         if cell not in cells:
             raise ConfigError(f"{key}: an option of the {cell} entries, and --models {shown} has none; drop "
                               f"{flag(key)} or add a {cell} entry")
+    if st["threshold"] is not None and st["threshold"][0] is not None:    # its metric against the task, first
+        from .compare import resolve_threshold
+        from .tasks import build_task
+        resolve_threshold(build_task(cfg), st["threshold"])
     if runner == "ray":
+        from .sweep import _tune
+        _tune()                                     # Ray installed? told before any entry trains
         code = _embedded_ray_loopback_only(args)
         if code is not None:
             return code

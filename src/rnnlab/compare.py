@@ -637,6 +637,9 @@ def write_compare_report(res: dict, out_dir) -> dict:
                  "eigenvalue argument; the exact Jacobian norms below show the same through the recurrence alone, "
                  f"for every layer and direction ({', '.join(names)}; a reverse direction in its own order, from "
                  "the last valid step back to t = 0).")
+    if sd and sd.get("rows"):
+        grad_text += (f" These diagnostics, the speed columns and steps to threshold are those of seed "
+                      f"{res['config'].get('seed', 0)}'s run; the seeds' spread is in the table and the learning curves.")
     sections = [("Results", intro + "\n\n" + table, [figs["learning"]])]
     if sd and sd.get("rows"):
         from .sweep import table as seeds_table
