@@ -227,3 +227,17 @@ def test_the_default_threshold_of_a_regression_is_a_regression_metric():
     with pytest.raises(ConfigError, match=r"threshold: expected a metric of task 'data:x\.csv' \['loss', 'mse', "
                                           r"'mae'\], got 'accuracy'"):
         compare.resolve_threshold(task, ("accuracy", 0.9))
+
+
+def test_gradients_draws_every_layer_and_direction_and_sweeps_any_cell(tmp_path, capsys):
+    assert cli.main(["gradients", "--task", "adding", "--model", "gru", "--num-layers", "2", "--bidirectional",
+                     "--seq-len", "6", "--hidden-size", "4", "--report", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"layer 0 [\d.e-]+; layer 0 reverse [\d.e-]+; layer 1 [\d.e-]+; layer 1 reverse", out), out
+    for stem in ("jacobian_norms", "jacobian_norms_layer_1_reverse", "gates_layer_0_reverse"):
+        assert (tmp_path / "g" / "figures" / f"{stem}.png").is_file()
+    assert cli.main(["gradients", "--sweep", "0.5:0.9:2", "--sweep-cells", "gru+reset=before,lru", "--sweep-len", "5",
+                     "--sweep-hidden", "3", "--report", str(tmp_path / "s")]) == 0
+    assert "gru+reset=before" in capsys.readouterr().out
+    assert cli.main(["gradients", "--sweep-cells", "lru", "--report", str(tmp_path / "n")]) == 2
+    assert capsys.readouterr().err.startswith("rnnlab gradients: error: --sweep-cells: the cells of a spectral")

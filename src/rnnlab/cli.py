@@ -546,19 +546,38 @@ def cmd_gradients(args) -> int:
             print(line)
         for k, v in g["gates"].get("saturation", {}).items():
             print(f"  gate {k}: {100 * v:.1f}% saturated (< 0.05 or > 0.95)")
+        if len(g["layers"]) > 1:                    # every layer and direction: the Jacobian from its first step
+            print("  ||dh_T/ds_0||_2 (the first step, in each direction's own order): " + "; ".join(
+                f"{name} {next((v for v in lay['jacobian_norm'] if np.isfinite(v)), np.nan):.4g}"
+                for name, lay in g["layers"].items()))
         series = {label: g["grad_norm_h"]}
         if "grad_norm_c" in g:
             series[label.replace("(", "(cell c, ")] = g["grad_norm_c"]
         figs["grad"] = report.plot_grad_norms(series, out / "figures")
-        figs["jac"] = report.plot_grad_norms({label: g["jacobian_norm"]}, out / "figures", "jacobian_norms",
-                                             "Exact Jacobian norm ||dh_T/ds_t||_2 (layer 0)",
-                                             r"$\|\partial h_T/\partial s_t\|_2$")
-        if g["gates"]:
-            figs["gates"] = report.plot_gate_stats({label: g["gates"]}, out / "figures")
+        more = []
+        for name, lay in g["layers"].items():        # every layer and direction, each figure titled with its own
+            where = name if "reverse" in name else f"{name}, forward"
+            stem = "jacobian_norms" if name == "layer 0" else f"jacobian_norms_{name.replace(' ', '_')}"
+            fig = report.plot_grad_norms({label: lay["jacobian_norm"]}, out / "figures", stem,
+                                         f"Exact Jacobian norm ||dh_T/ds_t||_2 ({where})",
+                                         r"$\|\partial h_T/\partial s_t\|_2$")
+            if name == "layer 0":
+                figs["jac"] = fig
+            else:
+                more.append(fig)
+            if lay["gates"]:
+                gfig = report.plot_gate_stats({label: lay["gates"]}, out / "figures", "gates" if name == "layer 0"
+                                              else f"gates_{name.replace(' ', '_')}", title=where)
+                if name == "layer 0":
+                    figs["gates"] = gfig
+                else:
+                    more.append(gfig)
     sections = []
     if "grad" in figs:
-        sections.append(("Gradient flow", "Loss at the last step; norms against the distance from it.",
-                         [figs["grad"], figs["jac"]] + ([figs["gates"]] if "gates" in figs else [])))
+        sections.append(("Gradient flow", "Loss at the last step; norms against the distance from it (the gradient "
+                         "norm: the top layer's forward direction; the Jacobians and gates: the layer and direction "
+                         "in each title).",
+                         [figs["grad"], figs["jac"]] + ([figs["gates"]] if "gates" in figs else []) + more))
     if "sweep" in figs:
         sections.append(("Spectral-radius sweep", "W_hh rescaled to each spectral radius; log10 of ||dL/dh_t|| "
                          "relative to the last step.", [figs["sweep"]]))
