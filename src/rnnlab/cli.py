@@ -5,7 +5,7 @@
     rnnlab evaluate RUN_OR_CHECKPOINT [--data FILE]                  validation (or held-out file) metrics
     rnnlab predict  RUN --data FILE --out preds.csv|.parquet         predictions for new sequences
     rnnlab sample   RUN_OR_CHECKPOINT [--length N] [--prompt S]       text from a character model
-    rnnlab compare  [--config FILE] [--task ...] [--models rnn,lstm,gru]  RNN vs LSTM vs GRU, with a report
+    rnnlab compare  [--config FILE] [--models gru+reset=before,gru] [--seeds N]  controlled comparisons, a report
     rnnlab gradients [CHECKPOINT] [--task ...] [--sweep 0.5:1.5:11]   gradient-flow diagnostics and figures
     rnnlab export   CHECKPOINT --format onnx|torch|keras --out FILE  deploy a model or layer elsewhere
     rnnlab import   FILE --format onnx|torch|keras --out LAYER       read another tool's weights

@@ -1,8 +1,11 @@
-"""Controlled comparisons: RNN, LSTM and GRU on one task, same data and seed, matched parameter counts.
+"""Controlled comparisons: models on one task, same data and seed, matched parameter counts.
 
 The seed's "LSTM vs GRU" chapter turned into measurements: final metric, parameters, time per training
 and inference step, steps to reach a threshold, and the gradient flow of each model at initialisation and
-after training (``rnnlab.diagnostics``). Optionally the LSTM forget-bias ablation (bias 0 vs 1).
+after training (``rnnlab.diagnostics``, every layer and direction). An entry is a cell with any setting of its
+model or training (``gru+reset=before``, ``lstm+lr=0.01``); the whole comparison fits a TOML file's
+[compare] table (``compare_settings``); ``seeds`` > 1 repeats every entry over seeds, serially or on a process
+pool (``seed_runs``), with mean, sd and a 95 % Student-t interval. Optionally the LSTM forget-bias ablation.
 """
 from __future__ import annotations
 
