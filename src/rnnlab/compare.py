@@ -139,12 +139,6 @@ _OWN_CELL = {"forget_bias": "lstm", "reset": "gru", "nonlinearity": "rnn", "recu
 _CELL_NAME = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "indrnn": "IndRNN"}
 
 
-def _entry_value(spec, key, val, eq):
-    """One ``+key[=value]`` of an entry string, read with the field's own type."""
-    from .config import parse_setting
-    return parse_setting(key, val, eq, f"models: {spec!r}")
-
-
 def _check_entry_key(spec, key, cell):
     from .errors import closest
     if key not in ENTRY_KEYS:
@@ -169,7 +163,7 @@ def parse_entry(spec) -> tuple[str, str, dict]:
     """A compare entry -> (label, cell, the options it sets). A string ``cell+key=value+...`` (``+label=NAME``
     names it) or a table ``{cell = "gru", reset = "before", label = "reset before"}``; every value is read with
     TrainConfig's own field type."""
-    from .config import _coerce
+    from .config import _coerce, parse_setting
     from .errors import closest
     if isinstance(spec, dict):
         d = dict(spec)
@@ -203,15 +197,15 @@ def parse_entry(spec) -> tuple[str, str, dict]:
         _check_entry_key(spec, key, cell)
         if key in over:                             # the last one would silently win
             raise ConfigError(f"models: {spec!r}: option {key!r} given twice; give it once")
-        over[key] = _entry_value(spec, key, val, eq)
+        over[key] = parse_setting(key, val, bool(eq), f"models: {spec!r}")
     return label or spec, cell, over
 
 
 def check_entries(models, cfg: TrainConfig | None = None) -> list[tuple[str, str, dict]]:
     """The ``--models`` entries -> [(label, cell, options)], each parsed; an empty list, an entry given twice
     (also as the same cell and options written differently: results are keyed by entry, one would be lost) or
-    two entries under one label is refused. With ``cfg``, an option at the comparison's own value is dropped
-    (``lstm+lr=0.001`` with lr 0.001 is ``lstm``)."""
+    two entries under one label is refused. With ``cfg``, an option at the comparison's own value makes no other
+    model (``lstm+lr=0.001`` with lr 0.001 is the same model as ``lstm``)."""
     models = [m.strip() if isinstance(m, str) else m for m in models]
     if not models:
         raise ConfigError(f"models: expected some of {list(LAYERS)} (with +options), got none")
