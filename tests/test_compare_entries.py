@@ -241,3 +241,20 @@ def test_gradients_draws_every_layer_and_direction_and_sweeps_any_cell(tmp_path,
     assert "gru+reset=before" in capsys.readouterr().out
     assert cli.main(["gradients", "--sweep-cells", "lru", "--report", str(tmp_path / "n")]) == 2
     assert capsys.readouterr().err.startswith("rnnlab gradients: error: --sweep-cells: the cells of a spectral")
+
+
+def test_a_run_folders_diagnostics_are_written_as_documented_and_plotted_over_training(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "--task", "adding", "--model", "lstm", "--num-layers", "2", "--diagnose-every", "2",
+                     "--out", str(run), "--quiet"] + TINY_FLAGS) == 0
+    recs = [json.loads(line) for line in (run / "diagnostics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 4]
+    for r in recs:
+        assert {"step", "split", "clipped_steps", "loss_at_last_step", "grad_norm_h", "grad_norm_c", "grad_ratio",
+                "spectral_norms", "gates"} == set(r)
+        assert r["grad_ratio"] == pytest.approx(r["grad_norm_h"][0] / r["grad_norm_h"][-1])
+        assert set(r["spectral_norms"]) == {"weight_hh_l0", "weight_hh_l1"} and set(r["gates"]) == {"layer 0", "layer 1"}
+        assert set(r["gates"]["layer 1"]) == {"saturation", "forget_mean"} and 0 < r["gates"]["layer 1"]["forget_mean"] < 1
+    assert cli.main(["gradients", str(run), "--report", str(tmp_path / "g")]) == 0
+    assert "## Over training" in (tmp_path / "g" / "summary.md").read_text()
+    assert (tmp_path / "g" / "figures" / "over_training.png").is_file()

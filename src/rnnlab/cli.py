@@ -578,6 +578,16 @@ def cmd_gradients(args) -> int:
                          "norm: the top layer's forward direction; the Jacobians and gates: the layer and direction "
                          "in each title).",
                          [figs["grad"], figs["jac"]] + ([figs["gates"]] if "gates" in figs else []) + more))
+    if args.checkpoint and not layer_file:         # a run folder's diagnostics.jsonl, over training
+        from .trainer import read_diagnostics
+        p = Path(args.checkpoint)
+        recs = read_diagnostics(p if p.is_dir() else p.parent)
+        if recs:
+            sections.append(("Over training", f"The {len(recs)} records of diagnostics.jsonl (--diagnose-every): the "
+                             "ratio ||dL/dh_0|| / ||dL/dh_T|| of the top layer, the spectral norm of each W_hh and the "
+                             "saturation of each gate per layer and direction, at each record's step.",
+                             [report.plot_over_training({label: recs}, out / "figures")]))
+            results["over_training"] = recs
     if "sweep" in figs:
         sections.append(("Spectral-radius sweep", "W_hh rescaled to each spectral radius; log10 of ||dL/dh_t|| "
                          "relative to the last step.", [figs["sweep"]]))

@@ -658,6 +658,26 @@ def _same_run(run_dir: Path, cfg: TrainConfig):
     return tensors, meta
 
 
+def read_diagnostics(run_dir) -> list:
+    """The records of a run folder's diagnostics.jsonl (schema: docs/guide.md), [] without one; a line torn by a
+    kill is skipped, and a record written before the ratio was recorded gets it from its grad_norm_h."""
+    f = Path(run_dir) / "diagnostics.jsonl"
+    recs = []
+    if f.is_file():
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(rec, dict) or "step" not in rec:
+                continue
+            g = rec.get("grad_norm_h")
+            if "grad_ratio" not in rec and g and g[-1]:
+                rec["grad_ratio"] = g[0] / g[-1]
+            recs.append(rec)
+    return recs
+
+
 def _drop_records_after(run_dir, step):
     """Drop records written after the checkpoint (the run was killed before the next one)."""
     for metrics in (run_dir / "metrics.jsonl", run_dir / "diagnostics.jsonl"):
