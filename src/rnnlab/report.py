@@ -152,7 +152,7 @@ def plot_gate_stats(stats: dict, out_dir, stem="gates", title=None):
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.03)                 # above the panels' own titles
     for label, s in stats.items():
         if "forget_product" in s:
             axes[0].plot(_positive(s["forget_product"]), label=f"{label}: prod f", color=_color(label),
