@@ -337,9 +337,9 @@ def compare_settings(table, flags: dict | None = None, source: str = "compare") 
 
 def check_runner(runner, seeds: int, workers) -> str:
     """``--runner`` with ``--seeds`` and ``--workers``: serial, or pool when workers > 1 is given; ray on request."""
-    from .sweep import check_workers
     check_int("seeds", seeds, 1)
-    check_workers(workers)
+    if workers is not None:                         # None: the CPUs; 0 must not silently mean that too
+        check_int("workers", workers, 1)
     if runner is None:
         runner = "pool" if workers is not None and workers > 1 else "serial"
     if runner not in RUNNERS:
@@ -504,7 +504,7 @@ def seed_runs(cfg: TrainConfig, res: dict, seeds: int, runner: str = "serial", w
 
 def summarize_seeds(per: dict, metric: str, thr: float, runner: str, seed0: int) -> dict:
     """{label: [one run per seed]} -> the rows and curves of ``sweep.summarize``, for ``sweep.table``."""
-    from .sweep import _interval
+    from .seeds import interval as _interval
     rows, curves = [], {}
     for c, (label, runs) in enumerate(per.items()):
         finals = [r["final"].get(metric) for r in runs]
@@ -639,7 +639,7 @@ def write_compare_report(res: dict, out_dir) -> dict:
                       f"{res['config'].get('seed', 0)}'s run; the seeds' spread is in the table and the learning curves.")
     sections = [("Results", intro + "\n\n" + table, [figs["learning"]])]
     if sd and sd.get("rows"):
-        from .sweep import table as seeds_table
+        from .seeds import table as seeds_table
         seed_figs = [{"png": out_dir / "seeds" / "curves.png"}] if sd.get("runner", "ray") == "ray" else []
         where = ("(the trials' run folders are in seeds/trials, on Ray)" if sd.get("runner", "ray") == "ray"
                  else f"({sd['runner']} runner, seeds {sd['seeds'][0]} .. {sd['seeds'][-1]})")
