@@ -36,7 +36,7 @@ finished (those continue from their checkpoints). At the end: per configuration 
 and 95 % interval (Student's t) over seeds of the final metric, steps-to-threshold, and the learning curves
 with bands (+-1 standard deviation; the seeds' range on a log axis), in DIR/summary.md, summary.json, report.html and curves.png.
 
-Needs the ``sweep`` extra: ``pip install 'rnnlab[sweep]'`` (ray[tune], scipy).
+Needs the ``sweep`` extra: ``pip install 'rnnlab[sweep]'`` (ray[tune]; the intervals need no scipy: ``rnnlab.seeds``).
 """
 from __future__ import annotations
 
