@@ -1,7 +1,8 @@
 """rnnlab sweep on Ray Tune: the space (grid, random draws with Tune's samplers, seeds) and its refusals, the
 summary over seeds (mean, sd, Student-t interval, steps-to-threshold), and, on an embedded local Ray with 2
 workers: a worker killed mid-trial (the trial continues from its checkpoint to the uninterrupted weights), the
-driver killed (--resume finishes, no finished trial rerun), loopback-only listening, compare --seeds."""
+driver killed (--resume finishes, no finished trial rerun), loopback-only listening, compare --seeds --runner ray
+(the numbers of the serial runner)."""
 import json
 import os
 import signal
@@ -395,7 +396,7 @@ def test_compare_with_seeds_shows_the_spread(tmp_path, capsys):
                      "--models", "rnn,gru", "--seeds", "0", "--report", str(tmp_path / "x")]) == 2
     assert "seeds: expected an integer >= 1, got 0" in capsys.readouterr().err
     assert cli.main(["compare", "--task", "adding", "--seq-len", "6", "--steps", "20", "--eval-every", "10",
-                     "--models", "rnn,gru+zoneout=0.1", "--seeds", "2", "--workers", "2", "--report",
+                     "--models", "rnn,gru+zoneout=0.1", "--seeds", "2", "--workers", "2", "--runner", "ray", "--report",
                      str(tmp_path / "c"), "--quiet"]) == 0
     res = json.loads((tmp_path / "c" / "compare.json").read_text())
     rows = res["seeds"]["rows"]
@@ -404,6 +405,10 @@ def test_compare_with_seeds_shows_the_spread(tmp_path, capsys):
     trial = json.loads((tmp_path / "c" / "seeds" / "sweep.json").read_text())["trials"][3]
     assert trial["overrides"]["zoneout"] == 0.1 and trial["seed"] == 1
     assert "## Over 2 seeds" in (tmp_path / "c" / "summary.md").read_text()
+    assert cli.main(["compare", "--task", "adding", "--seq-len", "6", "--steps", "20", "--eval-every", "10",
+                     "--models", "rnn,gru+zoneout=0.1", "--seeds", "2", "--report", str(tmp_path / "s"), "--quiet"]) == 0
+    serial = json.loads((tmp_path / "s" / "compare.json").read_text())["seeds"]
+    assert serial["runner"] == "serial" and [r["values"] for r in serial["rows"]] == [r["values"] for r in rows]
 
 
 @needs_ray

@@ -5,7 +5,7 @@
     rnnlab evaluate RUN_OR_CHECKPOINT [--data FILE]                  validation (or held-out file) metrics
     rnnlab predict  RUN --data FILE --out preds.csv|.parquet         predictions for new sequences
     rnnlab sample   RUN_OR_CHECKPOINT [--length N] [--prompt S]       text from a character model
-    rnnlab compare  [--config FILE] [--task ...] [--models rnn,lstm,gru]  RNN vs LSTM vs GRU, with a report
+    rnnlab compare  [--config FILE] [--models gru+reset=before,gru] [--seeds N]  controlled comparisons, a report
     rnnlab gradients [CHECKPOINT] [--task ...] [--sweep 0.5:1.5:11]   gradient-flow diagnostics and figures
     rnnlab export   CHECKPOINT --format onnx|torch|keras --out FILE  deploy a model or layer elsewhere
     rnnlab import   FILE --format onnx|torch|keras --out LAYER       read another tool's weights
@@ -365,78 +365,83 @@ def _overrides(args, skip):
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, summary_columns, summary_rows, write_compare_report
-    from .config import resolve
+    from .compare import (check_entries, compare, compare_settings, check_runner, parse_entry, summary_columns,
+                          summary_rows, write_compare_report)
+    from .config import read_toml, resolve
     from .errors import ConfigError
     from .report import text_table
     over = _overrides(args, ("config", "json", "models", "match", "params", "forget_bias_ablation", "threshold",
-                             "report", "seeds", "workers", "force"))
+                             "report", "seeds", "workers", "runner", "force"))
     for key, why in (("out", "compare writes its report to --report and keeps no run folders"),
                      ("model", "compare trains the cells of --models")):
         if key in over:
             raise ConfigError(f"{key}: {why}; drop --{key}")
-    cfg = resolve(args.config, over, one_model=False)
+    file = read_toml(args.config) if args.config else {}
+    st = compare_settings(file.get("compare", {}), {
+        "entries": args.models, "match": args.match, "params": args.params, "seeds": args.seeds,
+        "workers": args.workers, "runner": args.runner, "threshold": args.threshold,
+        "forget_bias_ablation": args.forget_bias_ablation, "report": args.report})
+    if st["diagnostics"] is not None and "diagnose_every" not in over:     # the flag wins, as for train
+        if "diagnose_every" in file:
+            raise ConfigError(f"{args.config}: compare.diagnostics and diagnose_every both set the steps between "
+                              f"diagnostics records; give one of them")
+        over["diagnose_every"] = st["diagnostics"]
+    cfg = resolve(args.config, over, one_model=False, table="compare")
     from .outputs import check_report_dir
     _check_json(args, _inputs(cfg, args))
-    check_report_dir(args.report, "--report", args.force)
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    threshold = None
-    if args.threshold is not None:
-        from .compare import default_threshold
-        from .tasks import build_task
-        threshold = (default_threshold(build_task(cfg))[0], args.threshold)
-    if args.params is not None and args.params < 1:
-        raise ConfigError(f"params: expected a positive parameter count, got {args.params}")
-    if args.seeds < 1:
-        raise ConfigError(f"seeds: expected an integer >= 1, got {args.seeds}")
-    from .compare import check_entries, check_threshold, parse_model
-    check_entries(models)
-    cells = {parse_model(m)[0] for m in models} | ({"lstm"} if args.forget_bias_ablation else set())
+    check_report_dir(st["report"], "--report", args.force)
+    models = st["entries"]
+    runner = check_runner(st["runner"], st["seeds"], st["workers"])
+    specs = check_entries(models, cfg)
+    cells = {cell for _, cell, _ in specs} | ({"lstm"} if st["forget_bias_ablation"] else set())
+    shown = ",".join(label for label, _, _ in specs)
     for key, cell in cfg.cell_options():            # applied to the entries of its cell; with none, ignored: refuse
         if cell not in cells:
-            raise ConfigError(f"{key}: an option of the {cell} entries, and --models {args.models} has none; drop "
+            raise ConfigError(f"{key}: an option of the {cell} entries, and --models {shown} has none; drop "
                               f"{flag(key)} or add a {cell} entry")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
-    if args.workers is not None:                    # used only after every entry has trained: checked first
-        from .sweep import check_workers
-        check_workers(args.workers)
-        if args.seeds == 1:
-            raise ConfigError(f"workers: only used with --seeds N > 1, got --workers {args.workers}")
-    if args.seeds > 1:
+    if st["threshold"] is not None and st["threshold"][0] is not None:    # its metric against the task, first
+        from .compare import resolve_threshold
+        from .tasks import build_task
+        resolve_threshold(build_task(cfg), st["threshold"])
+    if runner == "ray":
+        from .sweep import _tune
+        _tune()                                     # Ray installed? told before any entry trains
         code = _embedded_ray_loopback_only(args)
         if code is not None:
             return code
     if not cfg.quiet:
-        print(f"rnnlab compare: {cfg.task}, models {', '.join(models)}, {cfg.steps} steps each, seed {cfg.seed}",
-              flush=True)
+        print(f"rnnlab compare: {cfg.task}, models {', '.join(label for label, _, _ in specs)}, {cfg.steps} steps "
+              f"each, seed {cfg.seed}" + (f", {st['seeds']} seeds ({runner})" if st["seeds"] > 1 else ""), flush=True)
 
     def done(label, e):
         if not cfg.quiet:
             fin = "  ".join(f"{k} {v:.4g}" for k, v in e["final"].items())
             print(f"  {label}: {e['parameters']} parameters, {e['seconds']:.1f} s, validation {fin}", flush=True)
 
-    res = compare(cfg, models, args.match, args.params, args.forget_bias_ablation, threshold,
-                  progress=not cfg.quiet, on_model=done)
+    res = compare(cfg, models, st["match"], st["params"], st["forget_bias_ablation"], st["threshold"],
+                  progress=not cfg.quiet, on_model=done, seeds=st["seeds"], runner=runner, workers=st["workers"])
     print()
     print(text_table(summary_rows(res), summary_columns(res)))
     if res["baseline"]:
         print(f"baseline: {res['baseline'][0]} {res['baseline'][1]:.4g};  threshold: {res['threshold']['metric']} "
               f"{res['threshold']['value']:.4g}")
-    if args.seeds > 1:                              # every entry again over seeds, on the sweep runner
-        from pathlib import Path
-        from . import sweep
+    from . import sweep
+    seeds_dir = Path(st["report"]) / "seeds"
+    if runner == "ray":                             # every entry again over seeds, on the sweep runner
         entries = [(label, {k: v for k, v in e["config"].items()}) for label, e in res["models"].items()]
-        manifest = sweep.manifest_for(cfg, entries, args.seeds, res["threshold"]["metric"], res["threshold"]["value"])
-        seeds_dir = Path(args.report) / "seeds"
+        manifest = sweep.manifest_for(cfg, entries, st["seeds"], res["threshold"]["metric"],
+                                      res["threshold"]["value"])
         if (seeds_dir / sweep.MANIFEST).exists():
             import shutil
             shutil.rmtree(seeds_dir)                # the report folder is rewritten on every compare
-        res["seeds"] = sweep.run(out=str(seeds_dir), manifest=manifest, workers=args.workers)
+        res["seeds"] = sweep.run(out=str(seeds_dir), manifest=manifest, workers=st["workers"])
+        res["seeds"]["runner"] = "ray"
+    if st["seeds"] > 1:
         res["seeds"]["table"] = sweep.table(res["seeds"])
-        print(f"\nover {args.seeds} seeds ({cfg.seed} .. {cfg.seed + args.seeds - 1}), trials in {seeds_dir}:")
+        where = f"trials in {seeds_dir}" if runner == "ray" else f"{runner} runner"
+        print(f"\nover {st['seeds']} seeds ({cfg.seed} .. {cfg.seed + st['seeds'] - 1}), {where}:")
         print(sweep.table(res["seeds"]))
-    paths = write_compare_report(res, args.report)
+    paths = write_compare_report(res, st["report"])
     print(f"report: {paths['html']}  (figures in {paths['figures']}, numbers in {paths['json']})")
     if args.json:
         from .report import write_json
@@ -504,17 +509,22 @@ def cmd_gradients(args) -> int:
     _check_json(args, [args.checkpoint, args.config] + _run_data(args.checkpoint))
     out = check_report_dir(args.report, "--report", args.force)
     results, figs = {}, {}
+    if args.sweep_cells is not None and not args.sweep:
+        raise ConfigError(f"--sweep-cells: the cells of a spectral-radius sweep, and no --sweep LOW:HIGH:COUNT is given; "
+                          f"add --sweep or drop --sweep-cells, got --sweep-cells {args.sweep_cells}")
     if args.sweep:
         radii = _parse_range(args.sweep)
-        res = diag.sweep(radii, T=args.sweep_len, hidden_size=args.sweep_hidden, seed=getattr(args, "seed", 0))
+        cells = [c.strip() for c in (args.sweep_cells or ",".join(diag.SWEEP_CELLS)).split(",") if c.strip()]
+        res = diag.sweep(radii, cells, T=args.sweep_len, hidden_size=args.sweep_hidden, seed=getattr(args, "seed", 0))
         figs["sweep"] = report.plot_sweep(res, out / "figures")
         results["sweep"] = res
         far = args.sweep_len - 1
         print(f"sweep: relative ||dL/dh_t|| at distance {far} (T={args.sweep_len}, H={args.sweep_hidden})")
-        print("  radius  " + "  ".join(f"{c:>10s}" for c in diag.SWEEP_CELLS))
+        w = max([10] + [len(c) for c in cells])
+        print("  radius  " + "  ".join(f"{c:>{w}s}" for c in cells))
         for i, rho in enumerate(radii):
-            print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:10.3g}" for c in diag.SWEEP_CELLS))
-    model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_len", "sweep_hidden",
+            print(f"  {rho:6.3f}  " + "  ".join(f"{res[c][i, far]:{w}.3g}" for c in cells))
+    model_flags = _overrides(args, ("config", "json", "checkpoint", "sweep", "sweep_cells", "sweep_len", "sweep_hidden",
                                     "at_step", "report", "force"))
     layer_file = bool(args.checkpoint) and _load_any(args.checkpoint)[0] == "layer"
     if args.checkpoint:                              # a trained model's settings are its own
@@ -561,19 +571,48 @@ def cmd_gradients(args) -> int:
             print(line)
         for k, v in g["gates"].get("saturation", {}).items():
             print(f"  gate {k}: {100 * v:.1f}% saturated (< 0.05 or > 0.95)")
+        if len(g["layers"]) > 1:                    # every layer and direction: the Jacobian from its first step
+            print("  ||dh_T/ds_0||_2 (the first step, in each direction's own order): " + "; ".join(
+                f"{name} {next((v for v in lay['jacobian_norm'] if np.isfinite(v)), np.nan):.4g}"
+                for name, lay in g["layers"].items()))
         series = {label: g["grad_norm_h"]}
         if "grad_norm_c" in g:
             series[label.replace("(", "(cell c, ")] = g["grad_norm_c"]
         figs["grad"] = report.plot_grad_norms(series, out / "figures")
-        figs["jac"] = report.plot_grad_norms({label: g["jacobian_norm"]}, out / "figures", "jacobian_norms",
-                                             "Exact Jacobian norm ||dh_T/ds_t||_2 (layer 0)",
-                                             r"$\|\partial h_T/\partial s_t\|_2$")
-        if g["gates"]:
-            figs["gates"] = report.plot_gate_stats({label: g["gates"]}, out / "figures")
+        more = []
+        for name, lay in g["layers"].items():        # every layer and direction, each figure titled with its own
+            where = name if "reverse" in name else f"{name}, forward"
+            stem = "jacobian_norms" if name == "layer 0" else f"jacobian_norms_{name.replace(' ', '_')}"
+            fig = report.plot_grad_norms({label: lay["jacobian_norm"]}, out / "figures", stem,
+                                         f"Exact Jacobian norm ||dh_T/ds_t||_2 ({where})",
+                                         r"$\|\partial h_T/\partial s_t\|_2$")
+            if name == "layer 0":
+                figs["jac"] = fig
+            else:
+                more.append(fig)
+            if lay["gates"]:
+                gfig = report.plot_gate_stats({label: lay["gates"]}, out / "figures", "gates" if name == "layer 0"
+                                              else f"gates_{name.replace(' ', '_')}", title=where)
+                if name == "layer 0":
+                    figs["gates"] = gfig
+                else:
+                    more.append(gfig)
     sections = []
     if "grad" in figs:
-        sections.append(("Gradient flow", "Loss at the last step; norms against the distance from it.",
-                         [figs["grad"], figs["jac"]] + ([figs["gates"]] if "gates" in figs else [])))
+        sections.append(("Gradient flow", "Loss at the last step; norms against the distance from it (the gradient "
+                         "norm: the top layer's forward direction; the Jacobians and gates: the layer and direction "
+                         "in each title).",
+                         [figs["grad"], figs["jac"]] + ([figs["gates"]] if "gates" in figs else []) + more))
+    if args.checkpoint and not layer_file:         # a run folder's diagnostics.jsonl, over training
+        from .trainer import read_diagnostics
+        p = Path(args.checkpoint)
+        recs = read_diagnostics(p if p.is_dir() else p.parent)
+        if recs:
+            sections.append(("Over training", f"The {len(recs)} records of diagnostics.jsonl (--diagnose-every): the "
+                             "ratio ||dL/dh_0|| / ||dL/dh_T|| of the top layer, the spectral norm of each W_hh and the "
+                             "saturation of each gate per layer and direction, at each record's step.",
+                             [report.plot_over_training({label: recs}, out / "figures")]))
+            results["over_training"] = recs
     if "sweep" in figs:
         sections.append(("Spectral-radius sweep", "W_hh rescaled to each spectral radius; log10 of ||dL/dh_t|| "
                          "relative to the last step.", [figs["sweep"]]))
@@ -762,18 +801,27 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train several models on one task with the same data and seed, at matched "
                         "parameter counts (the LSTM at --hidden-size sets the count), and report metrics, speed "
                         "and gradient flow.")
-    cp.add_argument("--config", help="TOML file with training options")
-    cp.add_argument("--models", default="rnn,lstm,gru", help="comma-separated cells, each with +options, e.g. "
-                    "lstm,lstm+layer_norm,gru+zoneout=0.1,mingru (default: rnn,lstm,gru)")
-    cp.add_argument("--match", choices=("params", "hidden"), default="params",
+    cp.add_argument("--config", help="TOML file: training keys at the top, compare's own in a [compare] table "
+                    "(entries, match, params, seeds, workers, runner, threshold, forget_bias_ablation, report, "
+                    "diagnostics); flags override it")
+    cp.add_argument("--models", default=None, help="comma-separated entries: a cell with +key=value settings of its "
+                    "own model or training, e.g. gru+reset=before,rnn+recurrent_init=orthogonal,lstm+lr=0.01 "
+                    "(+label=NAME names one; default: rnn,lstm,gru)")
+    cp.add_argument("--match", choices=("params", "hidden"), default=None,
                     help="match parameter counts (default) or use the same hidden size")
     cp.add_argument("--params", type=int, default=None, help="target parameter count (default: the LSTM's)")
-    cp.add_argument("--forget-bias-ablation", action="store_true", help="also train the LSTM with forget bias 0 and 1")
-    cp.add_argument("--threshold", type=float, default=None, help="value of the task's metric that counts as solved")
-    cp.add_argument("--report", default="runs/compare", help="folder for figures, summary.md, report.html")
-    cp.add_argument("--seeds", type=int, default=1, help="also train every entry with this many seeds on Ray Tune "
-                    "(the sweep runner) and report mean, sd and 95%% interval")
-    cp.add_argument("--workers", type=int, default=None, help="--seeds: trials at once (default: the CPUs)")
+    cp.add_argument("--forget-bias-ablation", action=argparse.BooleanOptionalAction, default=None,
+                    help="also train the LSTM with forget bias 0 and 1")
+    cp.add_argument("--threshold", default=None, metavar="METRIC=VALUE",
+                    help="what counts as solved, e.g. mse=0.01 (a bare VALUE: of the task's default metric)")
+    cp.add_argument("--report", default=None, help="folder for figures, summary.md, report.html (default: "
+                    "runs/compare)")
+    cp.add_argument("--seeds", type=int, default=None, help="train every entry with this many seeds and report "
+                    "mean, sd and 95%% interval")
+    cp.add_argument("--workers", type=int, default=None, help="--seeds: processes at once (pool) or Ray's CPUs")
+    cp.add_argument("--runner", choices=("serial", "pool", "ray"), default=None, help="--seeds: one after another "
+                    "(default), a local process pool (the default with --workers N > 1), or Ray Tune (the sweep "
+                    "runner; needs rnnlab[sweep])")
     cp.add_argument("--json", help="also write the numbers to this JSON file")
     _add_config_flags(cp)
     cp.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
@@ -783,6 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("checkpoint", nargs="?", help="run folder or checkpoint (default: a fresh model from the flags)")
     g.add_argument("--config", help="TOML file with options for a fresh model")
     g.add_argument("--sweep", help="spectral-radius sweep LOW:HIGH:COUNT, e.g. 0.5:1.5:11")
+    g.add_argument("--sweep-cells", default=None, help="the sweep's cells (default: rnn-tanh,rnn-linear,lstm,gru): any cell "
+                   "with options, as compare's entries (e.g. gru+reset=before,indrnn,lru), or rnn-tanh, rnn-linear")
     g.add_argument("--sweep-len", type=int, default=100, help="sequence length of the sweep")
     g.add_argument("--sweep-hidden", type=int, default=64, help="hidden size of the sweep's layers")
     g.add_argument("--at-step", type=int, default=None, help="also print the norms at this time step")

@@ -1,12 +1,16 @@
-"""Controlled comparisons: RNN, LSTM and GRU on one task, same data and seed, matched parameter counts.
+"""Controlled comparisons: models on one task, same data and seed, matched parameter counts.
 
 The seed's "LSTM vs GRU" chapter turned into measurements: final metric, parameters, time per training
 and inference step, steps to reach a threshold, and the gradient flow of each model at initialisation and
-after training (``rnnlab.diagnostics``). Optionally the LSTM forget-bias ablation (bias 0 vs 1).
+after training (``rnnlab.diagnostics``, every layer and direction). An entry is a cell with any setting of its
+model or training (``gru+reset=before``, ``lstm+lr=0.01``); the whole comparison fits a TOML file's
+[compare] table (``compare_settings``); ``seeds`` > 1 repeats every entry over seeds, serially or on a process
+pool (``seed_runs``), with mean, sd and a 95 % Student-t interval. Optionally the LSTM forget-bias ablation.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from pathlib import Path
@@ -76,16 +80,25 @@ def _reached(metric, value, threshold):
 
 
 def gradient_report(model: SequenceModel, batch: Batch, jacobian_sequences=4) -> dict:
-    """Every diagnostic for one model on one batch (layer 0 for the Jacobian and the gates)."""
+    """Every diagnostic for one model on one batch: ||dL/dh_t|| of the top layer (the loss's), and the Jacobian
+    norms and gate statistics of every layer and direction ("layers", keyed "layer 0", "layer 0 reverse", ...;
+    "jacobian_norm" and "gates" at the top are layer 0's forward direction)."""
     model.eval()
     g = diag.model_grad_norms(model, batch)
     x0 = diag.layer_inputs(model, batch.inputs)
+    layers = {}
+    for l, d, name in diag.directions(model.rnn):
+        xl = x0 if l == 0 else diag.layer_inputs(model, batch.inputs, l)
+        layers[name] = {"layer": l, "direction": d,
+                        "jacobian_norm": diag.jacobian_norms(model.rnn, xl, l, jacobian_sequences, batch.lengths, d),
+                        "gates": diag.gate_stats(model.rnn, x0, batch.lengths, l, d=d)}
     res = {"grad_norm_h": g["grad_norm_h"],
-           "jacobian_norm": diag.jacobian_norms(model.rnn, x0, 0, jacobian_sequences, batch.lengths),
+           "jacobian_norm": layers["layer 0"]["jacobian_norm"],
            "spectral_radius": diag.spectral_radius(model.rnn),
+           "spectral_norms": diag.spectral_norms(model.rnn),
            "spectral": {k: {gate: v["spectral_radius"] for gate, v in blocks.items()}
                         for k, blocks in diag.spectral(model.rnn).items()},
-           "gates": diag.gate_stats(model.rnn, x0, batch.lengths)}
+           "gates": layers["layer 0"]["gates"], "layers": layers}
     if "grad_norm_c" in g:
         res["grad_norm_c"] = g["grad_norm_c"]
     model.train()
@@ -113,57 +126,122 @@ def _time_inference(model, task, batch_size, repeats=5) -> float:
     return statistics.median(times) * 1e3
 
 
-# the options a compare entry may add to its cell: "lstm+layer_norm", "gru+zoneout=0.1", "lstm+proj_size=32"
-VARIANT_OPTIONS = ("layer_norm", "peephole", "proj_size", "input_dropout", "recurrent_dropout", "zoneout",
-                   "zoneout_cell", "forget_bias")
+# the settings a compare entry may give its model: any TrainConfig field that describes the model or its
+# training ("gru+reset=before", "rnn+recurrent_init=orthogonal", "lstm+lr=0.01", "lstm+num_layers=2"); the task,
+# data, budget, seed, evaluation and outputs stay the comparison's own, the same for every entry
+ENTRY_KEYS = ("hidden_size", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "zoneout",
+              "zoneout_cell", "bidirectional", "nonlinearity", "reset", "forget_bias", "peephole", "proj_size",
+              "layer_norm", "recurrent_max", "recurrent_init", "input_mode", "embedding_dim", "dtype", "batch_size",
+              "tbptt", "bptt_segment", "backend", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip",
+              "clip_value", "schedule", "warmup", "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite")
+# options of one cell that its layer would ignore on another (the others are refused when the model is built)
+_OWN_CELL = {"forget_bias": "lstm", "reset": "gru", "nonlinearity": "rnn", "recurrent_max": "indrnn"}
+_CELL_NAME = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "indrnn": "IndRNN"}
 
 
-def parse_model(spec: str) -> tuple[str, dict]:
-    """A compare entry ``cell[+option[=value]]...`` -> (cell, the training options it sets)."""
+def _check_entry_key(spec, key, cell):
     from .errors import closest
-    cell, *opts = [p.strip() for p in str(spec).split("+")]
+    if key not in ENTRY_KEYS:
+        if key in TrainConfig.fields():
+            raise ConfigError(f"models: {spec!r}: {key} is not a setting of one model (the task, data, budget, seed, "
+                              f"evaluation and outputs are the comparison's, the same for every entry); set it for "
+                              f"the whole comparison (--{key.replace('_', '-')} or the TOML file's top level)")
+        raise ConfigError(f"models: {spec!r}: unknown option {key!r}; expected some of {list(ENTRY_KEYS)}"
+                          f"{closest(key, ENTRY_KEYS)}")
+    owner = _OWN_CELL.get(key)
+    if owner is not None and cell != owner:         # only its own cell reads it: elsewhere it would be ignored
+        raise ConfigError(f"models: {spec!r}: {key} is an option of the {_CELL_NAME[owner]}, not of {cell!r}")
+
+
+def parse_model(spec) -> tuple[str, dict]:
+    """A compare entry ``cell[+option[=value]]...`` (or a TOML table {cell, options..., label}) -> (cell, the
+    training options it sets). The label, if any, is left out: ``parse_entry`` returns it."""
+    return parse_entry(spec)[1:]
+
+
+def parse_entry(spec) -> tuple[str, str, dict]:
+    """A compare entry -> (label, cell, the options it sets). A string ``cell+key=value+...`` (``+label=NAME``
+    names it) or a table ``{cell = "gru", reset = "before", label = "reset before"}``; every value is read with
+    TrainConfig's own field type."""
+    from .config import _coerce, parse_setting
+    from .errors import closest
+    if isinstance(spec, dict):
+        d = dict(spec)
+        cell = d.pop("cell", None)
+        label = d.pop("label", None)
+        text = "+".join([str(cell)] + [f"{k}={v}" for k, v in d.items()])
+        if not isinstance(cell, str):
+            raise ConfigError(f"models: {d!r}: an entry table needs cell = one of {list(LAYERS)}, got {cell!r}")
+        if cell not in LAYERS:
+            raise ConfigError(f"models: {text!r}: expected a cell of {list(LAYERS)}, got {cell!r}{closest(cell, LAYERS)}")
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            raise ConfigError(f"models: {text!r}: label: expected a non-empty string, got {label!r}")
+        over = {}
+        for key, val in d.items():
+            _check_entry_key(text, key, cell)
+            over[key] = _coerce(key, val, TrainConfig.fields()[key], f"models: {text!r}")
+        return (label.strip() if label else text), cell, over
+    spec = str(spec).strip()
+    cell, *opts = [p.strip() for p in spec.split("+")]
     if cell not in LAYERS:
         raise ConfigError(f"models: {spec!r}: expected a cell of {list(LAYERS)} first, got {cell!r}{closest(cell, LAYERS)}")
-    over = {}
+    over, label = {}, None
     for o in opts:
         key, eq, val = o.partition("=")
         key = key.strip().replace("-", "_")
-        if key not in VARIANT_OPTIONS:
-            raise ConfigError(f"models: {spec!r}: unknown option {key!r}; expected some of {list(VARIANT_OPTIONS)}"
-                              f"{closest(key, VARIANT_OPTIONS)}")
+        if key == "label":
+            if not val.strip() or label is not None:
+                raise ConfigError(f"models: {spec!r}: label: expected one '+label=NAME' with a name, got {o!r}")
+            label = val.strip()
+            continue
+        _check_entry_key(spec, key, cell)
         if key in over:                             # the last one would silently win
             raise ConfigError(f"models: {spec!r}: option {key!r} given twice; give it once")
-        if key == "forget_bias" and cell != "lstm":     # only the LSTM has a forget gate: it would be ignored
-            raise ConfigError(f"models: {spec!r}: forget_bias is an option of the LSTM, not of {cell!r}")
-        if key in ("layer_norm", "peephole"):
-            if eq:
-                raise ConfigError(f"models: {spec!r}: {key} is a switch; write '+{key}' without a value")
-            over[key] = True
-        else:
-            try:
-                over[key] = int(val) if key == "proj_size" else float(val)
-            except ValueError:
-                raise ConfigError(f"models: {spec!r}: {key} needs a number, as '+{key}=0.1', got {val!r}") from None
-    return cell, over
+        over[key] = parse_setting(key, val, bool(eq), f"models: {spec!r}")
+    return label or spec, cell, over
 
 
-def check_entries(models) -> list[tuple[str, str, dict]]:
-    """The ``--models`` entries -> [(entry, cell, options)], each parsed; an empty list or an entry given twice
-    (also as the same cell and options written differently: results are keyed by entry, one would be lost)
-    is refused."""
-    models = [str(m).strip() for m in models]
+def check_entries(models, cfg: TrainConfig | None = None) -> list[tuple[str, str, dict]]:
+    """The ``--models`` entries -> [(label, cell, options)], each parsed; an empty list, an entry given twice
+    (also as the same cell and options written differently: results are keyed by entry, one would be lost) or
+    two entries under one label is refused. With ``cfg``, an option at the comparison's own value makes no other
+    model (``lstm+lr=0.001`` with lr 0.001 is the same model as ``lstm``)."""
+    models = [m.strip() if isinstance(m, str) else m for m in models]
     if not models:
         raise ConfigError(f"models: expected some of {list(LAYERS)} (with +options), got none")
-    specs, seen = [], {}
+    specs, seen, labels = [], {}, set()
     for m in models:
-        cell, over = parse_model(m)
-        same = seen.get((cell, tuple(sorted(over.items()))))
+        label, cell, over = parse_entry(m)
+        key = (cell, tuple(sorted((k, v) for k, v in over.items()
+                                  if cfg is None or getattr(cfg, k) != v)))
+        same = seen.get(key)
         if same is not None:
-            raise ConfigError(f"models: {m!r} is given twice" if same == m else
-                              f"models: {m!r} is the same model as {same!r}; give it once")
-        seen[(cell, tuple(sorted(over.items())))] = m
-        specs.append((m, cell, over))
+            raise ConfigError(f"models: {label!r} is given twice" if same == label else
+                              f"models: {label!r} is the same model as {same!r}; give it once")
+        if label in labels:
+            raise ConfigError(f"models: two entries are labelled {label!r}; give each its own label")
+        seen[key] = label
+        labels.add(label)
+        specs.append((label, cell, over))
     return specs
+
+
+def parse_threshold(text) -> tuple[str | None, float]:
+    """``--threshold``: ``METRIC=VALUE`` (``mse=0.01``) or a bare VALUE of the task's default metric."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return None, check_threshold(text)
+    metric, eq, value = str(text).partition("=")
+    if not eq:
+        metric, value = None, metric
+    else:
+        metric = metric.strip()
+        if not metric:
+            raise ConfigError(f"threshold: expected METRIC=VALUE (e.g. mse=0.01) or a number, got {text!r}")
+    try:
+        v = float(value)
+    except ValueError:
+        raise ConfigError(f"threshold: expected METRIC=VALUE (e.g. mse=0.01) or a number, got {text!r}") from None
+    return metric, check_threshold(v)
 
 
 def check_threshold(value, arg: str = "threshold") -> float:
@@ -195,35 +273,129 @@ def _in_entry(label, fn, *args):
         raise ConfigError(f"models: {label!r}: {exc}") from None
 
 
+RUNNERS = ("serial", "pool", "ray")
+# the [compare] table of a TOML file: everything that `rnnlab compare` takes besides the training keys
+COMPARE_KEYS = ("entries", "match", "params", "seeds", "workers", "runner", "threshold", "forget_bias_ablation",
+                "report", "diagnostics")
+COMPARE_DEFAULTS = {"entries": ["rnn", "lstm", "gru"], "match": "params", "params": None, "seeds": 1,
+                    "workers": None, "runner": None, "threshold": None, "forget_bias_ablation": False,
+                    "report": "runs/compare", "diagnostics": None}
+
+
+def compare_settings(table, flags: dict | None = None, source: str = "compare") -> dict:
+    """The [compare] table of a TOML file <- the command line's flags (those given, not None) -> every setting
+    of ``COMPARE_KEYS``, each checked by name (``compare.seeds: expected an integer >= 1, got 0``)."""
+    from .errors import check_choice, closest
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: expected a table ([compare]), got {table!r}")
+    for k in table:
+        if k not in COMPARE_KEYS:
+            raise ConfigError(f"{source}: unknown key {k!r}{closest(k, COMPARE_KEYS)}; expected some of "
+                              f"{list(COMPARE_KEYS)} (the training keys go at the file's top level)")
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    st = {**COMPARE_DEFAULTS, **table, **given}
+
+    def name(k):
+        return k if k in given else f"{source}.{k}"
+    entries = st["entries"]
+    if isinstance(entries, str):                    # --models a,b,c (or the same in the file)
+        entries = [m.strip() for m in entries.split(",") if m.strip()]
+    if not isinstance(entries, list) or not all(isinstance(e, (str, dict)) for e in entries):
+        raise ConfigError(f"{name('entries')}: expected a list of entries (\"gru+reset=before\" or tables with "
+                          f"cell = ...), got {entries!r}")
+    st["entries"] = entries
+    check_choice(name("match"), st["match"], ("params", "hidden"))
+    if st["params"] is not None:
+        check_int(name("params"), st["params"], 1)
+    check_int(name("seeds"), st["seeds"], 1)
+    if st["workers"] is not None:
+        check_int(name("workers"), st["workers"], 1)
+    if st["runner"] is not None:
+        check_choice(name("runner"), st["runner"], RUNNERS)
+    if not isinstance(st["forget_bias_ablation"], bool):
+        raise ConfigError(f"{name('forget_bias_ablation')}: expected true or false, got {st['forget_bias_ablation']!r}")
+    if not isinstance(st["report"], str) or not st["report"]:
+        raise ConfigError(f"{name('report')}: expected a folder name, got {st['report']!r}")
+    if st["diagnostics"] is not None:
+        check_int(name("diagnostics"), st["diagnostics"], 0)
+    thr = st["threshold"]
+    if isinstance(thr, dict):                       # {metric = "mse", value = 0.01}
+        unknown = [k for k in thr if k not in ("metric", "value")]
+        if unknown or "value" not in thr:
+            raise ConfigError(f"{name('threshold')}: expected {{metric = NAME, value = NUMBER}}, got {thr!r}")
+        metric = thr.get("metric")
+        if metric is not None and (not isinstance(metric, str) or not metric):
+            raise ConfigError(f"{name('threshold')}.metric: expected a metric name such as 'mse', got {metric!r}")
+        st["threshold"] = (metric, check_threshold(thr["value"], f"{name('threshold')}.value"))
+    elif thr is not None:
+        try:
+            st["threshold"] = parse_threshold(thr)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("threshold:", f"{name('threshold')}:", 1)) from None
+    return st
+
+
+def check_runner(runner, seeds: int, workers) -> str:
+    """``--runner`` with ``--seeds`` and ``--workers``: serial, or pool when workers > 1 is given; ray on request."""
+    check_int("seeds", seeds, 1)
+    if workers is not None:                         # None: the CPUs; 0 must not silently mean that too
+        check_int("workers", workers, 1)
+    if runner is None:
+        runner = "pool" if workers is not None and workers > 1 else "serial"
+    if runner not in RUNNERS:
+        from .errors import closest
+        raise ConfigError(f"runner: expected one of {list(RUNNERS)}, got {runner!r}{closest(str(runner), RUNNERS)}")
+    if runner == "serial" and workers is not None and workers > 1:
+        raise ConfigError(f"workers: the serial runner trains one seed at a time, got workers {workers}; use "
+                          f"runner 'pool' (or 'ray') or leave workers out")
+    if workers is not None and seeds == 1:
+        raise ConfigError(f"workers: only used with seeds > 1, got workers {workers}")
+    if runner != "serial" and seeds == 1:
+        raise ConfigError(f"runner: {runner!r} trains the seeds of seeds > 1, and seeds is 1; give seeds N > 1 "
+                          f"or leave runner out")
+    return runner
+
+
 def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target_params: int | None = None,
             forget_bias_ablation: bool = False, threshold: tuple | None = None, progress: bool = False,
-            on_model=None) -> dict:
-    """Train each model with the same data and seed; return the numbers for tables, figures and JSON."""
+            on_model=None, seeds: int = 1, runner: str | None = None, workers: int | None = None) -> dict:
+    """Train each model with the same data and seed; return the numbers for tables, figures and JSON.
+
+    ``threshold``: (metric or None for the task's default, value). ``seeds`` > 1: every entry also with seeds
+    cfg.seed+1 .. cfg.seed+seeds-1 on the ``runner`` "serial" or "pool" (``workers`` processes), summarised
+    in ``res["seeds"]`` (the Ray runner is the command line's: ``sweep.manifest_for``)."""
     # everything is checked before the first model trains: a bad last entry must not cost the others' training
     if match not in ("params", "hidden"):
         raise ConfigError(f"match: expected 'params' or 'hidden', got {match!r}")
-    specs = check_entries(models)
+    runner = check_runner(runner, seeds, workers)
+    specs = check_entries(models, cfg)
     for m, cell, over in specs:
-        _in_entry(m, dataclasses.replace(cfg, model=cell, **over).validate)
+        ecfg = _in_entry(m, dataclasses.replace(cfg, model=cell, **over).validate)
+        check_applies_to_entry(m, ecfg, over)
     cfg = dataclasses.replace(cfg, out="").validate()
     if target_params is not None:
         check_int("params", target_params, 1)
     task = build_task(cfg)
     if target_params is None:
         target_params = count_parameters(cfg, task, "lstm", cfg.hidden_size)
-    metric, thr = threshold or default_threshold(task)
-    if metric not in task.metrics:
-        raise ConfigError(f"threshold: expected a metric of task {task.name!r} {list(task.metrics)}, got {metric!r}")
-    thr = check_threshold(thr)
+    metric, thr = resolve_threshold(task, threshold)
     runs = []
     for m, cell, over in specs:
         vcfg = dataclasses.replace(cfg, **over)
-        H = match_hidden_size(vcfg, task, cell, target_params) if match == "params" else cfg.hidden_size
+        if "hidden_size" in over:                   # the entry's own size: not matched
+            H = over["hidden_size"]
+        else:
+            H = match_hidden_size(vcfg, task, cell, target_params) if match == "params" else cfg.hidden_size
         runs.append((m, cell, {"model": cell, "hidden_size": H, **over}))
+    own_size = {m for m, _, over in specs if "hidden_size" in over}
     if forget_bias_ablation:
-        H = next((r[2]["hidden_size"] for r in runs if r[0] == "lstm"), cfg.hidden_size)
+        H = next((r[2]["hidden_size"] for r in runs if r[1] == "lstm" and len(r[2]) == 2), cfg.hidden_size)
         for fb in (0.0, 1.0):
-            runs.append((f"lstm (forget bias {fb:g})", "lstm", {"model": "lstm", "hidden_size": H, "forget_bias": fb}))
+            label = f"lstm (forget bias {fb:g})"
+            if label in (r[0] for r in runs):
+                raise ConfigError(f"models: an entry is labelled {label!r}, the name of a run of the forget-bias "
+                                  f"ablation; label it otherwise")
+            runs.append((label, "lstm", {"model": "lstm", "hidden_size": H, "forget_bias": fb}))
     for label, cell, over in runs:
         _in_entry(label, check_buildable, dataclasses.replace(cfg, **over), task)
     out = {"task": task.name, "description": task.describe(), "baseline": task.baseline(),
@@ -236,44 +408,171 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
         init = gradient_report(init_model, batch)
         r = train(rcfg, progress=progress)
         vals = [rec for rec in r.records if rec["split"] == "val"]
-        reached = next((rec["step"] for rec in vals if metric in rec and _reached(metric, rec[metric], thr)), None)
         entry = {"cell": cell, "hidden_size": rcfg.hidden_size, "parameters": r.model.num_parameters(),
-                 "config": over,
-                 "final": r.final, "steps_to_threshold": reached,
+                 "config": over, "own_hidden_size": label in own_size,
+                 "final": r.final, "steps_to_threshold": _first_reached(vals, metric, thr),
                  "ms_per_train_step": _ms_per_step(r.step_seconds),
                  "first_step_seconds": r.step_seconds[0] if r.step_seconds else None,
-                 "ms_per_inference": _time_inference(r.model, task, cfg.batch_size),
+                 "ms_per_inference": _time_inference(r.model, task, rcfg.batch_size),
                  "seconds": r.seconds, "clipped_steps": r.clipped_steps,
                  "curve": {"step": [rec["step"] for rec in vals],
                            **{k: [rec.get(k) for rec in vals] for k in task.metrics}},
                  **gradient_report(r.model, batch), "init": init}
+        if r.diagnostics:                           # diagnose_every: the records of diagnostics.jsonl
+            entry["over_training"] = [_jsonable_record(rec) for rec in r.diagnostics]
         out["models"][label] = entry
         if on_model is not None:
             on_model(label, entry)
+    if seeds > 1 and runner != "ray":
+        out["seeds"] = seed_runs(cfg, out, seeds, runner, workers)
     return out
+
+
+def resolve_threshold(task, threshold) -> tuple[str, float]:
+    """(metric, value) for the steps-to-threshold column: the task's default, or the user's, whose metric must
+    be one the task reports."""
+    dm, dv = default_threshold(task)
+    metric, thr = threshold if threshold is not None else (None, None)
+    metric = metric or dm
+    if metric not in task.metrics:
+        raise ConfigError(f"threshold: expected a metric of task {task.name!r} {list(task.metrics)}, got {metric!r}")
+    if thr is None:
+        if metric != dm:
+            raise ConfigError(f"threshold: give a value with metric {metric!r} ({metric}=VALUE); the task's default "
+                              f"value, {dv:g}, is one of {dm!r}")
+        thr = dv
+    return metric, check_threshold(thr)
+
+
+def check_applies_to_entry(label, ecfg: TrainConfig, over: dict) -> None:
+    """What ``resolve`` refuses for a flag that the run would not use, for an entry's own settings: the
+    schedule's settings without their schedule."""
+    for k, sched in (("lr_step_size", "step"), ("lr_gamma", "step"), ("min_lr", "cosine")):
+        if k in over and ecfg.schedule != sched:
+            raise ConfigError(f"models: {label!r}: {k} is a setting of schedule {sched!r}, and the entry's schedule "
+                              f"is {ecfg.schedule!r}; add +schedule={sched} or drop {k}")
+
+
+def _first_reached(vals, metric, thr):
+    return next((rec["step"] for rec in vals if metric in rec and _reached(metric, rec[metric], thr)), None)
+
+
+def _jsonable_record(rec):
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in rec.items()}
+
+
+# ------------------------------------------------------------------ seeds without Ray
+def _seed_run(cfg_dict: dict, metric: str, thr: float) -> dict:
+    """One (entry, seed): the final metrics and the validation curve. Module level, so a spawned process can
+    run it; the config travels as a dict (TrainConfig.from_dict rebuilds and checks it there)."""
+    cfg = TrainConfig.from_dict(cfg_dict)
+    r = train(cfg, progress=False)
+    vals = [rec for rec in r.records if rec["split"] == "val"]
+    return {"final": r.final, "steps_to_threshold": _first_reached(vals, metric, thr),
+            "curve": [(rec["step"], rec.get(metric)) for rec in vals]}
+
+
+def seed_runs(cfg: TrainConfig, res: dict, seeds: int, runner: str = "serial", workers: int | None = None) -> dict:
+    """Every entry of a compare result again with seeds cfg.seed+1 .. cfg.seed+seeds-1, serially or on a pool of
+    ``workers`` processes (the standard library's, started by spawn: a fresh interpreter each, no inherited
+    threads or locks); seed cfg.seed is the run already in ``res``. The same seeds give the same numbers on
+    either runner: each run is the trainer's, seeded by its config alone. Returns the summary in the shape of
+    ``sweep.summarize``'s (rows with mean, sd, 95 % Student-t interval; curves with mean, sd, min, max)."""
+    metric, thr = res["threshold"]["metric"], res["threshold"]["value"]
+    jobs = []
+    for label, e in res["models"].items():
+        for s in range(1, seeds):
+            d = {**dataclasses.replace(cfg, **e["config"]).to_dict(), "seed": cfg.seed + s, "quiet": True, "out": "",
+                 "diagnose_every": 0}                # the diagnostics are the first seed's
+            jobs.append((label, d))
+    if runner == "pool":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_seed_run, d, metric, thr) for _, d in jobs]
+            done = [f.result() for f in futures]
+    else:
+        done = [_seed_run(d, metric, thr) for _, d in jobs]
+    per = {label: [{"final": e["final"], "steps_to_threshold": e["steps_to_threshold"],
+                    "curve": list(zip(e["curve"]["step"], e["curve"].get(metric, [])))}]
+           for label, e in res["models"].items()}
+    for (label, _), r in zip(jobs, done):
+        per[label].append(r)
+    return summarize_seeds(per, metric, thr, runner, cfg.seed)
+
+
+def summarize_seeds(per: dict, metric: str, thr: float, runner: str, seed0: int) -> dict:
+    """{label: [one run per seed]} -> the rows and curves of ``sweep.summarize``, for ``sweep.table``."""
+    from .seeds import interval as _interval
+    rows, curves = [], {}
+    for c, (label, runs) in enumerate(per.items()):
+        finals = [r["final"].get(metric) for r in runs]
+        finals = [float(v) for v in finals if v is not None]
+        if not finals:
+            continue
+        mean, sd, ci = _interval(finals)
+        hits = [r["steps_to_threshold"] for r in runs if r["steps_to_threshold"] is not None]
+        rows.append({"config": c, "label": label, "seeds": len(finals), "finished": len(finals), "mean": mean,
+                     "sd": sd, "ci95": ci, "reached": len(hits),
+                     "steps_to_threshold": float(np.median(hits)) if hits else None, "values": finals})
+        at = {}
+        for r in runs:
+            for step, v in r["curve"]:
+                if v is not None:
+                    at.setdefault(step, []).append(float(v))
+        curves[label] = [[step, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                          float(np.min(v)), float(np.max(v)), _interval(v)[2] if len(v) > 1 else 0.0]
+                         for step, v in sorted(at.items())]          # step mean sd min max ci95
+    return {"metric": metric, "mode": "min" if metric in LOWER_IS_BETTER else "max", "threshold": thr,
+            "rows": rows, "curves": curves, "runner": runner, "seeds": [seed0 + s for s in range(len(next(
+                iter(per.values()))))], "stopped_by_scheduler": []}
+
+
+def differing_settings(res: dict) -> list[str]:
+    """The settings (other than the cell and the hidden size, which have columns) whose value is not the same
+    for every entry: the columns that say what the comparison varies."""
+    base = res["config"]
+    keys = sorted({k for e in res["models"].values() for k in e["config"]} - {"model", "hidden_size"})
+    return [k for k in keys if len({repr(e["config"].get(k, base.get(k))) for e in res["models"].values()}) > 1]
 
 
 def summary_rows(res: dict) -> list[dict]:
     metric = res["threshold"]["metric"]
+    varied = differing_settings(res)
+    seeds = {r["label"]: r for r in res.get("seeds", {}).get("rows", [])}
     rows = []
     for label, e in res["models"].items():
         g0, gi = e["grad_norm_h"], e["init"]["grad_norm_h"]
-        rows.append({"model": label, "hidden": e["hidden_size"], "params": e["parameters"],
-                     f"val {metric}": e["final"].get(metric), "steps to threshold": e["steps_to_threshold"],
-                     "ms/train step": e["ms_per_train_step"], "ms/inference": e["ms_per_inference"],
-                     "first step s": e.get("first_step_seconds"),
-                     "grad ratio init": float(gi[0] / gi[-1]) if gi[-1] > 0 else None,
-                     "grad ratio trained": float(g0[0] / g0[-1]) if g0[-1] > 0 else None})
+        row = {"model": label, "cell": e["cell"], "hidden": e["hidden_size"], "params": e["parameters"],
+               **{k: e["config"].get(k, res["config"].get(k)) for k in varied},
+               f"val {metric}": e["final"].get(metric), "steps to threshold": e["steps_to_threshold"],
+               "ms/train step": e["ms_per_train_step"], "ms/inference": e["ms_per_inference"],
+               "first step s": e.get("first_step_seconds"),
+               "grad ratio init": float(gi[0] / gi[-1]) if gi[-1] > 0 else None,
+               "grad ratio trained": float(g0[0] / g0[-1]) if g0[-1] > 0 else None}
+        sr = seeds.get(label)
+        if sr is not None:                          # over seeds: mean, sd and the 95 % Student-t interval
+            row.update({"mean": sr["mean"], "sd": sr["sd"],
+                        "ci95": f"[{sr['mean'] - sr['ci95']:.4g}, {sr['mean'] + sr['ci95']:.4g}]"})
+        rows.append(row)
     return rows
 
 
 def summary_columns(res: dict) -> list[tuple[str, str]]:
     metric = res["threshold"]["metric"]
-    return [("model", "model"), ("hidden", "hidden"), ("params", "params"), (f"val {metric}", f"val {metric}"),
-            ("steps to threshold", "steps to threshold"), ("ms/train step", "ms/train step"),
-            ("ms/inference", "ms/inference"), ("first step s", "1st step s (compiles)"),
-            ("grad ratio init", "grad h_0/h_T init"),
-            ("grad ratio trained", "grad h_0/h_T trained")]
+    named = any(not label.startswith(e["cell"]) for label, e in res["models"].items())
+    cols = [("model", "model")] + ([("cell", "cell")] if named else []) + [("hidden", "hidden"), ("params", "params")]
+    cols += [(k, k) for k in differing_settings(res)]
+    cols.append((f"val {metric}", f"val {metric}" + (f" (seed {res['config'].get('seed', 0)})"
+                                                     if res.get("seeds") else "")))
+    if res.get("seeds", {}).get("rows"):
+        n = res["seeds"]["rows"][0]["seeds"]
+        cols += [("mean", f"mean ({n} seeds)"), ("sd", "sd"), ("ci95", "95 % interval")]
+    return cols + [("steps to threshold", "steps to threshold"), ("ms/train step", "ms/train step"),
+                   ("ms/inference", "ms/inference"), ("first step s", "1st step s (compiles)"),
+                   ("grad ratio init", "grad h_0/h_T init"),
+                   ("grad ratio trained", "grad h_0/h_T trained")]
 
 
 def write_compare_report(res: dict, out_dir) -> dict:
@@ -282,46 +581,82 @@ def write_compare_report(res: dict, out_dir) -> dict:
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     metric = res["threshold"]["metric"]
-    curves = {k: (e["curve"]["step"], e["curve"].get(metric, [])) for k, e in res["models"].items()}
-    figs = {"learning": report.plot_learning_curves(curves, metric, fig_dir, baseline=res["baseline"])}
+    sd = res.get("seeds")
+    figs = {}
+    if sd and sd.get("curves") and all(len(p) == 6 for pts in sd["curves"].values() for p in pts):
+        figs["learning"] = report.plot_seed_curves(sd["curves"], metric, fig_dir, "learning_curves",
+                                                   baseline=res["baseline"])
+    else:
+        curves = {k: (e["curve"]["step"], e["curve"].get(metric, [])) for k, e in res["models"].items()}
+        figs["learning"] = report.plot_learning_curves(curves, metric, fig_dir, baseline=res["baseline"])
     series = {}
     for k, e in res["models"].items():
         series[f"{k} (init)"] = e["init"]["grad_norm_h"]
         series[f"{k} (trained)"] = e["grad_norm_h"]
-    figs["grad"] = report.plot_grad_norms(series, fig_dir)
-    jac = {f"{k} (trained)": e["jacobian_norm"] for k, e in res["models"].items()}
-    jac.update({f"{k} (init)": e["init"]["jacobian_norm"] for k, e in res["models"].items()})
-    figs["jac"] = report.plot_grad_norms(jac, fig_dir, "jacobian_norms", "Exact Jacobian norm ||dh_T/ds_t||_2 (layer 0)",
-                                         r"$\|\partial h_T/\partial s_t\|_2$")
-    gates = {}
-    for k, e in res["models"].items():
-        if e["gates"]:
-            gates[f"{k} (trained)"] = e["gates"]
-            gates[f"{k} (init)"] = e["init"]["gates"]
-    if gates:
-        figs["gates"] = report.plot_gate_stats(gates, fig_dir)
+    figs["grad"] = report.plot_grad_norms(series, fig_dir, title="Gradient norm vs distance from the loss "
+                                          "(top layer, forward direction)")
+    names = list(dict.fromkeys(n for e in res["models"].values() for n in e.get("layers", {"layer 0": None})))
+    jac_figs, gate_figs = [], []
+    for n_i, name in enumerate(names):
+        where = name.replace("reverse", "(reverse direction)") if "reverse" in name else f"{name} (forward direction)"
+        jac, gates = {}, {}
+        for k, e in res["models"].items():
+            for when, src in (("trained", e), ("init", e["init"])):
+                lay = src.get("layers", {}).get(name) or ({"jacobian_norm": src["jacobian_norm"], "gates": src["gates"]}
+                                                          if name == "layer 0" else None)
+                if lay is None:
+                    continue
+                jac[f"{k} ({when})"] = lay["jacobian_norm"]
+                if lay["gates"]:
+                    gates[f"{k} ({when})"] = lay["gates"]
+        stem = "jacobian_norms" if n_i == 0 else f"jacobian_norms_{name.replace(' ', '_')}"
+        jac_figs.append(report.plot_grad_norms(jac, fig_dir, stem, f"Exact Jacobian norm ||dh_T/ds_t||_2, {where}",
+                                               r"$\|\partial h_T/\partial s_t\|_2$"))
+        if gates:
+            gate_figs.append(report.plot_gate_stats(gates, fig_dir, "gates" if n_i == 0 else
+                                                    f"gates_{name.replace(' ', '_')}", title=where))
     rows = summary_rows(res)
     table = report.markdown_table(rows, summary_columns(res))
     base = res["baseline"]
+    varied = differing_settings(res)
     intro = (f"{res['description']}. Same data and seed for every model; hidden sizes "
-             f"{'matched to ' + str(res['target_parameters']) + ' parameters' if res['match'] == 'params' else 'equal'}. "
-             f"Threshold: {metric} {'<=' if metric in LOWER_IS_BETTER else '>='} {res['threshold']['value']:.4g}."
+             f"{'matched to ' + str(res['target_parameters']) + ' parameters' if res['match'] == 'params' else 'equal'}"
+             f"{' (except where an entry sets its own)' if any(e.get('own_hidden_size') for e in res['models'].values()) else ''}. "
+             + (f"The entries differ in: {', '.join(varied)} (columns). " if varied else "")
+             + f"Threshold: {metric} {'<=' if metric in LOWER_IS_BETTER else '>='} {res['threshold']['value']:.4g}."
              + (f" Baseline: {base[0]} {base[1]:.4g}." if base else ""))
-    grad_text = ("Norm of dL/dh_t for a loss at the last step, relative to its value at the last step, against the "
-                 "distance from the loss (dashed: at initialisation; solid: after training). A curve that falls "
-                 "geometrically is the vanishing gradient of the seed's eigenvalue argument; the exact Jacobian "
-                 "norms below show the same through the recurrence alone.")
+    if sd and sd.get("rows"):
+        intro += (f" Over {sd['rows'][0]['seeds']} seeds: mean, sd and 95 % Student-t interval of the final "
+                  f"validation {metric}; the learning curves show the mean and its 95 % interval as a band.")
+    grad_text = ("Norm of dL/dh_t of the top layer (forward direction) for a loss at the last step, relative to its "
+                 "value at the last step, against the distance from the loss (dashed: at initialisation; solid: "
+                 "after training). A curve that falls geometrically is the vanishing gradient of the seed's "
+                 "eigenvalue argument; the exact Jacobian norms below show the same through the recurrence alone, "
+                 f"for every layer and direction ({', '.join(names)}; a reverse direction in its own order, from "
+                 "the last valid step back to t = 0).")
+    if sd and sd.get("rows"):
+        grad_text += (f" These diagnostics, the speed columns and steps to threshold are those of seed "
+                      f"{res['config'].get('seed', 0)}'s run; the seeds' spread is in the table and the learning curves.")
     sections = [("Results", intro + "\n\n" + table, [figs["learning"]])]
-    if res.get("seeds"):                            # the sweep runner's summary and table (cli: compare --seeds)
-        sd = res["seeds"]
+    if sd and sd.get("rows"):
+        from .seeds import table as seeds_table
+        seed_figs = [{"png": out_dir / "seeds" / "curves.png"}] if sd.get("runner", "ray") == "ray" else []
+        where = ("(the trials' run folders are in seeds/trials, on Ray)" if sd.get("runner", "ray") == "ray"
+                 else f"({sd['runner']} runner, seeds {sd['seeds'][0]} .. {sd['seeds'][-1]})")
         sections.append((f"Over {sd['rows'][0]['seeds']} seeds", "Each entry trained again with consecutive seeds "
-                         "(the trials' run folders are in seeds/trials): the final validation metric's mean, standard "
-                         "deviation and 95 % Student-t interval, and how many seeds reached the threshold.\n\n" +
-                         sd["table"], [{"png": out_dir / "seeds" / "curves.png"}]))
-    sections.append(("Gradient flow", grad_text, [figs["grad"], figs["jac"]]))
-    if "gates" in figs:
-        sections.append(("Gates", "LSTM: the product of forget gates over k steps scales the cell-path gradient "
-                         "over k steps; GRU: the update gate z is the share of h_{t-1} carried to h_t.", [figs["gates"]]))
+                         f"{where}: the final validation metric's mean, standard deviation and 95 % Student-t "
+                         "interval, and how many seeds reached the threshold.\n\n" + seeds_table(sd), seed_figs))
+    sections.append(("Gradient flow", grad_text, [figs["grad"]] + jac_figs))
+    if gate_figs:
+        sections.append(("Gates", "Per layer and direction (titles). LSTM: the product of forget gates over k steps "
+                         "scales the cell-path gradient over k steps; GRU: the update gate z is the share of h_{t-1} "
+                         "carried to h_t.", gate_figs))
+    over = {k: e["over_training"] for k, e in res["models"].items() if e.get("over_training")}
+    if over:
+        figs["over"] = report.plot_over_training(over, fig_dir)
+        sections.append(("Over training", "The records of diagnostics.jsonl (diagnose_every) of each entry's run: "
+                         "the ratio ||dL/dh_0|| / ||dL/dh_T|| of the top layer, the spectral norm of each W_hh and the "
+                         "saturation of each gate per layer and direction, at every record's step.", [figs["over"]]))
     paths = report.write_report(out_dir, f"rnnlab compare: {res['task']}", sections)
     report.write_json(out_dir / "compare.json", res)
     paths["json"] = out_dir / "compare.json"

@@ -198,6 +198,31 @@ class TrainConfig:
         return cls(**clean)
 
 
+def parse_setting(key: str, val: str, eq: bool, where: str):
+    """One ``+key[=value]`` of a compare entry or a sweep cell (``gru+reset=before``), read with the field's own
+    type: a switch needs no value (``+layer_norm``, or ``=true``/``=false``)."""
+    import typing
+    hint = typing.get_type_hints(TrainConfig)[key]
+    kind = float if hint in (float, typing.Optional[float]) else hint
+    if kind is bool:
+        if not eq:
+            return True
+        if val.strip().lower() in ("true", "false"):
+            return val.strip().lower() == "true"
+        raise ConfigError(f"{where}: {key} is a switch; write '+{key}' (or '+{key}=false'), got {val!r}")
+    if not eq:
+        raise ConfigError(f"{where}: {key} needs a value, as '+{key}=VALUE'")
+    try:
+        if kind is int:
+            return int(val)
+        if kind is float:
+            return float(val)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{where}: {key} needs {what}, as '+{key}={1 if kind is int else 0.1}', got {val!r}") from None
+    return val.strip()
+
+
 MAX_STEPS = 10**12          # a bound that no run reaches and that keeps every step count a 64-bit integer
 
 
@@ -246,10 +271,22 @@ def write_toml(path, d: dict) -> None:
     atomic_write(Path(path), tomli_w.dumps(d).encode("utf-8"))
 
 
-def resolve(config_file=None, overrides: dict | None = None, one_model: bool = True) -> TrainConfig:
+# tables of a TOML file that belong to one command, not to the training keys
+COMMAND_TABLES = {"compare": "rnnlab compare", "sweep": "rnnlab sweep"}
+
+
+def resolve(config_file=None, overrides: dict | None = None, one_model: bool = True, table: str | None = None
+            ) -> TrainConfig:
     """Defaults <- TOML file <- overrides (flags), validated. ``one_model``: the run trains the config's
-    model, so another cell's option is refused (compare trains several and gives each the options it has)."""
+    model, so another cell's option is refused (compare trains several and gives each the options it has).
+    ``table``: the command's own table in the file (``[compare]``), left to the command."""
     d = read_toml(config_file) if config_file else {}
+    for name, command in COMMAND_TABLES.items():
+        if name in d and isinstance(d[name], dict):
+            if name != table:
+                raise ConfigError(f"{config_file}: [{name}] is a table of {command}; this command reads the training "
+                                  f"keys only (run {command} --config {config_file}, or leave [{name}] out)")
+            d = {k: v for k, v in d.items() if k != name}
     d = {**d, **(overrides or {})}
     if d.get("epochs") and "steps" in d:
         raise ConfigError(f"epochs: give epochs ({d['epochs']}) or steps ({d['steps']}), not both; epochs sets the "

@@ -5,13 +5,18 @@
                          cached steps (H vector-Jacobian products at once), then an SVD; s_t = h_t, or
                          (h_t, c_t) for the LSTM
     spectral             singular values and spectral radius of each W_hh gate block
+    spectral_norms       the largest singular value of each whole W_hh (diagnostics.jsonl, per record)
     gate_stats           LSTM: mean forget gate per step and the product of forget gates over spans;
                          GRU: the update gate's carry fraction z; saturation of every sigmoid gate
-    sweep                W_hh scaled to spectral radius rho: gradient norm vs distance, per cell
+    sweep                W_hh scaled to spectral radius rho: gradient norm vs distance, for any cell
 
 For a linear RNN ``dh_T/dh_t = W_hh^(T-t)`` exactly; with tanh, ``diag(1 - h^2)`` shrinks it further, so
 the norm is bounded by ``sigma_max(W_hh)^(T-t)`` (docs/math.md, section 2). The LSTM's cell path is scaled by
 the product of forget gates instead.
+
+Every per-layer function takes the layer ``l`` and the direction ``d``; the reverse direction (d = 1) is
+reported in its own order, from its first step (each sequence's last valid step) to its last (t = 0), so
+"distance from the last step" means the same for both directions.
 """
 from __future__ import annotations
 
@@ -36,9 +41,30 @@ class _reference_backend:
         self.layer.backend = self.saved
 
 
-def _layer_index(layer, l):
+def _layer_index(layer, l, d=0):
     if not 0 <= l < layer.num_layers:
         raise ConfigError(f"layer: expected an index in [0, {layer.num_layers - 1}], got {l}")
+    if not 0 <= d < layer.num_directions:
+        raise ConfigError(f"direction: expected an index in [0, {layer.num_directions - 1}], got {d}")
+
+
+def reverse_within(x, lengths=None):
+    """x (T, B, ...) with each sequence's valid steps in reverse order, padding left at the end: what the
+    reverse direction reads, in its own order."""
+    x = np.asarray(x)
+    if lengths is None:
+        return x[::-1]
+    T = x.shape[0]
+    idx = np.arange(T)[:, None]
+    L = np.asarray(lengths)[None, :]
+    src = np.where(idx < L, L - 1 - idx, idx)                               # (T, B)
+    return np.take_along_axis(x, src.reshape(src.shape + (1,) * (x.ndim - 2)), axis=0)
+
+
+def directions(layer) -> list:
+    """(l, d, name) of every layer and direction of a stack: (0, 0, "layer 0"), (0, 1, "layer 0 reverse")..."""
+    return [(l, d, f"layer {l}" + (" reverse" if d else "")) for l in range(layer.num_layers)
+            for d in range(layer.num_directions)]
 
 
 # ----------------------------------------------------------------------------- per-step gradient norms
@@ -127,24 +153,27 @@ def _model_grad_norms(model, batch) -> dict:
 
 
 # ----------------------------------------------------------------------------- exact Jacobians
-def state_jacobians(layer, x, l=0) -> list:
-    """Exact ``dh_T/ds_t`` for one sequence x (T, I) through layer ``l`` (forward direction).
+def state_jacobians(layer, x, l=0, d=0) -> list:
+    """Exact ``dh_T/ds_t`` for one sequence x (T, I) through layer ``l``, direction ``d``.
 
-    ``x`` is that layer's input. Returns a list over t of (H, n_state*H) matrices; the identity is
-    backpropagated through the cached steps, so each is a product of exact step Jacobians.
+    ``x`` is that layer's input, in time order (the reverse direction reads it backwards). Returns a list over
+    the direction's steps of (H, n_state*H) matrices; the identity is backpropagated through the cached steps,
+    so each is a product of exact step Jacobians.
     """
-    _layer_index(layer, l)
+    _layer_index(layer, l, d)
     x = np.asarray(x, dtype=layer.dtype)
     if x.ndim != 2:
         raise ShapeError(f"x: expected one sequence (T, input_size), got shape {x.shape}")
+    if d:
+        x = x[::-1]                                                         # the reverse direction's order
     from .recurrent import scan_forward
-    W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, 0)
+    W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
     xw = x @ W_ih.T
     if b_ih is not None:
         xw = xw + b_ih
     sizes = layer.state_sizes
     H = sizes[0]
-    opts = {**layer.cell_opts, **layer.option_params(l, 0)}
+    opts = {**layer.cell_opts, **layer.option_params(l, d)}
     state0 = tuple(np.zeros((1, k), layer.dtype) for k in sizes)
     caches = scan_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=opts)[2].steps
     T = len(caches)
@@ -187,22 +216,24 @@ def _run_prefix(rnn, x, k):
     return np.concatenate(outs, axis=2)
 
 
-def diagonal_carry(layer, x, l=0, lengths=None) -> np.ndarray:
-    """|dh_t/dh_{t-1}| of a diagonal layer's layer ``l`` (forward direction) on x (T, B, I), that layer's
-    input: (T, B, H), 1 at padded steps (``rnnlab.layers.DiagonalLayer.carry``)."""
-    _layer_index(layer, l)
+def diagonal_carry(layer, x, l=0, lengths=None, d=0) -> np.ndarray:
+    """|dh_t/dh_{t-1}| of a diagonal layer's layer ``l``, direction ``d``, on x (T, B, I), that layer's
+    input: (T, B, H) in the direction's order, 1 at padded steps (``rnnlab.layers.DiagonalLayer.carry``)."""
+    _layer_index(layer, l, d)
     from .checks import lengths_mask
     x = np.asarray(x, dtype=layer.dtype)
+    if d:
+        x = np.ascontiguousarray(reverse_within(x, lengths))
     T, B, _ = x.shape
     mask = None if lengths is None else lengths_mask(lengths, T, B, layer.dtype)
     state0 = tuple(np.zeros((B, layer.hidden_size), layer.dtype) for _ in layer.cell.STATE)
-    _, _, arrays = layer.cell.forward(x, layer.direction_params(l, 0), state0, mask, "loop")
+    _, _, arrays = layer.cell.forward(x, layer.direction_params(l, d), state0, mask, "loop")
     return np.abs(layer.cell.carry(arrays))
 
 
-def _diagonal_jacobian_norms(layer, x, l, lengths):
+def _diagonal_jacobian_norms(layer, x, l, lengths, d=0):
     """||dh_T/dh_t||_2 = max_j prod_{s=t+1}^{T} |carry_s[j]| exactly, per batch row: (B, T)."""
-    c = diagonal_carry(layer, x, l, lengths)                                # (T, B, H)
+    c = diagonal_carry(layer, x, l, lengths, d)                                # (T, B, H)
     T, B, _ = c.shape
     with np.errstate(divide="ignore"):
         logc = np.log(c)
@@ -214,17 +245,19 @@ def _diagonal_jacobian_norms(layer, x, l, lengths):
     return out
 
 
-def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None) -> np.ndarray:
-    """Mean over up to ``max_sequences`` batch rows of ||dh_T/ds_t||_2, for every t. x (T, B, I)."""
+def jacobian_norms(layer, x, l=0, max_sequences=8, lengths=None, d=0) -> np.ndarray:
+    """Mean over up to ``max_sequences`` batch rows of ||dh_T/ds_t||_2, for every step of direction ``d`` (in
+    its order, aligned on its last step). x (T, B, I)."""
+    _layer_index(layer, l, d)
     x = np.asarray(x)
     B = x.shape[1]
     norms = []
     if layer.family == "diagonal":                                 # diagonal: the product of carries
         n = min(B, max_sequences)
-        norms = list(_diagonal_jacobian_norms(layer, x[:, :n], l, None if lengths is None else lengths[:n]))
+        norms = list(_diagonal_jacobian_norms(layer, x[:, :n], l, None if lengths is None else lengths[:n], d))
     for b in range(min(B, max_sequences) if not norms else 0):
         Tb = x.shape[0] if lengths is None else int(lengths[b])
-        J = state_jacobians(layer, x[:Tb, b], l)
+        J = state_jacobians(layer, x[:Tb, b], l, d)
         nb = np.array([np.linalg.norm(j, 2) for j in J])
         norms.append(np.pad(nb, (x.shape[0] - Tb, 0), constant_values=np.nan))   # align on the last step
     norms = np.stack(norms)
@@ -260,25 +293,37 @@ def spectral(layer) -> dict:
     return out
 
 
+def spectral_norms(layer) -> dict:
+    """The largest singular value of each whole W_hh (name -> float; a diagonal cell: its largest |u| or
+    |lambda|): the bound on one step's Jacobian that diagnostics.jsonl follows over training."""
+    if layer.family == "diagonal":
+        return {name: float(blocks[next(iter(blocks))]["singular_values"][0]) for name, blocks in spectral(layer).items()}
+    return {name: float(np.linalg.norm(W.astype(np.float64), 2)) for name, W in layer.named_parameters()
+            if name.startswith("weight_hh")}
+
+
 def spectral_radius(layer) -> float:
     """The largest spectral radius over all W_hh gate blocks (NaN for a layer without recurrent weights)."""
     radii = [g["spectral_radius"] for blocks in spectral(layer).values() for g in blocks.values()]
     return max(radii) if radii else float("nan")
 
 
-def gate_stats(layer, x, lengths=None, l=0, max_span=None) -> dict:
-    """Gate statistics of layer ``l`` (forward direction) on x (T, B, I), valid steps only."""
-    _layer_index(layer, l)
+def gate_stats(layer, x, lengths=None, l=0, max_span=None, d=0) -> dict:
+    """Gate statistics of layer ``l``, direction ``d`` (in its order), valid steps only; x (T, B, I) is the
+    stack's input (the gates of every layer are read from one forward of the stack)."""
+    _layer_index(layer, l, d)
     if layer.cell_name == "rnn":
         return {}
     if layer.family == "diagonal":
-        return _diagonal_gate_stats(layer, x, lengths, l, max_span)
+        return _diagonal_gate_stats(layer, x, lengths, l, max_span, d)
     was = layer.training
     layer.eval()
     with enable_grad():                                                     # the gates are read from the cache
         layer(x, lengths=lengths)
     layer.train(was)
-    gates = layer.gates(l)                                                  # name -> (T, B, H)
+    gates = layer.gates(l, d)                                               # name -> (T, B, H), time order
+    if d:                                                                   # the direction's own order
+        gates = {k: reverse_within(v, lengths) for k, v in gates.items()}
     T, B = next(iter(gates.values())).shape[:2]
     valid = np.ones((T, B), bool) if lengths is None else (np.arange(T)[:, None] < np.asarray(lengths)[None, :])
     res = {}
@@ -311,13 +356,20 @@ def _span_products(c, valid, max_span):
     return np.array(spans)
 
 
-def _diagonal_gate_stats(layer, x, lengths, l, max_span):
+def _diagonal_gate_stats(layer, x, lengths, l, max_span, d=0):
     """The diagonal carry |dh_t/dh_{t-1}| (1 - z, f', u [pre > 0], |lambda|): its mean per step and its mean
     product over spans of k steps -- the whole Jacobian, not a bound -- and the gates' saturation."""
     x = np.asarray(x)
     T, B = x.shape[:2]
     valid = np.ones((T, B), bool) if lengths is None else (np.arange(T)[:, None] < np.asarray(lengths)[None, :])
-    c = diagonal_carry(layer, x, l, lengths).astype(np.float64)
+    xl = x                                                                  # the stack's input -> layer l's
+    if l:
+        was = layer.training
+        layer.eval()
+        for k in range(l):
+            xl = _run_prefix(layer, xl, k)
+        layer.train(was)
+    c = diagonal_carry(layer, xl, l, lengths, d).astype(np.float64)
     res = {"carry_mean": np.array([c[t][valid[t]].mean() for t in range(T)]),
            "carry_product": _span_products(c, valid, max_span)}
     if layer.cell.GATES:
@@ -327,17 +379,62 @@ def _diagonal_gate_stats(layer, x, lengths, l, max_span):
             layer(x, lengths=lengths)
         layer.train(was)
         res["saturation"] = {k: float(((v[valid] < 0.05) | (v[valid] > 0.95)).mean())
-                             for k, v in layer.gates(l).items()}
+                             for k, v in layer.gates(l, d).items()}
     return res
 
 
 # ----------------------------------------------------------------------------- the sweep
 SWEEP_CELLS = {"rnn-tanh": ("rnn", {"nonlinearity": "tanh"}), "rnn-linear": ("rnn", {"nonlinearity": "identity"}),
                "lstm": ("lstm", {}), "gru": ("gru", {})}
+# the settings of a sweep cell that change its layer ("gru+reset=before", "rnn+recurrent_init=orthogonal")
+SWEEP_OPTIONS = ("nonlinearity", "reset", "forget_bias", "peephole", "proj_size", "layer_norm", "recurrent_init",
+                 "recurrent_max")
+
+
+def sweep_cell(spec: str) -> tuple[str, dict]:
+    """A sweep cell: a name of SWEEP_CELLS, or any cell of the registry with options as a compare entry
+    (``indrnn``, ``gru+reset=before``) -> (cell, the layer's keyword arguments)."""
+    if spec in SWEEP_CELLS:
+        return SWEEP_CELLS[spec]
+    from .config import parse_setting
+    from .errors import closest
+    from .layers import LAYERS
+    cell, *opts = [p.strip() for p in str(spec).split("+")]
+    if cell not in LAYERS:
+        raise ConfigError(f"cells: {spec!r}: expected a cell of {list(LAYERS)} or one of {list(SWEEP_CELLS)}, got "
+                          f"{cell!r}{closest(cell, list(LAYERS) + list(SWEEP_CELLS))}")
+    over = {}
+    for o in opts:
+        key, eq, val = o.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in SWEEP_OPTIONS or key in over:
+            raise ConfigError(f"cells: {spec!r}: {key} is not a setting of the layer (or given twice); a sweep cell "
+                              f"takes each of {list(SWEEP_OPTIONS)} once")
+        over[key] = parse_setting(key, val, bool(eq), f"cells: {spec!r}")
+    return cell, over
 
 
 def scale_recurrent(layer, radius: float) -> None:
-    """Rescale every W_hh gate block so its spectral radius equals ``radius``."""
+    """Rescale the recurrence so its spectral radius equals ``radius``: every W_hh gate block, IndRNN's u, the
+    LRU's |lambda| (below 1 by construction). A cell without recurrent weights (minGRU, minLSTM) is refused."""
+    names = [n for n, _ in layer.named_parameters()]
+    if layer.family == "diagonal":
+        scaled = False
+        for name, W in layer.named_parameters():
+            if name.startswith("weight_hh"):                               # IndRNN: u (H,), the carry's scale
+                W *= radius / np.abs(W.astype(np.float64)).max()
+                scaled = True
+            elif name.startswith("nu_log"):                                # LRU: |lambda| = exp(-exp(nu_log))
+                if radius >= 1:
+                    raise ConfigError(f"radii: the LRU's |lambda| = exp(-exp(nu_log)) is below 1 by construction; "
+                                      f"expected radii < 1 for it, got {radius:g}")
+                mags = np.exp(-np.exp(W.astype(np.float64)))
+                W[...] = np.log(-np.log(mags * (radius / mags.max())))
+                scaled = True
+        if not scaled:
+            raise ConfigError(f"cells: the {layer.cell_name} layer has no recurrent weights (its carry is computed "
+                              f"from x_t, {names}); nothing to rescale")
+        return
     for name, W in layer.named_parameters():
         if name.startswith("weight_hh"):
             for blk in np.split(W, layer.cell.G):                          # views into W
@@ -346,7 +443,8 @@ def scale_recurrent(layer, radius: float) -> None:
 
 
 def sweep(radii, cells=tuple(SWEEP_CELLS), T=100, hidden_size=64, batch_size=16, input_size=2, seed=0) -> dict:
-    """Gradient norm ||dL/dh_t|| vs distance T-1-t for W_hh scaled to each spectral radius in ``radii``.
+    """Gradient norm ||dL/dh_t|| vs distance T-1-t for W_hh scaled to each spectral radius in ``radii``; ``cells``:
+    names of SWEEP_CELLS or any registry cell with options (``sweep_cell``).
 
     The input is the adding problem's (uniform values and markers). Returns {"radii": ..., "distance": ...,
     cell: (len(radii), T) array of norms, normalised by the norm at distance 0}.
@@ -358,14 +456,14 @@ def sweep(radii, cells=tuple(SWEEP_CELLS), T=100, hidden_size=64, batch_size=16,
     if (radii <= 0).any() or not np.isfinite(radii).all():
         raise ConfigError(f"radii: expected positive finite values, got {radii.tolist()}")
     check_int("T", T, 2)
-    unknown = [c for c in cells if c not in SWEEP_CELLS]
-    if unknown:
-        raise ConfigError(f"cells: unknown {unknown}; expected some of {list(SWEEP_CELLS)}")
+    kinds = {name: sweep_cell(name) for name in cells}              # every cell checked before any runs
+    if not kinds:
+        raise ConfigError(f"cells: expected some cells (e.g. {list(SWEEP_CELLS)}), got none")
     from .tasks import Adding
     x = Adding(T, val_size=1).generate(np.random.default_rng(seed), batch_size).inputs
     res = {"radii": radii, "distance": np.arange(T)}
     for name in cells:
-        kind, kw = SWEEP_CELLS[name]
+        kind, kw = kinds[name]
         rows = []
         for rho in radii:
             layer = layer_class(kind)(input_size, hidden_size, dtype="float64", seed=seed, **kw)

@@ -73,6 +73,60 @@ def plot_learning_curves(curves: dict, metric: str, out_dir, stem="learning_curv
     return save_figure(fig, Path(out_dir), stem)
 
 
+def plot_seed_curves(curves: dict, metric: str, out_dir, stem="learning_curves_seeds", baseline=None):
+    """curves: {label: [[step, mean, sd, min, max, ci95], ...]} over seeds: the mean and a band of its 95 %
+    Student-t interval."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for label, pts in curves.items():
+        if not pts:
+            continue
+        a = np.array(pts, dtype=np.float64)
+        step, mean, ci = a[:, 0], a[:, 1], a[:, 5]
+        ax.plot(step, mean, label=label, color=_color(label), marker="o", ms=3)
+        ax.fill_between(step, mean - ci, mean + ci, color=_color(label), alpha=0.2)
+    if baseline is not None:
+        ax.axhline(baseline[1], color="gray", ls="--", lw=1, label=baseline[0])
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"Validation {metric}: mean over seeds, band: 95 % interval")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return save_figure(fig, Path(out_dir), stem)
+
+
+def plot_over_training(records: dict, out_dir, stem="over_training"):
+    """records: {label: diagnostics.jsonl records}; the gradient ratio ||dL/dh_0|| / ||dL/dh_T||, the spectral
+    norm of each W_hh and the gates' saturation at each record's step."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for label, recs in records.items():
+        steps = [r["step"] for r in recs]
+        c = _color(label)
+        axes[0].plot(steps, _positive([r.get("grad_ratio", np.nan) for r in recs]), label=label, color=c, marker="o",
+                     ms=3)
+        names = sorted({k for r in recs for k in r.get("spectral_norms", {})})
+        for n_i, name in enumerate(names):
+            axes[1].plot(steps, [r.get("spectral_norms", {}).get(name, np.nan) for r in recs], color=c,
+                         ls=("-", "--", ":", "-.")[n_i % 4], label=f"{label}: {name}")
+        for n_i, (where, gates) in enumerate(sorted({(w, g) for r in recs for w, st in r.get("gates", {}).items()
+                                                     for g in st.get("saturation", {})})):
+            axes[2].plot(steps, [r.get("gates", {}).get(where, {}).get("saturation", {}).get(gates, np.nan)
+                                 for r in recs], color=c, ls=("-", "--", ":", "-.")[n_i % 4],
+                         label=f"{label}: {gates} ({where})")
+    axes[0].set_yscale("log")
+    axes[0].set_title(r"$\|\partial L/\partial h_0\| / \|\partial L/\partial h_T\|$ (top layer)")
+    axes[1].set_title(r"spectral norm $\sigma_{max}(W_{hh})$")
+    axes[2].set_title("gate saturation (< 0.05 or > 0.95)")
+    axes[2].set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    return save_figure(fig, Path(out_dir), stem)
+
+
 def plot_grad_norms(series: dict, out_dir, stem="grad_norms", title="Gradient norm vs distance from the loss",
                     ylabel=r"$\|\partial L/\partial h_t\|$ (relative to the last step)"):
     """series: {label: norms indexed by time step t (loss at the last step)}; plotted against T-1-t."""
@@ -92,10 +146,13 @@ def plot_grad_norms(series: dict, out_dir, stem="grad_norms", title="Gradient no
     return save_figure(fig, Path(out_dir), stem)
 
 
-def plot_gate_stats(stats: dict, out_dir, stem="gates"):
-    """stats: {label: gate_stats dict}; LSTM forget product over spans and GRU carry fraction."""
+def plot_gate_stats(stats: dict, out_dir, stem="gates", title=None):
+    """stats: {label: gate_stats dict}; LSTM forget product over spans and GRU carry fraction. ``title``: the
+    layer and direction they are of."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    if title:
+        fig.suptitle(title, y=1.03)                 # above the panels' own titles
     for label, s in stats.items():
         if "forget_product" in s:
             axes[0].plot(_positive(s["forget_product"]), label=f"{label}: prod f", color=_color(label),

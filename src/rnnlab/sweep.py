@@ -36,14 +36,13 @@ finished (those continue from their checkpoints). At the end: per configuration 
 and 95 % interval (Student's t) over seeds of the final metric, steps-to-threshold, and the learning curves
 with bands (+-1 standard deviation; the seeds' range on a log axis), in DIR/summary.md, summary.json, report.html and curves.png.
 
-Needs the ``sweep`` extra: ``pip install 'rnnlab[sweep]'`` (ray[tune], scipy).
+Needs the ``sweep`` extra: ``pip install 'rnnlab[sweep]'`` (ray[tune]; the intervals need no scipy: ``rnnlab.seeds``).
 """
 from __future__ import annotations
 
 import base64
 import itertools
 import json
-import math
 import os
 import socket
 from pathlib import Path
@@ -54,6 +53,7 @@ from .checkpoint import atomic_write
 from .config import TrainConfig, read_toml
 from .errors import ConfigError, RnnlabError, check_choice, check_float, check_int, closest
 from .runlock import RunLock
+from .seeds import interval as _interval, table  # noqa: F401  (sweep.table: the summary's table, as before)
 
 MANIFEST = "sweep.json"
 STATUS = "status.json"
@@ -172,10 +172,10 @@ def _check_cell_options(cfg, over, grid, label):
         key, _, why = str(exc).partition(":")
         why = why.split("; drop --", 1)[0].strip()           # the train command's hint: a flag the sweep has not
         where = f"sweep.{'grid' if key in grid else 'random'}.{key}" if key in over else key
-        from .compare import VARIANT_OPTIONS
+        from .compare import ENTRY_KEYS
         owner = {"forget_bias": "lstm", "peephole": "lstm", "proj_size": "lstm", "zoneout_cell": "lstm"}.get(key)
         entry = ""
-        if owner and key in VARIANT_OPTIONS:            # compare's entries carry options of their own
+        if owner and key in ENTRY_KEYS:            # compare's entries carry options of their own
             value = getattr(cfg, key)
             entry = (f", or compare the models with rnnlab compare, whose --models entries carry their own "
                      f"options ({owner}+{key}{'' if value is True else f'={value}'})")
@@ -509,16 +509,6 @@ def _metric(manifest, sw):
 
 
 # ------------------------------------------------------------------ the summary
-def _interval(values):
-    """(mean, sd, half-width of the 95 % interval) over seeds; sd and interval NaN for one seed."""
-    v = np.asarray(values, float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    from scipy import stats
-    sd = float(v.std(ddof=1))
-    return float(v.mean()), sd, float(stats.t.ppf(0.975, len(v) - 1) * sd / math.sqrt(len(v)))
-
-
 def summarize(sweep_dir, manifest, metric, mode, threshold, status=None) -> dict:
     status = status or {}
     groups = {}
@@ -560,20 +550,6 @@ def summarize(sweep_dir, manifest, metric, mode, threshold, status=None) -> dict
                "curves": {k: [[s, *stats] for s, stats in v.items()] for k, v in curves.items()}}   # step mean sd min max
     _write_reports(Path(sweep_dir), summary)
     return summary
-
-
-def table(summary) -> str:
-    m = summary["metric"]
-    lines = [f"| configuration | seeds | val {m} mean | sd | 95 % interval | reached {m} "
-             f"{'<=' if summary['mode'] == 'min' else '>='} {summary['threshold']:g} | median steps to it |",
-             "|---|---|---|---|---|---|---|"]
-    for r in summary["rows"]:
-        ci = "" if math.isnan(r["ci95"]) else f"[{r['mean'] - r['ci95']:.4g}, {r['mean'] + r['ci95']:.4g}]"
-        sd = "" if math.isnan(r["sd"]) else f"{r['sd']:.3g}"
-        st = "" if r["steps_to_threshold"] is None else f"{r['steps_to_threshold']:g}"
-        lines.append(f"| {r['label']} | {r['seeds']} | {r['mean']:.4g} | {sd} | {ci} | {r['reached']}/{r['seeds']} "
-                     f"| {st} |")
-    return "\n".join(lines)
 
 
 def _write_reports(sweep_dir: Path, summary):

@@ -297,13 +297,28 @@ class _Trainer:
         self._norm_ema = norm if self._norm_ema is None else 0.9 * self._norm_ema + 0.1 * norm
 
     def diagnose(self):
-        """Gradient-flow curves at this step (diagnostics.jsonl): ||dL/dh_t|| for a loss at the last step."""
-        from .diagnostics import diagnostic_batch, model_grad_norms
+        """Gradient-flow curves at this step (diagnostics.jsonl, its schema in docs/guide.md): ||dL/dh_t|| for a
+        loss at the last step and its first-to-last ratio, the spectral norm of each W_hh, and per layer and
+        direction the gates' saturation and mean carry."""
+        from . import diagnostics as diag
         self.model.eval()
-        g = model_grad_norms(self.model, diagnostic_batch(self.task))
+        batch = diag.diagnostic_batch(self.task)
+        g = diag.model_grad_norms(self.model, batch)
+        x0 = diag.layer_inputs(self.model, batch.inputs)
+        gates = {}
+        for l, d, name in diag.directions(self.model.rnn):
+            st = diag.gate_stats(self.model.rnn, x0, batch.lengths, l, d=d)
+            if st:                                  # scalars only: one line per record stays short
+                gates[name] = {**({"saturation": st["saturation"]} if "saturation" in st else {}),
+                               **{k: float(np.mean(st[k])) for k in ("forget_mean", "update_carry", "carry_mean")
+                                  if k in st}}
+        spectral = diag.spectral_norms(self.model.rnn)
         self.model.train()
+        gh = g["grad_norm_h"]
         rec = {"step": self.step, "split": "diagnostics", "clipped_steps": self.result.clipped_steps,
-               **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in g.items()}}
+               **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in g.items()},
+               "grad_ratio": float(gh[0] / gh[-1]) if gh[-1] > 0 else None, "spectral_norms": spectral,
+               "gates": gates}
         self.result.diagnostics.append(rec)
         if self.run_dir is not None:
             with (self.run_dir / "diagnostics.jsonl").open("a", encoding="utf-8") as fh:
@@ -648,6 +663,26 @@ def _same_run(run_dir: Path, cfg: TrainConfig):
                                   f"{stored[:12]}... then); a resumed run needs the same data -- restore the file or "
                                   f"start a new run")
     return tensors, meta
+
+
+def read_diagnostics(run_dir) -> list:
+    """The records of a run folder's diagnostics.jsonl (schema: docs/guide.md), [] without one; a line torn by a
+    kill is skipped, and a record written before the ratio was recorded gets it from its grad_norm_h."""
+    f = Path(run_dir) / "diagnostics.jsonl"
+    recs = []
+    if f.is_file():
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(rec, dict) or "step" not in rec:
+                continue
+            g = rec.get("grad_norm_h")
+            if "grad_ratio" not in rec and g and g[-1]:
+                rec["grad_ratio"] = g[0] / g[-1]
+            recs.append(rec)
+    return recs
 
 
 def _drop_records_after(run_dir, step):
