@@ -23,6 +23,9 @@ def test_a_data_run_has_a_card_and_info_prints_it(tmp_path, capsys):
     assert card["features"] == ["hr", "temp"] and card["classes"] == ["sick", "well"]
     assert card["metrics"] == meta["metrics"] and card["baseline"][0] == "majority-class accuracy"
     assert card["model"]["parameters"] == sum(v.size for v in load_model(run)[0].named_parameters().values())
+    rep = card["class_report"]                              # per class on the validation data, as evaluate
+    assert rep["classes"] == ["sick", "well"] and sum(map(sum, rep["confusion"])) == 8
+    assert rep["accuracy"] == pytest.approx(card["metrics"]["accuracy"])
     md = (run / "card.md").read_text()
     assert "sha256" in md and "`hr`, `temp`" in md and "Baseline: majority-class accuracy" in md
     capsys.readouterr()
@@ -42,6 +45,7 @@ def test_a_task_run_has_a_card_without_data(tmp_path, capsys):
                      "--steps", "3", "--out", str(run), "--quiet"]) == 0
     card = json.loads((run / "card.json").read_text())
     assert card["data"] is None and card["task"] == "adding" and "mse" in card["metrics"]
+    assert card["class_report"] is None
     assert "## Data" not in (run / "card.md").read_text()
 
 

@@ -47,6 +47,7 @@ def card_data(run_dir) -> dict:
         "classes": [str(c) for c in enc["classes"]] if enc and enc.get("classes") is not None else None,
         "metrics": meta.get("metrics", {}),
         "baseline": meta.get("baseline"),
+        "class_report": meta.get("class_report"),
         "training": {k: cfg.get(k) for k in ("steps", "batch_size", "optimizer", "lr", "clip", "seed", "schedule",
                                              "weight_decay", "patience", "val_fraction") if k in cfg},
     }
@@ -102,6 +103,14 @@ def card_markdown(card: dict) -> str:
     if card.get("baseline"):
         name, value = card["baseline"]
         out += ["", f"Baseline: {name} {value:.4g} (what a model that ignores the sequences scores)."]
+    rep = card.get("class_report")
+    if rep:
+        out += ["", "Per class (validation):", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        out += [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+                for c, v in rep["per_class"].items()]
+        out += ["", "Confusion matrix (rows: true, columns: predicted; " + ", ".join(rep["classes"]) + "):", "",
+                "| | " + " | ".join(rep["classes"]) + " |", "|---" * (len(rep["classes"]) + 1) + "|"]
+        out += [f"| {c} | " + " | ".join(str(n) for n in row) + " |" for c, row in zip(rep["classes"], rep["confusion"])]
     t = card["training"]
     out += ["", "## Training", "", ", ".join(f"{k} {v}" for k, v in t.items() if v not in (None, "")),
             "(the full configuration: `config.toml` in the run folder; every logged step: `metrics.jsonl`)",

@@ -465,10 +465,12 @@ class _Trainer:
 def save_model(path, model: SequenceModel, task, cfg: TrainConfig, metrics: dict):
     """Final weights with what `evaluate` and `sample` need to rebuild the model and the task's view of data."""
     base = task.baseline()
+    report = getattr(task, "class_report", None)        # a classifier or tagger of data: per class, for the card
     save_checkpoint(path, {k: v for k, v in model.named_parameters().items()},
                     {"kind": "model", "config": cfg.to_dict(), "model_config": model.config.to_dict(),
                      "task_info": task.info(), "metrics": metrics, "description": task.describe(),
-                     "baseline": None if base is None else [base[0], float(base[1])]})
+                     "baseline": None if base is None else [base[0], float(base[1])],
+                     "class_report": report(model) if report is not None else None})
 
 
 def load_model(path) -> tuple[SequenceModel, dict]:

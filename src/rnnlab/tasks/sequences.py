@@ -155,6 +155,31 @@ class SequenceTask(Task):
             batch.targets.reshape(len(batch.targets), -1))
         return {"mse": float((err ** 2).mean()), "mae": float(np.abs(err).mean())}
 
+    def class_report(self, model) -> dict | None:
+        """Per-class precision, recall, F1 and the confusion matrix of ``model`` on the validation data
+        (``rnnlab.metrics``), in the data's labels; None for a regression."""
+        if self.problem == "regress":
+            return None
+        from ..grad_mode import no_grad
+        from ..metrics import classification_report
+        true, pred = [], []
+        was = model.rnn.training
+        model.eval()
+        try:
+            with no_grad():
+                for b in self.val_batches():
+                    logits = model(b.inputs, b.lengths)[0]
+                    p, t = logits.argmax(-1), np.asarray(b.targets)
+                    if self.problem == "tag":
+                        m = self._step_mask(b)
+                        p, t = p[m], t[m]
+                    true.append(t.ravel())
+                    pred.append(p.ravel())
+        finally:
+            model.train(was)
+        classes = self.encoding.classes_array
+        return classification_report(classes[np.concatenate(true)], classes[np.concatenate(pred)], classes)
+
     def baseline(self):
         ytr, yva = self.train_data.targets, self.val_data.targets
         if self.problem == "regress":
