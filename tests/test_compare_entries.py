@@ -137,6 +137,15 @@ def test_the_serial_and_the_pooled_runner_give_the_same_numbers():
     for r in serial["rows"]:
         assert r["seeds"] == 3 and len(set(r["values"])) == 3                  # three different seeds ran
         assert r["ci95"] == pytest.approx(4.302652729749464 * np.std(r["values"], ddof=1) / np.sqrt(3))
+    # the gradient flow over seeds: every seed's curve relative to its own last step, mean and 95 % band
+    assert serial["gradient_bands"] == pooled["gradient_bands"]
+    for label, b in serial["gradient_bands"].items():
+        for key in ("grad_norm_h", "init_grad_norm_h", "jacobian_norm"):
+            mean, lo, hi = (np.array(b[key][k]) for k in ("mean", "lo", "hi"))
+            assert mean[0] == pytest.approx(1.0) and lo[0] == pytest.approx(1.0)    # distance 0: 1 for every seed
+            assert (lo <= mean + 1e-12).all() and (mean <= hi + 1e-12).all() and (hi > lo).any()
+        g0 = np.asarray(res["models"][label]["grad_norm_h"])
+        assert g0[0] / g0[-1] in b["grad_ratio"]["values"]                # seed 0's own run is one of them
 
 
 def test_one_file_runs_the_comparison_with_intervals_settings_and_every_layer(tmp_path, capsys):
@@ -159,7 +168,9 @@ def test_one_file_runs_the_comparison_with_intervals_settings_and_every_layer(tm
     md = (report / "summary.md").read_text()
     assert "| reset |" in md and "95 % interval" in md and "## Over training" in md
     assert "layer 0, layer 0 reverse, layer 1, layer 1 reverse" in md and "jacobian_norms_layer_1_reverse" in md
-    for stem in ("learning_curves", "jacobian_norms_layer_1_reverse", "gates_layer_1", "over_training"):
+    assert "band of its 95 % Student-t interval" in md
+    for stem in ("learning_curves", "jacobian_norms_layer_1_reverse", "gates_layer_1", "over_training",
+                 "grad_norms", "jacobian_norms_seeds"):
         assert (report / "figures" / f"{stem}.png").is_file()
 
 

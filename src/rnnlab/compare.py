@@ -469,7 +469,25 @@ def _seed_run(cfg_dict: dict, metric: str, thr: float) -> dict:
     r = train(cfg, progress=False)
     vals = [rec for rec in r.records if rec["split"] == "val"]
     return {"final": r.final, "steps_to_threshold": _first_reached(vals, metric, thr),
-            "curve": [(rec["step"], rec.get(metric)) for rec in vals]}
+            "curve": [(rec["step"], rec.get(metric)) for rec in vals], **_seed_diagnostics(cfg, r.model)}
+
+
+def _seed_diagnostics(cfg: TrainConfig, model: SequenceModel) -> dict:
+    """The gradient flow of one seed's run on the task's diagnostic batch, as the first seed's is measured:
+    ||dL/dh_t|| at initialisation and after training, and the exact Jacobian norms of layer 0 (forward)."""
+    task = build_task(cfg)
+    batch = diag.diagnostic_batch(task)
+    init = SequenceModel(model_config_for(cfg, task), seed=np.random.default_rng([cfg.seed, 0]))
+    out = {}
+    for key, m in (("grad_norm_h", model), ("init_grad_norm_h", init)):
+        m.eval()
+        out[key] = np.asarray(diag.model_grad_norms(m, batch)["grad_norm_h"]).tolist()
+        m.train()
+    model.eval()
+    out["jacobian_norm"] = np.asarray(diag.jacobian_norms(model.rnn, diag.layer_inputs(model, batch.inputs), 0, 4,
+                                                          batch.lengths)).tolist()
+    model.train()
+    return out
 
 
 def seed_runs(cfg: TrainConfig, res: dict, seeds: int, runner: str = "serial", workers: int | None = None) -> dict:
@@ -495,7 +513,9 @@ def seed_runs(cfg: TrainConfig, res: dict, seeds: int, runner: str = "serial", w
     else:
         done = [_seed_run(d, metric, thr) for _, d in jobs]
     per = {label: [{"final": e["final"], "steps_to_threshold": e["steps_to_threshold"],
-                    "curve": list(zip(e["curve"]["step"], e["curve"].get(metric, [])))}]
+                    "curve": list(zip(e["curve"]["step"], e["curve"].get(metric, []))),
+                    "grad_norm_h": e["grad_norm_h"], "init_grad_norm_h": e["init"]["grad_norm_h"],
+                    "jacobian_norm": e["jacobian_norm"]}]
            for label, e in res["models"].items()}
     for (label, _), r in zip(jobs, done):
         per[label].append(r)
@@ -524,9 +544,33 @@ def summarize_seeds(per: dict, metric: str, thr: float, runner: str, seed0: int)
         curves[label] = [[step, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                           float(np.min(v)), float(np.max(v)), _interval(v)[2] if len(v) > 1 else 0.0]
                          for step, v in sorted(at.items())]          # step mean sd min max ci95
+    bands = {}
+    for label, runs in per.items():                 # the gradient flow over seeds (runs that measured it)
+        if all("grad_norm_h" in r for r in runs) and len(runs) > 1:
+            bands[label] = {k: _band(r[k] for r in runs) for k in ("grad_norm_h", "init_grad_norm_h", "jacobian_norm")}
+            for key, out in (("grad_norm_h", "grad_ratio"), ("init_grad_norm_h", "init_grad_ratio")):
+                ratios = [float(g[0] / g[-1]) if g[-1] > 0 else float("nan")
+                          for g in (np.asarray(r[key], float) for r in runs)]
+                mean, sd, ci = _interval(ratios)
+                bands[label][out] = {"mean": mean, "sd": sd, "ci95": ci, "values": ratios}
     return {"metric": metric, "mode": "min" if metric in LOWER_IS_BETTER else "max", "threshold": thr,
             "rows": rows, "curves": curves, "runner": runner, "seeds": [seed0 + s for s in range(len(next(
-                iter(per.values()))))], "stopped_by_scheduler": []}
+                iter(per.values()))))], "stopped_by_scheduler": [], "gradient_bands": bands}
+
+
+def _band(curves) -> dict:
+    """Norms per step t of each seed, each relative to its own value at the last step (as the figures plot
+    them), reversed to distance from the loss -> {"mean", "lo", "hi"} over seeds (95 % Student-t interval)."""
+    from .seeds import interval as _interval
+    rel = []
+    for g in curves:
+        g = np.asarray(g, float)
+        rel.append(g[::-1] / (g[-1] if g[-1] > 0 else 1.0))
+    rel = np.array(rel)                                                   # (seeds, T)
+    stats = [_interval(rel[:, i]) for i in range(rel.shape[1])]
+    mean = np.array([s[0] for s in stats])
+    ci = np.array([s[2] for s in stats])
+    return {"mean": mean.tolist(), "lo": (mean - ci).tolist(), "hi": (mean + ci).tolist()}
 
 
 def differing_settings(res: dict) -> list[str]:
@@ -555,6 +599,10 @@ def summary_rows(res: dict) -> list[dict]:
         if sr is not None:                          # over seeds: mean, sd and the 95 % Student-t interval
             row.update({"mean": sr["mean"], "sd": sr["sd"],
                         "ci95": f"[{sr['mean'] - sr['ci95']:.4g}, {sr['mean'] + sr['ci95']:.4g}]"})
+        for key, col in (("grad_ratio", "grad ratio trained"), ("init_grad_ratio", "grad ratio init")):
+            gr = res.get("seeds", {}).get("gradient_bands", {}).get(label, {}).get(key)
+            if gr is not None and np.isfinite(gr["ci95"]):      # over seeds: the mean and its 95 % interval
+                row[col] = f"{gr['mean']:.3g} [{gr['mean'] - gr['ci95']:.3g}, {gr['mean'] + gr['ci95']:.3g}]"
         rows.append(row)
     return rows
 
@@ -593,8 +641,18 @@ def write_compare_report(res: dict, out_dir) -> dict:
     for k, e in res["models"].items():
         series[f"{k} (init)"] = e["init"]["grad_norm_h"]
         series[f"{k} (trained)"] = e["grad_norm_h"]
-    figs["grad"] = report.plot_grad_norms(series, fig_dir, title="Gradient norm vs distance from the loss "
-                                          "(top layer, forward direction)")
+    bands = (sd or {}).get("gradient_bands") or {}
+    banded = bool(bands) and set(bands) == set(res["models"])
+    if banded:                                      # over seeds: mean and 95 % interval of every seed's curve
+        n_seeds = len(sd["seeds"])
+        figs["grad"] = report.plot_norm_bands(
+            {f"{k} ({w})": bands[k][key] for k in res["models"] for w, key in (("init", "init_grad_norm_h"),
+                                                                                ("trained", "grad_norm_h"))},
+            fig_dir, "grad_norms", f"Gradient norm vs distance from the loss (top layer), {n_seeds} seeds: "
+            "mean, band 95 %", r"$\|\partial L/\partial h_t\|$ (relative to the last step)")
+    else:
+        figs["grad"] = report.plot_grad_norms(series, fig_dir, title="Gradient norm vs distance from the loss "
+                                              "(top layer, forward direction)")
     names = list(dict.fromkeys(n for e in res["models"].values() for n in e.get("layers", {"layer 0": None})))
     jac_figs, gate_figs = [], []
     for n_i, name in enumerate(names):
@@ -612,6 +670,11 @@ def write_compare_report(res: dict, out_dir) -> dict:
         stem = "jacobian_norms" if n_i == 0 else f"jacobian_norms_{name.replace(' ', '_')}"
         jac_figs.append(report.plot_grad_norms(jac, fig_dir, stem, f"Exact Jacobian norm ||dh_T/ds_t||_2, {where}",
                                                r"$\|\partial h_T/\partial s_t\|_2$"))
+        if n_i == 0 and banded:                     # layer 0 over seeds too (the trained models')
+            jac_figs.insert(0, report.plot_norm_bands(
+                {f"{k} (trained)": bands[k]["jacobian_norm"] for k in res["models"]}, fig_dir, "jacobian_norms_seeds",
+                f"Exact Jacobian norm ||dh_T/ds_t||_2, {where}, {len(sd['seeds'])} seeds: mean, band 95 %",
+                r"$\|\partial h_T/\partial s_t\|_2$ (relative to the last step)"))
         if gates:
             gate_figs.append(report.plot_gate_stats(gates, fig_dir, "gates" if n_i == 0 else
                                                     f"gates_{name.replace(' ', '_')}", title=where))
@@ -634,9 +697,16 @@ def write_compare_report(res: dict, out_dir) -> dict:
                  "eigenvalue argument; the exact Jacobian norms below show the same through the recurrence alone, "
                  f"for every layer and direction ({', '.join(names)}; a reverse direction in its own order, from "
                  "the last valid step back to t = 0).")
-    if sd and sd.get("rows"):
+    if sd and sd.get("rows") and banded:
+        grad_text += (f" Over {len(sd['seeds'])} seeds: the top layer's gradient norms (at initialisation and trained) "
+                      "and layer 0's trained Jacobian norms are the mean of every seed's curve (each relative to its "
+                      "own last step) with a band of its 95 % Student-t interval, and the table's gradient ratio is "
+                      f"the mean with its interval; the other layers' figures, the gates, the speed columns and "
+                      f"steps to threshold are seed {res['config'].get('seed', 0)}'s run.")
+    elif sd and sd.get("rows"):
         grad_text += (f" These diagnostics, the speed columns and steps to threshold are those of seed "
-                      f"{res['config'].get('seed', 0)}'s run; the seeds' spread is in the table and the learning curves.")
+                      f"{res['config'].get('seed', 0)}'s run (the Ray runner's trials measure no gradients); the seeds' "
+                      f"spread is in the table and the learning curves.")
     sections = [("Results", intro + "\n\n" + table, [figs["learning"]])]
     if sd and sd.get("rows"):
         from .seeds import table as seeds_table

@@ -146,6 +146,25 @@ def plot_grad_norms(series: dict, out_dir, stem="grad_norms", title="Gradient no
     return save_figure(fig, Path(out_dir), stem)
 
 
+def plot_norm_bands(series: dict, out_dir, stem, title, ylabel):
+    """series: {label: {"mean", "lo", "hi"}} over seeds, by distance from the loss, each seed's norms relative
+    to its value at the last step (``compare._band``): the mean and a band of its 95 % interval (log scale)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for label, b in series.items():
+        mean, lo, hi = (np.asarray(b[k], dtype=np.float64) for k in ("mean", "lo", "hi"))
+        x = np.arange(len(mean))
+        ax.plot(x, _positive(mean), label=label, color=_color(label), ls="--" if "init" in label else "-")
+        ax.fill_between(x, _positive(np.maximum(lo, 1e-300)), _positive(hi), color=_color(label), alpha=0.15)
+    ax.set_yscale("log")
+    ax.set_xlabel("distance from the loss (T - 1 - t)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, Path(out_dir), stem)
+
+
 def plot_gate_stats(stats: dict, out_dir, stem="gates", title=None):
     """stats: {label: gate_stats dict}; LSTM forget product over spans and GRU carry fraction. ``title``: the
     layer and direction they are of."""
