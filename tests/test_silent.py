@@ -499,7 +499,7 @@ def test_compare_and_export_refuse_options_they_would_ignore(trained, tmp_path, 
     code, _, err = run(["export", trained / "run", "--format", "torch", "--lengths", "--out", tmp_path / "m.safetensors"],
                        capsys)
     one_line_error(code, err, "export")
-    assert "--lengths adds an ONNX input" in err and not (tmp_path / "m.safetensors").exists()
+    assert "--lengths changes the ONNX graph" in err and not (tmp_path / "m.safetensors").exists()
     outcome("compare/export: an option that would be ignored", "one-line error, nothing written")
 
 
