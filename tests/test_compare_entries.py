@@ -146,6 +146,9 @@ def test_the_serial_and_the_pooled_runner_give_the_same_numbers():
             assert (lo <= mean + 1e-12).all() and (mean <= hi + 1e-12).all() and (hi > lo).any()
         g0 = np.asarray(res["models"][label]["grad_norm_h"])
         assert g0[0] / g0[-1] in b["grad_ratio"]["values"]                # seed 0's own run is one of them
+        v = np.log10(b["grad_ratio"]["values"])                           # geometric mean, interval of the logs
+        assert b["grad_ratio"]["geomean"] == pytest.approx(10 ** v.mean())
+        assert b["grad_ratio"]["hi"] == pytest.approx(10 ** (v.mean() + 4.302652729749464 * v.std(ddof=1) / np.sqrt(3)))
 
 
 def test_one_file_runs_the_comparison_with_intervals_settings_and_every_layer(tmp_path, capsys):
@@ -168,7 +171,7 @@ def test_one_file_runs_the_comparison_with_intervals_settings_and_every_layer(tm
     md = (report / "summary.md").read_text()
     assert "| reset |" in md and "95 % interval" in md and "## Over training" in md
     assert "layer 0, layer 0 reverse, layer 1, layer 1 reverse" in md and "jacobian_norms_layer_1_reverse" in md
-    assert "band of its 95 % Student-t interval" in md
+    assert "band of its 95 % Student-t interval on the log scale" in md
     for stem in ("learning_curves", "jacobian_norms_layer_1_reverse", "gates_layer_1", "over_training",
                  "grad_norms", "jacobian_norms_seeds"):
         assert (report / "figures" / f"{stem}.png").is_file()

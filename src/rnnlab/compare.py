@@ -551,26 +551,32 @@ def summarize_seeds(per: dict, metric: str, thr: float, runner: str, seed0: int)
             for key, out in (("grad_norm_h", "grad_ratio"), ("init_grad_norm_h", "init_grad_ratio")):
                 ratios = [float(g[0] / g[-1]) if g[-1] > 0 else float("nan")
                           for g in (np.asarray(r[key], float) for r in runs)]
-                mean, sd, ci = _interval(ratios)
-                bands[label][out] = {"mean": mean, "sd": sd, "ci95": ci, "values": ratios}
+                mean, sd, ci = _interval(np.log10(np.maximum(ratios, _TINY)))     # norms: on a log scale
+                bands[label][out] = {"geomean": 10 ** mean, "lo": 10 ** (mean - ci), "hi": 10 ** (mean + ci),
+                                     "values": ratios}
     return {"metric": metric, "mode": "min" if metric in LOWER_IS_BETTER else "max", "threshold": thr,
             "rows": rows, "curves": curves, "runner": runner, "seeds": [seed0 + s for s in range(len(next(
                 iter(per.values()))))], "stopped_by_scheduler": [], "gradient_bands": bands}
 
 
+_TINY = 1e-300                          # a norm of exactly 0 on the log scale
+
+
 def _band(curves) -> dict:
     """Norms per step t of each seed, each relative to its own value at the last step (as the figures plot
-    them), reversed to distance from the loss -> {"mean", "lo", "hi"} over seeds (95 % Student-t interval)."""
+    them), reversed to distance from the loss -> {"mean", "lo", "hi"} over seeds: the geometric mean and the
+    95 % Student-t interval of the log10 norms (norms span orders of magnitude; an interval of the values
+    themselves would reach below zero)."""
     from .seeds import interval as _interval
     rel = []
     for g in curves:
         g = np.asarray(g, float)
         rel.append(g[::-1] / (g[-1] if g[-1] > 0 else 1.0))
-    rel = np.array(rel)                                                   # (seeds, T)
-    stats = [_interval(rel[:, i]) for i in range(rel.shape[1])]
+    logs = np.log10(np.maximum(np.array(rel), _TINY))                    # (seeds, T)
+    stats = [_interval(logs[:, i]) for i in range(logs.shape[1])]
     mean = np.array([s[0] for s in stats])
     ci = np.array([s[2] for s in stats])
-    return {"mean": mean.tolist(), "lo": (mean - ci).tolist(), "hi": (mean + ci).tolist()}
+    return {"mean": (10 ** mean).tolist(), "lo": (10 ** (mean - ci)).tolist(), "hi": (10 ** (mean + ci)).tolist()}
 
 
 def differing_settings(res: dict) -> list[str]:
@@ -601,8 +607,8 @@ def summary_rows(res: dict) -> list[dict]:
                         "ci95": f"[{sr['mean'] - sr['ci95']:.4g}, {sr['mean'] + sr['ci95']:.4g}]"})
         for key, col in (("grad_ratio", "grad ratio trained"), ("init_grad_ratio", "grad ratio init")):
             gr = res.get("seeds", {}).get("gradient_bands", {}).get(label, {}).get(key)
-            if gr is not None and np.isfinite(gr["ci95"]):      # over seeds: the mean and its 95 % interval
-                row[col] = f"{gr['mean']:.3g} [{gr['mean'] - gr['ci95']:.3g}, {gr['mean'] + gr['ci95']:.3g}]"
+            if gr is not None and np.isfinite(gr["lo"]):        # over seeds: geometric mean, 95 % interval
+                row[col] = f"{gr['geomean']:.3g} [{gr['lo']:.3g}, {gr['hi']:.3g}]"
         rows.append(row)
     return rows
 
@@ -649,7 +655,7 @@ def write_compare_report(res: dict, out_dir) -> dict:
             {f"{k} ({w})": bands[k][key] for k in res["models"] for w, key in (("init", "init_grad_norm_h"),
                                                                                 ("trained", "grad_norm_h"))},
             fig_dir, "grad_norms", f"Gradient norm vs distance from the loss (top layer), {n_seeds} seeds: "
-            "mean, band 95 %", r"$\|\partial L/\partial h_t\|$ (relative to the last step)")
+            "geometric mean, band 95 %", r"$\|\partial L/\partial h_t\|$ (relative to the last step)")
     else:
         figs["grad"] = report.plot_grad_norms(series, fig_dir, title="Gradient norm vs distance from the loss "
                                               "(top layer, forward direction)")
@@ -673,7 +679,7 @@ def write_compare_report(res: dict, out_dir) -> dict:
         if n_i == 0 and banded:                     # layer 0 over seeds too (the trained models')
             jac_figs.insert(0, report.plot_norm_bands(
                 {f"{k} (trained)": bands[k]["jacobian_norm"] for k in res["models"]}, fig_dir, "jacobian_norms_seeds",
-                f"Exact Jacobian norm ||dh_T/ds_t||_2, {where}, {len(sd['seeds'])} seeds: mean, band 95 %",
+                f"Exact Jacobian norm ||dh_T/ds_t||_2, {where}, {len(sd['seeds'])} seeds: geometric mean, band 95 %",
                 r"$\|\partial h_T/\partial s_t\|_2$ (relative to the last step)"))
         if gates:
             gate_figs.append(report.plot_gate_stats(gates, fig_dir, "gates" if n_i == 0 else
@@ -699,9 +705,10 @@ def write_compare_report(res: dict, out_dir) -> dict:
                  "the last valid step back to t = 0).")
     if sd and sd.get("rows") and banded:
         grad_text += (f" Over {len(sd['seeds'])} seeds: the top layer's gradient norms (at initialisation and trained) "
-                      "and layer 0's trained Jacobian norms are the mean of every seed's curve (each relative to its "
-                      "own last step) with a band of its 95 % Student-t interval, and the table's gradient ratio is "
-                      f"the mean with its interval; the other layers' figures, the gates, the speed columns and "
+                      "and layer 0's trained Jacobian norms are the geometric mean of every seed's curve (each "
+                      "relative to its own last step) with a band of its 95 % Student-t interval on the log scale, "
+                      "and the table's gradient ratios are geometric means with that interval; the other layers' "
+                      f"figures, the gates, the speed columns and "
                       f"steps to threshold are seed {res['config'].get('seed', 0)}'s run.")
     elif sd and sd.get("rows"):
         grad_text += (f" These diagnostics, the speed columns and steps to threshold are those of seed "

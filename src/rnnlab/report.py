@@ -148,14 +148,14 @@ def plot_grad_norms(series: dict, out_dir, stem="grad_norms", title="Gradient no
 
 def plot_norm_bands(series: dict, out_dir, stem, title, ylabel):
     """series: {label: {"mean", "lo", "hi"}} over seeds, by distance from the loss, each seed's norms relative
-    to its value at the last step (``compare._band``): the mean and a band of its 95 % interval (log scale)."""
+    to its value at the last step (``compare._band``): the geometric mean and a band of its 95 % interval."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, b in series.items():
         mean, lo, hi = (np.asarray(b[k], dtype=np.float64) for k in ("mean", "lo", "hi"))
         x = np.arange(len(mean))
         ax.plot(x, _positive(mean), label=label, color=_color(label), ls="--" if "init" in label else "-")
-        ax.fill_between(x, _positive(np.maximum(lo, 1e-300)), _positive(hi), color=_color(label), alpha=0.15)
+        ax.fill_between(x, _positive(lo), _positive(hi), color=_color(label), alpha=0.15)
     ax.set_yscale("log")
     ax.set_xlabel("distance from the loss (T - 1 - t)")
     ax.set_ylabel(ylabel)
