@@ -651,7 +651,7 @@ def write_compare_report(res: dict, out_dir) -> dict:
     banded = bool(bands) and set(bands) == set(res["models"])
     if banded:                                      # over seeds: mean and 95 % interval of every seed's curve
         n_seeds = len(sd["seeds"])
-        figs["grad"] = report.plot_norm_bands(
+        figs["grad"] = report.plot_grad_norms(
             {f"{k} ({w})": bands[k][key] for k in res["models"] for w, key in (("init", "init_grad_norm_h"),
                                                                                 ("trained", "grad_norm_h"))},
             fig_dir, "grad_norms", f"Gradient norm vs distance from the loss (top layer), {n_seeds} seeds: "
@@ -677,7 +677,7 @@ def write_compare_report(res: dict, out_dir) -> dict:
         jac_figs.append(report.plot_grad_norms(jac, fig_dir, stem, f"Exact Jacobian norm ||dh_T/ds_t||_2, {where}",
                                                r"$\|\partial h_T/\partial s_t\|_2$"))
         if n_i == 0 and banded:                     # layer 0 over seeds too (the trained models')
-            jac_figs.insert(0, report.plot_norm_bands(
+            jac_figs.insert(0, report.plot_grad_norms(
                 {f"{k} (trained)": bands[k]["jacobian_norm"] for k in res["models"]}, fig_dir, "jacobian_norms_seeds",
                 f"Exact Jacobian norm ||dh_T/ds_t||_2, {where}, {len(sd['seeds'])} seeds: geometric mean, band 95 %",
                 r"$\|\partial h_T/\partial s_t\|_2$ (relative to the last step)"))

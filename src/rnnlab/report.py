@@ -129,33 +129,22 @@ def plot_over_training(records: dict, out_dir, stem="over_training"):
 
 def plot_grad_norms(series: dict, out_dir, stem="grad_norms", title="Gradient norm vs distance from the loss",
                     ylabel=r"$\|\partial L/\partial h_t\|$ (relative to the last step)"):
-    """series: {label: norms indexed by time step t (loss at the last step)}; plotted against T-1-t."""
+    """series: {label: norms indexed by time step t (loss at the last step)}; plotted against T-1-t, relative to
+    the last step; or {label: {"mean", "lo", "hi"}} already by distance and relative (``compare._band``, over
+    seeds): the geometric mean and a band of its 95 % interval."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, g in series.items():
+        ls = "--" if "init" in label else "-"
+        if isinstance(g, dict):
+            mean, lo, hi = (np.asarray(g[k], dtype=np.float64) for k in ("mean", "lo", "hi"))
+            x = np.arange(len(mean))
+            ax.plot(x, _positive(mean), label=label, color=_color(label), ls=ls)
+            ax.fill_between(x, _positive(lo), _positive(hi), color=_color(label), alpha=0.15)
+            continue
         g = np.asarray(g, dtype=np.float64)
         ref = g[-1] if g[-1] > 0 else 1.0
-        ax.plot(np.arange(len(g)), _positive(g[::-1] / ref), label=label, color=_color(label),
-                ls="--" if "init" in label else "-")
-    ax.set_yscale("log")
-    ax.set_xlabel("distance from the loss (T - 1 - t)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    return save_figure(fig, Path(out_dir), stem)
-
-
-def plot_norm_bands(series: dict, out_dir, stem, title, ylabel):
-    """series: {label: {"mean", "lo", "hi"}} over seeds, by distance from the loss, each seed's norms relative
-    to its value at the last step (``compare._band``): the geometric mean and a band of its 95 % interval."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for label, b in series.items():
-        mean, lo, hi = (np.asarray(b[k], dtype=np.float64) for k in ("mean", "lo", "hi"))
-        x = np.arange(len(mean))
-        ax.plot(x, _positive(mean), label=label, color=_color(label), ls="--" if "init" in label else "-")
-        ax.fill_between(x, _positive(lo), _positive(hi), color=_color(label), alpha=0.15)
+        ax.plot(np.arange(len(g)), _positive(g[::-1] / ref), label=label, color=_color(label), ls=ls)
     ax.set_yscale("log")
     ax.set_xlabel("distance from the loss (T - 1 - t)")
     ax.set_ylabel(ylabel)
