@@ -90,3 +90,12 @@ def test_tile_benchmark_checks_and_times_every_candidate(tmp_path, capsys):
     assert "sse 6x2*" in capsys.readouterr().out              # the tile rnnlab uses is marked
     with pytest.raises(SystemExit):
         main(["--variants", "neon"])
+
+
+def test_stream_benchmark_runs(tmp_path, capsys):
+    from benchmarks.stream import main
+    assert main(["--cells", "gru", "--hidden", "8", "--steps", "4", "--repeats", "1", "--json",
+                 str(tmp_path / "s.json")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["feed_us_per_step"] > 0 and rows[0]["one_call_us_per_step"] > 0
+    assert "| GRU | 8 |" in capsys.readouterr().out
