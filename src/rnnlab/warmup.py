@@ -3,7 +3,8 @@
 Numba compiles each kernel on its first call and keeps the machine code on disk (``cache=True``): the first
 process that uses a kernel pays for compiling it, later processes load it. This runs every compiled backend
 once on a tiny batch (forward with gradients and backward, with and without padded rows, and an inference
-forward; "units", which serves inference only, the inference forward) for the requested cells and dtypes.
+forward; "units", which serves inference only, the inference forward) for the requested cells and dtypes, and
+the one-thread loop on one row too, a one-step call (a stream's) and a long one.
 """
 from __future__ import annotations
 
@@ -59,6 +60,14 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
                         layer.backward(np.ones_like(out))
                     with no_grad():
                         layer(x, lengths=lengths)
+                if backend == "loop" and name not in DIAGONAL:     # one row: a short call (a stream's step) and a
+                    from .kernels.loop import SHORT_CALL            # long one read the weights differently
+                    for T in (1, SHORT_CALL):
+                        x1 = rng.standard_normal((T, 1, 3)).astype(dtype)
+                        out, _ = layer(x1)
+                        layer.backward(np.ones_like(out))
+                        with no_grad():
+                            layer(x1)
                 label = f"{name} {backend} {dtype}"
                 times[label] = time.perf_counter() - t0
                 if report is not None:

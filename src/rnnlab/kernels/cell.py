@@ -45,9 +45,8 @@ from numba.extending import NativeValue, models, overload, register_model, typeo
 # The row kernels are inlined into the loops at Numba's IR level (a call per row costs the reference counts of
 # a dozen arrays); Numba's SSA pass then warns, from a pedantic self-check, about the inlined loops' variables.
 # The compiled code is right (every backend is tested against the NumPy reference); the warning is noise.
-# (It is raised from numba.core.ssa, or attributed to the loop's file when Numba's own warning filter rewrites it.)
-warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r"numba\.core\.ssa")
-warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r"rnnlab\.kernels\.")
+# (Raised from numba.core.ssa, or re-raised by Numba's compiler at the loop's file: filtered by category.)
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
 
 _KERNELS: dict = {}                         # type key -> CellKernel
 
