@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from .errors import CheckpointError
+from .outputs import FINAL
 
 CARD_MD, CARD_JSON = "card.md", "card.json"
-FINAL = "model.safetensors"                 # the run's final model file (trainer.FINAL; read here without the trainer)
 
 
 def card_data(run_dir) -> dict:

@@ -287,16 +287,11 @@ def cmd_evaluate(args) -> int:
             metrics = evaluate(model, task, task.batches_of(seqs))
         print(f"{Path(args.data).name} ({len(seqs.cases)} sequences) / {cfg.model}: "
               + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if encoding.problem in ("classify", "tag"):     # per class: accuracy alone hides a neglected class
-            from .metrics import classification_report, report_text
-            from .tasks.sequences import predict_outputs
-            probs = predict_outputs(model, encoding, seqs)
-            pred = [encoding.classes_array[np.asarray(p).argmax(-1)] for p in probs]
-            true = seqs.targets
-            if encoding.problem == "tag":
-                pred, true = np.concatenate(pred), np.concatenate([np.asarray(t) for t in true])
-            metrics["classes"] = classification_report(true, pred, encoding.classes_array)
-            print(report_text(metrics["classes"]))
+        report = task.class_report(model)           # per class: accuracy alone hides a neglected class
+        if report is not None:
+            from .metrics import report_text
+            metrics["classes"] = report
+            print(report_text(report))
         for n in seqs.notes:
             print(f"note: {n}")
     else:
@@ -623,8 +618,9 @@ def cmd_gradients(args) -> int:
     return 0
 
 
-def _load_any(path):
-    """A run folder / model checkpoint -> ("model", SequenceModel); a layer file -> ("layer", layer)."""
+def _load_any(path, with_meta=False):
+    """A run folder / model checkpoint -> ("model", SequenceModel); a layer file -> ("layer", layer).
+    ``with_meta``: (kind, object, the model's metadata or None)."""
     from .checkpoint import load_checkpoint
     from .interop.files import load_layer
     from .trainer import load_model
@@ -632,8 +628,9 @@ def _load_any(path):
     if p.is_file():
         _, meta = load_checkpoint(p)
         if meta.get("kind") == "layer":
-            return "layer", load_layer(p)
-    return "model", load_model(p)[0]
+            return ("layer", load_layer(p), None) if with_meta else ("layer", load_layer(p))
+    model, meta = load_model(p)
+    return ("model", model, meta) if with_meta else ("model", model)
 
 
 def _save_tensors(tensors, out):
@@ -654,7 +651,7 @@ def cmd_export(args) -> int:
         if getattr(args, flag_name) and args.format != "onnx":
             raise ConfigError(f"{flag_name}: --{flag_name.replace('_', '-')} changes the ONNX graph; --format "
                               f"{args.format} writes weights only")
-    kind, obj = _load_any(args.checkpoint)
+    kind, obj, meta = _load_any(args.checkpoint, with_meta=True)
     if (args.state or args.batch_first) and kind != "model":
         raise ConfigError(f"{'state' if args.state else 'batch_first'}: an option of a model's export; a layer file "
                           f"exports with its own batch_first and h0/c0 inputs")
@@ -666,8 +663,7 @@ def cmd_export(args) -> int:
         kw, what = {}, ""
         if kind == "model":
             from .encoding import Encoding
-            from .trainer import load_model
-            info = load_model(args.checkpoint)[1].get("task_info", {})
+            info = meta.get("task_info", {})
             enc = Encoding.from_dict(info["encoding"]) if "encoding" in info else None
             kw = {"encoding": enc, "state": args.state, "batch_first": args.batch_first}
             what = ("; raw features in, standardised inside" if enc is not None else "") + (

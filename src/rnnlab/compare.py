@@ -404,7 +404,7 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
     batch = diag.diagnostic_batch(task)
     for label, cell, over in runs:
         rcfg = dataclasses.replace(cfg, **over)
-        init_model = SequenceModel(model_config_for(rcfg, task), seed=np.random.default_rng([rcfg.seed, 0]))
+        init_model = _init_model(rcfg, task)
         init = gradient_report(init_model, batch)
         r = train(rcfg, progress=progress)
         vals = [rec for rec in r.records if rec["split"] == "val"]
@@ -472,12 +472,17 @@ def _seed_run(cfg_dict: dict, metric: str, thr: float) -> dict:
             "curve": [(rec["step"], rec.get(metric)) for rec in vals], **_seed_diagnostics(cfg, r.model)}
 
 
+def _init_model(cfg: TrainConfig, task) -> SequenceModel:
+    """The model as a run of ``cfg`` starts it (its seed's initialisation): the gradient flow "at init"."""
+    return SequenceModel(model_config_for(cfg, task), seed=np.random.default_rng([cfg.seed, 0]))
+
+
 def _seed_diagnostics(cfg: TrainConfig, model: SequenceModel) -> dict:
     """The gradient flow of one seed's run on the task's diagnostic batch, as the first seed's is measured:
     ||dL/dh_t|| at initialisation and after training, and the exact Jacobian norms of layer 0 (forward)."""
     task = build_task(cfg)
     batch = diag.diagnostic_batch(task)
-    init = SequenceModel(model_config_for(cfg, task), seed=np.random.default_rng([cfg.seed, 0]))
+    init = _init_model(cfg, task)
     out = {}
     for key, m in (("grad_norm_h", model), ("init_grad_norm_h", init)):
         m.eval()

@@ -301,9 +301,9 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         if isinstance(cw, str):
             if cw != "balanced":
                 raise DataError(f"class_weight: expected 'balanced' or a dict {{label: weight}}, got {cw!r}")
-            counts = {k: int((y == k).sum()) for k in labels}
-            table = {k: len(y) / (len(labels) * c) for k, c in counts.items()}
-        elif isinstance(cw, dict):
+            from sklearn.utils.class_weight import compute_sample_weight
+            return compute_sample_weight("balanced", y.tolist())          # n / (K n_k), scikit-learn's rule
+        if isinstance(cw, dict):
             unknown = [k for k in cw if k not in set(labels)]
             if unknown:
                 raise DataError(f"class_weight: label {unknown[0]!r} is not a class of y (classes: {labels})")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .outputs import RUN_FILES
+from .outputs import FINAL, RUN_FILES
 from .config import MAX_STEPS, TrainConfig, read_toml, write_toml
 from .errors import CheckpointError, ConfigError, NonFiniteError
 from .grad_mode import no_grad
@@ -26,7 +26,6 @@ from .optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_opt
 from .tasks import build_task
 
 CHECKPOINT = "checkpoint.safetensors"
-FINAL = "model.safetensors"
 
 
 @dataclass

@@ -44,16 +44,6 @@ def variant() -> str:
     return host_variant()
 
 
-def variant_now() -> str:
-    """``variant()`` for the per-call path: one read of the environment, the host's answer remembered (a layer's
-    call on a few steps is tens of microseconds; the lookups add up)."""
-    env = os.environ.get("RNNLAB_SIMD")
-    return variant() if env else _HOST[0] if _HOST else _HOST.append(host_variant()) or _HOST[0]
-
-
-_HOST = []
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

@@ -426,6 +426,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     x = np.ascontiguousarray(x)
     m2 = mask_rows(mask, T, dt)
     fused = kern.sums and ln is None and packed
+    short = ln is None and not packed and T < SHORT_CALL    # one-row products on the layer's own W^T
     # the biases: cells whose products enter as a sum take b_ih + b_hh once, with x W_ih^T; others keep b_hh
     # apart (the GRU's n gate reads r (h W_hn^T + b_hn)) and add it after layer norm
     if kern.sums:
@@ -450,7 +451,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
         XH = np.empty((B, I + H + (0 if bx.size == 0 else 1)), dt)
         W1 = pack(W_ih.T, W_hh.T, bx[None, :]) if bx.size else pack(W_ih.T, W_hh.T)
         bx = _empty(1, dt)
-    elif not packed and T < SHORT_CALL:                 # the layer's W^T as it is: no per-call copy or packing
+    elif short:                                         # the layer's W^T as it is: no per-call copy or packing
         XW = np.empty((B, GH), dt)
         Pih = np.asfortranarray(W_ih.T)                 # (I, G*H), columns contiguous: a view of W_ih
         W1 = np.asfortranarray(W_hh.T[:, :n1])
@@ -459,8 +460,7 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
         Pih = _pack1(W_ih.T, nr(dt))                    # pack() of one block, without its checks
         W1 = _weights(W_hh.T[:, :n1], packed)
     if kern.phases == 2:
-        W2 = np.asfortranarray(W_hh.T[:, n1:]) if W1.ndim == 2 and W1.flags.f_contiguous and not \
-            W1.flags.c_contiguous else _weights(W_hh.T[:, n1:], packed)
+        W2 = np.asfortranarray(W_hh.T[:, n1:]) if short else _weights(W_hh.T[:, n1:], packed)
     else:
         W2 = _empty(3 if packed else 2, dt)
     S = _stack(state0, dt)                                          # (n, B, H)

@@ -52,7 +52,7 @@ _TOKEN_VB = {t: host.VARIANTS[v] // 8 for t, v in _TOKEN_NAME.items()}          
 
 def vector_bytes() -> int:
     """Bytes per vector of the variant in use: 64 (avx512), 32 (avx2) or 16 (sse)."""
-    return host.VARIANTS[host.variant_now()] // 8
+    return host.VARIANTS[host.variant()] // 8
 
 
 _TOKENS = {v: np.empty(0, d) for v, d in _TOKEN.items()}     # empty, so never written: one per variant
@@ -60,12 +60,12 @@ _TOKENS = {v: np.empty(0, d) for v, d in _TOKEN.items()}     # empty, so never w
 
 def token() -> np.ndarray:
     """The variant in use as the compiled kernels take it: an empty array whose dtype names it."""
-    return _TOKENS[host.variant_now()]
+    return _TOKENS[host.variant()]
 
 
 def nr(dtype) -> int:
     """Columns per packed panel: NV vectors of the variant in use (``TILES``)."""
-    v = host.variant_now()
+    v = host.variant()
     return TILES[v][1] * host.VARIANTS[v] // 8 // np.dtype(dtype).itemsize
 
 
