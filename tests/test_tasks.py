@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.tasks import Adding, CharLM, Copy, Forecast, read_csv_column, read_ts, ts_task
+from rnnlab.tasks import Adding, CharLM, Copy, read_ts, ts_task
 
 
 def test_adding_format(rng):
@@ -68,34 +68,6 @@ def test_ts_reader_errors(tmp_path, text, match):
         read_ts(p)
 
 
-def test_csv_column(tmp_path):
-    p = tmp_path / "s.csv"
-    p.write_text("year,value\n2000,1.5\n2001,\n2002,2.5\n")
-    np.testing.assert_array_equal(read_csv_column(p, "value"), [1.5, 2.5])
-    np.testing.assert_array_equal(read_csv_column(p, "0"), [2000, 2001, 2002])
-    with pytest.raises(ConfigError, match="column: expected one of.*did you mean 'value'"):
-        read_csv_column(p, "valeu")
-    p.write_text("year,value\n2000,abc\n")
-    with pytest.raises(ConfigError, match="holds 'abc', not a number"):
-        read_csv_column(p, "value")
-    with pytest.raises(FileNotFoundError):
-        read_csv_column(tmp_path / "none.csv", "value")
-
-
-def test_forecast_windows():
-    series = np.arange(100, dtype=float)
-    task = Forecast(series, seq_len=5, horizon=3, val_fraction=0.2)
-    b = task.val_batches()[0]
-    assert b.inputs.shape[0] == 5 and b.targets.shape[1] == 3
-    z = lambda v: (v - task.mean) / task.std  # noqa: E731
-    start = task.val_starts[0]
-    np.testing.assert_allclose(b.inputs[:, 0, 0], z(np.arange(start, start + 5)))
-    np.testing.assert_allclose(b.targets[0], z(np.arange(start + 5, start + 8)))
-    assert (task.val_starts + 5 >= task.n_train).all()                     # targets lie in the val part
-    with pytest.raises(ConfigError, match="too short"):
-        Forecast(np.arange(10.0), seq_len=20)
-
-
 def test_charlm_streams_and_vocab():
     text = "abcdefghij" * 50
     task = CharLM(text, seq_len=8, val_fraction=0.2)
@@ -120,9 +92,10 @@ def test_digits_and_sunspots_load():
     assert b.inputs.shape[0] == 8 and b.inputs.shape[2] == 8 and t.output_size == 10
     assert 0 <= b.inputs.min() and b.inputs.max() <= 1
     pytest.importorskip("statsmodels")
-    from rnnlab.tasks import sunspots_path
-    s = read_csv_column(sunspots_path(), "SUNACTIVITY")
-    assert len(s) == 309 and s.min() >= 0
+    from rnnlab.sequences import read_table
+    from rnnlab.tasks.forecast import read_panel, sunspots_path
+    p = read_panel(read_table(sunspots_path()), "", "YEAR", "SUNACTIVITY")
+    assert len(p.values[0]) == 309 and p.values[0].min() >= 0
 
 
 def test_shakespeare_text():

@@ -189,8 +189,8 @@ def _ts_file(tmp_path):
     ("digits", ["--model", "rnn"]),
     ("ts", []),
     ("chars", ["--seq-len", "16", "--input-mode", "embedding"]),
-    ("forecast", ["--seq-len", "12", "--horizon", "3"]),
-    ("forecast-csv", ["--seq-len", "4"]),
+    ("forecast", ["--seq-len", "12", "--horizon", "3", "--data", "sunspots"]),
+    ("forecast-csv", ["--seq-len", "4", "--time-col", "t", "--target-col", "value"]),
 ])
 def test_every_task_trains_from_the_cli(task, extra, tmp_path, text_file, capsys):
     if task == "digits":
@@ -207,10 +207,10 @@ def test_every_task_trains_from_the_cli(task, extra, tmp_path, text_file, capsys
     if task == "forecast-csv":
         csv = tmp_path / "s.csv"
         csv.write_text("t,value\n" + "".join(f"{i},{np.sin(i / 3):.4f}\n" for i in range(80)))
-        args += ["--csv", str(csv), "--column", "value"]
+        args += ["--data", str(csv)]
     rc, stdout, stderr = _cli(args, capsys)
     assert rc == 0, stderr
-    assert "validation:" in stdout and "baseline:" in stdout
+    assert "validation:" in stdout and "baseline" in stdout
     model, meta = T.load_model(out / T.FINAL)
     assert meta["config"]["task"] == task.split("-")[0]
     rc, stdout, stderr = _cli(["evaluate", str(out)], capsys)
@@ -251,7 +251,7 @@ def test_config_file_and_flag_override(tmp_path, capsys):
     (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
     (["--task", "chars", "--text", "EMPTY"], "text: expected at least"),
     (["--task", "chars", "--text", "/no/such/file.txt"], "does not exist"),
-    (["--task", "forecast", "--csv", "CSV", "--column", "nope"], "column: expected one of"),
+    (["--task", "forecast", "--data", "CSV", "--time-col", "a", "--target-col", "nope"], "--target-col: no column 'nope'"),
     (["--task", "ts"], "--ts-train"),
     (["--config", "BADKEY"], "unknown option 'hiden_size' (did you mean 'hidden_size'?)"),
     (["--lr", "-1"], "lr: expected a number > 0.0"),

@@ -35,6 +35,10 @@ def card_data(run_dir) -> dict:
                 "validation": cfg.get("val_data") or (f"{cfg.get('val_fraction')} of the file, held out"
                                                       if cfg.get("val_fraction") else None),
                 "validation_sha256": info.get("val_data_digest")}
+    fc = info.get("forecast")
+    if fc and cfg.get("data"):
+        data = {"file": cfg["data"], "sha256": info.get("data_digest"),
+                "validation": f"the last {cfg.get('val_fraction')} of the table's times (a split in time)"}
     card = {
         "run": str(run_dir.resolve()),
         "task": cfg["task"], "description": meta.get("description"),
@@ -42,11 +46,16 @@ def card_data(run_dir) -> dict:
                   "bidirectional": mcfg.get("bidirectional"), "parameters": int(sum(v.size for v in tensors.values())),
                   "dtype": mcfg.get("dtype"), "prediction": mcfg.get("prediction"), "target": mcfg.get("target")},
         "data": data,
-        "problem": enc["problem"] if enc else None,
+        "problem": enc["problem"] if enc else ("forecast" if fc else None),
         "features": enc.get("feature_names") if enc else None,
         "classes": [str(c) for c in enc["classes"]] if enc and enc.get("classes") is not None else None,
         "metrics": meta.get("metrics", {}),
         "baseline": meta.get("baseline"),
+        "baselines": meta.get("baselines"),
+        "forecast": None if not fc else {
+            "targets": fc["targets"], "past_covariates": fc["past"], "future_covariates": fc["future"],
+            "horizon": fc["horizon"], "window": fc["seq_len"], "quantiles": fc["quantiles"], "season": fc["season"],
+            "inputs": fc["targets"] + fc["past"] + fc["future"] + (["is_future"] if fc["future"] else [])},
         "class_report": meta.get("class_report"),
         "training": {k: cfg.get(k) for k in ("steps", "batch_size", "optimizer", "lr", "clip", "seed", "schedule",
                                              "weight_decay", "patience", "val_fraction") if k in cfg},
@@ -94,13 +103,26 @@ def card_markdown(card: dict) -> str:
         if d.get("validation"):
             out.append(f"- validation: {d['validation']}"
                        + (f" (sha256 `{d['validation_sha256']}`)" if d.get("validation_sha256") else ""))
-        out.append(f"- problem: {card['problem']}; features (read by name, in this order): "
-                   + ", ".join(f"`{f}`" for f in card["features"] or []))
+        if card.get("forecast"):
+            f = card["forecast"]
+            out.append(f"- problem: forecast {', '.join(f'`{t}`' for t in f['targets'])}, {f['horizon']} steps ahead "
+                       f"at once from a window of {f['window']}; model inputs per step (in this order): "
+                       + ", ".join(f"`{c}`" for c in f["inputs"]))
+            out.append(f"- quantiles: {f['quantiles'] or 'none (a point forecast, MSE)'}; season {f['season']}")
+        else:
+            out.append(f"- problem: {card['problem']}; features (read by name, in this order): "
+                       + ", ".join(f"`{f}`" for f in card["features"] or []))
         if card["classes"]:
             out.append("- classes (the order of the probability columns): " + ", ".join(f"`{c}`" for c in card["classes"]))
     out += ["", "## Metrics (validation, at the end of training)", "", "| metric | value |", "|---|---|"]
     out += [f"| {k} | {v:.4g} |" for k, v in card["metrics"].items() if isinstance(v, (int, float))]
-    if card.get("baseline"):
+    if card.get("baselines"):
+        out += ["", "Baselines on the same validation windows (what a model that only repeats the past scores):", "",
+                "| baseline | " + " | ".join(next(iter(card["baselines"].values()))) + " |",
+                "|---" * (1 + len(next(iter(card["baselines"].values())))) + "|"]
+        out += [f"| {n.replace('_', ' ')} | " + " | ".join(f"{v:.4g}" for v in m.values()) + " |"
+                for n, m in card["baselines"].items()]
+    elif card.get("baseline"):
         name, value = card["baseline"]
         out += ["", f"Baseline: {name} {value:.4g} (what a model that ignores the sequences scores)."]
     rep = card.get("class_report")

@@ -133,7 +133,10 @@ def _print_summary(r, file=None):
                  f";  clipped {r.clipped_steps}, skipped {r.skipped_steps}")
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in r.final.items())
     lines.append(f"   validation: {metrics}")
-    if r.baseline:
+    if hasattr(r.task, "baselines"):
+        lines += [f"   baseline {n.replace('_', ' ')}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items())
+                  for n, m in r.task.baselines().items()]
+    elif r.baseline:
         lines.append(f"   baseline:   {r.baseline[0]} {r.baseline[1]:.4f}")
     if r.stopped_early:
         lines.append(f"   early stopping: no lower validation loss in {cfg.patience} evaluations; weights of step "
@@ -147,9 +150,10 @@ def _print_summary(r, file=None):
 
 def _inputs(cfg, args=None) -> list:
     """The files a command reads (its outputs may not be any of them)."""
-    files = [cfg.data, cfg.val_data, cfg.ts_train, cfg.ts_test]
+    from .tasks.forecast import DATASETS
+    files = [cfg.data if not (cfg.task == "forecast" and cfg.data in DATASETS) else "", cfg.val_data, cfg.ts_train,
+             cfg.ts_test]
     files += [cfg.text] if cfg.task == "chars" and cfg.text != "shakespeare" else []
-    files += [cfg.csv] if cfg.task == "forecast" and cfg.csv != "sunspots" else []
     files += [getattr(args, "config", None)] if args is not None else []
     return [f for f in files if f]
 
@@ -276,7 +280,19 @@ def cmd_evaluate(args) -> int:
     from .config import TrainConfig
     from .tasks import build_task
     from .trainer import evaluate, load_model
-    if args.data:
+    fc = _forecast_run(args.checkpoint) if args.data else None
+    if fc is not None:                              # a held-out table: every window of it scored (a backtest)
+        from .tasks.forecast import ForecastTask
+        model, cfg, spec = fc
+        _check_json(args, [args.data, args.checkpoint] + _inputs(cfg))
+        panel = _recent_panel(spec, cfg, args.data)
+        task = ForecastTask(panel, spec, fitted=True, backtest=True, name=Path(args.data).name)
+        metrics = evaluate(model, task)
+        print(f"{task.describe()}\n{Path(args.data).name} / {cfg.model}: "
+              + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        _print_baselines(task)
+        metrics["baselines"] = task.baselines()
+    elif args.data:
         from .tasks.sequences import SequenceTask
         model, cfg, encoding, _ = _data_run(args.checkpoint)
         _check_json(args, [args.data, args.checkpoint] + _inputs(cfg))
@@ -302,17 +318,30 @@ def cmd_evaluate(args) -> int:
         metrics = evaluate(model, task)
         print(f"{cfg.task} / {cfg.model}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         b = task.baseline()
-        if b:
+        if hasattr(task, "baselines"):
+            _print_baselines(task)
+            metrics["baselines"] = task.baselines()
+        elif b:
             print(f"baseline: {b[0]} {b[1]:.4f}")
     if args.json:
         _write_json(args.json, metrics)
     return 0
 
 
+def _print_baselines(task, indent="", file=None):
+    """A forecaster's baselines, scored as the model is on the same windows."""
+    for name, m in task.baselines().items():
+        print(f"{indent}baseline {name.replace('_', ' ')}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()),
+              file=file or sys.stdout)
+
+
 def cmd_predict(args) -> int:
     from .sequences import write_table
     from .tasks.sequences import prediction_frame, predict_outputs
     from .outputs import check_output
+    fc = _forecast_run(args.checkpoint)
+    if fc is not None:
+        return _predict_forecast(args, *fc)
     model, cfg, encoding, _ = _data_run(args.checkpoint)           # reads the run, writes nothing
     out = check_output(args.out, "--out", [args.data, args.checkpoint] + _inputs(cfg), args.force,
                        (".csv", ".parquet"))
@@ -324,6 +353,54 @@ def cmd_predict(args) -> int:
         print(f"note: {n}")
     print(f"wrote {out}: {len(frame)} rows ({encoding.problem}; columns {', '.join(map(str, frame.columns[:6]))}"
           f"{', ...' if len(frame.columns) > 6 else ''})")
+    return 0
+
+
+def _forecast_run(checkpoint):
+    """(model, config, spec) of a forecasting run, or None for any other run."""
+    from .config import TrainConfig
+    from .trainer import load_model
+    from .tasks.forecast import ForecastSpec
+    model, meta = load_model(checkpoint)
+    info = meta.get("task_info", {})
+    if "forecast" not in info:
+        return None
+    return model, TrainConfig.from_dict(meta["config"]), ForecastSpec.from_dict(info["forecast"])
+
+
+def _recent_panel(spec, cfg, path):
+    """A table of recent values read as the run read its training table: its columns by name."""
+    from .sequences import read_table
+    from .tasks.forecast import DATASETS, dataset_path, read_panel
+    if path in DATASETS and cfg.data == path:
+        file, source = dataset_path(path), path
+    else:
+        file, source = Path(path), str(path)
+        if file.suffix not in (".csv", ".parquet"):
+            from .errors import DataError
+            raise DataError(f"data: a forecaster reads a long table (.csv or .parquet), got {file.name!r}")
+        if not file.is_file():
+            raise FileNotFoundError(f"data: file {str(file)!r} does not exist")
+    return read_panel(read_table(file, spec.id_col), spec.id_col or "", spec.time_col, "", source=source,
+                      time_format=spec.time_format, for_training=False,
+                      columns={"targets": spec.targets, "past": spec.past, "future": spec.future,
+                               "id_col": spec.id_col})
+
+
+def _predict_forecast(args, model, cfg, spec) -> int:
+    from .outputs import check_output
+    from .sequences import write_table
+    from .tasks.forecast import DATASETS, forecast_frame
+    data = args.data if args.data not in DATASETS else ""
+    out = check_output(args.out, "--out", [data, args.checkpoint] + _inputs(cfg), args.force, (".csv", ".parquet"))
+    panel = _recent_panel(spec, cfg, args.data)
+    frame = forecast_frame(model, spec, panel)
+    write_table(frame, out)
+    for n in panel.notes:
+        print(f"note: {n}")
+    what = f"{len(panel.ids)} series x {spec.horizon} steps" + (
+        f"; interval {spec.quantiles[0]}-{spec.quantiles[-1]} quantiles" if len(spec.quantiles) > 1 else "")
+    print(f"wrote {out}: {len(frame)} rows ({what}; columns {', '.join(map(str, frame.columns))})")
     return 0
 
 
@@ -666,8 +743,14 @@ def cmd_export(args) -> int:
             info = meta.get("task_info", {})
             enc = Encoding.from_dict(info["encoding"]) if "encoding" in info else None
             kw = {"encoding": enc, "state": args.state, "batch_first": args.batch_first}
+            if "forecast" in info:
+                from .tasks.forecast import ForecastSpec
+                kw["forecast"] = ForecastSpec.from_dict(info["forecast"])
             what = ("; raw features in, standardised inside" if enc is not None else "") + (
                 f"; classes in metadata_props" if enc is not None and enc.classes is not None else "")
+            if "forecast" in info:
+                what = ("; a window in the data's units in (NaN: no value), prediction (B, horizon, targets, "
+                        "quantiles) out")
         export(obj, out, lengths=args.lengths, **kw)
         print(f"wrote {out} (ONNX opset 17; inputs {'inputs' if kind == 'model' else 'x'}"
               f"{', lengths' if args.lengths else ''}{', h0' + (', c0' if obj.rnn.cell_name == 'lstm' else '') if args.state else ''}"
@@ -772,7 +855,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "data layout; the target column may be absent. Features are standardised and labels "
                         "mapped with the run's stored statistics.")
     pr.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")
-    pr.add_argument("--data", required=True, help=".npz, .csv or .parquet file of sequences")
+    pr.add_argument("--data", required=True, help=".npz, .csv or .parquet file of sequences; for a forecaster, a "
+                    "table of each series' recent values (and the horizon's rows of known future covariates)")
     pr.add_argument("--out", required=True, help="predictions file: .csv or .parquet (written atomically)")
     pr.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     pr.set_defaults(func=cmd_predict)

@@ -27,7 +27,7 @@ from .model import SequenceModel
 from .tasks import Batch, build_task
 from .trainer import model_config_for, train
 
-LOWER_IS_BETTER = {"loss", "mse", "mae", "bpc", "perplexity", "naive_mse"}
+LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mase", "bpc", "perplexity", "naive_mse"}
 
 
 def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
@@ -70,7 +70,9 @@ def default_threshold(task) -> tuple[str, float]:
         return "recall_accuracy", 0.9
     if task.name == "chars":
         return "bpc", task.baseline()[1] * 0.75
-    if task.name == "forecast" or getattr(task, "problem", None) == "regress":
+    if task.name == "forecast":
+        return "mae", task.baseline()[1]                  # better than the (seasonal-)naive forecast
+    if getattr(task, "problem", None) == "regress":
         return "mse", task.baseline()[1]                  # better than predicting the mean (or the last value)
     return "accuracy", 0.9
 

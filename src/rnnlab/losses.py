@@ -6,6 +6,7 @@ Each takes ``o (N, K)``, targets and an optional ``mask (N,)`` (1 at positions t
     softmax cross-entropy:  L = -mean log softmax(o)[y]          do = (softmax(o) - onehot(y)) / n
     sigmoid BCE:            L = mean softplus(o) - y o           do = (sigmoid(o) - y) / n
     MSE:                    L = mean (o - y)^2                   do = 2 (o - y) / n
+    pinball (quantiles):    L = mean max(tau u, (tau - 1) u),  u = y - o      do = (1[o > y] - tau) / n
 """
 from __future__ import annotations
 
@@ -72,6 +73,27 @@ def mse(o, y, mask=None):
     y, m, n = _elementwise(o, y, mask)
     diff = (o - y) * m[:, None]
     return float((diff * diff).sum() / n), (2.0 / n) * diff
+
+
+def pinball(o, y, taus, mask=None):
+    """o (N, M*Q) quantile forecasts (Q per target, the quantile fastest), y (N, M) targets, taus (Q,) levels in
+    (0, 1): the mean quantile (pinball) loss over counted rows, targets and levels (Koenker and Bassett 1978).
+    Its minimiser over o is the tau-quantile of y; at o = y the subgradient taken is -tau."""
+    taus = np.asarray(taus, dtype=o.dtype)
+    Q = len(taus)
+    N = o.shape[0]
+    y = np.asarray(y, dtype=o.dtype).reshape(N, -1)
+    if o.shape[1] != y.shape[1] * Q:
+        raise ShapeError(f"targets: expected {o.shape[1] // Q} values per row for {o.shape[1]} outputs of {Q} "
+                         f"quantiles, got {y.shape[1]}")
+    m, n = _mask(mask, N, o.dtype)
+    u = np.repeat(y, Q, axis=1) - o                                         # (N, M*Q)
+    t = np.tile(taus, y.shape[1])[None, :]
+    per = np.maximum(t * u, (t - 1) * u)
+    n = n * o.shape[1]
+    loss = float((per * m[:, None]).sum() / n)
+    do = ((u < 0).astype(o.dtype) - t) * (m / n)[:, None]
+    return loss, do.astype(o.dtype, copy=False)
 
 
 LOSSES = {"cross_entropy": softmax_cross_entropy, "bce": sigmoid_binary_cross_entropy, "mse": mse}

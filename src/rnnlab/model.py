@@ -50,6 +50,7 @@ class ModelConfig:
     recurrent_max: float | None = None  # IndRNN only: bound on |u|
     recurrent_init: str = "uniform"
     dtype: str = "float32"
+    quantiles: list | None = None   # identity outputs that are these quantiles (Q per target): the pinball loss
 
     def validate(self) -> "ModelConfig":
         check_choice("cell", self.cell, LAYERS)
@@ -68,6 +69,10 @@ class ModelConfig:
             raise ConfigError(f"proj_size: only the LSTM has projections, got cell {self.cell!r}")
         if self.input_mode == "embedding":
             check_int("embedding_dim", self.embedding_dim, 1)
+        if self.quantiles:
+            if self.prediction != "identity" or self.output_size % len(self.quantiles):
+                raise ConfigError(f"quantiles: quantile outputs are identity outputs, Q per target; got prediction "
+                                  f"{self.prediction!r} and {self.output_size} outputs for {len(self.quantiles)} quantiles")
         return self
 
     def to_dict(self) -> dict:
@@ -288,10 +293,12 @@ class SequenceModel:
         """(loss, d_logits) with the loss matching the prediction layer. ``weights`` (B,): each sequence's weight,
         the loss their weighted mean (the losses' mask is a weight per position)."""
         fn = losses.LOSSES[losses.LOSS_FOR_PREDICTION[self.config.prediction]]
+        if self.config.quantiles:
+            fn = lambda o, y, m: losses.pinball(o, y, self.config.quantiles, m)     # noqa: E731
         K = self.config.output_size
         y = np.asarray(targets)
         if self.config.prediction != "softmax":
-            y = y.reshape(-1, K)
+            y = y.reshape(-1, K // len(self.config.quantiles) if self.config.quantiles else K)
         mask = self.target_mask(logits.shape, lengths)
         if weights is not None:
             w = np.asarray(weights, dtype=logits.dtype)

@@ -59,7 +59,7 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         zoneout_cell=cfg.zoneout_cell,
         bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
         forget_bias=cfg.forget_bias, peephole=cfg.peephole, proj_size=cfg.proj_size, layer_norm=cfg.layer_norm,
-        recurrent_init=cfg.recurrent_init, dtype=cfg.dtype,
+        recurrent_init=cfg.recurrent_init, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None),
         recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
 
 
@@ -469,6 +469,7 @@ def save_model(path, model: SequenceModel, task, cfg: TrainConfig, metrics: dict
                     {"kind": "model", "config": cfg.to_dict(), "model_config": model.config.to_dict(),
                      "task_info": task.info(), "metrics": metrics, "description": task.describe(),
                      "baseline": None if base is None else [base[0], float(base[1])],
+                     "baselines": task.baselines() if hasattr(task, "baselines") else None,
                      "class_report": report(model) if report is not None else None})
 
 
@@ -513,15 +514,16 @@ def check_run_dir(out: str) -> None:
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     """The data files as absolute paths, so the run's config works from any folder (resume, evaluate, gradients)."""
     import dataclasses
-    named = {"data": cfg.data, "val_data": cfg.val_data, "ts_train": cfg.ts_train, "ts_test": cfg.ts_test}
+    from .tasks.forecast import DATASETS
+    shipped = cfg.task == "forecast" and cfg.data in DATASETS        # a statsmodels series, named, not a path
+    named = {"data": "" if shipped else cfg.data, "val_data": cfg.val_data, "ts_train": cfg.ts_train,
+             "ts_test": cfg.ts_test}
     import urllib.parse
     uri = cfg.mlflow_uri.strip()
     if uri and not urllib.parse.urlparse(uri).scheme and uri.lower() not in ("databricks", "databricks-uc", "uc"):
         named["mlflow_uri"] = uri                           # a plain folder path names the same store from anywhere
     if cfg.text != "shakespeare":
         named["text"] = cfg.text
-    if cfg.csv != "sunspots":
-        named["csv"] = cfg.csv
     return dataclasses.replace(cfg, **{k: str(Path(v).expanduser().resolve()) for k, v in named.items() if v})
 
 

@@ -154,7 +154,8 @@ def export_layer(layer, path, lengths: bool = False, initial_state: bool = False
     return _finish(b, inputs, outputs, path, f"rnnlab {layer!r}", {"rnnlab.batch_first": str(int(layer.batch_first))})
 
 
-def export_model(model, path, lengths: bool = False, encoding=None, state: bool = False, batch_first: bool = False):
+def export_model(model, path, lengths: bool = False, encoding=None, state: bool = False, batch_first: bool = False,
+                 forecast=None):
     """Write a ``SequenceModel`` (input layer, stack, output layer, prediction) as an ONNX graph.
 
     ``encoding`` (a run trained on data, ``rnnlab.encoding.Encoding``): the graph takes the raw features and
@@ -162,7 +163,12 @@ def export_model(model, path, lengths: bool = False, encoding=None, state: bool 
     ``prediction`` is in the data's units; the classes, features and problem go in ``metadata_props``
     (``rnnlab.classes`` etc., JSON). ``state``: inputs ``h0`` (and ``c0``) and outputs ``h_n`` (and ``c_n``),
     (L*D, B, H), so a stream runs chunk by chunk. ``batch_first``: ``inputs`` (B, T, F) and per-step outputs
-    (B, T, K) (Transposes around the time-major operators, which onnxruntime requires)."""
+    (B, T, K) (Transposes around the time-major operators, which onnxruntime requires).
+
+    ``forecast`` (a forecasting run's ``rnnlab.tasks.forecast.ForecastSpec``): ``inputs`` is a window in the
+    data's units (``recent_windows``: targets, past and future covariates, ``is_future``; NaN where the horizon
+    has no value), standardised inside; ``prediction`` is (B, horizon, targets, quantiles) in the data's units,
+    the quantiles sorted, as ``rnnlab predict`` writes them."""
     import json
     cfg = model.config
     b = _Builder(model.dtype)
@@ -175,7 +181,12 @@ def export_model(model, path, lengths: bool = False, encoding=None, state: bool 
     if cfg.input_mode == "dense":
         inputs = [h.make_tensor_value_info("inputs", b.elem, time_axes + [cfg.input_size])]
         x = b.node("Transpose", ["inputs"], perm=[1, 0, 2]) if batch_first else "inputs"
-        if encoding is not None:                          # the training statistics, as Encoding.encode_x
+        if forecast is not None:                          # as forecast.standardise_window
+            n = cfg.input_size - len(forecast.mean)
+            x = b.node("Div", [b.node("Sub", [x, b.const("x_mean", forecast.mean + [0.0] * n)]),
+                               b.const("x_std", forecast.std + [1.0] * n)])
+            x = b.node("Where", [b.node("IsNaN", [x]), b.const("zero_x", 0.0), x])
+        elif encoding is not None:                        # the training statistics, as Encoding.encode_x
             x = b.node("Div", [b.node("Sub", [x, b.const("x_mean", encoding.x_mean)]), b.const("x_std", encoding.x_std)])
             if encoding.missing == "zero":
                 x = b.node("Where", [b.node("IsNaN", [x]), b.const("zero_x", 0.0), x])
@@ -212,12 +223,22 @@ def export_model(model, path, lengths: bool = False, encoding=None, state: bool 
             "identity": lambda: b.node("Identity", [logits])}[cfg.prediction]()
     if encoding is not None and encoding.problem == "regress":     # back to the data's units (decode_values)
         pred = b.node("Add", [b.node("Mul", [pred, b.const("y_std", encoding.y_std)]), b.const("y_mean", encoding.y_mean)])
+    shape = ["B", cfg.output_size] if cfg.target == "last" else time_axes + [cfg.output_size]
+    if forecast is not None:                              # as ForecastSpec.decode: units, then sorted quantiles
+        K, Q = len(forecast.targets), forecast.Q
+        pred = b.node("Reshape", [pred, b.const("hkq", [-1, forecast.horizon, K, Q], np.int64)])
+        pred = b.node("Add", [b.node("Mul", [pred, b.const("y_std", np.reshape(forecast.std[:K], (K, 1)))]),
+                              b.const("y_mean", np.reshape(forecast.mean[:K], (K, 1)))])
+        pred = b.node("TopK", [pred, b.const("q", [Q], np.int64)], n_out=2, axis=-1, largest=0, sorted=1)[0]
+        pred_shape = ["B", forecast.horizon, K, Q]
+    else:
+        pred_shape = shape
     if batch_first and cfg.target == "every":
         logits, pred = (b.node("Transpose", [v], perm=[1, 0, 2]) for v in (logits, pred))
     b.nodes.append(h.make_node("Identity", [logits], ["logits"]))
     b.nodes.append(h.make_node("Identity", [pred], ["prediction"]))
-    shape = ["B", cfg.output_size] if cfg.target == "last" else time_axes + [cfg.output_size]
-    outputs = [h.make_tensor_value_info("logits", b.elem, shape), h.make_tensor_value_info("prediction", b.elem, shape)]
+    outputs = [h.make_tensor_value_info("logits", b.elem, shape),
+               h.make_tensor_value_info("prediction", b.elem, pred_shape)]
     if state:
         b.nodes.append(h.make_node("Identity", [states[0]], ["h_n"]))
         outputs.append(h.make_tensor_value_info("h_n", b.elem, [LD, "B", P]))
@@ -225,6 +246,11 @@ def export_model(model, path, lengths: bool = False, encoding=None, state: bool 
             b.nodes.append(h.make_node("Identity", [states[1]], ["c_n"]))
             outputs.append(h.make_tensor_value_info("c_n", b.elem, [LD, "B", rnn.hidden_size]))
     props = {"rnnlab.batch_first": str(int(batch_first)), "rnnlab.target": cfg.target}
+    if forecast is not None:
+        props.update({"rnnlab.problem": "forecast", "rnnlab.features": json.dumps(forecast.input_names),
+                      "rnnlab.targets": json.dumps(forecast.targets), "rnnlab.horizon": str(forecast.horizon),
+                      "rnnlab.quantiles": json.dumps(forecast.quantiles), "rnnlab.window": str(forecast.window),
+                      "rnnlab.forecast": json.dumps(forecast.to_dict())})
     if encoding is not None:
         props.update({"rnnlab.problem": encoding.problem, "rnnlab.features": json.dumps(encoding.feature_names),
                       "rnnlab.encoding": json.dumps(encoding.to_dict())})

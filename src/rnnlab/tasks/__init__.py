@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import check_choice
 from .base import Batch, Task
 from .classify import digits_task, read_ts, ts_task
-from .forecast import Forecast, read_csv_column, sunspots_path
+from .forecast import ForecastTask, forecast_task, sunspots_path
 from .sequences import SequenceTask, sequence_task
 from .synthetic import Adding, Copy, SelectiveCopy
 from .text import CharLM, read_text, shakespeare_text
@@ -93,10 +93,8 @@ def build_task(cfg, vocab: str | None = None, info: dict | None = None) -> Task:
     if cfg.task == "chars":
         vocab = vocab or (info or {}).get("vocab")
         return CharLM(read_text(cfg.text), cfg.seq_len, cfg.val_fraction, vocab=vocab, source=cfg.text)
-    path = sunspots_path() if cfg.csv == "sunspots" else cfg.csv
-    return Forecast(read_csv_column(path, cfg.column), cfg.seq_len, cfg.horizon, cfg.val_fraction,
-                    name=str(cfg.csv))
+    return forecast_task(cfg, info)
 
 
-__all__ = ["Batch", "Task", "Adding", "Copy", "SelectiveCopy", "SequenceTask", "sequence_task", "data_task", "CharLM", "Forecast", "build_task", "read_ts",
-           "read_text", "read_csv_column", "shakespeare_text", "digits_task", "ts_task", "TASKS"]
+__all__ = ["Batch", "Task", "Adding", "Copy", "SelectiveCopy", "SequenceTask", "sequence_task", "data_task", "CharLM", "ForecastTask", "forecast_task", "build_task",
+           "read_ts", "read_text", "shakespeare_text", "digits_task", "ts_task", "TASKS"]
