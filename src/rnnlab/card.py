@@ -67,6 +67,15 @@ def _load_text(card) -> str:
     run = card["run"]
     data_run = card["data"] is not None
     cell = card["model"]["cell"]
+    if card.get("forecast"):
+        return "\n".join(["```bash", f"rnnlab evaluate {run}",
+                          f"rnnlab predict {run} --data recent.csv --out forecasts.csv   # one row per (series, step ahead)",
+                          f"rnnlab export {run} --out model.onnx", "```", "", "```python",
+                          "import onnxruntime as ort",
+                          "from rnnlab.tasks.forecast import recent_windows   # x: (window, series, inputs), NaN = no value",
+                          "q = ort.InferenceSession('model.onnx').run(['prediction'], {'inputs': x})[0]"
+                          "   # (series, horizon, targets, quantiles)",
+                          "```"])
     lines = ["```bash",
              f"rnnlab evaluate {run}" + (" --data held_out.csv" if data_run else ""),
              *([f"rnnlab predict {run} --data new.csv --out predictions.csv"] if data_run else []),

@@ -376,8 +376,10 @@ class ForecastTask(Task):
             bad = np.flatnonzero(np.isnan(v[:, :K]).any(axis=1))
             if len(bad):
                 who = f"series {panel.ids[s]!r}, " if panel.ids[s] is not None else ""
-                raise DataError(f"target_col: empty target at {who}time {panel.written[s][bad[0]]!r}; a forecaster "
-                                f"learns from complete targets -- fill or drop the row")
+                why = ("scoring needs the actual values -- give a table with them (predict is the command that takes "
+                       "the horizon's empty rows)" if backtest else "a forecaster learns from complete targets -- fill "
+                       "or drop the row")
+                raise DataError(f"target_col: empty target at {who}time {panel.written[s][bad[0]]!r}; {why}")
         if not fitted:
             if (n_train == 0).all():
                 raise DataError("val_fraction: no series has rows before the validation time; lower --val-fraction")
