@@ -14,9 +14,9 @@ For a linear RNN ``dh_T/dh_t = W_hh^(T-t)`` exactly; with tanh, ``diag(1 - h^2)`
 the norm is bounded by ``sigma_max(W_hh)^(T-t)`` (docs/math.md, section 2). The LSTM's cell path is scaled by
 the product of forget gates instead.
 
-Every per-layer function takes the layer ``l`` and the direction ``d``; the reverse direction (d = 1) is
-reported in its own order, from its first step (each sequence's last valid step) to its last (t = 0), so
-"distance from the last step" means the same for both directions.
+Every per-layer function takes the layer ``l`` and the direction ``d``; a reverse direction (d = 1, or the only
+one of a ``reverse=True`` layer) is reported in its own order, from its first step (each sequence's last valid
+step) to its last (t = 0), so "distance from the last step" means the same for both directions.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def reverse_within(x, lengths=None):
 
 def directions(layer) -> list:
     """(l, d, name) of every layer and direction of a stack: (0, 0, "layer 0"), (0, 1, "layer 0 reverse")..."""
-    return [(l, d, f"layer {l}" + (" reverse" if d else "")) for l in range(layer.num_layers)
+    return [(l, d, f"layer {l}" + (" reverse" if layer.is_reverse(d) else "")) for l in range(layer.num_layers)
             for d in range(layer.num_directions)]
 
 
@@ -164,7 +164,7 @@ def state_jacobians(layer, x, l=0, d=0) -> list:
     x = np.asarray(x, dtype=layer.dtype)
     if x.ndim != 2:
         raise ShapeError(f"x: expected one sequence (T, input_size), got shape {x.shape}")
-    if d:
+    if layer.is_reverse(d):
         x = x[::-1]                                                         # the reverse direction's order
     from .recurrent import scan_forward
     W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
@@ -222,7 +222,7 @@ def diagonal_carry(layer, x, l=0, lengths=None, d=0) -> np.ndarray:
     _layer_index(layer, l, d)
     from .checks import lengths_mask
     x = np.asarray(x, dtype=layer.dtype)
-    if d:
+    if layer.is_reverse(d):
         x = np.ascontiguousarray(reverse_within(x, lengths))
     T, B, _ = x.shape
     mask = None if lengths is None else lengths_mask(lengths, T, B, layer.dtype)
@@ -322,7 +322,7 @@ def gate_stats(layer, x, lengths=None, l=0, max_span=None, d=0) -> dict:
         layer(x, lengths=lengths)
     layer.train(was)
     gates = layer.gates(l, d)                                               # name -> (T, B, H), time order
-    if d:                                                                   # the direction's own order
+    if layer.is_reverse(d):                                                 # the direction's own order
         gates = {k: reverse_within(v, lengths) for k, v in gates.items()}
     T, B = next(iter(gates.values())).shape[:2]
     valid = np.ones((T, B), bool) if lengths is None else (np.arange(T)[:, None] < np.asarray(lengths)[None, :])

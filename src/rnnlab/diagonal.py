@@ -63,7 +63,7 @@ def plan(layer, B, keep, T):
 
 def direction_forward(layer, backend, ctx, l, d, inp_d, state0, mask):
     """One direction: the reverse one on time-reversed arrays. -> (out, final state, arrays, opts)."""
-    rev = d == 1
+    rev = layer.is_reverse(d)
     out, stateT, arrays = ctx["fwd"](_flip(inp_d, rev), layer.direction_params(l, d), state0, _flip(mask, rev),
                                      ctx["how"])
     arrays.reverse = rev
@@ -73,7 +73,7 @@ def direction_forward(layer, backend, ctx, l, d, inp_d, state0, mask):
 def direction_backward(layer, backend, l, d, d_out, d_final, dircache, record):
     """-> (dx, dstate0, {parameter name: gradient}, (dL/dh_t total,) when recorded: the LRU's as
     dL/d[Re h | Im h] (T, B, 2H))."""
-    rev = d == 1
+    rev = layer.is_reverse(d)
     _, cell_backward = _cell_functions(layer, backend)
     dx, dstate0, grads, G = cell_backward(_flip(d_out, rev), d_final, dircache.arrays, layer.direction_params(l, d))
     sg = None

@@ -317,7 +317,8 @@ def forward(layer, x, states0, mask, keep, guards=()):
                     f[l * D + d] = s
                 outs.append(out)
                 if keep:
-                    dirs.append(DirCache(backend, layer.cell_name, inp_d, mask, d == 1, opts, arrays, x_mask))
+                    dirs.append(DirCache(backend, layer.cell_name, inp_d, mask, layer.is_reverse(d), opts, arrays,
+                                         x_mask))
             out_l = outs[0] if D == 1 else np.concatenate(outs, axis=2)    # (T, B, D*H)
             drop = dropout_mask(layer, out_l.shape) if l < L - 1 else None
             if keep:
@@ -383,8 +384,8 @@ def dense_forward(layer, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask
     if rec_mask is not None:
         opts["rec_mask"] = rec_mask
     more = ctx["extra"] if zone is None else {**ctx["extra"], "zoneout": zone}
-    out, stateT, arrays = ctx["mod"].forward(layer.cell_name, inp_d, W_ih, W_hh, b_ih, b_hh, state0, mask, d == 1,
-                                             opts, keep, ctx["alloc"], **more)
+    out, stateT, arrays = ctx["mod"].forward(layer.cell_name, inp_d, W_ih, W_hh, b_ih, b_hh, state0, mask,
+                                             layer.is_reverse(d), opts, keep, ctx["alloc"], **more)
     return out, stateT, arrays, opts
 
 

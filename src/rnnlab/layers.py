@@ -66,27 +66,40 @@ class RecurrentLayer:
     """What every layer shares, whatever its cell family: the arguments, the parameters under PyTorch's names,
     the state dict, gradient accumulation, and the forward/backward face over the one stack (``engine.forward``
     and ``engine.backward``). A family (``DenseLayer``, ``DiagonalLayer``) provides the per-direction
-    functions and its parameters' shapes. Use the cells' classes."""
+    functions and its parameters' shapes. Use the cells' classes.
+
+    ``reverse=True`` (with ``bidirectional=False``; not in torch, ONNX's ``direction="reverse"``): the one
+    direction reads each sequence backwards, from its own last valid step under ``lengths`` -- the second
+    direction of a bidirectional layer, run alone -- and the output comes back in the original time order. Its
+    parameters keep the unsuffixed names (``weight_ih_l0``, not ``weight_ih_l0_reverse``): a torch module with
+    them, run on each sequence reversed within its length, gives the output reversed within it and the same
+    ``h_n``."""
 
     cell_name = ""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, dtype=np.float32, seed=None,
                  recurrent_init="uniform", bptt_segment=None, backend="auto", input_dropout=0.0,
-                 recurrent_dropout=0.0, zoneout=0.0, zoneout_cell=0.0, cell_opts=None, **unknown):
+                 recurrent_dropout=0.0, zoneout=0.0, zoneout_cell=0.0, reverse=False, cell_opts=None, **unknown):
         if unknown:
             valid = sorted(p for p in inspect.signature(type(self).__init__).parameters
                            if p not in ("self", "kw", "cell_opts", "unknown"))
             valid = sorted(set(valid) | {"dtype", "seed", "recurrent_init", "bptt_segment", "backend", "input_dropout",
-                                         "recurrent_dropout", "zoneout", "zoneout_cell"})
+                                         "recurrent_dropout", "zoneout", "zoneout_cell", "reverse"})
             raise ConfigError(f"{type(self).__name__}: unknown option(s) {sorted(unknown)}; expected some of {valid}")
         self.input_size = check_int("input_size", input_size, 1)
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
         self.num_layers = check_int("num_layers", num_layers, 1)
-        for arg, val in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+        for arg, val in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional),
+                         ("reverse", reverse)):
             if not isinstance(val, (bool, np.bool_)):
                 raise ConfigError(f"{arg}: expected True or False, got {val!r}")
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        if reverse and self.bidirectional:
+            raise ConfigError("reverse: a bidirectional layer already reads each sequence both ways; use "
+                              "reverse=True with bidirectional=False, got bidirectional=True")
+        # one direction that reads each sequence backwards, as the second direction of a bidirectional layer
+        self.reverse = bool(reverse)
         self.dropout = check_float("dropout", dropout, 0.0, 1.0, high_open=True)
         check_choice("recurrent_init", recurrent_init, ("uniform", "orthogonal"))
         self.recurrent_init = recurrent_init
@@ -124,6 +137,7 @@ class RecurrentLayer:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("reverse", False)          # pickled before the option existed
         self.__dict__.update(state)
         self.cell = self._cell_module()
         self.workspace = engine.Workspace()
@@ -194,6 +208,11 @@ class RecurrentLayer:
     def suffix(self, layer, direction) -> str:
         return f"_l{layer}" + ("_reverse" if direction == 1 else "")
 
+    def is_reverse(self, d) -> bool:
+        """Whether direction ``d`` reads each sequence backwards: the second of a bidirectional layer, or the
+        only one of a ``reverse=True`` layer (whose parameters keep the unsuffixed names, ``weight_ih_l0``...)."""
+        return d == 1 or self.reverse
+
     def _layers(self, layers=None):
         return range(self.num_layers) if layers is None else layers
 
@@ -263,6 +282,7 @@ class RecurrentLayer:
         return {"cell": self.cell_name, "input_size": self.input_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
                 "dropout": self.dropout, "bidirectional": self.bidirectional,
+                **({"reverse": True} if self.reverse else {}),
                 "dtype": np.dtype(self.dtype).name, **self.cell_opts,
                 **{k: v for k, v in self.regularization.items() if v}}
 
@@ -287,6 +307,8 @@ class RecurrentLayer:
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in {**self.cell_opts,
                                                     **{k: v for k, v in self.regularization.items() if v}}.items())
+        if self.reverse:
+            opts += ", reverse=True"
         if self.backend != "auto":
             opts += f", backend={self.backend!r}"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "

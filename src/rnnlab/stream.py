@@ -10,7 +10,7 @@
 A stream that has no step at some time (not yet begun, or ended) keeps its state unchanged, exactly as a padded
 row does (the same masks); its output there is 0 for a layer and NaN for a model (no prediction). Feeding a
 sequence in chunks of any sizes equals one pass over it (``tests/test_stream.py``, every cell). Time-major
-only, one direction: a bidirectional layer needs the whole sequence and is refused. Inference: no caches are
+only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
 kept, whatever ``rnnlab.no_grad`` says.
 """
 from __future__ import annotations
@@ -34,6 +34,9 @@ class Stream:
         if self.layer.bidirectional:
             raise ConfigError("net: a bidirectional layer reads each sequence from its end too, so it cannot run "
                               "as a stream; got bidirectional=True")
+        if self.layer.reverse:
+            raise ConfigError("net: a reverse layer reads each sequence from its end, so it cannot run as a stream; "
+                              "got reverse=True")
         if self.layer.batch_first:
             raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
         self.batch_size = check_int("batch_size", batch_size, 1)

@@ -39,6 +39,9 @@ def require_classic(layer, target: str) -> None:
     if getattr(layer, "proj_size", 0) and target != "torch.nn":
         raise InteropError(f"layer: {target} has no LSTM with projections (proj_size={layer.proj_size}); torch's "
                            f"LSTM has them (rnnlab.interop.torch.to_torch, rnnlab export --format torch)")
+    if getattr(layer, "reverse", False) and target != "ONNX":
+        raise InteropError(f"layer: {target} has no reverse-only layer (reverse=True); ONNX's operators have "
+                           f"direction='reverse' (export with --format onnx)")
     reg = getattr(layer, "regularization", {})
     if reg.get("zoneout") or reg.get("zoneout_cell"):         # dropout is off at evaluation: nothing to export
         raise InteropError(f"layer: zoneout mixes h_(t-1) into h_t at evaluation too, which {target}'s operators "

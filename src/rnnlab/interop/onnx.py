@@ -8,11 +8,17 @@ Transposes around the time-major operators -- or integer ``inputs`` (T, B) for a
 (``export_model``: with a data run's encoding, the graph takes raw features and its metadata names the classes;
 with ``state``, the model's states in and out).
 Gate blocks are permuted to ONNX order (LSTM i o f c, GRU z r h), ``B = [b_ih, b_hh]``, the GRU's reset
-convention becomes ``linear_before_reset`` (1 = 'after'), bidirectional layers ``direction``.
+convention becomes ``linear_before_reset`` (1 = 'after'), bidirectional layers ``direction="bidirectional"``
+and ``reverse=True`` layers ``direction="reverse"``.
 
 Import (``import_layer(path)``): the graph's RNN/LSTM/GRU operators, in order, become one stacked rnnlab
-layer; an LSTM's peephole weights (input P, order p_i p_o p_f) become ``peephole=True``. Anything rnnlab cannot
-represent -- ``input_forget``, ``clip``, other activations, ``direction='reverse'``, mixed cells or sizes -- is an error naming it, never a different model.
+layer: ``direction`` forward, bidirectional or reverse (``reverse=True``, the steps of each sequence under
+``sequence_lens`` read backwards); an RNN's ``activations`` Tanh or Relu (``nonlinearity``), an LSTM's or GRU's
+only the defaults, spelled out or not; ``layout=1`` as ``batch_first=True`` (x and output (B, T, .); h_n stays
+(L*D, B, H) as torch's); an LSTM's peephole weights (input P, order p_i p_o p_f) as ``peephole=True``. Anything
+rnnlab cannot represent -- ``clip``, ``input_forget=1``, other activations or their alphas and betas, a
+non-zero constant ``initial_h``/``initial_c``, weights that do not fit ``hidden_size``, operators that differ in
+cell, size or direction -- is a one-line error naming it and its value, never a different model.
 """
 from __future__ import annotations
 
@@ -88,7 +94,8 @@ def _stack(b, layer, x, layout, lengths=None, h0=None, c0=None):
                 ins.append(b.const(f"P_l{l}", np.stack(P)))
         while ins and ins[-1] == "":
             ins.pop()
-        attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward", layout=layout)
+        direction = "bidirectional" if D == 2 else "reverse" if layer.reverse else "forward"
+        attrs = dict(hidden_size=H, direction=direction, layout=layout)
         if cell == "gru":
             attrs["linear_before_reset"] = 1 if layer.cell_opts["reset"] == "after" else 0
         if cell == "rnn":
@@ -270,6 +277,39 @@ def export(obj, path, lengths: bool = False, **kw):
     raise InteropError(f"export: expected an rnnlab layer or SequenceModel, got {type(obj).__name__}")
 
 
+def _activations(attrs, op, D, where) -> dict:
+    """The operator's activations as rnnlab options: an RNN's Tanh or Relu (its ``nonlinearity``); an LSTM's and
+    a GRU's must be the defaults. Their alphas and betas: none of these functions takes one."""
+    acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+    per = 1 if op == "RNN" else len(DEFAULT_ACTS[op])          # activations per direction
+    if acts and len(acts) != per * D:
+        raise InteropError(f"{where}: activations {acts} has {len(acts)} entries; {op} with {D} direction(s) takes "
+                           f"{per * D}")
+    opts = {}
+    if op == "RNN":
+        kinds = set(acts or ["Tanh"])
+        if len(kinds) != 1 or not kinds <= {"Tanh", "Relu"}:
+            raise InteropError(f"{where}: activations={acts} is not supported (Tanh or Relu, the same in both "
+                               f"directions)")
+        opts["nonlinearity"] = kinds.pop().lower()
+    elif acts and acts != DEFAULT_ACTS[op] * D:
+        raise InteropError(f"{where}: activations={acts} is not supported (only {DEFAULT_ACTS[op]} per direction)")
+    for k in ("activation_alpha", "activation_beta"):
+        if attrs.get(k):                                          # an empty list says nothing
+            raise InteropError(f"{where}: {k}={list(attrs[k])} is not supported by rnnlab (its activations "
+                               f"{acts or (DEFAULT_ACTS.get(op) or ['Tanh'])} take no parameters)")
+    return opts
+
+
+def _zero_initial_states(node, inits, where) -> None:
+    """A constant initial_h or initial_c would be part of the model; rnnlab's layers start from the state passed
+    at each call (zero by default), so only a zero constant is accepted."""
+    for i, name in ((5, "initial_h"), (6, "initial_c")):
+        if len(node.input) > i and node.input[i] in inits and np.any(inits[node.input[i]]):
+            raise InteropError(f"{where}: {name} is a non-zero constant; rnnlab takes initial states per call (hx), "
+                               f"so feed it as a graph input")
+
+
 def import_layer(path, dtype=None):
     """The RNN/LSTM/GRU operators of an ONNX file, in graph order, as one stacked rnnlab layer."""
     onnx = require("onnx", "onnx")
@@ -287,32 +327,27 @@ def import_layer(path, dtype=None):
     for l, node in enumerate(ops):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         where = f"{path}: operator {node.name or node.op_type} (#{l})"
-        opts = {}
-        for bad in ("clip", "activation_alpha", "activation_beta"):
-            if bad in attrs:
-                raise InteropError(f"{where}: attribute {bad!r} is not supported by rnnlab")
+        if "clip" in attrs:
+            raise InteropError(f"{where}: clip={attrs['clip']:g} (cell clipping) is not supported by rnnlab")
         if attrs.get("input_forget", 0):
-            raise InteropError(f"{where}: input_forget=1 (coupled input and forget gates) is not supported by rnnlab")
+            raise InteropError(f"{where}: input_forget={attrs['input_forget']} (coupled input and forget gates) is "
+                               f"not supported by rnnlab")
+        direction = attrs.get("direction", b"forward")
+        direction = direction.decode() if isinstance(direction, bytes) else direction
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise InteropError(f"{where}: direction={direction!r} is not an ONNX direction (forward, reverse or "
+                               f"bidirectional)")
+        if attrs.get("layout", 0) not in (0, 1):
+            raise InteropError(f"{where}: layout={attrs['layout']} is not an ONNX layout (0: time-major, 1: batch-major)")
+        D = 2 if direction == "bidirectional" else 1
+        cell = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}[node.op_type]
+        opts = _activations(attrs, node.op_type, D, where)
         P = None
         if node.op_type == "LSTM" and len(node.input) > 7 and node.input[7]:
             if node.input[7] not in inits:
                 raise InteropError(f"{where}: peephole weights (input P) are not a constant initializer")
             P = inits[node.input[7]]                                # (D, 3H): p_i, p_o, p_f
             opts["peephole"] = True
-        direction = attrs.get("direction", b"forward")
-        direction = direction.decode() if isinstance(direction, bytes) else direction
-        if direction not in ("forward", "bidirectional"):
-            raise InteropError(f"{where}: direction={direction!r} is not supported (only forward and bidirectional)")
-        D = 2 if direction == "bidirectional" else 1
-        acts = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-        cell = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}[node.op_type]
-        if cell == "rnn":
-            kinds = set(acts or ["Tanh"])
-            if len(kinds) != 1 or not kinds <= {"Tanh", "Relu"}:
-                raise InteropError(f"{where}: activations {acts} are not supported (Tanh or Relu, the same in both directions)")
-            opts["nonlinearity"] = kinds.pop().lower()
-        elif acts and acts != DEFAULT_ACTS[node.op_type] * (len(acts) // len(DEFAULT_ACTS[node.op_type])):
-            raise InteropError(f"{where}: activations {acts} are not supported (only {DEFAULT_ACTS[node.op_type]})")
         if cell == "gru":
             opts["reset"] = "after" if attrs.get("linear_before_reset", 0) else "before"
         try:
@@ -320,15 +355,24 @@ def import_layer(path, dtype=None):
             B = inits[node.input[3]] if len(node.input) > 3 and node.input[3] else None
         except KeyError as exc:
             raise InteropError(f"{where}: weight {exc} is not a constant initializer; rnnlab imports constant weights only") from None
+        _zero_initial_states(node, inits, where)
         g = G[cell]
         H = int(attrs.get("hidden_size", R.shape[-1]))
-        if W.shape[0] != D or W.shape[1] != g * H or R.shape != (D, g * H, H):
-            raise InteropError(f"{where}: weights of shape W {W.shape}, R {R.shape} do not fit hidden_size={H}, {D} direction(s)")
-        this = {"cell": cell, "hidden_size": H, "D": D, "layout": attrs.get("layout", 0), "bias": B is not None, **opts}
+        if W.ndim != 3 or W.shape[:2] != (D, g * H) or R.shape != (D, g * H, H):
+            raise InteropError(f"{where}: weights of shape W {W.shape}, R {R.shape} do not fit hidden_size={H}, {D} "
+                               f"direction(s) (expected W ({D}, {g * H}, input_size), R ({D}, {g * H}, {H}))")
+        if B is not None and B.shape != (D, 2 * g * H):
+            raise InteropError(f"{where}: bias B of shape {B.shape} does not fit hidden_size={H}, {D} direction(s) "
+                               f"(expected ({D}, {2 * g * H}))")
+        if P is not None and P.shape != (D, 3 * H):
+            raise InteropError(f"{where}: peephole P of shape {P.shape} does not fit hidden_size={H}, {D} "
+                               f"direction(s) (expected ({D}, {3 * H}))")
+        this = {"cell": cell, "hidden_size": H, "direction": direction, "layout": attrs.get("layout", 0),
+                "bias": B is not None, **opts}
         if spec is None:
             spec = dict(this, input_size=int(W.shape[2]))
         else:
-            for k in ("cell", "hidden_size", "D", "layout", "bias", "nonlinearity", "reset", "peephole"):
+            for k in ("cell", "hidden_size", "direction", "layout", "bias", "nonlinearity", "reset", "peephole"):
                 if this.get(k) != spec.get(k):
                     raise InteropError(f"{where}: {k}={this.get(k)!r} differs from the first operator's "
                                        f"{spec.get(k)!r}; rnnlab stacks layers of one kind")
@@ -349,7 +393,9 @@ def import_layer(path, dtype=None):
     batch_first = spec["layout"] == 1 or props.get("rnnlab.batch_first") == "1"
     cfg = {"cell": spec["cell"], "input_size": spec["input_size"], "hidden_size": spec["hidden_size"],
            "num_layers": len(ops), "bias": spec["bias"], "batch_first": batch_first,
-           "bidirectional": spec["D"] == 2, "dtype": dtype}
+           "bidirectional": spec["direction"] == "bidirectional", "dtype": dtype}
+    if spec["direction"] == "reverse":
+        cfg["reverse"] = True
     for k in ("nonlinearity", "reset", "peephole"):
         if k in spec:
             cfg[k] = spec[k]

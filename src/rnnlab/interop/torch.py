@@ -40,7 +40,7 @@ def export_refusal(obj, format: str = "torch") -> str | None:
 
     Identity at inference, and so fine: dropout, input_dropout, recurrent_dropout, forget_bias (an init).
     Refused: a cell the peer has no layer for; zoneout and zoneout_cell (at inference rnnlab keeps the
-    expected share of the previous state); peephole; layer_norm; nonlinearity='identity'; for torch
+    expected share of the previous state); reverse; peephole; layer_norm; nonlinearity='identity'; for torch
     reset='before' (torch.nn.GRU resets after), for Keras proj_size (torch has it)."""
     if format not in _PEERS:
         raise ConfigError(f"format: expected 'torch' or 'keras' for a weights-only export, got {format!r}")
@@ -66,6 +66,9 @@ def export_refusal(obj, format: str = "torch") -> str | None:
             return (f"format: {peer} has no zoneout, {same} (at inference rnnlab keeps a share {reg[key]:g} of the "
                     f"previous state); {it} uses {key}={reg[key]:g} (keep it in rnnlab -- ONNX has no zoneout "
                     f"either -- or {without(key)})")
+    if getattr(layer, "reverse", False):
+        return (f"format: {peer} has no reverse-only layer, {same} (it would read each sequence forwards); {it} "
+                f"uses reverse=True (export it with --format onnx, whose operators have direction='reverse')")
     if getattr(layer, "peephole", False):
         return (f"format: {peer} has no peephole connections, {same}; {it} uses peephole (export it with "
                 f"--format onnx, whose LSTM has them, or {without('peephole')})")
