@@ -234,3 +234,17 @@ def test_onnx_forecaster_equals_predict(stores_run, tmp_path):
     np.testing.assert_allclose(got[:, :, 0, :], want, rtol=1e-4, atol=1e-3)
     props = {p.key: p.value for p in __import__("onnx").load(str(tmp_path / "m.onnx")).metadata_props}
     assert props["rnnlab.problem"] == "forecast" and json.loads(props["rnnlab.features"])[-1] == "is_future"
+
+
+def test_statsmodels_series_by_name_steps_its_dates_on(tmp_path):
+    pytest.importorskip("statsmodels")
+    run = tmp_path / "elec"
+    rc, out, err = _cli("train", "--task", "forecast", "--data", "elec_equip", "--horizon", "12", "--seq-len", "24",
+                        "--steps", "20", "--eval-every", "10", "--hidden-size", "8", "--quiet", "--out", str(run))
+    assert rc == 0, err
+    assert "season 12 inferred from the monthly dates" in out and "1 series" in out
+    rc, out, err = _cli("predict", str(run), "--data", "elec_equip", "--out", str(tmp_path / "f.csv"))
+    assert rc == 0, err
+    frame = pd.read_csv(tmp_path / "f.csv")
+    assert list(frame["DATE"]) == [str(d.date()) for d in pd.date_range("2016-06-01", periods=12, freq="MS")]
+    assert "id" not in frame.columns and list(frame["step"]) == list(range(1, 13))
