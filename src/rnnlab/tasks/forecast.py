@@ -141,12 +141,13 @@ def read_panel(frame, id_col, time_col, target_col, feature_cols="", future_cols
                 (past if _as_numbers(frame[c], c, source, "feature_cols") is not None else skipped).append(c)
             if skipped:
                 notes.append(f"{source}: non-numeric columns {skipped} left out of the covariates")
+        words = {"target_col": "target", "feature_cols": "past covariate", "future_cols": "future covariate"}
         roles = {id_col: "id", time_col: "time"} if has_id else {time_col: "time"}
         for what, names in (("target_col", targets), ("feature_cols", past), ("future_cols", future)):
             for c in names:
                 if c in roles:
-                    raise DataError(f"{what}: {c!r} is the {roles[c]} column; it cannot also be a {what[:-4]} column")
-                roles[c] = what
+                    raise DataError(f"{what}: {c!r} is the {roles[c]} column; it cannot also be a {words[what]} column")
+                roles[c] = words[what]
         if not has_id and id_col and for_training:
             notes.append(f"{source}: no column {id_col!r}, so the table is one series (name the series' id "
                          f"column with --id-col when it holds several)")
