@@ -88,3 +88,34 @@ def test_refusals():
         s.feed(np.zeros((5, 2, 2)), active=np.ones((4, 2), bool))
     with pytest.raises(ShapeError, match="rows"):
         s.reset([5])
+
+
+def test_predict_each_step_streams_a_run(tmp_path):
+    """`rnnlab predict --each-step --chunk N`: a row per step, its last row per id equal to predict's."""
+    pd = pytest.importorskip("pandas")
+    import subprocess
+    import sys
+    from pathlib import Path
+    examples = Path(__file__).parent.parent / "examples"
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "rnnlab", *args], capture_output=True, text=True, cwd=examples,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p
+
+    run = tmp_path / "run"
+    cli("train", "--data", "visits.csv", "--id-col", "patient", "--time-col", "visit", "--target-col", "outcome",
+        "--model", "gru", "--steps", "10", "--hidden-size", "8", "--quiet", "--out", str(run))
+    cli("predict", str(run), "--data", "new_visits.csv", "--out", str(tmp_path / "last.csv"))
+    cli("predict", str(run), "--data", "new_visits.csv", "--out", str(tmp_path / "steps.csv"), "--each-step",
+        "--chunk", "3")
+    last, steps = pd.read_csv(tmp_path / "last.csv"), pd.read_csv(tmp_path / "steps.csv")
+    visits = pd.read_csv(examples / "new_visits.csv")
+    assert len(steps) == len(visits) and list(steps.columns[:2]) == ["patient", "visit"]
+    end = steps.groupby("patient").tail(1).set_index("patient").loc[last["patient"]]
+    np.testing.assert_allclose(end["p_sick"].to_numpy(), last["p_sick"].to_numpy(), rtol=1e-6)
+    assert (end["prediction"].to_numpy() == last["prediction"].to_numpy()).all()
+    p = subprocess.run([sys.executable, "-m", "rnnlab", "predict", str(run), "--data", "new_visits.csv", "--out",
+                        str(tmp_path / "x.csv"), "--chunk", "2"], capture_output=True, text=True, cwd=examples)
+    assert p.returncode == 2 and "--chunk" in p.stderr and "--each-step" in p.stderr

@@ -341,13 +341,27 @@ def cmd_predict(args) -> int:
     from .outputs import check_output
     fc = _forecast_run(args.checkpoint)
     if fc is not None:
+        if args.each_step or args.chunk is not None:
+            from .errors import ConfigError
+            raise ConfigError("each_step: a forecaster predicts the horizon from each series' last window; "
+                              "--each-step and --chunk are options of a run trained on --data")
         return _predict_forecast(args, *fc)
     model, cfg, encoding, _ = _data_run(args.checkpoint)           # reads the run, writes nothing
     out = check_output(args.out, "--out", [args.data, args.checkpoint] + _inputs(cfg), args.force,
                        (".csv", ".parquet"))
+    if args.chunk is not None and not args.each_step:
+        from .errors import ConfigError
+        raise ConfigError("--chunk: the steps fed to the stream per call, an option of --each-step; add --each-step")
+    from .errors import check_int
+    chunk = check_int("--chunk", args.chunk if args.chunk is not None else 1, 1)
     seqs = _read_like(cfg, encoding, args.data, False)
-    frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs),
-                             id_name=cfg.id_col if seqs.ids is not None else "index", time_name=cfg.time_col)
+    id_name = cfg.id_col if seqs.ids is not None else "index"
+    if args.each_step and encoding.problem != "tag":       # a deployed stream: the prediction after every step
+        from .tasks.sequences import step_frame, stream_outputs
+        frame = step_frame(encoding, seqs, stream_outputs(model, encoding, seqs, chunk), id_name, cfg.time_col)
+    else:
+        frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs), id_name=id_name,
+                                 time_name=cfg.time_col)
     write_table(frame, out)
     for n in seqs.notes:
         print(f"note: {n}")
@@ -859,6 +873,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "table of each series' recent values (and the horizon's rows of known future covariates)")
     pr.add_argument("--out", required=True, help="predictions file: .csv or .parquet (written atomically)")
     pr.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
+    pr.add_argument("--each-step", action="store_true", help="a row per step: the prediction after each step, the "
+                    "sequences fed to an rnnlab.Stream as a deployed model reads them (a tagger's rows already are)")
+    pr.add_argument("--chunk", type=int, default=None, help="--each-step: steps fed per call (default 1)")
     pr.set_defaults(func=cmd_predict)
 
     inf = sub.add_parser("info", help="the model card of a run: model, data and its hash, metrics beside the "

@@ -270,6 +270,32 @@ def predict_outputs(model, encoding: Encoding, seqs: Sequences) -> list:
     return out
 
 
+def stream_outputs(model, encoding: Encoding, seqs: Sequences, chunk: int = 1) -> list:
+    """The model's prediction after every step of each case, fed to an ``rnnlab.Stream`` ``chunk`` steps at a
+    time as a deployed model would be (all cases side by side, each ending on its own): per case (T_i, K)
+    probabilities or values in the data's units. Its last row is ``predict_outputs``' prediction of the case."""
+    from ..stream import Stream
+    data = encode(encoding, seqs, with_targets=False)
+    lengths = data.lengths
+    out = []
+    was_training = model.rnn.training
+    model.eval()
+    try:
+        for idx in chunks(len(lengths)):
+            x, _ = pad([data.cases[i] for i in idx])                       # (T, B, F)
+            x = x.astype(model.dtype)
+            active = np.arange(x.shape[0])[:, None] < lengths[idx][None, :]
+            stream = Stream(model, batch_size=len(idx))
+            ys = [stream.feed(x[t0:t0 + chunk], active=active[t0:t0 + chunk]) for t0 in range(0, x.shape[0], chunk)]
+            y = np.concatenate(ys).astype(np.float64)                      # (T, B, K)
+            for j, i in enumerate(idx):
+                yi = y[:lengths[i], j]
+                out.append(encoding.decode_values(yi) if encoding.problem == "regress" else yi)
+    finally:
+        model.train(was_training)
+    return out
+
+
 def prediction_frame(encoding: Encoding, seqs: Sequences, outputs: list, id_name="id", time_name="time",
                      target_name="target"):
     """A pandas DataFrame of predictions: one row per sequence (per step when tagging), with the id,
@@ -292,8 +318,24 @@ def prediction_frame(encoding: Encoding, seqs: Sequences, outputs: list, id_name
         p = np.stack(outputs)
         return pd.DataFrame({id_name: ids, "prediction": classes[p.argmax(1)],
                              **{f"p_{c}": p[:, k] for k, c in enumerate(classes.tolist())}})
+    return step_frame(encoding, seqs, outputs, id_name, time_name)
+
+
+def step_frame(encoding: Encoding, seqs: Sequences, outputs: list, id_name="id", time_name="time"):
+    """One row per (case, step): the prediction of a tagger at each step, or a stream's prediction so far."""
+    import pandas as pd
+    classes = encoding.classes_array if encoding.problem != "regress" else None
     p = np.concatenate(outputs)
     steps = np.concatenate([np.arange(len(o)) for o in outputs])
+    ids = seqs.ids if seqs.ids is not None else list(range(len(seqs.cases)))
+    if classes is None:
+        rows = {id_name: np.repeat(np.array(ids, dtype=object), [len(o) for o in outputs]),
+                (time_name if seqs.ids is not None else "step"): steps}
+        cols = {"prediction": p[:, 0]} if p.shape[1] == 1 else {f"prediction_{k}": p[:, k] for k in range(p.shape[1])}
+        frame = pd.DataFrame({**rows, **cols})
+        if seqs.times is not None:
+            frame[time_name] = np.concatenate(seqs.times)
+        return frame
     rows = {id_name: np.repeat(np.array(ids, dtype=object), [len(o) for o in outputs]),
             (time_name if seqs.ids is not None else "step"): steps, "prediction": classes[p.argmax(1)]}
     frame = pd.DataFrame({**rows, **{f"p_{c}": p[:, k] for k, c in enumerate(classes.tolist())}})
