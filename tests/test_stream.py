@@ -119,3 +119,36 @@ def test_predict_each_step_streams_a_run(tmp_path):
     p = subprocess.run([sys.executable, "-m", "rnnlab", "predict", str(run), "--data", "new_visits.csv", "--out",
                         str(tmp_path / "x.csv"), "--chunk", "2"], capture_output=True, text=True, cwd=examples)
     assert p.returncode == 2 and "--chunk" in p.stderr and "--each-step" in p.stderr
+
+
+@pytest.mark.parametrize("cell,kw", [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}),
+                                     ("lstm", {"peephole": True}), ("gru", {}), ("gru", {"reset": "before"}),
+                                     ("lstm", {"bias": False}), ("gru", {"layer_norm": True}), ("lstm", {"proj_size": 3})])
+@pytest.mark.parametrize("B", [1, 3])
+def test_one_step_fast_path_equals_the_layers_forward(cell, kw, B):
+    """A step fed alone runs the StepCalls (arrays made once); the same steps through the layer's forward (the
+    fast path switched off) give bit-identical outputs and states, streams masked on and off included."""
+    dt = "float32"
+    layer = LAYERS[cell](4, 6, num_layers=2, seed=3, dtype=dt, **kw)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, B, 4)).astype(dt)
+    active = rng.random((9, B)) < 0.7
+    fast, slow = rnnlab.Stream(layer, batch_size=B), rnnlab.Stream(layer, batch_size=B)
+    slow._steps = None
+    uses = fast._steps is not None
+    if not kw or kw in ({"nonlinearity": "relu"}, {"reset": "before"}, {"bias": False}):
+        assert uses                                       # the short call's cells and options
+    if kw.get("layer_norm") or kw.get("proj_size"):
+        assert not uses                                   # what the fast path leaves to the layer's forward
+    for t in range(9):
+        a = fast.feed(x[t], active=active[t] if t % 2 else None)
+        b = slow.feed(x[t], active=active[t] if t % 2 else None)
+        np.testing.assert_array_equal(a, b)
+        if t == 4:                                        # a chunk in between goes through the layer's forward
+            np.testing.assert_array_equal(fast.feed(x[:3]), slow.feed(x[:3]))
+    for u, v in zip(states(fast.state), states(slow.state), strict=True):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="NaN"):
+        fast.feed(np.full((B, 4), np.nan, dt))
+    with pytest.raises(ShapeError):
+        fast.feed(np.zeros((B, 5), dt))

@@ -40,7 +40,34 @@ class Stream:
         if self.layer.batch_first:
             raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
         self.batch_size = check_int("batch_size", batch_size, 1)
+        self._steps = self._step_calls()
         self.reset()
+
+    def _step_calls(self):
+        """The one-step fast path: per layer a ``kernels.loop.StepCall`` whose arrays are made once, chained
+        (layer l's output is layer l+1's input), when every step of this stream would run the one-thread loop's
+        short call anyway (a classic cell without layer norm, zoneout or projections, B below the packed
+        product's rows, inference); else None (each step goes through the layer's forward)."""
+        from .kernels import loop
+        layer = self.layer
+        reg = getattr(layer, "regularization", {})
+        from .layers import DenseLayer
+        if (not isinstance(layer, DenseLayer)
+                or self.batch_size >= loop.PACK_MIN_ROWS or layer.output_size != layer.hidden_size
+                or layer.cell_opts.get("layer_norm") or any(reg.get(k) for k in ("zoneout", "zoneout_cell"))
+                or layer._choose(self.batch_size, False, 1) != "loop"):
+            return None
+        calls, x = [], None
+        for l in range(layer.num_layers):
+            W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, 0)
+            opts = {**layer.cell_opts, **layer.option_params(l, 0)}
+            if opts.get("ln") is not None:
+                return None
+            c = loop.StepCall(layer.cell_name, W_ih, W_hh, b_ih, b_hh, opts, self.batch_size, layer.dtype,
+                              len(layer.state_sizes), x)
+            calls.append(c)
+            x = c.out
+        return calls
 
     @property
     def tokens(self) -> bool:
@@ -51,6 +78,8 @@ class Stream:
         L, B = self.layer.num_layers, self.batch_size
         if rows is None:
             self._state = [np.zeros((L, B, n), self.layer.dtype) for n in self.layer.state_sizes]
+            for c in self._steps or ():
+                c.S[...] = 0.0
             return
         idx = np.arange(B)[np.asarray(rows)] if np.asarray(rows).dtype == bool else np.atleast_1d(rows)
         if np.asarray(rows).dtype == bool and np.asarray(rows).shape != (B,):
@@ -59,10 +88,25 @@ class Stream:
             raise ShapeError(f"rows: expected stream indices in [0, {B - 1}], got {idx.tolist()}")
         for s in self._state:
             s[:, idx] = 0.0
+        for c in self._steps or ():
+            c.S[:, idx] = 0.0
+
+    def _sync_from_steps(self):
+        """The fast path keeps the states in its StepCalls: copy them to ``_state`` (L, B, n) per kind."""
+        for j, s in enumerate(self._state):
+            for l, c in enumerate(self._steps):
+                s[l] = c.S[j]
+
+    def _sync_to_steps(self):
+        for j, s in enumerate(self._state):
+            for l, c in enumerate(self._steps):
+                c.S[j] = s[l]
 
     @property
     def state(self):
         """The states as the layer's ``hx`` takes them: h, or (h, c) for the LSTM; copies."""
+        if self._steps:
+            self._sync_from_steps()
         s = [v.copy() for v in self._state]
         return s[0] if len(s) == 1 else tuple(s)
 
@@ -87,6 +131,10 @@ class Stream:
                                  f"{'stream' if step else 'step and stream'}, got shape {np.asarray(active).shape} of "
                                  f"{np.asarray(active).dtype}")
             mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
+        if step and self._steps and not self.tokens:
+            return self._fast_step(x[0], mask)
+        if self._steps:
+            self._sync_from_steps()
         with no_grad():
             if self.model is None:
                 inp = x
@@ -95,9 +143,31 @@ class Stream:
             hx = self._state[0] if len(self._state) == 1 else tuple(self._state)
             out, new = self.layer._forward(inp, hx, None, True, x_private=self.model is not None, mask=mask)
             self._state = [np.array(v) for v in ((new,) if len(self._state) == 1 else new)]
+            if self._steps:
+                self._sync_to_steps()
             if self.model is not None:
                 out = self._predict(out, mask)
         return out[0] if step else out
+
+    def _fast_step(self, x_t, mask):
+        """One step through the StepCalls: the same loop and arithmetic as the layer's short call."""
+        first = self._steps[0]
+        xb = first.x[0]
+        if x_t.shape != xb.shape:
+            raise ShapeError(f"x: expected a step of shape {xb.shape}, got {x_t.shape}")
+        xb[...] = x_t
+        if not np.isfinite(xb).all():
+            raise ValueError("x: NaN or Inf in the step's features")
+        masked = mask is not None
+        for c in self._steps:
+            if masked:
+                c.mask[0] = mask[0, :, 0]
+            c(masked)
+        out = self._steps[-1].out
+        if self.model is not None:
+            return self._predict(out, mask)[0]
+        y = out[0].copy()
+        return y
 
     def _predict(self, out, mask):
         """The model's prediction at every step of the chunk (T, B, K); NaN where a stream had no step."""

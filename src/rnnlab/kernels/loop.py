@@ -494,6 +494,52 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
                                   copt=copt, ln_x=ln_x, bh_after=bool(bh.size))
 
 
+class StepCall:
+    """One direction's inference forward of ONE step on B < PACK_MIN_ROWS rows, its arrays made once
+    (``rnnlab.Stream``): the same loop and arrays as ``forward``'s short call, so a call is the copy of x_t
+    into ``x``, the loop over that step, the new state left in ``S`` (n, B, H) and the output in ``out``
+    (1, B, H). The weights are the layer's own (views, read as they are on every call); the bias sum is
+    formed again on each call, so in-place updates of the parameters are seen."""
+
+    def __init__(self, cell_name, W_ih, W_hh, b_ih, b_hh, opts, B, dt, n_states, x=None):
+        kern = kernel_for(cell_name, opts)
+        GH, H = W_hh.shape
+        n1 = kern.g1 * H
+        self.x = np.zeros((1, B, W_ih.shape[1]), dt) if x is None else x            # (1, B, I)
+        self.b_ih, self.b_hh, self.sums = b_ih, b_hh, kern.sums
+        if kern.sums:
+            bx = _empty(1, dt) if b_ih is None and b_hh is None else np.zeros(GH, dt)
+            bh = _empty(1, dt)
+        else:
+            bx = _empty(1, dt) if b_ih is None else b_ih
+            bh = _empty(1, dt) if b_hh is None else b_hh
+        self.bx = bx
+        Pih, W1 = np.asfortranarray(W_ih.T), np.asfortranarray(W_hh.T[:, :n1])
+        W2 = np.asfortranarray(W_hh.T[:, n1:]) if kern.phases == 2 else _empty(2, dt)
+        self.S = np.zeros((n_states, B, H), dt)
+        self.out = np.empty((1, B, H), dt)
+        self.mask = np.ones((1, B), dt)
+        self._args = lambda m2: (kern.plan(direct=kern.sums), self.x, (Pih, W1, W2, bx, bh),
+                                 (self.S, np.empty((B, H), dt), np.empty_like(self.S), np.empty((B, 0), dt)),
+                                 (np.empty((B, GH), dt), np.empty((B, GH), dt), self.out, m2),
+                                 (np.empty((B, H), dt), np.empty((B, kern.kc * H), dt), _empty(2, dt), _empty(1, dt),
+                                  _empty(2, dt)),
+                                 (_empty(2, dt), _empty(3, dt), _empty(2, dt), kern.copt(opts, B, B, H, dt, None), False),
+                                 token())
+        self.args = {False: self._args(np.empty((0, 1), dt)), True: self._args(self.mask)}
+        self.B = B
+
+    def __call__(self, masked=False):
+        """One step: x_t already in ``x`` (and the (1, B) ``mask`` set when ``masked``)."""
+        if self.sums and self.bx.size:
+            if self.b_ih is None or self.b_hh is None:
+                self.bx[...] = self.b_hh if self.b_ih is None else self.b_ih
+            else:
+                np.add(self.b_ih, self.b_hh, out=self.bx)
+        scan_fwd(0, self.B, *self.args[masked])
+        return self.out
+
+
 def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
     """-> Grads from the forward's DirCache; workspace(shape, dtype) holds dL/d(x W_ih^T)."""
     a = cache.arrays
