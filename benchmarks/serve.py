@@ -100,18 +100,17 @@ def install_env(install, cache):
 
 
 def cold_start(installs, model, runs, scratch):
-    """-> rows {install, cache, runs: [child numbers]}."""
-    rows = []
-    for install, python in installs:
-        cases = {c: [] for c in CASES}
-        for r in range(runs):
+    """-> rows {install, case, runs: [child numbers]}. The installs take turns in each run, so that a drift of
+    the machine's load over the minutes does not land on one of them."""
+    got = {(install, c): [] for install, _ in installs for c in CASES}
+    for r in range(runs):
+        for install, python in installs:
             cache = os.path.join(scratch, f"{install}-{r}")
             env = install_env(install, cache)
             for case, child in CASES.items():           # in this order: "empty" fills the folder "warm" reads
-                cases[case].append(run_child(python, env, child, model))
+                got[install, case].append(run_child(python, env, child, model))
             shutil.rmtree(cache, ignore_errors=True)
-        rows += [{"install": install, "case": c, "runs": v} for c, v in cases.items()]
-    return rows
+    return [{"install": i, "case": c, "runs": v} for (i, c), v in got.items()]
 
 
 def _cell(values):
@@ -138,6 +137,9 @@ def main(argv=None) -> int:
         installs.append(("wheel", python))
     from rnnlab.kernels import host
     print(host.describe())
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("PYTHONDONTWRITEBYTECODE is set: an editable checkout without __pycache__ compiles its modules at "
+              "every import")
     scratch = tempfile.mkdtemp(prefix="rnnlab-serve-")
     try:
         model = os.path.join(scratch, "model.safetensors")
