@@ -99,3 +99,14 @@ def test_stream_benchmark_runs(tmp_path, capsys):
     rows = json.loads((tmp_path / "s.json").read_text())["rows"]
     assert len(rows) == 1 and rows[0]["feed_us_per_step"] > 0 and rows[0]["one_call_us_per_step"] > 0
     assert "| GRU | 8 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_serve_benchmark_runs(tmp_path, capsys):
+    from benchmarks.serve import main
+    assert main(["--cold-start", "--cell", "rnn", "--runs", "1", "--json", str(tmp_path / "s.json")]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == ["import only", "empty cache", "warm cache", "warm cache, no SciPy",
+                                         "NumPy backend"]
+    assert all(r["runs"][0]["total"] > 0 for r in rows[1:])
+    assert "backward loops compiled or loaded by a prediction: [0]" in capsys.readouterr().out

@@ -65,6 +65,18 @@ def test_head_is_the_seeds_output_layer():
     np.testing.assert_allclose(probs.sum(-1), 1.0)
 
 
+def test_predict_is_inference_whatever_the_grad_mode():
+    """A prediction keeps no caches for a backward (as under no_grad), and equals the forward's softmax."""
+    model = SequenceModel(ModelConfig(input_size=3, output_size=2, hidden_size=4, dtype="float64"), seed=0)
+    x = np.random.default_rng(1).standard_normal((6, 2, 3))
+    logits, _ = model(x)
+    probs, _ = model.predict(x)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(probs, e / e.sum(-1, keepdims=True), atol=1e-12)
+    with pytest.raises(RuntimeError, match="call forward first"):
+        model.backward(np.ones_like(logits))
+
+
 def test_model_state_dict_round_trip():
     cfg = ModelConfig(input_size=5, output_size=3, cell="gru", input_mode="embedding", hidden_size=4)
     a, b = SequenceModel(cfg, seed=0), SequenceModel(cfg, seed=1)

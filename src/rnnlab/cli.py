@@ -10,12 +10,13 @@
     rnnlab export   CHECKPOINT --format onnx|torch|keras --out FILE  deploy a model or layer elsewhere
     rnnlab import   FILE --format onnx|torch|keras --out LAYER       read another tool's weights
     rnnlab check                                                     gradient-check every layer kind
-    rnnlab warmup   [--dtype float32 float64]                        compile the kernels ahead
+    rnnlab warmup   [--dtype float32 float64] [--cell lstm] [--inference]  compile the kernels ahead
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -94,17 +95,28 @@ def cmd_check(args) -> int:
 # ------------------------------------------------------------------------------ warm-up
 def cmd_warmup(args) -> int:
     import time
-    from .warmup import warmup
+    from .kernels import available, cache_dir
+    from .warmup import VARIANTS, warmup
     t0 = time.perf_counter()
 
     def report(label, seconds):
         if not args.quiet:
             print(f"  {label:28s} {seconds:6.2f} s")
+    where = cache_dir() if available() else None
     if not args.quiet:
-        print(f"compiling rnnlab's kernels for {', '.join(args.dtype)} (cached on disk for later processes)")
-    warmup(tuple(args.dtype), report=report)
-    print(f"warm-up done in {time.perf_counter() - t0:.1f} s")
+        print(f"compiling rnnlab's {'inference ' if args.inference else ''}kernels for {', '.join(args.dtype)} "
+              f"(cached on disk for later processes)")
+    warmup(tuple(args.dtype), cells=tuple(args.cell or VARIANTS), report=report, inference=args.inference)
+    print(f"warm-up done in {time.perf_counter() - t0:.1f} s; Numba's cache: {where}{_cache_note(where)}")
     return 0
+
+
+def _cache_note(where) -> str:
+    """Why the cache is where it is, when NUMBA_CACHE_DIR was set and Numba could not write there."""
+    env = os.environ.get("NUMBA_CACHE_DIR")
+    if env and not os.path.abspath(where).startswith(os.path.abspath(env) + os.sep):
+        return f" (NUMBA_CACHE_DIR={env} is not writable)"
+    return ""
 
 
 # ------------------------------------------------------------------------------ training
@@ -967,6 +979,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("warmup", help="compile the kernels ahead (once per machine; later processes load them)")
     w.add_argument("--dtype", nargs="+", default=["float32"], choices=("float32", "float64"))
+    from .warmup import VARIANTS
+    w.add_argument("--cell", nargs="+", choices=tuple(VARIANTS), help="only these (default: every cell)")
+    w.add_argument("--inference", action="store_true",
+                   help="the inference forwards only (a serving process runs no backward)")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=cmd_warmup)
     return p

@@ -20,7 +20,7 @@ from . import checks
 from .cells.linear import DRAW_BLOCK, draw
 from .checks import as_float_array, check_unchanged, guard_inputs, users_memory
 from .errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
-from .grad_mode import is_grad_enabled
+from .grad_mode import is_grad_enabled, no_grad
 from .layers import LAYERS, int_text, memory_refusal, resolve_dtype
 
 
@@ -312,5 +312,8 @@ class SequenceModel:
         return loss, d.reshape(logits.shape)
 
     def predict(self, inputs, lengths=None, hx=None):
-        logits, state = self.forward(inputs, lengths, hx)
+        """-> (probabilities or values, state). Inference whatever the grad mode, as under ``rnnlab.no_grad``:
+        no caches kept for a backward, and the inference paths of ``backend='auto'``."""
+        with no_grad():
+            logits, state = self.forward(inputs, lengths, hx)
         return heads.PREDICTIONS[self.config.prediction](logits), state

@@ -1,10 +1,15 @@
-"""``rnnlab warmup``: compile the kernels ahead, so that a first training step does not pay for it.
+"""``rnnlab warmup``: compile the kernels ahead, so that a first training step or prediction does not pay for it.
 
 Numba compiles each kernel on its first call and keeps the machine code on disk (``cache=True``): the first
 process that uses a kernel pays for compiling it, later processes load it. This runs every compiled backend
 once on a tiny batch (forward with gradients and backward, with and without padded rows, and an inference
 forward; "units", which serves inference only, the inference forward) for the requested cells and dtypes, and
-the one-thread loop on one row too, a one-step call (a stream's) and a long one.
+the one-thread loop on one row too, a one-step call (a stream's) and a long one. ``inference=True`` compiles
+the inference forwards only, for a serving process, which never calls a backward kernel (Numba compiles, or
+loads from its cache, each kernel on its first call).
+
+Where the cache goes is Numba's choice (``kernels.cache_dir()``): NUMBA_CACHE_DIR when set, else beside the
+package when it is writable, else the user's cache folder.
 """
 from __future__ import annotations
 
@@ -25,9 +30,10 @@ DIAGONAL = ("mingru", "minlstm", "indrnn", "lru")         # one compiled backend
 NOT_UNITS = ("gru-before", "rnn+options", "lstm+options", "gru+options")   # two products a step, or an option
 
 
-def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report=None) -> dict:
-    """Compile the kernels of ``cells`` x ``backends`` x ``dtypes``. -> {"cell backend dtype": seconds}.
-    ``report(label, seconds)`` is called after each (the CLI prints it)."""
+def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report=None, inference=False) -> dict:
+    """Compile the kernels of ``cells`` x ``backends`` x ``dtypes`` (``inference``: the forwards without
+    gradients only). -> {"cell backend dtype": seconds}. ``report(label, seconds)`` is called after each (the
+    CLI prints it)."""
     from . import kernels
     from .layers import layer_class
     if not kernels.available():
@@ -55,7 +61,7 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
                 layer = layer_class(cell)(3, H, dtype=dtype, seed=0, backend=backend, **opts)
                 x = rng.standard_normal((5, 4, 3)).astype(dtype)
                 for lengths in (None, np.array([5, 3, 4, 1])):
-                    if backend != "units":
+                    if backend != "units" and not inference:
                         out, _ = layer(x, lengths=lengths)
                         layer.backward(np.ones_like(out))
                     with no_grad():
@@ -64,8 +70,9 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
                     from .kernels.loop import SHORT_CALL            # long one read the weights differently
                     for T in (1, SHORT_CALL):
                         x1 = rng.standard_normal((T, 1, 3)).astype(dtype)
-                        out, _ = layer(x1)
-                        layer.backward(np.ones_like(out))
+                        if not inference:
+                            out, _ = layer(x1)
+                            layer.backward(np.ones_like(out))
                         with no_grad():
                             layer(x1)
                 label = f"{name} {backend} {dtype}"

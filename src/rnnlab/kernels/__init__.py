@@ -15,9 +15,11 @@ on a digest of the row kernels' files (``cell.py``); after editing another kerne
 ``threads.py``), delete the ``__pycache__/*.nbi``/``*.nbc`` files of the modules that call into it (an
 installed release is always consistent: every file is new).
 
-``available()`` tells whether Numba is installed.
+``available()`` tells whether Numba is installed; ``cache_dir()`` where Numba keeps the compiled kernels.
 """
 from __future__ import annotations
+
+import os
 
 
 _AVAILABLE = []
@@ -32,3 +34,25 @@ def available() -> bool:
         else:
             _AVAILABLE.append(True)
     return _AVAILABLE[0]
+
+
+def _probe():  # pragma: no cover - never called: Numba's cache locators are asked where a kernel here would go
+    pass
+
+
+def cache_dir() -> str:
+    """The folder Numba keeps the compiled kernels in, as Numba's own cache locators choose it, in their order:
+    NUMBA_CACHE_DIR when set and writable (a subfolder of it); else ``__pycache__`` beside the kernels when
+    writable (a source checkout, an editable install); else the user's cache folder (``~/.cache/numba/...``),
+    where the kernels of an install into a read-only site-packages go. ConfigError when none is writable (Numba
+    would refuse to define the kernels). Needs Numba."""
+    from numba.core.caching import FunctionCache
+    try:
+        return FunctionCache(_probe).cache_path
+    except RuntimeError:                    # Numba: "cannot cache function ...: no locator available"
+        from numba.misc.appdirs import AppDirs
+        from ..errors import ConfigError
+        raise ConfigError(f"NUMBA_CACHE_DIR: Numba finds no writable folder for rnnlab's compiled kernels (not "
+                          f"{os.path.join(os.path.dirname(__file__), '__pycache__')}, not "
+                          f"{AppDirs('numba', appauthor=False).user_cache_dir}); set NUMBA_CACHE_DIR to a writable "
+                          f"folder") from None

@@ -42,6 +42,10 @@ from numba.core import cgutils
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
 
+from . import cache_dir
+
+cache_dir()     # a one-line error where Numba has nowhere to cache, before its traceback at the first kernel
+
 # The row kernels are inlined into the loops at Numba's IR level (a call per row costs the reference counts of
 # a dozen arrays); Numba's SSA pass then warns, from a pedantic self-check, about the inlined loops' variables.
 # The compiled code is right (every backend is tested against the NumPy reference); the warning is noise.

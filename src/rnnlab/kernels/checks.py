@@ -4,6 +4,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from . import cache_dir
+
+cache_dir()     # a one-line error where Numba has nowhere to cache, before its traceback at the first kernel
+
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"}, error_model="numpy")
 def all_finite(flat):

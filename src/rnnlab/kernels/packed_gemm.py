@@ -35,7 +35,9 @@ from numba import from_dtype, njit, types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from . import host
+from . import cache_dir, host
+
+cache_dir()     # a one-line error where Numba has nowhere to cache, before its traceback at the first kernel
 
 # (MR rows, NV vectors) of the register tile per variant: MR * NV accumulators, NV panel vectors and a
 # broadcast in the register file (32 with AVX-512, 16 otherwise). On znver4 (docs/performance.md) 8 x 2 ran at
