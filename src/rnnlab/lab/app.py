@@ -305,7 +305,10 @@ def create_app(lab: Lab):
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{run.run_dir.name}.zip"'})
 
-    routes = [Route("/", index), Route("/api/options", get_options), Route("/api/runs", list_runs),
+    async def favicon(request):
+        return Response(status_code=204)
+
+    routes = [Route("/", index), Route("/favicon.ico", favicon), Route("/api/options", get_options), Route("/api/runs", list_runs),
               Route("/api/runs", start, methods=["POST"]),
               Route("/api/runs/{run_id}/events", events), Route("/api/runs/{run_id}/control", control, methods=["POST"]),
               Route("/api/runs/{run_id}/download", download),

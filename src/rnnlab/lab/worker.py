@@ -12,6 +12,7 @@ event loop). It reads commands from one queue and puts events on another:
 from __future__ import annotations
 
 import queue
+import time
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def run(settings: dict, commands, events, measure_every: int, paused: bool = Fal
     st = {"paused": paused, "once": False, "stop": False, "said": None, "measured": -1}
 
     def emit(kind, **kw):
-        events.put({"type": kind, **kw})
+        events.put({"type": kind, "time": time.time(), **kw})   # the time sent: the page's latency is measurable
 
     def say(state, step):
         key = (state, step) if state != "running" else state      # "running" once, not at every step
