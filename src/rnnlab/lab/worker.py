@@ -62,7 +62,9 @@ def measure(model, task, sequences: int = 8) -> dict:
 
 def run(settings: dict, commands, events, measure_every: int, paused: bool = False) -> None:
     """Train the run ``settings`` (a TrainConfig's dict, already checked), obeying ``commands``."""
+    import signal
     import warnings
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C at the server: it stops the run, which is then saved
     warnings.simplefilter("ignore", RuntimeWarning)  # overflow in a diverging run: the trainer reports NaN itself
     from ..config import TrainConfig
     from ..trainer import train
