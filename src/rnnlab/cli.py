@@ -9,6 +9,7 @@
     rnnlab gradients [CHECKPOINT] [--task ...] [--sweep 0.5:1.5:11]   gradient-flow diagnostics and figures
     rnnlab export   CHECKPOINT --format onnx|torch|keras --out FILE  deploy a model or layer elsewhere
     rnnlab import   FILE --format onnx|torch|keras --out LAYER       read another tool's weights
+    rnnlab lab      [--port N] [--no-browser] [--runs DIR]            the live gradient lab, a page on 127.0.0.1
     rnnlab check                                                     gradient-check every layer kind
     rnnlab warmup   [--dtype float32 float64] [--cell lstm] [--inference]  compile the kernels ahead
 """
@@ -90,6 +91,23 @@ def cmd_check(args) -> int:
     ok = worst < 1e-6
     print(f"{'PASS' if ok else 'FAIL'}: worst relative error {worst:.2e} (tolerance 1e-6)")
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------ the live lab
+def cmd_lab(args) -> int:
+    from .errors import ConfigError
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"lab: needs the lab extra ({exc.name} is not installed): pip install 'rnnlab[lab]'") from None
+    from .lab.app import serve
+
+    def announce(url):
+        print(f"rnnlab lab: {url}  (run folders in {args.runs}; Ctrl-C stops the server and saves its runs)",
+              flush=True)
+    serve(args.port, not args.no_browser, args.runs, announce)
+    return 0
 
 
 # ------------------------------------------------------------------------------ warm-up
@@ -970,6 +988,14 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--out", required=True, help="layer file to write (.safetensors)")
     im.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     im.set_defaults(func=cmd_import)
+
+    lb = sub.add_parser("lab", help="the live gradient lab: a local page where a model trains and its gradients are "
+                        "measured as you watch", description="Serve the lab on 127.0.0.1 (loopback only) and open it "
+                        "in the browser. Needs the lab extra: pip install 'rnnlab[lab]'.")
+    lb.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)")
+    lb.add_argument("--no-browser", action="store_true", help="print the address only")
+    lb.add_argument("--runs", default="runs/lab", help="folder for the lab's run folders (default: runs/lab)")
+    lb.set_defaults(func=cmd_lab)
 
     c = sub.add_parser("check", help="gradient-check every layer kind (BPTT vs finite differences)")
     c.add_argument("--seq-len", type=int, default=6)

@@ -133,7 +133,8 @@ def _time_inference(model, task, batch_size, repeats=5) -> float:
 # data, budget, seed, evaluation and outputs stay the comparison's own, the same for every entry
 ENTRY_KEYS = ("hidden_size", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "zoneout",
               "zoneout_cell", "bidirectional", "nonlinearity", "reset", "forget_bias", "peephole", "proj_size",
-              "layer_norm", "recurrent_max", "recurrent_init", "input_mode", "embedding_dim", "dtype", "batch_size",
+              "layer_norm", "recurrent_max", "recurrent_init", "recurrent_radius", "input_mode", "embedding_dim",
+              "dtype", "batch_size",
               "tbptt", "bptt_segment", "backend", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip",
               "clip_value", "schedule", "warmup", "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite")
 # options of one cell that its layer would ignore on another (the others are refused when the model is built)

@@ -59,6 +59,7 @@ class TrainConfig:
     layer_norm: bool = False        # lstm, gru: layer-normalised projections (and c), Ba et al. 2016
     recurrent_max: float = 0.0      # indrnn: bound on |u| after each update (0 = 2^(1/seq_len), Li et al.)
     recurrent_init: str = "uniform"
+    recurrent_radius: float = 0.0   # scale every W_hh gate block to this spectral radius at initialisation (0 = off)
     input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding
     embedding_dim: int = 32
     dtype: str = "float32"
@@ -112,6 +113,7 @@ class TrainConfig:
             raise ConfigError(f"backend: {FOLDED[self.backend]}; use 'loop' or 'auto', got {self.backend!r}")
         check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "split", "scan"))
         check_float("recurrent_max", self.recurrent_max, 0.0)
+        check_float("recurrent_radius", self.recurrent_radius, 0.0)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("distributed", self.distributed, ("auto", "none", "mpi"))
         from .tracking import parse

@@ -49,6 +49,7 @@ class ModelConfig:
     layer_norm: bool = False        # LSTM and GRU
     recurrent_max: float | None = None  # IndRNN only: bound on |u|
     recurrent_init: str = "uniform"
+    recurrent_radius: float = 0.0   # W_hh's gate blocks scaled to this spectral radius at initialisation (0 = off)
     dtype: str = "float32"
     quantiles: list | None = None   # identity outputs that are these quantiles (Q per target): the pinball loss
 
@@ -124,6 +125,12 @@ class SequenceModel:
             if cfg.input_mode == "embedding" and "input_size" in str(e):
                 raise ConfigError(str(e).replace("input_size", "embedding_dim")) from None
             raise
+        if cfg.recurrent_radius:                   # the sweep's rescaling, as an initialisation (section 3 of the tour)
+            from .diagnostics import scale_recurrent
+            try:
+                scale_recurrent(self.rnn, cfg.recurrent_radius)
+            except ConfigError as e:
+                raise ConfigError(f"recurrent_radius: {str(e).partition(': ')[2]}") from None
         feat = self.rnn.output_size * (2 if cfg.bidirectional else 1)
         # the layer refused its own size above; the embedding and the head are refused here, before they are made
         self._check_memory(feat)

@@ -26,7 +26,7 @@ def _same(a: Path, b: Path) -> bool:
 
 FINAL = "model.safetensors"             # a finished run's model (trainer writes it, card and load_model read it)
 # what a run folder holds; a folder with any of them but no config.toml was not made by `rnnlab train`
-RUN_FILES = ("config.toml", "metrics.jsonl", "diagnostics.jsonl", "checkpoint.safetensors", "model.safetensors",
+RUN_FILES = ("config.toml", "metrics.jsonl", "diagnostics.jsonl", "changes.jsonl", "checkpoint.safetensors", "model.safetensors",
              "card.md", "card.json", ".mlflow_run_id", "tensorboard", "mlruns")
 REPORT_MARK = ".rnnlab-report"          # written with every report: the folder's files are rnnlab's to replace
 

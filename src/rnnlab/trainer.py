@@ -26,6 +26,8 @@ from .optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_opt
 from .tasks import build_task
 
 CHECKPOINT = "checkpoint.safetensors"
+CHANGES = "changes.jsonl"            # settings changed mid-run (the lab's lr and clip), each with its step
+CHANGEABLE = ("lr", "clip")
 
 
 @dataclass
@@ -59,7 +61,7 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         zoneout_cell=cfg.zoneout_cell,
         bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
         forget_bias=cfg.forget_bias, peephole=cfg.peephole, proj_size=cfg.proj_size, layer_norm=cfg.layer_norm,
-        recurrent_init=cfg.recurrent_init, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None),
+        recurrent_init=cfg.recurrent_init, recurrent_radius=cfg.recurrent_radius, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None),
         recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
 
 
@@ -178,6 +180,8 @@ class _Trainer:
         self.progress = progress and not cfg.quiet and self.rank == 0
         self.trackers = None                                     # tracking.Trackers once the folder is there
         self.on_record = None                                    # a caller's hook on every record (sweeps)
+        self.control = None                                      # a caller's hook before every step (the lab)
+        self.changes = []                                        # settings changed mid-run (changes.jsonl)
         self.task = build_task(cfg) if task is None else task
         _epochs_to_steps(cfg, self.task)
         self.mcfg = model_config_for(cfg, self.task)
@@ -212,6 +216,34 @@ class _Trainer:
                 "best": None if self.best is None else {"loss": self.best[0], "step": self.best[1]},
                 "bad_evals": self.bad_evals, "stopped_early": self.result.stopped_early,
                 "distributed": None if self.comm is None else {"ranks": self.comm.size}}
+
+    # --------------------------------------------------------------- mid-run changes
+    def setting(self, key: str):
+        """The value of a changeable setting (``CHANGEABLE``) at this step: the last change made at or before it,
+        else the config's."""
+        value = getattr(self.cfg, key)
+        for c in self.changes:                      # in the order made: the steps never go down
+            if c["step"] <= self.step and key in c:
+                value = c[key]
+        return value
+
+    def change(self, **settings) -> dict:
+        """Change ``lr`` (the schedule's base rate) or ``clip`` from this step on, journalled with the step in the
+        run folder's changes.jsonl, so ``resume`` replays it and a resumed run stays bit-identical."""
+        from .errors import check_float
+        for key, value in settings.items():
+            if key not in CHANGEABLE:
+                raise ConfigError(f"{key}: a run can change {' or '.join(CHANGEABLE)} mid-run, not {key}")
+        rec = {"step": self.step, **{k: check_float(k, v, 0.0, low_open=(k == "lr"))
+                                     for k, v in settings.items()}}
+        if "lr" in rec and self.cfg.schedule == "cosine" and rec["lr"] < self.cfg.min_lr:
+            raise ConfigError(f"lr: expected a number >= min_lr ({self.cfg.min_lr}), the rate the cosine schedule "
+                              f"decays to, got {rec['lr']}")
+        self.changes.append(rec)
+        if self.run_dir is not None:
+            with (self.run_dir / CHANGES).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        return rec
 
     def _state_tuple(self):
         return self.state if isinstance(self.state, tuple) else (self.state,)
@@ -377,13 +409,14 @@ class _Trainer:
             return {"loss": loss, "skipped": True}
         norm = global_norm(grads)
         clipped = False
-        if cfg.clip > 0:
-            norm, clipped = clip_grad_norm(grads, cfg.clip)
+        clip = self.setting("clip")
+        if clip > 0:
+            norm, clipped = clip_grad_norm(grads, clip)
         if cfg.clip_value > 0:
             clipped = clip_grad_value(grads, cfg.clip_value) or clipped
         self._watch_explosion(norm)
         self.result.clipped_steps += int(clipped)
-        lr = lr_at(self.step, cfg.lr, cfg.steps, cfg.schedule, cfg.warmup, cfg.lr_step_size, cfg.lr_gamma, cfg.min_lr)
+        lr = lr_at(self.step, self.setting("lr"), cfg.steps, cfg.schedule, cfg.warmup, cfg.lr_step_size, cfg.lr_gamma, cfg.min_lr)
         self.opt.step(grads, lr)
         constrain = getattr(model.rnn, "constrain", None)
         if constrain is not None:                  # IndRNN: |u| bounded after every update (Li et al. 2018)
@@ -415,6 +448,8 @@ class _Trainer:
         start = self.step
         try:
             while self.step < cfg.steps and not self.result.stopped_early:
+                if self.control is not None and self.control(self) is False:
+                    break                           # the caller stopped the run here: saved as at its end
                 ts = time.perf_counter()
                 m = self.train_step()
                 self.result.step_seconds.append(time.perf_counter() - ts)
@@ -574,14 +609,16 @@ def _start(trainer) -> RunResult:
     return trainer.run()
 
 
-def train(config, progress: bool = False, task=None, on_record=None) -> RunResult:
+def train(config, progress: bool = False, task=None, on_record=None, control=None) -> RunResult:
     """Run a training job. ``config``: a ``TrainConfig`` or a dict of its options.
 
     ``task``: a task built by the caller (e.g. ``tasks.sequence_task`` over in-memory arrays) instead of the
     one ``config`` names; such a run cannot be resumed from its folder, which does not know the data.
     Under ``mpiexec -n K`` (``distributed``: "auto" or "mpi") the K processes train one model data-parallel
     (``rnnlab.distributed``); each returns the same result. ``on_record(record)``: called with every record
-    written to metrics.jsonl (a sweep reports them to Ray Tune).
+    written to metrics.jsonl (a sweep reports them to Ray Tune). ``control(trainer)``: called before every
+    step (the lab pauses there and changes settings with ``trainer.change``); returning False ends the run
+    there, saved as a finished run is.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
@@ -589,6 +626,7 @@ def train(config, progress: bool = False, task=None, on_record=None) -> RunResul
     check_run_dir(cfg.out)                                 # before the data is read: a bad --out fails at once
     trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
     trainer.on_record = on_record
+    trainer.control = control
     if cfg.track:
         from .tracking import require
         require(cfg.track, cfg.mlflow_uri)
@@ -608,9 +646,10 @@ def train(config, progress: bool = False, task=None, on_record=None) -> RunResul
             lock.release()
 
 
-def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=None) -> RunResult:
+def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=None, control=None) -> RunResult:
     """Continue the run in ``run_dir`` from its checkpoint (or from scratch if it was killed before one).
-    A distributed run resumes under ``mpiexec`` with the same number of processes."""
+    A distributed run resumes under ``mpiexec`` with the same number of processes. The settings changed
+    mid-run (changes.jsonl) are replayed, each from its step, including those after the checkpoint."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise ConfigError(f"run folder: {run_dir} has no config.toml; is it a folder made by `rnnlab train --out`?")
@@ -622,6 +661,8 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
     loaded = _same_run(run_dir, cfg)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.on_record = on_record
+    trainer.control = control
+    trainer.changes = read_changes(run_dir)
     locks = []
     try:
         _lead(trainer, lambda: locks.append(RunLock(run_dir).acquire()))
@@ -666,6 +707,29 @@ def _same_run(run_dir: Path, cfg: TrainConfig):
                                   f"{stored[:12]}... then); a resumed run needs the same data -- restore the file or "
                                   f"start a new run")
     return tensors, meta
+
+
+def read_changes(run_dir) -> list:
+    """The settings changed mid-run, from a run folder's changes.jsonl ([] without one), each checked as
+    ``change`` checks it; a line torn by a kill is skipped (it was never applied: the step did not run)."""
+    from .errors import check_float, check_int
+    f = Path(run_dir) / CHANGES
+    out = []
+    if not f.is_file():
+        return out
+    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        where = f"{f}, line {n}"
+        if not isinstance(rec, dict) or "step" not in rec or not set(rec) - {"step"} <= set(CHANGEABLE):
+            raise CheckpointError(f"{where}: expected {{\"step\": N, \"lr\" or \"clip\": value}}, got {line.strip()[:80]}")
+        check_int(f"{where}: step", rec["step"], 0 if not out else out[-1]["step"])
+        for k in set(rec) - {"step"}:
+            check_float(f"{where}: {k}", rec[k], 0.0, low_open=(k == "lr"))
+        out.append(rec)
+    return out
 
 
 def read_diagnostics(run_dir) -> list:
