@@ -12,6 +12,11 @@ row does (the same masks); its output there is 0 for a layer and NaN for a model
 sequence in chunks of any sizes equals one pass over it (``tests/test_stream.py``, every cell). Time-major
 only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
 kept, whatever ``rnnlab.no_grad`` says.
+
+A step fed alone to a classic cell (no layer norm, zoneout or projections; fewer than 4 streams) runs a
+``kernels.loop.StepCall`` per layer whose arrays are made with the stream: the same loop and arithmetic as
+the layer's own forward, bit for bit, reading the layer's weights as they are on every step (no copy: a
+change of the weights is seen at the next step).
 """
 from __future__ import annotations
 
