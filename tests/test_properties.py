@@ -136,6 +136,38 @@ def test_init_options():
     assert rnnlab.LSTM(3, H, seed=0).state_dict()["weight_ih_l0"].dtype == np.float32
 
 
+def test_gru_update_bias_starts_the_units_keeping_their_state():
+    """update_bias sets the z block (the second of r, z, n) of bias_ih and zeroes it in bias_hh; with a large
+    value z is near 1 from the start, so h_t stays near h_(t-1): the GRU's counterpart of forget_bias."""
+    H = 5
+    gru = rnnlab.GRU(3, H, num_layers=2, bidirectional=True, seed=0, update_bias=4.0, dtype="float64")
+    for k, v in gru.state_dict().items():
+        if k.startswith("bias_ih"):
+            np.testing.assert_array_equal(v[H:2 * H], 4.0)
+            assert not np.allclose(v[:H], 4.0)
+        elif k.startswith("bias_hh"):
+            np.testing.assert_array_equal(v[H:2 * H], 0.0)
+    plain = rnnlab.GRU(3, H, seed=0, dtype="float64")
+    kept = rnnlab.GRU(3, H, seed=0, update_bias=6.0, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((20, 2, 3))
+    h0 = np.ones((1, 2, H))
+    drift = {name: np.abs(g(x, h0)[1] - h0).mean() for name, g in (("plain", plain), ("kept", kept))}
+    assert drift["kept"] < 0.1 * drift["plain"]
+    import pytest
+    from rnnlab.config import resolve
+    from rnnlab.errors import ConfigError
+    with pytest.raises(ConfigError, match="update_bias: needs bias=True"):
+        rnnlab.GRU(3, H, bias=False, update_bias=1.0)
+    with pytest.raises(ConfigError, match="update_bias: an option of the GRU only"):
+        resolve(None, {"model": "lstm", "update_bias": 1.0})
+    cfg = resolve(None, {"model": "gru", "update_bias": 1.0, "task": "adding", "seq_len": 5})
+    from rnnlab.tasks import build_task
+    from rnnlab.trainer import model_config_for
+    from rnnlab.model import SequenceModel
+    m = SequenceModel(model_config_for(cfg, build_task(cfg)), seed=0)
+    np.testing.assert_array_equal(m.rnn.state_dict()["bias_ih_l0"][m.rnn.hidden_size:2 * m.rnn.hidden_size], 1.0)
+
+
 @COMMON
 @given(kind=KINDS, T=st.integers(2, 12), B=st.integers(1, 4), segment=st.integers(1, 6), bidir=st.booleans(),
        L=st.integers(1, 2), ragged=st.booleans(), seed=st.integers(0, 10_000))

@@ -132,13 +132,13 @@ def _time_inference(model, task, batch_size, repeats=5) -> float:
 # training ("gru+reset=before", "rnn+recurrent_init=orthogonal", "lstm+lr=0.01", "lstm+num_layers=2"); the task,
 # data, budget, seed, evaluation and outputs stay the comparison's own, the same for every entry
 ENTRY_KEYS = ("hidden_size", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "zoneout",
-              "zoneout_cell", "bidirectional", "nonlinearity", "reset", "forget_bias", "peephole", "proj_size",
-              "layer_norm", "recurrent_max", "recurrent_init", "recurrent_radius", "input_mode", "embedding_dim",
+              "zoneout_cell", "bidirectional", "nonlinearity", "reset", "forget_bias", "update_bias", "peephole",
+              "proj_size", "layer_norm", "recurrent_max", "recurrent_init", "recurrent_radius", "input_mode", "embedding_dim",
               "dtype", "batch_size",
               "tbptt", "bptt_segment", "backend", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip",
               "clip_value", "schedule", "warmup", "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite")
 # options of one cell that its layer would ignore on another (the others are refused when the model is built)
-_OWN_CELL = {"forget_bias": "lstm", "reset": "gru", "nonlinearity": "rnn", "recurrent_max": "indrnn"}
+_OWN_CELL = {"forget_bias": "lstm", "reset": "gru", "update_bias": "gru", "nonlinearity": "rnn", "recurrent_max": "indrnn"}
 _CELL_NAME = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "indrnn": "IndRNN"}
 
 

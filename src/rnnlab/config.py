@@ -54,6 +54,7 @@ class TrainConfig:
     nonlinearity: str = "tanh"
     reset: str = "after"
     forget_bias: float | None = None
+    update_bias: float | None = None  # gru: the update gate's bias at init (> 0: the units start keeping h)
     peephole: bool = False          # lstm: Gers and Schmidhuber's cell-to-gate connections
     proj_size: int = 0              # lstm: project h to this size (torch's proj_size; 0 = off)
     layer_norm: bool = False        # lstm, gru: layer-normalised projections (and c), Ba et al. 2016
@@ -173,7 +174,7 @@ class TrainConfig:
         only = {"forget_bias": ("lstm", self.forget_bias is not None),
                 "peephole": ("lstm", self.peephole), "proj_size": ("lstm", self.proj_size > 0),
                 "zoneout_cell": ("lstm", self.zoneout_cell > 0),
-                "reset": ("gru", self.reset != "after"),
+                "reset": ("gru", self.reset != "after"), "update_bias": ("gru", self.update_bias is not None),
                 "nonlinearity": ("rnn", self.nonlinearity != "tanh"),
                 "recurrent_max": ("indrnn", self.recurrent_max > 0)}
         return [(key, cell) for key, (cell, given) in only.items() if given]

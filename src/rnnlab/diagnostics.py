@@ -387,7 +387,7 @@ def _diagonal_gate_stats(layer, x, lengths, l, max_span, d=0):
 SWEEP_CELLS = {"rnn-tanh": ("rnn", {"nonlinearity": "tanh"}), "rnn-linear": ("rnn", {"nonlinearity": "identity"}),
                "lstm": ("lstm", {}), "gru": ("gru", {})}
 # the settings of a sweep cell that change its layer ("gru+reset=before", "rnn+recurrent_init=orthogonal")
-SWEEP_OPTIONS = ("nonlinearity", "reset", "forget_bias", "peephole", "proj_size", "layer_norm", "recurrent_init",
+SWEEP_OPTIONS = ("nonlinearity", "reset", "forget_bias", "update_bias", "peephole", "proj_size", "layer_norm", "recurrent_init",
                  "recurrent_max")
 
 

@@ -645,12 +645,15 @@ class GRU(DenseLayer):
     ``layer_norm=True`` (reset='after'): LN(x W_ih^T) and LN(h W_hh^T) with their gains and biases
     (``ln_ih_*``, ``ln_hh_*`` (3H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto``: the loop for small
     steps, the reference above; ``engine.choose``).
+    ``update_bias`` (default None: plain uniform init) sets the update-gate block z of ``bias_ih`` to that value
+    and of ``bias_hh`` to 0 at init: h_t = (1 - z) n + z h_(t-1), so a positive value starts the units keeping
+    their state, as the LSTM's ``forget_bias`` does (an init only: the weights carry it).
     """
 
     cell_name = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, reset="after", layer_norm=False, **kw):
+                 dropout=0.0, bidirectional=False, *, reset="after", layer_norm=False, update_bias=None, **kw):
         check_choice("reset", reset, ("after", "before"))
         if not isinstance(layer_norm, (bool, np.bool_)):
             raise ConfigError(f"layer_norm: expected True or False, got {layer_norm!r}")
@@ -662,6 +665,16 @@ class GRU(DenseLayer):
                          cell_opts={"reset": reset}, **kw)
         if self.layer_norm:
             self._init_layer_norm()
+        self.update_bias = None if update_bias is None else check_float("update_bias", update_bias)
+        if self.update_bias is not None:
+            if not self.bias:
+                raise ConfigError("update_bias: needs bias=True, got bias=False")
+            H = self.hidden_size
+            for k, v in self._params.items():          # blocks r, z, n: z is the second
+                if k.startswith("bias_ih"):
+                    v[H:2 * H] = self.update_bias
+                elif k.startswith("bias_hh"):
+                    v[H:2 * H] = 0.0
 
     @property
     def reset(self):

@@ -44,6 +44,7 @@ class ModelConfig:
     nonlinearity: str = "tanh"      # RNN only
     reset: str = "after"            # GRU only
     forget_bias: float | None = None  # LSTM only
+    update_bias: float | None = None  # GRU only
     peephole: bool = False          # LSTM only
     proj_size: int = 0              # LSTM only: projections (torch's proj_size)
     layer_norm: bool = False        # LSTM and GRU
@@ -100,6 +101,8 @@ class SequenceModel:
             kw["nonlinearity"] = cfg.nonlinearity
         elif cfg.cell == "gru":
             kw["reset"] = cfg.reset
+            if cfg.update_bias is not None:
+                kw["update_bias"] = cfg.update_bias
             if cfg.layer_norm:
                 kw["layer_norm"] = True
         elif cfg.cell == "lstm":

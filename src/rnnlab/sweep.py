@@ -63,8 +63,8 @@ SCHEDULERS = ("asha",)
 # training keys that build_task never reads: trials that differ only in these share one task when checked
 _NOT_TASK = frozenset((
     "model", "hidden_size", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell",
-    "bidirectional", "nonlinearity", "reset", "forget_bias", "peephole", "proj_size", "layer_norm", "recurrent_max",
-    "recurrent_init", "input_mode", "embedding_dim", "dtype", "batch_size", "steps", "epochs", "patience", "tbptt",
+    "bidirectional", "nonlinearity", "reset", "forget_bias", "update_bias", "peephole", "proj_size", "layer_norm",
+    "recurrent_max", "recurrent_init", "input_mode", "embedding_dim", "dtype", "batch_size", "steps", "epochs", "patience", "tbptt",
     "bptt_segment", "backend", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip", "clip_value",
     "schedule", "warmup", "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite", "seed", "distributed", "out",
     "checkpoint_every", "eval_every", "log_every", "diagnose_every", "track", "mlflow_uri", "mlflow_experiment",
@@ -173,7 +173,7 @@ def _check_cell_options(cfg, over, grid, label):
         why = why.split("; drop --", 1)[0].strip()           # the train command's hint: a flag the sweep has not
         where = f"sweep.{'grid' if key in grid else 'random'}.{key}" if key in over else key
         from .compare import ENTRY_KEYS
-        owner = {"forget_bias": "lstm", "peephole": "lstm", "proj_size": "lstm", "zoneout_cell": "lstm"}.get(key)
+        owner = {"forget_bias": "lstm", "update_bias": "gru", "peephole": "lstm", "proj_size": "lstm", "zoneout_cell": "lstm"}.get(key)
         entry = ""
         if owner and key in ENTRY_KEYS:            # compare's entries carry options of their own
             value = getattr(cfg, key)

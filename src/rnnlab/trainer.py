@@ -60,7 +60,7 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout, zoneout=cfg.zoneout,
         zoneout_cell=cfg.zoneout_cell,
         bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
-        forget_bias=cfg.forget_bias, peephole=cfg.peephole, proj_size=cfg.proj_size, layer_norm=cfg.layer_norm,
+        forget_bias=cfg.forget_bias, update_bias=cfg.update_bias, peephole=cfg.peephole, proj_size=cfg.proj_size, layer_norm=cfg.layer_norm,
         recurrent_init=cfg.recurrent_init, recurrent_radius=cfg.recurrent_radius, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None),
         recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
 

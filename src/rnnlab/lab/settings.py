@@ -11,7 +11,7 @@ from ..errors import ConfigError, check_float, check_int
 
 # the page's settings: TrainConfig keys, plus measure_every (the lab's own)
 KEYS = ("task", "model", "seq_len", "tokens", "text", "hidden_size", "recurrent_init", "recurrent_radius",
-        "forget_bias", "nonlinearity", "optimizer", "lr", "clip", "steps", "batch_size", "seed", "measure_every")
+        "forget_bias", "update_bias", "nonlinearity", "optimizer", "lr", "clip", "steps", "batch_size", "seed", "measure_every")
 DEFAULTS = {"task": "adding", "model": "lstm", "seq_len": 50, "hidden_size": 32, "optimizer": "adam", "lr": 0.01,
             "clip": 1.0, "steps": 1000, "batch_size": 32, "seed": 0}
 TASKS = ("adding", "copy", "selective_copy", "chars")   # the generated tasks and a text file; parity does not exist
@@ -144,11 +144,14 @@ PRESETS = [
     {"id": "gru", "chapter": 5,
      "title": {"en": "5. The GRU: update and reset gates", "zh": "5. GRU：更新门与重置门"},
      "a": {"model": "gru", "task": "adding", "seq_len": 50, "hidden_size": 37, "lr": 0.01, "steps": 1000},
+     "b": {"model": "gru", "hidden_size": 37, "update_bias": 1.0, "lr": 0.01},
      "say": {"en": "h_t = (1 - z) n + z h_(t-1): the update gate z is the share of the old state carried over, the "
                    "GRU's leaky version of the LSTM's cell path. Watch the distribution of z per unit: units that "
-                   "carry the two marked numbers to the end learn z near 1.",
+                   "carry the two marked numbers to the end learn z near 1; on the right the update-gate bias "
+                   "starts every unit there.",
              "zh": "h_t = (1 - z) n + z h_(t-1)：更新门 z 是保留下来的旧状态的比例，相当于 LSTM 细胞路径的“漏”版本。"
-                   "观察每个单元的 z 分布：负责把两个标记的数带到最后的单元会学到接近 1 的 z。"}},
+                   "观察每个单元的 z 分布：负责把两个标记的数带到最后的单元会学到接近 1 的 z；右侧的更新门偏置让每个单元"
+                   "一开始就在那里。"}},
     {"id": "lstm-gru", "chapter": 6,
      "title": {"en": "6. LSTM vs GRU, measured", "zh": "6. LSTM 与 GRU 的实测对比"},
      "a": {"model": "lstm", "task": "adding", "seq_len": 50, "hidden_size": 32, "forget_bias": 1.0, "lr": 0.01,

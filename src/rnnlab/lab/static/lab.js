@@ -4,7 +4,7 @@ const TEXT = {
   en: {title: "live gradient lab", preset: "Chapter of the tour", free: "free settings", task: "Task", model: "Model",
        seq_len_hint: "(sequence length)", tokens: "symbols to recall", text: "text file", cell: "cell",
        hidden: "hidden size", init: "recurrent init", radius: "spectral radius (0 = as drawn)",
-       fbias: "forget-gate bias (empty = none)", lr: "learning rate", side: "model B side by side (same data and seed)",
+       fbias: "forget-gate bias (empty = none)", ubias: "update-gate bias (empty = none)", lr: "learning rate", side: "model B side by side (same data and seed)",
        training: "Training", optimizer: "optimiser", clip: "clip (global norm, 0 = off)", steps: "steps",
        batch: "batch size", seed: "seed", start: "Start", pause: "Pause", resume: "Resume", step: "Step once",
        stop: "Stop", apply: "Change now", download: "download the run folder",
@@ -20,7 +20,7 @@ const TEXT = {
        changed: (s, c) => `step ${s}: ${c}`},
   zh: {title: "实时梯度实验室", preset: "导览章节", free: "自由设置", task: "任务", model: "模型",
        seq_len_hint: "（序列长度）", tokens: "要回忆的符号数", text: "文本文件", cell: "单元", hidden: "隐藏层大小",
-       init: "循环权重初始化", radius: "谱半径（0 = 按初始化）", fbias: "遗忘门偏置（空 = 无）", lr: "学习率",
+       init: "循环权重初始化", radius: "谱半径（0 = 按初始化）", fbias: "遗忘门偏置（空 = 无）", ubias: "更新门偏置（空 = 无）", lr: "学习率",
        side: "并排训练模型 B（相同数据与种子）", training: "训练", optimizer: "优化器", clip: "裁剪（全局范数，0 = 关）",
        steps: "步数", batch: "批大小", seed: "随机种子", start: "开始", pause: "暂停", resume: "继续", step: "单步",
        stop: "停止", apply: "立即修改", download: "下载运行目录",
@@ -71,8 +71,9 @@ function visibility() {
   const task = $("#task").value;
   document.querySelectorAll(".only-selective_copy").forEach(e => e.classList.toggle("show", task === "selective_copy"));
   document.querySelectorAll(".only-chars").forEach(e => e.classList.toggle("show", task === "chars"));
-  document.querySelectorAll("fieldset.model").forEach(fs => fs.querySelectorAll(".only-lstm").forEach(
-    e => e.classList.toggle("show", field(fs, "model").value === "lstm")));
+  for (const cell of ["lstm", "gru"])
+    document.querySelectorAll("fieldset.model").forEach(fs => fs.querySelectorAll(`.only-${cell}`).forEach(
+      e => e.classList.toggle("show", field(fs, "model").value === cell)));
 }
 
 function applyPreset(id) {
@@ -80,7 +81,7 @@ function applyPreset(id) {
   showSay();
   if (!PRESET) return;
   const d = OPTIONS.defaults, base = {hidden_size: d.hidden_size, recurrent_init: "uniform", recurrent_radius: 0,
-                                      forget_bias: "", lr: d.lr};
+                                      forget_bias: "", update_bias: "", lr: d.lr};
   setFields($("#settings"), {task: d.task, seq_len: d.seq_len, optimizer: d.optimizer, clip: d.clip, steps: d.steps,
                              batch_size: d.batch_size, seed: d.seed, ...pick(PRESET.a, ["task", "seq_len", "clip", "steps"])});
   setFields($("fieldset[data-which=a]"), {...base, ...PRESET.a});
@@ -95,6 +96,7 @@ function modelSettings(fs) {
   const s = {};
   for (const k of ["model", "hidden_size", "recurrent_init", "recurrent_radius", "lr"]) s[k] = field(fs, k).value;
   if (s.model === "lstm" && field(fs, "forget_bias").value !== "") s.forget_bias = field(fs, "forget_bias").value;
+  if (s.model === "gru" && field(fs, "update_bias").value !== "") s.update_bias = field(fs, "update_bias").value;
   if (s.recurrent_init === "uniform") delete s.recurrent_init;     // the default: a diagonal cell refuses any other
   return s;
 }
