@@ -1,6 +1,9 @@
-"""docs/figures/lab.png: the lab's page on the tour's chapter 4 (LSTM, forget bias 1 vs 0), after a short run.
+"""docs/figures/lab*.png: the lab's page on chapters of the tour, after a short run of each.
 
-    python docs/make_lab_screenshot.py          # needs rnnlab[lab], playwright and Chromium; about a minute
+    python docs/make_lab_screenshot.py [PRESET ...]   # needs rnnlab[lab], playwright and Chromium; a minute each
+
+lab.png is chapter 4 (LSTM, forget bias 1 vs 0); lab-<preset>.png any other preset (vanishing: chapter 3, the
+RNN's gradient at two spectral radii; gru: chapter 5, the update gate without and with its bias).
 """
 import os
 import shutil
@@ -9,19 +12,24 @@ import tempfile
 from pathlib import Path
 
 
-def main():
-    from playwright.sync_api import sync_playwright
-    from rnnlab.lab.app import LabServer
+def main(presets=("lstm",)):
     chromium = os.environ.get("RNNLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         sys.exit("make_lab_screenshot: needs Chromium (apt-get install chromium, or RNNLAB_CHROMIUM=path)")
-    out = Path(__file__).parent / "figures" / "lab.png"
+    for preset in presets:
+        shoot(preset, chromium)
+
+
+def shoot(preset, chromium):
+    from playwright.sync_api import sync_playwright
+    from rnnlab.lab.app import LabServer
+    out = Path(__file__).parent / "figures" / ("lab.png" if preset == "lstm" else f"lab-{preset}.png")
     with tempfile.TemporaryDirectory() as runs, LabServer(runs) as srv, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(srv.url)
         page.wait_for_selector("body[data-ready='1']")
-        page.select_option("#preset", "lstm")
+        page.select_option("#preset", preset)
         page.fill("[name=seq_len]", "50")
         page.fill("[name=steps]", "600")
         page.click("#start")
@@ -35,4 +43,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(tuple(sys.argv[1:]) or ("lstm",))
