@@ -387,7 +387,8 @@ def cmd_predict(args) -> int:
     seqs = _read_like(cfg, encoding, args.data, False)
     id_name = cfg.id_col if seqs.ids is not None else "index"
     if args.each_step and encoding.problem != "tag":       # a deployed stream: the prediction after every step
-        from .tasks.sequences import step_frame, stream_outputs
+        from .stream import stream_outputs
+        from .tasks.sequences import step_frame
         frame = step_frame(encoding, seqs, stream_outputs(model, encoding, seqs, chunk), id_name, cfg.time_col)
     else:
         frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs), id_name=id_name,
