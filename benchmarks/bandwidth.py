@@ -8,9 +8,10 @@ GB/s of reading a float32 array of S bytes per thread, S = 64 KB .. 64 MB, on on
 (each its own array; GB/s of both together), two ways: the one-row micro-kernel of ``kernels.packed_gemm``
 (8 vectors of accumulators, ``_r8``) over a contiguous (S / 512 B, 8 vectors) matrix, and a plain sum that
 LLVM vectorises itself. Part 2: per cell and H (B = 1, T = 200, I = 64, float32), the weight bytes a step
-reads divided by the time of a step: of the inference call on ``backend="units"`` (two threads) and "loop"
-(one), and of the product alone on one thread's share of the units split (``vecmat_acc`` over the (K, G*H/n)
-matrix, the two threads at once), so the distance from the kernel to the cache is read off one table.
+streams (W_hh: x W_ih^T is a matrix product over many steps outside the recurrence) divided by the time of a
+step: of the whole inference call on ``backend="units"`` (two threads) and "loop" (one), and of the product
+alone on one thread's share of the units split (``dots_acc`` over its (G*H/n, H) rows of W_hh, the two threads
+at once), so the distance from the kernel to the cache is read off one table.
 Best of ``--repeats`` timings each (other jobs on a shared machine slow whichever timing they hit).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from numba import njit
 import rnnlab
 from rnnlab.kernels import host
 from rnnlab.kernels.gates import FAST
-from rnnlab.kernels.packed_gemm import token, vecmat_acc
+from rnnlab.kernels.packed_gemm import dots_acc, token, vecmat_acc
 
 SIZES_KB = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 CLS = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}
@@ -53,10 +54,10 @@ def _sum(a, reps):
 
 @njit(nogil=True, fastmath=FAST)
 def _product(W, v, out, reps, tok):
-    """reps one-row products out[0] = v[0] @ W, W (K, N) rows contiguous (a units thread's share)."""
+    """reps one-row products out[0] = W @ v[0], W (N, K) a units thread's rows of W_hh, read in place."""
     for _ in range(reps):
         out[0, :] = 0.0
-        vecmat_acc(out, 0, v, 0, W, tok)
+        dots_acc(out, 0, 0, W, 0, W.shape[0], v, 0, tok)
 
 
 def _threads(fns):
@@ -110,9 +111,10 @@ def stream_table(repeats, sizes_kb):
     return rows
 
 
-def step_bytes(cell, H, I):
-    """Weight bytes one step reads: [W_ih W_hh] and the biases, float32."""
-    return 4 * G[cell] * H * (I + H + 2)
+def step_bytes(cell, H):
+    """Weight bytes one step streams: W_hh, float32 (x W_ih^T is computed for blocks of steps, or all, by a
+    matrix product outside the recurrence)."""
+    return 4 * G[cell] * H * H
 
 
 def layer_table(cells, hidden, repeats, T=200, I=64):
@@ -122,7 +124,7 @@ def layer_table(cells, hidden, repeats, T=200, I=64):
     for cell in cells:
         for H in hidden:
             x = np.random.default_rng(0).standard_normal((T, 1, I)).astype(np.float32)
-            nbytes = step_bytes(cell, H, I)
+            nbytes = step_bytes(cell, H)
             row = {"cell": cell, "H": H, "step_kb": nbytes / 1024}
             for be in ("units", "loop"):
                 layer = CLS[cell](I, H, seed=0, backend=be)
@@ -134,8 +136,8 @@ def layer_table(cells, hidden, repeats, T=200, I=64):
                 row[f"{be}_us"] = 1e6 * t / T
                 row[f"{be}_gbs"] = nbytes * T / t / 1e9
             n = units.threads_for(H)
-            K, N = I + H + 1, G[cell] * H // n
-            Ws = [np.random.default_rng(i).standard_normal((K, N)).astype(np.float32) for i in range(n)]
+            K, N = H, G[cell] * H // n
+            Ws = [np.random.default_rng(i).standard_normal((N, K)).astype(np.float32) for i in range(n)]
             v = np.ones((1, K), np.float32)
             outs = [np.zeros((1, N), np.float32) for _ in range(n)]
             t = best(lambda i: (lambda: _product(Ws[i], v, outs[i], T, tok)), n, repeats)
