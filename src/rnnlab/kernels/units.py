@@ -7,7 +7,7 @@ cache holds about 1 MB). Here thread j owns the units u0_j .. u1_j: the rows of 
 r z n, or the RNN's one block), G blocks of contiguous rows of the layer's own W_hh, read where they are (dot
 products, ``packed_gemm.dots_acc``: no copy per call, so an update of the parameters in place is always seen),
 and they stay in its own core's cache for the whole sequence. Before the loop each thread computes x W_ih^T
-(+ the biases added with it) of its units for every step, a BLAS product over all steps. Per step, every
+of its units for every step (``pgemm``: its rows of W_ih, in place, times x^T packed once per call). Per step, every
 thread reads the whole previous state, computes its units' gates and writes its units of the new state; one
 barrier per step (``barrier``: an atomic counter, spinning, then yielding the core) hands the new state to
 every thread for the next step. The states are double-buffered (``hbuf[s % 2]`` is read at step s,
@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 from ..errors import BackendError
 from .cell import fwd_row
 from .gates import FAST, mask_rows
-from .packed_gemm import dots_acc, token
+from .packed_gemm import MR_MAX, _pack1, dots_acc, nr, pgemm, token
 from .threads import _in_threads, num_threads
 
 MIN_UNITS = 8           # fewest hidden units per thread
@@ -95,18 +95,21 @@ def barrier(sync, target):
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def units_fwd(u0, u1, n, cell, SB, w, scratch, io, copt, tok):
     """Thread of units u0 .. u1 over the sequence. SB (2, n, B, H): the states, double-buffered (step s reads
-    SB[s % 2], writes its units of SB[(s + 1) % 2]). w = (W_hh, XP, bh): the layer's W_hh (G*H, H), read in
-    place (gate block g of these units: rows g*H + u0 .. g*H + u1); XP (G, T*B, Hj) x W_ih^T + the biases
-    added with it, these units' columns, every step (``forward``); b_hh of these units (G*Hj) where it is
-    added apart (the GRU), else empty. scratch = (A, X, C) this thread's; io = (out, mask, reverse, sync)."""
-    W_hh, XP, bh = w
-    A, X, C = scratch
+    SB[s % 2], writes its units of SB[(s + 1) % 2]). w = (W_ih, W_hh, Px, bx, bh): the layer's W_ih (G*H, I)
+    and W_hh (G*H, H), read in place (gate block g of these units: rows g*H + u0 .. g*H + u1); x^T (I, T*B)
+    packed (``packed_gemm.pack``); the bias added with x W_ih^T (G*H) and b_hh where it is added apart (the
+    GRU), or empty. scratch = (XP, A, X, C, tile) this thread's, XP (G, Hj, T*B) for x W_ih^T of these units
+    at every step; io = (out, mask, reverse, sync)."""
+    W_ih, W_hh, Px, bx, bh = w
+    XP, A, X, C, tile = scratch
     out, mask, reverse, sync = io
     T = out.shape[0]
     B, H = SB.shape[2], SB.shape[3]
     G = XP.shape[0]
     Hj = u1 - u0
     has_mask, sums = mask.shape[0] > 0, X.shape[0] == 0
+    for g in range(G):                                  # W_ih's rows of these units x^T, every step at once
+        pgemm(XP[g], W_ih[g * H + u0:g * H + u1], Px, T * B, False, tile, tok)
     P = A if sums else X                                # where x_t W_ih^T (+ b) goes
     for s in range(T):
         t = T - 1 - s if reverse else s
@@ -123,10 +126,11 @@ def units_fwd(u0, u1, n, cell, SB, w, scratch, io, copt, tok):
                 continue
             for g in range(G):
                 for i in range(Hj):
-                    P[r, g * Hj + i] = XP[g, t * B + r, i]
+                    P[r, g * Hj + i] = XP[g, i, t * B + r] + (bx[g * H + u0 + i] if bx.shape[0] > 0 else 0.0)
             if not sums:
-                for j in range(G * Hj):
-                    A[r, j] = bh[j] if bh.shape[0] > 0 else 0.0
+                for g in range(G):
+                    for i in range(Hj):
+                        A[r, g * Hj + i] = bh[g * H + u0 + i] if bh.shape[0] > 0 else 0.0
             for g in range(G):                          # A[r, gate g] += W_hh[gate g's rows] h_r
                 dots_acc(A, r, g * Hj, W_hh, g * H + u0, Hj, cur[0], r, tok)
             fwd_row(cell, 1, A, X, (Sj, Sj[0], Nj), r, C, r, copt)
@@ -147,11 +151,6 @@ def serves(kern, opts, zoneout=None) -> bool:
     return kern.phases == 1 and zoneout is None and opts.get("ln") is None and opts.get("rec_mask") is None
 
 
-def _columns(G, H, u0, u1):
-    """The gate columns of units u0 .. u1 in a (., G*H) matrix: [g*H + u for each gate block g]."""
-    return np.concatenate([np.arange(g * H + u0, g * H + u1) for g in range(G)])
-
-
 def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None):
     """The backend contract's forward, for inference (keep false) only."""
     from ..registry import kernel_for
@@ -168,8 +167,9 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     n = threads_for(H)
     bounds = [H * i // n for i in range(n + 1)]
     dt = x.dtype
-    x2 = np.ascontiguousarray(x).reshape(T * B, I)
-    W_hh = W_hh if W_hh.strides[1] == dt.itemsize else np.ascontiguousarray(W_hh)   # rows contiguous: read in place
+    Px = _pack1(np.ascontiguousarray(x).reshape(T * B, I).T, nr(dt))      # x^T (I, T*B) packed: small
+    W_ih = W_ih if W_ih.strides[1] == dt.itemsize else np.ascontiguousarray(W_ih)   # rows contiguous: read in place
+    W_hh = W_hh if W_hh.strides[1] == dt.itemsize else np.ascontiguousarray(W_hh)
     m2 = mask_rows(mask, T, dt)
     out = np.empty((T, B, H), dt)
     SB = np.empty((2, len(state0), B, H), dt)
@@ -180,28 +180,24 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     # reads r (h W_hn^T + b_hn))
     if kern.sums:
         bx = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)
-        bh = None
+        bh = none
     else:
-        bx, bh = b_ih, b_hh
+        bx, bh = b_ih, none if b_hh is None else b_hh
+    w = (W_ih, W_hh, Px, none if bx is None else bx, bh)
     # each thread's scratch, made here: nothing is allocated once the threads wait on each other
     parts = {}
     for u0, u1 in zip(bounds[:-1], bounds[1:]):
         Hj = u1 - u0
-        C = np.empty((B, kern.kc * Hj), dt)
+        XP = np.empty((G, Hj, T * B), dt)
         A = np.empty((B, G * Hj), dt)
         X = np.empty((0 if kern.sums else B, G * Hj), dt)
-        bhj = none if bh is None else bh[_columns(G, H, u0, u1)]
-        parts[u0] = (np.empty((G, T * B, Hj), dt), bhj, (A, X, C), kern.copt(opts, B, B, Hj, dt, None))
+        scratch = (XP, A, X, np.empty((B, kern.kc * Hj), dt), np.empty((MR_MAX, Px.shape[2]), dt))
+        parts[u0] = (scratch, kern.copt(opts, B, B, Hj, dt, None))
     io = (out, m2, reverse, sync)
 
     def work(u0, u1):
-        XP, bhj, scratch, copt = parts[u0]
-        for g in range(G):                              # x W_ih^T (+ b) of these units over all steps: BLAS
-            rows = slice(g * H + u0, g * H + u1)        # (one thread: the engine's BLAS setting for "units")
-            np.matmul(x2, W_ih[rows].T, out=XP[g])
-            if bx is not None:
-                XP[g] += bx[rows]
-        units_fwd(u0, u1, n, kern, SB, (W_hh, XP, bhj), scratch, io, copt, tok)
+        scratch, copt = parts[u0]
+        units_fwd(u0, u1, n, kern, SB, w, scratch, io, copt, tok)
     _in_threads(work, bounds)
     final = SB[T % 2]
     return out, tuple(final[j].copy() for j in range(final.shape[0])), None
