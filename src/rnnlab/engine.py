@@ -45,10 +45,12 @@ FOLDED = {"hybrid": "'hybrid' (BLAS per step) was folded into 'loop', whose pack
 # SPLIT_MIN_VFMA, else the compiled loop on one thread (docs/performance.md).
 SPLIT_MIN_VFMA = 1 << 10
 BLAS_SINGLE_THREAD_WORK = 1 << 20    # multiply-adds per step below which BLAS runs on one thread
-# inference on one row over at least UNITS_MIN_STEPS steps (a call copies each thread's weights out): the units
-# split where each thread gets at least UNITS_MIN_VFMA vector multiply-adds per step of [x h 1] [W_ih W_hh b]^T
-UNITS_MIN_STEPS = 64
+# inference on one row: the units split where each thread gets at least UNITS_MIN_VFMA vector multiply-adds per
+# step of [x h 1] [W_ih W_hh b]^T (at I = 64 from H = 192 for the LSTM and the GRU, H = 512 for the RNN: below,
+# one thread was as fast at 200 steps), and the call's steps times that at least UNITS_MIN_WORK (a call hands
+# work to a second thread, some 50-80 µs: at I = 64 an LSTM takes it from 26 steps at H = 256, 8 at H = 512)
 UNITS_MIN_VFMA = 1 << 12
+UNITS_MIN_WORK = 64 * UNITS_MIN_VFMA
 
 
 def module(backend: str):
@@ -151,10 +153,11 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
         return "numpy"
     vb = _vector_bytes()
     vfma = B * GH * H * itemsize // vb
-    if not keep and B == 1 and (T or 0) >= UNITS_MIN_STEPS and _units_serve(cell_name, opts, options):
+    if not keep and B == 1 and T and _units_serve(cell_name, opts, options):
         from .kernels import units
         n = units.threads_for(H)
-        if n > 1 and GH * (K or H) * itemsize // vb // n >= UNITS_MIN_VFMA:
+        per_thread = GH * (K or H) * itemsize // vb // max(1, n)
+        if n > 1 and per_thread >= UNITS_MIN_VFMA and T * per_thread >= UNITS_MIN_WORK:
             return "units"
     if B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:
         from .kernels import split

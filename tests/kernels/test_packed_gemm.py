@@ -139,6 +139,33 @@ def test_vecmat_acc_equals_matmul(K, N, dtype, tol, variant):
     np.testing.assert_array_equal(np.delete(out, 2, axis=0), np.delete(before, 2, axis=0))
 
 
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("K,n", [(64, 32), (1, 1), (7, 3), (33, 17), (100, 37), (256, 16), (1024, 9)])
+def test_dots_acc_equals_matmul(K, n, dtype, tol, variant):
+    """out[ro, o0 + i] += W[w0 + i] @ v[rv] for i < n: whole blocks of rows (``_dots``), the last rows and the last
+    columns (K not a multiple of the block's columns) in scalar loops; W a row block of a wider matrix (row
+    stride K + 5); nothing else written."""
+    from numba import njit
+    from rnnlab.kernels.packed_gemm import dots_acc, token
+    tok = token()
+
+    @njit
+    def run(out, ro, o0, W, w0, n, v, rv):
+        dots_acc(out, ro, o0, W, w0, n, v, rv, tok)
+
+    rng = np.random.default_rng(K * 100 + n)
+    v = rng.standard_normal((3, K)).astype(dtype)
+    W = rng.standard_normal((n + 6, K + 5)).astype(dtype)[:, :K]
+    out = rng.standard_normal((4, n + 7)).astype(dtype)
+    before = out.copy()
+    run(out, 2, 4, W, 3, n, v, 1)
+    ref = before[2, 4:4 + n].astype(np.float64) + W[3:3 + n].astype(np.float64) @ v[1].astype(np.float64)
+    np.testing.assert_allclose(out[2, 4:4 + n], ref, rtol=0, atol=tol * max(1.0, np.sqrt(K)) * 4)
+    rest = np.ones(out.shape, bool)
+    rest[2, 4:4 + n] = False
+    np.testing.assert_array_equal(out[rest], before[rest])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_variant_gives_the_same_bits(dtype, monkeypatch):
     """Each entry of C is the same fused multiply-adds in the same k order in every variant: the products agree

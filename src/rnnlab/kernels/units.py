@@ -2,14 +2,16 @@
 
 With few batch rows a step's product is a few one-row products against the whole weight matrix: the batch
 split (``kernels.split``) gives each thread a row or two, and each thread then streams every weight from the
-shared cache at every step (an LSTM with H = 256 has 1.3 MB of weights per direction; one core's
-second-level cache holds about 1 MB). Here thread j owns the units u0_j .. u1_j and the weight columns of
-their gates (i f g o, r z n, or the RNN's one block): its share is copied out once per call and stays in its
-own core's cache for the whole sequence. Per step, every thread reads the whole previous state, computes its
-units' gates (one-row products, ``packed_gemm.vecmat_acc``) and writes its units of the new state; one
+shared cache at every step (an LSTM with H = 256 has 1 MB of W_hh per direction; one core's second-level
+cache holds about 1 MB). Here thread j owns the units u0_j .. u1_j: the rows of W_hh of their gates (i f g o,
+r z n, or the RNN's one block), G blocks of contiguous rows of the layer's own W_hh, read where they are (dot
+products, ``packed_gemm.dots_acc``: no copy per call, so an update of the parameters in place is always seen),
+and they stay in its own core's cache for the whole sequence. Before the loop each thread computes x W_ih^T
+of its units for every step (``pgemm``: its rows of W_ih, in place, times x^T packed once per call). Per step, every
+thread reads the whole previous state, computes its units' gates and writes its units of the new state; one
 barrier per step (``barrier``: an atomic counter, spinning, then yielding the core) hands the new state to
-every thread for the next step. The states are
-double-buffered (``hbuf[s % 2]`` is read at step s, ``hbuf[(s + 1) % 2]`` written), so one barrier suffices.
+every thread for the next step. The states are double-buffered (``hbuf[s % 2]`` is read at step s,
+``hbuf[(s + 1) % 2]`` written), so one barrier suffices.
 
 Forward without caches only (``keep`` false: ``rnnlab.no_grad()``, evaluation and sampling); a forward for
 training raises ``BackendError``: its backward would need a reduction over the threads' shares of dL/dh at
@@ -28,7 +30,7 @@ from numba.extending import intrinsic
 from ..errors import BackendError
 from .cell import fwd_row
 from .gates import FAST, mask_rows
-from .packed_gemm import token, vecmat_acc
+from .packed_gemm import MR_MAX, _pack1, dots_acc, nr, pgemm, token
 from .threads import _in_threads, num_threads
 
 MIN_UNITS = 8           # fewest hidden units per thread
@@ -91,28 +93,24 @@ def barrier(sync, target):
 
 # ------------------------------------------------------------------ the per-thread loop
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def _product(A, V, W, acc, tok):
-    """A (B, N) (+)= V (B, K) @ W (K, N) (rows of W contiguous), row by row: a one-row product keeps 8 vectors
-    of accumulators in registers (``vecmat_acc``), where a packed tile of one row would keep 2."""
-    for r in range(A.shape[0]):
-        if not acc:
-            for j in range(A.shape[1]):
-                A[r, j] = 0.0
-        vecmat_acc(A, r, V, r, W, tok)
-
-
-@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def units_fwd(u0, u1, n, cell, x, SB, w, scratch, io, copt, tok):
+def units_fwd(u0, u1, n, cell, SB, w, scratch, io, copt, tok):
     """Thread of units u0 .. u1 over the sequence. SB (2, n, B, H): the states, double-buffered (step s reads
-    SB[s % 2], writes its units of SB[(s + 1) % 2]). w = (Wf, Wih, bx, bh): these units' gate columns of [W_ih
-    W_hh b]^T (cells whose products enter as a sum), or of W_ih^T, its bias, W_hh^T in Wf and b_hh (the GRU);
-    scratch = (XH, A, X, C) this thread's; io = (out, mask, reverse, sync)."""
-    Wf, Wih, bx, bh = w
-    XH, A, X, C = scratch
+    SB[s % 2], writes its units of SB[(s + 1) % 2]). w = (W_ih, W_hh, Px, bx, bh): the layer's W_ih (G*H, I)
+    and W_hh (G*H, H), read in place (gate block g of these units: rows g*H + u0 .. g*H + u1); x^T (I, T*B)
+    packed (``packed_gemm.pack``); the bias added with x W_ih^T (G*H) and b_hh where it is added apart (the
+    GRU), or empty. scratch = (XP, A, X, C, tile) this thread's, XP (G, Hj, T*B) for x W_ih^T of these units
+    at every step; io = (out, mask, reverse, sync)."""
+    W_ih, W_hh, Px, bx, bh = w
+    XP, A, X, C, tile = scratch
     out, mask, reverse, sync = io
-    T, B, I = x.shape
-    H = SB.shape[3]
-    has_mask, sums = mask.shape[0] > 0, Wih.shape[0] == 0
+    T = out.shape[0]
+    B, H = SB.shape[2], SB.shape[3]
+    G = XP.shape[0]
+    Hj = u1 - u0
+    has_mask, sums = mask.shape[0] > 0, X.shape[0] == 0
+    for g in range(G):                                  # W_ih's rows of these units x^T, every step at once
+        pgemm(XP[g], W_ih[g * H + u0:g * H + u1], Px, T * B, False, tile, tok)
+    P = A if sums else X                                # where x_t W_ih^T (+ b) goes
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur, nxt = SB[s % 2], SB[(s + 1) % 2]
@@ -120,31 +118,21 @@ def units_fwd(u0, u1, n, cell, x, SB, w, scratch, io, copt, tok):
             for r in range(B):
                 for k in range(u0, u1):
                     nxt[j, r, k] = cur[j, r, k]
-        if sums:                                        # [x_t | h | 1] [W_ih W_hh b]^T, these units' columns
-            for r in range(B):
-                for k in range(I):
-                    XH[r, k] = x[t, r, k]
-                for k in range(H):
-                    XH[r, I + k] = cur[0, r, k]
-                if XH.shape[1] > I + H:
-                    XH[r, I + H] = 1.0
-            _product(A, XH, Wf, False, tok)
-        else:
-            for r in range(B):
-                for j in range(X.shape[1]):
-                    X[r, j] = bx[j] if bx.shape[0] > 0 else 0.0
-            _product(X, x[t], Wih, True, tok)
-            _product(A, cur[0], Wf, False, tok)
-            if bh.shape[0] > 0:
-                for r in range(B):
-                    for j in range(A.shape[1]):
-                        A[r, j] += bh[j]
         Sj, Nj = cur[:, :, u0:u1], nxt[:, :, u0:u1]
         for r in range(B):
             if has_mask and mask[t, r] == 0.0:
                 for k in range(u0, u1):
                     out[t, r, k] = 0.0
                 continue
+            for g in range(G):
+                for i in range(Hj):
+                    P[r, g * Hj + i] = XP[g, i, t * B + r] + (bx[g * H + u0 + i] if bx.shape[0] > 0 else 0.0)
+            if not sums:
+                for g in range(G):
+                    for i in range(Hj):
+                        A[r, g * Hj + i] = bh[g * H + u0 + i] if bh.shape[0] > 0 else 0.0
+            for g in range(G):                          # A[r, gate g] += W_hh[gate g's rows] h_r
+                dots_acc(A, r, g * Hj, W_hh, g * H + u0, Hj, cur[0], r, tok)
             fwd_row(cell, 1, A, X, (Sj, Sj[0], Nj), r, C, r, copt)
             for k in range(u0, u1):
                 out[t, r, k] = nxt[0, r, k]
@@ -163,11 +151,6 @@ def serves(kern, opts, zoneout=None) -> bool:
     return kern.phases == 1 and zoneout is None and opts.get("ln") is None and opts.get("rec_mask") is None
 
 
-def _columns(G, H, u0, u1):
-    """The gate columns of units u0 .. u1 in a (., G*H) matrix: [g*H + u for each gate block g]."""
-    return np.concatenate([np.arange(g * H + u0, g * H + u1) for g in range(G)])
-
-
 def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None):
     """The backend contract's forward, for inference (keep false) only."""
     from ..registry import kernel_for
@@ -184,35 +167,37 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     n = threads_for(H)
     bounds = [H * i // n for i in range(n + 1)]
     dt = x.dtype
-    x = np.ascontiguousarray(x)
+    Px = _pack1(np.ascontiguousarray(x).reshape(T * B, I).T, nr(dt))      # x^T (I, T*B) packed: small
+    W_ih = W_ih if W_ih.strides[1] == dt.itemsize else np.ascontiguousarray(W_ih)   # rows contiguous: read in place
+    W_hh = W_hh if W_hh.strides[1] == dt.itemsize else np.ascontiguousarray(W_hh)
     m2 = mask_rows(mask, T, dt)
     out = np.empty((T, B, H), dt)
     SB = np.empty((2, len(state0), B, H), dt)
     SB[0] = np.stack(state0)
     sync = np.zeros(1, np.int64)
     none = np.empty(0, dt)
-    # each thread's weights and scratch, made here: nothing is allocated once the threads wait on each other
+    # cells whose products enter as a sum take b_ih + b_hh with x W_ih^T; the GRU adds b_hh apart (its n gate
+    # reads r (h W_hn^T + b_hn))
+    if kern.sums:
+        bx = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)
+        bh = none
+    else:
+        bx, bh = b_ih, none if b_hh is None else b_hh
+    w = (W_ih, W_hh, Px, none if bx is None else bx, bh)
+    # each thread's scratch, made here: nothing is allocated once the threads wait on each other
     parts = {}
     for u0, u1 in zip(bounds[:-1], bounds[1:]):
-        cols, Hj = _columns(G, H, u0, u1), u1 - u0
-        C = np.empty((B, kern.kc * Hj), dt)
+        Hj = u1 - u0
+        XP = np.empty((G, Hj, T * B), dt)
         A = np.empty((B, G * Hj), dt)
-        if kern.sums:
-            b = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)
-            blocks = (W_ih[cols].T, W_hh[cols].T) + ((b[cols][None, :],) if b is not None else ())
-            w = (np.ascontiguousarray(np.concatenate(blocks)), np.empty((0, 0), dt), none, none)
-            XH = np.empty((B, I + H + (1 if b is not None else 0)), dt)
-            X = np.empty((0, G * Hj), dt)
-        else:
-            w = (np.ascontiguousarray(W_hh[cols].T), np.ascontiguousarray(W_ih[cols].T),
-                 none if b_ih is None else b_ih[cols], none if b_hh is None else b_hh[cols])
-            XH, X = np.empty((B, 0), dt), np.empty((B, G * Hj), dt)
-        parts[u0] = (w, (XH, A, X, C), kern.copt(opts, B, B, Hj, dt, None))
+        X = np.empty((0 if kern.sums else B, G * Hj), dt)
+        scratch = (XP, A, X, np.empty((B, kern.kc * Hj), dt), np.empty((MR_MAX, Px.shape[2]), dt))
+        parts[u0] = (scratch, kern.copt(opts, B, B, Hj, dt, None))
     io = (out, m2, reverse, sync)
 
     def work(u0, u1):
-        w, scratch, copt = parts[u0]
-        units_fwd(u0, u1, n, kern, x, SB, w, scratch, io, copt, tok)
+        scratch, copt = parts[u0]
+        units_fwd(u0, u1, n, kern, SB, w, scratch, io, copt, tok)
     _in_threads(work, bounds)
     final = SB[T % 2]
     return out, tuple(final[j].copy() for j in range(final.shape[0])), None
