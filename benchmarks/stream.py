@@ -4,7 +4,8 @@
 
 float32, one stream (B = 1), I = 64, T = 200 steps; for each cell and H: µs per step of one inference call over
 the 200 steps (``rnnlab.no_grad``), µs per step fed one at a time, their ratio and the difference (the cost of
-a call from Python); best of ``--repeats`` blocks (a short call is at the mercy of the other processes).
+a call from Python), and µs per step fed ``--chunk`` steps per call; best of ``--repeats`` blocks (a short call
+is at the mercy of the other processes).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def best_us_per_step(fn, steps, repeats):
     return 1e6 * best / steps
 
 
-def measure(cell, H, I=64, T=200, repeats=15):
+def measure(cell, H, I=64, T=200, repeats=15, chunk=8):
     layer = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}[cell](I, H, seed=0)
     x = np.random.default_rng(0).standard_normal((T, 1, I)).astype(np.float32)
     stream = rnnlab.Stream(layer, batch_size=1)
@@ -41,10 +42,16 @@ def measure(cell, H, I=64, T=200, repeats=15):
         stream.reset()
         for t in range(T):
             stream.feed(x[t])
+    def chunks():
+        stream.reset()
+        for t in range(0, T, chunk):
+            stream.feed(x[t:t + chunk])
     one = best_us_per_step(whole, T, repeats)
     each = best_us_per_step(steps, T, repeats)
+    per_chunk = best_us_per_step(chunks, T, repeats)
     return {"cell": cell, "H": H, "one_call_us_per_step": one, "feed_us_per_step": each, "ratio": each / one,
-            "per_call_us": each - one}
+            "per_call_us": each - one, "chunk": chunk, "chunk_us_per_step": per_chunk,
+            "chunk_ratio": per_chunk / one}
 
 
 def main(argv=None) -> int:
@@ -52,20 +59,21 @@ def main(argv=None) -> int:
     p.add_argument("--cells", default="lstm,gru,rnn")
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--chunk", type=int, default=8, help="steps per call of the chunked feed")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--json", help="also write the numbers to this file")
     a = p.parse_args(argv)
-    if min(a.hidden + [a.steps, a.repeats]) < 1:
-        p.error("--hidden, --steps and --repeats: expected positive integers")
+    if min(a.hidden + [a.steps, a.repeats, a.chunk]) < 1:
+        p.error("--hidden, --steps, --repeats and --chunk: expected positive integers")
     from rnnlab.kernels import host
     print(host.describe())
-    rows = [measure(c, H, T=a.steps, repeats=a.repeats) for c in a.cells.split(",") for H in a.hidden]
+    rows = [measure(c, H, T=a.steps, repeats=a.repeats, chunk=a.chunk) for c in a.cells.split(",") for H in a.hidden]
     print(f"one stream, I=64, {a.steps} steps, float32: µs per step")
-    print("| cell | H | one call | a step per call | ratio | per call from Python |")
-    print("|---|---|---|---|---|---|")
+    print(f"| cell | H | one call | a step per call | ratio | per call from Python | {a.chunk} steps per call | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['cell'].upper()} | {r['H']} | {r['one_call_us_per_step']:.2f} | {r['feed_us_per_step']:.2f} | "
-              f"{r['ratio']:.1f} | {r['per_call_us']:.1f} |")
+              f"{r['ratio']:.1f} | {r['per_call_us']:.1f} | {r['chunk_us_per_step']:.2f} | {r['chunk_ratio']:.1f} |")
     if a.json:
         with open(a.json, "w", encoding="utf-8") as fh:
             json.dump({"machine": host.describe(), "rows": rows}, fh, indent=1)
