@@ -414,22 +414,10 @@ def _forecast_run(checkpoint):
 
 
 def _recent_panel(spec, cfg, path):
-    """A table of recent values read as the run read its training table: its columns by name."""
-    from .sequences import read_table
-    from .tasks.forecast import DATASETS, dataset_path, read_panel
-    if path in DATASETS and cfg.data == path:
-        file, source = dataset_path(path), path
-    else:
-        file, source = Path(path), str(path)
-        if file.suffix not in (".csv", ".parquet"):
-            from .errors import DataError
-            raise DataError(f"data: a forecaster reads a long table (.csv or .parquet), got {file.name!r}")
-        if not file.is_file():
-            raise FileNotFoundError(f"data: file {str(file)!r} does not exist")
-    return read_panel(read_table(file, spec.id_col), spec.id_col or "", spec.time_col, "", source=source,
-                      time_format=spec.time_format, for_training=False,
-                      columns={"targets": spec.targets, "past": spec.past, "future": spec.future,
-                               "id_col": spec.id_col})
+    """A table of recent values read as the run read its training table: its columns by name (the run's own
+    statsmodels series by its name)."""
+    from .tasks.forecast import read_with_spec, table_path
+    return read_with_spec(spec, *table_path(path, shipped=path == cfg.data))
 
 
 def _predict_forecast(args, model, cfg, spec) -> int:

@@ -418,7 +418,6 @@ class ForecastTask(Task):
         self.train_windows = np.array(train, dtype=np.int64).reshape(-1, 2)
         self.val_windows = np.array(val, dtype=np.int64)
         m = spec.season
-        K = len(spec.targets)
         scales = []
         for s, v in enumerate(panel.values):
             part = v[:, :K] if backtest else v[:n_train[s], :K]
@@ -429,6 +428,7 @@ class ForecastTask(Task):
         self.n_train, self.n_val = len(self.train_windows), len(self.val_windows)
         self._val = None
         self._baselines = None
+        self._truth_values = None
 
     # -------------------------------------------------------------- batches
     def _batch(self, pairs) -> Batch:
@@ -451,8 +451,11 @@ class ForecastTask(Task):
 
     # -------------------------------------------------------------- metrics, in the data's units
     def _truth(self) -> np.ndarray:
-        H, K = self.spec.horizon, len(self.spec.targets)
-        return np.stack([self.panel.values[s][o + 1:o + 1 + H, :K] for s, o in self.val_windows])     # (B, H, K)
+        """The validation windows' actual values (B, H, K) in the data's units, gathered once."""
+        if self._truth_values is None:
+            H, K = self.spec.horizon, len(self.spec.targets)
+            self._truth_values = np.stack([self.panel.values[s][o + 1:o + 1 + H, :K] for s, o in self.val_windows])
+        return self._truth_values
 
     def _scores(self, point, truth, lo=None, hi=None, with_mase=True) -> dict:
         err = point - truth
@@ -524,54 +527,62 @@ def _time_text(t, kind):
     return f"{t:g}"
 
 
-def forecast_task(cfg, info: dict | None = None, data=None, backtest=False) -> ForecastTask:
+def table_path(name, shipped: bool = True) -> tuple[Path, str]:
+    """(file, the name messages use) of a forecaster's table: a statsmodels series by name (``shipped``), or a
+    .csv / .parquet file."""
+    if shipped and name in DATASETS:
+        return dataset_path(name), name
+    path = Path(name)
+    if path.suffix not in (".csv", ".parquet"):
+        raise DataError(f"data: the forecast task reads a long table (.csv or .parquet) or one of {list(DATASETS)}, "
+                        f"got {path.name!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"data: file {str(path)!r} does not exist")
+    return path, str(path)
+
+
+def read_with_spec(spec: ForecastSpec, path, source) -> Panel:
+    """A table read as a trained forecaster reads it: its columns by name, its time format."""
+    from ..sequences import read_table
+    return read_panel(read_table(path, spec.id_col), spec.id_col or "", spec.time_col, "", source=source,
+                      time_format=spec.time_format, for_training=False,
+                      columns={"targets": spec.targets, "past": spec.past, "future": spec.future,
+                               "id_col": spec.id_col})
+
+
+def forecast_task(cfg, info: dict | None = None) -> ForecastTask:
     """The forecast task of a run config (``rnnlab.config.TrainConfig``); ``info``: a trained model's stored spec
-    (its statistics and columns); ``data``: another table to score with it (a backtest)."""
+    (its statistics and columns)."""
     from ..sequences import changed_since, file_digest, read_table
-    name = cfg.data
-    if not name:
+    if not cfg.data:
         raise ConfigError("data: the forecast task needs a table of series (--data FILE.csv or .parquet, or a "
                           f"statsmodels series: {', '.join(DATASETS)}), got none")
-    if data is None and name in DATASETS:
-        path = dataset_path(name)
-    else:
-        path = Path(data or name)
-        if path.suffix not in (".csv", ".parquet"):
-            raise DataError(f"data: the forecast task reads a long table (.csv or .parquet) or one of "
-                            f"{list(DATASETS)}, got {path.name!r}")
-        if not path.is_file():
-            raise FileNotFoundError(f"data: file {str(path)!r} does not exist")
+    path, source = table_path(cfg.data)
     stored = (info or {}).get("forecast")
-    if data is None and info and info.get("data_digest") and changed_since(path, info["data_digest"]):
+    if info and info.get("data_digest") and changed_since(path, info["data_digest"]):
         raise ConfigError(f"data: {path} changed since this model was trained on it; its validation metrics would be "
                           f"of other data -- score the file with --data, or restore it")
-    frame = read_table(path, cfg.id_col)
-    source = name if data is None and name in DATASETS else str(path)
+    note = ""
     if stored:
         spec = ForecastSpec.from_dict(stored)
-        panel = read_panel(frame, spec.id_col or "", spec.time_col, "", source=source, for_training=False,
-                           time_format=spec.time_format,
-                           columns={"targets": spec.targets, "past": spec.past, "future": spec.future,
-                                    "id_col": spec.id_col})
-        note = ""
+        panel = read_with_spec(spec, path, source)
     else:
         from ..errors import check_int
         quantiles = parse_quantiles(cfg.quantiles)
-        panel = read_panel(frame, cfg.id_col, cfg.time_col, cfg.target_col, cfg.feature_cols, cfg.future_cols,
-                           cfg.time_format, source=source)
+        panel = read_panel(read_table(path, cfg.id_col), cfg.id_col, cfg.time_col, cfg.target_col, cfg.feature_cols,
+                           cfg.future_cols, cfg.time_format, source=source)
         freq, _ = regular_step(panel)
         if cfg.season:
-            season, note = check_int("season", cfg.season, 1), ""
+            season = check_int("season", cfg.season, 1)
         else:
             season, note = infer_season(freq)
         spec = ForecastSpec(panel.columns["targets"], panel.columns["past"], panel.columns["future"], cfg.horizon,
                             cfg.seq_len, quantiles, [], [], season,
                             cfg.id_col if panel.ids[0] is not None else None, cfg.time_col, panel.time_kind, freq,
                             cfg.time_format, cfg.missing)
-    task = ForecastTask(panel, spec, cfg.val_fraction, name=Path(name).name, fitted=bool(stored),
-                        backtest=backtest, season_note=note)
-    if data is None:
-        task.digest = file_digest(path)
+    task = ForecastTask(panel, spec, cfg.val_fraction, name=Path(cfg.data).name, fitted=bool(stored),
+                        season_note=note)
+    task.digest = file_digest(path)
     return task
 
 
