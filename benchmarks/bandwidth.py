@@ -26,9 +26,9 @@ import numpy as np
 from numba import njit
 
 import rnnlab
-from rnnlab.kernels import host
-from rnnlab.kernels.gates import FAST
-from rnnlab.kernels.packed_gemm import dots_acc, token, vecmat_acc
+from rnnlab.engine._kernels import host
+from rnnlab.engine._kernels.gates import FAST
+from rnnlab.engine._kernels.packed_gemm import dots_acc, token, vecmat_acc
 
 SIZES_KB = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 CLS = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}
@@ -118,7 +118,7 @@ def step_bytes(cell, H):
 
 
 def layer_table(cells, hidden, repeats, T=200, I=64):
-    from rnnlab.kernels import units
+    from rnnlab.engine._kernels import units
     tok = token()
     rows = []
     for cell in cells:

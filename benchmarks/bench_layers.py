@@ -248,7 +248,7 @@ def main(argv=None) -> int:
           f"{', onnxruntime ' + __import__('onnxruntime').__version__ if have['onnxruntime'] else ''}"
           f"{', jax ' + __import__('jax').__version__ if have['jax'] else ', jax not installed'}; "
           f"{platform.machine()}, {os.cpu_count()} cpus; float32, medians")
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     print(host.describe())
     forced = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
     if forced:
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
               f"CPU; unset them for users' numbers: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks")
     peak = sgemm_peak()
     print(f"sgemm peak (2048^3, numpy/BLAS, all threads): {peak / 1e9:.1f} GFLOP/s")
-    from rnnlab.engine import choose
+    from rnnlab.engine.dispatch import choose
     rows = []
     head = (f"{'cell':4s} {'B,T,I,H':>14s} {'be':>5s} | {'inf ms':>8s} {'torch':>8s} {'ratio':>5s} {'ort':>8s} {'r/ort':>5s} | "
             f"{'train ms':>8s} {'torch':>8s} {'ratio':>5s} {'jax':>8s} {'r/jax':>5s} | {'peak%':>5s}")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 
 def sweep_throughput(trials, steps, workers, tmp):
-    from rnnlab import sweep
-    from rnnlab.config import TrainConfig
-    from rnnlab.trainer import train
+    from rnnlab.scale import sweep
+    from rnnlab.training.config import TrainConfig
+    from rnnlab.training.trainer import train
     base = {"task": "adding", "seq_len": 50, "hidden_size": 32, "steps": steps, "eval_every": steps, "quiet": True}
     t0 = time.perf_counter()
     for s in range(trials):
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if min(a.trials, a.trial_steps, a.workers, a.dp_steps) < 1:
         p.error("counts: expected positive integers")
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     print(host.describe())
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} "
           f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}")

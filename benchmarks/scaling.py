@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if min(list(args.h_sweep) + list(args.t_sweep) + [args.batch, args.input, args.repeats]) < 1:
         p.error("sizes and --repeats: expected positive integers")
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     machine = host.describe()
     print(machine)
     peak = sgemm_peak()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import rnnlab
-from rnnlab.layers import LRU, IndRNN, MinGRU, MinLSTM
+from rnnlab.engine.layers import LRU, IndRNN, MinGRU, MinLSTM
 
 from .bench_layers import bench_torch, median_time, save_figure
 
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if min(list(args.t_sweep) + [args.batch, args.input, args.hidden, args.repeats]) < 1:
         p.error("sizes and --repeats: expected positive integers")
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     machine = host.describe()
     print(machine)
     rows = measure(args.batch, args.input, args.hidden, args.t_sweep, args.repeats)

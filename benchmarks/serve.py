@@ -53,9 +53,9 @@ if sys.argv[1] != "import":
     y, _ = model.predict(x)
     t3 = time.perf_counter()
     out.update(load=t2 - t1, predict=t3 - t2, total=t3 - t0, at=time.time())
-    if "rnnlab.kernels.loop" in sys.modules:                 # the backward loop: never called, never compiled
-        out["backward_signatures"] = len(sys.modules["rnnlab.kernels.loop"].scan_bwd.signatures)
-        out["cache"] = rnnlab.kernels.cache_dir()
+    if "rnnlab.engine._kernels.loop" in sys.modules:                 # the backward loop: never called, never compiled
+        out["backward_signatures"] = len(sys.modules["rnnlab.engine._kernels.loop"].scan_bwd.signatures)
+        out["cache"] = rnnlab.engine._kernels.cache_dir()
 print("RESULT " + __import__("json").dumps(out))
 """ % (T, I)
 
@@ -63,7 +63,7 @@ print("RESULT " + __import__("json").dumps(out))
 def save_model(path, cell):
     """A small saved model, as ``rnnlab train --out`` leaves one (``load_model`` reads either)."""
     import rnnlab
-    from rnnlab.checkpoint import save_checkpoint
+    from rnnlab.model.checkpoint import save_checkpoint
     m = rnnlab.SequenceModel(rnnlab.ModelConfig(input_size=I, output_size=K, cell=cell, hidden_size=H,
                                                 target="last"), seed=0)
     save_checkpoint(path, dict(m.named_parameters()), {"kind": "model", "model_config": m.config.to_dict()})
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         if not os.path.isfile(python):
             p.error(f"--venv: no bin/python in {a.venv}")
         installs.append(("wheel", python))
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     print(host.describe())
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
         print("PYTHONDONTWRITEBYTECODE is set: an editable checkout without __pycache__ compiles its modules at "

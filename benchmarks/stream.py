@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if min(a.hidden + [a.steps, a.repeats, a.chunk]) < 1:
         p.error("--hidden, --steps, --repeats and --chunk: expected positive integers")
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     print(host.describe())
     rows = [measure(c, H, T=a.steps, repeats=a.repeats, chunk=a.chunk) for c in a.cells.split(",") for H in a.hidden]
     print(f"one stream, I=64, {a.steps} steps, float32: µs per step")

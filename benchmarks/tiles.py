@@ -20,8 +20,8 @@ import numpy as np
 from numba import njit
 from threadpoolctl import threadpool_limits
 
-from rnnlab.kernels import host
-from rnnlab.kernels.packed_gemm import TILES, _TOKEN, _make_ukr
+from rnnlab.engine._kernels import host
+from rnnlab.engine._kernels.packed_gemm import TILES, _TOKEN, _make_ukr
 
 CANDIDATES = {"avx512": [(12, 2), (8, 2), (8, 3), (6, 4), (4, 3)], "avx2": [(6, 2), (4, 3), (3, 4), (8, 1)],
               "sse": [(6, 2), (4, 3)]}

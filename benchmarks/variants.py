@@ -6,7 +6,7 @@ its fastest path and on the NumPy reference, and torch's plain cell, in one run.
 float32, B = 32, T = 100, I = 32, H = 128 by default; median ms of a forward and backward over the sequence in
 training mode (the masks drawn every step), the backend each ran on, and the ratio to the plain cell on the
 same backend: recurrent dropout, zoneout and layer norm run on the shared compiled loop ("loop" on one thread,
-"split" on the batch split: ``rnnlab.kernels.loop``), peepholes and projections on the NumPy reference only.
+"split" on the batch split: ``rnnlab.engine._kernels.loop``), peepholes and projections on the NumPy reference only.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if min(a.batch, a.seq_len, a.input, a.hidden, a.repeats) < 1:
         p.error("sizes and --repeats: expected positive integers")
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     print(host.describe())
     B, T, I, H = a.batch, a.seq_len, a.input, a.hidden
     rows, ref = [], {}

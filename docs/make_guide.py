@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab import diagnostics as D
-from rnnlab import report
-from rnnlab.compare import compare, gradient_report, summary_columns, summary_rows, write_compare_report
-from rnnlab.config import TrainConfig, resolve
-from rnnlab.model import SequenceModel
+from rnnlab.study import diagnostics as D
+from rnnlab.study import report
+from rnnlab.study.compare import compare, gradient_report, summary_columns, summary_rows, write_compare_report
+from rnnlab.training.config import TrainConfig, resolve
+from rnnlab.model.sequence_model import SequenceModel
 from rnnlab.tasks import build_task
-from rnnlab.trainer import model_config_for, train
+from rnnlab.training.trainer import model_config_for, train
 
 DOCS = Path(__file__).parent
 FIG = DOCS / "figures"

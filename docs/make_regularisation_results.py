@@ -18,7 +18,7 @@ KEYS = ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "dropou
 def read(run):
     run = Path(run)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    from rnnlab.config import read_toml
+    from rnnlab.training.config import read_toml
     return read_toml(run / "config.toml"), rows
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from rnnlab import RNNClassifier
 from rnnlab.tasks import read_ts
-from rnnlab.trainer import load_model, train
+from rnnlab.training.trainer import load_model, train
 
 
 def to_long_csv(ts_path, csv_path):

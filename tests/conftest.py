@@ -32,7 +32,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 # ---------------------------------------------------------------- compiled paths, forced at the tests' small sizes
 def _numba_ok():
-    from rnnlab.kernels import available
+    from rnnlab.engine._kernels import available
     return available()
 
 
@@ -62,7 +62,7 @@ def use_backend(backend, monkeypatch):
     if backend == "split":
         monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     if backend == "loop-packed":
-        from rnnlab.kernels import loop
+        from rnnlab.engine._kernels import loop
         monkeypatch.setattr(loop, "PACK_MIN_ROWS", 1)
         return "loop"
     return backend

@@ -1,10 +1,10 @@
-"""rnnlab.cells: each cell's step backward against float64 central differences of its step forward (every
+"""rnnlab.engine.cells: each cell's step backward against float64 central differences of its step forward (every
 input: xw, the states, W_hh, b_hh), and grad_W_hh against the sum of the steps' outer products."""
 import numpy as np
 import pytest
 
-from rnnlab.cells import CELLS
-from rnnlab.gradcheck import numerical_gradient
+from rnnlab.engine.cells import CELLS
+from rnnlab.engine.gradcheck import numerical_gradient
 
 B, H = 3, 5
 VARIANTS = [("rnn", {"nonlinearity": "tanh"}), ("rnn", {"nonlinearity": "relu"}), ("rnn", {"nonlinearity": "identity"}),

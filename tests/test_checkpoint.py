@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from rnnlab.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from rnnlab.model.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from rnnlab.errors import CheckpointError
 
 

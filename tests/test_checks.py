@@ -114,7 +114,7 @@ def test_load_state_dict_rejects_nan(lstm):
 from conftest import BACKENDS, use_backend  # noqa: E402
 
 from rnnlab.errors import ModifiedInputError  # noqa: E402
-from rnnlab.model import ModelConfig, SequenceModel  # noqa: E402
+from rnnlab.model.sequence_model import ModelConfig, SequenceModel  # noqa: E402
 
 CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
 
@@ -223,7 +223,7 @@ def test_model_backward_refuses_changed_inputs_before_adding_to_any_gradient(mod
 
 @pytest.mark.parametrize("n", [300, 4096])              # the NumPy route and (with Numba) the compiled one
 def test_fingerprint_sees_moved_values(n, rng):
-    from rnnlab.checks import fingerprint as _fingerprint
+    from rnnlab.engine._checks import fingerprint as _fingerprint
     x = rng.standard_normal(n).astype(np.float32)
     fp = _fingerprint(x)
     assert _fingerprint(x.copy()) == fp

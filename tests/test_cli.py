@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab import cli
-from rnnlab.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.cli import commands as cli
+from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.errors import CheckpointError, ConfigError
 
 
@@ -65,7 +65,7 @@ def test_checkpoint_files_follow_the_umask(tmp_path):
 
 def test_unknown_layer_options_are_refused_when_the_layer_is_built():
     from rnnlab.interop.keras import from_keras, to_keras
-    from rnnlab.layers import layer_from_config
+    from rnnlab.engine.layers import layer_from_config
     with pytest.raises(ConfigError, match=r"LSTM: unknown option\(s\) \['options'\]; expected some of \[.*'forget_bias'"):
         rnnlab.LSTM(2, 3, options={})
     cfg = rnnlab.GRU(2, 3).config()
@@ -78,7 +78,7 @@ def test_unknown_layer_options_are_refused_when_the_layer_is_built():
 
 
 def test_warmup_compiles_every_path_and_reports_the_time(capsys, monkeypatch):
-    from rnnlab.kernels import available
+    from rnnlab.engine._kernels import available
     if not available():
         pytest.skip("numba is not installed")
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from rnnlab import cli, compare
+from rnnlab.cli import commands as cli
+from rnnlab.study import compare
 from rnnlab.errors import ConfigError
 
 ARGS = ["compare", "--task", "adding", "--seq-len", "6", "--steps", "4", "--eval-every", "2", "--quiet"]
@@ -64,7 +65,7 @@ def test_the_checks_cmd_compare_can_call_first():
 
 
 def test_the_library_call_checks_too(monkeypatch):
-    from rnnlab.config import TrainConfig
+    from rnnlab.training.config import TrainConfig
     monkeypatch.setattr(compare, "train", _no_training)
     cfg = TrainConfig(task="adding", seq_len=6, steps=4, eval_every=2, quiet=True)
     for kw, refusal in [({"models": ("lstm", "lstm")}, r"models: 'lstm' is given twice"),

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import cli, compare
-from rnnlab import diagnostics as diag
-from rnnlab.config import TrainConfig
+from rnnlab.cli import commands as cli
+from rnnlab.study import compare
+from rnnlab.study import diagnostics as diag
+from rnnlab.training.config import TrainConfig
 from rnnlab.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -178,7 +179,7 @@ def test_one_file_runs_the_comparison_with_intervals_settings_and_every_layer(tm
 
 
 def test_every_example_file_is_a_valid_comparison(monkeypatch):
-    from rnnlab.config import read_toml, resolve
+    from rnnlab.training.config import read_toml, resolve
     for f in sorted(EXAMPLES.glob("*.toml")):
         st = compare.compare_settings(read_toml(f)["compare"])
         cfg = resolve(f, {}, one_model=False, table="compare")
@@ -196,7 +197,7 @@ def _reverse_as_forward(layer):
 
 @pytest.mark.parametrize("cls", ["LSTM", "GRU", "IndRNN", "LRU", "MinGRU"])
 def test_the_reverse_directions_diagnostics_are_those_of_its_reading_of_the_sequence(cls, rng):
-    from rnnlab import layers
+    from rnnlab.engine import layers
     layer = getattr(layers, cls)(4, 5, bidirectional=True, dtype="float64", seed=3)
     one = _reverse_as_forward(layer)
     T, lengths = 7, np.array([7, 4, 6])

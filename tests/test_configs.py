@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.config import resolve
+from rnnlab.training.config import resolve
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 

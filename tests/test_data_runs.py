@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from rnnlab import cli
-from rnnlab.trainer import load_model
+from rnnlab.cli import commands as cli
+from rnnlab.training.trainer import load_model
 
 pd = pytest.importorskip("pandas")
 
@@ -69,7 +69,7 @@ def test_train_evaluate_predict_from_a_csv(tmp_path, capsys):
     # the same numbers as the model's own forward on the standardised, padded input
     model, meta = load_model(tmp_path / "run")
     enc = meta["task_info"]["encoding"]
-    from rnnlab.sequences import from_long_frame, pad
+    from rnnlab.data.sequences import from_long_frame, pad
     s = from_long_frame(new, "patient", "visit", "hr,temp", None, require_target=False)
     x, lengths = pad([(c - np.array(enc["x_mean"])) / np.array(enc["x_std"]) for c in s.cases])
     model.eval()

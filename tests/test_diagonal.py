@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab import scan
+from rnnlab.engine import scan
 from rnnlab.errors import BackendError, ConfigError
-from rnnlab.gradcheck import check_layer
-from rnnlab.layers import LAYERS, LRU, IndRNN, MinGRU, MinLSTM
+from rnnlab.engine.gradcheck import check_layer
+from rnnlab.engine.layers import LAYERS, LRU, IndRNN, MinGRU, MinLSTM
 
 torch = pytest.importorskip("torch")
 
@@ -186,7 +186,7 @@ def test_scans_on_their_own():
 
 
 def test_the_carry_is_the_diagonal_jacobian():
-    from rnnlab import diagnostics as diag
+    from rnnlab.study import diagnostics as diag
     rng = np.random.default_rng(10)
     x = rng.standard_normal((20, 2, 3))
     gru = MinGRU(3, 4, dtype="float64", seed=0)
@@ -284,8 +284,8 @@ def test_selective_copy_task():
 
 
 def test_the_new_cells_from_the_command_line(tmp_path, capsys):
-    from rnnlab import cli
-    from rnnlab.trainer import load_model, resume
+    from rnnlab.cli import commands as cli
+    from rnnlab.training.trainer import load_model, resume
     for m in ("mingru", "minlstm", "indrnn", "lru"):
         out = tmp_path / m
         code = cli.main(["train", "--task", "selective_copy", "--seq-len", "6", "--tokens", "2", "--model", m,

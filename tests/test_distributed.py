@@ -13,10 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from rnnlab import cli, distributed, netns
+from rnnlab.cli import commands as cli
+from rnnlab.scale import distributed
+from rnnlab.scale import netns
 from rnnlab.errors import CheckpointError, ConfigError
-from rnnlab.runlock import RunLock, RunLockedError, holder
-from rnnlab.trainer import load_model, resume, train
+from rnnlab.training._runlock import RunLock, RunLockedError, holder
+from rnnlab.training.trainer import load_model, resume, train
 
 MPIEXEC = shutil.which("mpiexec")
 needs_mpi = pytest.mark.skipif(MPIEXEC is None or not __import__("importlib").util.find_spec("mpi4py"),
@@ -42,7 +44,7 @@ def _env():
 
 
 def _launch(args):
-    """mpiexec -n 2 rnnlab ARGS, loopback-only (rnnlab.netns) where this machine allows it."""
+    """mpiexec -n 2 rnnlab ARGS, loopback-only (rnnlab.scale.netns) where this machine allows it."""
     cmd = [MPIEXEC, "-n", "2"] + RNNLAB + args
     return netns.command(cmd) if netns.available() else cmd
 
@@ -84,7 +86,7 @@ def test_resume_beside_a_running_writer_is_refused_and_a_killed_one_resumes_at_o
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert holder(run) is None                                     # the OS released it with the process
-    from rnnlab.checkpoint import load_checkpoint
+    from rnnlab.model.checkpoint import load_checkpoint
     k = load_checkpoint(run / "checkpoint.safetensors")[1]["step"]
     r = resume(run, steps=k + 40)
     assert r.steps_run == 40 and (run / "model.safetensors").exists()

@@ -1,10 +1,10 @@
-"""rnnlab.encoding: labels to classes and back, standardisation with training statistics, named errors."""
+"""rnnlab.data.encoding: labels to classes and back, standardisation with training statistics, named errors."""
 import numpy as np
 import pytest
 
-from rnnlab.encoding import Encoding, fit_encoding, infer_problem, label_kind
+from rnnlab.data.encoding import Encoding, fit_encoding, infer_problem, label_kind
 from rnnlab.errors import DataError
-from rnnlab.sequences import Sequences
+from rnnlab.data.sequences import Sequences
 
 
 def seqs(targets, cases=None):

@@ -1,4 +1,4 @@
-"""rnnlab.engine: the automatic choice, named errors where a backend cannot serve a call, typed caches, the
+"""rnnlab.engine.dispatch: the automatic choice, named errors where a backend cannot serve a call, typed caches, the
 batch split's share as a function of given durations, and imports that run one way through the package."""
 import ast
 import pathlib
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab import engine
+from rnnlab.engine import dispatch as engine
 from rnnlab.errors import BackendError, ConfigError
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 
 numba_only = pytest.mark.skipif(not available(), reason="numba is not installed")
 SRC = pathlib.Path(rnnlab.__file__).parent
@@ -99,7 +99,7 @@ def test_gates_are_read_by_name_on_every_backend(cls, names, backend, monkeypatc
 
 
 def test_caches_are_typed():
-    from rnnlab.caches import DirCache, ForwardCache, LayerCache, StepCaches
+    from rnnlab.engine._caches import DirCache, ForwardCache, LayerCache, StepCaches
     layer = rnnlab.LSTM(2, 3, 2, backend="numpy")
     layer(np.ones((4, 2, 2), np.float32))
     c = layer._cache
@@ -111,7 +111,7 @@ def test_caches_are_typed():
 
 
 def test_rebalance_is_a_function_of_the_durations():
-    from rnnlab.kernels.split import SHARE_MAX, SHARE_MIN, rebalance
+    from rnnlab.engine._kernels.split import SHARE_MAX, SHARE_MIN, rebalance
     assert rebalance(0.5, 10, 10, 1.0, 1.0) == pytest.approx(0.5)                 # equal speeds: unchanged
     # thread 0 twice as fast (10 rows in 1 s against 10 rows in 2 s): the share that equalises is 2/3
     assert rebalance(0.5, 10, 10, 1.0, 2.0) == pytest.approx(0.7 * 0.5 + 0.3 * 2 / 3)
@@ -171,14 +171,14 @@ def test_no_import_circle_in_the_package():
     for n in sorted(graph):
         if n not in seen:
             visit(n)
-    assert "rnnlab.interop.torch" not in graph["rnnlab.layers"]                 # layers -> interop: never
-    assert not any(t.startswith("rnnlab.engine") for k in graph if k.startswith("rnnlab.kernels")
+    assert "rnnlab.interop.torch" not in graph["rnnlab.engine.layers"]                 # layers -> interop: never
+    assert not any(t.startswith("rnnlab.engine.dispatch") for k in graph if k.startswith("rnnlab.engine._kernels")
                    for t in graph[k])
 
 
 def test_blas_single_thread_context_restores_and_nests():
     from threadpoolctl import threadpool_info
-    from rnnlab.engine import blas_single_thread
+    from rnnlab.engine.dispatch import blas_single_thread
 
     def blas_threads():                                     # NumPy's BLAS: the one rnnlab's products use
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and "numpy" in i["filepath"]]
@@ -223,11 +223,11 @@ def test_states_are_read_by_name_on_every_backend(cls, names, backend, monkeypat
 
 
 @pytest.mark.parametrize("cls,kw", [(rnnlab.LSTM, {"layer_norm": True, "zoneout": 0.2, "zoneout_cell": 0.1}),
-                                    (rnnlab.GRU, {"layer_norm": True}), (rnnlab.layers.MinGRU, {})])
+                                    (rnnlab.GRU, {"layer_norm": True}), (rnnlab.engine.layers.MinGRU, {})])
 def test_the_diagnostics_prefix_is_the_stacks_layer(cls, kw):
     """diagnostics.layer_inputs runs earlier layers as the one stack does (layer norm, zoneout's expected mix at
     evaluation, both directions): the input it gives layer 1 is the stack's own."""
-    from rnnlab import diagnostics
+    from rnnlab.study import diagnostics
     rng = np.random.default_rng(0)
     layer = cls(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=1, **kw).eval()
     for v in layer.parameters():
@@ -241,7 +241,7 @@ def test_the_diagnostics_prefix_is_the_stacks_layer(cls, kw):
 def test_the_class_hierarchy_tells_the_truth():
     """Every layer is a RecurrentLayer; the classic cells are DenseLayers with the W_ih/W_hh quadruple, the
     diagonal ones are not and have no such method to refuse; the shared base cannot be built on its own."""
-    from rnnlab.layers import LAYERS, DenseLayer, DiagonalLayer, RecurrentLayer
+    from rnnlab.engine.layers import LAYERS, DenseLayer, DiagonalLayer, RecurrentLayer
     for name, cls in LAYERS.items():
         layer = cls(3, 4, seed=0)
         assert isinstance(layer, RecurrentLayer)

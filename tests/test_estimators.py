@@ -19,7 +19,7 @@ import rnnlab  # noqa: E402
 from rnnlab.errors import DataError  # noqa: E402
 from rnnlab.estimators import RNNClassifier, RNNRegressor, RNNTagger  # noqa: E402
 from rnnlab.tasks import read_ts  # noqa: E402
-from rnnlab.tasks.sequences import split_indices  # noqa: E402
+from rnnlab.tasks.supervised import split_indices  # noqa: E402
 
 JV = Path(__file__).parent / "data" / "JapaneseVowels_small.ts"
 
@@ -189,7 +189,7 @@ def test_errors():
 
 def test_japanese_vowels_three_ways_train_to_the_same_weights(tmp_path):
     """The .ts file, the same data as a long CSV, and a list of arrays to the estimator: equal weights."""
-    from rnnlab.trainer import load_model, train
+    from rnnlab.training.trainer import load_model, train
     cases, labels, classes = read_ts(JV)
     y = np.array(classes)[labels]
     rows = [{"id": f"c{i}", "time": t, **{f"dim{j}": float(v[j]) for j in range(12)}, "speaker": y[i]}
@@ -213,7 +213,7 @@ def test_japanese_vowels_three_ways_train_to_the_same_weights(tmp_path):
 def test_weights_are_a_weighted_mean_of_the_loss():
     """SequenceModel.loss with sequence weights: sum(w l) / sum(w), per sequence (classify) and per valid step
     (tag); its gradient is that of the weighted mean."""
-    from rnnlab.model import ModelConfig, SequenceModel
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     rng = np.random.default_rng(0)
     for target in ("last", "every"):
         m = SequenceModel(ModelConfig(input_size=3, output_size=4, hidden_size=5, target=target, dtype="float64"),
@@ -282,7 +282,7 @@ def test_class_weight_is_refused_by_the_regressor():
 
 def test_classification_report_matches_scikit_learn():
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-    from rnnlab.metrics import classification_report
+    from rnnlab.training.metrics import classification_report
     rng = np.random.default_rng(1)
     classes = np.array(["a", "b", "c", "d"])                  # "d" is never predicted nor present
     t, p = rng.choice(classes[:3], 50), rng.choice(classes[:3], 50)
@@ -333,7 +333,7 @@ def test_defaults_match_the_cli_or_say_why():
     """Every argument an estimator shares with `rnnlab train` has the CLI's default, except those in
     DEFAULTS_VS_CLI, whose two columns are the code's."""
     import inspect
-    from rnnlab.config import TrainConfig
+    from rnnlab.training.config import TrainConfig
     from rnnlab.estimators import DEFAULTS_VS_CLI
     cli = TrainConfig()
     names = {"cell": "model", "validation_fraction": "val_fraction"}

@@ -9,12 +9,12 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from rnnlab import cli  # noqa: E402
-from rnnlab.config import TrainConfig  # noqa: E402
+from rnnlab.cli import commands as cli  # noqa: E402
+from rnnlab.training.config import TrainConfig  # noqa: E402
 from rnnlab.interop.onnx import export_model  # noqa: E402
-from rnnlab.sequences import from_arrays, pad  # noqa: E402
-from rnnlab.tasks.sequences import predict_outputs, sequence_task  # noqa: E402
-from rnnlab.trainer import train  # noqa: E402
+from rnnlab.data.sequences import from_arrays, pad  # noqa: E402
+from rnnlab.tasks.supervised import predict_outputs, sequence_task  # noqa: E402
+from rnnlab.training.trainer import train  # noqa: E402
 
 
 def raw_cases(n=24, seed=0, lo=4, hi=9):

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import losses
-from rnnlab.config import TrainConfig
+from rnnlab.model import losses
+from rnnlab.training.config import TrainConfig
 from rnnlab.errors import ConfigError, DataError
-from rnnlab.tasks.forecast import (ForecastSpec, ForecastTask, infer_season, parse_quantiles, read_panel,
-                                   regular_step)
+from rnnlab.tasks.forecast import ForecastSpec, ForecastTask, infer_season, parse_quantiles, read_panel, regular_step
 
 pd = pytest.importorskip("pandas")
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -71,7 +70,7 @@ def test_pinball_loss_matches_torch_and_finite_differences():
 
 
 def test_quantile_model_minimises_pinball_not_mse():
-    from rnnlab.model import ModelConfig, SequenceModel
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     m = SequenceModel(ModelConfig(input_size=2, output_size=6, cell="gru", hidden_size=4, prediction="identity",
                                   target="last", quantiles=[0.1, 0.5, 0.9], dtype="float64"), seed=0)
     x, y = np.random.default_rng(1).normal(size=(5, 3, 2)), np.random.default_rng(2).normal(size=(3, 2))
@@ -221,7 +220,7 @@ def test_onnx_forecaster_equals_predict(stores_run, tmp_path):
     run, _ = stores_run
     rc, _, err = _cli("export", str(run), "--out", str(tmp_path / "m.onnx"))
     assert rc == 0, err
-    from rnnlab.cli import _forecast_run, _recent_panel
+    from rnnlab.cli.commands import _forecast_run, _recent_panel
     from rnnlab.tasks.forecast import forecast_frame, recent_windows
     model, cfg, spec = _forecast_run(run)
     panel = _recent_panel(spec, cfg, str(EXAMPLES / "stores_recent.csv"))

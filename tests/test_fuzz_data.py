@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnlab import cli
+from rnnlab.cli import commands as cli
 from rnnlab.errors import DataError
-from rnnlab.sequences import from_long_frame
+from rnnlab.data.sequences import from_long_frame
 
 pd = pytest.importorskip("pandas")
 

@@ -67,8 +67,8 @@ def test_flag_is_per_thread():
 
 
 def test_model_backward_refuses_after_no_grad_and_evaluate_trains_on():
-    from rnnlab.config import TrainConfig
-    from rnnlab.trainer import model_config_for
+    from rnnlab.training.config import TrainConfig
+    from rnnlab.training.trainer import model_config_for
     cfg = TrainConfig(task="adding", model="gru", hidden_size=5, seq_len=6, batch_size=4)
     task = build_task(cfg)
     model = rnnlab.SequenceModel(model_config_for(cfg, task), seed=0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.gradcheck import check_layer, numerical_gradient, relative_error
+from rnnlab.engine.gradcheck import check_layer, numerical_gradient, relative_error
 
 CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.LSTM, {}),
          (rnnlab.GRU, {}), (rnnlab.GRU, {"reset": "before"})]
@@ -69,7 +69,7 @@ def test_no_bias_layers(backend, monkeypatch):
 
 def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     """The check can fail: break dW_hh and the error jumps."""
-    from rnnlab.cells import rnn
+    from rnnlab.engine.cells import rnn
     layer = rnnlab.RNN(4, 5, dtype="float64", seed=0, backend="numpy")
     x = np.random.default_rng(0).standard_normal((5, 3, 4))
     orig = rnn.grad_W_hh

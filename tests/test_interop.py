@@ -74,7 +74,7 @@ def test_torch_conversion_errors():
                                                     ("dense", "last", "softmax", True),
                                                     ("dense", "every", "sigmoid", False)])
 def test_sequence_model_to_torch(mode, target, pred, bidir):
-    from rnnlab.model import ModelConfig, SequenceModel
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     cfg = ModelConfig(input_size=6, output_size=3, cell="gru", hidden_size=5, input_mode=mode, prediction=pred,
                       target=target, bidirectional=bidir, dtype="float64", num_layers=2)
     model = SequenceModel(cfg, seed=0)
@@ -220,8 +220,8 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, cell, kw, L, bidir, bf):
 
 
 def test_trained_model_exports_with_equal_predictions(tmp_path, capsys):
-    from rnnlab.cli import main
-    from rnnlab.trainer import load_model
+    from rnnlab.cli.commands import main
+    from rnnlab.training.trainer import load_model
     run = tmp_path / "run"
     assert main(["train", "--task", "copy", "--seq-len", "4", "--steps", "5", "--hidden-size", "6", "--quiet",
                  "--model", "lstm", "--num-layers", "2", "--out", str(run)]) == 0
@@ -276,7 +276,7 @@ def test_onnx_import_refuses_what_it_cannot_represent(tmp_path, change, match):
 def test_cli_import_diagnose_export_round_trip(tmp_path, capsys):
     """A torch nn.GRU imported, diagnosed with `rnnlab gradients`, and exported back unchanged."""
     from safetensors.torch import load_file, save_file
-    from rnnlab.cli import main
+    from rnnlab.cli.commands import main
     mod = torch.nn.GRU(3, 6, num_layers=2)
     save_file(mod.state_dict(), str(tmp_path / "gru.safetensors"))
     assert main(["import", str(tmp_path / "gru.safetensors"), "--format", "torch", "--cell", "gru",
@@ -301,10 +301,10 @@ def test_cli_import_diagnose_export_round_trip(tmp_path, capsys):
 
 
 def test_top_level_onnx_module(tmp_path):
-    import rnnlab.onnx
+    import rnnlab.interop.onnx
     layer = rnnlab.GRU(3, 4, seed=0)
-    rnnlab.onnx.export(layer, tmp_path / "g.onnx")
-    back = rnnlab.onnx.import_layer(tmp_path / "g.onnx")
+    rnnlab.interop.onnx.export(layer, tmp_path / "g.onnx")
+    back = rnnlab.interop.onnx.import_layer(tmp_path / "g.onnx")
     assert back.config() == layer.config()
 
 
@@ -331,7 +331,7 @@ _REFUSED = [  # (layer options, formats that refuse it, words of the message)
 
 
 def _layer(cell, **kw):
-    from rnnlab.layers import LAYERS
+    from rnnlab.engine.layers import LAYERS
     return LAYERS[cell](3, 4, seed=0, dtype="float64", **kw)
 
 
@@ -374,7 +374,7 @@ def test_check_exportable_accepts_what_is_identity_at_inference():
         with torch.no_grad():
             want = mod(torch.from_numpy(x))[0].numpy()
         assert np.allclose(layer(x)[0], want, atol=1e-12) == same
-    from rnnlab.model import ModelConfig, SequenceModel
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     model = SequenceModel(ModelConfig(input_size=2, output_size=1, cell="gru", hidden_size=4, zoneout=0.1), seed=0)
     with pytest.raises(ConfigError, match="^format: torch.nn.GRU has no zoneout.* this model uses zoneout=0.1 .*"
                                           "train without --zoneout"):
@@ -395,7 +395,7 @@ def test_check_exportable_accepts_what_is_identity_at_inference():
 def test_cli_export_refuses_a_model_the_peer_computes_otherwise(tmp_path, capsys, outcome, opts, formats):
     """rnnlab export --format torch|keras of such a run: rc 2, one stderr line, no file (needs cli.cmd_export to
     call rnnlab.interop.torch.check_exportable before writing)."""
-    from rnnlab.cli import main
+    from rnnlab.cli.commands import main
     run = tmp_path / "run"
     assert main(["train", "--task", "adding", "--seq-len", "6", "--hidden-size", "4", "--steps", "2", "--quiet",
                  "--out", str(run), *opts]) == 0

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.checkpoint import load_checkpoint
-from rnnlab.config import TrainConfig, resolve
+from rnnlab.model.checkpoint import load_checkpoint
+from rnnlab.training.config import TrainConfig, resolve
 from rnnlab.errors import CheckpointError, ConfigError
-from rnnlab.trainer import read_changes, resume, train
+from rnnlab.training.trainer import read_changes, resume, train
 
 SMALL = dict(task="adding", seq_len=12, hidden_size=6, batch_size=8, steps=30, eval_every=10, log_every=5, quiet=True,
              checkpoint_every=10)
@@ -79,8 +79,8 @@ def test_changes_are_checked(tmp_path):
 
 
 def test_recurrent_radius_sets_the_spectral_radius():
-    from rnnlab.diagnostics import spectral_radius
-    from rnnlab.trainer import _Trainer
+    from rnnlab.study.diagnostics import spectral_radius
+    from rnnlab.training.trainer import _Trainer
     tr = _Trainer(resolve(None, {**SMALL, "model": "rnn", "recurrent_radius": 1.3}), None, False)
     assert spectral_radius(tr.model.rnn) == pytest.approx(1.3, rel=1e-5)
     with pytest.raises(ConfigError, match="recurrent_radius: the mingru layer has no recurrent weights"):

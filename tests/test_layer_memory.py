@@ -1,7 +1,7 @@
 """Layer and model sizes are checked against the memory before any weight is made, and weights are drawn in the
 layer's own dtype without a float64 copy of a whole weight, with the values of the one float64 draw as before.
 
-No test allocates much: the memory available is shrunk (``rnnlab.sequences.available_memory``) so that sizes of a
+No test allocates much: the memory available is shrunk (``rnnlab.data.sequences.available_memory``) so that sizes of a
 few hundred MiB are over it, and absurd sizes (10**30) must be refused by arithmetic alone.
 """
 import time
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab import sequences
+from rnnlab.data import sequences
 from rnnlab.errors import ConfigError
-from rnnlab.layers import LAYERS
-from rnnlab.model import ModelConfig, SequenceModel
+from rnnlab.engine.layers import LAYERS
+from rnnlab.model.sequence_model import ModelConfig, SequenceModel
 
 MiB = 2**20
 AVAILABLE = 64 * MiB        # shrunk: a layer may use up to half, 32 MiB of weights and gradients
@@ -140,7 +140,7 @@ def uniform_reference(layer, seed):
 
 
 def indrnn_reference(layer, seed):
-    """The IndRNN's init (rnnlab.cells.indrnn): per direction W_ih, u and b_ih U(-1/sqrt(I), 1/sqrt(I)) in the
+    """The IndRNN's init (rnnlab.engine.cells.indrnn): per direction W_ih, u and b_ih U(-1/sqrt(I), 1/sqrt(I)) in the
     order of param_shapes, then u redrawn U(0, 1)."""
     rng, H, ref = np.random.default_rng(seed), layer.hidden_size, {}
     for n in [n for n, _ in layer.named_parameters() if n.startswith("weight_ih")]:
@@ -155,7 +155,7 @@ def indrnn_reference(layer, seed):
 
 
 def lru_reference(layer, seed):
-    """The LRU's documented init (rnnlab.cells.lru), drawn whole in float64."""
+    """The LRU's documented init (rnnlab.engine.cells.lru), drawn whole in float64."""
     rng, H, ref = np.random.default_rng(seed), layer.hidden_size, {}
     for n in [n for n, _ in layer.named_parameters() if n.startswith("nu_log")]:
         s = n[len("nu_log"):]

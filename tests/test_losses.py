@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from rnnlab import losses
-from rnnlab.gradcheck import numerical_gradient, relative_error
+from rnnlab.model import losses
+from rnnlab.engine.gradcheck import numerical_gradient, relative_error
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

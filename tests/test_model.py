@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from rnnlab.gradcheck import numerical_gradient, relative_error
-from rnnlab.model import ModelConfig, SequenceModel
+from rnnlab.engine.gradcheck import numerical_gradient, relative_error
+from rnnlab.model.sequence_model import ModelConfig, SequenceModel
 
 CASES = [
     dict(cell="lstm", input_mode="dense", prediction="identity", target="last"),

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.gradcheck import check_layer
-from rnnlab.registry import CellSpec, register
+from rnnlab.engine.gradcheck import check_layer
+from rnnlab.engine.registry import CellSpec, register
 from conftest import WITH_PACKED as COMPILED, use_backend
 
 ALPHA = 0.5
@@ -55,7 +55,7 @@ def _kernel():
     """The compiled half: one batch row of one step, forward and backward, and its CellKernel."""
     from numba import njit
 
-    from rnnlab.kernels.cell import CellKernel
+    from rnnlab.engine._kernels.cell import CellKernel
 
     @njit(inline="always", error_model="numpy")
     def fwd(p, A, X, st, r, C, rc, copt):
@@ -78,19 +78,19 @@ def _kernel():
 
 @pytest.fixture(scope="module")
 def leaky():
-    kern = _kernel() if rnnlab.kernels.available() else None
+    kern = _kernel() if rnnlab.engine._kernels.available() else None
     register(CellSpec("leaky", sys.modules[__name__], (lambda opts: kern) if kern else None))
-    return rnnlab.layers.layer_class("leaky")
+    return rnnlab.engine.layers.layer_class("leaky")
 
 
 @pytest.fixture
 def fixed_masks(monkeypatch):
     """Each layer and direction draws its dropout and zoneout masks once; the finite differences reuse them."""
-    drawn, real = {}, rnnlab.engine.variational_masks
+    drawn, real = {}, rnnlab.engine.dispatch.variational_masks
 
     def once(layer, l, d, shape):
         return drawn.setdefault((id(layer), l, d, shape), real(layer, l, d, shape))
-    monkeypatch.setattr(rnnlab.engine, "variational_masks", once)
+    monkeypatch.setattr(rnnlab.engine.dispatch, "variational_masks", once)
 
 
 @pytest.mark.parametrize("backend", ["numpy"] + COMPILED)
@@ -139,7 +139,7 @@ def test_unit_split_inference(leaky, monkeypatch):
 
 
 def test_trains_from_the_command_line(leaky, tmp_path):
-    from rnnlab import cli
+    from rnnlab.cli import commands as cli
     assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "leaky", "--hidden-size", "8",
                      "--steps", "20", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert cli.main(["evaluate", str(tmp_path / "r")]) == 0
@@ -150,9 +150,9 @@ import sys
 import numpy as np
 from numba import njit
 import rnnlab
-from rnnlab.kernels.cell import CellKernel
-from rnnlab.registry import CellSpec, register
-from rnnlab.cells import rnn
+from rnnlab.engine._kernels.cell import CellKernel
+from rnnlab.engine.registry import CellSpec, register
+from rnnlab.engine.cells import rnn
 SCALE = {scale}
 
 
@@ -171,7 +171,7 @@ def bwd(p, G, r, C, rc, Hp, hn, D, copt):
 
 kern = CellKernel("edited", fwd, bwd, g1=1)
 register(CellSpec("edited", rnn, lambda opts: kern))
-layer = rnnlab.layers.layer_class("edited")(2, 3, seed=0, backend="loop")
+layer = rnnlab.engine.layers.layer_class("edited")(2, 3, seed=0, backend="loop")
 out, _ = layer(np.ones((1, 1, 2), np.float32))
 print(repr(float(out[-1, 0, 0])))
 '''

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.diagnostics import reverse_within
+from rnnlab.study.diagnostics import reverse_within
 from rnnlab.errors import ConfigError
-from rnnlab.gradcheck import check_layer
+from rnnlab.engine.gradcheck import check_layer
 from rnnlab.interop import InteropError
-from rnnlab.layers import MinGRU, layer_from_config
+from rnnlab.engine.layers import MinGRU, layer_from_config
 
 from conftest import BACKENDS, use_backend
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnlab import optim
+from rnnlab.training import optim
 
 torch = pytest.importorskip("torch")
 

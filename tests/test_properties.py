@@ -154,7 +154,7 @@ def test_gru_update_bias_starts_the_units_keeping_their_state():
     drift = {name: np.abs(g(x, h0)[1] - h0).mean() for name, g in (("plain", plain), ("kept", kept))}
     assert drift["kept"] < 0.1 * drift["plain"]
     import pytest
-    from rnnlab.config import resolve
+    from rnnlab.training.config import resolve
     from rnnlab.errors import ConfigError
     with pytest.raises(ConfigError, match="update_bias: needs bias=True"):
         rnnlab.GRU(3, H, bias=False, update_bias=1.0)
@@ -162,8 +162,8 @@ def test_gru_update_bias_starts_the_units_keeping_their_state():
         resolve(None, {"model": "lstm", "update_bias": 1.0})
     cfg = resolve(None, {"model": "gru", "update_bias": 1.0, "task": "adding", "seq_len": 5})
     from rnnlab.tasks import build_task
-    from rnnlab.trainer import model_config_for
-    from rnnlab.model import SequenceModel
+    from rnnlab.training.trainer import model_config_for
+    from rnnlab.model.sequence_model import SequenceModel
     m = SequenceModel(model_config_for(cfg, build_task(cfg)), seed=0)
     np.testing.assert_array_equal(m.rnn.state_dict()["bias_ih_l0"][m.rnn.hidden_size:2 * m.rnn.hidden_size], 1.0)
 

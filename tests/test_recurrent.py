@@ -1,10 +1,10 @@
-"""rnnlab.recurrent, the NumPy reference's time loop: the scan against the cell's steps run by hand, padded steps
+"""rnnlab.engine._reference, the NumPy reference's time loop: the scan against the cell's steps run by hand, padded steps
 carry the state, the reverse scan on a flipped sequence, segments recomputed in backward equal the whole."""
 import numpy as np
 import pytest
 
-from rnnlab import recurrent
-from rnnlab.cells import CELLS
+from rnnlab.engine import _reference as recurrent
+from rnnlab.engine.cells import CELLS
 
 T, B, H = 6, 3, 4
 

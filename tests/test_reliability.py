@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnnlab
-from rnnlab.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.errors import CheckpointError, RnnlabError
 
 DOCUMENTED = (ValueError, TypeError)           # rnnlab's own errors subclass these
@@ -172,9 +172,10 @@ def test_fuzz_checkpoint_reader_mutated(outcome, tmp_path_factory, good_checkpoi
 
 @pytest.mark.parametrize("kind", ["loss", "optimizer", "model", "task", "config"])
 def test_bad_values_at_other_boundaries(outcome, kind):
-    from rnnlab import losses, optim
-    from rnnlab.config import TrainConfig
-    from rnnlab.model import ModelConfig, SequenceModel
+    from rnnlab.model import losses
+    from rnnlab.training import optim
+    from rnnlab.training.config import TrainConfig
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     from rnnlab.tasks import Adding, CharLM, Copy
     cases = {
         "loss": [lambda: losses.mse(np.zeros((2, 2)), np.zeros((3, 2))),
@@ -201,7 +202,7 @@ def test_bad_values_at_other_boundaries(outcome, kind):
 
 
 def test_nonfinite_weights_are_refused_on_load(outcome):
-    from rnnlab.model import ModelConfig, SequenceModel
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     m = SequenceModel(ModelConfig(input_size=2, output_size=2), seed=0)
     sd = m.state_dict()
     sd["head.weight"][0, 0] = np.nan
@@ -211,8 +212,8 @@ def test_nonfinite_weights_are_refused_on_load(outcome):
 
 
 def test_exploding_gradient_warning(outcome):
-    from rnnlab.trainer import _Trainer
-    from rnnlab.config import TrainConfig
+    from rnnlab.training.trainer import _Trainer
+    from rnnlab.training.config import TrainConfig
     tr = _Trainer(TrainConfig(task="adding", seq_len=5, steps=2, hidden_size=3), None, False)
     for n in [1.0] * 10 + [1e5]:
         tr._watch_explosion(n)
@@ -222,7 +223,7 @@ def test_exploding_gradient_warning(outcome):
 
 _SAVER = r"""
 import sys, numpy as np
-from rnnlab.checkpoint import save_checkpoint
+from rnnlab.model.checkpoint import save_checkpoint
 path = sys.argv[1]
 rng = np.random.default_rng(0)
 w = rng.standard_normal((512, 1024)).astype(np.float32)   # 2 MiB per save

@@ -1,9 +1,9 @@
-"""rnnlab.sequences: every input form to the same cases, and a named error for every kind of bad data."""
+"""rnnlab.data.sequences: every input form to the same cases, and a named error for every kind of bad data."""
 import numpy as np
 import pytest
 
 from rnnlab.errors import DataError
-from rnnlab.sequences import check_memory, from_arrays, from_long_frame, pad, read_data, write_table
+from rnnlab.data.sequences import check_memory, from_arrays, from_long_frame, pad, read_data, write_table
 
 pd = pytest.importorskip("pandas")
 
@@ -173,7 +173,7 @@ def test_files(tmp_path, cases):
 
 
 def test_memory_estimated_before_allocating(monkeypatch, cases):
-    import rnnlab.sequences as S
+    import rnnlab.data.sequences as S
     monkeypatch.setattr(S, "available_memory", lambda: 10_000)
     with pytest.raises(DataError, match="batch_size: 3 sequence.* padded to 1000 steps need about .*iB, over half of the .* available"):
         pad([np.ones((1000, 4))] * 3)
@@ -184,7 +184,7 @@ def test_write_table_atomic(tmp_path, monkeypatch):
     frame = pd.DataFrame({"id": [1, 2], "prediction": ["a", "b"]})
     path = write_table(frame, tmp_path / "p.csv")
     assert pd.read_csv(path)["prediction"].tolist() == ["a", "b"]
-    import rnnlab.checkpoint as C
+    import rnnlab.model.checkpoint as C
 
     def fail(*a, **k):
         raise OSError(28, "No space left on device")

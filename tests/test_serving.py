@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -23,7 +23,7 @@ def _run(args, cache, **env):
 
 
 def test_numba_cache_dir_is_where_the_kernels_go(tmp_path):
-    p = _run(["-c", "from rnnlab.kernels import cache_dir; print(cache_dir())"], str(tmp_path))
+    p = _run(["-c", "from rnnlab.engine._kernels import cache_dir; print(cache_dir())"], str(tmp_path))
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().startswith(str(tmp_path) + os.sep)
 
@@ -39,7 +39,7 @@ def test_nowhere_to_cache_is_one_line_naming_the_fix(tmp_path):
     err = p.stderr.strip()
     assert p.returncode == 2 and "\n" not in err, err
     assert "Numba finds no writable folder" in err and "set NUMBA_CACHE_DIR to a writable folder" in err
-    p = _run(["-c", "import rnnlab.kernels.gates"], str(tmp_path / "file" / "cache"), **env)
+    p = _run(["-c", "import rnnlab.engine._kernels.gates"], str(tmp_path / "file" / "cache"), **env)
     assert "rnnlab.errors.ConfigError: NUMBA_CACHE_DIR: Numba finds no writable folder" in p.stderr
 
 
@@ -47,7 +47,7 @@ _SERVE = """
 import json, sys
 import numpy as np
 import rnnlab
-from rnnlab.kernels import loop
+from rnnlab.engine._kernels import loop
 model = rnnlab.SequenceModel(rnnlab.ModelConfig(input_size=3, output_size=2, cell="rnn", hidden_size=5), seed=0)
 x = np.ones((7, 1, 3), np.float32)
 model.predict(x)                                   # grad mode on: predict is inference all the same

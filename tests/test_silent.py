@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from rnnlab import cli
+from rnnlab.cli import commands as cli
 
 pd = pytest.importorskip("pandas")
 
@@ -403,7 +403,7 @@ def test_one_long_id_among_many_short_ones_is_not_padded_whole(tmp_path, capsys,
 
 
 def test_a_batch_over_the_memory_names_the_remedy_that_helps(monkeypatch, outcome):
-    from rnnlab import sequences
+    from rnnlab.data import sequences
     from rnnlab.errors import DataError
     monkeypatch.setattr(sequences, "available_memory", lambda: 2**20)
     with pytest.raises(DataError, match="batch_size: 8 sequence.*lower --batch-size"):
@@ -468,7 +468,7 @@ def test_ids_are_values_not_positions_or_numbers(tmp_path, capsys, outcome):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "cat.csv"))
     outcome("predict: a categorical id column", "same predictions per id as plain ids")
 
-    from rnnlab.sequences import read_data
+    from rnnlab.data.sequences import read_data
     (tmp_path / "z.csv").write_text("id,time,a,target\n007,0,1.0,x\n007,1,2.0,x\n7,0,3.0,y\n7,1,4.0,y\n")
     s = read_data(tmp_path / "z.csv")
     assert s.ids == ["007", "7"] and s.lengths.tolist() == [2, 2]
@@ -484,7 +484,7 @@ def test_rows_shuffled_or_columns_permuted_train_the_same_model(tmp_path, capsys
         code, _, err = run([*T, "--data", tmp_path / f"{name}.csv", "--steps", "12", "--out", tmp_path / name],
                            capsys)
         assert code == 0, err
-    from rnnlab.trainer import load_model
+    from rnnlab.training.trainer import load_model
     wa, wb = (load_model(tmp_path / n)[0].named_parameters() for n in ("a", "b"))
     for k in wa:
         np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
@@ -509,7 +509,7 @@ def test_resume_continues_the_same_run_only(tmp_path, capsys, outcome):
     assert code == 0, err
     code, _, err = run(["resume", tmp_path / "r", "--steps", "6", "--quiet"], capsys)
     assert code == 0, err
-    from rnnlab.config import read_toml, write_toml
+    from rnnlab.training.config import read_toml, write_toml
     assert read_toml(tmp_path / "r" / "config.toml")["steps"] == 6         # the new length is the run's
     cfg = read_toml(tmp_path / "r" / "config.toml")
     write_toml(tmp_path / "r" / "config.toml", {**cfg, "lr": 0.5})

@@ -5,7 +5,7 @@ import pytest
 
 import rnnlab
 from rnnlab.errors import ConfigError, ShapeError
-from rnnlab.layers import LAYERS
+from rnnlab.engine.layers import LAYERS
 
 CHUNKS = (1, 3, 2, 5, 1)                    # ragged chunk sizes, 12 steps
 

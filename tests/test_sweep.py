@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import cli, sweep
+from rnnlab.cli import commands as cli
+from rnnlab.scale import sweep
 from rnnlab.errors import ConfigError
-from rnnlab.runlock import holder
-from rnnlab.trainer import load_model, train
+from rnnlab.training._runlock import holder
+from rnnlab.training.trainer import load_model, train
 
 BASE = {"task": "adding", "seq_len": 10, "hidden_size": 8, "steps": 300, "eval_every": 50, "checkpoint_every": 20,
         "backend": "numpy", "dtype": "float64"}
@@ -51,7 +52,7 @@ def test_the_space_and_its_refusals(tmp_path):
     with pytest.raises(ConfigError, match="no Ray cluster answers at '127.0.0.1:1'"):
         sweep.run(out=str(tmp_path / "never"), spec=SPEC, address="127.0.0.1:1")
     assert time.time() - t0 < 30 and not (tmp_path / "never").exists()
-    from rnnlab.runlock import RunLock, RunLockedError
+    from rnnlab.training._runlock import RunLock, RunLockedError
     (tmp_path / "held").mkdir()
     (tmp_path / "held" / "sweep.json").write_text(json.dumps(m))
     with RunLock(tmp_path / "held"):                                   # one driver per sweep folder

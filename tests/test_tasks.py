@@ -92,7 +92,7 @@ def test_digits_and_sunspots_load():
     assert b.inputs.shape[0] == 8 and b.inputs.shape[2] == 8 and t.output_size == 10
     assert 0 <= b.inputs.min() and b.inputs.max() <= 1
     pytest.importorskip("statsmodels")
-    from rnnlab.sequences import read_table
+    from rnnlab.data.sequences import read_table
     from rnnlab.tasks.forecast import read_panel, sunspots_path
     p = read_panel(read_table(sunspots_path()), "", "YEAR", "SUNACTIVITY")
     assert len(p.values[0]) == 309 and p.values[0].min() >= 0

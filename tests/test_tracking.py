@@ -6,9 +6,10 @@ import struct
 
 import pytest
 
-from rnnlab import cli, tracking
+from rnnlab.cli import commands as cli
+from rnnlab.scale import tracking
 from rnnlab.errors import ConfigError
-from rnnlab.trainer import resume, train
+from rnnlab.training.trainer import resume, train
 
 pytest.importorskip("tensorboardX")
 pytest.importorskip("mlflow")

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab import trainer as T
-from rnnlab.checkpoint import load_checkpoint
-from rnnlab.cli import main
+from rnnlab.training import trainer as T
+from rnnlab.model.checkpoint import load_checkpoint
+from rnnlab.cli.commands import main
 from rnnlab.errors import NonFiniteError
-from rnnlab.model import ModelConfig, SequenceModel
+from rnnlab.model.sequence_model import ModelConfig, SequenceModel
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
@@ -155,7 +155,7 @@ def test_metrics_and_run_folder(tmp_path):
     for x in train:
         assert {"loss", "accuracy", "grad_norm", "clipped", "lr"} <= set(x)
     assert {"loss", "accuracy", "recall_accuracy"} <= set(val[-1])
-    from rnnlab.config import read_toml
+    from rnnlab.training.config import read_toml
     cfg = read_toml(out / "config.toml")
     assert cfg["task"] == "copy" and cfg["steps"] == 20 and "lr" in cfg and "clip" in cfg
     model, meta = T.load_model(out)
@@ -239,7 +239,7 @@ def test_config_file_and_flag_override(tmp_path, capsys):
     out = tmp_path / "run"
     rc, _, err = _cli(["train", "--config", str(cfg), "--steps", "3", "--quiet", "--out", str(out)], capsys)
     assert rc == 0, err
-    from rnnlab.config import read_toml
+    from rnnlab.training.config import read_toml
     got = read_toml(out / "config.toml")
     assert got["steps"] == 3 and got["hidden_size"] == 6 and got["lr"] == 0.01
 

@@ -8,10 +8,10 @@ import pytest
 
 import rnnlab
 from conftest import use_backend
-from rnnlab import engine
+from rnnlab.engine import dispatch as engine
 from rnnlab.errors import BackendError, ConfigError
-from rnnlab.gradcheck import check_layer
-from rnnlab.layers import GRU, LSTM, RNN, MinGRU
+from rnnlab.engine.gradcheck import check_layer
+from rnnlab.engine.layers import GRU, LSTM, RNN, MinGRU
 
 torch = pytest.importorskip("torch")
 
@@ -35,7 +35,7 @@ def fixed_masks(monkeypatch):
     return drawn
 
 
-COMPILED = pytest.mark.skipif(not rnnlab.kernels.available(), reason="the compiled loop needs numba")
+COMPILED = pytest.mark.skipif(not rnnlab.engine._kernels.available(), reason="the compiled loop needs numba")
 BACKENDS = ["numpy"] + [pytest.param(b, marks=COMPILED) for b in ("loop", "split")]
 
 
@@ -63,7 +63,7 @@ def test_finite_differences_in_training_with_masks(name, cls, kw, backend, fixed
                                 {"layer_norm": True, "recurrent_dropout": 0.2, "zoneout": 0.2, "zoneout_cell": 0.3}])
 @pytest.mark.parametrize("cls", [RNN, LSTM, GRU, "gru-before"])
 def test_the_compiled_loop_equals_the_reference(cls, kw, impl, monkeypatch):
-    """The shared compiled loop (kernels.loop, one thread or split) against rnnlab.recurrent on the same masks (the same seed draws them): outputs, states and every gradient in
+    """The shared compiled loop (kernels.loop, one thread or split) against rnnlab.engine._reference on the same masks (the same seed draws them): outputs, states and every gradient in
     training (float64, padding, 2 layers, both directions), and outputs at evaluation in float64 and float32,
     with and without the caches."""
     opts = {"reset": "before"} if cls == "gru-before" else {}
@@ -196,13 +196,13 @@ def test_mask_statistics_and_zero_rates_change_nothing():
     a, b = LSTM(3, 4, seed=1, zoneout=0.0), LSTM(3, 4, seed=1)
     x = rng.standard_normal((5, 2, 3)).astype(np.float32)
     np.testing.assert_array_equal(a(x)[0], b(x)[0])
-    assert a.last_backend != "numpy" or not rnnlab.kernels.available()      # no mask: the compiled paths serve
+    assert a.last_backend != "numpy" or not rnnlab.engine._kernels.available()      # no mask: the compiled paths serve
 
 
 def test_refusals():
     with pytest.raises(ConfigError, match="'hybrid' .* was folded into 'loop'"):
         LSTM(3, 4, recurrent_dropout=0.2, backend="hybrid")
-    if rnnlab.kernels.available():
+    if rnnlab.engine._kernels.available():
         with pytest.raises(BackendError, match="'units' serves cells with one product per step and no recurrent "
                                                "dropout, zoneout or layer norm, got gru with zoneout"):
             GRU(3, 4, zoneout=0.2).set_backend("units")
@@ -219,15 +219,15 @@ def test_refusals():
 def test_input_dropout_on_a_diagonal_cell_and_a_compiled_path(fixed_masks):
     rng = np.random.default_rng(6)
     for layer in (MinGRU(3, 4, dtype="float64", seed=0, input_dropout=0.4, bidirectional=True),
-                  GRU(3, 4, dtype="float64", seed=0, input_dropout=0.4, backend="loop" if rnnlab.kernels.available()
+                  GRU(3, 4, dtype="float64", seed=0, input_dropout=0.4, backend="loop" if rnnlab.engine._kernels.available()
                       else "numpy")):
         errors = check_layer(layer, rng.standard_normal((5, 2, 3)), lengths=np.array([5, 2]))
         assert max(errors.values()) < 1e-6
 
 
 def test_training_with_zoneout_resumes_bit_exactly(tmp_path, capsys):
-    from rnnlab import cli
-    from rnnlab.trainer import load_model, resume
+    from rnnlab.cli import commands as cli
+    from rnnlab.training.trainer import load_model, resume
     args = ["train", "--task", "adding", "--seq-len", "8", "--model", "lstm", "--hidden-size", "6", "--quiet",
             "--zoneout", "0.2", "--zoneout-cell", "0.1", "--recurrent-dropout", "0.3", "--input-dropout", "0.1"]
     assert cli.main(args + ["--steps", "8", "--out", str(tmp_path / "full")]) == 0
@@ -311,16 +311,16 @@ def test_peephole_through_onnx_in_onnxruntime(tmp_path):
     with pytest.raises(BackendError, match="peephole: runs on backend='numpy' only"):
         LSTM(3, 4, peephole=True, backend="split")
     with pytest.raises(ConfigError, match="peephole: only the LSTM"):
-        from rnnlab.model import ModelConfig
+        from rnnlab.model.sequence_model import ModelConfig
         ModelConfig(input_size=2, output_size=1, cell="gru", peephole=True).validate()
 
 
 def test_peephole_from_the_command_line(tmp_path, capsys):
-    from rnnlab import cli
+    from rnnlab.cli import commands as cli
     assert cli.main(["train", "--task", "adding", "--seq-len", "6", "--model", "lstm", "--peephole", "--hidden-size",
                      "5", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert cli.main(["export", str(tmp_path / "r"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
-    from rnnlab.trainer import load_model
+    from rnnlab.training.trainer import load_model
     assert load_model(tmp_path / "r")[0].rnn.peephole
 
 
@@ -368,10 +368,10 @@ def test_projection_with_peepholes_and_masks_finite_differences(fixed_masks):
 
 
 def test_projection_in_a_model_and_its_refusals(tmp_path):
-    from rnnlab import cli
+    from rnnlab.cli import commands as cli
     from rnnlab.interop import InteropError
     from rnnlab.interop.onnx import export
-    from rnnlab.trainer import load_model
+    from rnnlab.training.trainer import load_model
     assert cli.main(["train", "--task", "adding", "--seq-len", "6", "--model", "lstm", "--proj-size", "3",
                      "--hidden-size", "5", "--bidirectional", "--num-layers", "2", "--steps", "3", "--out",
                      str(tmp_path / "r"), "--quiet"]) == 0
@@ -383,7 +383,7 @@ def test_projection_in_a_model_and_its_refusals(tmp_path):
         LSTM(3, 5, proj_size=5)
     with pytest.raises(BackendError, match="proj_size: runs on backend='numpy' only"):
         LSTM(3, 5, proj_size=2, backend="loop")
-    from rnnlab import diagnostics as diag
+    from rnnlab.study import diagnostics as diag
     x = np.random.default_rng(0).standard_normal((7, 2, 3))
     layer = LSTM(3, 5, proj_size=2, dtype="float64", seed=0)
     assert diag.jacobian_norms(layer, x).shape == (7,)                   # the gradient lab reads its states
@@ -453,7 +453,7 @@ def test_layer_norm_equals_a_torch_reference(cell):
 
 
 def test_layer_norm_options_and_refusals(tmp_path):
-    from rnnlab import cli
+    from rnnlab.cli import commands as cli
     from rnnlab.interop import InteropError
     from rnnlab.interop.torch import to_torch
     fresh = LSTM(3, 4, layer_norm=True, seed=0).state_dict()
@@ -464,7 +464,7 @@ def test_layer_norm_options_and_refusals(tmp_path):
         LSTM(3, 4, layer_norm=True, peephole=True)
     with pytest.raises(InteropError, match="no layer-normalised GRU"):
         to_torch(GRU(3, 4, layer_norm=True))
-    if rnnlab.kernels.available():
+    if rnnlab.engine._kernels.available():
         with pytest.raises(BackendError, match="'units' serves cells with one product per step"):
             LSTM(3, 4, layer_norm=True, backend="units")
     assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "gru", "--layer-norm", "--hidden-size",
@@ -473,7 +473,7 @@ def test_layer_norm_options_and_refusals(tmp_path):
 
 
 def test_variants_as_compare_entries(tmp_path, capsys):
-    from rnnlab import cli
+    from rnnlab.cli import commands as cli
     code = cli.main(["compare", "--task", "adding", "--seq-len", "6", "--models",
                      "lstm,lstm+layer_norm,gru+zoneout=0.1+recurrent_dropout=0.2,lstm+peephole", "--steps", "3",
                      "--hidden-size", "16", "--report", str(tmp_path / "cmp"), "--json", str(tmp_path / "c.json"),

@@ -1,13 +1,13 @@
 """rnnlab: RNN, LSTM and GRU from first principles on NumPy, verified against PyTorch."""
-from .errors import (
-    BackendError, CheckpointError, ConfigError, DataError, DTypeError, ModifiedInputError, NonFiniteError, RnnlabError,
-    ShapeError,
+from rnnlab.errors import (
+    BackendError, CheckpointError, ConfigError, DataError, DTypeError, ModifiedInputError, NonFiniteError,
+    RnnlabError, ShapeError,
 )
-from .grad_mode import enable_grad, is_grad_enabled, no_grad
-from .layers import GRU, LSTM, RNN
-from .model import ModelConfig, SequenceModel
-from .stream import Stream
-from .trainer import evaluate, load_model, resume, train
+from rnnlab.engine.grad_mode import enable_grad, is_grad_enabled, no_grad
+from rnnlab.engine.layers import GRU, LSTM, RNN
+from rnnlab.model.sequence_model import ModelConfig, SequenceModel
+from rnnlab.engine.stream import Stream
+from rnnlab.training.trainer import evaluate, load_model, resume, train
 
 __version__ = "0.1.0"
 
@@ -17,7 +17,7 @@ _ESTIMATORS = ("RNNClassifier", "RNNRegressor", "RNNTagger")
 def __getattr__(name):
     # the scikit-learn estimators load scikit-learn only when asked for
     if name in _ESTIMATORS:
-        from . import estimators
+        from rnnlab import estimators
         return getattr(estimators, name)
     raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
 

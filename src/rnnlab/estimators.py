@@ -4,10 +4,10 @@
     clf.predict(X_new); clf.predict_proba(X_new); clf.score(X_test, y_test)
 
 Constructor arguments only store hyper-parameters (so ``clone``, ``GridSearchCV`` and ``Pipeline`` work);
-``fit`` reads the data (every form ``rnnlab.sequences`` reads: a 3-D array, (N, C, T) with
+``fit`` reads the data (every form ``rnnlab.data.sequences`` reads: a 3-D array, (N, C, T) with
 ``channels_first=True``, a 2-D array of univariate sequences, a list of (T_i, F) arrays, a long DataFrame
 when ``id_col`` is set), standardises features with training statistics, maps labels to classes and trains
-with the same loop as ``rnnlab train`` (``rnnlab.trainer``). A wide DataFrame (no ``id_col``) is read as a
+with the same loop as ``rnnlab train`` (``rnnlab.training.trainer``). A wide DataFrame (no ``id_col``) is read as a
 2-D array, one univariate sequence per row.
 
 ``n_features_in_`` is the number of features per step; sequences of any length are accepted at prediction.
@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - the message is the point
     raise ImportError("rnnlab's estimators need scikit-learn; install it with: pip install -e '.[data]'") from None
 
-from .errors import DataError
+from rnnlab.errors import DataError
 
 
 # argument: (estimator default, rnnlab train's default, why they differ) -- tests/test_estimators.py checks both
@@ -100,7 +100,7 @@ class _RNNEstimator(BaseEstimator):
         ``feature_names_in_`` and are read by name at prediction; a wide DataFrame's columns are checked by
         scikit-learn's own rule (same names, same order)."""
         from sklearn.utils.validation import validate_data
-        from .sequences import Sequences, check_targets, from_arrays, from_long_frame
+        from rnnlab.data.sequences import Sequences, check_targets, from_arrays, from_long_frame
         if hasattr(X, "columns") and self.id_col is not None:
             fc = ",".join(self.feature_cols) if isinstance(self.feature_cols, (list, tuple)) else self.feature_cols
             trained = None if fitting else getattr(self, "feature_names_in_", None)
@@ -135,7 +135,7 @@ class _RNNEstimator(BaseEstimator):
 
     def _check_params(self, X):
         """Every argument checked at fit, used or not: a setting that would be ignored is an error, as in the CLI."""
-        from .errors import check_float, check_int
+        from rnnlab.errors import check_float, check_int
         check_float("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True, high_open=True)
         check_int("patience", self.patience, 0)
         if self.id_col is None:
@@ -149,7 +149,7 @@ class _RNNEstimator(BaseEstimator):
 
     def _y_by_id(self, X, y):
         """y of a long DataFrame, in the order predict returns its sequences (by id, never by position)."""
-        from .sequences import natural
+        from rnnlab.data.sequences import natural
         if not (hasattr(y, "index") and hasattr(y, "reindex")):
             raise DataError("y: with a long DataFrame, give y as a pandas Series indexed by the ids of "
                             f"id_col {self.id_col!r} (labels by id, never by position)")
@@ -166,9 +166,9 @@ class _RNNEstimator(BaseEstimator):
         return _plain(y)
 
     def _config(self, task, has_val):
-        from .config import TrainConfig
-        from .errors import check_choice, check_int
-        from .layers import LAYERS
+        from rnnlab.training.config import TrainConfig
+        from rnnlab.errors import check_choice, check_int
+        from rnnlab.engine.layers import LAYERS
         check_choice("cell", self.cell, LAYERS)
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
@@ -191,8 +191,8 @@ class _RNNEstimator(BaseEstimator):
         ``validation_data``: ``(X_val, y_val)`` evaluated once per epoch (early stopping reads it when
         ``early_stopping``); without it, ``early_stopping`` holds out ``validation_fraction`` of X.
         """
-        from .tasks.sequences import sequence_task
-        from .trainer import _Trainer
+        from rnnlab.tasks.supervised import sequence_task
+        from rnnlab.training.trainer import _Trainer
         if y is None and not (hasattr(X, "columns") and self.id_col is not None and self.target_col):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         self._check_params(X)
@@ -205,7 +205,7 @@ class _RNNEstimator(BaseEstimator):
             val = self._sequences(validation_data[0], validation_data[1])[0]
         fraction = self.validation_fraction if (self.early_stopping and val is None) else 0.0
         if fraction:
-            from .errors import check_float
+            from rnnlab.errors import check_float
             check_float("validation_fraction", fraction, 0.0, 1.0, low_open=True, high_open=True)
         warm = self.warm_start and hasattr(self, "model_")
         weights = self._weights(X, train, sample_weight)
@@ -234,7 +234,7 @@ class _RNNEstimator(BaseEstimator):
     def _weights(self, X, train, sample_weight):
         """(N,) weights of the training sequences in their order in ``train``, or None: sample_weight (by id for a
         long DataFrame) times the class weights."""
-        from .tasks.sequences import check_weights
+        from rnnlab.tasks.supervised import check_weights
         n = len(train.cases)
         w = None
         if sample_weight is not None:
@@ -256,7 +256,7 @@ class _RNNEstimator(BaseEstimator):
 
     def _outputs(self, X, lengths=None) -> list:
         """One output per sequence, after the prediction layer (see ``tasks.sequences.predict_outputs``)."""
-        from .tasks.sequences import predict_outputs
+        from rnnlab.tasks.supervised import predict_outputs
         check_is_fitted(self, "model_")
         seqs, width = self._sequences(X, None, lengths, require_target=False)
         if self._table_width is not None and width != self._table_width:
@@ -281,7 +281,7 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         if isinstance(y, (list, tuple)) and len(y) and np.ndim(y[0]) > 0:
             raise DataError("y: a classifier takes one label per sequence; for a label per step use RNNTagger")
         if isinstance(y, (list, tuple)) or getattr(y, "dtype", None) == object:   # [1, "a"] refused, not cast
-            from .encoding import label_kind
+            from rnnlab.data.encoding import label_kind
             label_kind(np.asarray(y, dtype=object))
         y = column_or_1d(y, warn=True)
         kind = type_of_target(y)
@@ -318,7 +318,7 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
     def classification_report(self, X, y, lengths=None) -> dict:
         """Per-class precision, recall, F1 and support, their macro and support-weighted means, accuracy and
         the confusion matrix (rows: true class, columns: predicted, in the order of ``classes_``) on (X, y)."""
-        from .metrics import classification_report
+        from rnnlab.training.metrics import classification_report
         return classification_report(self._score_y(X, y), self.predict(X, lengths), self.classes_)
 
     def score(self, X, y, sample_weight=None):
@@ -422,7 +422,7 @@ def _plain(y):
 
 def _table(X):
     """(X, its number of columns when it is a 2-D table of numbers, else None); sparse and object input checked."""
-    from .errors import DTypeError
+    from rnnlab.errors import DTypeError
     if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
         raise DTypeError("X: sparse input is not supported; pass a dense array (X.toarray())")
     if isinstance(X, (list, tuple)):
@@ -449,11 +449,11 @@ def _table(X):
 
 def _trusted() -> set:
     """The rnnlab types a fitted estimator holds, as skops names them (``module.Class``)."""
-    from .encoding import Encoding
-    from .layers import LAYERS
-    from .model import ModelConfig, SequenceModel
+    from rnnlab.data.encoding import Encoding
+    from rnnlab.engine.layers import LAYERS
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     types = [RNNClassifier, RNNRegressor, RNNTagger, SequenceModel, ModelConfig, Encoding]
-    types += [c for c in LAYERS.values() if c.__module__ == "rnnlab.layers"]
+    types += [c for c in LAYERS.values() if c.__module__ == "rnnlab.engine.layers"]
     return {f"{t.__module__}.{t.__qualname__}" for t in types}
 
 
@@ -469,7 +469,7 @@ def save(estimator, path, overwrite: bool = False) -> None:
     """Write a fitted estimator to ``path`` with skops (no pickle: ``load`` rebuilds only known types). An
     existing file is refused unless ``overwrite``."""
     from pathlib import Path
-    from .errors import ConfigError
+    from rnnlab.errors import ConfigError
     sio = _skops()
     if not isinstance(estimator, _RNNEstimator):
         raise ConfigError(f"estimator: expected an rnnlab estimator (RNNClassifier, RNNRegressor, RNNTagger), got "

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 from conftest import BACKENDS, COMPILED, WITH_PACKED, serves, simd_cases, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -11,9 +11,9 @@ pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed"
 def test_compiled_finiteness_check(dtype):
     """The compiled NaN/Inf check behind every input check of large arrays: any position, any of NaN, +Inf,
     -Inf; huge finite values pass (a - a, not a sum of the values, so no overflow)."""
-    from rnnlab.checks import all_finite as checked, as_float_array
+    from rnnlab.engine._checks import all_finite as checked, as_float_array
     from rnnlab.errors import NonFiniteError
-    from rnnlab.kernels.checks import all_finite
+    from rnnlab.engine._kernels.compiled_checks import all_finite
     x = np.random.default_rng(0).standard_normal(5000).astype(dtype)
     assert all_finite(x) and checked(x.reshape(50, 10, 10))
     assert all_finite(np.full(5000, np.finfo(dtype).max, dtype))

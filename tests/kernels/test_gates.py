@@ -1,13 +1,16 @@
 """Each cell's math stands in two places, tied here step by step: one step of every compiled row kernel
-(``rnnlab.kernels.gates``: rnn_fwd/rnn_bwd, lstm_fwd/lstm_bwd, gru_fwd/gru_bwd, gru_before_fwd/gru_before_bwd),
-called through its cell token as the shared loops call it, against its NumPy step (``rnnlab.cells.rnn``,
+(``rnnlab.engine._kernels.gates``: rnn_fwd/rnn_bwd, lstm_fwd/lstm_bwd, gru_fwd/gru_bwd, gru_before_fwd/gru_before_bwd),
+called through its cell token as the shared loops call it, against its NumPy step (``rnnlab.engine.cells.rnn``,
 ``lstm``, ``gru``: step_forward/step_backward), float64 within 1e-12, options included (recurrent dropout on
 the operand, layer norm of the product and of the LSTM's c_t)."""
 import numpy as np
 import pytest
 
-from rnnlab.cells import gru, layernorm, lstm, rnn
-from rnnlab.kernels import available
+from rnnlab.engine.cells import gru
+from rnnlab.engine.cells import layernorm
+from rnnlab.engine.cells import lstm
+from rnnlab.engine.cells import rnn
+from rnnlab.engine._kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -24,7 +27,7 @@ def harness():
     """One step of a cell's row kernels over every row, phase p, through the stubs the loops call."""
     from numba import njit
 
-    from rnnlab.kernels.cell import bwd_row, fwd_row
+    from rnnlab.engine._kernels.cell import bwd_row, fwd_row
 
     @njit
     def fwd(cell, p, A, X, S, O, N, C, copt):
@@ -46,7 +49,7 @@ def _bufs(G, n, KC):
 @pytest.mark.parametrize("act_name", ["tanh", "relu", "identity"])
 @pytest.mark.parametrize("dropout", [False, True])
 def test_rnn_step(act_name, dropout, harness, rng):
-    from rnnlab.kernels.gates import RNN
+    from rnnlab.engine._kernels.gates import RNN
     fwd, bwd = harness
     xw, h, b = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal(H)
     W = rng.standard_normal((H, H))
@@ -66,7 +69,7 @@ def test_rnn_step(act_name, dropout, harness, rng):
 
 @pytest.mark.parametrize("option", [None, "dropout", "layer_norm"])
 def test_lstm_step(option, harness, rng):
-    from rnnlab.kernels.gates import LSTM, ln_row, ln_row_bwd
+    from rnnlab.engine._kernels.gates import LSTM, ln_row, ln_row_bwd
     fwd, bwd = harness
     xw = rng.standard_normal((B, 4 * H))
     h, c, b = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal(4 * H)
@@ -112,7 +115,7 @@ def test_lstm_step(option, harness, rng):
 @pytest.mark.parametrize("reset", ["after", "before"])
 @pytest.mark.parametrize("option", [None, "dropout", "layer_norm"])
 def test_gru_step(reset, option, harness, rng):
-    from rnnlab.kernels.gates import GRU, GRU_BEFORE, ln_row, ln_row_bwd
+    from rnnlab.engine._kernels.gates import GRU, GRU_BEFORE, ln_row, ln_row_bwd
     if option == "layer_norm" and reset == "before":
         pytest.skip("no layer-normalised reset-before GRU")
     fwd, bwd = harness
@@ -164,7 +167,7 @@ def test_gru_step(reset, option, harness, rng):
 
 
 def test_ln_row_is_the_layer_norm_of_the_cells(rng):
-    from rnnlab.kernels.gates import ln_row
+    from rnnlab.engine._kernels.gates import ln_row
     v = rng.standard_normal((4, 9))
     g, b = rng.normal(1, .3, 9), rng.normal(0, .3, 9)
     y_ref, (v_hat, inv) = layernorm.forward(v, g, b)
@@ -177,7 +180,7 @@ def test_ln_row_is_the_layer_norm_of_the_cells(rng):
 
 
 def test_rational_tanh_max_error():
-    from rnnlab.kernels.gates import _tanh32
+    from rnnlab.engine._kernels.gates import _tanh32
     from numba import njit
 
     @njit

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -16,7 +16,7 @@ CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.RNN, 
 def test_loop_kernels_across_input_projection_blocks(cls, kw, proj_rows, monkeypatch):
     """The whole-loop kernels compute x_t W_ih^T block by block of steps: with blocks of 1 and 2 steps (a
     partial last block, both directions, ragged rows) every output and gradient equals the reference."""
-    from rnnlab.kernels import loop
+    from rnnlab.engine._kernels import loop
     monkeypatch.setattr(loop, "PROJ_ROWS", proj_rows)
     rng = np.random.default_rng(proj_rows)
     ref = cls(5, 6, 2, bidirectional=True, dtype="float64", seed=0, backend="numpy", **kw)

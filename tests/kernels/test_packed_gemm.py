@@ -1,10 +1,10 @@
-"""The packed per-step product (rnnlab.kernels.packed_gemm) against NumPy's matmul, in every vector variant
+"""The packed per-step product (rnnlab.engine._kernels.packed_gemm) against NumPy's matmul, in every vector variant
 (RNNLAB_SIMD: 512-, 256- and 128-bit vectors run on any x86 host, LLVM splitting what the CPU lacks), and the
 variants' results bit for bit equal."""
 import numpy as np
 import pytest
 
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 VARIANTS = ["avx512", "avx2", "sse"]
@@ -22,7 +22,7 @@ SHAPES = [(1, 1, 1), (7, 33, 50), (6, 16, 16), (13, 300, 17), (32, 256, 1024), (
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("M,K,N", SHAPES)
 def test_pgemm_equals_matmul(M, K, N, dtype, tol, variant):
-    from rnnlab.kernels.packed_gemm import MR_MAX, nr, pack, pgemm, token
+    from rnnlab.engine._kernels.packed_gemm import MR_MAX, nr, pack, pgemm, token
     nv = {"avx512": 2, "avx2": 2, "sse": 2}[variant]                   # vectors per panel (TILES)
     assert nr(dtype) == nv * {"avx512": 64, "avx2": 32, "sse": 16}[variant] // np.dtype(dtype).itemsize
     rng = np.random.default_rng(M * 1000 + K + N)
@@ -47,7 +47,7 @@ def test_pgemm_equals_matmul(M, K, N, dtype, tol, variant):
 
 
 def test_pack_layout(monkeypatch):
-    from rnnlab.kernels.packed_gemm import pack
+    from rnnlab.engine._kernels.packed_gemm import pack
     monkeypatch.setenv("RNNLAB_SIMD", "avx2")
     W = np.arange(3 * 20, dtype=np.float32).reshape(3, 20)
     P = pack(W)                                         # (2 panels, K = 3, 16 columns: 2 vectors of 8)
@@ -59,14 +59,14 @@ def test_pack_layout(monkeypatch):
 
 def test_pgemm_rejects_other_dtypes():
     from numba.core.errors import TypingError
-    from rnnlab.kernels.packed_gemm import pgemm, token
+    from rnnlab.engine._kernels.packed_gemm import pgemm, token
     A = np.ones((2, 2), np.int64)
     with pytest.raises(TypingError, match="float32 or float64"):
         pgemm(A, A, np.ones((1, 2, 8), np.int64), 2, False, np.ones((6, 8), np.int64), token())
 
 
 def test_pgemm_refuses_panels_of_another_variant(monkeypatch):
-    from rnnlab.kernels.packed_gemm import MR_MAX, pack, pgemm, token
+    from rnnlab.engine._kernels.packed_gemm import MR_MAX, pack, pgemm, token
     monkeypatch.setenv("RNNLAB_SIMD", "avx2")
     P = pack(np.ones((3, 20), np.float32))
     monkeypatch.setenv("RNNLAB_SIMD", "avx512")
@@ -79,7 +79,7 @@ def test_the_k_loop_is_not_unrolled():
     """The micro-kernel's k loop carries llvm.loop.unroll.disable: unrolled copies of a tile spill (a 12-row
     tile's accumulators went to the stack on znver4, at 40 % of the speed)."""
     from numba import njit
-    from rnnlab.kernels.packed_gemm import _u8, token
+    from rnnlab.engine._kernels.packed_gemm import _u8, token
 
     @njit                                               # not cached: a cached function cannot be inspected
     def one_tile(A, P, C, tok):
@@ -97,7 +97,7 @@ def test_the_k_loop_is_not_unrolled():
 def test_pack_blocks_and_layouts(K1, K2, N, dtype, variant):
     """pack(W1, W2) == pack(np.concatenate((W1, W2))), for row-major blocks and for transposed views (each
     takes its own loop order)."""
-    from rnnlab.kernels.packed_gemm import nr, pack
+    from rnnlab.engine._kernels.packed_gemm import nr, pack
     rng = np.random.default_rng(K1 + K2 + N)
     W1, W2 = rng.standard_normal((K1, N)).astype(dtype), rng.standard_normal((K2, N)).astype(dtype)
     n = nr(dtype)
@@ -109,7 +109,7 @@ def test_pack_blocks_and_layouts(K1, K2, N, dtype, variant):
 
 
 def test_pack_rejects_mismatched_blocks():
-    from rnnlab.kernels.packed_gemm import pack
+    from rnnlab.engine._kernels.packed_gemm import pack
     with pytest.raises(ValueError, match="20 columns"):
         pack(np.ones((3, 20), np.float32), np.ones((3, 21), np.float32))
 
@@ -120,7 +120,7 @@ def test_vecmat_acc_equals_matmul(K, N, dtype, tol, variant):
     """The one-row product out[ro] += v[rv] @ M: every block width (8, 4, 2, 1 vectors, scalar tail), rows
     picked out of wider arrays, M a row block of a wider matrix; nothing else written."""
     from numba import njit
-    from rnnlab.kernels.packed_gemm import token, vecmat_acc
+    from rnnlab.engine._kernels.packed_gemm import token, vecmat_acc
     tok = token()
 
     @njit
@@ -146,7 +146,7 @@ def test_dots_acc_equals_matmul(K, n, dtype, tol, variant):
     columns (K not a multiple of the block's columns) in scalar loops; W a row block of a wider matrix (row
     stride K + 5); nothing else written."""
     from numba import njit
-    from rnnlab.kernels.packed_gemm import dots_acc, token
+    from rnnlab.engine._kernels.packed_gemm import dots_acc, token
     tok = token()
 
     @njit
@@ -170,7 +170,7 @@ def test_dots_acc_equals_matmul(K, n, dtype, tol, variant):
 def test_every_variant_gives_the_same_bits(dtype, monkeypatch):
     """Each entry of C is the same fused multiply-adds in the same k order in every variant: the products agree
     bit for bit (rows 1 .. 30 cover every micro-kernel height of every variant)."""
-    from rnnlab.kernels.packed_gemm import MR_MAX, nr, pack, pgemm, token
+    from rnnlab.engine._kernels.packed_gemm import MR_MAX, nr, pack, pgemm, token
     rng = np.random.default_rng(0)
     A, W = rng.standard_normal((30, 77)).astype(dtype), rng.standard_normal((77, 45)).astype(dtype)
     out = {}
@@ -184,7 +184,7 @@ def test_every_variant_gives_the_same_bits(dtype, monkeypatch):
 
 
 def test_the_variant_follows_the_host_and_the_override(monkeypatch):
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
     monkeypatch.delenv("RNNLAB_SIMD", raising=False)
     assert host.variant() == host.host_variant() in host.VARIANTS
     monkeypatch.setenv("RNNLAB_SIMD", "sse")
@@ -199,7 +199,7 @@ def test_the_variant_follows_the_host_and_the_override(monkeypatch):
 
 def test_a_host_llvm_cannot_describe_gets_the_128_bit_variant(monkeypatch):
     from llvmlite import binding as llvm
-    from rnnlab.kernels import host
+    from rnnlab.engine._kernels import host
 
     def fail():
         raise RuntimeError("failed to get host cpu features")

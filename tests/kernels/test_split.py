@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 from conftest import COMPILED, use_backend
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
@@ -18,7 +18,7 @@ split_only = pytest.mark.skipif("split" not in COMPILED, reason="numba is not in
 def test_any_row_split_gives_the_same_numbers(cls, monkeypatch):
     """The two threads' row split (the layer's RowSplit share) changes speed only: 30 %, 50 % and 70 % give
     bit-identical outputs and gradients, and the share stays within 30-70 % after each call."""
-    from rnnlab.kernels.split import RowSplit
+    from rnnlab.engine._kernels.split import RowSplit
     rng = np.random.default_rng(0)
     x = rng.standard_normal((9, 20, 3)).astype(np.float32)
     layer = cls(3, 8, dtype="float32", seed=1, backend=use_backend("split", monkeypatch))
@@ -41,7 +41,7 @@ def test_any_row_split_gives_the_same_numbers(cls, monkeypatch):
 def test_split_runs_every_row_block_and_matches_one_thread(B, monkeypatch):
     """The batch split over two threads gives the one-thread loop's numbers on every row (its packed products
     and the fused [x h 1] product), and it is really the split path that ran."""
-    from rnnlab.kernels import split
+    from rnnlab.engine._kernels import split
     rng = np.random.default_rng(B)
     x = rng.standard_normal((11, B, 3))
     lengths = rng.integers(1, 12, B)
@@ -61,7 +61,7 @@ def test_split_runs_every_row_block_and_matches_one_thread(B, monkeypatch):
 
 @split_only
 def test_pmatmul():
-    from rnnlab.kernels.split import pmatmul
+    from rnnlab.engine._kernels.split import pmatmul
     rng = np.random.default_rng(0)
     for dt in (np.float32, np.float64):
         a, b, bias = (rng.standard_normal(s).astype(dt) for s in ((300, 7), (7, 9), (9,)))
@@ -74,7 +74,7 @@ def test_pmatmul():
 
 
 def test_num_threads_setting(monkeypatch):
-    from rnnlab.kernels import split as split_scan
+    from rnnlab.engine._kernels import split as split_scan
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "3")
     assert split_scan.num_threads() == 3
     assert split_scan.threads_for(2) == 2 and split_scan.threads_for(1) == 1 and split_scan.threads_for(100) == 3
@@ -118,7 +118,7 @@ def test_split_works_in_a_forked_child(monkeypatch):
 def test_model_on_the_split_path_equals_the_reference(target, monkeypatch):
     """A whole model (its head's products split over the threads inside the layer's BLAS scope) gives the
     NumPy reference's logits and gradients."""
-    from rnnlab.model import ModelConfig, SequenceModel
+    from rnnlab.model.sequence_model import ModelConfig, SequenceModel
     cfg = ModelConfig(cell="lstm", input_size=3, output_size=4, hidden_size=6, dtype="float64", target=target,
                       input_mode="dense")
     x = np.random.default_rng(0).standard_normal((7, 5, 3))

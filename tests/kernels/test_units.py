@@ -6,7 +6,7 @@ import pytest
 
 import rnnlab
 from rnnlab.errors import BackendError
-from rnnlab.kernels import available
+from rnnlab.engine._kernels import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="numba is not installed")
 
@@ -31,7 +31,7 @@ def _infer(layer, x, hx=None, lengths=None):
 @pytest.fixture
 def calls(monkeypatch):
     """How many forwards the units path ran (its forwards keep no cache to say so)."""
-    from rnnlab.kernels import units
+    from rnnlab.engine._kernels import units
     n = {"units": 0}
     real = units.forward
 
@@ -94,7 +94,7 @@ def test_units_match_torch(cls, kw, monkeypatch):
 def test_auto_takes_units_for_long_one_row_inference_only(monkeypatch, calls):
     """One row, H = 256, 100 steps: the weights are split over the threads for inference; a training forward
     of the same layer, inference on 2 rows and a one-step call (sampling) take another path."""
-    from rnnlab import engine
+    from rnnlab.engine import dispatch as engine
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     layer = rnnlab.LSTM(32, 256, seed=0)
     x1 = np.zeros((100, 1, 32), np.float32)
@@ -132,7 +132,7 @@ def test_units_refuses_what_it_cannot_serve(monkeypatch):
 def test_barrier_counts_every_thread():
     """Two threads meet at each of 200 barriers; the counter ends at threads x steps."""
     import threading
-    from rnnlab.kernels.units import barrier
+    from rnnlab.engine._kernels.units import barrier
     sync = np.zeros(1, np.int64)
     barrier(np.zeros(1, np.int64), 1)                       # compile before the threads start
 

@@ -9,7 +9,7 @@ Gate layouts (docs/math.md, section 6):
 
 rnnlab uses PyTorch's layout; every converter here permutes gate blocks explicitly.
 """
-from ..errors import RnnlabError
+from rnnlab.errors import RnnlabError
 
 
 class InteropError(RnnlabError, ValueError):

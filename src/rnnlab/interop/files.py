@@ -1,8 +1,8 @@
 """Layer files: an rnnlab layer's weights and architecture in one checkpoint (``kind = "layer"``)."""
 from __future__ import annotations
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..errors import CheckpointError
+from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
+from rnnlab.errors import CheckpointError
 
 
 def save_layer(layer, path) -> None:
@@ -10,7 +10,7 @@ def save_layer(layer, path) -> None:
 
 
 def load_layer(path):
-    from ..layers import layer_from_config
+    from rnnlab.engine.layers import layer_from_config
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != "layer" or "layer_config" not in meta:
         raise CheckpointError(f"{path}: not a layer file (kind={meta.get('kind')!r}); expected one written by "

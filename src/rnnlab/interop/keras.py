@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import CELLS
-from . import InteropError, permute_blocks, require_classic
+from rnnlab.engine.cells import CELLS
+from rnnlab.interop import InteropError, permute_blocks, require_classic
 
 G = {name: cell.G for name, cell in CELLS.items()}
 TO_KERAS = {"rnn": [0], "lstm": [0, 1, 2, 3], "gru": [1, 0, 2]}      # Keras block j = PyTorch block TO_KERAS[j]
@@ -27,7 +27,7 @@ def check_exportable(obj) -> None:
     """Raise a one-line ``ConfigError`` (``format: ...``) when Keras' SimpleRNN/LSTM/GRU would compute something
     other than ``obj`` (a layer or a SequenceModel): another cell, zoneout, peephole, layer_norm, proj_size,
     nonlinearity='identity'. GRU reset='before' is Keras' reset_after=False, and dropouts are off at inference."""
-    from .torch import check_exportable as check
+    from rnnlab.interop.torch import check_exportable as check
     check(obj, "keras")
 
 
@@ -62,8 +62,8 @@ def from_keras(cell: str, weights: list, bidirectional: bool = False, **options)
     For the GRU, the bias shape tells the reset convention: (2, 3H) -> reset='after', (3H,) -> 'before'.
     ``options``: batch_first, dtype, nonlinearity ('tanh' or 'relu' for SimpleRNN) ...
     """
-    from ..errors import check_choice
-    from ..layers import layer_from_config
+    from rnnlab.errors import check_choice
+    from rnnlab.engine.layers import layer_from_config
     check_choice("cell", cell, G)
     if not weights:
         raise InteropError("weights: expected one list of arrays per layer, got none")

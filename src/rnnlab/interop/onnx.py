@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import CELLS
-from . import InteropError, permute_blocks, require, require_classic
+from rnnlab.engine.cells import CELLS
+from rnnlab.interop import InteropError, permute_blocks, require, require_classic
 
 OPSET = 17
 G = {name: cell.G for name, cell in CELLS.items()}
@@ -123,7 +123,7 @@ def _finish(b, inputs, outputs, path, doc, props=None):
         b.h.set_model_props(model, props)
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model, full_check=True)
-    from ..outputs import write_output
+    from rnnlab.data.outputs import write_output
     write_output(path, model.SerializeToString())      # atomic, and a one-line error for a path it cannot write
     return model
 
@@ -165,7 +165,7 @@ def export_model(model, path, lengths: bool = False, encoding=None, state: bool 
                  forecast=None):
     """Write a ``SequenceModel`` (input layer, stack, output layer, prediction) as an ONNX graph.
 
-    ``encoding`` (a run trained on data, ``rnnlab.encoding.Encoding``): the graph takes the raw features and
+    ``encoding`` (a run trained on data, ``rnnlab.data.encoding.Encoding``): the graph takes the raw features and
     standardises them itself ((x - x_mean) / x_std, NaN read as the mean under ``missing='zero'``); a regression's
     ``prediction`` is in the data's units; the classes, features and problem go in ``metadata_props``
     (``rnnlab.classes`` etc., JSON). ``state``: inputs ``h0`` (and ``c0``) and outputs ``h_n`` (and ``c_n``),
@@ -260,7 +260,7 @@ def export_model(model, path, lengths: bool = False, encoding=None, state: bool 
                       "rnnlab.forecast": json.dumps(forecast.to_dict())})
     if encoding is not None:
         props.update({"rnnlab.problem": encoding.problem, "rnnlab.features": json.dumps(encoding.feature_names),
-                      "rnnlab.encoding": json.dumps(encoding.to_dict())})
+                      "rnnlab.data.encoding": json.dumps(encoding.to_dict())})
         if encoding.classes is not None:
             props["rnnlab.classes"] = json.dumps([str(c) for c in encoding.classes])
     return _finish(b, inputs, outputs, path, f"rnnlab SequenceModel {cfg.to_dict()}", props)
@@ -268,8 +268,8 @@ def export_model(model, path, lengths: bool = False, encoding=None, state: bool 
 
 def export(obj, path, lengths: bool = False, **kw):
     """Export a layer or a ``SequenceModel`` to ONNX (``kw``: ``export_layer``'s or ``export_model``'s options)."""
-    from ..layers import RecurrentLayer
-    from ..model import SequenceModel
+    from rnnlab.engine.layers import RecurrentLayer
+    from rnnlab.model.sequence_model import SequenceModel
     if isinstance(obj, RecurrentLayer):
         return export_layer(obj, path, lengths=lengths, **kw)
     if isinstance(obj, SequenceModel):
@@ -314,7 +314,7 @@ def import_layer(path, dtype=None):
     """The RNN/LSTM/GRU operators of an ONNX file, in graph order, as one stacked rnnlab layer."""
     onnx = require("onnx", "onnx")
     from onnx import numpy_helper
-    from ..layers import layer_from_config
+    from rnnlab.engine.layers import layer_from_config
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf's DecodeError and friends

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import CELLS
-from ..errors import ConfigError
-from ..layers import LAYERS
-from . import InteropError, require, require_classic
+from rnnlab.engine.cells import CELLS
+from rnnlab.errors import ConfigError
+from rnnlab.engine.layers import LAYERS
+from rnnlab.interop import InteropError, require, require_classic
 
 _TORCH_NAMES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 
@@ -25,7 +25,7 @@ _HAS = {"torch": {"proj_size"}, "keras": {"reset_before"}}
 
 
 def _layer_of(obj):
-    from ..layers import RecurrentLayer
+    from rnnlab.engine.layers import RecurrentLayer
     if isinstance(obj, RecurrentLayer):
         return obj, "layer"
     rnn = getattr(obj, "rnn", None)
@@ -215,8 +215,8 @@ def load_torch_state_dict(path, cell: str, **options):
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
-    from ..errors import check_choice
-    from ..layers import layer_from_config
+    from rnnlab.errors import check_choice
+    from rnnlab.engine.layers import layer_from_config
     check_choice("cell", cell, CELLS)
     try:
         sd = load_file(str(path))

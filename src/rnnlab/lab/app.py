@@ -27,8 +27,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from ..errors import ConfigError
-from . import settings as lab_settings
+from rnnlab.errors import ConfigError
+from rnnlab.lab import settings as lab_settings
 
 STATIC = Path(__file__).parent / "static"
 HOST = "127.0.0.1"                                  # loopback only: the lab runs code on this machine for its page
@@ -51,12 +51,12 @@ class Run:
     """One training process, its command queue and the events it has sent."""
 
     def __init__(self, run_id: str, label: str, group: str, run_dir: Path, cfg, measure_every: int):
-        from . import worker
+        from rnnlab.lab import worker
         self.id, self.label, self.group, self.run_dir = run_id, label, group, run_dir
         self.cfg = cfg
         task = None
         try:
-            from ..tasks import build_task
+            from rnnlab.tasks import build_task
             task = build_task(cfg)
         except Exception:                            # checked before; the page only misses the baseline
             pass
@@ -127,7 +127,7 @@ class Lab:
     """The runs of one server, their folders under ``runs``."""
 
     def __init__(self, runs="runs/lab"):
-        from ..outputs import check_folder
+        from rnnlab.data.outputs import check_folder
         self.root = check_folder(runs, "runs", "--runs names a folder for the lab's run folders")
         self.root.mkdir(parents=True, exist_ok=True)
         self.runs: dict[str, Run] = {}
@@ -202,8 +202,8 @@ async def _json_body(request):
 
 
 def options() -> dict:
-    from ..layers import LAYERS
-    from ..optim import OPTIMIZERS
+    from rnnlab.engine.layers import LAYERS
+    from rnnlab.training.optim import OPTIMIZERS
     return {"cells": list(LAYERS), "tasks": list(lab_settings.TASKS), "optimizers": list(OPTIMIZERS),
             "inits": list(lab_settings.INITS), "defaults": lab_settings.DEFAULTS, "limits": lab_settings.LIMITS,
             "shared": list(SHARED), "presets": lab_settings.PRESETS}
@@ -331,7 +331,7 @@ def zip_folder(folder: Path) -> bytes:
 
 def bind(port: int = 0) -> socket.socket:
     """A listening socket on 127.0.0.1 (port 0: a free one the system picks)."""
-    from ..errors import check_int
+    from rnnlab.errors import check_int
     check_int("port", port, 0, 65535)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,13 +1,13 @@
 """What the lab's page may set, checked as ``rnnlab train`` checks it, and the tour's chapters as presets.
 
-``run_config(settings, out)`` turns the page's settings into a ``TrainConfig`` through ``rnnlab.config.resolve``
+``run_config(settings, out)`` turns the page's settings into a ``TrainConfig`` through ``rnnlab.training.config.resolve``
 (the same validation and the same one-line errors as the command line), with the lab's size limits on top so a
 run stays live on the page; ``check_buildable`` then builds the task and the model once, so a setting that only
 fails when the model is made (an orthogonal init of a diagonal cell) is refused before any process starts.
 """
 from __future__ import annotations
 
-from ..errors import ConfigError, check_float, check_int
+from rnnlab.errors import ConfigError, check_float, check_int
 
 # the page's settings: TrainConfig keys, plus measure_every (the lab's own)
 KEYS = ("task", "model", "seq_len", "tokens", "text", "hidden_size", "recurrent_init", "recurrent_radius",
@@ -35,7 +35,7 @@ def lab_settings(settings) -> dict:
         raise ConfigError(f"settings: expected a JSON object of settings, got {type(settings).__name__}")
     unknown = sorted(set(settings) - set(KEYS))
     if unknown:
-        from ..errors import closest
+        from rnnlab.errors import closest
         raise ConfigError(f"settings: unknown setting {unknown[0]!r}{closest(unknown[0], KEYS)}; the lab sets "
                           f"{', '.join(KEYS)}")
     out = {}
@@ -54,7 +54,7 @@ def lab_settings(settings) -> dict:
 
 def run_config(settings, out: str):
     """(TrainConfig for a run in folder ``out``, steps between measurements) from the page's settings."""
-    from ..config import resolve
+    from rnnlab.training.config import resolve
     s = {**DEFAULTS, **lab_settings(settings)}
     if s["task"] not in TASKS:
         raise ConfigError(f"task: the lab trains on {', '.join(TASKS)}, got {s['task']!r}")
@@ -74,8 +74,8 @@ def run_config(settings, out: str):
 
 def check_buildable(cfg) -> None:
     """Build the task and the model once, as the trainer would (its own checks, its own errors)."""
-    from ..compare import check_buildable as buildable
-    from ..tasks import build_task
+    from rnnlab.study.compare import check_buildable as buildable
+    from rnnlab.tasks import build_task
     buildable(cfg, build_task(cfg))
 
 

@@ -29,9 +29,9 @@ def measure(model, task, sequences: int = 8) -> dict:
     """What the page draws of the model as it is now, on the first validation sequences: ||dL/dh_t||, the
     Jacobian norms ||dh_T/dh_t||, the singular values of each W_hh gate block, the carry gate's quantiles per
     unit (LSTM f, GRU z), and the products of forget gates (or diagonal carries) over spans of k steps."""
-    from .. import diagnostics as diag
-    from ..compare import gradient_report
-    from ..grad_mode import enable_grad
+    from rnnlab.study import diagnostics as diag
+    from rnnlab.study.compare import gradient_report
+    from rnnlab.engine.grad_mode import enable_grad
     batch = diag.diagnostic_batch(task, sequences)
     rep = gradient_report(model, batch, jacobian_sequences=min(4, sequences))
     out = {"grad_norm_h": _floats(rep["grad_norm_h"]), "jacobian_norm": _floats(rep["jacobian_norm"]),
@@ -66,8 +66,8 @@ def run(settings: dict, commands, events, measure_every: int, paused: bool = Fal
     import warnings
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C at the server: it stops the run, which is then saved
     warnings.simplefilter("ignore", RuntimeWarning)  # overflow in a diverging run: the trainer reports NaN itself
-    from ..config import TrainConfig
-    from ..trainer import train
+    from rnnlab.training.config import TrainConfig
+    from rnnlab.training.trainer import train
 
     st = {"paused": paused, "once": False, "stop": False, "said": None, "measured": -1}
 

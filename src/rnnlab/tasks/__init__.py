@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..errors import check_choice
-from .base import Batch, Task
-from .classify import digits_task, read_ts, ts_task
-from .forecast import ForecastTask, forecast_task, sunspots_path
-from .sequences import SequenceTask, sequence_task
-from .synthetic import Adding, Copy, SelectiveCopy
-from .text import CharLM, read_text, shakespeare_text
+from rnnlab.errors import check_choice
+from rnnlab.tasks.base import Batch, Task
+from rnnlab.tasks.classify import digits_task, read_ts, ts_task
+from rnnlab.tasks.forecast import ForecastTask, forecast_task, sunspots_path
+from rnnlab.tasks.supervised import SequenceTask, sequence_task
+from rnnlab.tasks.synthetic import Adding, Copy, SelectiveCopy
+from rnnlab.tasks.text import CharLM, read_text, shakespeare_text
 
 TASKS = ("adding", "copy", "selective_copy", "digits", "ts", "chars", "forecast", "data")
 
@@ -20,9 +20,9 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
     facts, whose encoding is then used instead of fitting one again."""
     from pathlib import Path
 
-    from ..encoding import Encoding
-    from ..errors import ConfigError
-    from ..sequences import changed_since, file_digest, is_table, read_data
+    from rnnlab.data.encoding import Encoding
+    from rnnlab.errors import ConfigError
+    from rnnlab.data.sequences import changed_since, file_digest, is_table, read_data
     if not cfg.data:
         raise ConfigError("data: the data task needs a file of sequences (--data FILE: .npz, .csv or .parquet), got none")
     kw = dict(id_col=cfg.id_col, time_col=cfg.time_col, target_col=cfg.target_col, channels_first=cfg.channels_first,
@@ -55,14 +55,14 @@ def data_task(cfg, info: dict | None = None) -> SequenceTask:
 @contextlib.contextmanager
 def targets_named(cfg, path=None):
     """Errors about the targets ("y: ...", the estimators' word) in the file's words: its target column or array."""
-    from ..errors import DataError
+    from rnnlab.errors import DataError
     try:
         yield
     except DataError as exc:
         msg = str(exc)
         if not msg.startswith("y:"):
             raise
-        from ..sequences import is_table
+        from rnnlab.data.sequences import is_table
         path = Path(path or cfg.data)
         where = (f"target_col: column {cfg.target_col!r} of {path.name}" if is_table(path)
                  else f"data: the array 'y' of {path.name}")
@@ -70,7 +70,7 @@ def targets_named(cfg, path=None):
 
 
 def build_task(cfg, vocab: str | None = None, info: dict | None = None) -> Task:
-    """Build the task named by ``cfg.task`` from the run config (see ``rnnlab.config.TrainConfig``).
+    """Build the task named by ``cfg.task`` from the run config (see ``rnnlab.training.config.TrainConfig``).
 
     ``info``: the task facts stored with a trained model (its vocabulary, its data encoding).
     """
@@ -87,7 +87,7 @@ def build_task(cfg, vocab: str | None = None, info: dict | None = None) -> Task:
         return digits_task(cfg.val_fraction, cfg.seed)
     if cfg.task == "ts":
         if not cfg.ts_train:
-            from ..errors import ConfigError
+            from rnnlab.errors import ConfigError
             raise ConfigError("ts_train: the ts task needs a .ts file (--ts-train FILE), got none")
         return ts_task(cfg.ts_train, cfg.ts_test or None, cfg.val_fraction, cfg.seed)
     if cfg.task == "chars":

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..sequences import Sequences
-from .sequences import SequenceTask, sequence_task
+from rnnlab.errors import ConfigError
+from rnnlab.data.sequences import Sequences
+from rnnlab.tasks.supervised import SequenceTask, sequence_task
 
 
 def _missing(extra: str, what: str):

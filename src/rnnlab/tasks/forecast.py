@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .base import Batch, Task
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.tasks.base import Batch, Task
 
 # series that ship inside statsmodels (extra ``data``): file, time column, target column, time format
 DATASETS = {"sunspots": ("sunspots/sunspots.csv", "YEAR", "SUNACTIVITY", ""),
@@ -107,7 +107,7 @@ def read_panel(frame, id_col, time_col, target_col, feature_cols="", future_cols
     """A long table -> Panel. ``columns``: a trained model's target, past and future columns (read by name)."""
     import pandas as pd
 
-    from ..sequences import _as_numbers, _column, _py, _row, _time_values, natural
+    from rnnlab.data.sequences import _as_numbers, _column, _py, _row, _time_values, natural
     cols = [str(c) for c in frame.columns]
     frame = frame.rename(columns=dict(zip(frame.columns, cols))).reset_index(drop=True)
     if len(frame) == 0:
@@ -543,7 +543,7 @@ def table_path(name, shipped: bool = True) -> tuple[Path, str]:
 
 def read_with_spec(spec: ForecastSpec, path, source) -> Panel:
     """A table read as a trained forecaster reads it: its columns by name, its time format."""
-    from ..sequences import read_table
+    from rnnlab.data.sequences import read_table
     return read_panel(read_table(path, spec.id_col), spec.id_col or "", spec.time_col, "", source=source,
                       time_format=spec.time_format, for_training=False,
                       columns={"targets": spec.targets, "past": spec.past, "future": spec.future,
@@ -551,9 +551,9 @@ def read_with_spec(spec: ForecastSpec, path, source) -> Panel:
 
 
 def forecast_task(cfg, info: dict | None = None) -> ForecastTask:
-    """The forecast task of a run config (``rnnlab.config.TrainConfig``); ``info``: a trained model's stored spec
+    """The forecast task of a run config (``rnnlab.training.config.TrainConfig``); ``info``: a trained model's stored spec
     (its statistics and columns)."""
-    from ..sequences import changed_since, file_digest, read_table
+    from rnnlab.data.sequences import changed_since, file_digest, read_table
     if not cfg.data:
         raise ConfigError("data: the forecast task needs a table of series (--data FILE.csv or .parquet, or a "
                           f"statsmodels series: {', '.join(DATASETS)}), got none")
@@ -567,7 +567,7 @@ def forecast_task(cfg, info: dict | None = None) -> ForecastTask:
         spec = ForecastSpec.from_dict(stored)
         panel = read_with_spec(spec, path, source)
     else:
-        from ..errors import check_int
+        from rnnlab.errors import check_int
         quantiles = parse_quantiles(cfg.quantiles)
         panel = read_panel(read_table(path, cfg.id_col), cfg.id_col, cfg.time_col, cfg.target_col, cfg.feature_cols,
                            cfg.future_cols, cfg.time_format, source=source)
@@ -655,7 +655,7 @@ def forecast_frame(model, spec: ForecastSpec, panel: Panel):
     regular index), ``step``, the forecast and one column per quantile, in the data's units."""
     import pandas as pd
 
-    from ..grad_mode import no_grad
+    from rnnlab.engine.grad_mode import no_grad
     parts = split_recent(spec, panel)
     x = standardise_window(spec, recent_windows(spec, panel))
     was = model.rnn.training

@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from ..errors import check_int
-from .base import Batch, Task
+from rnnlab.errors import check_int
+from rnnlab.tasks.base import Batch, Task
 
 
 class GeneratedTask(Task):

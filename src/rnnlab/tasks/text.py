@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from .base import Batch, Task
+from rnnlab.errors import ConfigError
+from rnnlab.tasks.base import Batch, Task
 
 SHAKESPEARE_PLAYS = ("tragedies/hamlet", "tragedies/macbeth", "tragedies/othello", "tragedies/king-lear",
                      "tragedies/romeo-and-juliet", "comedies/twelfth-night", "comedies/a-midsummer-night-s-dream",

@@ -1,0 +1,597 @@
+"""The compiled time loop, written once for every cell and option: backends "loop" (one thread) and "split".
+
+``scan_fwd`` and ``scan_bwd`` run the whole sequence for a block of batch rows [r0, r1). Backend "loop" runs
+one block of all rows on the calling thread; "split" (``kernels.split``) runs one block per thread, with no
+synchronisation between steps (the rows of a batch are independent chains). No Python runs inside the loop.
+Per step:
+
+    forward    h_{t-1} -> the cache Hs and the products' operand O = h_{t-1} * m (recurrent dropout m)
+               A = O W_hh^T: one-row products (``vecmat_acc``, few rows) or packed products over the block
+               (``pgemm``); cells whose x and h products enter as a sum may take [x_t | O | 1] [W_ih W_hh b]^T
+               in one product; else x_t W_ih^T + b is computed for blocks of steps inside the loop (no
+               (T, B, G*H) array written before it and read back), or, under layer norm, before the loop
+               A <- LN_h(A) + b_hh (layer norm), the cell's row kernel (``kernels.gates`` via ``kernels.cell``),
+               a second product and kernel for two-phase cells (the reset-before GRU), then zoneout's mix of
+               the new states into the old; a padded row (mask 0) keeps its state and gets output 0
+    backward   dL/d(new states) (zoneout: the kept share carried past the cell), the cell's row kernel ->
+               dL/d(x W_ih^T) (DX) and dL/d(h W_hh^T) (DHW), the bias sums per row, LN_h's backward,
+               dh_{t-1} = (DHW W_hh) * m + the cell's direct part
+
+The weight gradients, dx, and the layer norm of the input projection are large BLAS products over all steps
+around the loop (``forward`` and ``backward`` below, the engine's contract for both backends).
+
+Contract: ``forward(...) -> (output, final state, CellArrays or None)``, ``backward(...) -> Grads``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.extending import overload
+
+from rnnlab.engine._caches import CellArrays, Grads
+from rnnlab.engine.cells import layernorm
+from rnnlab.engine.registry import kernel_for
+from rnnlab.engine._kernels.cell import _JIT, plan_of
+from rnnlab.engine._kernels.gates import FAST, ln_row, ln_row_bwd, mask_rows
+from rnnlab.engine._kernels.packed_gemm import MR_MAX, _lanes, _nv, _pack1, nr, pack, pgemm, token, vecmat_acc
+from rnnlab.engine._kernels.threads import pmatmul
+
+PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
+PACK_MIN_ROWS = 4    # rows of a block from which the packed product beats one-row products
+# below this many steps a call of one-row products reads the layer's W_ih^T and W_hh^T as they are (dot products,
+# about 20 % slower a step) instead of copying them into row order first (the copy of an LSTM's W_hh^T at H = 256
+# takes some 300 µs, a few hundred steps' worth of the difference)
+SHORT_CALL = 64
+# the loops themselves run without reference counting: they allocate nothing (their callers hold every array
+# for the call), and the counts of the views and bundles they pass on per step were a tenth of a small step
+_LOOP_JIT = {**_JIT, "_nrt": False}
+
+
+# ------------------------------------------------------------------ products over a block of rows
+def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_prod, inline="always")
+def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
+    """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W with columns
+    contiguous (the layer's own W^T, Fortran order: a short call uses it as it is, no copy) -> one dot
+    product per output, four at a time; W packed (``pack``, 3-D) -> the packed product of the block."""
+    if W.ndim == 2 and W.layout == "F":
+        def dots(C, V, W, acc, r0, r1, tile, tok):
+            K, N = W.shape
+            for r in range(r0, r1):
+                if not acc:                             # (a zero from the data would carry its NaN)
+                    for j in range(N):
+                        C[r, j] = 0.0
+                j = 0
+                while j + 4 <= N:
+                    a0, a1, a2, a3 = C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3]
+                    for k in range(K):
+                        v = V[r, k]
+                        a0 += v * W[k, j]
+                        a1 += v * W[k, j + 1]
+                        a2 += v * W[k, j + 2]
+                        a3 += v * W[k, j + 3]
+                    C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = a0, a1, a2, a3
+                    j += 4
+                for jj in range(j, N):
+                    a = C[r, jj]
+                    for k in range(K):
+                        a += V[r, k] * W[k, jj]
+                    C[r, jj] = a
+        return dots
+    if W.ndim == 2:
+        def rows(C, V, W, acc, r0, r1, tile, tok):
+            for r in range(r0, r1):
+                if not acc:
+                    for j in range(C.shape[1]):
+                        C[r, j] = 0.0
+                vecmat_acc(C, r, V, r, W, tok)
+        return rows
+
+    def block(C, V, W, acc, r0, r1, tile, tok):
+        pgemm(C[r0:r1], V[r0:r1], W, C.shape[1], acc, tile, tok)
+    return block
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
+    """x_t W_ih^T (+ b) of the scan's steps s .. s+n-1 (n = XW rows / B) for rows r0 .. r1, into XW ((n*B,
+    G*H), step t's rows at (t - ta) * B). Returns ta, the first time index of the block."""
+    T, B, I = x.shape
+    n = min(XW.shape[0] // B, T - s)
+    ta = T - s - n if reverse else s
+    GH = XW.shape[1]
+    has_b = bx.shape[0] > 0
+    if r1 - r0 == B:                                    # the whole batch: one product over n steps
+        rows = XW[:n * B]
+        if has_b:
+            for r in range(n * B):
+                for j in range(GH):
+                    rows[r, j] = bx[j]
+        pgemm(rows, x.reshape(T * B, I)[ta * B:(ta + n) * B], Pih, GH, has_b, tile, tok)
+        return ta
+    for k in range(n):
+        rows = XW[k * B + r0:k * B + r1]
+        if has_b:
+            for r in range(r1 - r0):
+                for j in range(GH):
+                    rows[r, j] = bx[j]
+        pgemm(rows, x[ta + k, r0:r1], Pih, GH, has_b, tile, tok)
+    return ta
+
+
+@njit(cache=True, nogil=True)
+def _tile(A, tok):
+    """The packed product's scratch tile, one per thread: MR_MAX rows of a panel's width."""
+    z = A[0, 0]
+    return np.empty((MR_MAX, _nv(tok) * _lanes(z, tok)), A.dtype)
+
+
+# ------------------------------------------------------------------ the loop, forward
+def _fwd(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+@overload(_fwd, jit_options=_LOOP_JIT)
+def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
+    """The forward loop for one plan (``kernels.cell.Plan``): the cell's row kernel and its properties, and the
+    call's options, are constants here, so Numba drops the code of every option the call does not use."""
+    kern, f = plan_of(cell)
+    fwd = kern.fwd
+    PHASES, N1G, OP2 = kern.phases, kern.g1, kern.op2
+    CPREV = kern.cache.index("c_prev") if "c_prev" in kern.cache else -1
+    FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
+    PROJECT, ZN = not (FUSED or LN), ZO and kern.reads_new
+    STEPX = PROJECT and w.types[0].ndim == 2           # W_ih^T as it is (a short call): x_t W_ih^T per step
+
+    def impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
+        Pih, W1, W2, bx, bh = w
+        S, O, N, XH = st
+        XW, A, out, mask = io
+        Hs, C, Vh, Ih, Zn = cache
+        rm, Z, lnh, copt, reverse = opt
+        T, B, I = x.shape
+        nst, _, H = S.shape
+        n1 = N1G * H
+        RM, MASK, BH = rm.shape[0] > 0, mask.shape[0] > 0, bh.shape[0] > 0     # cheap: decided at run time
+        KEEP = Hs.shape[0] == T * B
+        A1 = A[:, :n1]
+        V = O if RM else S[0]                           # the products' operand
+        stn = (S, V, N)                                 # built once: a tuple per row costs reference counts
+        X0 = XW[:0]                                     # no x W_ih^T (fused, or accumulated into X)
+        ta = 0
+        nxt = 0
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            if STEPX:                                   # X = x_t W_ih^T + b, one step (XW: B rows)
+                X = XW[:B]
+                for r in range(r0, r1):
+                    for j in range(X.shape[1]):
+                        X[r, j] = bx[j] if bx.shape[0] > 0 else 0.0
+                _prod(X, x[t], Pih, True, r0, r1, tile, tok)
+            else:
+                if PROJECT and s == nxt:
+                    nxt += XW.shape[0] // B
+                    ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
+                X = XW[(t - ta) * B:(t - ta + 1) * B]   # (B, G*H), or (0, G*H) when fused
+            c0 = t * B if KEEP else 0
+            if KEEP or PHASES == 2:
+                for r in range(r0, r1):
+                    for k in range(H):
+                        Hs[c0 + r, k] = S[0, r, k]
+            if RM:
+                for r in range(r0, r1):
+                    for k in range(H):
+                        O[r, k] = S[0, r, k] * rm[r, k]
+            if FUSED:                                   # [x_t | O | 1] [W_ih W_hh b]^T
+                for r in range(r0, r1):
+                    for k in range(I):
+                        XH[r, k] = x[t, r, k]
+                    for k in range(H):
+                        XH[r, I + k] = V[r, k]
+                    if XH.shape[1] > I + H:
+                        XH[r, I + H] = 1.0
+                _prod(A1, XH, W1, False, r0, r1, tile, tok)
+                Ar, Xr = A, X0
+            elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
+                _prod(X, V, W1, True, r0, r1, tile, tok)
+                Ar, Xr = X, X0
+            else:
+                _prod(A1, V, W1, False, r0, r1, tile, tok)
+                Ar, Xr = A, X
+            if LN or BH:
+                for r in range(r0, r1):
+                    if LN:
+                        ln_row(A, r, 0, n1, lnh[0], lnh[1], Vh, c0 + r, Ih)
+                    if BH:
+                        for j in range(n1):
+                            A[r, j] += bh[j]
+            for r in range(r0, r1):
+                if not MASK or mask[t, r] != 0.0:
+                    fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
+            if PHASES == 2:                             # the second product reads the cache's block OP2
+                e0 = OP2 * H
+                _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
+                for r in range(r0, r1):
+                    if not MASK or mask[t, r] != 0.0:
+                        if BH:
+                            for j in range(n1, A.shape[1]):
+                                A[r, j] += bh[j]
+                        fwd(2, A, X, stn, r, C, c0 + r, copt)
+            for r in range(r0, r1):
+                if MASK and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
+                    for k in range(H):
+                        out[t, r, k] = 0.0
+                    for j in range(C.shape[1]):
+                        C[c0 + r, j] = 0.0
+                    if CPREV >= 0:
+                        for k in range(H):
+                            C[c0 + r, CPREV * H + k] = S[1, r, k]
+                    continue
+                if ZO:                                  # s_t = s_{t-1} + k (s_new - s_{t-1})
+                    if ZN:
+                        for k in range(H):
+                            Zn[c0 + r, k] = N[0, r, k]
+                    for j in range(nst):
+                        for k in range(H):
+                            S[j, r, k] += Z[j, t * B + r, k] * (N[j, r, k] - S[j, r, k])
+                    for k in range(H):
+                        out[t, r, k] = S[0, r, k]
+                else:
+                    for k in range(H):
+                        v = N[0, r, k]
+                        S[0, r, k] = v
+                        out[t, r, k] = v
+                    for j in range(1, nst):
+                        for k in range(H):
+                            S[j, r, k] = N[j, r, k]
+    return impl
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
+    """Rows r0 .. r1 over the whole sequence (the loop itself: ``_fwd_impl``). cell: a ``Plan``. Bundles (an
+    absent array is an empty one):
+    w = (Pih, W1, W2, bx, bh): W_ih^T packed (projected in the loop) or empty (XW holds every step's x W_ih^T +
+        b, or the product is fused); the first product's weights (O W_hh^T, or the fused [W_ih W_hh b]^T);
+        the second's (two-phase cells); the bias added to x W_ih^T, and the one added to A after layer norm
+    st = (S, O, N, XH): the states (n, B, H) in place; the operand (B, H); the new states (its own array: a
+        kernel that wrote into the states it reads would not vectorise); the fused product's operand
+        [x_t | O | 1] (B, I+H[+1])
+    io = (XW, A, out, mask): x W_ih^T (a block of steps, or all); A (B, G*H); out (T, B, H); mask (T, B)
+    cache = (Hs, C, Vh, Ih, Zn): h_{t-1} (rows, H); the cell's cache (rows, KC); LN_h's v_hat and 1/s; the new
+        h before zoneout (cells that read it). rows = T*B, or B (inference: one reused step)
+    opt = (rm, Z, lnh, copt, reverse): recurrent dropout mask (B, H); zoneout's shares (n, T*B, H); LN_h's
+        gain and bias (2, n1); the cell's own bundle"""
+    _fwd(r0, r1, cell, x, w, st, io, cache, opt, _tile(io[1], tok), tok)
+
+
+# ------------------------------------------------------------------ the loop, backward
+def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+@overload(_bwd, jit_options=_LOOP_JIT)
+def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
+    """The backward loop for one plan (see ``_fwd_impl``)."""
+    kern, f = plan_of(cell)
+    bwd = kern.bwd
+    PHASES, N1G, READS_NEW = kern.phases, kern.g1, kern.reads_new
+    LN, ZO = f["ln"], f["zoneout"]
+    ZN = ZO and READS_NEW
+    SEP = kern.writes_dhw or LN                         # DHW is its own array
+    COPY = LN and not kern.writes_dhw
+
+    def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
+        W1, W2 = w
+        dS, G, dD, P, DRH, hn = gst
+        DX, DHW, mask, dacc = io
+        Hs, C, Vh, Ih, Zn, hT = cache
+        rm, Z, lnh, copt, reverse, dln = opt
+        RM, MASK, BIAS = rm.shape[0] > 0, mask.shape[0] > 0, dacc.shape[0] > 0
+        T, B, H = d_out.shape
+        nst = dS.shape[0]
+        GH = DX.shape[1]
+        n1 = N1G * H
+        D = (DX, DHW, dD, DRH)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            c0 = t * B
+            tn = t - 1 if reverse else t + 1            # the step after t in scan order
+            for r in range(r0, r1):
+                row = c0 + r
+                if MASK and mask[t, r] == 0.0:          # padded: no gradient into the cell, dS passes
+                    for j in range(GH):
+                        DX[row, j] = 0.0
+                    if SEP:
+                        for j in range(GH):
+                            DHW[row, j] = 0.0
+                    continue
+                for k in range(H):
+                    G[0, r, k] = dS[0, r, k] + d_out[t, r, k]
+                for j in range(1, nst):
+                    for k in range(H):
+                        G[j, r, k] = dS[j, r, k]
+                if ZO:                                  # the kept share passes the cell
+                    for j in range(nst):
+                        for k in range(H):
+                            zk = Z[j, row, k]
+                            dS[j, r, k] = G[j, r, k] * (1.0 - zk)
+                            G[j, r, k] *= zk
+                else:
+                    for j in range(nst):
+                        for k in range(H):
+                            dS[j, r, k] = 0.0
+                if READS_NEW:                           # the new h: zoneout's cache, or the state after t
+                    for k in range(H):
+                        if ZN:
+                            hn[r, k] = Zn[row, k]
+                        elif 0 <= tn < T:
+                            hn[r, k] = Hs[tn * B + r, k]
+                        else:
+                            hn[r, k] = hT[r, k]
+                bwd(1, G, r, C, row, Hs, hn, D, copt)
+            if PHASES == 2:                             # dL/d(r h m) = dn W_hn, times m
+                _prod(DRH, DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
+                for r in range(r0, r1):
+                    if not MASK or mask[t, r] != 0.0:
+                        if RM:
+                            for k in range(H):
+                                DRH[r, k] *= rm[r, k]
+                        bwd(2, G, r, C, c0 + r, Hs, hn, D, copt)
+            for r in range(r0, r1):
+                if MASK and mask[t, r] == 0.0:
+                    continue
+                row = c0 + r
+                if COPY:
+                    for j in range(GH):
+                        DHW[row, j] = DX[row, j]
+                if BIAS:
+                    for j in range(GH):
+                        dacc[r, 0, j] += DX[row, j]
+                    if SEP:
+                        for j in range(GH):
+                            dacc[r, 1, j] += DHW[row, j]
+                if LN:
+                    ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
+            _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
+            for r in range(r0, r1):
+                if MASK and mask[t, r] == 0.0:
+                    continue
+                for k in range(H):
+                    dS[0, r, k] += (P[r, k] * rm[r, k] if RM else P[r, k]) + dD[0, r, k]
+                for j in range(1, nst):
+                    for k in range(H):
+                        dS[j, r, k] += dD[j, r, k]
+    return impl
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+def scan_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+    """Rows r0 .. r1 back over the sequence (the loop itself: ``_bwd_impl``). Bundles:
+    w = (W1, W2): W_hh's first-product rows (n1, H), and the second's (two-phase cells), plain or packed
+    gst = (dS, G, dD, P, DRH, hn): dL/d(states) (n, B, H), in place: in dL/d(final), out dL/d(initial); scratch
+        for dL/d(new states), the cell's direct part, the product dDHW W_hh, phase 2's product, the new h
+    io = (DX, DHW, mask, dacc): dL/d(x W_ih^T) and dL/d(h W_hh^T) (T*B, G*H) (DHW may be DX itself); mask;
+        per-row sums (B, 2, G*H) of DX and DHW (the bias gradients), or empty without bias
+    cache = (Hs, C, Vh, Ih, Zn, hT): the forward's caches, and the final h
+    opt = (rm, Z, lnh, copt, reverse, dln): as forward; dln (B, 2, n1) the sums of LN_h's gain and bias
+        gradients per row"""
+    _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, _tile(io[0], tok), tok)
+
+
+# ------------------------------------------------------------------ the contract
+def _empty(ndim, dt):
+    """The absent array of ``ndim`` dimensions: one shared per kind (it has no element to write)."""
+    key = (ndim, dt)
+    e = _EMPTIES.get(key)
+    if e is None:
+        e = _EMPTIES[key] = np.empty((0,) * ndim, dt)
+    return e
+
+
+_EMPTIES = {}
+
+
+def _stack(states, dt):
+    """The states (n, B, H) as one fresh array (``np.stack`` checks more than a call of a few steps can pay)."""
+    S = np.empty((len(states),) + states[0].shape, dt)
+    for j, s in enumerate(states):
+        S[j] = s
+    return S
+
+
+def _weights(W, packed):
+    """W (K, N) as the block product takes it: packed column panels, or rows contiguous."""
+    return pack(W) if packed else np.ascontiguousarray(W)
+
+
+def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None,
+            rows=None):
+    """x (T, B, I) -> (output (T, B, H), final state, CellArrays or None). keep=False (inference): the caches go
+    to one reused step instead of T. alloc(shape, dtype) gives the cache arrays. rows: a ``split.RowSplit``
+    (backend "split": one block of rows per thread), or None (one block on this thread). opts: the cell's
+    options (nonlinearity, reset), rec_mask (recurrent dropout, (B, H)) and ln (layer norm's gains)."""
+    kern = kernel_for(cell_name, opts)
+    T, B, I = x.shape
+    GH, H = W_hh.shape
+    dt = x.dtype
+    tok = token()
+    n1 = kern.g1 * H
+    ln, rm = opts.get("ln"), opts.get("rec_mask")
+    nthreads = 1 if rows is None else rows.threads(B)
+    packed = (B // nthreads) >= PACK_MIN_ROWS
+    x = np.ascontiguousarray(x)
+    m2 = mask_rows(mask, T, dt)
+    fused = kern.sums and ln is None and packed
+    short = ln is None and not packed and T < SHORT_CALL    # one-row products on the layer's own W^T
+    # the biases: cells whose products enter as a sum take b_ih + b_hh once, with x W_ih^T; others keep b_hh
+    # apart (the GRU's n gate reads r (h W_hn^T + b_hn)) and add it after layer norm
+    if kern.sums:
+        bsum = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)
+        bx, bh = (_empty(1, dt) if bsum is None else bsum), _empty(1, dt)
+    else:
+        bx = _empty(1, dt) if b_ih is None else b_ih
+        bh = _empty(1, dt) if b_hh is None else np.ascontiguousarray(b_hh)
+    ln_x = None
+    XH = np.empty((B, 0), dt)
+    if ln is not None:                                  # LN_x(x W_ih^T) + b_ih over all steps, BLAS
+        XW, ln_x = layernorm.forward((x.reshape(T * B, I) @ W_ih.T).reshape(T, B, GH), *ln["x"])
+        if b_ih is not None:
+            XW += b_ih
+        if kern.sums and b_hh is not None:
+            bh = np.ascontiguousarray(b_hh)             # after LN_h, as the reference adds it
+        XW = XW.reshape(T * B, GH)
+        Pih = _empty(3, dt)
+        W1 = _weights(W_hh.T[:, :n1], packed)
+    elif fused:
+        XW, Pih = np.empty((0, GH), dt), _empty(3, dt)
+        XH = np.empty((B, I + H + (0 if bx.size == 0 else 1)), dt)
+        W1 = pack(W_ih.T, W_hh.T, bx[None, :]) if bx.size else pack(W_ih.T, W_hh.T)
+        bx = _empty(1, dt)
+    elif short:                                         # the layer's W^T as it is: no per-call copy or packing
+        XW = np.empty((B, GH), dt)
+        Pih = np.asfortranarray(W_ih.T)                 # (I, G*H), columns contiguous: a view of W_ih
+        W1 = np.asfortranarray(W_hh.T[:, :n1])
+    else:
+        XW = np.empty((max(1, PROJ_ROWS // B) * B, GH), dt)
+        Pih = _pack1(W_ih.T, nr(dt))                    # pack() of one block, without its checks
+        W1 = _weights(W_hh.T[:, :n1], packed)
+    if kern.phases == 2:
+        W2 = np.asfortranarray(W_hh.T[:, n1:]) if short else _weights(W_hh.T[:, n1:], packed)
+    else:
+        W2 = _empty(3 if packed else 2, dt)
+    S = _stack(state0, dt)                                          # (n, B, H)
+    has_zo = zoneout is not None
+    N = np.empty_like(S)
+    Z = np.ascontiguousarray(np.stack([np.broadcast_to(z, (T, B, H)).reshape(T * B, H) for z in zoneout]),
+                             dtype=dt) if has_zo else _empty(3, dt)
+    Tc = T if keep else 1
+    new = alloc if keep else np.empty
+    rows_c = Tc * B
+    Hs3, C3 = new((Tc, B, H), dt), new((Tc, B, kern.kc * H), dt)
+    Vh, Ih = (np.empty((rows_c, n1), dt), np.empty(rows_c, dt)) if ln is not None else (_empty(2, dt), _empty(1, dt))
+    Zn = np.empty((rows_c, H), dt) if has_zo and kern.reads_new else _empty(2, dt)
+    lnh = np.ascontiguousarray(np.stack(ln["h"]), dtype=dt) if ln is not None else _empty(2, dt)
+    copt = kern.copt(opts, rows_c, B, H, dt, ln)
+    rmask = np.ascontiguousarray(rm, dtype=dt) if rm is not None else _empty(2, dt)
+    out = np.empty((T, B, H), dt)
+    A = np.empty((B, GH), dt)
+    plan = kern.plan(fused=fused, direct=kern.sums and ln is None and not fused, ln=ln is not None, zoneout=has_zo)
+    args = (plan, x, (Pih, W1, W2, bx, bh), (S, np.empty((B, H), dt), N, XH), (XW, A, out, m2),
+            (Hs3.reshape(rows_c, H), C3.reshape(rows_c, kern.kc * H), Vh, Ih, Zn), (rmask, Z, lnh, copt, reverse),
+            tok)
+    if rows is None:
+        scan_fwd(0, B, *args)
+    else:
+        rows.run(scan_fwd, B, args)
+    final = tuple(S.copy())
+    if not keep:
+        return out, final, None
+    return out, final, CellArrays(kern=kern, plan=plan, Hs=Hs3, C=C3, hT=final[0], Vh=Vh, Ih=Ih, Zn=Zn, Z=Z if has_zo else None, rm=rmask, lnh=lnh,
+                                  copt=copt, ln_x=ln_x, bh_after=bool(bh.size))
+
+
+class StepCall:
+    """One direction's inference forward of ONE step on B < PACK_MIN_ROWS rows, its arrays made once
+    (``rnnlab.Stream``): the same loop and arrays as ``forward``'s short call, so a call is the copy of x_t
+    into ``x``, the loop over that step, the new state left in ``S`` (n, B, H) and the output in ``out``
+    (1, B, H). The weights are the layer's own (views, read as they are on every call); the bias sum is
+    formed again on each call, so in-place updates of the parameters are seen."""
+
+    def __init__(self, cell_name, W_ih, W_hh, b_ih, b_hh, opts, B, dt, n_states, x=None):
+        kern = kernel_for(cell_name, opts)
+        GH, H = W_hh.shape
+        n1 = kern.g1 * H
+        self.x = np.zeros((1, B, W_ih.shape[1]), dt) if x is None else x            # (1, B, I)
+        self.b_ih, self.b_hh, self.sums = b_ih, b_hh, kern.sums
+        if kern.sums:
+            bx = _empty(1, dt) if b_ih is None and b_hh is None else np.zeros(GH, dt)
+            bh = _empty(1, dt)
+        else:
+            bx = _empty(1, dt) if b_ih is None else b_ih
+            bh = _empty(1, dt) if b_hh is None else b_hh
+        self.bx = bx
+        Pih, W1 = np.asfortranarray(W_ih.T), np.asfortranarray(W_hh.T[:, :n1])
+        W2 = np.asfortranarray(W_hh.T[:, n1:]) if kern.phases == 2 else _empty(2, dt)
+        self.S = np.zeros((n_states, B, H), dt)
+        self.out = np.empty((1, B, H), dt)
+        self.mask = np.ones((1, B), dt)
+        self._args = lambda m2: (kern.plan(direct=kern.sums), self.x, (Pih, W1, W2, bx, bh),
+                                 (self.S, np.empty((B, H), dt), np.empty_like(self.S), np.empty((B, 0), dt)),
+                                 (np.empty((B, GH), dt), np.empty((B, GH), dt), self.out, m2),
+                                 (np.empty((B, H), dt), np.empty((B, kern.kc * H), dt), _empty(2, dt), _empty(1, dt),
+                                  _empty(2, dt)),
+                                 (_empty(2, dt), _empty(3, dt), _empty(2, dt), kern.copt(opts, B, B, H, dt, None), False),
+                                 token())
+        self.args = {False: self._args(np.empty((0, 1), dt)), True: self._args(self.mask)}
+        self.B = B
+
+    def __call__(self, masked=False):
+        """One step: x_t already in ``x`` (and the (1, B) ``mask`` set when ``masked``)."""
+        if self.sums and self.bx.size:
+            if self.b_ih is None or self.b_hh is None:
+                self.bx[...] = self.b_hh if self.b_ih is None else self.b_ih
+            else:
+                np.add(self.b_ih, self.b_hh, out=self.bx)
+        scan_fwd(0, self.B, *self.args[masked])
+        return self.out
+
+
+def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
+    """-> Grads from the forward's DirCache; workspace(shape, dtype) holds dL/d(x W_ih^T)."""
+    a = cache.arrays
+    kern = a.kern
+    T, B, H = d_out.shape
+    GH = W_hh.shape[0]
+    I = W_ih.shape[1]
+    dt = d_out.dtype
+    tok = token()
+    n1 = kern.g1 * H
+    ln = cache.opts.get("ln")
+    nthreads = 1 if rows is None else rows.threads(B)
+    packed = (B // nthreads) >= PACK_MIN_ROWS
+    m2 = mask_rows(cache.mask, T, dt)
+    sep = kern.writes_dhw or ln is not None
+    DX = workspace((T * B, GH), dt)
+    DHW = np.empty((T * B, GH), dt) if sep else DX
+    dS = _stack(d_state, dt)
+    G, dD = np.empty_like(dS), np.empty_like(dS)
+    gst = (dS, G, dD, np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt))
+    dacc = np.zeros((B, 2, GH), dt) if has_bias else _empty(3, dt)
+    dln = np.zeros((B, 2, n1), dt) if ln is not None else _empty(3, dt)
+    copt, copt_grads = kern.copt_grads(a.copt)        # the cell's own gradient sums, fresh
+    W1 = _weights(W_hh[:n1], packed)
+    W2 = _weights(W_hh[n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
+    Hs2, C2 = a.Hs.reshape(T * B, H), a.C.reshape(T * B, -1)
+    args = (a.plan, np.ascontiguousarray(d_out, dtype=dt), (W1, W2), gst, (DX, DHW, m2, dacc),
+            (Hs2, C2, a.Vh, a.Ih, a.Zn, a.hT), (a.rm, _empty(3, dt) if a.Z is None else a.Z, a.lnh, copt, cache.reverse, dln),
+            tok)
+    if rows is None:
+        scan_bwd(0, B, *args)
+        mm = np.matmul
+    else:
+        rows.run(scan_bwd, B, args)
+        mm = pmatmul
+    # the products over all steps
+    Hop = (a.Hs * a.rm).reshape(T * B, H) if a.rm.size else Hs2       # the products' operand h m
+    dW_hh = mm(DHW[:, :n1].T, Hop)
+    if kern.phases == 2:
+        e0 = kern.op2 * H
+        dW_hh = np.concatenate([dW_hh, mm(DHW[:, n1:].T, C2[:, e0:e0 + H])], axis=0)
+    db_ih = db_hh = None
+    if has_bias:
+        db_ih = dacc[:, 0].sum(axis=0)
+        db_hh = dacc[:, 1].sum(axis=0) if sep else db_ih.copy()
+    extra = {}
+    if ln is not None:
+        DXr, extra["ln_ih_weight"], extra["ln_ih_bias"] = layernorm.backward(DX.reshape(T, B, GH), ln["x"][0], a.ln_x)
+        DX = DXr.reshape(T * B, GH)
+        sums = dln.sum(axis=0)
+        extra["ln_hh_weight"], extra["ln_hh_bias"] = sums[0], sums[1]
+    extra.update(copt_grads(copt))                      # the cell's own parameters' gradients (LSTM: LN_c)
+    x2 = cache.x.reshape(T * B, I)
+    return Grads(dx=mm(DX, W_ih).reshape(cache.x.shape), dstate0=tuple(dS[j] for j in range(dS.shape[0])),
+                 dW_ih=mm(DX.T, x2), dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh, extra=extra or None)

@@ -1,0 +1,518 @@
+"""A matrix product for the per-step recurrent products: C (M, N) (+)= A (M, K) @ W (K, N) with W packed once.
+
+Why: a recurrent layer multiplies the same W_hh by a new (rows, H) state at every step. A BLAS ``gemm`` packs
+both operands on every call; with a few dozen rows per thread that packing is a large part of the call. Here
+W is packed once per sequence into column panels (``pack``), and each step runs a register-blocked
+micro-kernel over them (``pgemm``; docs/performance.md).
+
+Vectors sized to the host (``kernels.host.variant()``, or ``RNNLAB_SIMD``): 512-bit vectors and a tile of
+MR = 8 rows by NV = 2 vectors where AVX-512 gives 32 vector registers, 256-bit (AVX2) or 128-bit vectors and
+6 rows by 2 vectors with 16 registers (``TILES``): the MR*NV accumulators, NV panel vectors and a broadcast
+fit the register file. The variant reaches the compiled code as the type of a token argument (``token()``:
+an empty int8, int16 or int32 array), so each variant is compiled, and cached, only where it is used, and a
+cached kernel never serves another variant. Each variant runs (more slowly) on narrower hardware, where LLVM
+splits its vectors, and they give bit-identical results: each entry of C is the same fused multiply-adds in
+the same k order.
+
+Layout. ``pack(W)`` gives P (ceil(N / NR), K, NR): panel p holds columns p*NR .. p*NR+NR-1 of W, zero padded,
+row k of the panel contiguous. NR = NV vectors (float32: 32 columns with 512-bit vectors, 16 with 256-bit, 8
+with 128-bit). The micro-kernel computes an (mr <= MR, NR) block of C: NV*mr vector accumulators stay in
+registers for the whole k loop, and each k costs NV vector loads of the panel, mr broadcasts of A and NV*mr
+fused multiply-adds; the k loop is kept from unrolling (``_no_unroll``). K is split in blocks of KC only
+beyond 1024: a panel of the recurrent products (K = I + H + 1) streams from the second-level cache well
+enough, and each block adds a pass over C and a short last block.
+
+The micro-kernel is written in LLVM IR (``numba.extending.intrinsic``) because Numba gives no way to keep a
+tile of vector accumulators in registers from Python code (LLVM's vectoriser does not combine a tile of
+scalar accumulators into vectors). ``llvm.fmuladd`` fuses where the CPU has FMA and
+falls back to a multiply and an add where it does not.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import from_dtype, njit, types
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, overload
+
+from rnnlab.engine._kernels import cache_dir
+from rnnlab.engine._kernels import host
+
+cache_dir()     # a one-line error where Numba has nowhere to cache, before its traceback at the first kernel
+
+# (MR rows, NV vectors) of the register tile per variant: MR * NV accumulators, NV panel vectors and a
+# broadcast in the register file (32 with AVX-512, 16 otherwise). On znver4 (docs/performance.md) 8 x 2 ran at
+# 99-115 GFLOP/s on one core against 61-100 for 12 x 2; for 256 bits 4 x 3 beat 6 x 2 in the product alone, but
+# not in the layers (a panel of 24 columns leaves a partial one at H = 128), so 6 x 2 stays
+TILES = {"avx512": (8, 2), "avx2": (6, 2), "sse": (6, 2)}
+MR_MAX = max(mr for mr, _ in TILES.values())     # the most rows of C per micro-kernel call (any variant)
+KC = 1024                                       # K block (see pgemm)
+_ITEM = {types.float32: 4, types.float64: 8}
+_TOKEN = {"sse": np.int8, "avx2": np.int16, "avx512": np.int32}     # the variant as a type
+_TOKEN_NAME = {from_dtype(np.dtype(d)): v for v, d in _TOKEN.items()}            # Numba's dtype -> the variant
+_TOKEN_VB = {t: host.VARIANTS[v] // 8 for t, v in _TOKEN_NAME.items()}           # -> bytes per vector
+
+
+def vector_bytes() -> int:
+    """Bytes per vector of the variant in use: 64 (avx512), 32 (avx2) or 16 (sse)."""
+    return host.VARIANTS[host.variant()] // 8
+
+
+_TOKENS = {v: np.empty(0, d) for v, d in _TOKEN.items()}     # empty, so never written: one per variant
+
+
+def token() -> np.ndarray:
+    """The variant in use as the compiled kernels take it: an empty array whose dtype names it."""
+    return _TOKENS[host.variant()]
+
+
+def nr(dtype) -> int:
+    """Columns per packed panel: NV vectors of the variant in use (``TILES``)."""
+    v = host.variant()
+    return TILES[v][1] * host.VARIANTS[v] // 8 // np.dtype(dtype).itemsize
+
+
+def _vb(tok) -> int:
+    if not isinstance(tok, types.Array) or tok.dtype not in _TOKEN_VB:
+        raise TypingError(f"packed_gemm: expected a variant token (packed_gemm.token()), got {tok}")
+    return _TOKEN_VB[tok.dtype]
+
+
+def _variant_of(tok) -> str:
+    _vb(tok)
+    return _TOKEN_NAME[tok.dtype]
+
+
+def _no_unroll(mod):
+    """Loop metadata that keeps LLVM from unrolling the k loop: unrolled copies interleaved by the scheduler
+    need more than the register file holds (a 12-row tile spilled its accumulators on znver4), and one
+    iteration already has MR * NV independent multiply-adds."""
+    s = mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")])
+    loop_id = mod.add_metadata([s, s])
+    loop_id.operands = (loop_id, s)                     # a loop ID refers to itself first (LLVM LangRef)
+    return loop_id
+
+
+def _make_ukr(MR, NV):
+    """The (MR, NV vectors) micro-kernel: C[:MR, :NV*VW] = (C if acc else 0) + A[:MR, :K] @ B[:K, :NV*VW].
+    Arguments: K, the addresses of A, B and C, A's, B's and C's row strides in elements (B: a packed panel,
+    ldb = NR, or any row-major matrix), acc, z, any value of the element type (it picks float32 or float64),
+    and tok, the variant token (it picks the vector width: VW = bytes per vector / itemsize lanes)."""
+    @intrinsic
+    def ukr(typingctx, K, a, lda, bp, ldb, c, ldc, acc, z, tok):
+        if z not in _ITEM:
+            raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+        sig = types.void(K, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        VW = _vb(tok) // _ITEM[z]
+
+        def codegen(context, builder, signature, args):
+            K, a, lda, bp, ldb, c, ldc, acc, _, _ = args
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            ft = ir.FloatType() if z == types.float32 else ir.DoubleType()
+            vt = ir.VectorType(ft, VW)
+            al = 4 if z == types.float32 else 8                 # element alignment (rows need not be aligned)
+            fp, vp = ft.as_pointer(), vt.as_pointer()
+
+            def wide(v):
+                return builder.sext(v, i64) if v.type.width < 64 else v
+            K, lda, ldb, ldc = wide(K), wide(lda), wide(ldb), wide(ldc)
+            a, bp, c = builder.inttoptr(a, fp), builder.inttoptr(bp, fp), builder.inttoptr(c, fp)
+            accb = builder.icmp_unsigned("!=", acc, ir.Constant(acc.type, 0))
+            zero = ir.Constant(vt, [0.0] * VW)
+            crow = [builder.gep(c, [builder.mul(ir.Constant(i64, i), ldc)]) for i in range(MR)]
+            arow = [builder.gep(a, [builder.mul(ir.Constant(i64, i), lda)]) for i in range(MR)]
+            cvec = [builder.bitcast(builder.gep(crow[i], [ir.Constant(i64, v * VW)]), vp)
+                    for i in range(MR) for v in range(NV)]
+            fn = builder.function
+            start = builder.block
+            ld = fn.append_basic_block("pgemm_load_c")
+            entry = fn.append_basic_block("pgemm_init")
+            builder.cbranch(accb, ld, entry)                # C is read only when added to (acc): a load then
+            builder.position_at_end(ld)                     # discarded by a select still costs its cache miss
+            loaded = [builder.load(p, align=al) for p in cvec]
+            builder.branch(entry)
+            builder.position_at_end(entry)
+            init = []
+            for x in loaded:
+                ph = builder.phi(vt)
+                ph.add_incoming(x, ld)
+                ph.add_incoming(zero, start)
+                init.append(ph)
+            loop = fn.append_basic_block("pgemm_loop")
+            done = fn.append_basic_block("pgemm_done")
+            builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
+
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(ir.Constant(i64, 0), entry)
+            phis = []
+            for x in init:
+                ph = builder.phi(vt)
+                ph.add_incoming(x, entry)
+                phis.append(ph)
+            boff = builder.mul(k, ldb)
+            bv = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(boff, ir.Constant(i64, v * VW))]), vp),
+                               align=al) for v in range(NV)]
+            mod = builder.module
+            name = f"llvm.fmuladd.v{VW}{'f32' if z == types.float32 else 'f64'}"
+            fma = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(vt, [vt, vt, vt]), name)
+            undef = ir.Constant(vt, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
+            new = []
+            for i in range(MR):
+                s = builder.load(builder.gep(arow[i], [k]), align=al)
+                sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+                for v in range(NV):
+                    new.append(builder.call(fma, [sv, bv[v], phis[i * NV + v]]))
+            k1 = builder.add(k, ir.Constant(i64, 1))
+            k.add_incoming(k1, loop)
+            for ph, x in zip(phis, new):
+                ph.add_incoming(x, loop)
+            back = builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+            back.set_metadata("llvm.loop", _no_unroll(mod))
+
+            builder.position_at_end(done)
+            outs = []
+            for x0, x1 in zip(init, new):                   # all phi nodes first, then the stores
+                ph = builder.phi(vt)
+                ph.add_incoming(x0, entry)
+                ph.add_incoming(x1, loop)
+                outs.append(ph)
+            for p, x in zip(cvec, outs):
+                builder.store(x, p, align=al)
+            return context.get_dummy_value()
+        return sig, codegen
+    return ukr
+
+
+_u8, _u6, _u4, _u2, _u1 = (_make_ukr(m, 2) for m in (8, 6, 4, 2, 1))
+_r8, _r4, _r2, _r1 = (_make_ukr(1, n) for n in (8, 4, 2, 1))     # one row, 8 .. 1 vectors wide
+
+
+def _make_dots(NV):
+    """The dot products of R = lanes / NV rows of W with v, NV vectors of accumulators per row (R * NV = the
+    lanes: 16 vectors with AVX-512 float32): ``dots(K, w, ldw, v, c, z, tok)``: c[:R] += W[:R, :K] @ v[:K],
+    the rows of W at a stride of ldw elements, each contiguous, K a multiple of NV vectors. Per k step one load
+    of v's NV vectors and R * NV loads of W for R * NV multiply-adds; then the NV accumulators of a row are
+    added, and a tree of shuffles and adds (each level halving the vectors, then the blocks of the last one)
+    leaves the R dot products in R lanes, added to c with one load and one store."""
+    @intrinsic
+    def dots(typingctx, K, w, ldw, v, c, z, tok):
+        if z not in _ITEM:
+            raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+        sig = types.void(K, w, ldw, v, c, z, tok)
+        VW = _vb(tok) // _ITEM[z]
+        R = VW // NV
+
+        def codegen(context, builder, signature, args):
+            K, w, ldw, v, c, _, _ = args
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            ft = ir.FloatType() if z == types.float32 else ir.DoubleType()
+            vt, rt = ir.VectorType(ft, VW), ir.VectorType(ft, R)
+            al = 4 if z == types.float32 else 8
+            fp, vp = ft.as_pointer(), vt.as_pointer()
+
+            def wide(x):
+                return builder.sext(x, i64) if x.type.width < 64 else x
+            K, ldw = wide(K), wide(ldw)
+            w, v, c = builder.inttoptr(w, fp), builder.inttoptr(v, fp), builder.inttoptr(c, fp)
+            wrow = [builder.gep(w, [builder.mul(ir.Constant(i64, i), ldw)]) for i in range(R)]
+            zero = ir.Constant(vt, [0.0] * VW)
+            fn = builder.function
+            entry = builder.block
+            loop = fn.append_basic_block("dots_loop")
+            done = fn.append_basic_block("dots_done")
+            builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(ir.Constant(i64, 0), entry)
+            phis = []
+            for _ in range(R * NV):
+                ph = builder.phi(vt)
+                ph.add_incoming(zero, entry)
+                phis.append(ph)
+            mod = builder.module
+            name = f"llvm.fmuladd.v{VW}{'f32' if z == types.float32 else 'f64'}"
+            fma = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(vt, [vt, vt, vt]), name)
+
+            def at(p, e):
+                return builder.bitcast(builder.gep(p, [builder.add(k, ir.Constant(i64, e))]), vp)
+            vv = [builder.load(at(v, u * VW), align=al) for u in range(NV)]
+            new = [builder.call(fma, [builder.load(at(wrow[i], u * VW), align=al), vv[u], phis[i * NV + u]])
+                   for i in range(R) for u in range(NV)]
+            k1 = builder.add(k, ir.Constant(i64, NV * VW))
+            k.add_incoming(k1, loop)
+            for ph, x in zip(phis, new):
+                ph.add_incoming(x, loop)
+            back = builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+            back.set_metadata("llvm.loop", _no_unroll(mod))
+            builder.position_at_end(done)
+            sums = []
+            for x in new:
+                ph = builder.phi(vt)
+                ph.add_incoming(zero, entry)
+                ph.add_incoming(x, loop)
+                sums.append(ph)
+            rowsum = []
+            for i in range(R):                              # a row's NV accumulators added
+                acc = sums[i * NV]
+                for u in range(1, NV):
+                    acc = builder.fadd(acc, sums[i * NV + u])
+                rowsum.append(acc)
+            # the tree: a vector of m blocks of width VW / m (block j: a partial sum of row rows[j]) and another:
+            # the low halves of their blocks, interleaved, plus the high halves -> 2m blocks of half the width
+            vecs = [(x, [i]) for i, x in enumerate(rowsum)]
+            while len(vecs) > 1:
+                nxt = []
+                for (p, rp), (q, rq) in zip(vecs[0::2], vecs[1::2]):
+                    wd = VW // len(rp)
+                    lo, hi, rows = [], [], []
+                    for j in range(len(rp)):
+                        for off, rr in ((0, rp[j]), (VW, rq[j])):
+                            lo += [off + j * wd + t for t in range(wd // 2)]
+                            hi += [off + j * wd + wd // 2 + t for t in range(wd // 2)]
+                            rows.append(rr)
+                    a = builder.shuffle_vector(p, q, ir.Constant(ir.VectorType(i32, VW), lo))
+                    b = builder.shuffle_vector(p, q, ir.Constant(ir.VectorType(i32, VW), hi))
+                    nxt.append((builder.fadd(a, b), rows))
+                vecs = nxt
+            s, rows = vecs[0]
+            wd = VW // len(rows)
+            while wd > 1:                                   # R < lanes: fold the blocks of the one vector
+                h = wd // 2
+                lo = [j * wd + t for j in range(len(rows)) for t in range(h)]
+                hi = [j * wd + h + t for j in range(len(rows)) for t in range(h)]
+                pad = [0] * (VW - len(lo))
+                a = builder.shuffle_vector(s, s, ir.Constant(ir.VectorType(i32, VW), lo + pad))
+                b = builder.shuffle_vector(s, s, ir.Constant(ir.VectorType(i32, VW), hi + pad))
+                s, wd = builder.fadd(a, b), h
+            # lanes j * wd of the blocks now hold rows[j]: gathered in row order into R lanes
+            s = builder.shuffle_vector(s, s, ir.Constant(ir.VectorType(i32, R), [rows.index(r) for r in range(R)]))
+            cp = builder.bitcast(c, rt.as_pointer())
+            builder.store(builder.fadd(builder.load(cp, align=al), s), cp, align=al)
+            return context.get_dummy_value()
+        return sig, codegen
+    return dots
+
+
+# 8 rows x 2 vectors (AVX-512 float32): 16 rows x 1 ran at a third of the speed on rows 4 KB apart (H = 1024:
+# sixteen streams that all fall in the same sets of the first-level cache), 4 rows x 4 slower at H <= 256
+DOTS_NV = 2
+_dots = _make_dots(DOTS_NV)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def dots_acc(out, ro, o0, W, w0, n, v, rv, tok):
+    """out[ro, o0 + i] += W[w0 + i, :] @ v[rv, :] for i < n: the rows of W (K columns contiguous, any row
+    stride) read where they are, e.g. the layer's own W_hh (G*H, H), no transposed copy. Blocks of as many rows
+    as a vector has lanes (``_dots``), the last rows and the last K % lanes columns in scalar loops."""
+    K = W.shape[1]
+    isz = W.itemsize
+    z = out[ro, 0]
+    VW = _lanes(z, tok)
+    R = VW // DOTS_NV                                       # rows per block
+    ldw = W.strides[0] // isz
+    km = K - K % (VW * DOTS_NV)
+    a = v.ctypes.data + v.strides[0] * rv
+    i = 0
+    while i + R <= n:
+        _dots(km, W.ctypes.data + isz * (w0 + i) * ldw, ldw, a, out.ctypes.data + out.strides[0] * ro + isz * (o0 + i),
+              z, tok)
+        i += R
+    for ii in range(n):
+        acc = out[ro, o0 + ii] * 0
+        for k in range(km if ii < i else 0, K):
+            acc += W[w0 + ii, k] * v[rv, k]
+        out[ro, o0 + ii] += acc
+
+
+def _take(m, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_take, inline="always")
+def _take_impl(m, tok):
+    """Rows of C for the next micro-kernel call when m rows are left: MR (the variant's), then 4/2/1."""
+    MR = TILES[_variant_of(tok)][0]
+    return lambda m, tok: MR if m >= MR else 4 if m >= 4 else 2 if m >= 2 else 1
+
+
+def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_rows, inline="always")
+def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+    """The micro-kernel of mr rows (a value of ``_take``) of the token's variant: only its kernels compile."""
+    if TILES[_variant_of(tok)][0] == 8:
+        def rows8(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+            if mr == 8:
+                _u8(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            elif mr == 4:
+                _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            elif mr == 2:
+                _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+            else:
+                _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        return rows8
+
+    def rows6(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+        if mr == 6:
+            _u6(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        elif mr == 4:
+            _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        elif mr == 2:
+            _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+        else:
+            _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
+    return rows6
+
+
+def _lanes(z, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_lanes, inline="always")
+def _lanes_impl(z, tok):
+    if z not in _ITEM:
+        raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+    VW = _vb(tok) // _ITEM[z]
+    return lambda z, tok: VW
+
+
+def _nv(tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_nv, inline="always")
+def _nv_impl(tok):
+    NV = TILES[_variant_of(tok)][1]
+    return lambda tok: NV
+
+
+@njit(cache=True, nogil=True, inline="always")
+def vecmat_acc(out, ro, v, rv, M, tok):
+    """out[ro, :] += v[rv, :] @ M for one row, M (K, N) unpacked with rows contiguous (and the rows of out and
+    v contiguous), vectors of the token's variant: blocks of 8, 4, 2 and 1 vectors of columns with their
+    accumulators in registers for the whole k loop, then a scalar loop over the last columns (faster than
+    rank-1 updates of out[ro] in memory)."""
+    K, N = M.shape
+    isz = M.itemsize
+    z = out[ro, 0]
+    VW = _lanes(z, tok)                                     # lanes per vector
+    ldm = M.strides[0] // isz
+    a = v.ctypes.data + v.strides[0] * rv
+    c = out.ctypes.data + out.strides[0] * ro
+    m = M.ctypes.data
+    j = 0
+    while j + 8 * VW <= N:
+        _r8(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+        j += 8 * VW
+    if j + 4 * VW <= N:
+        _r4(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+        j += 4 * VW
+    if j + 2 * VW <= N:
+        _r2(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+        j += 2 * VW
+    if j + VW <= N:
+        _r1(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+        j += VW
+    for jj in range(j, N):
+        acc = out[ro, jj]
+        for k in range(K):
+            acc += v[rv, k] * M[k, jj]
+        out[ro, jj] = acc
+
+
+@njit(cache=True, nogil=True)
+def pack_into(P, W):
+    """P (ceil(N / NR), K, NR) = the column panels of W (K, N), zero padded. W may be a transposed view: the
+    loops follow its memory order (a column strip of a row-major W read row by row touches a new page per row;
+    blocks of 16 rows do not)."""
+    K, N = W.shape
+    NP, NR = P.shape[0], P.shape[2]
+    if W.strides[0] < W.strides[1]:                         # columns contiguous (a transposed view)
+        for p in range(NP):
+            for j in range(NR):
+                col = p * NR + j
+                if col < N:
+                    for k in range(K):
+                        P[p, k, j] = W[k, col]
+                else:
+                    for k in range(K):
+                        P[p, k, j] = 0.0
+        return
+    for kb in range(0, K, 16):                              # rows contiguous: blocks of 16 rows
+        ke = min(K, kb + 16)
+        for p in range(NP):
+            j0 = p * NR
+            j1 = min(NR, N - j0)
+            for k in range(kb, ke):
+                for j in range(j1):
+                    P[p, k, j] = W[k, j0 + j]
+                for j in range(j1, NR):
+                    P[p, k, j] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _pack1(W, NR):
+    P = np.empty(((W.shape[1] + NR - 1) // NR, W.shape[0], NR), W.dtype)
+    pack_into(P, W)
+    return P
+
+
+def pack(*blocks):
+    """The column panels P (ceil(N / NR), K, NR), for ``pgemm``, of W (K, N), or of the blocks (K_i, N)
+    stacked along K (``np.concatenate(blocks)`` without the copy), any memory layout."""
+    if len(blocks) == 1 and blocks[0].ndim == 2:            # one compiled call (a layer's per-call overhead)
+        return _pack1(blocks[0], nr(blocks[0].dtype))
+    N = blocks[0].shape[1]
+    if any(w.ndim != 2 or w.shape[1] != N for w in blocks):
+        raise ValueError(f"pack: expected 2-D blocks with {N} columns, got shapes {[w.shape for w in blocks]}")
+    n = nr(blocks[0].dtype)
+    P = np.empty(((N + n - 1) // n, sum(w.shape[0] for w in blocks), n), blocks[0].dtype)
+    k0 = 0
+    for w in blocks:
+        pack_into(P[:, k0:k0 + w.shape[0]], w)
+        k0 += w.shape[0]
+    return P
+
+
+@njit(cache=True, nogil=True)
+def pgemm(C, A, P, N, acc, tile, tok):
+    """C (M, N) = A (M, K) @ W (K, N) (+ C if acc), W given as its panels P = pack(W) under the variant of
+    ``tok`` (``token()``). A and C: rows contiguous, any row stride. tile: (MR_MAX, NR) scratch of the same
+    dtype (for the last, partial panel)."""
+    M, K = A.shape
+    NP, NR = P.shape[0], P.shape[2]
+    isz = A.itemsize
+    lda = A.strides[0] // isz
+    ldc = C.strides[0] // isz
+    a0, c0, p0, t0 = A.ctypes.data, C.ctypes.data, P.ctypes.data, tile.ctypes.data
+    z = tile[0, 0]
+    if NR != _nv(tok) * _lanes(z, tok):
+        raise ValueError("pgemm: the panels were packed for another vector variant than the token's")
+    if K == 0 and not acc:
+        C[:, :N] = 0.0
+    for kb in range(0, K, KC):
+        kc = min(KC, K - kb)
+        ac = 1 if (acc or kb > 0) else 0
+        for p in range(NP):
+            bp = p0 + isz * (p * K * NR + kb * NR)
+            nv = min(NR, N - p * NR)                        # valid columns of this panel
+            i = 0
+            while i < M:
+                mr = _take(M - i, tok)
+                a = a0 + isz * (i * lda + kb)
+                if nv == NR:
+                    _rows(mr, kc, a, lda, bp, NR, c0 + isz * (i * ldc + p * NR), ldc, ac, z, tok)
+                else:                                       # partial panel: through the tile
+                    if ac:
+                        for r in range(mr):
+                            for j in range(nv):
+                                tile[r, j] = C[i + r, p * NR + j]
+                    _rows(mr, kc, a, lda, bp, NR, t0, NR, ac, z, tok)
+                    for r in range(mr):
+                        for j in range(nv):
+                            C[i + r, p * NR + j] = tile[r, j]
+                i += mr

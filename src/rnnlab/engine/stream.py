@@ -1,0 +1,212 @@
+"""Streaming: feed a layer or a model a step or a chunk at a time, the state kept between calls.
+
+    stream = rnnlab.Stream(model_or_layer, batch_size=B)    # B independent streams, zero states
+    y = stream.feed(x_t)                  # one step: (B, F) features (tokens (B,)); y (B, ...)
+    y = stream.feed(chunk)                # a chunk: (T, B, F) (tokens (T, B)); y (T, B, ...)
+    y = stream.feed(chunk, active=m)      # m (T, B) (or (B,) for a step): which streams have this step
+    stream.reset(rows)                    # a new stream starts in these slots: their states back to zero
+    stream.state                          # the layer's hx: h, or (h, c) for the LSTM, (L, B, H) each
+
+A stream that has no step at some time (not yet begun, or ended) keeps its state unchanged, exactly as a padded
+row does (the same masks); its output there is 0 for a layer and NaN for a model (no prediction). Feeding a
+sequence in chunks of any sizes equals one pass over it (``tests/test_stream.py``, every cell). Time-major
+only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
+kept, whatever ``rnnlab.no_grad`` says.
+
+A step fed alone to a classic cell (no layer norm, zoneout or projections; fewer than 4 streams) runs a
+``kernels.loop.StepCall`` per layer whose arrays are made with the stream: the same loop and arithmetic as
+the layer's own forward, bit for bit, reading the layer's weights as they are on every step (no copy: a
+change of the weights is seen at the next step).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlab.errors import ConfigError, ShapeError, check_int
+from rnnlab.engine.grad_mode import no_grad
+
+
+class Stream:
+    def __init__(self, net, batch_size: int = 1):
+        from rnnlab.engine.layers import RecurrentLayer
+        from rnnlab.model.sequence_model import SequenceModel
+        if isinstance(net, SequenceModel):
+            self.model, self.layer = net, net.rnn
+        elif isinstance(net, RecurrentLayer):
+            self.model, self.layer = None, net
+        else:
+            raise ConfigError(f"net: expected an rnnlab layer or SequenceModel, got {type(net).__name__}")
+        if self.layer.bidirectional:
+            raise ConfigError("net: a bidirectional layer reads each sequence from its end too, so it cannot run "
+                              "as a stream; got bidirectional=True")
+        if self.layer.reverse:
+            raise ConfigError("net: a reverse layer reads each sequence from its end, so it cannot run as a stream; "
+                              "got reverse=True")
+        if self.layer.batch_first:
+            raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self._steps = self._step_calls()
+        self.reset()
+
+    def _step_calls(self):
+        """The one-step fast path: per layer a ``kernels.loop.StepCall`` whose arrays are made once, chained
+        (layer l's output is layer l+1's input), when every step of this stream would run the one-thread loop's
+        short call anyway (a classic cell without layer norm, zoneout or projections, B below the packed
+        product's rows, inference); else None (each step goes through the layer's forward)."""
+        from rnnlab.engine._kernels import loop
+        layer = self.layer
+        reg = getattr(layer, "regularization", {})
+        from rnnlab.engine.layers import DenseLayer
+        if (not isinstance(layer, DenseLayer)
+                or self.batch_size >= loop.PACK_MIN_ROWS or layer.output_size != layer.hidden_size
+                or layer.cell_opts.get("layer_norm") or any(reg.get(k) for k in ("zoneout", "zoneout_cell"))
+                or layer._choose(self.batch_size, False, 1) != "loop"):
+            return None
+        calls, x = [], None
+        for l in range(layer.num_layers):
+            W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, 0)
+            opts = {**layer.cell_opts, **layer.option_params(l, 0)}
+            if opts.get("ln") is not None:
+                return None
+            c = loop.StepCall(layer.cell_name, W_ih, W_hh, b_ih, b_hh, opts, self.batch_size, layer.dtype,
+                              len(layer.state_sizes), x)
+            calls.append(c)
+            x = c.out
+        return calls
+
+    @property
+    def tokens(self) -> bool:
+        return self.model is not None and self.model.config.input_mode != "dense"
+
+    def reset(self, rows=None) -> None:
+        """Zero the states of the streams ``rows`` (an index, a list of them, or a (B,) bool mask; all: None)."""
+        L, B = self.layer.num_layers, self.batch_size
+        if rows is None:
+            self._state = [np.zeros((L, B, n), self.layer.dtype) for n in self.layer.state_sizes]
+            for c in self._steps or ():
+                c.S[...] = 0.0
+            return
+        idx = np.arange(B)[np.asarray(rows)] if np.asarray(rows).dtype == bool else np.atleast_1d(rows)
+        if np.asarray(rows).dtype == bool and np.asarray(rows).shape != (B,):
+            raise ShapeError(f"rows: expected a bool mask of shape ({B},), got {np.asarray(rows).shape}")
+        if idx.size and (idx.min() < -B or idx.max() >= B):
+            raise ShapeError(f"rows: expected stream indices in [0, {B - 1}], got {idx.tolist()}")
+        for s in self._state:
+            s[:, idx] = 0.0
+        for c in self._steps or ():
+            c.S[:, idx] = 0.0
+
+    def _sync_from_steps(self):
+        """The fast path keeps the states in its StepCalls: copy them to ``_state`` (L, B, n) per kind."""
+        for j, s in enumerate(self._state):
+            for l, c in enumerate(self._steps):
+                s[l] = c.S[j]
+
+    def _sync_to_steps(self):
+        for j, s in enumerate(self._state):
+            for l, c in enumerate(self._steps):
+                c.S[j] = s[l]
+
+    @property
+    def state(self):
+        """The states as the layer's ``hx`` takes them: h, or (h, c) for the LSTM; copies."""
+        if self._steps:
+            self._sync_from_steps()
+        s = [v.copy() for v in self._state]
+        return s[0] if len(s) == 1 else tuple(s)
+
+    def feed(self, x, active=None):
+        """One step ((B, F), tokens (B,)) or a chunk ((T, B, F), tokens (T, B)) -> the outputs of its steps:
+        the layer's output, or the model's prediction (probabilities or values) at every step."""
+        x = np.asarray(x)
+        step = x.ndim == (1 if self.tokens else 2)
+        if step:
+            x = x[None]
+        B = self.batch_size
+        if x.ndim < 2 or x.shape[1] != B:
+            raise ShapeError(f"x: expected a step ({B}, ...) or a chunk (T, {B}, ...) for {B} stream(s), got "
+                             f"shape {x.shape[1:] if step else x.shape}")
+        T = x.shape[0]
+        mask = None
+        if active is not None:
+            a = np.asarray(active)
+            a = a[None] if step and a.ndim == 1 else a
+            if a.shape != (T, B) or a.dtype.kind not in "bui":
+                raise ShapeError(f"active: expected {('(' + str(B) + ',)') if step else (T, B)} bools, one per "
+                                 f"{'stream' if step else 'step and stream'}, got shape {np.asarray(active).shape} of "
+                                 f"{np.asarray(active).dtype}")
+            mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
+        if step and self._steps and not self.tokens:
+            return self._fast_step(x[0], mask)
+        if self._steps:
+            self._sync_from_steps()
+        with no_grad():
+            if self.model is None:
+                inp = x
+            else:
+                inp, _ = self.model._embed(x)
+            hx = self._state[0] if len(self._state) == 1 else tuple(self._state)
+            out, new = self.layer._forward(inp, hx, None, True, x_private=self.model is not None, mask=mask)
+            self._state = [np.array(v) for v in ((new,) if len(self._state) == 1 else new)]
+            if self._steps:
+                self._sync_to_steps()
+            if self.model is not None:
+                out = self._predict(out, mask)
+        return out[0] if step else out
+
+    def _fast_step(self, x_t, mask):
+        """One step through the StepCalls: the same loop and arithmetic as the layer's short call."""
+        first = self._steps[0]
+        xb = first.x[0]
+        if x_t.shape != xb.shape:
+            raise ShapeError(f"x: expected a step of shape {xb.shape}, got {x_t.shape}")
+        xb[...] = x_t
+        if not np.isfinite(xb).all():
+            raise ValueError("x: NaN or Inf in the step's features")
+        masked = mask is not None
+        for c in self._steps:
+            if masked:
+                c.mask[0] = mask[0, :, 0]
+            c(masked)
+        out = self._steps[-1].out
+        if self.model is not None:
+            return self._predict(out, mask)[0]
+        y = out[0].copy()
+        return y
+
+    def _predict(self, out, mask):
+        """The model's prediction at every step of the chunk (T, B, K); NaN where a stream had no step."""
+        from rnnlab.model import heads
+        m = self.model
+        logits = heads.linear_forward(out, m._own["head.weight"], m._own["head.bias"], np.matmul)
+        y = heads.PREDICTIONS[m.config.prediction](logits)
+        if mask is not None:
+            y = np.where(mask > 0, y, np.nan)
+        return y
+
+
+def stream_outputs(model, encoding, seqs, chunk: int = 1) -> list:
+    """The model's prediction after every step of each case, fed to an ``rnnlab.Stream`` ``chunk`` steps at a
+    time as a deployed model would be (all cases side by side, each ending on its own): per case (T_i, K)
+    probabilities or values in the data's units. Its last row is ``predict_outputs``' prediction of the case."""
+    from rnnlab.data.sequences import pad
+    from rnnlab.tasks.supervised import chunks, encode
+    data = encode(encoding, seqs, with_targets=False)
+    lengths = data.lengths
+    out = []
+    was_training = model.rnn.training
+    model.eval()
+    try:
+        for idx in chunks(len(lengths)):
+            x, _ = pad([data.cases[i] for i in idx])                       # (T, B, F)
+            x = x.astype(model.dtype)
+            active = np.arange(x.shape[0])[:, None] < lengths[idx][None, :]
+            stream = Stream(model, batch_size=len(idx))
+            ys = [stream.feed(x[t0:t0 + chunk], active=active[t0:t0 + chunk]) for t0 in range(0, x.shape[0], chunk)]
+            y = np.concatenate(ys).astype(np.float64)                      # (T, B, K)
+            for j, i in enumerate(idx):
+                yi = y[:lengths[i], j]
+                out.append(encoding.decode_values(yi) if encoding.problem == "regress" else yi)
+    finally:
+        model.train(was_training)
+    return out

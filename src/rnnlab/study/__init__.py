@@ -1,0 +1,2 @@
+"""The researcher's room: gradient-flow ``diagnostics``, controlled comparisons (``compare``), summaries over
+``seeds`` and the ``report`` (figures, Markdown, HTML)."""

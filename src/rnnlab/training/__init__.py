@@ -1,0 +1,1 @@
+"""Training: the run ``config``, the ``trainer`` (train, evaluate, resume), optimizers (``optim``) and ``metrics``."""
