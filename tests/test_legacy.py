@@ -34,3 +34,12 @@ def test_an_old_estimator_file_loads_and_predicts_as_it_did():
     est = load(LEGACY / "classifier.skops")
     assert list(est.classes_) == list(expected["classes"])
     np.testing.assert_allclose(est.predict_proba(expected["X"]), expected["proba"], rtol=1e-6, atol=1e-7)
+
+
+def test_every_layer_class_is_at_the_top_level():
+    import rnnlab
+    from rnnlab.engine.layers import LAYERS
+    for name, cls in LAYERS.items():
+        if cls.__module__ == "rnnlab.engine.layers":          # the built-in cells, not ones registered by a test
+            assert getattr(rnnlab, cls.__name__) is cls, name
+            assert cls.__name__ in rnnlab.__all__

@@ -4,7 +4,7 @@ from rnnlab.errors import (
     RnnlabError, ShapeError,
 )
 from rnnlab.engine.grad_mode import enable_grad, is_grad_enabled, no_grad
-from rnnlab.engine.layers import GRU, LSTM, RNN
+from rnnlab.engine.layers import GRU, LRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
 from rnnlab.engine.stream import Stream
 from rnnlab.training.trainer import evaluate, load_model, resume, train
@@ -21,6 +21,7 @@ def __getattr__(name):
         return getattr(estimators, name)
     raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
 
-__all__ = ["RNN", "LSTM", "GRU", "Stream", "no_grad", "enable_grad", "is_grad_enabled", "SequenceModel", "ModelConfig",
-           "train", "resume", "evaluate", "load_model", "RnnlabError", "ShapeError", "ConfigError", "CheckpointError",
-           "NonFiniteError", "DTypeError", "ModifiedInputError", "BackendError", "DataError", *_ESTIMATORS]
+__all__ = ["RNN", "LSTM", "GRU", "MinGRU", "MinLSTM", "IndRNN", "LRU", "Stream", "no_grad", "enable_grad",
+           "is_grad_enabled", "SequenceModel", "ModelConfig", "train", "resume", "evaluate", "load_model",
+           "RnnlabError", "ShapeError", "ConfigError", "CheckpointError", "NonFiniteError", "DTypeError",
+           "ModifiedInputError", "BackendError", "DataError", *_ESTIMATORS]

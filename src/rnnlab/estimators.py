@@ -480,21 +480,55 @@ def save(estimator, path, overwrite: bool = False) -> None:
     sio.dump(estimator, path)
 
 
+# modules that held an estimator's parts before the package layout of 0.2 (files saved then name them)
+_MOVED = {"rnnlab.layers": "rnnlab.engine.layers", "rnnlab.model": "rnnlab.model.sequence_model",
+          "rnnlab.encoding": "rnnlab.data.encoding"}
+
+
+def _renamed(data: bytes) -> bytes:
+    """A skops file's bytes with the module names of an older layout replaced by today's (schema only)."""
+    import io
+    import json
+    import zipfile
+    src = zipfile.ZipFile(io.BytesIO(data))
+    schema = json.loads(src.read("schema.json"))
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("__module__") in _MOVED:
+                node["__module__"] = _MOVED[node["__module__"]]
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = json.dumps(schema).encode() if info.filename == "schema.json" else src.read(info)
+            dst.writestr(info, body)
+    return out.getvalue()
+
+
 def load(path):
     """An estimator written by ``save``. Only rnnlab's own types (and the NumPy and built-in ones skops trusts
-    by itself) are rebuilt: a file holding any other type is refused, naming it, before anything is built."""
+    by itself) are rebuilt: a file holding any other type is refused, naming it, before anything is built.
+    Files written by older versions load too (their module names are translated)."""
+    from pathlib import Path
     sio = _skops()
     try:
-        types = sio.get_untrusted_types(file=path)
+        data = _renamed(Path(path).read_bytes())
+        types = sio.get_untrusted_types(data=data)
     except FileNotFoundError:
         raise DataError(f"path: no such file {path}") from None
-    except Exception as exc:                    # not a skops file: a zip/JSON error from skops
+    except Exception as exc:                    # not a skops file: a zip/JSON error
         raise DataError(f"path: {path} is not a file written by rnnlab.estimators.save ({exc})") from None
     foreign = sorted(set(types) - _trusted())
     if foreign:
         raise DataError(f"path: {path} holds type(s) that are not rnnlab's own: {', '.join(foreign)}; refusing to "
                         f"load it (loading would run their code)")
-    est = sio.load(path, trusted=list(types))
+    est = sio.loads(data, trusted=list(types))
     if not isinstance(est, _RNNEstimator):
         raise DataError(f"path: {path} holds a {type(est).__name__}, not an rnnlab estimator")
     return est
