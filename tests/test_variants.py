@@ -310,7 +310,7 @@ def test_peephole_through_onnx_in_onnxruntime(tmp_path):
         export(LSTM(3, 4, zoneout=0.1), tmp_path / "z.onnx")
     with pytest.raises(BackendError, match="peephole: runs on backend='numpy' only"):
         LSTM(3, 4, peephole=True, backend="split")
-    with pytest.raises(ConfigError, match="peephole: only the LSTM"):
+    with pytest.raises(ConfigError, match="peephole: an option of the LSTM only"):
         from rnnlab.model.sequence_model import ModelConfig
         ModelConfig(input_size=2, output_size=1, cell="gru", peephole=True).validate()
 

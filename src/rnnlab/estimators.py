@@ -12,6 +12,9 @@ with the same loop as ``rnnlab train`` (``rnnlab.training.trainer``). A wide Dat
 
 ``n_features_in_`` is the number of features per step; sequences of any length are accepted at prediction.
 
+The layer options (zoneout, layer norm, the forget-gate bias, ...: ``rnnlab.engine.options.LayerOptions``) go in
+one argument, ``layer_options={"zoneout": 0.1, "layer_norm": True}``, checked against ``cell`` at fit.
+
 Defaults: those of ``rnnlab train`` (``TrainConfig``) except where ``DEFAULTS_VS_CLI`` says why. Saving without
 pickle: ``save(est, "model.skops")`` and ``load("model.skops")`` (skops; the loader trusts exactly rnnlab's own
 types and refuses a file that holds any other).
@@ -54,8 +57,8 @@ class _RNNEstimator(BaseEstimator):
                  optimizer="adam", lr=3e-3, epochs=30, batch_size=32, clip=1.0, weight_decay=0.0,
                  early_stopping=False, validation_fraction=0.1, patience=5, standardize=True,
                  channels_first=False, id_col=None, time_col="time", feature_cols=None, target_col=None,
-                 time_format=None, missing="error", seed=0, backend="auto", dtype="float32", warm_start=False, verbose=False,
-                 class_weight=None):
+                 time_format=None, missing="error", seed=0, backend="auto", dtype="float32", warm_start=False,
+                 verbose=False, class_weight=None, layer_options=None):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -84,6 +87,7 @@ class _RNNEstimator(BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.class_weight = class_weight
+        self.layer_options = layer_options
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -138,6 +142,7 @@ class _RNNEstimator(BaseEstimator):
         from rnnlab.errors import check_float, check_int
         check_float("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True, high_open=True)
         check_int("patience", self.patience, 0)
+        self._layer_options()
         if self.id_col is None:
             for key, default in (("time_col", "time"), ("feature_cols", None), ("target_col", None),
                                  ("time_format", None)):
@@ -165,6 +170,16 @@ class _RNNEstimator(BaseEstimator):
             return self._y_by_id(X, y)
         return _plain(y)
 
+    def _layer_options(self):
+        """``layer_options`` checked as the layer options (``rnnlab.engine.options.LayerOptions``) of ``cell``."""
+        from rnnlab.engine.options import LayerOptions
+        from rnnlab.errors import ConfigError
+        try:
+            return LayerOptions.from_mapping(self.layer_options).check_options().check_cell(self.cell)
+        except ConfigError as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith("layer_options") else f"layer_options: {msg}") from None
+
     def _config(self, task, has_val):
         from rnnlab.training.config import TrainConfig
         from rnnlab.errors import check_choice, check_int
@@ -180,7 +195,7 @@ class _RNNEstimator(BaseEstimator):
             patience=self.patience if (self.early_stopping and has_val) else 0,
             eval_every=per_epoch if has_val else 0, log_every=per_epoch, seed=self.seed, backend=self.backend,
             dtype=self.dtype, quiet=not self.verbose, missing=self.missing, standardize=self.standardize,
-            val_fraction=0.2).validate()
+            val_fraction=0.2, **self._layer_options().options()).validate()
 
     def fit(self, X, y=None, sample_weight=None, validation_data=None, lengths=None):
         """Train on X (and y, unless a long DataFrame's ``target_col`` holds them).

@@ -138,18 +138,27 @@ def _cache_note(where) -> str:
 
 
 # ------------------------------------------------------------------------------ training
+def _flag_help(name, default) -> str:
+    """A layer option's help from its declaration (``LayerOptions``); every flag says its default."""
+    from rnnlab.engine.options import LayerOptions
+    what = f"{LayerOptions.help(name)}; " if name in LayerOptions.names() else ""
+    return f"{what}default: {default!r}".replace("%", "%%")
+
+
 def _add_config_flags(p):
+    from rnnlab.engine.options import LayerOptions
     from rnnlab.training.config import TrainConfig
     hints = typing.get_type_hints(TrainConfig)
     for name, f in TrainConfig.fields().items():
         flag = "--" + name.replace("_", "-")
         typ = hints[name]
         if typ is bool:
-            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=_flag_help(name, f.default) if name in LayerOptions.names() else None)
         else:
             conv = float if typ in (float, typing.Optional[float]) else typ
             p.add_argument(flag, dest=name, type=conv, default=argparse.SUPPRESS,
-                           metavar=name.upper(), help=f"default: {f.default!r}")
+                           metavar=name.upper(), help=_flag_help(name, f.default))
 
 
 def _print_summary(r, file=None):
@@ -502,10 +511,10 @@ def cmd_compare(args) -> int:
     specs = check_entries(models, cfg)
     cells = {cell for _, cell, _ in specs} | ({"lstm"} if st["forget_bias_ablation"] else set())
     shown = ",".join(label for label, _, _ in specs)
-    for key, cell in cfg.cell_options():            # applied to the entries of its cell; with none, ignored: refuse
-        if cell not in cells:
-            raise ConfigError(f"{key}: an option of the {cell} entries, and --models {shown} has none; drop "
-                              f"{flag(key)} or add a {cell} entry")
+    for key, owners in cfg.set_options():           # applied to the entries of its cells; with none, ignored: refuse
+        if not set(owners) & cells:
+            raise ConfigError(f"{key}: an option of the {' and '.join(owners)} entries, and --models {shown} has "
+                              f"none; drop {flag(key)} or add a {owners[0]} entry")
     if st["threshold"] is not None and st["threshold"][0] is not None:    # its metric against the task, first
         from rnnlab.study.compare import resolve_threshold
         from rnnlab.tasks import build_task

@@ -22,11 +22,14 @@ from rnnlab.engine.cells.linear import DRAW_BLOCK, draw
 from rnnlab.engine._checks import as_float_array, check_unchanged, guard_inputs, users_memory
 from rnnlab.errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
 from rnnlab.engine.grad_mode import is_grad_enabled, no_grad
+from rnnlab.engine.options import LayerOptions
 from rnnlab.engine.layers import LAYERS, int_text, memory_refusal, resolve_dtype
 
 
-@dataclass
-class ModelConfig:
+@dataclass(kw_only=True)
+class ModelConfig(LayerOptions):
+    """What a SequenceModel is: its sizes, input and prediction, and the layer options (inherited from
+    ``rnnlab.engine.options.LayerOptions``, declared there once)."""
     input_size: int                 # features (dense) or vocabulary size (onehot, embedding)
     output_size: int                # classes, labels or regression targets
     cell: str = "lstm"              # rnn | lstm | gru
@@ -37,21 +40,7 @@ class ModelConfig:
     prediction: str = "softmax"     # softmax | sigmoid | identity
     target: str = "every"           # every | last
     dropout: float = 0.0
-    input_dropout: float = 0.0      # variational dropout and zoneout: see rnnlab.engine.dispatch.variational_masks
-    recurrent_dropout: float = 0.0
-    zoneout: float = 0.0
-    zoneout_cell: float = 0.0
     bidirectional: bool = False
-    nonlinearity: str = "tanh"      # RNN only
-    reset: str = "after"            # GRU only
-    forget_bias: float | None = None  # LSTM only
-    update_bias: float | None = None  # GRU only
-    peephole: bool = False          # LSTM only
-    proj_size: int = 0              # LSTM only: projections (torch's proj_size)
-    layer_norm: bool = False        # LSTM and GRU
-    recurrent_max: float | None = None  # IndRNN only: bound on |u|
-    recurrent_init: str = "uniform"
-    recurrent_radius: float = 0.0   # W_hh's gate blocks scaled to this spectral radius at initialisation (0 = off)
     dtype: str = "float32"
     quantiles: list | None = None   # identity outputs that are these quantiles (Q per target): the pinball loss
 
@@ -64,12 +53,7 @@ class ModelConfig:
         check_int("output_size", self.output_size, 1)
         check_int("hidden_size", self.hidden_size, 1)
         check_int("num_layers", self.num_layers, 1)
-        if self.peephole and self.cell != "lstm":
-            raise ConfigError(f"peephole: only the LSTM has peephole connections, got cell {self.cell!r}")
-        if self.layer_norm and self.cell not in ("lstm", "gru"):
-            raise ConfigError(f"layer_norm: the LSTM and the GRU have a layer-normalised form, got cell {self.cell!r}")
-        if self.proj_size and self.cell != "lstm":
-            raise ConfigError(f"proj_size: only the LSTM has projections, got cell {self.cell!r}")
+        self.check_options().check_cell(self.cell)
         if self.input_mode == "embedding":
             check_int("embedding_dim", self.embedding_dim, 1)
         if self.quantiles:
@@ -88,6 +72,8 @@ class ModelConfig:
         if unknown:
             from rnnlab.errors import closest
             raise ConfigError(f"model config: unknown keys {unknown}{closest(unknown[0], names)}")
+        if d.get("recurrent_max", 0.0) is None:         # written before the options were declared once: no bound
+            d = {**d, "recurrent_max": 0.0}
         return cls(**d)
 
 
@@ -97,33 +83,11 @@ class SequenceModel:
         cfg = config
         self.dtype = resolve_dtype(cfg.dtype)
         self.rng = np.random.default_rng(seed)
-        kw = {}
-        if cfg.cell == "rnn":
-            kw["nonlinearity"] = cfg.nonlinearity
-        elif cfg.cell == "gru":
-            kw["reset"] = cfg.reset
-            if cfg.update_bias is not None:
-                kw["update_bias"] = cfg.update_bias
-            if cfg.layer_norm:
-                kw["layer_norm"] = True
-        elif cfg.cell == "lstm":
-            if cfg.forget_bias is not None:
-                kw["forget_bias"] = cfg.forget_bias
-            if cfg.peephole:
-                kw["peephole"] = True
-            if cfg.proj_size:
-                kw["proj_size"] = cfg.proj_size
-            if cfg.layer_norm:
-                kw["layer_norm"] = True
-        elif cfg.cell == "indrnn":
-            kw["recurrent_max"] = cfg.recurrent_max
-        kw.update({k: getattr(cfg, k) for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell")
-                   if getattr(cfg, k)})
+        kw = cfg.layer_kwargs(cfg.cell)
         rnn_in = cfg.embedding_dim if cfg.input_mode == "embedding" else cfg.input_size
         try:
             self.rnn = LAYERS[cfg.cell](rnn_in, cfg.hidden_size, cfg.num_layers, dropout=cfg.dropout,
-                                        bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng,
-                                        recurrent_init=cfg.recurrent_init, **kw)
+                                        bidirectional=cfg.bidirectional, dtype=self.dtype, seed=self.rng, **kw)
         except ConfigError as e:
             # the layer's input_size is this model's embedding_dim: name the argument the user set
             if cfg.input_mode == "embedding" and "input_size" in str(e):

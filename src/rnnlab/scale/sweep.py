@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlab.engine.options import LayerOptions
 from rnnlab.model.checkpoint import atomic_write
 from rnnlab.training.config import TrainConfig, read_toml
 from rnnlab.errors import ConfigError, RnnlabError, check_choice, check_float, check_int, closest
@@ -62,13 +63,11 @@ SWEEP_KEYS = ("seeds", "metric", "threshold", "scheduler", "grid", "random", "wo
 SCHEDULERS = ("asha",)
 # training keys that build_task never reads: trials that differ only in these share one task when checked
 _NOT_TASK = frozenset((
-    "model", "hidden_size", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell",
-    "bidirectional", "nonlinearity", "reset", "forget_bias", "update_bias", "peephole", "proj_size", "layer_norm",
-    "recurrent_max", "recurrent_init", "input_mode", "embedding_dim", "dtype", "batch_size", "steps", "epochs", "patience", "tbptt",
-    "bptt_segment", "backend", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip", "clip_value",
-    "schedule", "warmup", "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite", "seed", "distributed", "out",
-    "checkpoint_every", "eval_every", "log_every", "diagnose_every", "track", "mlflow_uri", "mlflow_experiment",
-    "quiet"))
+    "model", "hidden_size", "num_layers", "dropout", "bidirectional", *LayerOptions.names(), "input_mode",
+    "embedding_dim", "dtype", "batch_size", "steps", "epochs", "patience", "tbptt", "bptt_segment", "backend",
+    "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip", "clip_value", "schedule", "warmup",
+    "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite", "seed", "distributed", "out", "checkpoint_every",
+    "eval_every", "log_every", "diagnose_every", "track", "mlflow_uri", "mlflow_experiment", "quiet"))
 
 
 def _tune():
@@ -173,7 +172,7 @@ def _check_cell_options(cfg, over, grid, label):
         why = why.split("; drop --", 1)[0].strip()           # the train command's hint: a flag the sweep has not
         where = f"sweep.{'grid' if key in grid else 'random'}.{key}" if key in over else key
         from rnnlab.study.compare import ENTRY_KEYS
-        owner = {"forget_bias": "lstm", "update_bias": "gru", "peephole": "lstm", "proj_size": "lstm", "zoneout_cell": "lstm"}.get(key)
+        owner = (LayerOptions.owners().get(key) or (None,))[0]
         entry = ""
         if owner and key in ENTRY_KEYS:            # compare's entries carry options of their own
             value = getattr(cfg, key)
@@ -279,12 +278,12 @@ def expand(spec: dict) -> dict:
                     if metric not in task.metrics:
                         raise ConfigError(f"sweep.metric: expected one of {list(task.metrics)} (the validation "
                                           f"metrics of task {task.name!r}), got {metric!r}")
+                    _check_cell_options(cfg, over, grid, label)     # as rnnlab train: no option of another cell
                     check_buildable(cfg, task)
                     if (cfg.track, cfg.mlflow_uri) not in tracked:
                         require(cfg.track, cfg.mlflow_uri)
                         tracked.add((cfg.track, cfg.mlflow_uri))
                     longest = max(longest, cfg.steps)
-                    _check_cell_options(cfg, over, grid, label)     # as rnnlab train: no option of another cell
             except RnnlabError as exc:
                 if (not isinstance(exc, ValueError) or str(exc).startswith("sweep.")
                         or isinstance(exc, _NamedTrialError)):

@@ -20,6 +20,7 @@ import numpy as np
 from rnnlab.study import diagnostics as diag
 from rnnlab.engine.cells import CELLS, DIAGONAL
 from rnnlab.engine.layers import LAYERS
+from rnnlab.engine.options import LayerOptions, owner_names
 from rnnlab.training.config import TrainConfig
 from rnnlab.errors import ConfigError, RnnlabError, check_float, check_int
 from rnnlab.engine.grad_mode import no_grad
@@ -32,7 +33,7 @@ LOWER_IS_BETTER = {"loss", "mse", "mae", "rmse", "mase", "bpc", "perplexity", "n
 
 def count_parameters(cfg: TrainConfig, task, cell: str, hidden: int) -> int:
     """Parameters of the full model (embedding + recurrent stack + output layer) at this hidden size."""
-    mcfg = model_config_for(dataclasses.replace(cfg, model=cell, hidden_size=hidden), task)
+    mcfg = model_config_for(cfg.for_model(model=cell, hidden_size=hidden), task)
     D, H, L = (2 if mcfg.bidirectional else 1), hidden, mcfg.num_layers
     P = mcfg.proj_size if cell == "lstm" and 0 < mcfg.proj_size < H else H          # h's size
     I0 = mcfg.embedding_dim if mcfg.input_mode == "embedding" else mcfg.input_size
@@ -131,15 +132,11 @@ def _time_inference(model, task, batch_size, repeats=5) -> float:
 # the settings a compare entry may give its model: any TrainConfig field that describes the model or its
 # training ("gru+reset=before", "rnn+recurrent_init=orthogonal", "lstm+lr=0.01", "lstm+num_layers=2"); the task,
 # data, budget, seed, evaluation and outputs stay the comparison's own, the same for every entry
-ENTRY_KEYS = ("hidden_size", "num_layers", "dropout", "input_dropout", "recurrent_dropout", "zoneout",
-              "zoneout_cell", "bidirectional", "nonlinearity", "reset", "forget_bias", "update_bias", "peephole",
-              "proj_size", "layer_norm", "recurrent_max", "recurrent_init", "recurrent_radius", "input_mode", "embedding_dim",
-              "dtype", "batch_size",
-              "tbptt", "bptt_segment", "backend", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "clip",
-              "clip_value", "schedule", "warmup", "lr_step_size", "lr_gamma", "min_lr", "on_nonfinite")
-# options of one cell that its layer would ignore on another (the others are refused when the model is built)
-_OWN_CELL = {"forget_bias": "lstm", "reset": "gru", "update_bias": "gru", "nonlinearity": "rnn", "recurrent_max": "indrnn"}
-_CELL_NAME = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "indrnn": "IndRNN"}
+_STRUCTURE = ("hidden_size", "num_layers", "dropout", "bidirectional")
+_TRAINING = ("input_mode", "embedding_dim", "dtype", "batch_size", "tbptt", "bptt_segment", "backend", "optimizer",
+             "lr", "momentum", "nesterov", "weight_decay", "clip", "clip_value", "schedule", "warmup", "lr_step_size",
+             "lr_gamma", "min_lr", "on_nonfinite")
+ENTRY_KEYS = _STRUCTURE + LayerOptions.names() + _TRAINING
 
 
 def _check_entry_key(spec, key, cell):
@@ -151,9 +148,9 @@ def _check_entry_key(spec, key, cell):
                               f"the whole comparison (--{key.replace('_', '-')} or the TOML file's top level)")
         raise ConfigError(f"models: {spec!r}: unknown option {key!r}; expected some of {list(ENTRY_KEYS)}"
                           f"{closest(key, ENTRY_KEYS)}")
-    owner = _OWN_CELL.get(key)
-    if owner is not None and cell != owner:         # only its own cell reads it: elsewhere it would be ignored
-        raise ConfigError(f"models: {spec!r}: {key} is an option of the {_CELL_NAME[owner]}, not of {cell!r}")
+    owners = LayerOptions.owners().get(key)
+    if owners and cell not in owners:               # only its own cells read it: elsewhere it would be ignored
+        raise ConfigError(f"models: {spec!r}: {key} is an option of the {owner_names(owners)}, not of {cell!r}")
 
 
 def parse_model(spec) -> tuple[str, dict]:
@@ -373,7 +370,7 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
     runner = check_runner(runner, seeds, workers)
     specs = check_entries(models, cfg)
     for m, cell, over in specs:
-        ecfg = _in_entry(m, dataclasses.replace(cfg, model=cell, **over).validate)
+        ecfg = _in_entry(m, cfg.for_model(model=cell, **over).validate)
         check_applies_to_entry(m, ecfg, over)
     cfg = dataclasses.replace(cfg, out="").validate()
     if target_params is not None:
@@ -400,13 +397,13 @@ def compare(cfg: TrainConfig, models=tuple(CELLS), match: str = "params", target
                                   f"ablation; label it otherwise")
             runs.append((label, "lstm", {"model": "lstm", "hidden_size": H, "forget_bias": fb}))
     for label, cell, over in runs:
-        _in_entry(label, check_buildable, dataclasses.replace(cfg, **over), task)
+        _in_entry(label, check_buildable, cfg.for_model(**over), task)
     out = {"task": task.name, "description": task.describe(), "baseline": task.baseline(),
            "threshold": {"metric": metric, "value": thr}, "match": match, "target_parameters": target_params,
            "config": cfg.to_dict(), "models": {}}
     batch = diag.diagnostic_batch(task)
     for label, cell, over in runs:
-        rcfg = dataclasses.replace(cfg, **over)
+        rcfg = cfg.for_model(**over)
         init_model = _init_model(rcfg, task)
         init = gradient_report(init_model, batch)
         r = train(rcfg, progress=progress)
@@ -508,7 +505,7 @@ def seed_runs(cfg: TrainConfig, res: dict, seeds: int, runner: str = "serial", w
     jobs = []
     for label, e in res["models"].items():
         for s in range(1, seeds):
-            d = {**dataclasses.replace(cfg, **e["config"]).to_dict(), "seed": cfg.seed + s, "quiet": True, "out": "",
+            d = {**cfg.for_model(**e["config"]).to_dict(), "seed": cfg.seed + s, "quiet": True, "out": "",
                  "diagnose_every": 0}                # the diagnostics are the first seed's
             jobs.append((label, d))
     if runner == "pool":

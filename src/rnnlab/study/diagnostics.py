@@ -24,6 +24,7 @@ import numpy as np
 
 from rnnlab.errors import ConfigError, ShapeError, check_int
 from rnnlab.engine.grad_mode import enable_grad
+from rnnlab.engine.options import REGULARISERS, LayerOptions
 
 
 class _reference_backend:
@@ -387,8 +388,8 @@ def _diagonal_gate_stats(layer, x, lengths, l, max_span, d=0):
 SWEEP_CELLS = {"rnn-tanh": ("rnn", {"nonlinearity": "tanh"}), "rnn-linear": ("rnn", {"nonlinearity": "identity"}),
                "lstm": ("lstm", {}), "gru": ("gru", {})}
 # the settings of a sweep cell that change its layer ("gru+reset=before", "rnn+recurrent_init=orthogonal")
-SWEEP_OPTIONS = ("nonlinearity", "reset", "forget_bias", "update_bias", "peephole", "proj_size", "layer_norm", "recurrent_init",
-                 "recurrent_max")
+# (the regularisers act in training only; the sweep measures the cells at initialisation)
+SWEEP_OPTIONS = tuple(k for k in LayerOptions.layer_names() if k not in REGULARISERS)
 
 
 def sweep_cell(spec: str) -> tuple[str, dict]:

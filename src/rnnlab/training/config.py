@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnlab.engine.options import LayerOptions
 from rnnlab.errors import ConfigError, check_choice, check_float, check_int, closest
 
 if sys.version_info >= (3, 11):
@@ -15,7 +16,9 @@ else:  # pragma: no cover
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(LayerOptions):
+    """Every setting of a run. The layer options (``rnnlab.engine.options.LayerOptions``) are inherited: declared
+    there once, listed after ``bidirectional`` by ``fields()``."""
     # task and data
     task: str = "adding"            # adding | copy | selective_copy | digits | ts | chars | forecast | data
     seq_len: int = 50               # sequence length T (adding, copy), window (forecast), chunk (chars: TBPTT)
@@ -46,21 +49,7 @@ class TrainConfig:
     hidden_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0            # between layers (torch's dropout)
-    input_dropout: float = 0.0      # variational: one mask per sequence on each layer's input x_t
-    recurrent_dropout: float = 0.0  # variational: one mask per sequence on the h_{t-1} of the recurrent product
-    zoneout: float = 0.0            # per unit and step, keep h_{t-1} with this probability (Krueger et al.)
-    zoneout_cell: float = 0.0       # the same for the LSTM's cell state c
     bidirectional: bool = False
-    nonlinearity: str = "tanh"
-    reset: str = "after"
-    forget_bias: float | None = None
-    update_bias: float | None = None  # gru: the update gate's bias at init (> 0: the units start keeping h)
-    peephole: bool = False          # lstm: Gers and Schmidhuber's cell-to-gate connections
-    proj_size: int = 0              # lstm: project h to this size (torch's proj_size; 0 = off)
-    layer_norm: bool = False        # lstm, gru: layer-normalised projections (and c), Ba et al. 2016
-    recurrent_max: float = 0.0      # indrnn: bound on |u| after each update (0 = 2^(1/seq_len), Li et al.)
-    recurrent_init: str = "uniform"
-    recurrent_radius: float = 0.0   # scale every W_hh gate block to this spectral radius at initialisation (0 = off)
     input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding
     embedding_dim: int = 32
     dtype: str = "float32"
@@ -113,8 +102,7 @@ class TrainConfig:
         if self.backend in FOLDED:
             raise ConfigError(f"backend: {FOLDED[self.backend]}; use 'loop' or 'auto', got {self.backend!r}")
         check_choice("backend", self.backend, ("auto", "numba", "numpy", "loop", "split", "scan"))
-        check_float("recurrent_max", self.recurrent_max, 0.0)
-        check_float("recurrent_radius", self.recurrent_radius, 0.0)
+        self.check_options()
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("distributed", self.distributed, ("auto", "none", "mpi"))
         from rnnlab.scale.tracking import parse
@@ -142,7 +130,6 @@ class TrainConfig:
             from rnnlab.tasks.forecast import parse_quantiles
             parse_quantiles(self.quantiles)
         check_int("tokens", self.tokens, 1)
-        check_int("proj_size", self.proj_size, 0)
         check_int("checkpoint_every", self.checkpoint_every, 0)
         check_int("eval_every", self.eval_every, 0)
         check_int("log_every", self.log_every, 1)
@@ -155,8 +142,6 @@ class TrainConfig:
         check_float("clip", self.clip, 0.0)
         check_float("clip_value", self.clip_value, 0.0)
         check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
-        for k in ("input_dropout", "recurrent_dropout", "zoneout", "zoneout_cell"):
-            check_float(k, getattr(self, k), 0.0, 1.0, high_open=True)
         check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
         check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_float("weight_decay", self.weight_decay, 0.0)
@@ -169,31 +154,31 @@ class TrainConfig:
                               f"from, got {self.min_lr}")
         return self
 
-    def cell_options(self) -> list:
-        """(key, cell) of each option of one cell that is set (at its default it is not the user's choice)."""
-        only = {"forget_bias": ("lstm", self.forget_bias is not None),
-                "peephole": ("lstm", self.peephole), "proj_size": ("lstm", self.proj_size > 0),
-                "zoneout_cell": ("lstm", self.zoneout_cell > 0),
-                "reset": ("gru", self.reset != "after"), "update_bias": ("gru", self.update_bias is not None),
-                "nonlinearity": ("rnn", self.nonlinearity != "tanh"),
-                "recurrent_max": ("indrnn", self.recurrent_max > 0)}
-        return [(key, cell) for key, (cell, given) in only.items() if given]
-
     def check_cell_options(self) -> "TrainConfig":
         """An option of another cell is refused, not ignored."""
-        for key, cell in self.cell_options():
-            if self.model != cell:
-                raise ConfigError(f"{key}: an option of the {cell.upper() if cell != 'indrnn' else 'IndRNN'} only, "
-                                  f"got it with model {self.model!r}; drop {flag(key)} or use --model {cell}")
-        return self
+        return self.check_cell(self.model, noun="model",
+                               hint=lambda key, cell: f"; drop {flag(key)} or use --model {cell}")
+
+    def for_model(self, **over) -> "TrainConfig":
+        """A copy with ``over`` set, in which the options of cells other than its model are at their defaults: a
+        comparison's option applies to the entries of its cell (``rnnlab train`` refuses it instead)."""
+        cfg = dataclasses.replace(self, **over)
+        defaults = LayerOptions.defaults()
+        return dataclasses.replace(cfg, **{k: defaults[k] for k, cells in LayerOptions.owners().items()
+                                           if cfg.model not in cells})
 
     def to_dict(self) -> dict:
         """The full resolved config (None values left out: TOML has no null)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: getattr(self, k) for k in self.fields() if getattr(self, k) is not None}
 
     @classmethod
     def fields(cls) -> dict:
-        return {f.name: f for f in dataclasses.fields(cls)}
+        """Every setting by name, the layer options after ``bidirectional`` (the order of ``--help`` and of a
+        run's config.toml)."""
+        own = [f for f in dataclasses.fields(cls) if f.name not in LayerOptions.names()]
+        options = [f for f in dataclasses.fields(cls) if f.name in LayerOptions.names()]
+        at = next(i for i, f in enumerate(own) if f.name == "bidirectional") + 1
+        return {f.name: f for f in own[:at] + options + own[at:]}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":

@@ -53,16 +53,14 @@ class RunResult:
 
 
 def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
+    options = cfg.options()
+    if cfg.model == "indrnn" and not cfg.recurrent_max:      # Li et al.'s bound from the run's sequence length
+        options["recurrent_max"] = 2.0 ** (1.0 / cfg.seq_len)
     return ModelConfig(
         input_size=task.input_size, output_size=task.output_size, cell=cfg.model, hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers, input_mode=task.input_mode if cfg.input_mode == "auto" else cfg.input_mode,
         embedding_dim=cfg.embedding_dim, prediction=task.prediction, target=task.target, dropout=cfg.dropout,
-        input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout, zoneout=cfg.zoneout,
-        zoneout_cell=cfg.zoneout_cell,
-        bidirectional=cfg.bidirectional, nonlinearity=cfg.nonlinearity, reset=cfg.reset,
-        forget_bias=cfg.forget_bias, update_bias=cfg.update_bias, peephole=cfg.peephole, proj_size=cfg.proj_size, layer_norm=cfg.layer_norm,
-        recurrent_init=cfg.recurrent_init, recurrent_radius=cfg.recurrent_radius, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None),
-        recurrent_max=(cfg.recurrent_max or 2.0 ** (1.0 / cfg.seq_len)) if cfg.model == "indrnn" else None)
+        bidirectional=cfg.bidirectional, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None), **options)
 
 
 def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0, weight=1.0,
