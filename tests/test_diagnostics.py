@@ -15,7 +15,7 @@ from rnnlab.engine.gradcheck import numerical_gradient
 def _explicit_jacobian(layer, x):
     """dh_T/ds_t by multiplying step Jacobians obtained from finite differences of single steps... no:
     by brute force -- perturb the state at t and rerun the rest exactly (a tiny model, float64)."""
-    from rnnlab.engine._reference import scan_forward
+    from rnnlab.engine._reference import time_forward
     W_ih, W_hh, b_ih, b_hh = layer.layer_params(0, 0)
     xw = (x @ W_ih.T + b_ih)[:, None, :]
     H, n = layer.hidden_size, len(layer.cell.STATE)
@@ -23,14 +23,14 @@ def _explicit_jacobian(layer, x):
     zeros = tuple(np.zeros((1, H)) for _ in range(n))
     Js = []
     for t in range(T):
-        _, s_t, _ = scan_forward(layer.cell, xw[:t + 1], zeros, W_hh, b_hh, opts=layer.cell_opts)
+        _, s_t, _ = time_forward(layer.cell, xw[:t + 1], zeros, W_hh, b_hh, opts=layer.cell_opts)
         s_t = np.concatenate(s_t, axis=1)[0]                      # (n*H,)
 
         def h_T(s):
             state = tuple(s[None, i * H:(i + 1) * H] for i in range(n))
             if t == T - 1:
                 return state[0][0]
-            _, fin, _ = scan_forward(layer.cell, xw[t + 1:], state, W_hh, b_hh, opts=layer.cell_opts)
+            _, fin, _ = time_forward(layer.cell, xw[t + 1:], state, W_hh, b_hh, opts=layer.cell_opts)
             return fin[0][0]
         J = np.zeros((H, n * H))
         for j in range(n * H):

@@ -52,8 +52,8 @@ model = rnnlab.SequenceModel(rnnlab.ModelConfig(input_size=3, output_size=2, cel
 x = np.ones((7, 1, 3), np.float32)
 model.predict(x)                                   # grad mode on: predict is inference all the same
 rnnlab.Stream(model).feed(x[0])
-s = loop.scan_fwd.stats
-print(json.dumps({"bwd": len(loop.scan_bwd.signatures), "fwd": len(loop.scan_fwd.signatures),
+s = loop.time_fwd.stats
+print(json.dumps({"bwd": len(loop.time_bwd.signatures), "fwd": len(loop.time_fwd.signatures),
                   "misses": sum(s.cache_misses.values()), "hits": sum(s.cache_hits.values())}))
 """
 
@@ -67,8 +67,8 @@ def test_warmup_inference_serves_a_prediction_without_compiling(tmp_path):
     assert p.returncode == 0, p.stderr
     assert f"Numba's cache: {cache}{os.sep}" in p.stdout.splitlines()[-1]
     files = os.listdir(os.path.join(cache, os.listdir(cache)[0]))
-    assert any(f.startswith("loop.scan_fwd") for f in files)
-    assert not any(f.startswith("loop.scan_bwd") for f in files)
+    assert any(f.startswith("loop.time_fwd") for f in files)
+    assert not any(f.startswith("loop.time_bwd") for f in files)
     p = _run(["-c", _SERVE], cache, RNNLAB_NUM_THREADS="1")
     assert p.returncode == 0, p.stderr
     n = json.loads(p.stdout.strip().splitlines()[-1])

@@ -114,7 +114,7 @@ def cmd_lab(args) -> int:
 def cmd_warmup(args) -> int:
     import time
     from rnnlab.engine._kernels import available, cache_dir
-    from rnnlab.engine.warmup import VARIANTS, warmup
+    from rnnlab.engine.warmup import CELL_CONFIGS, warmup
     t0 = time.perf_counter()
 
     def report(label, seconds):
@@ -124,7 +124,7 @@ def cmd_warmup(args) -> int:
     if not args.quiet:
         print(f"compiling rnnlab's {'inference ' if args.inference else ''}kernels for {', '.join(args.dtype)} "
               f"(cached on disk for later processes)")
-    warmup(tuple(args.dtype), cells=tuple(args.cell or VARIANTS), report=report, inference=args.inference)
+    warmup(tuple(args.dtype), cells=tuple(args.cell or CELL_CONFIGS), report=report, inference=args.inference)
     print(f"warm-up done in {time.perf_counter() - t0:.1f} s; Numba's cache: {where}{_cache_note(where)}")
     return 0
 
@@ -1005,8 +1005,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("warmup", help="compile the kernels ahead (once per machine; later processes load them)")
     w.add_argument("--dtype", nargs="+", default=["float32"], choices=("float32", "float64"))
-    from rnnlab.engine.warmup import VARIANTS
-    w.add_argument("--cell", nargs="+", choices=tuple(VARIANTS), help="only these (default: every cell)")
+    from rnnlab.engine.warmup import CELL_CONFIGS
+    w.add_argument("--cell", nargs="+", choices=tuple(CELL_CONFIGS), help="only these (default: every cell)")
     w.add_argument("--inference", action="store_true",
                    help="the inference forwards only (a serving process runs no backward)")
     w.add_argument("--quiet", action="store_true")

@@ -60,7 +60,7 @@ class StepCaches:
     starts: list | None = None          # the state entering each segment
     xw: np.ndarray | None = None        # (T, B, G*H) x W_ih^T + b_ih, kept for the recomputation
     b_hh: np.ndarray | None = None
-    keep: tuple | None = None           # zoneout's share of the new state per state, (T, B, H) each, or None
+    zone: tuple | None = None           # zoneout's share of the new state per state, (T, B, H) each, or None
 
     def gates(self) -> dict:
         if self.steps is None:

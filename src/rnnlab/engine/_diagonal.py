@@ -43,8 +43,8 @@ def choose(backend, cell, T) -> str:
 def _cell_functions(layer, backend):
     """(forward, backward) of the layer's cell on ``backend``; forward takes ``how`` on the NumPy paths."""
     if backend == "loop":
-        from rnnlab.engine._kernels.diagonal_loop import CELLS
-        fwd, bwd = CELLS[layer.cell_name]
+        from rnnlab.engine._kernels.diagonal_loop import LOOPS
+        fwd, bwd = LOOPS[layer.cell_name]
         return (lambda x, p, s, m, how: fwd(x, p, s, m)), bwd
     return layer.cell.forward, layer.cell.backward
 

@@ -269,7 +269,7 @@ def dropout_mask(layer, shape):
 
 def variational_masks(layer, l, d, shape):
     """The masks of one layer and direction for this forward, drawn from the layer's generator (so that a
-    resumed run draws the same): -> (x_mask (B, I) or None, rec_mask (B, H) or None, zoneout keep shares
+    resumed run draws the same): -> (x_mask (B, I) or None, rec_mask (B, H) or None, zoneout's shares
     (one (T, B, H) per state) or None). ``shape``: the direction's input (T, B, I).
 
     input_dropout / recurrent_dropout (Gal and Ghahramani 2016): one inverted-dropout mask per sequence, the
@@ -287,12 +287,12 @@ def variational_masks(layer, l, d, shape):
     train = layer.training
     x_mask = drop(reg["input_dropout"], (B, I)) if train and reg["input_dropout"] else None
     rec_mask = drop(reg["recurrent_dropout"], (B, sizes[0])) if train and reg["recurrent_dropout"] else None
-    keep = None
+    zone = None
     zs = (reg["zoneout"], reg["zoneout_cell"])[:len(layer.cell.STATE)]
     if any(zs):
-        keep = tuple((rng.random((T, B, H)) >= p).astype(dt) if train and p else
+        zone = tuple((rng.random((T, B, H)) >= p).astype(dt) if train and p else
                      np.broadcast_to(dt(1.0 - p), (T, B, H)) for p, H in zip(zs, sizes))
-    return x_mask, rec_mask, keep
+    return x_mask, rec_mask, zone
 
 
 def forward(layer, x, states0, mask, keep, guards=()):

@@ -21,7 +21,7 @@ from rnnlab.engine.dispatch import COMPILED
 from rnnlab.errors import ConfigError, check_choice
 from rnnlab.engine.grad_mode import no_grad
 
-VARIANTS = {"rnn": ("rnn", {}), "lstm": ("lstm", {}), "gru": ("gru", {}), "gru-before": ("gru", {"reset": "before"}),
+CELL_CONFIGS = {"rnn": ("rnn", {}), "lstm": ("lstm", {}), "gru": ("gru", {}), "gru-before": ("gru", {"reset": "before"}),
             "mingru": ("mingru", {}), "minlstm": ("minlstm", {}), "indrnn": ("indrnn", {}), "lru": ("lru", {}),
             "rnn+options": ("rnn", {"recurrent_dropout": 0.1, "zoneout": 0.1}),
             "lstm+options": ("lstm", {"recurrent_dropout": 0.1, "zoneout": 0.1, "layer_norm": True}),
@@ -30,7 +30,7 @@ DIAGONAL = ("mingru", "minlstm", "indrnn", "lru")         # one compiled backend
 NOT_UNITS = ("gru-before", "rnn+options", "lstm+options", "gru+options")   # two products a step, or an option
 
 
-def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report=None, inference=False) -> dict:
+def warmup(dtypes=("float32",), cells=tuple(CELL_CONFIGS), backends=COMPILED, report=None, inference=False) -> dict:
     """Compile the kernels of ``cells`` x ``backends`` x ``dtypes`` (``inference``: the forwards without
     gradients only). -> {"cell backend dtype": seconds}. ``report(label, seconds)`` is called after each (the
     CLI prints it)."""
@@ -41,7 +41,7 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
     for d in dtypes:
         check_choice("dtype", d, ("float32", "float64"))
     for c in cells:
-        check_choice("cell", c, VARIANTS)
+        check_choice("cell", c, CELL_CONFIGS)
     for b in backends:
         check_choice("backend", b, COMPILED)
     from rnnlab.engine._kernels.split import num_threads
@@ -49,7 +49,7 @@ def warmup(dtypes=("float32",), cells=tuple(VARIANTS), backends=COMPILED, report
     times = {}
     for dtype in dtypes:
         for name in cells:
-            cell, opts = VARIANTS[name]
+            cell, opts = CELL_CONFIGS[name]
             for backend in backends:
                 if backend in ("split", "units") and num_threads() < 2:
                     continue                                    # the threaded paths would not serve these calls

@@ -167,7 +167,7 @@ def state_jacobians(layer, x, l=0, d=0) -> list:
         raise ShapeError(f"x: expected one sequence (T, input_size), got shape {x.shape}")
     if layer.is_reverse(d):
         x = x[::-1]                                                         # the reverse direction's order
-    from rnnlab.engine._reference import scan_forward
+    from rnnlab.engine._reference import time_forward
     W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, d)
     xw = x @ W_ih.T
     if b_ih is not None:
@@ -176,7 +176,7 @@ def state_jacobians(layer, x, l=0, d=0) -> list:
     H = sizes[0]
     opts = {**layer.cell_opts, **layer.option_params(l, d)}
     state0 = tuple(np.zeros((1, k), layer.dtype) for k in sizes)
-    caches = scan_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=opts)[2].steps
+    caches = time_forward(layer.cell, xw[:, None, :], state0, W_hh, b_hh, opts=opts)[2].steps
     T = len(caches)
     dstate = (np.eye(H, dtype=layer.dtype),) + tuple(np.zeros((H, k), layer.dtype) for k in sizes[1:])
     J = [None] * T

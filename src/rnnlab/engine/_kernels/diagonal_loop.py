@@ -318,5 +318,5 @@ def lru_backward(d_out, d_state, c, p):
     return dx.astype(x.dtype), (dh0.real.astype(x.dtype), dh0.imag.astype(x.dtype)), grads, G
 
 
-CELLS = {"mingru": (mingru_forward, mingru_backward), "minlstm": (minlstm_forward, minlstm_backward),
+LOOPS = {"mingru": (mingru_forward, mingru_backward), "minlstm": (minlstm_forward, minlstm_backward),
          "indrnn": (indrnn_forward, indrnn_backward), "lru": (lru_forward, lru_backward)}

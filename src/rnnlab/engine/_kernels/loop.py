@@ -1,6 +1,6 @@
 """The compiled time loop, written once for every cell and option: backends "loop" (one thread) and "split".
 
-``scan_fwd`` and ``scan_bwd`` run the whole sequence for a block of batch rows [r0, r1). Backend "loop" runs
+``time_fwd`` and ``time_bwd`` run the whole sequence for a block of batch rows [r0, r1). Backend "loop" runs
 one block of all rows on the calling thread; "split" (``kernels.split``) runs one block per thread, with no
 synchronisation between steps (the rows of a batch are independent chains). No Python runs inside the loop.
 Per step:
@@ -251,7 +251,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def scan_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
+def time_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
     """Rows r0 .. r1 over the whole sequence (the loop itself: ``_fwd_impl``). cell: a ``Plan``. Bundles (an
     absent array is an empty one):
     w = (Pih, W1, W2, bx, bh): W_ih^T packed (projected in the loop) or empty (XW holds every step's x W_ih^T +
@@ -369,7 +369,7 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def scan_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+def time_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
     """Rows r0 .. r1 back over the sequence (the loop itself: ``_bwd_impl``). Bundles:
     w = (W1, W2): W_hh's first-product rows (n1, H), and the second's (two-phase cells), plain or packed
     gst = (dS, G, dD, P, DRH, hn): dL/d(states) (n, B, H), in place: in dL/d(final), out dL/d(initial); scratch
@@ -484,9 +484,9 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
             (Hs3.reshape(rows_c, H), C3.reshape(rows_c, kern.kc * H), Vh, Ih, Zn), (rmask, Z, lnh, copt, reverse),
             tok)
     if rows is None:
-        scan_fwd(0, B, *args)
+        time_fwd(0, B, *args)
     else:
-        rows.run(scan_fwd, B, args)
+        rows.run(time_fwd, B, args)
     final = tuple(S.copy())
     if not keep:
         return out, final, None
@@ -536,7 +536,7 @@ class StepCall:
                 self.bx[...] = self.b_hh if self.b_ih is None else self.b_ih
             else:
                 np.add(self.b_ih, self.b_hh, out=self.bx)
-        scan_fwd(0, self.B, *self.args[masked])
+        time_fwd(0, self.B, *self.args[masked])
         return self.out
 
 
@@ -570,10 +570,10 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
             (Hs2, C2, a.Vh, a.Ih, a.Zn, a.hT), (a.rm, _empty(3, dt) if a.Z is None else a.Z, a.lnh, copt, cache.reverse, dln),
             tok)
     if rows is None:
-        scan_bwd(0, B, *args)
+        time_bwd(0, B, *args)
         mm = np.matmul
     else:
-        rows.run(scan_bwd, B, args)
+        rows.run(time_bwd, B, args)
         mm = pmatmul
     # the products over all steps
     Hop = (a.Hs * a.rm).reshape(T * B, H) if a.rm.size else Hs2       # the products' operand h m

@@ -1,7 +1,7 @@
 """backend="split": the batch's rows split over threads, each running the whole time loop for its rows.
 
 The rows of a batch are independent chains, so each thread runs the shared compiled loop (``kernels.loop``'s
-``scan_fwd`` and ``scan_bwd``, every cell and option) for its own block of rows with no synchronisation
+``time_fwd`` and ``time_bwd``, every cell and option) for its own block of rows with no synchronisation
 between steps, its products packed over the block. The loops release the GIL, so plain Python threads run
 them in parallel; the weight gradients are large BLAS products after the loop, split over the same threads
 (``pmatmul``).
