@@ -1,3 +1,4 @@
+"""``python -m rnnlab``: the command line, as the ``rnnlab`` script runs it."""
 import sys
 
 from rnnlab.cli.commands import main

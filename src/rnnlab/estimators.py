@@ -18,6 +18,9 @@ one argument, ``layer_options={"zoneout": 0.1, "layer_norm": True}``, checked ag
 Defaults: those of ``rnnlab train`` (``TrainConfig``) except where ``DEFAULTS_VS_CLI`` says why. Saving without
 pickle: ``save(est, "model.skops")`` and ``load("model.skops")`` (skops; the loader trusts exactly rnnlab's own
 types and refuses a file that holds any other).
+
+Length: the three estimators share one fit and predict (``_RNNEstimator``), and scikit-learn's conventions
+(parameters, tags, feature names, skops files) live beside it, in one place.
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@
     rnnlab lab      [--port N] [--no-browser] [--runs DIR]            the live gradient lab, a page on 127.0.0.1
     rnnlab check                                                     gradient-check every layer kind
     rnnlab warmup   [--dtype float32 float64] [--cell lstm] [--inference]  compile the kernels ahead
+
+Length: every command's parser and printer in one module, until the command line is split by command.
 """
 from __future__ import annotations
 

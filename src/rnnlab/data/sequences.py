@@ -14,6 +14,9 @@ and the ids beside them. The forms:
 Targets: one per sequence (N,) or (N, K), or one per step -- (N, T) / a list of (T_i,) arrays, or a long
 table's target column that changes within an id (tagging). Nothing here standardises or encodes labels;
 that is ``rnnlab.data.encoding``.
+
+Length: every form the user's sequences arrive in (arrays, lists, long tables, files) is read into one
+checked form here, so that each refusal is written once.
 """
 from __future__ import annotations
 

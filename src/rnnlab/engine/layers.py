@@ -3,6 +3,9 @@
 Arguments, parameter storage under PyTorch's names (``weight_ih_l0``, ``bias_hh_l1_reverse``...), the
 state dict and gradient accumulation live here; input checks in ``rnnlab.engine._checks``; stacking, the backend
 choice and the caches in ``rnnlab.engine.dispatch``; the equations in ``rnnlab.engine.cells``.
+
+Length: the public face of every layer class in one place (``rnnlab.RNN`` ... ``rnnlab.LRU``, the names
+saved estimator files hold); the math is in ``cells``, the loops behind ``dispatch``.
 """
 from __future__ import annotations
 

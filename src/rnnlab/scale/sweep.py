@@ -37,6 +37,9 @@ and 95 % interval (Student's t) over seeds of the final metric, steps-to-thresho
 with bands (+-1 standard deviation; the seeds' range on a log axis), in DIR/summary.md, summary.json, report.html and curves.png.
 
 Needs the ``sweep`` extra: ``pip install 'rnnlab[sweep]'`` (ray[tune]; the intervals need no scipy: ``rnnlab.study.seeds``).
+
+Length: a sweep file's checks (every key, every trial's configuration, before anything runs) sit beside the
+runners that read them.
 """
 from __future__ import annotations
 

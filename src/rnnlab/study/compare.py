@@ -6,6 +6,8 @@ after training (``rnnlab.study.diagnostics``, every layer and direction). An ent
 model or training (``gru+reset=before``, ``lstm+lr=0.01``); the whole comparison fits a TOML file's
 [compare] table (``compare_settings``); ``seeds`` > 1 repeats every entry over seeds, serially or on a process
 pool (``seed_runs``), with mean, sd and a 95 % Student-t interval. Optionally the LSTM forget-bias ablation.
+
+Length: a comparison's checks, its runs, its seeds and its summary read together.
 """
 from __future__ import annotations
 

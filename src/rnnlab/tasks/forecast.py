@@ -23,6 +23,9 @@ units, on the validation windows: MAE, RMSE, MASE (the errors over each series' 
 Hyndman and Koehler 2006) and the interval's coverage, beside the naive (last value) and seasonal-naive (the
 value one season back) forecasts of the same windows. The season is ``--season``, or inferred from a regular
 date index (hourly 24, daily 7, business days 5, weekly 52, monthly 12, quarterly 4) and said.
+
+Length: one task: the forecaster's table reading, windows, standardisation, baselines and metrics, each
+short, read together.
 """
 from __future__ import annotations
 

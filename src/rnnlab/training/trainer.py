@@ -3,6 +3,8 @@
 ``train(config)`` runs a whole training job and returns a ``RunResult``; ``resume(run_dir)`` continues
 one from its last checkpoint with bit-identical results (the data and dropout RNG states, the optimizer
 state and, for truncated BPTT, the carried hidden state are all in the checkpoint).
+
+Length: the training loop with its run folder, checkpoints and evaluation read together.
 """
 from __future__ import annotations
 

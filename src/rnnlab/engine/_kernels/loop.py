@@ -21,6 +21,9 @@ The weight gradients, dx, and the layer norm of the input projection are large B
 around the loop (``forward`` and ``backward`` below, the engine's contract for both backends).
 
 Contract: ``forward(...) -> (output, final state, CellArrays or None)``, ``backward(...) -> Grads``.
+
+Length: the one compiled time loop, forward and backward, with the option paths (dropout, zoneout, layer
+norm) written once for every cell; the bundles it reads are defined beside it.
 """
 from __future__ import annotations
 

@@ -26,6 +26,9 @@ The micro-kernel is written in LLVM IR (``numba.extending.intrinsic``) because N
 tile of vector accumulators in registers from Python code (LLVM's vectoriser does not combine a tile of
 scalar accumulators into vectors). ``llvm.fmuladd`` fuses where the CPU has FMA and
 falls back to a multiply and an add where it does not.
+
+Length: the packing and the register-blocked product for every vector width, which Numba inlines into the
+loops together.
 """
 from __future__ import annotations
 

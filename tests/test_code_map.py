@@ -1,0 +1,32 @@
+"""docs/code-map.md lists every module as it is, and every module says what it is (and why, when it is long)."""
+import importlib.util
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_code_map", DOCS / "make_code_map.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_code_map_is_up_to_date():
+    gen = _generator()
+    assert (DOCS / "code-map.md").read_text(encoding="utf-8") == gen.render(), \
+        "docs/code-map.md is out of date: run python docs/make_code_map.py"
+
+
+def test_every_module_has_a_docstring_and_long_ones_say_why():
+    assert _generator().problems() == []
+
+
+def test_the_map_names_every_module():
+    gen = _generator()
+    text = (DOCS / "code-map.md").read_text(encoding="utf-8")
+    for name, path in gen.modules():
+        if path.name == "__init__.py":
+            assert f"## `{name}`" in text
+        else:
+            assert f"[`{name.rsplit('.', 1)[1]}`](../{path.relative_to(gen.ROOT).as_posix()})" in text
