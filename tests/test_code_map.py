@@ -30,3 +30,19 @@ def test_the_map_names_every_module():
             assert f"## `{name}`" in text
         else:
             assert f"[`{name.rsplit('.', 1)[1]}`](../{path.relative_to(gen.ROOT).as_posix()})" in text
+
+
+def test_the_engine_imports_nothing_from_the_rooms_above_it():
+    import ast
+    gen = _generator()
+    engine = gen.PACKAGE / "engine"
+    upward = []
+    for path in engine.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "rnnlab" and len(parts) > 1 and parts[1] not in ("engine", "errors"):
+                    upward.append(f"{path.relative_to(gen.ROOT)}:{node.lineno} imports {name}")
+    assert upward == []

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.engine import dispatch as engine
+from rnnlab.engine import dispatch
 from rnnlab.errors import BackendError, ConfigError
 from rnnlab.engine._kernels import available
 
@@ -17,7 +17,7 @@ SRC = pathlib.Path(rnnlab.__file__).parent
 
 @numba_only
 def test_auto_choice(monkeypatch):
-    c = engine.choose
+    c = dispatch.choose
     monkeypatch.setenv("RNNLAB_SIMD", "avx2")
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     assert c("auto", "lstm", {}, 1, 128, 32, None) == "loop"
@@ -67,7 +67,7 @@ def test_a_backend_that_cannot_serve_says_so(monkeypatch):
 
 
 def test_compiled_backend_without_numba_names_the_package(monkeypatch):
-    monkeypatch.setattr(engine.kernels, "available", lambda: False)
+    monkeypatch.setattr(dispatch.kernels, "available", lambda: False)
     for name in ("loop", "split", "numba"):
         with pytest.raises(ConfigError, match="needs the numba package; install it with: pip install numba"):
             rnnlab.RNN(2, 3, backend=name)

@@ -1,7 +1,7 @@
 """Layer and model sizes are checked against the memory before any weight is made, and weights are drawn in the
 layer's own dtype without a float64 copy of a whole weight, with the values of the one float64 draw as before.
 
-No test allocates much: the memory available is shrunk (``rnnlab.data.sequences.available_memory``) so that sizes of a
+No test allocates much: the memory available is shrunk (``rnnlab.engine._checks.available_memory``) so that sizes of a
 few hundred MiB are over it, and absurd sizes (10**30) must be refused by arithmetic alone.
 """
 import time
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rnnlab
-from rnnlab.data import sequences
+from rnnlab.engine import _checks
 from rnnlab.errors import ConfigError
 from rnnlab.engine.layers import LAYERS
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
@@ -27,7 +27,7 @@ OVER = {"rnn": (3, 4096), "lstm": (3, 2048), "gru": (3, 2048), "mingru": (3, 2**
 
 @pytest.fixture
 def small_memory(monkeypatch):
-    monkeypatch.setattr(sequences, "available_memory", lambda: AVAILABLE)
+    monkeypatch.setattr(_checks, "available_memory", lambda: AVAILABLE)
 
 
 def refused(build, arg):
@@ -56,7 +56,7 @@ def test_hidden_size_over_the_memory_is_refused(cell, small_memory, outcome):
 @pytest.mark.parametrize("unknown_memory", [False, True])
 def test_absurd_hidden_size_is_refused_without_overflow(cell, unknown_memory, monkeypatch, outcome):
     # refused whatever memory the system reports, or where it reports none
-    monkeypatch.setattr(sequences, "available_memory", lambda: None if unknown_memory else 2**40)
+    monkeypatch.setattr(_checks, "available_memory", lambda: None if unknown_memory else 2**40)
     msg = refused(lambda: LAYERS[cell](3, 10**30), "hidden_size")
     assert "more than one process can address" in msg and "~10**30" in msg
     outcome("layer constructor: a size over the memory", "clear error")

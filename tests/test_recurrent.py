@@ -3,7 +3,7 @@ carry the state, the reverse scan on a flipped sequence, segments recomputed in 
 import numpy as np
 import pytest
 
-from rnnlab.engine import _reference as recurrent
+from rnnlab.engine import _reference as reference
 from rnnlab.engine.cells import CELLS
 
 T, B, H = 6, 3, 4
@@ -23,7 +23,7 @@ def test_scan_is_the_steps_in_order_and_padding_carries_the_state(name):
     cell, rng, xw, state0, W_hh, b_hh = _setup(name)
     lengths = np.array([6, 2, 4])
     mask = (np.arange(T)[:, None] < lengths[None, :])[..., None].astype(float)
-    out, stateT, cache = recurrent.time_forward(cell, xw, state0, W_hh, b_hh, mask)
+    out, stateT, cache = reference.time_forward(cell, xw, state0, W_hh, b_hh, mask)
     for b in range(B):
         state = tuple(s[b:b + 1] for s in state0)
         for t in range(lengths[b]):
@@ -38,8 +38,8 @@ def test_scan_is_the_steps_in_order_and_padding_carries_the_state(name):
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
 def test_reverse_scan_is_the_forward_scan_of_the_flipped_sequence(name):
     cell, rng, xw, state0, W_hh, b_hh = _setup(name, 1)
-    out_r, state_r, _ = recurrent.time_forward(cell, xw, state0, W_hh, b_hh, reverse=True)
-    out_f, state_f, _ = recurrent.time_forward(cell, xw[::-1], state0, W_hh, b_hh)
+    out_r, state_r, _ = reference.time_forward(cell, xw, state0, W_hh, b_hh, reverse=True)
+    out_f, state_f, _ = reference.time_forward(cell, xw[::-1], state0, W_hh, b_hh)
     np.testing.assert_allclose(out_r, out_f[::-1], rtol=0, atol=1e-14)
     for a, b in zip(state_r, state_f):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-14)
@@ -55,9 +55,9 @@ def test_segments_recomputed_in_backward_equal_the_whole(name, opts, segment, re
     d_state = tuple(rng.standard_normal((B, H)) for _ in cell.STATE)
     res = []
     for seg in (None, segment):
-        out, stateT, cache = recurrent.time_forward(cell, xw, state0, W_hh, b_hh, mask, reverse, opts, seg)
+        out, stateT, cache = reference.time_forward(cell, xw, state0, W_hh, b_hh, mask, reverse, opts, seg)
         assert (cache.steps is None) == (seg is not None and seg < T)
-        res.append((out, stateT) + recurrent.time_backward(cell, d_out, d_state, cache, W_hh, mask, reverse,
+        res.append((out, stateT) + reference.time_backward(cell, d_out, d_state, cache, W_hh, mask, reverse,
                                                            True, opts))
     whole, seg = res
     for a, b in zip(whole, seg):

@@ -173,8 +173,8 @@ def test_files(tmp_path, cases):
 
 
 def test_memory_estimated_before_allocating(monkeypatch, cases):
-    import rnnlab.data.sequences as S
-    monkeypatch.setattr(S, "available_memory", lambda: 10_000)
+    from rnnlab.engine import _checks
+    monkeypatch.setattr(_checks, "available_memory", lambda: 10_000)
     with pytest.raises(DataError, match="batch_size: 3 sequence.* padded to 1000 steps need about .*iB, over half of the .* available"):
         pad([np.ones((1000, 4))] * 3)
     check_memory(4000, "small")                                # under half: fine

@@ -404,8 +404,9 @@ def test_one_long_id_among_many_short_ones_is_not_padded_whole(tmp_path, capsys,
 
 def test_a_batch_over_the_memory_names_the_remedy_that_helps(monkeypatch, outcome):
     from rnnlab.data import sequences
+    from rnnlab.engine import _checks
     from rnnlab.errors import DataError
-    monkeypatch.setattr(sequences, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(_checks, "available_memory", lambda: 2**20)
     with pytest.raises(DataError, match="batch_size: 8 sequence.*lower --batch-size"):
         sequences.pad([np.zeros((5000, 2))] * 8)
     with pytest.raises(DataError, match="split the long sequence"):

@@ -8,7 +8,7 @@ import pytest
 
 import rnnlab
 from conftest import use_backend
-from rnnlab.engine import dispatch as engine
+from rnnlab.engine import dispatch
 from rnnlab.errors import BackendError, ConfigError
 from rnnlab.engine.gradcheck import check_layer
 from rnnlab.engine.layers import GRU, LSTM, RNN, MinGRU
@@ -24,7 +24,7 @@ KINDS = [("rnn", RNN, {}), ("lstm", LSTM, {"zoneout_cell": 0.2}), ("gru-after", 
 def fixed_masks(monkeypatch):
     """Each layer and direction draws its masks once: every later forward (the finite differences') reuses them."""
     drawn = {}
-    real = engine.variational_masks
+    real = dispatch.variational_masks
 
     def once(layer, l, d, shape):
         key = (id(layer), l, d, shape)
@@ -186,12 +186,12 @@ def test_equals_a_torch_reference_with_the_same_masks(cell, cls, fixed_masks):
 def test_mask_statistics_and_zero_rates_change_nothing():
     rng = np.random.default_rng(5)
     layer = LSTM(4, 64, seed=0, recurrent_dropout=0.25, zoneout=0.1, zoneout_cell=0.2, input_dropout=0.5)
-    x_mask, rec_mask, keep = engine.variational_masks(layer, 0, 0, (50, 64, 4))
+    x_mask, rec_mask, keep = dispatch.variational_masks(layer, 0, 0, (50, 64, 4))
     assert abs((rec_mask == 0).mean() - 0.25) < 0.03 and abs(rec_mask.mean() - 1) < 0.05     # inverted dropout
     assert abs((x_mask == 0).mean() - 0.5) < 0.1
     assert abs(keep[0].mean() - 0.9) < 0.01 and abs(keep[1].mean() - 0.8) < 0.01
     layer.eval()
-    x_mask, rec_mask, keep = engine.variational_masks(layer, 0, 0, (50, 64, 4))
+    x_mask, rec_mask, keep = dispatch.variational_masks(layer, 0, 0, (50, 64, 4))
     assert x_mask is None and rec_mask is None and float(keep[0][0, 0, 0]) == pytest.approx(0.9)
     a, b = LSTM(3, 4, seed=1, zoneout=0.0), LSTM(3, 4, seed=1)
     x = rng.standard_normal((5, 2, 3)).astype(np.float32)

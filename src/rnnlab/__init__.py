@@ -6,7 +6,7 @@ from rnnlab.errors import (
 from rnnlab.engine.grad_mode import enable_grad, is_grad_enabled, no_grad
 from rnnlab.engine.layers import GRU, LRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
-from rnnlab.engine.stream import Stream
+from rnnlab.model.stream import Stream
 from rnnlab.training.trainer import evaluate, load_model, resume, train
 
 __version__ = "0.1.0"

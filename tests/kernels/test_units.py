@@ -94,7 +94,7 @@ def test_units_match_torch(cls, kw, monkeypatch):
 def test_auto_takes_units_for_long_one_row_inference_only(monkeypatch, calls):
     """One row, H = 256, 100 steps: the weights are split over the threads for inference; a training forward
     of the same layer, inference on 2 rows and a one-step call (sampling) take another path."""
-    from rnnlab.engine import dispatch as engine
+    from rnnlab.engine import dispatch
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     layer = rnnlab.LSTM(32, 256, seed=0)
     x1 = np.zeros((100, 1, 32), np.float32)
@@ -106,12 +106,12 @@ def test_auto_takes_units_for_long_one_row_inference_only(monkeypatch, calls):
     _infer(layer, x1[:1])
     assert calls["units"] == 1
     # the rule, in the host's vector multiply-adds per thread and step
-    assert engine.choose("auto", "lstm", {}, 1, 1024, 256, None, keep=False, K=289, T=100) == "units"
-    assert engine.choose("auto", "lstm", {}, 1, 1024, 256, None, keep=False, K=289, T=8) != "units"
-    assert engine.choose("auto", "lstm", {}, 1, 128, 32, None, keep=False, K=41, T=100) != "units"
-    assert engine.choose("auto", "gru", {"reset": "before"}, 1, 768, 256, None, keep=False, K=289, T=100) != "units"
+    assert dispatch.choose("auto", "lstm", {}, 1, 1024, 256, None, keep=False, K=289, T=100) == "units"
+    assert dispatch.choose("auto", "lstm", {}, 1, 1024, 256, None, keep=False, K=289, T=8) != "units"
+    assert dispatch.choose("auto", "lstm", {}, 1, 128, 32, None, keep=False, K=41, T=100) != "units"
+    assert dispatch.choose("auto", "gru", {"reset": "before"}, 1, 768, 256, None, keep=False, K=289, T=100) != "units"
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "1")
-    assert engine.choose("auto", "lstm", {}, 1, 1024, 256, None, keep=False, K=289, T=100) != "units"
+    assert dispatch.choose("auto", "lstm", {}, 1, 1024, 256, None, keep=False, K=289, T=100) != "units"
 
 
 def test_units_refuses_what_it_cannot_serve(monkeypatch):

@@ -398,7 +398,7 @@ def cmd_predict(args) -> int:
     seqs = _read_like(cfg, encoding, args.data, False)
     id_name = cfg.id_col if seqs.ids is not None else "index"
     if args.each_step and encoding.problem != "tag":       # a deployed stream: the prediction after every step
-        from rnnlab.engine.stream import stream_outputs
+        from rnnlab.tasks.supervised import stream_outputs
         from rnnlab.tasks.supervised import step_frame
         frame = step_frame(encoding, seqs, stream_outputs(model, encoding, seqs, chunk), id_name, cfg.time_col)
     else:

@@ -21,13 +21,13 @@ checked form here, so that each refusal is written once.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rnnlab.engine import _checks
 from rnnlab.errors import DataError, closest
 
 FILE_FORMATS = (".npz", ".csv", ".parquet")
@@ -66,21 +66,6 @@ class Sequences:
 
 
 # ------------------------------------------------------------------------------------------------ memory
-def available_memory() -> int | None:
-    """Bytes of memory the system reports available (Linux MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _size(nbytes) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
@@ -90,7 +75,7 @@ def _size(nbytes) -> str:
 
 def check_memory(nbytes: int, what: str) -> None:
     """Refuse an allocation estimated at over half the available memory, before making it."""
-    free = available_memory()
+    free = _checks.available_memory()
     if free is not None and nbytes > free // 2:
         raise DataError(f"{what}: needs about {_size(nbytes)}, over half of the "
                         f"{_size(free)} of memory available; use fewer or shorter sequences "
@@ -600,7 +585,7 @@ def pad(cases, T: int | None = None, dtype=np.float64) -> tuple[np.ndarray, np.n
     lengths = np.array([len(c) for c in cases], dtype=np.int64)
     T = int(lengths.max()) if T is None else T
     nbytes = T * len(cases) * cases[0].shape[1] * np.dtype(dtype).itemsize
-    free = available_memory()
+    free = _checks.available_memory()
     if free is not None and nbytes > free // 2:           # the remedy depends on what makes the batch big
         raise DataError(f"batch_size: {len(cases)} sequence(s) padded to {T} steps need about {_size(nbytes)}, "
                         f"over half of the {_size(free)} available; "

@@ -11,6 +11,8 @@ contiguous float arrays of some size when Numba is installed, else with NumPy.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from rnnlab.errors import DTypeError, ModifiedInputError, NonFiniteError, ShapeError
@@ -208,3 +210,18 @@ def state_dict_entries(state_dict, expected: dict, strict=True, prefix=""):
         else:
             arrays[k] = v
     return problems, arrays
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system reports available (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -16,9 +16,8 @@ import sys
 import numpy as np
 
 from rnnlab.engine import _checks as checks
-from rnnlab.engine import _diagonal as diagonal
-from rnnlab.engine import dispatch as engine
-from rnnlab.data import sequences
+from rnnlab.engine import _diagonal as diagonal_family
+from rnnlab.engine import dispatch
 from rnnlab.engine.cells import CELLS, DIAGONAL
 from rnnlab.engine.registry import on_register
 from rnnlab.engine.cells.linear import DRAW_BLOCK, draw
@@ -58,7 +57,7 @@ def memory_refusal(arg: str, what: str, nbytes: int, hint: str) -> ConfigError |
     """The error for ``nbytes`` of parameters that would not fit (over half the memory available, or past what
     one process can address), or None when they fit. ``what``: the subject of "need", e.g. "LSTM(3, 100000) has
     ... parameters; its float32 weights and their gradients"; ``hint``: what to change."""
-    free = sequences.available_memory()                     # looked up at each call: tests shrink it
+    free = checks.available_memory()                        # looked up at each call: tests shrink it
     if nbytes > sys.maxsize:
         return ConfigError(f"{arg}: {what} need about {size_text(nbytes)}, more than one process can address; "
                            f"{hint}")
@@ -70,8 +69,8 @@ def memory_refusal(arg: str, what: str, nbytes: int, hint: str) -> ConfigError |
 
 class RecurrentLayer:
     """What every layer shares, whatever its cell family: the arguments, the parameters under PyTorch's names,
-    the state dict, gradient accumulation, and the forward/backward face over the one stack (``engine.forward``
-    and ``engine.backward``). A family (``DenseLayer``, ``DiagonalLayer``) provides the per-direction
+    the state dict, gradient accumulation, and the forward/backward face over the one stack (``dispatch.forward``
+    and ``dispatch.backward``). A family (``DenseLayer``, ``DiagonalLayer``) provides the per-direction
     functions and its parameters' shapes. Use the cells' classes.
 
     ``reverse=True`` (with ``bidirectional=False``; not in torch, ONNX's ``direction="reverse"``): the one
@@ -114,7 +113,7 @@ class RecurrentLayer:
         self.dtype = resolve_dtype(dtype)
         self.cell = self._cell_module()
         self.cell_opts = dict(cell_opts or {})
-        # variational dropout and zoneout (engine.variational_masks)
+        # variational dropout and zoneout (dispatch.variational_masks)
         self.regularization = {k: check_float(k, v, 0.0, 1.0, high_open=True) for k, v in (
             ("input_dropout", input_dropout), ("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout),
             ("zoneout_cell", zoneout_cell))}
@@ -128,9 +127,9 @@ class RecurrentLayer:
         self._check_memory()                    # before any weight array is made
         self._params = self._init_params()
         self.grads = {k: np.zeros_like(v) for k, v in self._params.items()}
-        self._cache = None              # engine.ForwardCache of the last forward with gradients
+        self._cache = None              # dispatch.ForwardCache of the last forward with gradients
         self._no_grad_forward = False
-        self.workspace = engine.Workspace()    # the compiled backward's dL/dA buffer, reused
+        self.workspace = dispatch.Workspace()    # the compiled backward's dL/dA buffer, reused
         self.row_split = None                  # the batch split's row share (backend "split")
         self.state_grads = {}
 
@@ -146,10 +145,10 @@ class RecurrentLayer:
         state.setdefault("reverse", False)          # pickled before the option existed
         self.__dict__.update(state)
         self.cell = self._cell_module()
-        self.workspace = engine.Workspace()
+        self.workspace = dispatch.Workspace()
 
     # ----------------------------------------------------------------- what each family provides
-    # the one stack (``engine.forward``/``backward``) calls these per call and per direction; the parameters'
+    # the one stack (``dispatch.forward``/``backward``) calls these per call and per direction; the parameters'
     # shapes and initialisation, the backend check and the BLAS scope are the family's too
     family = ""
 
@@ -348,7 +347,7 @@ class RecurrentLayer:
         states0 = checks.initial_states(hx, len(self.cell.STATE), type(self).__name__,
                                         self.num_layers * self.num_directions, B, self.state_sizes, unbatched,
                                         self.dtype, check_finite, watched if keep else None)
-        output, finals, cache = engine.forward(self, x, states0, mask, keep, checks.guard_inputs(watched))
+        output, finals, cache = dispatch.forward(self, x, states0, mask, keep, checks.guard_inputs(watched))
         if cache is not None:
             cache.unbatched = unbatched
         self._cache, self._no_grad_forward = cache, not keep
@@ -411,7 +410,7 @@ class RecurrentLayer:
         d_final = checks.final_state_grads(d_hn, cache.n_state, type(self).__name__,
                                            self.num_layers * self.num_directions, B, self.state_sizes,
                                            cache.unbatched, self.dtype, check_finite)
-        dx, d_init, state_grads = engine.backward(self, cache, d_output, d_final, record_state_grads)
+        dx, d_init, state_grads = dispatch.backward(self, cache, d_output, d_final, record_state_grads)
         if record_state_grads:
             self.state_grads = state_grads
         if cache.unbatched:
@@ -429,25 +428,25 @@ class DenseLayer(RecurrentLayer):
     family = "dense"
 
     def _call_plan(self, B, keep, T):
-        return engine.dense_plan(self, B, keep, T)
+        return dispatch.dense_plan(self, B, keep, T)
 
     def _direction_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone):
-        return engine.dense_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone)
+        return dispatch.dense_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone)
 
     def _direction_backward(self, backend, l, d, d_out, d_final, dircache, record):
-        return engine.dense_backward(self, backend, l, d, d_out, d_final, dircache, record)
+        return dispatch.dense_backward(self, backend, l, d, d_out, d_final, dircache, record)
 
     def _check_record(self, cache, record):
-        engine.dense_check_record(cache, record)
+        dispatch.dense_check_record(cache, record)
 
     def _backward_scope(self, cache):
-        return engine.blas_context(cache.backend, cache.B, self.gate_size, self.output_size)
+        return dispatch.blas_context(cache.backend, cache.B, self.gate_size, self.output_size)
 
     def _cell_module(self):
         return CELLS[self.cell_name]
 
     def _check_backend(self, backend, segment):
-        return engine.check_backend(backend, self.cell_name, self.cell_opts, segment, self.reference_options(),
+        return dispatch.check_backend(backend, self.cell_name, self.cell_opts, segment, self.reference_options(),
                                     self.loop_options())
 
     def reference_options(self) -> list:
@@ -455,7 +454,7 @@ class DenseLayer(RecurrentLayer):
         return []
 
     def _choose(self, B, keep=True, T=None):
-        return engine.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
+        return dispatch.choose(self.backend, self.cell_name, self.cell_opts, B, self.gate_size, self.hidden_size,
                              self.bptt_segment, np.dtype(self.dtype).itemsize, bool(self.reference_options()),
                              tuple(self.loop_options()), keep, self.input_size + self.hidden_size + 1, T)
 
@@ -538,7 +537,7 @@ class DenseLayer(RecurrentLayer):
         forward and backward use, and the matrix product to use under it. A model runs its own products
         inside it, so that no two-thread BLAS call leaves worker threads spinning against the split path's."""
         backend = self._choose(B)
-        return engine.blas_context(backend, B, self.gate_size, self.hidden_size), engine.matmul_for(backend)
+        return dispatch.blas_context(backend, B, self.gate_size, self.hidden_size), dispatch.matmul_for(backend)
 
 
 class RNN(DenseLayer):
@@ -576,7 +575,7 @@ class LSTM(DenseLayer):
     c_0 (L*D, B, H); the NumPy reference only (``auto`` picks it).
     ``layer_norm=True``: LN(x W_ih^T), LN(h W_hh^T) and LN(c_t) with their gains and biases (``ln_ih_*``,
     ``ln_hh_*`` (4H,), ``ln_c_*`` (H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto``: the loop for small
-    steps, the reference above; ``engine.choose``), as recurrent dropout and zoneout.
+    steps, the reference above; ``dispatch.choose``), as recurrent dropout and zoneout.
     """
 
     cell_name = "lstm"
@@ -650,7 +649,7 @@ class GRU(DenseLayer):
     ``reset='before'`` is Cho et al. 2014's ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
     ``layer_norm=True`` (reset='after'): LN(x W_ih^T) and LN(h W_hh^T) with their gains and biases
     (``ln_ih_*``, ``ln_hh_*`` (3H,)), Ba et al. 2016; backends "numpy" and "loop" (``auto``: the loop for small
-    steps, the reference above; ``engine.choose``).
+    steps, the reference above; ``dispatch.choose``).
     ``update_bias`` (default None: plain uniform init) sets the update-gate block z of ``bias_ih`` to that value
     and of ``bias_hh`` to 0 at init: h_t = (1 - z) n + z h_(t-1), so a positive value starts the units keeping
     their state, as the LSTM's ``forget_bias`` does (an init only: the weights carry it).
@@ -702,19 +701,19 @@ class DiagonalLayer(RecurrentLayer):
     family = "diagonal"
 
     def _call_plan(self, B, keep, T):
-        return diagonal.plan(self, B, keep, T)
+        return diagonal_family.plan(self, B, keep, T)
 
     def _direction_forward(self, backend, ctx, l, d, inp_d, state0, mask, keep, rec_mask, zone):
-        return diagonal.direction_forward(self, backend, ctx, l, d, inp_d, state0, mask)
+        return diagonal_family.direction_forward(self, backend, ctx, l, d, inp_d, state0, mask)
 
     def _direction_backward(self, backend, l, d, d_out, d_final, dircache, record):
-        return diagonal.direction_backward(self, backend, l, d, d_out, d_final, dircache, record)
+        return diagonal_family.direction_backward(self, backend, l, d, d_out, d_final, dircache, record)
 
     def _check_record(self, cache, record):
         return None                             # every backend records dL/dh_t of a diagonal cell
 
     def _backward_scope(self, cache):
-        return engine.blas_context("numpy", cache.B, self.gate_size, self.hidden_size)
+        return dispatch.blas_context("numpy", cache.B, self.gate_size, self.hidden_size)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, *, recurrent_init="uniform", bptt_segment=None, **kw):
@@ -735,7 +734,7 @@ class DiagonalLayer(RecurrentLayer):
         if self.loop_options():
             raise ConfigError(f"{', '.join(self.loop_options())}: not implemented for the {self.cell_name} layer "
                               f"(the classic cells have them); input_dropout and dropout between layers apply to it")
-        return diagonal.check_backend(backend, self.cell_name, self.cell)
+        return diagonal_family.check_backend(backend, self.cell_name, self.cell)
 
     @property
     def gate_size(self) -> int:
@@ -770,7 +769,7 @@ class DiagonalLayer(RecurrentLayer):
         return {n: self._params[n + s] for n in self.cell.param_shapes(1, 1, self.bias)}
 
     def blas_scope(self, B):
-        return engine.blas_context("numpy", B, self.gate_size, self.hidden_size), np.matmul
+        return dispatch.blas_context("numpy", B, self.gate_size, self.hidden_size), np.matmul
 
     def carry(self, l=0, d=0) -> np.ndarray:
         """|dh_t/dh_{t-1}| of the last forward with gradients, a diagonal per step: (T, B, H) -- 1 - z (minGRU),
@@ -853,6 +852,34 @@ class LRU(DiagonalLayer):
 
 # the one registry of layer kinds: the classic cells and the diagonal ones; a cell added later with
 # rnnlab.engine.registry.register gets a DenseLayer named after it
+def scale_recurrent(layer, radius: float) -> None:
+    """Rescale the recurrence so its spectral radius equals ``radius``: every W_hh gate block, IndRNN's u, the
+    LRU's |lambda| (below 1 by construction). A cell without recurrent weights (minGRU, minLSTM) is refused."""
+    names = [n for n, _ in layer.named_parameters()]
+    if layer.family == "diagonal":
+        scaled = False
+        for name, W in layer.named_parameters():
+            if name.startswith("weight_hh"):                               # IndRNN: u (H,), the carry's scale
+                W *= radius / np.abs(W.astype(np.float64)).max()
+                scaled = True
+            elif name.startswith("nu_log"):                                # LRU: |lambda| = exp(-exp(nu_log))
+                if radius >= 1:
+                    raise ConfigError(f"radii: the LRU's |lambda| = exp(-exp(nu_log)) is below 1 by construction; "
+                                      f"expected radii < 1 for it, got {radius:g}")
+                mags = np.exp(-np.exp(W.astype(np.float64)))
+                W[...] = np.log(-np.log(mags * (radius / mags.max())))
+                scaled = True
+        if not scaled:
+            raise ConfigError(f"cells: the {layer.cell_name} layer has no recurrent weights (its carry is computed "
+                              f"from x_t, {names}); nothing to rescale")
+        return
+    for name, W in layer.named_parameters():
+        if name.startswith("weight_hh"):
+            for blk in np.split(W, layer.cell.G):                          # views into W
+                rho = np.abs(np.linalg.eigvals(blk.astype(np.float64))).max()
+                blk *= radius / rho
+
+
 LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM, "indrnn": IndRNN, "lru": LRU}
 
 

@@ -23,7 +23,7 @@ from rnnlab.engine._checks import as_float_array, check_unchanged, guard_inputs,
 from rnnlab.errors import ConfigError, DTypeError, ShapeError, check_choice, check_int
 from rnnlab.engine.grad_mode import is_grad_enabled, no_grad
 from rnnlab.engine.options import LayerOptions
-from rnnlab.engine.layers import LAYERS, int_text, memory_refusal, resolve_dtype
+from rnnlab.engine.layers import LAYERS, int_text, memory_refusal, resolve_dtype, scale_recurrent
 
 
 @dataclass(kw_only=True)
@@ -94,7 +94,6 @@ class SequenceModel:
                 raise ConfigError(str(e).replace("input_size", "embedding_dim")) from None
             raise
         if cfg.recurrent_radius:                   # the sweep's rescaling, as an initialisation (section 3 of the tour)
-            from rnnlab.study.diagnostics import scale_recurrent
             try:
                 scale_recurrent(self.rnn, cfg.recurrent_radius)
             except ConfigError as e:

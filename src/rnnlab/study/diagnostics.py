@@ -24,6 +24,7 @@ import numpy as np
 
 from rnnlab.errors import ConfigError, ShapeError, check_int
 from rnnlab.engine.grad_mode import enable_grad
+from rnnlab.engine.layers import scale_recurrent
 from rnnlab.engine.options import REGULARISERS, LayerOptions
 
 
@@ -413,34 +414,6 @@ def sweep_cell(spec: str) -> tuple[str, dict]:
                               f"takes each of {list(SWEEP_OPTIONS)} once")
         over[key] = parse_setting(key, val, bool(eq), f"cells: {spec!r}")
     return cell, over
-
-
-def scale_recurrent(layer, radius: float) -> None:
-    """Rescale the recurrence so its spectral radius equals ``radius``: every W_hh gate block, IndRNN's u, the
-    LRU's |lambda| (below 1 by construction). A cell without recurrent weights (minGRU, minLSTM) is refused."""
-    names = [n for n, _ in layer.named_parameters()]
-    if layer.family == "diagonal":
-        scaled = False
-        for name, W in layer.named_parameters():
-            if name.startswith("weight_hh"):                               # IndRNN: u (H,), the carry's scale
-                W *= radius / np.abs(W.astype(np.float64)).max()
-                scaled = True
-            elif name.startswith("nu_log"):                                # LRU: |lambda| = exp(-exp(nu_log))
-                if radius >= 1:
-                    raise ConfigError(f"radii: the LRU's |lambda| = exp(-exp(nu_log)) is below 1 by construction; "
-                                      f"expected radii < 1 for it, got {radius:g}")
-                mags = np.exp(-np.exp(W.astype(np.float64)))
-                W[...] = np.log(-np.log(mags * (radius / mags.max())))
-                scaled = True
-        if not scaled:
-            raise ConfigError(f"cells: the {layer.cell_name} layer has no recurrent weights (its carry is computed "
-                              f"from x_t, {names}); nothing to rescale")
-        return
-    for name, W in layer.named_parameters():
-        if name.startswith("weight_hh"):
-            for blk in np.split(W, layer.cell.G):                          # views into W
-                rho = np.abs(np.linalg.eigvals(blk.astype(np.float64))).max()
-                blk *= radius / rho
 
 
 def sweep(radii, cells=tuple(SWEEP_CELLS), T=100, hidden_size=64, batch_size=16, input_size=2, seed=0) -> dict:

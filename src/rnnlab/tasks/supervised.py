@@ -316,3 +316,30 @@ def step_frame(encoding: Encoding, seqs: Sequences, outputs: list, id_name="id",
     if seqs.times is not None:
         frame[time_name] = np.concatenate(seqs.times)
     return frame
+
+
+def stream_outputs(model, encoding, seqs, chunk: int = 1) -> list:
+    """The model's prediction after every step of each case, fed to an ``rnnlab.Stream`` ``chunk`` steps at a
+    time as a deployed model would be (all cases side by side, each ending on its own): per case (T_i, K)
+    probabilities or values in the data's units. Its last row is ``predict_outputs``' prediction of the case."""
+    from rnnlab.data.sequences import pad
+    from rnnlab.model.stream import Stream
+    data = encode(encoding, seqs, with_targets=False)
+    lengths = data.lengths
+    out = []
+    was_training = model.rnn.training
+    model.eval()
+    try:
+        for idx in chunks(len(lengths)):
+            x, _ = pad([data.cases[i] for i in idx])                       # (T, B, F)
+            x = x.astype(model.dtype)
+            active = np.arange(x.shape[0])[:, None] < lengths[idx][None, :]
+            stream = Stream(model, batch_size=len(idx))
+            ys = [stream.feed(x[t0:t0 + chunk], active=active[t0:t0 + chunk]) for t0 in range(0, x.shape[0], chunk)]
+            y = np.concatenate(ys).astype(np.float64)                      # (T, B, K)
+            for j, i in enumerate(idx):
+                yi = y[:lengths[i], j]
+                out.append(encoding.decode_values(yi) if encoding.problem == "regress" else yi)
+    finally:
+        model.train(was_training)
+    return out
