@@ -3,53 +3,32 @@
 ``train(config)`` runs a whole training job and returns a ``RunResult``; ``resume(run_dir)`` continues
 one from its last checkpoint with bit-identical results (the data and dropout RNG states, the optimizer
 state and, for truncated BPTT, the carried hidden state are all in the checkpoint).
+
+The run folder's reading and writing is in ``rnnlab.training.runs``, the training and validation passes in
+``rnnlab.training.passes``; their names are imported here too, where callers have always found them.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rnnlab.model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from rnnlab.data.outputs import FINAL, RUN_FILES
+from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.training.config import MAX_STEPS, TrainConfig, read_toml, write_toml
 from rnnlab.errors import CheckpointError, ConfigError, NonFiniteError
-from rnnlab.engine.grad_mode import no_grad
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
 from rnnlab.scale import distributed
 from rnnlab.training._runlock import RunLock
 from rnnlab.training.optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_optimizer
 from rnnlab.tasks import build_task
-
-CHECKPOINT = "checkpoint.safetensors"
-CHANGES = "changes.jsonl"            # settings changed mid-run (the lab's lr and clip), each with its step
-CHANGEABLE = ("lr", "clip")
-
-
-@dataclass
-class RunResult:
-    config: TrainConfig
-    records: list = field(default_factory=list)     # every metrics.jsonl record of this process
-    final: dict = field(default_factory=dict)       # last validation metrics
-    baseline: tuple | None = None
-    seconds: float = 0.0
-    train_seconds: float = 0.0                      # time inside training steps only (no evaluation, no I/O)
-    step_seconds: list = field(default_factory=list)  # each training step's time (the first includes compiling)
-    steps_run: int = 0
-    stopped_early: bool = False                     # patience ran out; the weights are the best evaluation's
-    best_step: int | None = None                    # early stopping: the step of the best validation loss
-    clipped_steps: int = 0
-    skipped_steps: int = 0
-    warnings: list = field(default_factory=list)
-    diagnostics: list = field(default_factory=list)  # gradient-flow records (config diagnose_every)
-    model: SequenceModel | None = None
-    task: object = None
-    out: Path | None = None
-    rank: int = 0                                   # distributed: this process's rank (0 writes and reports)
+from rnnlab.training.passes import evaluate, first_nonfinite, gradient_flow, strict, tbptt_backward
+from rnnlab.training.runs import (  # noqa: F401  (load_model, read_diagnostics: callers import them from here)
+    CHANGEABLE, CHANGES, CHECKPOINT, FINAL, RunResult, absolute_paths, check_run_dir, drop_records_after,
+    load_model, prepare_run_dir, read_changes, read_diagnostics, same_run, save_model,
+)
 
 
 def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
@@ -63,37 +42,6 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         bidirectional=cfg.bidirectional, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None), **options)
 
 
-def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0, weight=1.0,
-                   weights=None):
-    """Forward and backward over time in chunks of ``chunk`` steps (truncated BPTT).
-
-    The state is carried from chunk to chunk, the gradient is cut at each chunk's start (the ``dhx`` that
-    backward returns is dropped). Each chunk's loss is weighted by its share of the steps, so the total
-    equals the full-sequence mean loss, and with ``chunk`` 0 or >= T this is exactly full BPTT.
-    Returns (loss, logits, final state); parameter gradients accumulate in ``model.grads``. ``weight``
-    scales the gradient (a rank's share of a distributed batch's loss terms), not the loss returned;
-    ``weights`` (B,) weigh the sequences in the loss (``SequenceModel.loss``).
-    """
-    T = inputs.shape[0]
-    if not chunk or chunk >= T:
-        logits, state = model(inputs, lengths, hx)
-        loss, d_logits = model.loss(logits, targets, lengths, weights)
-        model.backward(d_logits if weight == 1.0 else d_logits * d_logits.dtype.type(weight))
-        return loss, logits, state
-    if lengths is not None or model.config.target != "every":
-        raise ConfigError("tbptt: truncated BPTT needs targets at every step and equal lengths")
-    total, parts, state = 0.0, [], hx
-    for t0 in range(0, T, chunk):
-        sl = slice(t0, min(T, t0 + chunk))
-        logits, state = model(inputs[sl], None, state)
-        loss, d_logits = model.loss(logits, targets[sl], None, weights)
-        w = (sl.stop - sl.start) / T
-        model.backward(d_logits * d_logits.dtype.type(w * weight))   # dhx dropped: the cut
-        total += loss * w
-        parts.append(logits)
-    return total, np.concatenate(parts), state
-
-
 def _check_mode(cfg, task, mcfg):
     if (mcfg.input_mode == "dense") != (task.input_mode == "dense"):
         raise ConfigError(f"input_mode: task {task.name!r} gives {'features' if task.input_mode == 'dense' else 'tokens'}, "
@@ -105,56 +53,12 @@ def _check_mode(cfg, task, mcfg):
         raise ConfigError("bidirectional: a language model cannot look ahead; use bidirectional=false for task 'chars'")
 
 
-@no_grad()
-def evaluate(model: SequenceModel, task, batches=None) -> dict:
-    """Average the task's metrics over its validation batches (stateful tasks carry the state)."""
-    model.eval()
-    totals, weight, state = {}, 0.0, None
-    for batch in (task.val_batches() if batches is None else batches):
-        if batch.reset:
-            state = None
-        logits, new_state = model(batch.inputs, batch.lengths, state if task.stateful else None)
-        state = new_state
-        loss, _ = model.loss(logits, batch.targets, batch.lengths)
-        m = {"loss": loss, **task.extra_metrics(loss, logits, batch)}
-        tg = np.asarray(batch.targets)
-        if task.target == "every":                  # the batch's metrics are means over its valid steps
-            w = float(np.sum(batch.lengths) if batch.lengths is not None else tg.shape[0] * tg.shape[1])
-        else:
-            w = float(tg.shape[0])
-        for k, v in m.items():
-            totals[k] = totals.get(k, 0.0) + v * w
-        weight += w
-    model.train()
-    return {k: v / weight for k, v in totals.items()}
-
-
-def _strict(record: dict, step: int) -> dict:
-    """A record that is strict JSON: a skipped step's non-finite loss is written as null (its "skipped" says why);
-    any other non-finite metric stops the run before it is written."""
-    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-    if not bad:
-        return record
-    if record.get("skipped"):
-        return {k: (None if k in bad else v) for k, v in record.items()}
-    raise NonFiniteError(f"step {step}: the {record.get('split', 'train')} metric {bad[0]} is {record[bad[0]]}; "
-                         f"metrics are kept finite -- the model or the data overflowed (rescale the data or lower "
-                         f"--lr)")
-
-
 def _rng_state(rng) -> dict:
     return rng.bit_generator.state
 
 
 def _set_rng_state(rng, state) -> None:
     rng.bit_generator.state = state
-
-
-def _first_nonfinite(grads: dict):
-    for k, g in grads.items():
-        if not np.isfinite(g).all():
-            return k
-    return None
 
 
 def _epochs_to_steps(cfg: TrainConfig, task) -> None:
@@ -271,7 +175,7 @@ class _Trainer:
 
     def restore(self, path, loaded=None):
         """The state of checkpoint ``path`` (``loaded``: its (tensors, meta), already read and checked against
-        the run's config and data by ``_same_run``)."""
+        the run's config and data by ``runs.same_run``)."""
         tensors, meta = loaded if loaded is not None else load_checkpoint(path)
         if meta.get("kind") != "training":
             raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
@@ -304,7 +208,7 @@ class _Trainer:
 
     # --------------------------------------------------------------- logging
     def log(self, record: dict):
-        record = _strict(record, self.step)
+        record = strict(record, self.step)
         self.result.records.append(record)
         if self.run_dir is not None:
             with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
@@ -326,28 +230,8 @@ class _Trainer:
         self._norm_ema = norm if self._norm_ema is None else 0.9 * self._norm_ema + 0.1 * norm
 
     def diagnose(self):
-        """Gradient-flow curves at this step (diagnostics.jsonl, its schema in docs/guide.md): ||dL/dh_t|| for a
-        loss at the last step and its first-to-last ratio, the spectral norm of each W_hh, and per layer and
-        direction the gates' saturation and mean carry."""
-        from rnnlab.study import diagnostics as diag
-        self.model.eval()
-        batch = diag.diagnostic_batch(self.task)
-        g = diag.model_grad_norms(self.model, batch)
-        x0 = diag.layer_inputs(self.model, batch.inputs)
-        gates = {}
-        for l, d, name in diag.directions(self.model.rnn):
-            st = diag.gate_stats(self.model.rnn, x0, batch.lengths, l, d=d)
-            if st:                                  # scalars only: one line per record stays short
-                gates[name] = {**({"saturation": st["saturation"]} if "saturation" in st else {}),
-                               **{k: float(np.mean(st[k])) for k in ("forget_mean", "update_carry", "carry_mean")
-                                  if k in st}}
-        spectral = diag.spectral_norms(self.model.rnn)
-        self.model.train()
-        gh = g["grad_norm_h"]
-        rec = {"step": self.step, "split": "diagnostics", "clipped_steps": self.result.clipped_steps,
-               **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in g.items()},
-               "grad_ratio": float(gh[0] / gh[-1]) if gh[-1] > 0 else None, "spectral_norms": spectral,
-               "gates": gates}
+        """Gradient-flow curves at this step (``passes.gradient_flow``), kept and written to diagnostics.jsonl."""
+        rec = gradient_flow(self.model, self.task, self.step, self.result.clipped_steps)
         self.result.diagnostics.append(rec)
         if self.run_dir is not None:
             with (self.run_dir / "diagnostics.jsonl").open("a", encoding="utf-8") as fh:
@@ -393,7 +277,7 @@ class _Trainer:
             if "perplexity" in metrics:
                 metrics["perplexity"] = math.exp(min(loss, 50.0))
         bad = None if math.isfinite(loss) else "loss"
-        bad = bad or _first_nonfinite(grads)
+        bad = bad or first_nonfinite(grads)
         if bad is not None:
             where = "the loss" if bad == "loss" else f"the gradient of {bad}"
             if cfg.on_nonfinite == "stop":
@@ -494,83 +378,6 @@ class _Trainer:
         return r
 
 
-def save_model(path, model: SequenceModel, task, cfg: TrainConfig, metrics: dict):
-    """Final weights with what `evaluate` and `sample` need to rebuild the model and the task's view of data."""
-    base = task.baseline()
-    report = getattr(task, "class_report", None)        # a classifier or tagger of data: per class, for the card
-    save_checkpoint(path, {k: v for k, v in model.named_parameters().items()},
-                    {"kind": "model", "config": cfg.to_dict(), "model_config": model.config.to_dict(),
-                     "task_info": task.info(), "metrics": metrics, "description": task.describe(),
-                     "baseline": None if base is None else [base[0], float(base[1])],
-                     "baselines": task.baselines() if hasattr(task, "baselines") else None,
-                     "class_report": report(model) if report is not None else None})
-
-
-def load_model(path) -> tuple[SequenceModel, dict]:
-    """Load ``model.safetensors`` (or a training checkpoint, or a run folder) -> (model, meta)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (FINAL, CHECKPOINT):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path}: no {FINAL} or {CHECKPOINT} in this folder")
-    tensors, meta = load_checkpoint(path)
-    if "model_config" not in meta:
-        raise CheckpointError(f"{path}: no model configuration in the checkpoint metadata")
-    model = SequenceModel(ModelConfig.from_dict(meta["model_config"]))
-    prefix = "model/" if meta.get("kind") == "training" else ""
-    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-                          if prefix else tensors)
-    return model, meta
-
-
-
-
-def check_run_dir(out: str) -> None:
-    """Refuse an --out that would lose something: a file, a run already there, or a folder holding files with
-    the names rnnlab writes that rnnlab did not write."""
-    if not out:
-        return
-    from rnnlab.data.outputs import check_folder
-    run_dir = check_folder(out, "out", "--out names a folder for the run")
-    if (run_dir / "config.toml").exists():
-        raise ConfigError(f"out: {run_dir} already holds a run; continue it with `rnnlab resume {run_dir}` "
-                          f"or choose another --out")
-    foreign = [n for n in RUN_FILES if (run_dir / n).exists()]
-    if foreign:
-        raise ConfigError(f"out: {run_dir} holds {', '.join(foreign)} but no config.toml, so not a run of rnnlab's; "
-                          f"rnnlab would write over them -- choose another --out")
-
-
-def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """The data files as absolute paths, so the run's config works from any folder (resume, evaluate, gradients)."""
-    import dataclasses
-    from rnnlab.tasks.forecast import DATASETS
-    shipped = cfg.task == "forecast" and cfg.data in DATASETS        # a statsmodels series, named, not a path
-    named = {"data": "" if shipped else cfg.data, "val_data": cfg.val_data, "ts_train": cfg.ts_train,
-             "ts_test": cfg.ts_test}
-    import urllib.parse
-    uri = cfg.mlflow_uri.strip()
-    if uri and not urllib.parse.urlparse(uri).scheme and uri.lower() not in ("databricks", "databricks-uc", "uc"):
-        named["mlflow_uri"] = uri                           # a plain folder path names the same store from anywhere
-    if cfg.text != "shakespeare":
-        named["text"] = cfg.text
-    return dataclasses.replace(cfg, **{k: str(Path(v).expanduser().resolve()) for k, v in named.items() if v})
-
-
-def _prepare_run_dir(out: str, cfg: TrainConfig) -> Path | None:
-    if not out:
-        return None
-    check_run_dir(out)
-    run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_toml(run_dir / "config.toml", cfg.to_dict())
-    atomic_write(run_dir / "metrics.jsonl", b"")
-    return run_dir
-
-
 def _lead(trainer, prepare):
     """``prepare()`` on rank 0 (or the one process), then every rank learns whether it worked: a failure there
     stops the others with an error instead of leaving them waiting in the first collective."""
@@ -634,7 +441,7 @@ def train(config, progress: bool = False, task=None, on_record=None, control=Non
         if not cfg.out:
             return None
         locks.append(RunLock(cfg.out).acquire())
-        return _prepare_run_dir(cfg.out, cfg)
+        return prepare_run_dir(cfg.out, cfg)
     try:
         trainer.run_dir = trainer.result.out = _lead(trainer, prepare)
         trainer.has_out = bool(cfg.out)
@@ -656,7 +463,7 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         from rnnlab.errors import check_int
         cfg.steps = check_int("steps", steps, 1, MAX_STEPS)
         cfg.epochs = 0                                   # the steps given now are the run's length
-    loaded = _same_run(run_dir, cfg)
+    loaded = same_run(run_dir, cfg)
     trainer = _Trainer(cfg, run_dir, progress)
     trainer.on_record = on_record
     trainer.control = control
@@ -672,94 +479,8 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         if steps is not None and trainer.rank == 0:       # the new length is the run's from now on
             write_toml(run_dir / "config.toml", cfg.to_dict())
         if trainer.rank == 0:
-            _drop_records_after(run_dir, trainer.step)
+            drop_records_after(run_dir, trainer.step)
         return _start(trainer)
     finally:
         for lock in locks:
             lock.release()
-
-
-# what a resumed run may change: its length and how it reports; anything else would make it another run
-_RESUMABLE = ("steps", "epochs", "quiet")
-
-
-def _same_run(run_dir: Path, cfg: TrainConfig):
-    """The run's checkpoint as (tensors, meta), or None before the first one; refused when config.toml was edited
-    since it was written or the data changed (checked before the data is read again)."""
-    ckpt = run_dir / CHECKPOINT
-    if not ckpt.is_file():
-        return None
-    tensors, meta = load_checkpoint(ckpt)
-    then, now = meta.get("config", {}), cfg.to_dict()
-    changed = [k for k in sorted(set(then) | set(now)) if k not in _RESUMABLE and then.get(k) != now.get(k)]
-    if changed:
-        k = changed[0]
-        raise ConfigError(f"{k}: {run_dir / 'config.toml'} says {now.get(k)!r} but the run's checkpoint was made with "
-                          f"{then.get(k)!r}; a resumed run continues the same run -- restore config.toml, or start a "
-                          f"new run with the new setting")
-    from rnnlab.data.sequences import changed_since
-    for key, path in (("data_digest", cfg.data), ("val_data_digest", cfg.val_data)):
-        stored = meta.get("task_info", {}).get(key)
-        if changed_since(path, stored):
-            raise CheckpointError(f"{ckpt}: the data file {path} changed since this run started (sha256 "
-                                  f"{stored[:12]}... then); a resumed run needs the same data -- restore the file or "
-                                  f"start a new run")
-    return tensors, meta
-
-
-def read_changes(run_dir) -> list:
-    """The settings changed mid-run, from a run folder's changes.jsonl ([] without one), each checked as
-    ``change`` checks it; a line torn by a kill is skipped (it was never applied: the step did not run)."""
-    from rnnlab.errors import check_float, check_int
-    f = Path(run_dir) / CHANGES
-    out = []
-    if not f.is_file():
-        return out
-    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        where = f"{f}, line {n}"
-        if not isinstance(rec, dict) or "step" not in rec or not set(rec) - {"step"} <= set(CHANGEABLE):
-            raise CheckpointError(f"{where}: expected {{\"step\": N, \"lr\" or \"clip\": value}}, got {line.strip()[:80]}")
-        check_int(f"{where}: step", rec["step"], 0 if not out else out[-1]["step"])
-        for k in set(rec) - {"step"}:
-            check_float(f"{where}: {k}", rec[k], 0.0, low_open=(k == "lr"))
-        out.append(rec)
-    return out
-
-
-def read_diagnostics(run_dir) -> list:
-    """The records of a run folder's diagnostics.jsonl (schema: docs/guide.md), [] without one; a line torn by a
-    kill is skipped, and a record written before the ratio was recorded gets it from its grad_norm_h."""
-    f = Path(run_dir) / "diagnostics.jsonl"
-    recs = []
-    if f.is_file():
-        for line in f.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(rec, dict) or "step" not in rec:
-                continue
-            g = rec.get("grad_norm_h")
-            if "grad_ratio" not in rec and g and g[-1]:
-                rec["grad_ratio"] = g[0] / g[-1]
-            recs.append(rec)
-    return recs
-
-
-def _drop_records_after(run_dir, step):
-    """Drop records written after the checkpoint (the run was killed before the next one)."""
-    for metrics in (run_dir / "metrics.jsonl", run_dir / "diagnostics.jsonl"):
-        if not metrics.is_file():
-            continue
-        keep = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue                          # a line torn by the kill
-        atomic_write(metrics, "".join(l + "\n" for l in keep).encode("utf-8"))
