@@ -1,8 +1,10 @@
-"""The training loop: the one place that knows tasks, the model, losses, optimizers and checkpoints.
+"""The training loop: ``Trainer``, the one place that knows tasks, the model, losses, optimizers and checkpoints.
 
 ``train(config)`` runs a whole training job and returns a ``RunResult``; ``resume(run_dir)`` continues
 one from its last checkpoint with bit-identical results (the data and dropout RNG states, the optimizer
-state and, for truncated BPTT, the carried hidden state are all in the checkpoint).
+state and, for truncated BPTT, the carried hidden state are all in the checkpoint). Both are built on
+``Trainer``, as are the scikit-learn estimators and the lab. Data parallelism is a strategy the trainer is
+given (``rnnlab.scale.distributed``: ``SingleProcess``, ``MPIDataParallel``); nothing here knows MPI.
 
 The run folder's reading and writing is in ``rnnlab.training.runs``, the training and validation passes in
 ``rnnlab.training.passes``; their names are imported here too, where callers have always found them.
@@ -20,7 +22,6 @@ from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.training.config import MAX_STEPS, TrainConfig, read_toml, write_toml
 from rnnlab.errors import CheckpointError, ConfigError, NonFiniteError
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
-from rnnlab.scale import distributed
 from rnnlab.training._runlock import RunLock
 from rnnlab.training.optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_optimizer
 from rnnlab.tasks import build_task
@@ -29,7 +30,6 @@ from rnnlab.training.runs import (  # noqa: F401  (load_model, read_diagnostics:
     CHANGEABLE, CHANGES, CHECKPOINT, FINAL, RunResult, absolute_paths, check_run_dir, drop_records_after,
     load_model, prepare_run_dir, read_changes, read_diagnostics, same_run, save_model,
 )
-
 
 def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
     options = cfg.options()
@@ -53,14 +53,6 @@ def _check_mode(cfg, task, mcfg):
         raise ConfigError("bidirectional: a language model cannot look ahead; use bidirectional=false for task 'chars'")
 
 
-def _rng_state(rng) -> dict:
-    return rng.bit_generator.state
-
-
-def _set_rng_state(rng, state) -> None:
-    rng.bit_generator.state = state
-
-
 def _epochs_to_steps(cfg: TrainConfig, task) -> None:
     if not cfg.epochs:
         return
@@ -72,29 +64,60 @@ def _epochs_to_steps(cfg: TrainConfig, task) -> None:
                           f"{cfg.steps} steps, over {MAX_STEPS}")
 
 
-class _Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path | None, progress: bool, task=None):
+class Trainer:
+    """Trains one model on one task: the loop, its logs and checkpoints, the settings changed mid-run.
+
+    ``config``: a ``TrainConfig`` or a dict of its options (checked with ``TrainConfig.validate``). ``task``: a
+    task built by the caller (e.g. ``tasks.sequence_task`` over in-memory arrays) instead of the one ``config``
+    names. ``run_dir``: a run folder to write (metrics.jsonl, checkpoints, the final model and its card), as
+    ``train`` prepares one and ``resume`` continues one; None writes nothing. ``progress``: a progress bar.
+    ``on_record(record)``: called with every record logged (a sweep reports them to Ray Tune).
+    ``control(trainer)``: called before every step (the lab pauses there and changes settings with
+    ``change``); returning False ends the run there, saved as a finished run is. ``strategy``: the data
+    parallelism (``rnnlab.scale.distributed.SingleProcess`` or ``MPIDataParallel``); by default the one
+    ``config.distributed`` asks for (``strategy_for``). Under MPI every rank builds a Trainer and calls the
+    same methods; the writer (rank 0) alone writes the folder and reports.
+
+    The model, its task and optimizer are built (and checked) here, before anything is written. ``fit()`` trains
+    to ``config.steps`` (or ``epochs``) and returns a ``RunResult``; ``train_step()`` runs one step,
+    ``evaluate()`` the validation metrics, ``save(path)`` and ``restore(path)`` a checkpoint. ``step`` is the
+    number of steps trained, ``model`` the ``SequenceModel``.
+
+    >>> import tempfile, pathlib
+    >>> from rnnlab import Trainer
+    >>> cfg = {"task": "adding", "seq_len": 5, "hidden_size": 4, "steps": 6, "eval_every": 3, "quiet": True}
+    >>> trainer = Trainer(cfg)
+    >>> result = trainer.fit()
+    >>> result.steps_run, trainer.step, sorted(trainer.evaluate())
+    (6, 6, ['loss', 'mse'])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "checkpoint.safetensors"
+    >>> trainer.save(path)
+    >>> again = Trainer(cfg)
+    >>> again.restore(path)
+    >>> again.step, again.evaluate() == trainer.evaluate()
+    (6, True)
+    """
+
+    def __init__(self, config, task=None, *, run_dir=None, progress: bool = False, on_record=None, control=None,
+                 strategy=None):
+        cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+        cfg.validate()
         self.cfg = cfg
-        self.comm = distributed.connect(cfg.distributed)
-        self.rank = 0 if self.comm is None else self.comm.rank
-        self.run_dir = run_dir if self.rank == 0 else None     # rank 0 alone writes
-        self.has_out = run_dir is not None                       # checkpoints gather from every rank
-        self.progress = progress and not cfg.quiet and self.rank == 0
+        if strategy is None:
+            from rnnlab.scale.distributed import strategy_for
+            strategy = strategy_for(cfg.distributed)
+        self.strategy = strategy
+        self.progress = progress and not cfg.quiet and strategy.is_writer
         self.trackers = None                                     # tracking.Trackers once the folder is there
-        self.on_record = None                                    # a caller's hook on every record (sweeps)
-        self.control = None                                      # a caller's hook before every step (the lab)
+        self.on_record = on_record                               # a caller's hook on every record (sweeps)
+        self.control = control                                   # a caller's hook before every step (the lab)
         self.changes = []                                        # settings changed mid-run (changes.jsonl)
         self.task = build_task(cfg) if task is None else task
         _epochs_to_steps(cfg, self.task)
         self.mcfg = model_config_for(cfg, self.task)
         _check_mode(cfg, self.task, self.mcfg)
         self.model = SequenceModel(self.mcfg, seed=np.random.default_rng([cfg.seed, 0]))
-        self.rows = None
-        if self.comm is not None:                  # the same weights everywhere; each rank its own dropout masks
-            distributed.check_batch(cfg.batch_size, self.comm.size)
-            self.rows = distributed.rows_for(cfg.batch_size, self.comm.size, self.rank)
-            if self.rank:
-                _set_rng_state(self.model.rng, _rng_state(np.random.default_rng([cfg.seed, 2, self.rank])))
+        strategy.setup(cfg, self.model)              # e.g. the rows of each rank, each rank's dropout generator
         self.model.rnn.set_backend(cfg.backend, cfg.bptt_segment or None)
         self.params = self.model.named_parameters()
         self.opt = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
@@ -102,22 +125,37 @@ class _Trainer:
         self.step = 0
         self.state = None
         self.last_val = {}
-        self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(), out=run_dir,
-                                rank=self.rank)
+        self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(),
+                                rank=strategy.rank)
         self._norm_ema = None
         self.best = None               # early stopping: (val loss, step, weights) of the best evaluation
         self.bad_evals = 0
+        self.attach(run_dir)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a distributed run (0 otherwise)."""
+        return self.strategy.rank
+
+    def attach(self, run_dir) -> None:
+        """Write to the run folder ``run_dir`` from here on (None: nowhere). The writer alone writes; under MPI every
+        rank still takes part in the checkpoints, which gather from every rank."""
+        run_dir = None if run_dir is None else Path(run_dir)
+        self.result.out = run_dir
+        self._has_out = run_dir is not None
+        self.run_dir = run_dir if self.strategy.is_writer else None
 
     # --------------------------------------------------------------- checkpoints
     def meta(self) -> dict:
+        """The checkpoint's metadata: the config, the step, the generators' states, the counters."""
         return {"kind": "training", "config": self.cfg.to_dict(), "model_config": self.mcfg.to_dict(),
                 "task_info": self.task.info(), "step": self.step, "optimizer_t": self.opt.t,
-                "rng_data": _rng_state(self.data_rng), "rng_model": _rng_state(self.model.rng),
+                "rng_data": self.data_rng.bit_generator.state, "rng_model": self.model.rng.bit_generator.state,
                 "metrics": self.last_val, "clipped_steps": self.result.clipped_steps,
                 "skipped_steps": self.result.skipped_steps, "n_state": 0 if self.state is None else len(self._state_tuple()),
                 "best": None if self.best is None else {"loss": self.best[0], "step": self.best[1]},
                 "bad_evals": self.bad_evals, "stopped_early": self.result.stopped_early,
-                "distributed": None if self.comm is None else {"ranks": self.comm.size}}
+                "distributed": self.strategy.describe()}
 
     # --------------------------------------------------------------- mid-run changes
     def setting(self, key: str):
@@ -151,20 +189,14 @@ class _Trainer:
         return self.state if isinstance(self.state, tuple) else (self.state,)
 
     def save(self, path):
-        """The checkpoint (rank 0 writes it; under MPI every rank calls this: the carried states' rows and the
-        ranks' dropout generators are gathered first)."""
+        """Write the checkpoint ``path``: the weights, the optimizer, the generators, the carried state, the best
+        weights of early stopping. Under MPI every rank calls this (the strategy gathers the carried states' rows
+        and the ranks' dropout generators) and the writer alone writes."""
         states = None if self.state is None else self._state_tuple()
-        meta_extra = {}
-        if self.comm is not None:
-            rngs = self.comm.gather_json(_rng_state(self.model.rng))
-            if states is not None:
-                parts = [self.comm.gather_bytes(np.ascontiguousarray(st).tobytes()) for st in states]
-                if self.rank == 0:
-                    states = tuple(np.concatenate([np.frombuffer(b, st.dtype).reshape(st.shape[0], -1, st.shape[2])
-                                                   for b in part], axis=1) for part, st in zip(parts, states))
-            if self.rank != 0:
-                return
-            meta_extra["rng_model_ranks"] = rngs
+        gathered = self.strategy.gather(states, self.model.rng.bit_generator.state)
+        if gathered is None:                        # another rank writes
+            return
+        states, meta_extra = gathered
         tensors = {f"model/{k}": v for k, v in self.params.items()}
         tensors.update({f"optim/{k}": v for k, v in self.opt.state_arrays().items()})
         if states is not None:
@@ -173,16 +205,15 @@ class _Trainer:
             tensors.update({f"best/{k}": v for k, v in self.best[2].items()})
         save_checkpoint(path, tensors, {**self.meta(), **meta_extra})
 
-    def restore(self, path, loaded=None):
-        """The state of checkpoint ``path`` (``loaded``: its (tensors, meta), already read and checked against
-        the run's config and data by ``runs.same_run``)."""
+    def restore(self, path, loaded=None) -> None:
+        """Continue from checkpoint ``path`` (``loaded``: its (tensors, meta), already read and checked against
+        the run's config and data by ``runs.same_run``). A checkpoint of K ranks resumes on K ranks only."""
         tensors, meta = loaded if loaded is not None else load_checkpoint(path)
         if meta.get("kind") != "training":
             raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         self.opt.load_state_arrays({k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}, meta["optimizer_t"])
-        _set_rng_state(self.data_rng, meta["rng_data"])
-        _set_rng_state(self.model.rng, meta["rng_model"])
+        self.data_rng.bit_generator.state = meta["rng_data"]
         self.step = int(meta["step"])
         self.last_val = meta.get("metrics", {})
         self.result.clipped_steps = meta.get("clipped_steps", 0)
@@ -192,22 +223,17 @@ class _Trainer:
                          {k[5:]: v for k, v in tensors.items() if k.startswith("best/")})
         self.bad_evals = meta.get("bad_evals", 0)
         self.result.stopped_early = meta.get("stopped_early", False)
-        ranks = (meta.get("distributed") or {}).get("ranks", 1)
-        size = 1 if self.comm is None else self.comm.size
-        if ranks != size:
-            raise CheckpointError(f"{path}: written by a run on {ranks} process(es), resumed on {size}; resume it "
-                                  f"with the same number (mpiexec -n {ranks} rnnlab resume ...)")
-        if self.comm is not None:
-            _set_rng_state(self.model.rng, meta["rng_model_ranks"][self.rank])
         n_state = meta.get("n_state", 0)
+        st = tuple(tensors[f"state/{i}"] for i in range(n_state)) if n_state else None
+        rng, st = self.strategy.restore(meta, st, path)
+        self.model.rng.bit_generator.state = rng
         if n_state:
-            st = tuple(tensors[f"state/{i}"] for i in range(n_state))
-            if self.rows is not None:
-                st = tuple(np.ascontiguousarray(s[:, self.rows]) for s in st)
             self.state = st if n_state > 1 else st[0]
 
     # --------------------------------------------------------------- logging
     def log(self, record: dict):
+        """Keep ``record`` (RunResult.records), append it to metrics.jsonl and the trackers, hand it to
+        ``on_record``."""
         record = strict(record, self.step)
         self.result.records.append(record)
         if self.run_dir is not None:
@@ -215,7 +241,7 @@ class _Trainer:
                 fh.write(json.dumps(record, allow_nan=False) + "\n")
         if self.trackers:
             self.trackers.record(record)
-        if self.on_record is not None and self.rank == 0:
+        if self.on_record is not None and self.strategy.is_writer:
             self.on_record(record)
 
     def _watch_explosion(self, norm):
@@ -240,7 +266,8 @@ class _Trainer:
             self.trackers.diagnostics(rec)
 
     # --------------------------------------------------------------- the loop
-    def train_step(self):
+    def train_step(self) -> dict:
+        """One training step on the next batch; its record (loss, metrics, gradient norm, lr)."""
         batch = self.task.train_batch(self.data_rng, self.cfg.batch_size, self.step)
         scope, _ = self.model.rnn.blas_scope(batch.inputs.shape[1])
         with scope:                 # the whole step on the recurrent layer's BLAS setting: see blas_scope
@@ -251,14 +278,7 @@ class _Trainer:
         if batch.reset:
             self.state = None
         model.zero_grad()
-        weight = 1.0
-        if self.comm is not None:                   # this rank's rows, weighted by their share of the loss terms
-            every = task.target == "every"
-            B = batch.inputs.shape[1]
-            rows = self.rows if B == self.cfg.batch_size else distributed.rows_for(B, self.comm.size, self.rank)
-            local = distributed.slice_batch(batch, rows, every)
-            weight = distributed.loss_terms(local, every) / distributed.loss_terms(batch, every)
-            batch = local
+        batch, weight = self.strategy.shard(batch, task.target == "every")   # this rank's rows, their loss's share
         if batch.inputs.shape[1] == 0:              # a short last batch left this rank no rows: it adds zeros
             loss, metrics, new_state = 0.0, dict.fromkeys(self._metric_names, 0.0), self.state
         else:
@@ -268,14 +288,7 @@ class _Trainer:
             metrics = task.extra_metrics(loss, logits, batch)
             self._metric_names = sorted(metrics)    # the first batch is full on every rank (check_batch)
         grads = model.grads
-        if self.comm is not None:                   # one Allreduce: the gradients, the loss and the metrics
-            names = sorted(metrics)
-            buf, keys = distributed.flatten(grads, [loss * weight] + [metrics[k] * weight for k in names])
-            rest = distributed.unflatten(self.comm.allreduce_(buf), grads, keys)
-            loss = float(rest[0])
-            metrics = {k: float(v) for k, v in zip(names, rest[1:])}
-            if "perplexity" in metrics:
-                metrics["perplexity"] = math.exp(min(loss, 50.0))
+        loss, metrics = self.strategy.allreduce(grads, loss, metrics, weight)   # the whole batch's
         bad = None if math.isfinite(loss) else "loss"
         bad = bad or first_nonfinite(grads)
         if bad is not None:
@@ -318,7 +331,18 @@ class _Trainer:
         self.bad_evals += 1
         return self.bad_evals >= self.cfg.patience
 
-    def run(self) -> RunResult:
+    def evaluate(self) -> dict:
+        """The task's validation metrics of the model as it is now."""
+        return evaluate(self.model, self.task)
+
+    def fit(self) -> RunResult:
+        """Train to the run's last step (from ``step``: 0, or a restored checkpoint's), evaluating, logging and
+        checkpointing as the config says; then the final weights (under early stopping, the best evaluation's) in
+        the run folder with its card. Returns this process's ``RunResult``."""
+        self.strategy.announce(self.cfg.quiet)      # under MPI: which pid is which rank
+        if self.run_dir is not None and self.cfg.track:
+            from rnnlab.scale.tracking import Trackers
+            self.trackers = Trackers(self.run_dir, self.cfg)
         cfg = self.cfg
         bar = None
         if self.progress:
@@ -341,11 +365,11 @@ class _Trainer:
                 if cfg.diagnose_every and (self.step % cfg.diagnose_every == 0 or self.step == 1):
                     self.diagnose()
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
-                    self.last_val = evaluate(self.model, self.task)
+                    self.last_val = self.evaluate()
                     self.log({"step": self.step, "split": "val", **self.last_val})
                     if cfg.patience and self._patience_ran_out():
                         self.result.stopped_early = True
-                if self.has_out and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                if self._has_out and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
                 if bar is not None:
                     post = {"loss": f"{m['loss']:.4f}"}
@@ -365,9 +389,9 @@ class _Trainer:
             for k, v in self.best[2].items():          # the best evaluation's weights, as Keras' restore_best_weights
                 self.params[k][...] = v
             r.best_step = self.best[1]
-            self.last_val = evaluate(self.model, self.task)
-        r.final = self.last_val or evaluate(self.model, self.task)
-        if self.has_out:
+            self.last_val = self.evaluate()
+        r.final = self.last_val or self.evaluate()
+        if self._has_out:
             self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
         if self.run_dir is not None:
             save_model(self.run_dir / FINAL, self.model, self.task, cfg, r.final)
@@ -376,42 +400,6 @@ class _Trainer:
         if self.trackers:
             self.trackers.close()
         return r
-
-
-def _lead(trainer, prepare):
-    """``prepare()`` on rank 0 (or the one process), then every rank learns whether it worked: a failure there
-    stops the others with an error instead of leaving them waiting in the first collective."""
-    err, out = None, None
-    if trainer.rank == 0:
-        try:
-            out = prepare()
-        except Exception as exc:                   # re-raised below, after the other ranks are told
-            err = exc
-    if trainer.comm is not None and trainer.comm.bcast_int(0 if err is None else 1) and trainer.rank:
-        raise ConfigError("rank 0 could not prepare the run folder (its error is printed by rank 0); stopping")
-    if err is not None:
-        raise err
-    return out
-
-
-def _announce(trainer):
-    """Under MPI, rank 0 prints which pid is which rank (the launcher names a dead rank by its pid)."""
-    if trainer.comm is None:
-        return
-    import os
-    pids = trainer.comm.gather_json(os.getpid())
-    if trainer.rank == 0 and not trainer.cfg.quiet:
-        print(f"distributed: {trainer.comm.size} ranks over MPI, pids " +
-              ", ".join(f"rank {r}={p}" for r, p in enumerate(pids)), flush=True)
-
-
-def _start(trainer) -> RunResult:
-    """Once the run folder is held: the ranks' pids, the trackers, then the training loop."""
-    _announce(trainer)
-    if trainer.run_dir is not None and trainer.cfg.track:
-        from rnnlab.scale.tracking import Trackers
-        trainer.trackers = Trackers(trainer.run_dir, trainer.cfg)
-    return trainer.run()
 
 
 def train(config, progress: bool = False, task=None, on_record=None, control=None) -> RunResult:
@@ -423,15 +411,14 @@ def train(config, progress: bool = False, task=None, on_record=None, control=Non
     (``rnnlab.scale.distributed``); each returns the same result. ``on_record(record)``: called with every record
     written to metrics.jsonl (a sweep reports them to Ray Tune). ``control(trainer)``: called before every
     step (the lab pauses there and changes settings with ``trainer.change``); returning False ends the run
-    there, saved as a finished run is.
+    there, saved as a finished run is. The run folder (``config.out``) is made and locked once the
+    ``Trainer`` is built, so a config that cannot train leaves nothing behind.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
     cfg = absolute_paths(cfg) if task is None else cfg
     check_run_dir(cfg.out)                                 # before the data is read: a bad --out fails at once
-    trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
-    trainer.on_record = on_record
-    trainer.control = control
+    trainer = Trainer(cfg, task, progress=progress, on_record=on_record, control=control)
     if cfg.track:
         from rnnlab.scale.tracking import require
         require(cfg.track, cfg.mlflow_uri)
@@ -443,9 +430,9 @@ def train(config, progress: bool = False, task=None, on_record=None, control=Non
         locks.append(RunLock(cfg.out).acquire())
         return prepare_run_dir(cfg.out, cfg)
     try:
-        trainer.run_dir = trainer.result.out = _lead(trainer, prepare)
-        trainer.has_out = bool(cfg.out)
-        return _start(trainer)
+        trainer.strategy.lead(prepare)                     # the writer makes the folder; a failure stops every rank
+        trainer.attach(cfg.out or None)
+        return trainer.fit()
     finally:
         for lock in locks:
             lock.release()
@@ -464,23 +451,22 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         cfg.steps = check_int("steps", steps, 1, MAX_STEPS)
         cfg.epochs = 0                                   # the steps given now are the run's length
     loaded = same_run(run_dir, cfg)
-    trainer = _Trainer(cfg, run_dir, progress)
-    trainer.on_record = on_record
-    trainer.control = control
+    trainer = Trainer(cfg, run_dir=run_dir, progress=progress, on_record=on_record, control=control)
     trainer.changes = read_changes(run_dir)
+    writer = trainer.strategy.is_writer
     locks = []
     try:
-        _lead(trainer, lambda: locks.append(RunLock(run_dir).acquire()))
+        trainer.strategy.lead(lambda: locks.append(RunLock(run_dir).acquire()))
         if loaded is not None:
             trainer.restore(run_dir / CHECKPOINT, loaded)
         if steps is not None and steps < trainer.step:
             raise ConfigError(f"steps: the run is at step {trainer.step} already; give --steps above it to train "
                               f"more, got {steps}")
-        if steps is not None and trainer.rank == 0:       # the new length is the run's from now on
+        if steps is not None and writer:                 # the new length is the run's from now on
             write_toml(run_dir / "config.toml", cfg.to_dict())
-        if trainer.rank == 0:
+        if writer:
             drop_records_after(run_dir, trainer.step)
-        return _start(trainer)
+        return trainer.fit()
     finally:
         for lock in locks:
             lock.release()
