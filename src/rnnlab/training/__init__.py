@@ -1,1 +1,2 @@
-"""Training: the run ``config``, the ``trainer`` (train, evaluate, resume), optimizers (``optim``) and ``metrics``."""
+"""Training: the run ``config``, the ``trainer`` (``Trainer``; train, evaluate, resume), the training and
+validation ``passes``, the run folder (``runs``), optimizers (``optim``) and ``metrics``."""
