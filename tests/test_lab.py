@@ -80,11 +80,11 @@ def test_changes_are_checked(tmp_path):
 
 def test_recurrent_radius_sets_the_spectral_radius():
     from rnnlab.study.diagnostics import spectral_radius
-    from rnnlab.training.trainer import _Trainer
-    tr = _Trainer(resolve(None, {**SMALL, "model": "rnn", "recurrent_radius": 1.3}), None, False)
+    from rnnlab.training.trainer import Trainer
+    tr = Trainer(resolve(None, {**SMALL, "model": "rnn", "recurrent_radius": 1.3}))
     assert spectral_radius(tr.model.rnn) == pytest.approx(1.3, rel=1e-5)
     with pytest.raises(ConfigError, match="recurrent_radius: the mingru layer has no recurrent weights"):
-        _Trainer(resolve(None, {**SMALL, "model": "mingru", "recurrent_radius": 1.3}), None, False)
+        Trainer(resolve(None, {**SMALL, "model": "mingru", "recurrent_radius": 1.3}))
 
 
 # ------------------------------------------------------------------ the server

@@ -212,9 +212,9 @@ def test_nonfinite_weights_are_refused_on_load(outcome):
 
 
 def test_exploding_gradient_warning(outcome):
-    from rnnlab.training.trainer import _Trainer
+    from rnnlab.training.trainer import Trainer
     from rnnlab.training.config import TrainConfig
-    tr = _Trainer(TrainConfig(task="adding", seq_len=5, steps=2, hidden_size=3), None, False)
+    tr = Trainer(TrainConfig(task="adding", seq_len=5, steps=2, hidden_size=3))
     for n in [1.0] * 10 + [1e5]:
         tr._watch_explosion(n)
     assert tr.result.warnings and "--clip" in tr.result.warnings[0]

@@ -7,7 +7,7 @@ from rnnlab.engine.grad_mode import enable_grad, is_grad_enabled, no_grad
 from rnnlab.engine.layers import GRU, LRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
 from rnnlab.model.stream import Stream
-from rnnlab.training.trainer import evaluate, load_model, resume, train
+from rnnlab.training.trainer import RunResult, Trainer, evaluate, load_model, resume, train
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'rnnlab' has no attribute {name!r}")
 
 __all__ = ["RNN", "LSTM", "GRU", "MinGRU", "MinLSTM", "IndRNN", "LRU", "Stream", "no_grad", "enable_grad",
-           "is_grad_enabled", "SequenceModel", "ModelConfig", "train", "resume", "evaluate", "load_model",
+           "is_grad_enabled", "SequenceModel", "ModelConfig", "Trainer", "RunResult", "train", "resume", "evaluate",
+           "load_model",
            "RnnlabError", "ShapeError", "ConfigError", "CheckpointError", "NonFiniteError", "DTypeError",
            "ModifiedInputError", "BackendError", "DataError", *_ESTIMATORS]

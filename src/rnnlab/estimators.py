@@ -210,7 +210,7 @@ class _RNNEstimator(BaseEstimator):
         ``early_stopping``); without it, ``early_stopping`` holds out ``validation_fraction`` of X.
         """
         from rnnlab.tasks.supervised import sequence_task
-        from rnnlab.training.trainer import _Trainer
+        from rnnlab.training.trainer import Trainer
         if y is None and not (hasattr(X, "columns") and self.id_col is not None and self.target_col):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         self._check_params(X)
@@ -231,10 +231,10 @@ class _RNNEstimator(BaseEstimator):
                              encoding=self.encoding_ if warm else None, weights=weights)
         has_val = task.has_validation
         cfg = self._config(task, has_val)
-        trainer = _Trainer(cfg, None, self.verbose, task)
+        trainer = Trainer(cfg, task, progress=self.verbose)
         if warm:
             trainer.model.load_state_dict(self.model_.state_dict())
-        r = trainer.run()
+        r = trainer.fit()
         self.model_, self.encoding_ = r.model, task.encoding
         self.n_features_in_ = task.input_size if width is None else width
         self._table_width = width

@@ -13,16 +13,21 @@ With float64 the result equals one process with the same global batch to round-o
 sums of each weight gradient are added in a fixed order). If a rank dies, the MPI launcher (MPICH's hydra,
 Open MPI's mpirun) ends the others at once and names the dead process's pid; the first log line of rank 0
 maps pids to ranks. Needs the ``mpi`` extra: ``pip install 'rnnlab[mpi]'`` (mpi4py and an MPI from wheels).
+
+The trainer (``rnnlab.Trainer``) knows none of this: it is given a data-parallel *strategy* and calls its
+methods at the few points where the ranks meet. ``SingleProcess`` is the default (every row, no communication);
+``MPIDataParallel(comm)`` is the above; ``strategy_for(mode)`` picks one for a config's ``distributed``.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
 import numpy as np
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import CheckpointError, ConfigError
 
 MODES = ("auto", "none", "mpi")
 _ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
@@ -180,3 +185,157 @@ def unflatten(buf: np.ndarray, grads: dict, keys: list) -> np.ndarray:
         g[...] = buf[o:o + g.size].reshape(g.shape)
         o += g.size
     return buf[o:]
+
+
+# ------------------------------------------------------------------------------ strategies for the trainer
+class SingleProcess:
+    """The trainer's data-parallel strategy for one process: every row of every batch, nothing to exchange.
+
+    The contract a strategy keeps (``MPIDataParallel`` is the other one), in the order the trainer calls it:
+    ``rank``, ``size``, ``is_writer`` (this process writes the run folder and reports); ``setup(cfg, model)``
+    once the model is built; ``lead(prepare)`` around preparing the run folder; ``announce(quiet)`` when
+    training starts; per step ``shard(batch, every)`` -> (this rank's rows, the weight of their loss) and
+    ``allreduce(grads, loss, metrics, weight)`` -> (loss, metrics) of the whole batch; for a checkpoint
+    ``describe()`` (its metadata), ``gather(states, rng_state)`` -> (states, extra metadata), or None where this
+    process does not write, and ``restore(meta, states, path)`` -> (this rank's dropout generator state, states).
+    """
+
+    rank = 0
+    size = 1
+    is_writer = True
+
+    def setup(self, cfg, model) -> None:
+        """Nothing to check or seed: the model's own generator draws the dropout masks."""
+
+    def lead(self, prepare):
+        """``prepare()``'s result (its error raised as it is)."""
+        return prepare()
+
+    def announce(self, quiet: bool) -> None:
+        """Nothing to say about one process."""
+
+    def shard(self, batch, every: bool):
+        """The whole batch, weight 1 (the gradient is not rescaled)."""
+        return batch, 1.0
+
+    def allreduce(self, grads: dict, loss: float, metrics: dict, weight: float):
+        """The loss and metrics as they are; the gradients are already the batch's."""
+        return loss, metrics
+
+    def describe(self):
+        """The checkpoint's ``distributed`` metadata: None, one process."""
+        return None
+
+    def gather(self, states, rng_state):
+        """The carried states as they are and no extra metadata (this process writes)."""
+        return states, {}
+
+    def restore(self, meta: dict, states, path):
+        """The dropout generator's state and the carried states of checkpoint ``path``; refused when it was
+        written by several ranks."""
+        _check_ranks(meta, path, 1)
+        return meta["rng_model"], states
+
+
+class MPIDataParallel:
+    """Data parallelism over MPI (the module's docstring): rank r trains on its contiguous share of each batch's
+    rows, one ``Allreduce`` a step sums the weighted gradients, loss and metrics, and rank 0 alone writes;
+    a checkpoint gathers the ranks' carried states and dropout generators. ``comm``: a ``Comm``."""
+
+    def __init__(self, comm: Comm):
+        self.comm = comm
+        self.rank, self.size = comm.rank, comm.size
+        self._batch_size, self._rows = None, None      # the config's batch and this rank's rows of it (``setup``)
+
+    @property
+    def is_writer(self) -> bool:
+        """Rank 0 writes the run folder and reports."""
+        return self.rank == 0
+
+    def setup(self, cfg, model) -> None:
+        """The batch checked against the ranks; the same weights everywhere, each rank its own dropout masks."""
+        check_batch(cfg.batch_size, self.size)
+        self._batch_size = cfg.batch_size
+        self._rows = rows_for(cfg.batch_size, self.size, self.rank)
+        if self.rank:
+            model.rng.bit_generator.state = np.random.default_rng([cfg.seed, 2, self.rank]).bit_generator.state
+
+    def lead(self, prepare):
+        """``prepare()`` on rank 0, then every rank learns whether it worked: a failure there stops the others with
+        an error instead of leaving them waiting in the first collective. Rank 0's result (None elsewhere)."""
+        err, out = None, None
+        if self.rank == 0:
+            try:
+                out = prepare()
+            except Exception as exc:                   # re-raised below, after the other ranks are told
+                err = exc
+        if self.comm.bcast_int(0 if err is None else 1) and self.rank:
+            raise ConfigError("rank 0 could not prepare the run folder (its error is printed by rank 0); stopping")
+        if err is not None:
+            raise err
+        return out
+
+    def announce(self, quiet: bool) -> None:
+        """Rank 0 prints which pid is which rank (the launcher names a dead rank by its pid)."""
+        pids = self.comm.gather_json(os.getpid())
+        if self.rank == 0 and not quiet:
+            print(f"distributed: {self.size} ranks over MPI, pids " +
+                  ", ".join(f"rank {r}={p}" for r, p in enumerate(pids)), flush=True)
+
+    def shard(self, batch, every: bool):
+        """This rank's rows, weighted by their share of the batch's loss terms."""
+        B = batch.inputs.shape[1]
+        rows = self._rows if B == self._batch_size else rows_for(B, self.size, self.rank)
+        local = slice_batch(batch, rows, every)
+        return local, loss_terms(local, every) / loss_terms(batch, every)
+
+    def allreduce(self, grads: dict, loss: float, metrics: dict, weight: float):
+        """One Allreduce: the gradients (summed in place), the loss and the metrics, each weighted by this rank's
+        share. A perplexity is no mean of the ranks' ones: it is the exponential of the summed loss."""
+        names = sorted(metrics)
+        buf, keys = flatten(grads, [loss * weight] + [metrics[k] * weight for k in names])
+        rest = unflatten(self.comm.allreduce_(buf), grads, keys)
+        loss = float(rest[0])
+        metrics = {k: float(v) for k, v in zip(names, rest[1:])}
+        if "perplexity" in metrics:
+            metrics["perplexity"] = math.exp(min(loss, 50.0))
+        return loss, metrics
+
+    def describe(self):
+        """The checkpoint's ``distributed`` metadata: how many ranks wrote it."""
+        return {"ranks": self.size}
+
+    def gather(self, states, rng_state):
+        """Every rank's dropout generator and carried-state rows at rank 0 (all ranks call this): there
+        (states of the whole batch, {"rng_model_ranks": [...]}), None elsewhere."""
+        rngs = self.comm.gather_json(rng_state)
+        if states is not None:
+            parts = [self.comm.gather_bytes(np.ascontiguousarray(st).tobytes()) for st in states]
+            if self.rank == 0:
+                states = tuple(np.concatenate([np.frombuffer(b, st.dtype).reshape(st.shape[0], -1, st.shape[2])
+                                               for b in part], axis=1) for part, st in zip(parts, states))
+        if self.rank != 0:
+            return None
+        return states, {"rng_model_ranks": rngs}
+
+    def restore(self, meta: dict, states, path):
+        """This rank's dropout generator and rows of the carried states; refused unless the checkpoint was written
+        by as many ranks."""
+        _check_ranks(meta, path, self.size)
+        if states is not None:
+            states = tuple(np.ascontiguousarray(s[:, self._rows]) for s in states)
+        return meta["rng_model_ranks"][self.rank], states
+
+
+def _check_ranks(meta: dict, path, size: int) -> None:
+    ranks = (meta.get("distributed") or {}).get("ranks", 1)
+    if ranks != size:
+        raise CheckpointError(f"{path}: written by a run on {ranks} process(es), resumed on {size}; resume it "
+                              f"with the same number (mpiexec -n {ranks} rnnlab resume ...)")
+
+
+def strategy_for(mode: str):
+    """The trainer's strategy for ``distributed`` = mode: ``MPIDataParallel`` over the communicator ``connect``
+    gives, else ``SingleProcess``."""
+    comm = connect(mode)
+    return SingleProcess() if comm is None else MPIDataParallel(comm)

@@ -1,1 +1,2 @@
-"""Training: the run ``config``, the ``trainer`` (train, evaluate, resume), optimizers (``optim``) and ``metrics``."""
+"""Training: the run ``config``, the public ``Trainer`` (``trainer``: train, evaluate, resume; its passes in
+``passes``, its run folder in ``runs``), optimizers and schedules (``optim``) and ``metrics``."""

@@ -1,58 +1,35 @@
-"""The training loop: the one place that knows tasks, the model, losses, optimizers and checkpoints.
+"""The training loop: ``Trainer``, the one place that knows tasks, the model, losses, optimizers and checkpoints.
 
 ``train(config)`` runs a whole training job and returns a ``RunResult``; ``resume(run_dir)`` continues
 one from its last checkpoint with bit-identical results (the data and dropout RNG states, the optimizer
-state and, for truncated BPTT, the carried hidden state are all in the checkpoint).
+state and, for truncated BPTT, the carried hidden state are all in the checkpoint). Both are built on
+``Trainer``, as are the scikit-learn estimators and the lab. Data parallelism is a strategy the trainer is
+given (``rnnlab.scale.distributed``: ``SingleProcess``, ``MPIDataParallel``); nothing here knows MPI.
 
-Length: the training loop with its run folder, checkpoints and evaluation read together.
+The run folder's reading and writing is in ``rnnlab.training.runs``, the training and validation passes in
+``rnnlab.training.passes``; their names are imported here too, where callers have always found them.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rnnlab.model.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from rnnlab.data.outputs import FINAL, RUN_FILES
+from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.training.config import MAX_STEPS, TrainConfig, read_toml, write_toml
 from rnnlab.errors import CheckpointError, ConfigError, NonFiniteError
-from rnnlab.engine.grad_mode import no_grad
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
-from rnnlab.scale import distributed
 from rnnlab.training._runlock import RunLock
 from rnnlab.training.optim import clip_grad_norm, clip_grad_value, global_norm, lr_at, make_optimizer
 from rnnlab.tasks import build_task
-
-CHECKPOINT = "checkpoint.safetensors"
-CHANGES = "changes.jsonl"            # settings changed mid-run (the lab's lr and clip), each with its step
-CHANGEABLE = ("lr", "clip")
-
-
-@dataclass
-class RunResult:
-    config: TrainConfig
-    records: list = field(default_factory=list)     # every metrics.jsonl record of this process
-    final: dict = field(default_factory=dict)       # last validation metrics
-    baseline: tuple | None = None
-    seconds: float = 0.0
-    train_seconds: float = 0.0                      # time inside training steps only (no evaluation, no I/O)
-    step_seconds: list = field(default_factory=list)  # each training step's time (the first includes compiling)
-    steps_run: int = 0
-    stopped_early: bool = False                     # patience ran out; the weights are the best evaluation's
-    best_step: int | None = None                    # early stopping: the step of the best validation loss
-    clipped_steps: int = 0
-    skipped_steps: int = 0
-    warnings: list = field(default_factory=list)
-    diagnostics: list = field(default_factory=list)  # gradient-flow records (config diagnose_every)
-    model: SequenceModel | None = None
-    task: object = None
-    out: Path | None = None
-    rank: int = 0                                   # distributed: this process's rank (0 writes and reports)
-
+from rnnlab.training.passes import evaluate, first_nonfinite, gradient_flow, strict, tbptt_backward
+from rnnlab.training.runs import (  # noqa: F401  (load_model, read_diagnostics: callers import them from here)
+    CHANGEABLE, CHANGES, CHECKPOINT, FINAL, RunResult, absolute_paths, check_run_dir, drop_records_after,
+    load_model, prepare_run_dir, read_changes, read_diagnostics, same_run, save_model,
+)
 
 def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
     options = cfg.options()
@@ -63,37 +40,6 @@ def model_config_for(cfg: TrainConfig, task) -> ModelConfig:
         num_layers=cfg.num_layers, input_mode=task.input_mode if cfg.input_mode == "auto" else cfg.input_mode,
         embedding_dim=cfg.embedding_dim, prediction=task.prediction, target=task.target, dropout=cfg.dropout,
         bidirectional=cfg.bidirectional, dtype=cfg.dtype, quantiles=getattr(task, "quantiles", None), **options)
-
-
-def tbptt_backward(model: SequenceModel, inputs, targets, lengths=None, hx=None, chunk: int = 0, weight=1.0,
-                   weights=None):
-    """Forward and backward over time in chunks of ``chunk`` steps (truncated BPTT).
-
-    The state is carried from chunk to chunk, the gradient is cut at each chunk's start (the ``dhx`` that
-    backward returns is dropped). Each chunk's loss is weighted by its share of the steps, so the total
-    equals the full-sequence mean loss, and with ``chunk`` 0 or >= T this is exactly full BPTT.
-    Returns (loss, logits, final state); parameter gradients accumulate in ``model.grads``. ``weight``
-    scales the gradient (a rank's share of a distributed batch's loss terms), not the loss returned;
-    ``weights`` (B,) weigh the sequences in the loss (``SequenceModel.loss``).
-    """
-    T = inputs.shape[0]
-    if not chunk or chunk >= T:
-        logits, state = model(inputs, lengths, hx)
-        loss, d_logits = model.loss(logits, targets, lengths, weights)
-        model.backward(d_logits if weight == 1.0 else d_logits * d_logits.dtype.type(weight))
-        return loss, logits, state
-    if lengths is not None or model.config.target != "every":
-        raise ConfigError("tbptt: truncated BPTT needs targets at every step and equal lengths")
-    total, parts, state = 0.0, [], hx
-    for t0 in range(0, T, chunk):
-        sl = slice(t0, min(T, t0 + chunk))
-        logits, state = model(inputs[sl], None, state)
-        loss, d_logits = model.loss(logits, targets[sl], None, weights)
-        w = (sl.stop - sl.start) / T
-        model.backward(d_logits * d_logits.dtype.type(w * weight))   # dhx dropped: the cut
-        total += loss * w
-        parts.append(logits)
-    return total, np.concatenate(parts), state
 
 
 def _check_mode(cfg, task, mcfg):
@@ -107,58 +53,6 @@ def _check_mode(cfg, task, mcfg):
         raise ConfigError("bidirectional: a language model cannot look ahead; use bidirectional=false for task 'chars'")
 
 
-@no_grad()
-def evaluate(model: SequenceModel, task, batches=None) -> dict:
-    """Average the task's metrics over its validation batches (stateful tasks carry the state)."""
-    model.eval()
-    totals, weight, state = {}, 0.0, None
-    for batch in (task.val_batches() if batches is None else batches):
-        if batch.reset:
-            state = None
-        logits, new_state = model(batch.inputs, batch.lengths, state if task.stateful else None)
-        state = new_state
-        loss, _ = model.loss(logits, batch.targets, batch.lengths)
-        m = {"loss": loss, **task.extra_metrics(loss, logits, batch)}
-        tg = np.asarray(batch.targets)
-        if task.target == "every":                  # the batch's metrics are means over its valid steps
-            w = float(np.sum(batch.lengths) if batch.lengths is not None else tg.shape[0] * tg.shape[1])
-        else:
-            w = float(tg.shape[0])
-        for k, v in m.items():
-            totals[k] = totals.get(k, 0.0) + v * w
-        weight += w
-    model.train()
-    return {k: v / weight for k, v in totals.items()}
-
-
-def _strict(record: dict, step: int) -> dict:
-    """A record that is strict JSON: a skipped step's non-finite loss is written as null (its "skipped" says why);
-    any other non-finite metric stops the run before it is written."""
-    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-    if not bad:
-        return record
-    if record.get("skipped"):
-        return {k: (None if k in bad else v) for k, v in record.items()}
-    raise NonFiniteError(f"step {step}: the {record.get('split', 'train')} metric {bad[0]} is {record[bad[0]]}; "
-                         f"metrics are kept finite -- the model or the data overflowed (rescale the data or lower "
-                         f"--lr)")
-
-
-def _rng_state(rng) -> dict:
-    return rng.bit_generator.state
-
-
-def _set_rng_state(rng, state) -> None:
-    rng.bit_generator.state = state
-
-
-def _first_nonfinite(grads: dict):
-    for k, g in grads.items():
-        if not np.isfinite(g).all():
-            return k
-    return None
-
-
 def _epochs_to_steps(cfg: TrainConfig, task) -> None:
     if not cfg.epochs:
         return
@@ -170,29 +64,60 @@ def _epochs_to_steps(cfg: TrainConfig, task) -> None:
                           f"{cfg.steps} steps, over {MAX_STEPS}")
 
 
-class _Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path | None, progress: bool, task=None):
+class Trainer:
+    """Trains one model on one task: the loop, its logs and checkpoints, the settings changed mid-run.
+
+    ``config``: a ``TrainConfig`` or a dict of its options (checked with ``TrainConfig.validate``). ``task``: a
+    task built by the caller (e.g. ``tasks.sequence_task`` over in-memory arrays) instead of the one ``config``
+    names. ``run_dir``: a run folder to write (metrics.jsonl, checkpoints, the final model and its card), as
+    ``train`` prepares one and ``resume`` continues one; None writes nothing. ``progress``: a progress bar.
+    ``on_record(record)``: called with every record logged (a sweep reports them to Ray Tune).
+    ``control(trainer)``: called before every step (the lab pauses there and changes settings with
+    ``change``); returning False ends the run there, saved as a finished run is. ``strategy``: the data
+    parallelism (``rnnlab.scale.distributed.SingleProcess`` or ``MPIDataParallel``); by default the one
+    ``config.distributed`` asks for (``strategy_for``). Under MPI every rank builds a Trainer and calls the
+    same methods; the writer (rank 0) alone writes the folder and reports.
+
+    The model, its task and optimizer are built (and checked) here, before anything is written. ``fit()`` trains
+    to ``config.steps`` (or ``epochs``) and returns a ``RunResult``; ``train_step()`` runs one step,
+    ``evaluate()`` the validation metrics, ``save(path)`` and ``restore(path)`` a checkpoint. ``step`` is the
+    number of steps trained, ``model`` the ``SequenceModel``.
+
+    >>> import tempfile, pathlib
+    >>> from rnnlab import Trainer
+    >>> cfg = {"task": "adding", "seq_len": 5, "hidden_size": 4, "steps": 6, "eval_every": 3, "quiet": True}
+    >>> trainer = Trainer(cfg)
+    >>> result = trainer.fit()
+    >>> result.steps_run, trainer.step, sorted(trainer.evaluate())
+    (6, 6, ['loss', 'mse'])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "checkpoint.safetensors"
+    >>> trainer.save(path)
+    >>> again = Trainer(cfg)
+    >>> again.restore(path)
+    >>> again.step, again.evaluate() == trainer.evaluate()
+    (6, True)
+    """
+
+    def __init__(self, config, task=None, *, run_dir=None, progress: bool = False, on_record=None, control=None,
+                 strategy=None):
+        cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+        cfg.validate()
         self.cfg = cfg
-        self.comm = distributed.connect(cfg.distributed)
-        self.rank = 0 if self.comm is None else self.comm.rank
-        self.run_dir = run_dir if self.rank == 0 else None     # rank 0 alone writes
-        self.has_out = run_dir is not None                       # checkpoints gather from every rank
-        self.progress = progress and not cfg.quiet and self.rank == 0
+        if strategy is None:
+            from rnnlab.scale.distributed import strategy_for
+            strategy = strategy_for(cfg.distributed)
+        self.strategy = strategy
+        self.progress = progress and not cfg.quiet and strategy.is_writer
         self.trackers = None                                     # tracking.Trackers once the folder is there
-        self.on_record = None                                    # a caller's hook on every record (sweeps)
-        self.control = None                                      # a caller's hook before every step (the lab)
+        self.on_record = on_record                               # a caller's hook on every record (sweeps)
+        self.control = control                                   # a caller's hook before every step (the lab)
         self.changes = []                                        # settings changed mid-run (changes.jsonl)
         self.task = build_task(cfg) if task is None else task
         _epochs_to_steps(cfg, self.task)
         self.mcfg = model_config_for(cfg, self.task)
         _check_mode(cfg, self.task, self.mcfg)
         self.model = SequenceModel(self.mcfg, seed=np.random.default_rng([cfg.seed, 0]))
-        self.rows = None
-        if self.comm is not None:                  # the same weights everywhere; each rank its own dropout masks
-            distributed.check_batch(cfg.batch_size, self.comm.size)
-            self.rows = distributed.rows_for(cfg.batch_size, self.comm.size, self.rank)
-            if self.rank:
-                _set_rng_state(self.model.rng, _rng_state(np.random.default_rng([cfg.seed, 2, self.rank])))
+        strategy.setup(cfg, self.model)              # e.g. the rows of each rank, each rank's dropout generator
         self.model.rnn.set_backend(cfg.backend, cfg.bptt_segment or None)
         self.params = self.model.named_parameters()
         self.opt = make_optimizer(cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov)
@@ -200,22 +125,37 @@ class _Trainer:
         self.step = 0
         self.state = None
         self.last_val = {}
-        self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(), out=run_dir,
-                                rank=self.rank)
+        self.result = RunResult(cfg, model=self.model, task=self.task, baseline=self.task.baseline(),
+                                rank=strategy.rank)
         self._norm_ema = None
         self.best = None               # early stopping: (val loss, step, weights) of the best evaluation
         self.bad_evals = 0
+        self.attach(run_dir)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a distributed run (0 otherwise)."""
+        return self.strategy.rank
+
+    def attach(self, run_dir) -> None:
+        """Write to the run folder ``run_dir`` from here on (None: nowhere). The writer alone writes; under MPI every
+        rank still takes part in the checkpoints, which gather from every rank."""
+        run_dir = None if run_dir is None else Path(run_dir)
+        self.result.out = run_dir
+        self._has_out = run_dir is not None
+        self.run_dir = run_dir if self.strategy.is_writer else None
 
     # --------------------------------------------------------------- checkpoints
     def meta(self) -> dict:
+        """The checkpoint's metadata: the config, the step, the generators' states, the counters."""
         return {"kind": "training", "config": self.cfg.to_dict(), "model_config": self.mcfg.to_dict(),
                 "task_info": self.task.info(), "step": self.step, "optimizer_t": self.opt.t,
-                "rng_data": _rng_state(self.data_rng), "rng_model": _rng_state(self.model.rng),
+                "rng_data": self.data_rng.bit_generator.state, "rng_model": self.model.rng.bit_generator.state,
                 "metrics": self.last_val, "clipped_steps": self.result.clipped_steps,
                 "skipped_steps": self.result.skipped_steps, "n_state": 0 if self.state is None else len(self._state_tuple()),
                 "best": None if self.best is None else {"loss": self.best[0], "step": self.best[1]},
                 "bad_evals": self.bad_evals, "stopped_early": self.result.stopped_early,
-                "distributed": None if self.comm is None else {"ranks": self.comm.size}}
+                "distributed": self.strategy.describe()}
 
     # --------------------------------------------------------------- mid-run changes
     def setting(self, key: str):
@@ -249,20 +189,14 @@ class _Trainer:
         return self.state if isinstance(self.state, tuple) else (self.state,)
 
     def save(self, path):
-        """The checkpoint (rank 0 writes it; under MPI every rank calls this: the carried states' rows and the
-        ranks' dropout generators are gathered first)."""
+        """Write the checkpoint ``path``: the weights, the optimizer, the generators, the carried state, the best
+        weights of early stopping. Under MPI every rank calls this (the strategy gathers the carried states' rows
+        and the ranks' dropout generators) and the writer alone writes."""
         states = None if self.state is None else self._state_tuple()
-        meta_extra = {}
-        if self.comm is not None:
-            rngs = self.comm.gather_json(_rng_state(self.model.rng))
-            if states is not None:
-                parts = [self.comm.gather_bytes(np.ascontiguousarray(st).tobytes()) for st in states]
-                if self.rank == 0:
-                    states = tuple(np.concatenate([np.frombuffer(b, st.dtype).reshape(st.shape[0], -1, st.shape[2])
-                                                   for b in part], axis=1) for part, st in zip(parts, states))
-            if self.rank != 0:
-                return
-            meta_extra["rng_model_ranks"] = rngs
+        gathered = self.strategy.gather(states, self.model.rng.bit_generator.state)
+        if gathered is None:                        # another rank writes
+            return
+        states, meta_extra = gathered
         tensors = {f"model/{k}": v for k, v in self.params.items()}
         tensors.update({f"optim/{k}": v for k, v in self.opt.state_arrays().items()})
         if states is not None:
@@ -271,16 +205,15 @@ class _Trainer:
             tensors.update({f"best/{k}": v for k, v in self.best[2].items()})
         save_checkpoint(path, tensors, {**self.meta(), **meta_extra})
 
-    def restore(self, path, loaded=None):
-        """The state of checkpoint ``path`` (``loaded``: its (tensors, meta), already read and checked against
-        the run's config and data by ``_same_run``)."""
+    def restore(self, path, loaded=None) -> None:
+        """Continue from checkpoint ``path`` (``loaded``: its (tensors, meta), already read and checked against
+        the run's config and data by ``runs.same_run``). A checkpoint of K ranks resumes on K ranks only."""
         tensors, meta = loaded if loaded is not None else load_checkpoint(path)
         if meta.get("kind") != "training":
             raise CheckpointError(f"{path}: not a training checkpoint (kind={meta.get('kind')!r})")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         self.opt.load_state_arrays({k[6:]: v for k, v in tensors.items() if k.startswith("optim/")}, meta["optimizer_t"])
-        _set_rng_state(self.data_rng, meta["rng_data"])
-        _set_rng_state(self.model.rng, meta["rng_model"])
+        self.data_rng.bit_generator.state = meta["rng_data"]
         self.step = int(meta["step"])
         self.last_val = meta.get("metrics", {})
         self.result.clipped_steps = meta.get("clipped_steps", 0)
@@ -290,30 +223,25 @@ class _Trainer:
                          {k[5:]: v for k, v in tensors.items() if k.startswith("best/")})
         self.bad_evals = meta.get("bad_evals", 0)
         self.result.stopped_early = meta.get("stopped_early", False)
-        ranks = (meta.get("distributed") or {}).get("ranks", 1)
-        size = 1 if self.comm is None else self.comm.size
-        if ranks != size:
-            raise CheckpointError(f"{path}: written by a run on {ranks} process(es), resumed on {size}; resume it "
-                                  f"with the same number (mpiexec -n {ranks} rnnlab resume ...)")
-        if self.comm is not None:
-            _set_rng_state(self.model.rng, meta["rng_model_ranks"][self.rank])
         n_state = meta.get("n_state", 0)
+        st = tuple(tensors[f"state/{i}"] for i in range(n_state)) if n_state else None
+        rng, st = self.strategy.restore(meta, st, path)
+        self.model.rng.bit_generator.state = rng
         if n_state:
-            st = tuple(tensors[f"state/{i}"] for i in range(n_state))
-            if self.rows is not None:
-                st = tuple(np.ascontiguousarray(s[:, self.rows]) for s in st)
             self.state = st if n_state > 1 else st[0]
 
     # --------------------------------------------------------------- logging
     def log(self, record: dict):
-        record = _strict(record, self.step)
+        """Keep ``record`` (RunResult.records), append it to metrics.jsonl and the trackers, hand it to
+        ``on_record``."""
+        record = strict(record, self.step)
         self.result.records.append(record)
         if self.run_dir is not None:
             with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, allow_nan=False) + "\n")
         if self.trackers:
             self.trackers.record(record)
-        if self.on_record is not None and self.rank == 0:
+        if self.on_record is not None and self.strategy.is_writer:
             self.on_record(record)
 
     def _watch_explosion(self, norm):
@@ -328,28 +256,8 @@ class _Trainer:
         self._norm_ema = norm if self._norm_ema is None else 0.9 * self._norm_ema + 0.1 * norm
 
     def diagnose(self):
-        """Gradient-flow curves at this step (diagnostics.jsonl, its schema in docs/guide.md): ||dL/dh_t|| for a
-        loss at the last step and its first-to-last ratio, the spectral norm of each W_hh, and per layer and
-        direction the gates' saturation and mean carry."""
-        from rnnlab.study import diagnostics as diag
-        self.model.eval()
-        batch = diag.diagnostic_batch(self.task)
-        g = diag.model_grad_norms(self.model, batch)
-        x0 = diag.layer_inputs(self.model, batch.inputs)
-        gates = {}
-        for l, d, name in diag.directions(self.model.rnn):
-            st = diag.gate_stats(self.model.rnn, x0, batch.lengths, l, d=d)
-            if st:                                  # scalars only: one line per record stays short
-                gates[name] = {**({"saturation": st["saturation"]} if "saturation" in st else {}),
-                               **{k: float(np.mean(st[k])) for k in ("forget_mean", "update_carry", "carry_mean")
-                                  if k in st}}
-        spectral = diag.spectral_norms(self.model.rnn)
-        self.model.train()
-        gh = g["grad_norm_h"]
-        rec = {"step": self.step, "split": "diagnostics", "clipped_steps": self.result.clipped_steps,
-               **{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in g.items()},
-               "grad_ratio": float(gh[0] / gh[-1]) if gh[-1] > 0 else None, "spectral_norms": spectral,
-               "gates": gates}
+        """Gradient-flow curves at this step (``passes.gradient_flow``), kept and written to diagnostics.jsonl."""
+        rec = gradient_flow(self.model, self.task, self.step, self.result.clipped_steps)
         self.result.diagnostics.append(rec)
         if self.run_dir is not None:
             with (self.run_dir / "diagnostics.jsonl").open("a", encoding="utf-8") as fh:
@@ -358,7 +266,8 @@ class _Trainer:
             self.trackers.diagnostics(rec)
 
     # --------------------------------------------------------------- the loop
-    def train_step(self):
+    def train_step(self) -> dict:
+        """One training step on the next batch; its record (loss, metrics, gradient norm, lr)."""
         batch = self.task.train_batch(self.data_rng, self.cfg.batch_size, self.step)
         scope, _ = self.model.rnn.blas_scope(batch.inputs.shape[1])
         with scope:                 # the whole step on the recurrent layer's BLAS setting: see blas_scope
@@ -369,14 +278,7 @@ class _Trainer:
         if batch.reset:
             self.state = None
         model.zero_grad()
-        weight = 1.0
-        if self.comm is not None:                   # this rank's rows, weighted by their share of the loss terms
-            every = task.target == "every"
-            B = batch.inputs.shape[1]
-            rows = self.rows if B == self.cfg.batch_size else distributed.rows_for(B, self.comm.size, self.rank)
-            local = distributed.slice_batch(batch, rows, every)
-            weight = distributed.loss_terms(local, every) / distributed.loss_terms(batch, every)
-            batch = local
+        batch, weight = self.strategy.shard(batch, task.target == "every")   # this rank's rows, their loss's share
         if batch.inputs.shape[1] == 0:              # a short last batch left this rank no rows: it adds zeros
             loss, metrics, new_state = 0.0, dict.fromkeys(self._metric_names, 0.0), self.state
         else:
@@ -386,16 +288,9 @@ class _Trainer:
             metrics = task.extra_metrics(loss, logits, batch)
             self._metric_names = sorted(metrics)    # the first batch is full on every rank (check_batch)
         grads = model.grads
-        if self.comm is not None:                   # one Allreduce: the gradients, the loss and the metrics
-            names = sorted(metrics)
-            buf, keys = distributed.flatten(grads, [loss * weight] + [metrics[k] * weight for k in names])
-            rest = distributed.unflatten(self.comm.allreduce_(buf), grads, keys)
-            loss = float(rest[0])
-            metrics = {k: float(v) for k, v in zip(names, rest[1:])}
-            if "perplexity" in metrics:
-                metrics["perplexity"] = math.exp(min(loss, 50.0))
+        loss, metrics = self.strategy.allreduce(grads, loss, metrics, weight)   # the whole batch's
         bad = None if math.isfinite(loss) else "loss"
-        bad = bad or _first_nonfinite(grads)
+        bad = bad or first_nonfinite(grads)
         if bad is not None:
             where = "the loss" if bad == "loss" else f"the gradient of {bad}"
             if cfg.on_nonfinite == "stop":
@@ -436,7 +331,18 @@ class _Trainer:
         self.bad_evals += 1
         return self.bad_evals >= self.cfg.patience
 
-    def run(self) -> RunResult:
+    def evaluate(self) -> dict:
+        """The task's validation metrics of the model as it is now."""
+        return evaluate(self.model, self.task)
+
+    def fit(self) -> RunResult:
+        """Train to the run's last step (from ``step``: 0, or a restored checkpoint's), evaluating, logging and
+        checkpointing as the config says; then the final weights (under early stopping, the best evaluation's) in
+        the run folder with its card. Returns this process's ``RunResult``."""
+        self.strategy.announce(self.cfg.quiet)      # under MPI: which pid is which rank
+        if self.run_dir is not None and self.cfg.track:
+            from rnnlab.scale.tracking import Trackers
+            self.trackers = Trackers(self.run_dir, self.cfg)
         cfg = self.cfg
         bar = None
         if self.progress:
@@ -459,11 +365,11 @@ class _Trainer:
                 if cfg.diagnose_every and (self.step % cfg.diagnose_every == 0 or self.step == 1):
                     self.diagnose()
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
-                    self.last_val = evaluate(self.model, self.task)
+                    self.last_val = self.evaluate()
                     self.log({"step": self.step, "split": "val", **self.last_val})
                     if cfg.patience and self._patience_ran_out():
                         self.result.stopped_early = True
-                if self.has_out and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                if self._has_out and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
                 if bar is not None:
                     post = {"loss": f"{m['loss']:.4f}"}
@@ -483,9 +389,9 @@ class _Trainer:
             for k, v in self.best[2].items():          # the best evaluation's weights, as Keras' restore_best_weights
                 self.params[k][...] = v
             r.best_step = self.best[1]
-            self.last_val = evaluate(self.model, self.task)
-        r.final = self.last_val or evaluate(self.model, self.task)
-        if self.has_out:
+            self.last_val = self.evaluate()
+        r.final = self.last_val or self.evaluate()
+        if self._has_out:
             self.save(self.run_dir / CHECKPOINT if self.run_dir is not None else None)
         if self.run_dir is not None:
             save_model(self.run_dir / FINAL, self.model, self.task, cfg, r.final)
@@ -494,119 +400,6 @@ class _Trainer:
         if self.trackers:
             self.trackers.close()
         return r
-
-
-def save_model(path, model: SequenceModel, task, cfg: TrainConfig, metrics: dict):
-    """Final weights with what `evaluate` and `sample` need to rebuild the model and the task's view of data."""
-    base = task.baseline()
-    report = getattr(task, "class_report", None)        # a classifier or tagger of data: per class, for the card
-    save_checkpoint(path, {k: v for k, v in model.named_parameters().items()},
-                    {"kind": "model", "config": cfg.to_dict(), "model_config": model.config.to_dict(),
-                     "task_info": task.info(), "metrics": metrics, "description": task.describe(),
-                     "baseline": None if base is None else [base[0], float(base[1])],
-                     "baselines": task.baselines() if hasattr(task, "baselines") else None,
-                     "class_report": report(model) if report is not None else None})
-
-
-def load_model(path) -> tuple[SequenceModel, dict]:
-    """Load ``model.safetensors`` (or a training checkpoint, or a run folder) -> (model, meta)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in (FINAL, CHECKPOINT):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path}: no {FINAL} or {CHECKPOINT} in this folder")
-    tensors, meta = load_checkpoint(path)
-    if "model_config" not in meta:
-        raise CheckpointError(f"{path}: no model configuration in the checkpoint metadata")
-    model = SequenceModel(ModelConfig.from_dict(meta["model_config"]))
-    prefix = "model/" if meta.get("kind") == "training" else ""
-    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-                          if prefix else tensors)
-    return model, meta
-
-
-
-
-def check_run_dir(out: str) -> None:
-    """Refuse an --out that would lose something: a file, a run already there, or a folder holding files with
-    the names rnnlab writes that rnnlab did not write."""
-    if not out:
-        return
-    from rnnlab.data.outputs import check_folder
-    run_dir = check_folder(out, "out", "--out names a folder for the run")
-    if (run_dir / "config.toml").exists():
-        raise ConfigError(f"out: {run_dir} already holds a run; continue it with `rnnlab resume {run_dir}` "
-                          f"or choose another --out")
-    foreign = [n for n in RUN_FILES if (run_dir / n).exists()]
-    if foreign:
-        raise ConfigError(f"out: {run_dir} holds {', '.join(foreign)} but no config.toml, so not a run of rnnlab's; "
-                          f"rnnlab would write over them -- choose another --out")
-
-
-def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """The data files as absolute paths, so the run's config works from any folder (resume, evaluate, gradients)."""
-    import dataclasses
-    from rnnlab.tasks.forecast import DATASETS
-    shipped = cfg.task == "forecast" and cfg.data in DATASETS        # a statsmodels series, named, not a path
-    named = {"data": "" if shipped else cfg.data, "val_data": cfg.val_data, "ts_train": cfg.ts_train,
-             "ts_test": cfg.ts_test}
-    import urllib.parse
-    uri = cfg.mlflow_uri.strip()
-    if uri and not urllib.parse.urlparse(uri).scheme and uri.lower() not in ("databricks", "databricks-uc", "uc"):
-        named["mlflow_uri"] = uri                           # a plain folder path names the same store from anywhere
-    if cfg.text != "shakespeare":
-        named["text"] = cfg.text
-    return dataclasses.replace(cfg, **{k: str(Path(v).expanduser().resolve()) for k, v in named.items() if v})
-
-
-def _prepare_run_dir(out: str, cfg: TrainConfig) -> Path | None:
-    if not out:
-        return None
-    check_run_dir(out)
-    run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_toml(run_dir / "config.toml", cfg.to_dict())
-    atomic_write(run_dir / "metrics.jsonl", b"")
-    return run_dir
-
-
-def _lead(trainer, prepare):
-    """``prepare()`` on rank 0 (or the one process), then every rank learns whether it worked: a failure there
-    stops the others with an error instead of leaving them waiting in the first collective."""
-    err, out = None, None
-    if trainer.rank == 0:
-        try:
-            out = prepare()
-        except Exception as exc:                   # re-raised below, after the other ranks are told
-            err = exc
-    if trainer.comm is not None and trainer.comm.bcast_int(0 if err is None else 1) and trainer.rank:
-        raise ConfigError("rank 0 could not prepare the run folder (its error is printed by rank 0); stopping")
-    if err is not None:
-        raise err
-    return out
-
-
-def _announce(trainer):
-    """Under MPI, rank 0 prints which pid is which rank (the launcher names a dead rank by its pid)."""
-    if trainer.comm is None:
-        return
-    import os
-    pids = trainer.comm.gather_json(os.getpid())
-    if trainer.rank == 0 and not trainer.cfg.quiet:
-        print(f"distributed: {trainer.comm.size} ranks over MPI, pids " +
-              ", ".join(f"rank {r}={p}" for r, p in enumerate(pids)), flush=True)
-
-
-def _start(trainer) -> RunResult:
-    """Once the run folder is held: the ranks' pids, the trackers, then the training loop."""
-    _announce(trainer)
-    if trainer.run_dir is not None and trainer.cfg.track:
-        from rnnlab.scale.tracking import Trackers
-        trainer.trackers = Trackers(trainer.run_dir, trainer.cfg)
-    return trainer.run()
 
 
 def train(config, progress: bool = False, task=None, on_record=None, control=None) -> RunResult:
@@ -618,15 +411,14 @@ def train(config, progress: bool = False, task=None, on_record=None, control=Non
     (``rnnlab.scale.distributed``); each returns the same result. ``on_record(record)``: called with every record
     written to metrics.jsonl (a sweep reports them to Ray Tune). ``control(trainer)``: called before every
     step (the lab pauses there and changes settings with ``trainer.change``); returning False ends the run
-    there, saved as a finished run is.
+    there, saved as a finished run is. The run folder (``config.out``) is made and locked once the
+    ``Trainer`` is built, so a config that cannot train leaves nothing behind.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
     cfg = absolute_paths(cfg) if task is None else cfg
     check_run_dir(cfg.out)                                 # before the data is read: a bad --out fails at once
-    trainer = _Trainer(cfg, None, progress, task)          # builds and checks everything before touching the disk
-    trainer.on_record = on_record
-    trainer.control = control
+    trainer = Trainer(cfg, task, progress=progress, on_record=on_record, control=control)
     if cfg.track:
         from rnnlab.scale.tracking import require
         require(cfg.track, cfg.mlflow_uri)
@@ -636,11 +428,11 @@ def train(config, progress: bool = False, task=None, on_record=None, control=Non
         if not cfg.out:
             return None
         locks.append(RunLock(cfg.out).acquire())
-        return _prepare_run_dir(cfg.out, cfg)
+        return prepare_run_dir(cfg.out, cfg)
     try:
-        trainer.run_dir = trainer.result.out = _lead(trainer, prepare)
-        trainer.has_out = bool(cfg.out)
-        return _start(trainer)
+        trainer.strategy.lead(prepare)                     # the writer makes the folder; a failure stops every rank
+        trainer.attach(cfg.out or None)
+        return trainer.fit()
     finally:
         for lock in locks:
             lock.release()
@@ -658,110 +450,23 @@ def resume(run_dir, progress: bool = False, steps: int | None = None, on_record=
         from rnnlab.errors import check_int
         cfg.steps = check_int("steps", steps, 1, MAX_STEPS)
         cfg.epochs = 0                                   # the steps given now are the run's length
-    loaded = _same_run(run_dir, cfg)
-    trainer = _Trainer(cfg, run_dir, progress)
-    trainer.on_record = on_record
-    trainer.control = control
+    loaded = same_run(run_dir, cfg)
+    trainer = Trainer(cfg, run_dir=run_dir, progress=progress, on_record=on_record, control=control)
     trainer.changes = read_changes(run_dir)
+    writer = trainer.strategy.is_writer
     locks = []
     try:
-        _lead(trainer, lambda: locks.append(RunLock(run_dir).acquire()))
+        trainer.strategy.lead(lambda: locks.append(RunLock(run_dir).acquire()))
         if loaded is not None:
             trainer.restore(run_dir / CHECKPOINT, loaded)
         if steps is not None and steps < trainer.step:
             raise ConfigError(f"steps: the run is at step {trainer.step} already; give --steps above it to train "
                               f"more, got {steps}")
-        if steps is not None and trainer.rank == 0:       # the new length is the run's from now on
+        if steps is not None and writer:                 # the new length is the run's from now on
             write_toml(run_dir / "config.toml", cfg.to_dict())
-        if trainer.rank == 0:
-            _drop_records_after(run_dir, trainer.step)
-        return _start(trainer)
+        if writer:
+            drop_records_after(run_dir, trainer.step)
+        return trainer.fit()
     finally:
         for lock in locks:
             lock.release()
-
-
-# what a resumed run may change: its length and how it reports; anything else would make it another run
-_RESUMABLE = ("steps", "epochs", "quiet")
-
-
-def _same_run(run_dir: Path, cfg: TrainConfig):
-    """The run's checkpoint as (tensors, meta), or None before the first one; refused when config.toml was edited
-    since it was written or the data changed (checked before the data is read again)."""
-    ckpt = run_dir / CHECKPOINT
-    if not ckpt.is_file():
-        return None
-    tensors, meta = load_checkpoint(ckpt)
-    then, now = meta.get("config", {}), cfg.to_dict()
-    changed = [k for k in sorted(set(then) | set(now)) if k not in _RESUMABLE and then.get(k) != now.get(k)]
-    if changed:
-        k = changed[0]
-        raise ConfigError(f"{k}: {run_dir / 'config.toml'} says {now.get(k)!r} but the run's checkpoint was made with "
-                          f"{then.get(k)!r}; a resumed run continues the same run -- restore config.toml, or start a "
-                          f"new run with the new setting")
-    from rnnlab.data.sequences import changed_since
-    for key, path in (("data_digest", cfg.data), ("val_data_digest", cfg.val_data)):
-        stored = meta.get("task_info", {}).get(key)
-        if changed_since(path, stored):
-            raise CheckpointError(f"{ckpt}: the data file {path} changed since this run started (sha256 "
-                                  f"{stored[:12]}... then); a resumed run needs the same data -- restore the file or "
-                                  f"start a new run")
-    return tensors, meta
-
-
-def read_changes(run_dir) -> list:
-    """The settings changed mid-run, from a run folder's changes.jsonl ([] without one), each checked as
-    ``change`` checks it; a line torn by a kill is skipped (it was never applied: the step did not run)."""
-    from rnnlab.errors import check_float, check_int
-    f = Path(run_dir) / CHANGES
-    out = []
-    if not f.is_file():
-        return out
-    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        where = f"{f}, line {n}"
-        if not isinstance(rec, dict) or "step" not in rec or not set(rec) - {"step"} <= set(CHANGEABLE):
-            raise CheckpointError(f"{where}: expected {{\"step\": N, \"lr\" or \"clip\": value}}, got {line.strip()[:80]}")
-        check_int(f"{where}: step", rec["step"], 0 if not out else out[-1]["step"])
-        for k in set(rec) - {"step"}:
-            check_float(f"{where}: {k}", rec[k], 0.0, low_open=(k == "lr"))
-        out.append(rec)
-    return out
-
-
-def read_diagnostics(run_dir) -> list:
-    """The records of a run folder's diagnostics.jsonl (schema: docs/guide.md), [] without one; a line torn by a
-    kill is skipped, and a record written before the ratio was recorded gets it from its grad_norm_h."""
-    f = Path(run_dir) / "diagnostics.jsonl"
-    recs = []
-    if f.is_file():
-        for line in f.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(rec, dict) or "step" not in rec:
-                continue
-            g = rec.get("grad_norm_h")
-            if "grad_ratio" not in rec and g and g[-1]:
-                rec["grad_ratio"] = g[0] / g[-1]
-            recs.append(rec)
-    return recs
-
-
-def _drop_records_after(run_dir, step):
-    """Drop records written after the checkpoint (the run was killed before the next one)."""
-    for metrics in (run_dir / "metrics.jsonl", run_dir / "diagnostics.jsonl"):
-        if not metrics.is_file():
-            continue
-        keep = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue                          # a line torn by the kill
-        atomic_write(metrics, "".join(l + "\n" for l in keep).encode("utf-8"))
