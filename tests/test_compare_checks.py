@@ -31,7 +31,7 @@ BAD = [
     (["--models", "rnn,lstm", "--threshold=-inf"], r"threshold: expected a finite number, got -inf"),
     # an entry that cannot train is found before the entries before it train
     (["--models", "rnn,gru+peephole"], r"models: 'gru\+peephole': peephole is an option of the LSTM, not of 'gru'"),
-    (["--models", "rnn,gru+zoneout_cell=0.1"], r"models: 'gru\+zoneout_cell=0\.1': zoneout_cell: "),
+    (["--models", "rnn,gru+zoneout_cell=0.1"], r"models: 'gru\+zoneout_cell=0\.1': zoneout_cell is an option of the LSTM, not of 'gru'"),
     (["--models", "rnn,lstm+zoneout=1.5"], r"models: 'lstm\+zoneout=1\.5': zoneout: expected a number < 1\.0"),
     (["--models", "rnn,lstm+proj_size=500"], r"models: 'lstm\+proj_size=500': proj_size: expected 0 < proj_size"),
 ]
