@@ -1,6 +1,6 @@
 import sys
 
-from rnnlab.cli.commands import main
+from rnnlab.cli.main import main
 
 if __name__ == "__main__":          # the lab's spawned processes import this module again as __mp_main__
     sys.exit(main())

@@ -1,1 +1,1 @@
-"""The command line: ``rnnlab COMMAND ...`` (``commands``)."""
+"""The command line: ``rnnlab COMMAND ...`` (``rnnlab.cli.main.main``; the modules: ``rnnlab.cli.commands``)."""
