@@ -15,7 +15,9 @@ builds the grammar), calling the library and printing:
 """
 from __future__ import annotations
 
+import argparse
 import sys
+import typing
 from pathlib import Path
 
 from rnnlab.cli.common import check_json, inputs, print_baselines, print_summary, write_json
@@ -25,6 +27,21 @@ def main(argv=None) -> int:
     """``rnnlab.cli.main.main``: run the command line ``argv``; returns the exit code."""
     from rnnlab.cli.main import main as run
     return run(argv)
+
+
+# ------------------------------------------------------------------------------ training
+def _add_config_flags(p):
+    from rnnlab.training.config import TrainConfig
+    hints = typing.get_type_hints(TrainConfig)
+    for name, f in TrainConfig.fields().items():
+        flag = "--" + name.replace("_", "-")
+        typ = hints[name]
+        if typ is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        else:
+            conv = float if typ in (float, typing.Optional[float]) else typ
+            p.add_argument(flag, dest=name, type=conv, default=argparse.SUPPRESS,
+                           metavar=name.upper(), help=f"default: {f.default!r}")
 
 
 def cmd_train(args) -> int:

@@ -1,5 +1,6 @@
 """The command line's grammar: every command, its arguments and their help (``build_parser``), with one-line
-argparse errors that suggest the closest option of the command that was used (``_Parser``).
+argparse errors that suggest the closest option of the command that was used (``_Parser``). The training keys'
+flags (every TrainConfig field) are declared by ``rnnlab.cli.commands._add_config_flags``.
 
 Each command's ``func`` is the function of ``rnnlab.cli.commands`` (runs: train, resume, evaluate, predict, info,
 sample), ``rnnlab.cli.study`` (compare, gradients, sweep), ``rnnlab.cli.interop`` (export, import) or
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 
 from rnnlab.errors import closest
 
@@ -49,23 +49,10 @@ class _Parser(argparse.ArgumentParser):
         return command, sub_opts
 
 
-def _add_config_flags(p):
-    """Every TrainConfig field as a flag (``--hidden-size``; ``--layer-norm/--no-layer-norm``), given or absent."""
-    from rnnlab.training.config import TrainConfig
-    hints = typing.get_type_hints(TrainConfig)
-    for name, f in TrainConfig.fields().items():
-        flag = "--" + name.replace("_", "-")
-        typ = hints[name]
-        if typ is bool:
-            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
-        else:
-            conv = float if typ in (float, typing.Optional[float]) else typ
-            p.add_argument(flag, dest=name, type=conv, default=argparse.SUPPRESS,
-                           metavar=name.upper(), help=f"default: {f.default!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from rnnlab.cli.commands import cmd_evaluate, cmd_info, cmd_predict, cmd_resume, cmd_sample, cmd_train
+    from rnnlab.cli.commands import (
+        _add_config_flags, cmd_evaluate, cmd_info, cmd_predict, cmd_resume, cmd_sample, cmd_train,
+    )
     from rnnlab.cli.interop import cmd_export, cmd_import
     from rnnlab.cli.study import cmd_compare, cmd_gradients, cmd_sweep
     from rnnlab.cli.tools import cmd_check, cmd_lab, cmd_warmup
