@@ -37,7 +37,7 @@ def _run(parser, args) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (RnnlabError, ValueError, TypeError, OSError) as exc:
+    except (RnnlabError, OSError) as exc:           # the user's: one line (a bug's TypeError keeps its traceback)
         print(f"rnnlab {args.command}: error: {users_words(exc, _flag_dests(parser, args))}", file=sys.stderr)
         distributed.abort(2)                        # a distributed run: end the other ranks too
         return 2
