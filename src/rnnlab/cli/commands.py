@@ -78,157 +78,54 @@ def cmd_resume(args) -> int:
 
 
 
-def _data_run(checkpoint):
-    """(model, config, encoding) of a run trained on --data; a clear error for any other run."""
-    from rnnlab.training.config import TrainConfig
-    from rnnlab.data.encoding import Encoding
-    from rnnlab.errors import ConfigError
-    from rnnlab.training.trainer import load_model
-    model, meta = load_model(checkpoint)
-    cfg = TrainConfig.from_dict(meta["config"])
-    info = meta.get("task_info", {})
-    if "encoding" not in info:
-        raise ConfigError(f"data: {checkpoint} was trained on task {cfg.task!r}, not on sequences of a file or "
-                          f"arrays; --data works with runs of `rnnlab train --data FILE`")
-    return model, cfg, Encoding.from_dict(info["encoding"]), meta
-
-
-def _read_like(cfg, encoding, path, require_target):
-    """A new file read as the run read its training data: a table's features by the stored names, in their order."""
-    from rnnlab.errors import DataError
-    from rnnlab.data.sequences import is_table, read_data
-    table, trained_on_table = is_table(path), is_table(cfg.data)
-    if table != trained_on_table:
-        raise DataError(f"data: {Path(path).name} is a {'table' if table else '.npz file'}, but the run was trained "
-                        f"on a {'table (features read by column name)' if trained_on_table else '.npz file'}; give "
-                        f"the new data in the training file's layout")
-    return read_data(path, cfg.id_col, cfg.time_col, None, cfg.target_col, require_target, cfg.channels_first,
-                     cfg.missing, cfg.min_length, cfg.time_format,
-                     trained_features=encoding.feature_names if table else None, for_training=False)
-
-
 def cmd_evaluate(args) -> int:
-    from rnnlab.training.config import TrainConfig
-    from rnnlab.tasks import build_task
-    from rnnlab.training.trainer import evaluate, load_model
-    fc = _forecast_run(args.checkpoint) if args.data else None
-    if fc is not None:                              # a held-out table: every window of it scored (a backtest)
-        from rnnlab.tasks.forecast import ForecastTask
-        model, cfg, spec = fc
-        check_json(args, [args.data, args.checkpoint] + inputs(cfg))
-        panel = _recent_panel(spec, cfg, args.data)
-        task = ForecastTask(panel, spec, fitted=True, backtest=True, name=Path(args.data).name)
-        metrics = evaluate(model, task)
-        print(f"{task.describe()}\n{Path(args.data).name} / {cfg.model}: "
-              + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        print_baselines(task)
-        metrics["baselines"] = task.baselines()
+    from rnnlab.study.runs import evaluate_run, open_run, require_data_run
+    run = open_run(args.checkpoint)
+    cfg = run.config
+    if args.data and run.forecast is None:
+        require_data_run(run)
+    check_json(args, ([args.data] if args.data else []) + [args.checkpoint] + inputs(cfg))
+    ev = evaluate_run(run, args.data)
+    scores = "  ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items() if k not in ("baselines", "classes"))
+    if args.data and run.forecast is not None:      # a held-out table: every window of it scored (a backtest)
+        print(f"{ev.task.describe()}\n{Path(args.data).name} / {cfg.model}: {scores}")
     elif args.data:
-        from rnnlab.tasks.supervised import SequenceTask
-        model, cfg, encoding, _ = _data_run(args.checkpoint)
-        check_json(args, [args.data, args.checkpoint] + inputs(cfg))
-        seqs = _read_like(cfg, encoding, args.data, True)
-        from rnnlab.tasks import targets_named
-        with targets_named(cfg, args.data):
-            task = SequenceTask(f"data:{Path(args.data).name}", encoding, seqs)     # the file as the data to score
-            metrics = evaluate(model, task, task.batches_of(seqs))
-        print(f"{Path(args.data).name} ({len(seqs.cases)} sequences) / {cfg.model}: "
-              + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        report = task.class_report(model)           # per class: accuracy alone hides a neglected class
-        if report is not None:
-            from rnnlab.training.metrics import report_text
-            metrics["classes"] = report
-            print(report_text(report))
-        for n in seqs.notes:
-            print(f"note: {n}")
+        print(f"{Path(args.data).name} ({ev.sequences} sequences) / {cfg.model}: {scores}")
     else:
-        model, meta = load_model(args.checkpoint)
-        cfg = TrainConfig.from_dict(meta["config"])
-        check_json(args, [args.checkpoint] + inputs(cfg))
-        task = build_task(cfg, info=meta.get("task_info", {}))
-        metrics = evaluate(model, task)
-        print(f"{cfg.task} / {cfg.model}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        b = task.baseline()
-        if hasattr(task, "baselines"):
-            print_baselines(task)
-            metrics["baselines"] = task.baselines()
-        elif b:
-            print(f"baseline: {b[0]} {b[1]:.4f}")
+        print(f"{cfg.task} / {cfg.model}: {scores}")
+    if "classes" in ev.metrics:
+        from rnnlab.training.metrics import report_text
+        print(report_text(ev.metrics["classes"]))
+    if hasattr(ev.task, "baselines"):               # a forecaster's, scored on the same windows
+        print_baselines(ev.task)
+    elif not args.data and ev.task.baseline():
+        name, value = ev.task.baseline()
+        print(f"baseline: {name} {value:.4f}")
+    for n in ev.notes:
+        print(f"note: {n}")
     if args.json:
-        write_json(args.json, metrics)
+        write_json(args.json, ev.metrics)
     return 0
-
 
 
 def cmd_predict(args) -> int:
-    from rnnlab.data.sequences import write_table
-    from rnnlab.tasks.supervised import prediction_frame, predict_outputs
     from rnnlab.data.outputs import check_output
-    fc = _forecast_run(args.checkpoint)
-    if fc is not None:
-        if args.each_step or args.chunk is not None:
-            from rnnlab.errors import ConfigError
-            raise ConfigError("each_step: a forecaster predicts the horizon from each series' last window; "
-                              "--each-step and --chunk are options of a run trained on --data")
-        return _predict_forecast(args, *fc)
-    model, cfg, encoding, _ = _data_run(args.checkpoint)           # reads the run, writes nothing
-    out = check_output(args.out, "--out", [args.data, args.checkpoint] + inputs(cfg), args.force,
+    from rnnlab.data.sequences import write_table
+    from rnnlab.study.runs import check_prediction, open_run, predict_run
+    from rnnlab.tasks.forecast import DATASETS
+    run = open_run(args.checkpoint)                 # reads the run, writes nothing
+    check_prediction(run, args.each_step, args.chunk)
+    data = "" if run.forecast is not None and args.data in DATASETS else args.data
+    out = check_output(args.out, "--out", [data, args.checkpoint] + inputs(run.config), args.force,
                        (".csv", ".parquet"))
-    if args.chunk is not None and not args.each_step:
-        from rnnlab.errors import ConfigError
-        raise ConfigError("--chunk: the steps fed to the stream per call, an option of --each-step; add --each-step")
-    from rnnlab.errors import check_int
-    chunk = check_int("--chunk", args.chunk if args.chunk is not None else 1, 1)
-    seqs = _read_like(cfg, encoding, args.data, False)
-    id_name = cfg.id_col if seqs.ids is not None else "index"
-    if args.each_step and encoding.problem != "tag":       # a deployed stream: the prediction after every step
-        from rnnlab.engine.stream import stream_outputs
-        from rnnlab.tasks.supervised import step_frame
-        frame = step_frame(encoding, seqs, stream_outputs(model, encoding, seqs, chunk), id_name, cfg.time_col)
-    else:
-        frame = prediction_frame(encoding, seqs, predict_outputs(model, encoding, seqs), id_name=id_name,
-                                 time_name=cfg.time_col)
-    write_table(frame, out)
-    for n in seqs.notes:
+    p = predict_run(run, args.data, args.each_step, args.chunk)
+    write_table(p.frame, out)
+    for n in p.notes:
         print(f"note: {n}")
-    print(f"wrote {out}: {len(frame)} rows ({encoding.problem}; columns {', '.join(map(str, frame.columns[:6]))}"
-          f"{', ...' if len(frame.columns) > 6 else ''})")
-    return 0
-
-
-def _forecast_run(checkpoint):
-    """(model, config, spec) of a forecasting run, or None for any other run."""
-    from rnnlab.training.config import TrainConfig
-    from rnnlab.training.trainer import load_model
-    from rnnlab.tasks.forecast import ForecastSpec
-    model, meta = load_model(checkpoint)
-    info = meta.get("task_info", {})
-    if "forecast" not in info:
-        return None
-    return model, TrainConfig.from_dict(meta["config"]), ForecastSpec.from_dict(info["forecast"])
-
-
-def _recent_panel(spec, cfg, path):
-    """A table of recent values read as the run read its training table: its columns by name (the run's own
-    statsmodels series by its name)."""
-    from rnnlab.tasks.forecast import read_with_spec, table_path
-    return read_with_spec(spec, *table_path(path, shipped=path == cfg.data))
-
-
-def _predict_forecast(args, model, cfg, spec) -> int:
-    from rnnlab.data.outputs import check_output
-    from rnnlab.data.sequences import write_table
-    from rnnlab.tasks.forecast import DATASETS, forecast_frame
-    data = args.data if args.data not in DATASETS else ""
-    out = check_output(args.out, "--out", [data, args.checkpoint] + inputs(cfg), args.force, (".csv", ".parquet"))
-    panel = _recent_panel(spec, cfg, args.data)
-    frame = forecast_frame(model, spec, panel)
-    write_table(frame, out)
-    for n in panel.notes:
-        print(f"note: {n}")
-    what = f"{len(panel.ids)} series x {spec.horizon} steps" + (
-        f"; interval {spec.quantiles[0]}-{spec.quantiles[-1]} quantiles" if len(spec.quantiles) > 1 else "")
-    print(f"wrote {out}: {len(frame)} rows ({what}; columns {', '.join(map(str, frame.columns))})")
+    columns = list(map(str, p.frame.columns))
+    if run.forecast is None and len(columns) > 6:
+        columns = columns[:6] + ["..."]
+    print(f"wrote {out}: {len(p.frame)} rows ({p.what}; columns {', '.join(columns)})")
     return 0
 
 

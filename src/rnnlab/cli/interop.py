@@ -17,7 +17,7 @@ def _save_tensors(tensors, out):
 def cmd_export(args) -> int:
     from rnnlab.data.outputs import check_output
     from rnnlab.errors import ConfigError
-    from rnnlab.study.gradients import load_any
+    from rnnlab.study.runs import load_any
     out = check_output(args.out, "--out", [args.checkpoint] + run_data(args.checkpoint), args.force,
                        (".onnx",) if args.format == "onnx" else None)
     if args.format != "onnx" and out.suffix in (".onnx", ".pt", ".pth", ".csv", ".parquet", ".json"):

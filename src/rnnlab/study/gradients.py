@@ -48,22 +48,8 @@ def parse_range(text) -> np.ndarray:
     return np.linspace(lo, hi, n)
 
 
-def load_any(path, with_meta: bool = False):
-    """A run folder / model checkpoint -> ("model", SequenceModel); a layer file -> ("layer", layer).
-    ``with_meta``: (kind, object, the model's metadata or None)."""
-    from rnnlab.interop.files import load_layer
-    from rnnlab.model.checkpoint import load_checkpoint
-    from rnnlab.training.trainer import load_model
-    p = Path(path)
-    if p.is_file():
-        _, meta = load_checkpoint(p)
-        if meta.get("kind") == "layer":
-            return ("layer", load_layer(p), None) if with_meta else ("layer", load_layer(p))
-    model, meta = load_model(p)
-    return ("model", model, meta) if with_meta else ("model", model)
-
-
 def check_at_step(at_step, T: int) -> None:
+    """``--at-step``: a step of the model's sequence of ``T`` steps."""
     if at_step is not None and not 0 <= at_step < T:
         raise ConfigError(f"--at-step: expected a time step in [0, {T - 1}] (the sequence has {T} steps), "
                           f"got {at_step}")
@@ -85,6 +71,7 @@ def gradients(report, checkpoint=None, config=None, overrides: dict | None = Non
     """
     from rnnlab.data.outputs import check_report_dir
     from rnnlab.study import diagnostics as diag
+    from rnnlab.study.runs import load_any
     overrides = dict(overrides or {})
     out = check_report_dir(report, "--report", force)
     if sweep_cells is not None and sweep is None:
