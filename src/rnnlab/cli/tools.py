@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 
 def cmd_check(args) -> int:
-    from rnnlab import GRU, LSTM, RNN
-    from rnnlab.engine.gradcheck import check_layer
-    from rnnlab.engine.layers import LRU, IndRNN, MinGRU, MinLSTM
-
-    rng = np.random.default_rng(args.seed)
-    kinds = [("rnn (tanh)", RNN, {}), ("rnn (relu)", RNN, {"nonlinearity": "relu"}), ("lstm", LSTM, {}),
-             ("gru (reset after)", GRU, {}), ("gru (reset before)", GRU, {"reset": "before"}),
-             ("mingru (loop)", MinGRU, {"backend": "numpy"}), ("mingru (scan)", MinGRU, {"backend": "scan"}),
-             ("minlstm (loop)", MinLSTM, {"backend": "numpy"}), ("minlstm (scan)", MinLSTM, {"backend": "scan"}),
-             ("indrnn", IndRNN, {}), ("lru (loop)", LRU, {"backend": "numpy"}), ("lru (scan)", LRU, {"backend": "scan"})]
+    from rnnlab.engine.gradcheck import check_every_kind
     T, B, I, H = args.seq_len, 3, 4, 5
     print(f"gradient check: float64 central differences vs hand-derived BPTT "
           f"(T={T}, B={B}, I={I}, H={H}, {args.num_layers} layers, bidirectional, ragged lengths)")
     worst = 0.0
-    for name, cls, kw in kinds:
-        layer = cls(I, H, args.num_layers, bidirectional=True, dtype="float64", seed=args.seed, **kw)
-        x = rng.standard_normal((T, B, I))
-        lengths = np.array([T, max(1, T // 2), max(1, T - 1)])
-        errors = check_layer(layer, x, lengths=lengths, seed=args.seed)
+    for name, layer, errors in check_every_kind(T, args.num_layers, args.seed, I, H):
         top = max(errors, key=errors.get)
         worst = max(worst, errors[top])
         print(f"  {name:20s} {layer.num_parameters():5d} params  max relative error {errors[top]:.2e} ({top})")
@@ -35,7 +20,6 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
-# ------------------------------------------------------------------------------ the live lab
 def cmd_lab(args) -> int:
     from rnnlab.errors import ConfigError
     try:
