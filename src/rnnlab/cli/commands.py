@@ -1,17 +1,8 @@
-"""The commands on runs: ``rnnlab train``, ``resume``, ``evaluate``, ``predict``, ``info`` and ``sample``.
+"""The commands on runs: ``rnnlab train``, ``resume``, ``evaluate``, ``predict``, ``info`` and ``sample`` (the
+library's ``rnnlab.training`` and ``rnnlab.study.runs``), and the training keys' flags (``_add_config_flags``).
 
-The command line is split by what the commands work on, each module parsing nothing itself (``rnnlab.cli.parser``
-builds the grammar), calling the library and printing:
-
-    rnnlab.cli.main       main(argv): parse, run, rnnlab's errors as one line (a bug keeps its traceback)
-    rnnlab.cli.parser     every command's arguments and help
-    rnnlab.cli.commands   runs: train, resume, evaluate, predict, info, sample
-    rnnlab.cli.study      studies: compare, gradients, sweep
-    rnnlab.cli.interop    export, import
-    rnnlab.cli.tools      lab, check, warmup
-    rnnlab.cli.common     what they share (--json, inputs that outputs may not overwrite, a run's summary)
-
-``main`` is also importable from here (``from rnnlab.cli.commands import main``), as before the split.
+``main`` is also importable from here (``from rnnlab.cli.commands import main``), as before the split of
+``rnnlab.cli`` (its docstring lists the modules).
 """
 from __future__ import annotations
 
