@@ -20,7 +20,7 @@ def cmd_compare(args) -> int:
     from rnnlab.study.comparison import plan_comparison, run_comparison
     from rnnlab.study.report import text_table
     over = overrides(args, ("config", "json", "force") + tuple(_COMPARE_FLAGS.values()))
-    c = plan_comparison(args.config, over, {k: getattr(args, f) for k, f in _COMPARE_FLAGS.items()}, args.force)
+    c = plan_comparison(args.config, over, {k: getattr(args, f) for k, f in _COMPARE_FLAGS.items()}, force=args.force)
     check_json(args, inputs(c.cfg, args))
     if c.runner == "ray":
         code = loopback_only(args)
@@ -63,8 +63,9 @@ _GRADIENTS_FLAGS = ("config", "json", "checkpoint", "sweep", "sweep_cells", "swe
 def cmd_gradients(args) -> int:
     from rnnlab.study.gradients import gradients
     check_json(args, [args.checkpoint, args.config] + run_data(args.checkpoint))
-    s = gradients(args.report, args.checkpoint, args.config, overrides(args, _GRADIENTS_FLAGS), args.sweep,
-                  args.sweep_cells, args.sweep_len, args.sweep_hidden, args.at_step, args.force)
+    s = gradients(args.report, args.checkpoint, args.config, overrides(args, _GRADIENTS_FLAGS), sweep=args.sweep,
+                  sweep_cells=args.sweep_cells, sweep_len=args.sweep_len, sweep_hidden=args.sweep_hidden,
+                  at_step=args.at_step, force=args.force)
     if "sweep" in s.numbers:
         _print_sweep(s.numbers["sweep"], s.sweep_cells, args.sweep_len, args.sweep_hidden)
     if "layer" in s.numbers:

@@ -4,8 +4,9 @@ by ``rnnlab.study.diagnostics``, an optional spectral-radius sweep, a report fol
     study = gradients("runs/gradients", overrides={"task": "copy", "model": "lstm"}, sweep="0.5:1.5:11")
     study.numbers["model"]["grad_norm_h"]          # ||dL/dh_t|| per step; study.paths["html"]: the report
 
-Everything is checked before anything is measured (the sweep's range and cells, the model's settings, the report
-folder); the caller prints what it wants from the returned ``GradientsStudy``.
+What the settings alone decide is checked before anything is measured (the report folder, the sweep's range and
+cells, the model's settings); a model's ``at_step`` once its task's length is known. The caller prints what it
+wants from the returned ``GradientsStudy``.
 """
 from __future__ import annotations
 
@@ -71,54 +72,57 @@ def gradients(report, checkpoint=None, config=None, overrides: dict | None = Non
     """
     from rnnlab.data.outputs import check_report_dir
     from rnnlab.study import diagnostics as diag
+    from rnnlab.study import report as reports
     from rnnlab.study.runs import load_any
+    from rnnlab.training.config import flag, resolve
     overrides = dict(overrides or {})
     out = check_report_dir(report, "--report", force)
     if sweep_cells is not None and sweep is None:
         raise ConfigError(f"--sweep-cells: the cells of a spectral-radius sweep, and no --sweep LOW:HIGH:COUNT is "
                           f"given; add --sweep or drop --sweep-cells, got --sweep-cells {sweep_cells}")
-    radii = cells = None
+    cells = []
     if sweep is not None:
         radii = parse_range(sweep) if isinstance(sweep, str) else np.asarray(sweep, dtype=np.float64)
         if isinstance(sweep_cells, str) or sweep_cells is None:
             cells = [c.strip() for c in (sweep_cells or ",".join(diag.SWEEP_CELLS)).split(",") if c.strip()]
         else:
             cells = list(sweep_cells)
+        for c in cells:
+            diag.sweep_cell(c)                      # each cell's name and options, before anything runs
     kind = load_any(checkpoint)[0] if checkpoint else None
     if checkpoint:                                  # a trained model's settings are its own
         unused = sorted(k for k in overrides if not (kind == "layer" and k in LAYER_SETTINGS))
         if unused or config:
-            from rnnlab.training.config import flag
             given = unused[0] if unused else "config"
             raise ConfigError(f"{given}: {flag(given)} sets up a fresh model, and {checkpoint} is a trained "
                               f"{kind}; drop it"
                               + (" (a layer file takes --seq-len, --batch-size and --seed)" if kind == "layer" else ""))
-    numbers, sections, study = {}, [], GradientsStudy({}, {}, sweep_cells=cells or [])
-    if checkpoint or sweep is None or overrides or config:
-        if kind == "layer":
-            sections += _layer(study, checkpoint, overrides, at_step, out)
-        else:
-            sections += _model(study, checkpoint, config, overrides, at_step, out)
+    if kind == "layer":
+        check_at_step(at_step, overrides.get("seq_len", 50))
+    measured = bool(checkpoint or sweep is None or overrides or config)      # a sweep alone measures no model
+    cfg = resolve(config, overrides) if measured and not checkpoint else None
+    study, sections = GradientsStudy({}, {}, sweep_cells=cells), []
     if sweep is not None:
-        from rnnlab.study import report
-        res = diag.sweep(radii, cells, T=sweep_len, hidden_size=sweep_hidden, seed=overrides.get("seed", 0))
-        numbers["sweep"] = res
+        study.numbers["sweep"] = diag.sweep(radii, cells, T=sweep_len, hidden_size=sweep_hidden,
+                                            seed=overrides.get("seed", 0))
+    if kind == "layer":
+        sections += _layer(study, checkpoint, overrides, out)
+    elif measured:
+        sections += _model(study, checkpoint, cfg, at_step, out)
+    if sweep is not None:
         sections.append(("Spectral-radius sweep", "W_hh rescaled to each spectral radius; log10 of ||dL/dh_t|| "
-                         "relative to the last step.", [report.plot_sweep(res, out / "figures")]))
-    from rnnlab.study import report
-    study.numbers = {**numbers, **study.numbers}
-    study.paths = report.write_report(out, "rnnlab gradients", sections)
+                         "relative to the last step.", [reports.plot_sweep(study.numbers["sweep"], out / "figures")]))
+    study.paths = reports.write_report(out, "rnnlab gradients", sections)
     return study
 
 
-def _layer(study, checkpoint, overrides, at_step, out) -> list:
+def _layer(study, checkpoint, overrides, out) -> list:
     """A bare layer (e.g. imported from torch or ONNX) on standard-normal input."""
     from rnnlab.interop.files import load_layer
     from rnnlab.study import diagnostics as diag
     from rnnlab.study import report
     layer = load_layer(checkpoint)
     T, B = overrides.get("seq_len", 50), overrides.get("batch_size", 16)
-    check_at_step(at_step, T)
     x = np.random.default_rng(overrides.get("seed", 0)).standard_normal((T, B, layer.input_size))
     if layer.batch_first:
         x = x.transpose(1, 0, 2)
@@ -134,15 +138,15 @@ def _layer(study, checkpoint, overrides, at_step, out) -> list:
     return [("Gradient flow", f"{label}", figs)]
 
 
-def _model(study, checkpoint, config, overrides, at_step, out) -> list:
-    """A trained model (its own task) or a fresh one from the settings: every layer and direction, and a run's
+def _model(study, checkpoint, cfg, at_step, out) -> list:
+    """A trained model (its own task) or a fresh one of ``cfg``: every layer and direction, and a run's
     diagnostics over training."""
     from rnnlab.model.sequence_model import SequenceModel
     from rnnlab.study import diagnostics as diag
     from rnnlab.study import report
     from rnnlab.study.compare import gradient_report
     from rnnlab.tasks import build_task
-    from rnnlab.training.config import TrainConfig, resolve
+    from rnnlab.training.config import TrainConfig
     from rnnlab.training.trainer import load_model, model_config_for
     if checkpoint:
         model, meta = load_model(checkpoint)
@@ -150,7 +154,6 @@ def _model(study, checkpoint, config, overrides, at_step, out) -> list:
         task = build_task(cfg, info=meta.get("task_info", {}))
         label = f"{cfg.model} ({Path(checkpoint).name})"
     else:
-        cfg = resolve(config, overrides)
         task = build_task(cfg)
         model = SequenceModel(model_config_for(cfg, task), seed=np.random.default_rng([cfg.seed, 0]))
         label = f"{cfg.model} (fresh)"
