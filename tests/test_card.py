@@ -6,7 +6,7 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from rnnlab.cli import commands as cli  # noqa: E402
+from rnnlab.cli import main as cli  # noqa: E402
 from rnnlab.data.sequences import file_digest  # noqa: E402
 from rnnlab.training.trainer import load_model  # noqa: E402
 from test_data_runs import COLS, write_long  # noqa: E402

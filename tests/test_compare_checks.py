@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 from rnnlab.study import compare
 from rnnlab.errors import ConfigError
 

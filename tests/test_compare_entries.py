@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 from rnnlab.study import compare
 from rnnlab.study import diagnostics as diag
 from rnnlab.training.config import TrainConfig

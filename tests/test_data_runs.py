@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 from rnnlab.training.trainer import load_model
 
 pd = pytest.importorskip("pandas")

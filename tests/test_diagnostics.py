@@ -159,7 +159,7 @@ class _Collect(html.parser.HTMLParser):
 
 @pytest.mark.slow
 def test_compare_writes_table_figures_report_and_json(tmp_path, capsys):
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     out = tmp_path / "report"
     rc = main(["compare", "--task", "adding", "--seq-len", "12", "--steps", "30", "--hidden-size", "8",
                "--eval-every", "10", "--quiet", "--report", str(out), "--json", str(tmp_path / "c.json"),
@@ -187,7 +187,7 @@ def test_compare_writes_table_figures_report_and_json(tmp_path, capsys):
 
 
 def test_gradients_cli(tmp_path, capsys):
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     rc = main(["gradients", "--task", "copy", "--seq-len", "5", "--model", "lstm", "--hidden-size", "6",
                "--report", str(tmp_path / "g"), "--json", str(tmp_path / "g.json"), "--sweep", "0.8:1.2:3",
                "--sweep-len", "10", "--sweep-hidden", "6"])
@@ -203,7 +203,7 @@ def test_gradients_cli(tmp_path, capsys):
 
 
 def test_gradients_of_a_checkpoint(tmp_path, capsys):
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     assert main(["train", "--task", "adding", "--seq-len", "8", "--steps", "3", "--hidden-size", "4", "--quiet",
                  "--out", str(tmp_path / "run"), "--model", "gru"]) == 0
     assert main(["gradients", str(tmp_path / "run"), "--report", str(tmp_path / "g")]) == 0

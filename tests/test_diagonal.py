@@ -284,7 +284,7 @@ def test_selective_copy_task():
 
 
 def test_the_new_cells_from_the_command_line(tmp_path, capsys):
-    from rnnlab.cli import commands as cli
+    from rnnlab.cli import main as cli
     from rnnlab.training.trainer import load_model, resume
     for m in ("mingru", "minlstm", "indrnn", "lru"):
         out = tmp_path / m

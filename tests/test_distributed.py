@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 from rnnlab.scale import distributed
 from rnnlab.scale import netns
 from rnnlab.errors import CheckpointError, ConfigError

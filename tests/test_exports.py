@@ -9,7 +9,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from rnnlab.cli import commands as cli  # noqa: E402
+from rnnlab.cli import main as cli  # noqa: E402
 from rnnlab.training.config import TrainConfig  # noqa: E402
 from rnnlab.interop.onnx import export_model  # noqa: E402
 from rnnlab.data.sequences import from_arrays, pad  # noqa: E402

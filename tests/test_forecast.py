@@ -220,10 +220,11 @@ def test_onnx_forecaster_equals_predict(stores_run, tmp_path):
     run, _ = stores_run
     rc, _, err = _cli("export", str(run), "--out", str(tmp_path / "m.onnx"))
     assert rc == 0, err
-    from rnnlab.cli.commands import _forecast_run, _recent_panel
+    from rnnlab.study.runs import open_run, recent_panel
     from rnnlab.tasks.forecast import forecast_frame, recent_windows
-    model, cfg, spec = _forecast_run(run)
-    panel = _recent_panel(spec, cfg, str(EXAMPLES / "stores_recent.csv"))
+    opened = open_run(run)
+    model, spec = opened.model, opened.forecast
+    panel = recent_panel(opened, str(EXAMPLES / "stores_recent.csv"))
     x = recent_windows(spec, panel).astype(np.float32)               # the data's units, NaN where no value
     assert np.isnan(x[spec.seq_len:, :, 0]).all()
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"))

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 from rnnlab.errors import DataError
 from rnnlab.data.sequences import from_long_frame
 

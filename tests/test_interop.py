@@ -220,7 +220,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, cell, kw, L, bidir, bf):
 
 
 def test_trained_model_exports_with_equal_predictions(tmp_path, capsys):
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     from rnnlab.training.trainer import load_model
     run = tmp_path / "run"
     assert main(["train", "--task", "copy", "--seq-len", "4", "--steps", "5", "--hidden-size", "6", "--quiet",
@@ -276,7 +276,7 @@ def test_onnx_import_refuses_what_it_cannot_represent(tmp_path, change, match):
 def test_cli_import_diagnose_export_round_trip(tmp_path, capsys):
     """A torch nn.GRU imported, diagnosed with `rnnlab gradients`, and exported back unchanged."""
     from safetensors.torch import load_file, save_file
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     mod = torch.nn.GRU(3, 6, num_layers=2)
     save_file(mod.state_dict(), str(tmp_path / "gru.safetensors"))
     assert main(["import", str(tmp_path / "gru.safetensors"), "--format", "torch", "--cell", "gru",
@@ -395,7 +395,7 @@ def test_check_exportable_accepts_what_is_identity_at_inference():
 def test_cli_export_refuses_a_model_the_peer_computes_otherwise(tmp_path, capsys, outcome, opts, formats):
     """rnnlab export --format torch|keras of such a run: rc 2, one stderr line, no file (needs cli.cmd_export to
     call rnnlab.interop.torch.check_exportable before writing)."""
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     run = tmp_path / "run"
     assert main(["train", "--task", "adding", "--seq-len", "6", "--hidden-size", "4", "--steps", "2", "--quiet",
                  "--out", str(run), *opts]) == 0

@@ -10,7 +10,7 @@ LEGACY = Path(__file__).parent / "data" / "legacy"
 
 
 def test_an_old_run_folder_evaluates_to_its_recorded_loss(tmp_path, capsys):
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     run = shutil.copytree(LEGACY / "run_adding_lstm", tmp_path / "run")
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert last["split"] == "val"
@@ -20,7 +20,7 @@ def test_an_old_run_folder_evaluates_to_its_recorded_loss(tmp_path, capsys):
 
 
 def test_an_old_run_folder_resumes(tmp_path):
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     run = shutil.copytree(LEGACY / "run_adding_lstm", tmp_path / "run")
     main(["resume", str(run), "--steps", "24"])
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]

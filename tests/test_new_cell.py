@@ -139,7 +139,7 @@ def test_unit_split_inference(leaky, monkeypatch):
 
 
 def test_trains_from_the_command_line(leaky, tmp_path):
-    from rnnlab.cli import commands as cli
+    from rnnlab.cli import main as cli
     assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "leaky", "--hidden-size", "8",
                      "--steps", "20", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert cli.main(["evaluate", str(tmp_path / "r")]) == 0

@@ -19,7 +19,7 @@ def test_config_and_model_inherit_the_options_and_declare_none_of_their_own():
 
 
 def test_every_reader_knows_every_option(capsys):
-    from rnnlab.cli.commands import main
+    from rnnlab.cli.main import main
     from rnnlab.scale.sweep import _NOT_TASK
     from rnnlab.study.compare import ENTRY_KEYS
     with pytest.raises(SystemExit):

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 
 pd = pytest.importorskip("pandas")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 from rnnlab.scale import sweep
 from rnnlab.errors import ConfigError
 from rnnlab.training._runlock import holder

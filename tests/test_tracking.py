@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from rnnlab.cli import commands as cli
+from rnnlab.cli import main as cli
 from rnnlab.scale import tracking
 from rnnlab.errors import ConfigError
 from rnnlab.training.trainer import resume, train

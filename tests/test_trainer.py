@@ -12,7 +12,7 @@ import pytest
 
 from rnnlab.training import trainer as T
 from rnnlab.model.checkpoint import load_checkpoint
-from rnnlab.cli.commands import main
+from rnnlab.cli.main import main
 from rnnlab.errors import NonFiniteError
 from rnnlab.model.sequence_model import ModelConfig, SequenceModel
 

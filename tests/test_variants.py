@@ -226,7 +226,7 @@ def test_input_dropout_on_a_diagonal_cell_and_a_compiled_path(fixed_masks):
 
 
 def test_training_with_zoneout_resumes_bit_exactly(tmp_path, capsys):
-    from rnnlab.cli import commands as cli
+    from rnnlab.cli import main as cli
     from rnnlab.training.trainer import load_model, resume
     args = ["train", "--task", "adding", "--seq-len", "8", "--model", "lstm", "--hidden-size", "6", "--quiet",
             "--zoneout", "0.2", "--zoneout-cell", "0.1", "--recurrent-dropout", "0.3", "--input-dropout", "0.1"]
@@ -316,7 +316,7 @@ def test_peephole_through_onnx_in_onnxruntime(tmp_path):
 
 
 def test_peephole_from_the_command_line(tmp_path, capsys):
-    from rnnlab.cli import commands as cli
+    from rnnlab.cli import main as cli
     assert cli.main(["train", "--task", "adding", "--seq-len", "6", "--model", "lstm", "--peephole", "--hidden-size",
                      "5", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert cli.main(["export", str(tmp_path / "r"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
@@ -368,7 +368,7 @@ def test_projection_with_peepholes_and_masks_finite_differences(fixed_masks):
 
 
 def test_projection_in_a_model_and_its_refusals(tmp_path):
-    from rnnlab.cli import commands as cli
+    from rnnlab.cli import main as cli
     from rnnlab.interop import InteropError
     from rnnlab.interop.onnx import export
     from rnnlab.training.trainer import load_model
@@ -453,7 +453,7 @@ def test_layer_norm_equals_a_torch_reference(cell):
 
 
 def test_layer_norm_options_and_refusals(tmp_path):
-    from rnnlab.cli import commands as cli
+    from rnnlab.cli import main as cli
     from rnnlab.interop import InteropError
     from rnnlab.interop.torch import to_torch
     fresh = LSTM(3, 4, layer_norm=True, seed=0).state_dict()
@@ -473,7 +473,7 @@ def test_layer_norm_options_and_refusals(tmp_path):
 
 
 def test_variants_as_compare_entries(tmp_path, capsys):
-    from rnnlab.cli import commands as cli
+    from rnnlab.cli import main as cli
     code = cli.main(["compare", "--task", "adding", "--seq-len", "6", "--models",
                      "lstm,lstm+layer_norm,gru+zoneout=0.1+recurrent_dropout=0.2,lstm+peephole", "--steps", "3",
                      "--hidden-size", "16", "--report", str(tmp_path / "cmp"), "--json", str(tmp_path / "c.json"),

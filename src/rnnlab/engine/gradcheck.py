@@ -82,3 +82,26 @@ def check_layer(layer, x, hx=None, lengths=None, *, seed=0, eps=1e-6, max_entrie
             num = num.reshape(-1)[entries]
         errors[name] = relative_error(ana, num)
     return errors
+
+
+def every_kind():
+    """(name, layer class, options) of every layer kind ``rnnlab check`` checks: each classic cell and nonlinearity
+    or reset, and each diagonal cell on its loop and, where it has one, its parallel scan."""
+    from rnnlab.engine.layers import GRU, LRU, LSTM, RNN, IndRNN, MinGRU, MinLSTM
+    return [("rnn (tanh)", RNN, {}), ("rnn (relu)", RNN, {"nonlinearity": "relu"}), ("lstm", LSTM, {}),
+            ("gru (reset after)", GRU, {}), ("gru (reset before)", GRU, {"reset": "before"}),
+            ("mingru (loop)", MinGRU, {"backend": "numpy"}), ("mingru (scan)", MinGRU, {"backend": "scan"}),
+            ("minlstm (loop)", MinLSTM, {"backend": "numpy"}), ("minlstm (scan)", MinLSTM, {"backend": "scan"}),
+            ("indrnn", IndRNN, {}), ("lru (loop)", LRU, {"backend": "numpy"}), ("lru (scan)", LRU, {"backend": "scan"})]
+
+
+def check_every_kind(seq_len: int = 6, num_layers: int = 2, seed: int = 0, input_size: int = 4, hidden_size: int = 5):
+    """``check_layer`` on every kind of ``every_kind``: bidirectional, float64, a batch of 3 with ragged lengths
+    (T, T // 2, T - 1). Yields (name, layer, {tensor: relative error}) as each kind is checked."""
+    rng = np.random.default_rng(seed)
+    T = seq_len
+    for name, cls, kw in every_kind():
+        layer = cls(input_size, hidden_size, num_layers, bidirectional=True, dtype="float64", seed=seed, **kw)
+        x = rng.standard_normal((T, 3, input_size))
+        lengths = np.array([T, max(1, T // 2), max(1, T - 1)])
+        yield name, layer, check_layer(layer, x, lengths=lengths, seed=seed)

@@ -114,3 +114,57 @@ def from_keras(cell: str, weights: list, bidirectional: bool = False, **options)
                     sd["bias_ih" + s], sd["bias_hh" + s] = permute_blocks(b, perm, g), np.zeros(g * H)
     layer.load_state_dict(sd)
     return layer
+
+
+def keras_tensors(obj) -> dict:
+    """A layer's (or a SequenceModel's) Keras weights as named tensors for one safetensors file:
+    ``layer<l>[.backward].kernel``, ``.recurrent_kernel``, ``.bias``; a model's output layer in Keras' Dense
+    layout as ``head.kernel`` and ``head.bias`` (``rnnlab export --format keras``; ``from_keras_tensors`` reads
+    them back)."""
+    from rnnlab.model.sequence_model import SequenceModel
+    layer = obj.rnn if isinstance(obj, SequenceModel) else obj
+    tensors = {}
+    for l, ws in enumerate(to_keras(layer)):
+        names = ["kernel", "recurrent_kernel", "bias"][:len(ws) // layer.num_directions]
+        for d in range(layer.num_directions):
+            for i, n in enumerate(names):
+                tensors[f"layer{l}{'.backward' if d else ''}.{n}"] = ws[d * len(names) + i]
+    if layer is not obj:                            # the output layer in Keras' Dense layout
+        tensors["head.kernel"] = np.ascontiguousarray(obj.named_parameters()["head.weight"].T)
+        tensors["head.bias"] = obj.named_parameters()["head.bias"].copy()
+    return tensors
+
+
+def from_keras_tensors(tensors: dict, cell: str, source: str = "tensors", **options):
+    """The layer of ``keras_tensors``'s ``layer<l>[.backward].<name>`` tensors (any others, such as a model's
+    head, are ignored); ``source`` names them in errors (the file's path); ``options`` as ``from_keras``."""
+    import re
+    t = {k: v for k, v in tensors.items() if k.startswith("layer")}
+    found = [re.fullmatch(r"layer(\d+)(\.backward)?\.(kernel|recurrent_kernel|bias)", k) for k in t]
+    if not t:
+        raise InteropError(f"file: {source} has no 'layer<N>.kernel' tensors (write them with rnnlab export "
+                           f"--format keras)")
+    if not all(found):
+        bad = next(k for k, m in zip(t, found) if m is None)
+        raise InteropError(f"file: {source}: tensor {bad!r} is not named layer<N>[.backward].kernel, "
+                           f".recurrent_kernel or .bias (as rnnlab export --format keras writes them)")
+    n = 1 + max(int(m.group(1)) for m in found)
+    bidir = any(m.group(2) for m in found)
+    weights = []
+    for l in range(n):
+        ws = []
+        for d in ([""] + ([".backward"] if bidir else [])):
+            ws += [t[f"layer{l}{d}.{k}"] for k in ("kernel", "recurrent_kernel", "bias") if f"layer{l}{d}.{k}" in t]
+        weights.append(ws)
+    return from_keras(cell, weights, bidirectional=bidir, **options)
+
+
+def read_keras_file(path, cell: str, **options):
+    """The layer in a safetensors file of ``keras_tensors`` (``rnnlab import --format keras``)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InteropError(f"{path}: not a readable safetensors file ({exc})") from None
+    return from_keras_tensors(tensors, cell, str(path), **options)

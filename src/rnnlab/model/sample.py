@@ -25,7 +25,7 @@ def sample_text(model, vocab: str, length: int, prompt: str = "", temperature: f
     stoi = {ch: i for i, ch in enumerate(vocab)}
     unknown = sorted({ch for ch in prompt if ch not in stoi})
     if unknown:
-        raise ValueError(f"prompt: characters {unknown!r} are not in the model's vocabulary "
+        raise ConfigError(f"prompt: characters {unknown!r} are not in the model's vocabulary "
                          f"({len(vocab)} characters: {vocab[:40]!r}...)")
     rng = np.random.default_rng(seed)
     model.eval()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, DataError
 from rnnlab.data.sequences import Sequences
 from rnnlab.tasks.supervised import SequenceTask, sequence_task
 
@@ -39,44 +39,47 @@ def read_ts(path) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"ts file: {path} does not exist")
     classes, cases, labels, in_data = None, [], [], False
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                low = line.lower()
-                if low.startswith("@classlabel"):
-                    parts = line.split()
-                    if len(parts) < 2 or parts[1].lower() != "true":
-                        raise ValueError(f"{path}:{lineno}: expected '@classLabel true <labels>' (classification), got {line!r}")
-                    classes = parts[2:]
-                elif low.startswith("@data"):
-                    in_data = True
-                continue
-            fields = line.split(":")
-            if len(fields) < 2:
-                raise ValueError(f"{path}:{lineno}: expected 'dim1:...:label', got {line[:60]!r}")
-            label = fields[-1].strip()
-            try:
-                dims = [np.array([np.nan if v.strip() == "?" else float(v) for v in f.split(",")])
-                        for f in fields[:-1]]
-            except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: bad number ({exc})") from None
-            if len({len(d) for d in dims}) != 1:
-                raise ValueError(f"{path}:{lineno}: expected every dimension of a case to have the same length, "
-                                 f"got {[len(d) for d in dims]}")
-            cases.append(np.stack(dims, axis=1))
-            labels.append(label)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text, so not a .ts file") from None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            low = line.lower()
+            if low.startswith("@classlabel"):
+                parts = line.split()
+                if len(parts) < 2 or parts[1].lower() != "true":
+                    raise DataError(f"{path}:{lineno}: expected '@classLabel true <labels>' (classification), got {line!r}")
+                classes = parts[2:]
+            elif low.startswith("@data"):
+                in_data = True
+            continue
+        fields = line.split(":")
+        if len(fields) < 2:
+            raise DataError(f"{path}:{lineno}: expected 'dim1:...:label', got {line[:60]!r}")
+        label = fields[-1].strip()
+        try:
+            dims = [np.array([np.nan if v.strip() == "?" else float(v) for v in f.split(",")])
+                    for f in fields[:-1]]
+        except ValueError as exc:
+            raise DataError(f"{path}:{lineno}: bad number ({exc})") from None
+        if len({len(d) for d in dims}) != 1:
+            raise DataError(f"{path}:{lineno}: expected every dimension of a case to have the same length, "
+                            f"got {[len(d) for d in dims]}")
+        cases.append(np.stack(dims, axis=1))
+        labels.append(label)
     if classes is None:
-        raise ValueError(f"{path}: no '@classLabel true ...' header; only classification files are supported")
+        raise DataError(f"{path}: no '@classLabel true ...' header; only classification files are supported")
     if not cases:
-        raise ValueError(f"{path}: no cases after @data")
+        raise DataError(f"{path}: no cases after @data")
     if len({c.shape[1] for c in cases}) != 1:
-        raise ValueError(f"{path}: cases have different numbers of dimensions")
+        raise DataError(f"{path}: cases have different numbers of dimensions")
     unknown = sorted(set(labels) - set(classes))
     if unknown:
-        raise ValueError(f"{path}: labels {unknown} are not in @classLabel {classes}")
+        raise DataError(f"{path}: labels {unknown} are not in @classLabel {classes}")
     index = {c: i for i, c in enumerate(classes)}
     return cases, np.array([index[l] for l in labels]), classes
 
@@ -103,6 +106,6 @@ def ts_task(train_path, test_path=None, val_fraction=0.2, seed=0) -> SequenceTas
     if test_path:
         val, vclasses = ts_sequences(test_path)
         if vclasses != classes:
-            raise ValueError(f"ts_test: class labels {vclasses} differ from ts_train's {classes}")
+            raise DataError(f"ts_test: class labels {vclasses} differ from ts_train's {classes}")
     return sequence_task(f"ts:{Path(train_path).stem}", train, val, problem="classify", val_fraction=val_fraction,
                          seed=seed, missing="zero")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.errors import ConfigError
+from rnnlab.errors import ConfigError, DataError
 from rnnlab.tasks.base import Batch, Task
 
 SHAKESPEARE_PLAYS = ("tragedies/hamlet", "tragedies/macbeth", "tragedies/othello", "tragedies/king-lear",
@@ -96,7 +96,7 @@ class CharLM(Task):
     def encode(self, s: str) -> np.ndarray:
         unknown = sorted({ch for ch in s if ch not in self.stoi})
         if unknown:
-            raise ValueError(f"text: characters {unknown[:10]!r} are not in the model's vocabulary of {len(self.vocab)}")
+            raise DataError(f"text: characters {unknown[:10]!r} are not in the model's vocabulary of {len(self.vocab)}")
         return np.array([self.stoi[ch] for ch in s], dtype=np.int64)
 
     def decode(self, ids) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import os
 
+from rnnlab.errors import ConfigError
+
 VARIANTS = {"avx512": 512, "avx2": 256, "sse": 128}     # vector bits of each variant
 
 
@@ -39,7 +41,7 @@ def variant() -> str:
     env = os.environ.get("RNNLAB_SIMD")
     if env:
         if env not in VARIANTS:
-            raise ValueError(f"RNNLAB_SIMD: expected one of {sorted(VARIANTS)}, got {env!r}")
+            raise ConfigError(f"RNNLAB_SIMD: expected one of {sorted(VARIANTS)}, got {env!r}")
         return env
     return host_variant()
 

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from rnnlab.errors import ConfigError
+
 MIN_ROWS = 1            # fewest batch rows per thread (the layer also asks for enough work per thread)
 _POOL: list = []
 _LOCK = threading.Lock()
@@ -21,9 +23,9 @@ def num_threads() -> int:
         try:
             n = int(env)
         except ValueError:
-            raise ValueError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}") from None
+            raise ConfigError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}") from None
         if n < 1:
-            raise ValueError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}")
+            raise ConfigError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}")
         return n
     try:
         return len(os.sched_getaffinity(0))
