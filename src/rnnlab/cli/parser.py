@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
-    r.add_argument("run_dir")
+    r.add_argument("run_dir", help="the run folder (its checkpoint.safetensors and config.toml)")
     r.add_argument("--steps", type=int, default=None, help="new total number of steps (default: the run's)")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     r.set_defaults(func=cmd_resume)
 
     sw = sub.add_parser("sweep", help="a grid or random sweep over training keys and seeds, on Ray Tune",
@@ -115,11 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate text from a character model")
     s.add_argument("checkpoint", help="run folder, model.safetensors or checkpoint.safetensors")
-    s.add_argument("--length", type=int, default=300)
-    s.add_argument("--prompt", default="")
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", type=int, default=0)
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--length", type=int, default=300, help="characters to generate (default: 300)")
+    s.add_argument("--prompt", default="", help="text to start from; every character must be in the model's "
+                   "vocabulary (default: none)")
+    s.add_argument("--temperature", type=float, default=0.8, help="divides the logits: below 1 more likely "
+                   "characters, above 1 more varied text (default: 0.8)")
+    s.add_argument("--top-k", type=int, default=0, help="draw among the k likeliest characters only (default: 0, "
+                   "all)")
+    s.add_argument("--seed", type=int, default=None, help="the draws' seed (default: a fresh one each time)")
     s.set_defaults(func=cmd_sample)
 
     cp = sub.add_parser("compare", help="train RNN, LSTM and GRU side by side; table, figures, report.html",
@@ -169,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export a trained model or a layer file to ONNX, torch or Keras weights")
     ex.add_argument("checkpoint", help="run folder, model.safetensors, or a layer file from `rnnlab import`")
-    ex.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx")
-    ex.add_argument("--out", required=True)
+    ex.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx", help="onnx: a graph that "
+                    "onnxruntime runs; torch: a state_dict as safetensors; keras: Keras 3 weights (default: onnx)")
+    ex.add_argument("--out", required=True, help="the file to write (refused if it exists, unless --force)")
     ex.add_argument("--lengths", action="store_true", help="ONNX: add a 'lengths' input for ragged batches")
     ex.add_argument("--state", action="store_true",
                     help="ONNX, a model: state inputs h0 (c0) and outputs h_n (c_n), to run a stream chunk by chunk")
@@ -179,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_export)
 
     im = sub.add_parser("import", help="read an ONNX file, torch state_dict or Keras weights into an rnnlab layer file")
-    im.add_argument("file")
-    im.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx")
+    im.add_argument("file", help="an .onnx file, a torch state_dict saved as safetensors, or Keras weights")
+    im.add_argument("--format", choices=("onnx", "torch", "keras"), default="onnx", help="what the file holds "
+                    "(default: onnx)")
     im.add_argument("--cell", choices=tuple(CELLS), help="torch and keras: which cell the weights are")
-    im.add_argument("--batch-first", action="store_true")
+    im.add_argument("--batch-first", action="store_true", help="the layer takes (B, T, F) instead of (T, B, F)")
     im.add_argument("--out", required=True, help="layer file to write (.safetensors)")
     im.add_argument("--force", action="store_true", help="replace an existing output file (never an input)")
     im.set_defaults(func=cmd_import)
@@ -196,18 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     lb.set_defaults(func=cmd_lab)
 
     c = sub.add_parser("check", help="gradient-check every layer kind (BPTT vs finite differences)")
-    c.add_argument("--seq-len", type=int, default=6)
-    c.add_argument("--num-layers", type=int, default=2)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seq-len", type=int, default=6, help="steps of the checked sequences (default: 6)")
+    c.add_argument("--num-layers", type=int, default=2, help="stacked layers of each checked kind (default: 2)")
+    c.add_argument("--seed", type=int, default=0, help="the weights' and inputs' seed (default: 0)")
     c.set_defaults(func=cmd_check)
 
     w = sub.add_parser("warmup", help="compile the kernels ahead (once per machine; later processes load them)")
-    w.add_argument("--dtype", nargs="+", default=["float32"], choices=("float32", "float64"))
+    w.add_argument("--dtype", nargs="+", default=["float32"], choices=("float32", "float64"), help="the "
+                   "precisions to compile for (default: float32)")
     from rnnlab.engine.warmup import CELL_CONFIGS
     w.add_argument("--cell", nargs="+", choices=tuple(CELL_CONFIGS), help="only these (default: every cell)")
     w.add_argument("--inference", action="store_true",
                    help="the inference forwards only (a serving process runs no backward)")
-    w.add_argument("--quiet", action="store_true")
+    w.add_argument("--quiet", action="store_true", help="print only the last line: the time and the folder the kernels went to")
     w.set_defaults(func=cmd_warmup)
     return p
 
