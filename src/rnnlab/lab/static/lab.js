@@ -144,6 +144,7 @@ function show(list) {
     el.querySelector(".label").textContent = info.label;
     el.querySelector(".describe").textContent = info.describe;
     el.querySelector(".download").href = `/api/runs/${info.id}/download`;
+    el.querySelectorAll("[data-t]").forEach(e => { e.textContent = tr(e.dataset.t); });   // the page's language
     el.querySelector(".folder").textContent = info.run_dir;
     runs.push(r);
     listen(r);
