@@ -137,10 +137,12 @@ PRESETS = [
            "steps": 1000},
      "b": {"model": "lstm", "hidden_size": 32, "forget_bias": 0.0, "lr": 0.01},
      "say": {"en": "Along the cell, dc_t/dc_(t-1) = diag(f_t): the product of forget gates over k steps scales the "
-                   "gradient. With forget bias 1 (left) the gates start open and the product stays far from zero; "
-                   "watch the forget-gate distribution per unit move towards 1 as the model learns to remember.",
+                   "gradient. With forget bias 1 (left) the gates start open and the product stays far from zero. "
+                   "Watch the forget gate per unit: most units close a little as the model learns, while a few keep "
+                   "theirs near 1 and carry the memory (the tour, section 4).",
              "zh": "沿着细胞状态，dc_t/dc_(t-1) = diag(f_t)：k 步遗忘门的乘积决定梯度的缩放。遗忘门偏置为 1（左）"
-                   "时门一开始就是打开的，乘积远离零；观察每个单元的遗忘门分布随着模型学会记忆而向 1 移动。"}},
+                   "时门一开始就是打开的，乘积远离零。观察每个单元的遗忘门：训练中多数单元的门略微关小，只有少数单元"
+                   "把门保持在接近 1，由它们携带记忆（见导览第 4 节）。"}},
     {"id": "gru", "chapter": 5,
      "title": {"en": "5. The GRU: update and reset gates", "zh": "5. GRU：更新门与重置门"},
      "a": {"model": "gru", "task": "adding", "seq_len": 50, "hidden_size": 37, "lr": 0.01, "steps": 1000},

@@ -558,9 +558,13 @@ def summarize_seeds(per: dict, metric: str, thr: float, runner: str, seed0: int)
             for key, out in (("grad_norm_h", "grad_ratio"), ("init_grad_norm_h", "init_grad_ratio")):
                 ratios = [float(g[0] / g[-1]) if g[-1] > 0 else float("nan")
                           for g in (np.asarray(r[key], float) for r in runs)]
-                mean, sd, ci = _interval(np.log10(np.maximum(ratios, _TINY)))     # norms: on a log scale
+                # the interval is of the seeds whose ratio is a number > 0 (on a log scale: norms span orders of
+                # magnitude); a ratio that underflowed to 0 has no logarithm and is counted apart, not clamped
+                pos = [v for v in ratios if np.isfinite(v) and v > 0]
+                mean, sd, ci = _interval(np.log10(pos)) if pos else (float("nan"),) * 3
                 bands[label][out] = {"geomean": 10 ** mean, "lo": 10 ** (mean - ci), "hi": 10 ** (mean + ci),
-                                     "values": ratios}
+                                     "values": ratios, "zero": sum(v == 0 for v in ratios),
+                                     "undefined": sum(not np.isfinite(v) for v in ratios)}
     return {"metric": metric, "mode": "min" if metric in LOWER_IS_BETTER else "max", "threshold": thr,
             "rows": rows, "curves": curves, "runner": runner, "seeds": [seed0 + s for s in range(len(next(
                 iter(per.values()))))], "stopped_by_scheduler": [], "gradient_bands": bands}
@@ -594,6 +598,14 @@ def differing_settings(res: dict) -> list[str]:
     return [k for k in keys if len({repr(e["config"].get(k, base.get(k))) for e in res["models"].values()}) > 1]
 
 
+def _setting(key: str, e: dict, res: dict):
+    """An entry's value of a varied setting; "-" for an option of other cells (the entry's cell has none)."""
+    owners = LayerOptions.owners().get(key)
+    if owners and e["cell"] not in owners:
+        return "-"
+    return e["config"].get(key, res["config"].get(key))
+
+
 def summary_rows(res: dict) -> list[dict]:
     metric = res["threshold"]["metric"]
     varied = differing_settings(res)
@@ -602,7 +614,7 @@ def summary_rows(res: dict) -> list[dict]:
     for label, e in res["models"].items():
         g0, gi = e["grad_norm_h"], e["init"]["grad_norm_h"]
         row = {"model": label, "cell": e["cell"], "hidden": e["hidden_size"], "params": e["parameters"],
-               **{k: e["config"].get(k, res["config"].get(k)) for k in varied},
+               **{k: _setting(k, e, res) for k in varied},
                f"val {metric}": e["final"].get(metric), "steps to threshold": e["steps_to_threshold"],
                "ms/train step": e["ms_per_train_step"], "ms/inference": e["ms_per_inference"],
                "first step s": e.get("first_step_seconds"),
@@ -614,10 +626,25 @@ def summary_rows(res: dict) -> list[dict]:
                         "ci95": f"[{sr['mean'] - sr['ci95']:.4g}, {sr['mean'] + sr['ci95']:.4g}]"})
         for key, col in (("grad_ratio", "grad ratio trained"), ("init_grad_ratio", "grad ratio init")):
             gr = res.get("seeds", {}).get("gradient_bands", {}).get(label, {}).get(key)
-            if gr is not None and np.isfinite(gr["lo"]):        # over seeds: geometric mean, 95 % interval
-                row[col] = f"{gr['geomean']:.3g} [{gr['lo']:.3g}, {gr['hi']:.3g}]"
+            if gr is not None:                      # over seeds: geometric mean, 95 % interval
+                row[col] = _ratio_text(gr)
         rows.append(row)
     return rows
+
+
+def _ratio_text(gr: dict) -> str:
+    """A gradient ratio over seeds: the geometric mean and 95 % interval of the seeds where it is a number > 0,
+    and how many seeds it underflowed to 0 in (or was undefined in), said rather than folded into the interval."""
+    n = len(gr["values"])
+    zero, undefined = gr.get("zero", 0), gr.get("undefined", 0)
+    left = n - zero - undefined
+    apart = "; ".join(t for t in (f"{zero} of {n} seeds 0 (underflow)" if zero else "",
+                                   f"{undefined} of {n} undefined" if undefined else "") if t)
+    if left == 0:
+        return apart
+    text = (f"{gr['geomean']:.3g} [{gr['lo']:.3g}, {gr['hi']:.3g}]" if np.isfinite(gr["lo"])
+            else f"{gr['geomean']:.3g}")
+    return f"{text}{f' over {left} seeds; ' + apart if apart else ''}"
 
 
 def summary_columns(res: dict) -> list[tuple[str, str]]:
