@@ -31,7 +31,7 @@ def fixed_masks(monkeypatch):
         if key not in drawn:
             drawn[key] = real(layer, l, d, shape)
         return drawn[key]
-    monkeypatch.setattr(engine, "variational_masks", once)          # the one stack, every family
+    monkeypatch.setattr(dispatch, "variational_masks", once)          # the one stack, every family
     return drawn
 
 
