@@ -20,8 +20,7 @@ TESTS = ["tests/test_reliability.py", "tests/engine/test_checks.py", "tests/mode
          "tests/training/test_trainer.py", "tests/data/test_sequences.py", "tests/cli/test_data_runs.py",
          "tests/cli/test_silent.py", "tests/cli/test_fuzz_data.py", "tests/engine/test_layer_memory.py",
          "tests/study/test_compare_checks.py", "tests/scale/test_tracking.py", "tests/scale/test_sweep.py",
-         "tests/interop/test_interop.py", "-m", "not slow",
-         "-k", "not killed and not with_seeds and not existing_cluster and not asha"]     # no Ray clusters here
+         "tests/interop/test_interop.py", "-m", "not slow"]     # the fast tier: no Ray clusters or MPI jobs here
 
 
 RULES = """## The rules

@@ -77,6 +77,7 @@ def test_unknown_layer_options_are_refused_when_the_layer_is_built():
     assert from_keras("lstm", weights, batch_first=True).batch_first
 
 
+@pytest.mark.slow
 def test_warmup_compiles_every_path_and_reports_the_time(capsys, monkeypatch):
     from rnnlab.engine._kernels import available
     if not available():

@@ -67,6 +67,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     train({"task": "adding", "seq_len": 5, "hidden_size": 4, "steps": 2, "out": str(run), "quiet": True})
 
 
+@pytest.mark.slow
 def test_resume_beside_a_running_writer_is_refused_and_a_killed_one_resumes_at_once(tmp_path):
     run = tmp_path / "r"
     args = ["train", "--task", "adding", "--seq-len", "20", "--hidden-size", "16", "--steps", "100000",
@@ -109,6 +110,7 @@ TEXT = ("To be, or not to be, that is the question: whether 'tis nobler in the m
         "arrows of outrageous fortune, or to take arms against a sea of troubles. ") * 12
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("task", ["adding", "chars", "data"])
 def test_two_ranks_give_the_weights_of_one_process(task, tmp_path):
@@ -137,6 +139,7 @@ def test_two_ranks_give_the_weights_of_one_process(task, tmp_path):
     assert len(one) == len(two)                                      # rank 0 alone logs
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_killed_rank_ends_the_job_and_resume_gives_the_uninterrupted_weights(tmp_path):
     args = ["--task", "adding", "--seq-len", "30", "--hidden-size", "16", "--steps", "400", "--batch-size", "8",

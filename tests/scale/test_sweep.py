@@ -273,6 +273,7 @@ def _wait(cond, proc, tmp_path, limit=300):
         time.sleep(0.3)
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_killed_worker_continues_its_trial_on_loopback_only(tmp_path):
     (tmp_path / "s.toml").write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in BASE.items()) +
@@ -305,6 +306,7 @@ def test_a_killed_worker_continues_its_trial_on_loopback_only(tmp_path):
     assert [r["seeds"] for r in summary["rows"]] == [2, 2] and [r["finished"] for r in summary["rows"]] == [2, 2]
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     spec = {**BASE, "steps": 400}
@@ -340,6 +342,7 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert _same(load_model(trials / half["id"])[0].named_parameters(), _uninterrupted(tmp_path, manifest, half))
 
 
+@pytest.mark.slow
 @needs_ray
 def test_compare_with_seeds_shows_the_spread(tmp_path, capsys):
     assert cli.main(["compare", "--task", "adding", "--seq-len", "6", "--steps", "20", "--eval-every", "10",
@@ -361,6 +364,7 @@ def test_compare_with_seeds_shows_the_spread(tmp_path, capsys):
     assert serial["runner"] == "serial" and [r["values"] for r in serial["rows"]] == [r["values"] for r in rows]
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_sweep_on_an_existing_cluster_by_address(tmp_path):
     import shutil
@@ -389,6 +393,7 @@ def test_a_sweep_on_an_existing_cluster_by_address(tmp_path):
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 @needs_ray
 def test_asha_stops_trials_and_resume_does_not_rerun_them(tmp_path):
     spec = {**BASE, "steps": 200, "eval_every": 20,
