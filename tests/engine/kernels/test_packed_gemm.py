@@ -14,6 +14,24 @@ def variant(request, monkeypatch):
     monkeypatch.setenv("RNNLAB_SIMD", request.param)
     return request.param
 
+
+@pytest.fixture(scope="module")
+def compiled_callers():
+    """Compiled callers of the inlined one-row products, made once: each vector width (the token's type) and
+    dtype compiles its own specialisation, not each test."""
+    from numba import njit
+    from rnnlab.engine._kernels.packed_gemm import dots_acc, vecmat_acc
+
+    @njit
+    def vecmat(out, ro, v, rv, M, tok):
+        vecmat_acc(out, ro, v, rv, M, tok)
+
+    @njit
+    def dots(out, ro, o0, W, w0, n, v, rv, tok):
+        dots_acc(out, ro, o0, W, w0, n, v, rv, tok)
+    return {"vecmat_acc": vecmat, "dots_acc": dots}
+
+
 SHAPES = [(1, 1, 1), (7, 33, 50), (6, 16, 16), (13, 300, 17), (32, 256, 1024), (5, 600, 8), (11, 513, 40), (3, 0, 9),
           (7, 2100, 33), (2, 1025, 16)]                     # the last two: K in several blocks (KC)
 
@@ -115,24 +133,19 @@ def test_pack_rejects_mismatched_blocks():
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("K,N", [(32, 128), (1, 1), (7, 3), (33, 64 + 32 + 16 + 8 + 5), (5, 200), (64, 256)])
-def test_vecmat_acc_equals_matmul(K, N, dtype, tol, variant):
+def test_vecmat_acc_equals_matmul(K, N, dtype, tol, variant, compiled_callers):
     """The one-row product out[ro] += v[rv] @ M: every block width (8, 4, 2, 1 vectors, scalar tail), rows
     picked out of wider arrays, M a row block of a wider matrix; nothing else written."""
-    from numba import njit
-    from rnnlab.engine._kernels.packed_gemm import token, vecmat_acc
+    from rnnlab.engine._kernels.packed_gemm import token
     tok = token()
-
-    @njit
-    def run(out, ro, v, rv, M):
-        vecmat_acc(out, ro, v, rv, M, tok)
-
+    run = compiled_callers["vecmat_acc"]
     rng = np.random.default_rng(K * 100 + N)
     v = rng.standard_normal((3, K)).astype(dtype)
     Mbig = rng.standard_normal((K, N + 9)).astype(dtype)
     M = Mbig[:, :N]                                     # rows contiguous, row stride N + 9
     out = rng.standard_normal((4, N)).astype(dtype)
     before = out.copy()
-    run(out, 2, v, 1, M)
+    run(out, 2, v, 1, M, tok)
     ref = before[2].astype(np.float64) + v[1].astype(np.float64) @ M.astype(np.float64)
     np.testing.assert_allclose(out[2], ref, rtol=0, atol=tol * max(1.0, np.sqrt(K)) * 4)
     np.testing.assert_array_equal(np.delete(out, 2, axis=0), np.delete(before, 2, axis=0))
@@ -140,24 +153,19 @@ def test_vecmat_acc_equals_matmul(K, N, dtype, tol, variant):
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("K,n", [(64, 32), (1, 1), (7, 3), (33, 17), (100, 37), (256, 16), (1024, 9)])
-def test_dots_acc_equals_matmul(K, n, dtype, tol, variant):
+def test_dots_acc_equals_matmul(K, n, dtype, tol, variant, compiled_callers):
     """out[ro, o0 + i] += W[w0 + i] @ v[rv] for i < n: whole blocks of rows (``_dots``), the last rows and the last
     columns (K not a multiple of the block's columns) in scalar loops; W a row block of a wider matrix (row
     stride K + 5); nothing else written."""
-    from numba import njit
-    from rnnlab.engine._kernels.packed_gemm import dots_acc, token
+    from rnnlab.engine._kernels.packed_gemm import token
     tok = token()
-
-    @njit
-    def run(out, ro, o0, W, w0, n, v, rv):
-        dots_acc(out, ro, o0, W, w0, n, v, rv, tok)
-
+    run = compiled_callers["dots_acc"]
     rng = np.random.default_rng(K * 100 + n)
     v = rng.standard_normal((3, K)).astype(dtype)
     W = rng.standard_normal((n + 6, K + 5)).astype(dtype)[:, :K]
     out = rng.standard_normal((4, n + 7)).astype(dtype)
     before = out.copy()
-    run(out, 2, 4, W, 3, n, v, 1)
+    run(out, 2, 4, W, 3, n, v, 1, tok)
     ref = before[2, 4:4 + n].astype(np.float64) + W[3:3 + n].astype(np.float64) @ v[1].astype(np.float64)
     np.testing.assert_allclose(out[2, 4:4 + n], ref, rtol=0, atol=tol * max(1.0, np.sqrt(K)) * 4)
     rest = np.ones(out.shape, bool)
