@@ -1,4 +1,7 @@
-"""Parity with torch.nn.RNN/LSTM/GRU on copied weights: outputs, final states and every gradient."""
+"""Parity with torch.nn.RNN/LSTM/GRU on copied weights: outputs, final states and every gradient. The NumPy
+reference over the full grid of options (layers, directions, batch_first, ragged lengths, a given initial state)
+in float64 and a float32 sample; the compiled strategies on a sample with every option on, in the host's vector
+width (each strategy and width equals the reference to 1e-12 in float64: kernels/test_backends.py)."""
 import itertools
 
 import numpy as np
@@ -6,13 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import rnnlab  # noqa: E402
-from support import torch_run, torch_twin  # noqa: E402
+from support import REFERENCE, STRATEGIES, TORCH_CELL_IDS, TORCH_CELLS, torch_run, torch_twin, use_backend  # noqa: E402
 
-CELLS = [(rnnlab.RNN, {}), (rnnlab.RNN, {"nonlinearity": "relu"}), (rnnlab.LSTM, {}), (rnnlab.GRU, {})]
 GRID = list(itertools.product([1, 2, 3], [False, True], [False, True], [False, True], [False, True]))
-
-
-from support import BACKENDS, COMPILED, simd_cases, use_backend  # noqa: E402
 
 
 def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, dtype, seed, backend="numpy"):
@@ -50,26 +49,35 @@ def _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, d
     return got, want
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cls,kw", TORCH_CELLS, ids=TORCH_CELL_IDS)
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,ragged,user_state", GRID)
-def test_parity_float64(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, backend, monkeypatch):
-    backend = use_backend(backend, monkeypatch)
-    got, want = _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, np.float64, 7, backend)
+def test_reference_equals_torch_float64(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state):
+    got, want = _case(cls, kw, num_layers, bidirectional, batch_first, ragged, user_state, np.float64, 7, REFERENCE)
     assert set(got) == set(want)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-10, err_msg=k)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cls,kw", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cls,kw", TORCH_CELLS, ids=TORCH_CELL_IDS)
 @pytest.mark.parametrize("num_layers,bidirectional,ragged", [(1, False, False), (2, True, True), (3, True, False)])
-def test_parity_float32(cls, kw, num_layers, bidirectional, ragged, backend, monkeypatch):
-    backend = use_backend(backend, monkeypatch)
-    got, want = _case(cls, kw, num_layers, bidirectional, False, ragged, True, np.float32, 3, backend)
+def test_reference_equals_torch_float32(cls, kw, num_layers, bidirectional, ragged):
+    got, want = _case(cls, kw, num_layers, bidirectional, False, ragged, True, np.float32, 3, REFERENCE)
     for k in want:
         scale = max(np.abs(want[k]).max(), 1e-3)
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5 * scale, err_msg=k)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("cls,kw", TORCH_CELLS, ids=TORCH_CELL_IDS)
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_compiled_equals_torch(cls, kw, strategy, dtype, tol, monkeypatch):
+    """Every compiled strategy with every option on: 2 layers, both directions, batch_first, ragged lengths, a
+    given initial state."""
+    got, want = _case(cls, kw, 2, True, True, True, True, dtype, 7, use_backend(strategy, monkeypatch))
+    assert set(got) == set(want)
+    for k in want:
+        scale = max(1.0, float(np.abs(want[k]).max())) if dtype == np.float32 else 1.0
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=tol * scale, err_msg=k)
 
 
 @pytest.mark.parametrize("cls", [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU])
@@ -92,16 +100,3 @@ def test_unbatched_input_matches_torch():
     assert out.shape == (6, 5) and hn.shape == (2, 5)
     np.testing.assert_allclose(out, ref["output"], atol=1e-12)
     np.testing.assert_allclose(hn, ref["hn"][0], atol=1e-12)
-
-
-@pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("simd,cls,kw", simd_cases(CELLS))
-@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
-def test_parity_in_every_vector_variant(cls, kw, backend, simd, dtype, tol, monkeypatch):
-    """torch parity on the compiled paths with each vector variant of the packed products (RNNLAB_SIMD)."""
-    monkeypatch.setenv("RNNLAB_SIMD", simd)
-    got, want = _case(cls, kw, 2, True, True, True, True, dtype, 7, use_backend(backend, monkeypatch))
-    assert set(got) == set(want)
-    for k in want:
-        scale = max(1.0, float(np.abs(want[k]).max())) if dtype == np.float32 else 1.0
-        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=tol * scale, err_msg=k)

@@ -1,5 +1,8 @@
-"""Invariants of the recurrent layers, over random shapes (hypothesis)."""
+"""Invariants of the recurrent layers, over random shapes (hypothesis): on the reference in the fast tier, on the
+automatic choice (the compiled loop at these sizes) in the slow tier, where odd shapes (one unit, one feature)
+compile loops of their own."""
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,16 +14,20 @@ CLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
 COMMON = settings(max_examples=25, deadline=None)
 
 
-def _layer(kind, kw, I, H, L, bidir, seed):
-    return CLS[kind](I, H, L, bidirectional=bidir, dtype="float64", seed=seed, **kw)
+ON = pytest.mark.parametrize("backend", ["numpy", pytest.param("auto", marks=pytest.mark.slow)])
 
 
+def _layer(kind, kw, I, H, L, bidir, seed, backend):
+    return CLS[kind](I, H, L, bidirectional=bidir, dtype="float64", seed=seed, backend=backend, **kw)
+
+
+@ON
 @COMMON
 @given(kind=KINDS, T=st.integers(2, 7), B=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 6),
        L=st.integers(1, 2), seed=st.integers(0, 10_000), data=st.data())
-def test_causality(kind, T, B, I, H, L, seed, data):
+def test_causality(backend, kind, T, B, I, H, L, seed, data):
     """Changing x[t:] leaves output[:t] unchanged (unidirectional layers)."""
-    layer = _layer(*kind, I, H, L, False, seed)
+    layer = _layer(*kind, I, H, L, False, seed, backend)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, I))
     t = data.draw(st.integers(1, T - 1))
@@ -31,13 +38,14 @@ def test_causality(kind, T, B, I, H, L, seed, data):
     np.testing.assert_array_equal(out_x[:t], out_y[:t])
 
 
+@ON
 @COMMON
 @given(kind=KINDS, T=st.integers(2, 8), B=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 6),
        L=st.integers(1, 3), seed=st.integers(0, 10_000), data=st.data())
-def test_two_chunks_equal_one_run(kind, T, B, I, H, L, seed, data):
+def test_two_chunks_equal_one_run(backend, kind, T, B, I, H, L, seed, data):
     """Forward in two chunks with the carried state equals one run; so does backward with dhx chained."""
     rng = np.random.default_rng(seed)
-    layer = _layer(*kind, I, H, L, False, seed)
+    layer = _layer(*kind, I, H, L, False, seed, backend)
     x = rng.standard_normal((T, B, I))
     d_out = rng.standard_normal((T, B, H))
     cut = data.draw(st.integers(1, T - 1))
@@ -45,7 +53,7 @@ def test_two_chunks_equal_one_run(kind, T, B, I, H, L, seed, data):
     dx, _ = layer.backward(d_out)
     whole = {k: v.copy() for k, v in layer.grads.items()}
 
-    two = _layer(*kind, I, H, L, False, seed)
+    two = _layer(*kind, I, H, L, False, seed, backend)
     out1, h1 = two(x[:cut])
     out2, h2 = two(x[cut:], h1)
     np.testing.assert_allclose(np.concatenate([out1, out2]), out, rtol=0, atol=1e-12)
@@ -59,13 +67,14 @@ def test_two_chunks_equal_one_run(kind, T, B, I, H, L, seed, data):
         np.testing.assert_allclose(two.grads[k], whole[k], rtol=0, atol=1e-10, err_msg=k)
 
 
+@ON
 @COMMON
 @given(kind=KINDS, T=st.integers(1, 6), B=st.integers(2, 5), I=st.integers(1, 4), H=st.integers(1, 5),
        bidir=st.booleans(), seed=st.integers(0, 10_000), ragged=st.booleans())
-def test_batch_rows_independent(kind, T, B, I, H, bidir, seed, ragged):
+def test_batch_rows_independent(backend, kind, T, B, I, H, bidir, seed, ragged):
     """Each batch row's output equals the output of running that row alone."""
     rng = np.random.default_rng(seed)
-    layer = _layer(*kind, I, H, 1, bidir, seed)
+    layer = _layer(*kind, I, H, 1, bidir, seed, backend)
     x = rng.standard_normal((T, B, I))
     lengths = rng.integers(1, T + 1, size=B) if ragged else None
     out, _ = layer(x, lengths=lengths)

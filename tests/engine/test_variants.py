@@ -52,21 +52,38 @@ def test_finite_differences_in_training_with_masks(name, cls, kw, backend, fixed
     assert layer.last_backend == backend
 
 
+OPTIONS = {"rd": {"recurrent_dropout": 0.3}, "zoneout": {"zoneout": 0.3, "zoneout_cell": 0.2},
+           "ln": {"layer_norm": True},
+           "ln+rd+zoneout": {"layer_norm": True, "recurrent_dropout": 0.2, "zoneout": 0.2, "zoneout_cell": 0.3}}
+
+
+def _compiled_cases():
+    """(cls, options, strategy, evaluation dtype) over every cell, option plan and compiled strategy (no
+    layer-normalised RNN or reset-before GRU). Each plan, product and dtype compiles loops of its own: the fast
+    tier runs float64 on the one-row products and the split; the packed products and float32 are in the slow tier."""
+    cases = []
+    for cls in ("RNN", "LSTM", "GRU", "gru-before"):
+        for name, kw in OPTIONS.items():
+            if kw.get("layer_norm") and cls in ("RNN", "gru-before"):
+                continue
+            for impl in STRATEGIES:
+                for dtype in ("float64", "float32"):
+                    slow = impl == "loop-packed" or dtype == "float32"
+                    cases.append(pytest.param(cls, kw, impl, dtype, id=f"{cls}-{name}-{impl}-{dtype}",
+                                              marks=[pytest.mark.slow] if slow else []))
+    return cases
+
+
 @needs_numba
-@pytest.mark.parametrize("impl", STRATEGIES)
-@pytest.mark.parametrize("kw", [{"recurrent_dropout": 0.3}, {"zoneout": 0.3, "zoneout_cell": 0.2},
-                                {"layer_norm": True},
-                                {"layer_norm": True, "recurrent_dropout": 0.2, "zoneout": 0.2, "zoneout_cell": 0.3}])
-@pytest.mark.parametrize("cls", [RNN, LSTM, GRU, "gru-before"])
-def test_the_compiled_loop_equals_the_reference(cls, kw, impl, monkeypatch):
-    """The shared compiled loop (kernels.loop, one thread or split) against rnnlab.engine._reference on the same masks (the same seed draws them): outputs, states and every gradient in
-    training (float64, padding, 2 layers, both directions), and outputs at evaluation in float64 and float32,
-    with and without the caches."""
+@pytest.mark.parametrize("cls,kw,impl,dtype", _compiled_cases())
+def test_the_compiled_loop_equals_the_reference(cls, kw, impl, dtype, monkeypatch):
+    """The shared compiled loop (kernels.loop, one thread or split) against rnnlab.engine._reference on the same
+    masks (the same seed draws them). float64: outputs, states and every gradient in training (padding, 2 layers,
+    both directions), and outputs at evaluation, with and without the caches; float32: the outputs at evaluation
+    of a copy of the weights, with and without the caches."""
     opts = {"reset": "before"} if cls == "gru-before" else {}
-    cls = GRU if cls == "gru-before" else cls
+    cls = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU, "gru-before": GRU}[cls]
     kw = {k: v for k, v in kw.items() if k != "zoneout_cell" or cls is LSTM}
-    if (kw.get("layer_norm") and cls is RNN) or (kw.get("layer_norm") and opts):
-        pytest.skip("no layer-normalised RNN or reset='before' GRU")
     rng = np.random.default_rng(11)
     x, lengths = rng.standard_normal((7, 3, 4)), np.array([7, 5, 2])
     w = rng.standard_normal((7, 3, 10)) * (np.arange(7)[:, None] < lengths)[..., None]
@@ -76,27 +93,32 @@ def test_the_compiled_loop_equals_the_reference(cls, kw, impl, monkeypatch):
         layer = cls(4, 5, num_layers=2, bidirectional=True, dtype="float64", seed=3, backend=backend, **opts, **kw)
         for v in layer.parameters():
             v[...] = np.random.default_rng(5).normal(0, 0.5, v.shape)     # the same weights, non-zero biases
-        out, states = layer(x, lengths=lengths)
-        dx, dstates = layer.backward(w)
-        assert layer.last_backend == backend
-        evals = []
-        single = cls(4, 5, num_layers=2, bidirectional=True, dtype="float32", seed=3, backend=backend, **opts, **kw)
-        for k, v in single._params.items():
-            v[...] = layer._params[k]
-        for net in (layer.eval(), single.eval()):
+        train = None
+        if dtype == "float64":
+            out, states = layer(x, lengths=lengths)
+            dx, dstates = layer.backward(w)
+            assert layer.last_backend == backend
+            train = (out, states, dx, dstates, dict(layer.grads))
+            net = layer
+        else:
+            net = cls(4, 5, num_layers=2, bidirectional=True, dtype="float32", seed=3, backend=backend, **opts, **kw)
+            for k, v in net._params.items():
+                v[...] = layer._params[k]
+        net.eval()
+        evals = [net(x.astype(net.dtype))[0]]
+        with rnnlab.no_grad():
             evals.append(net(x.astype(net.dtype))[0])
-            with rnnlab.no_grad():
-                evals.append(net(x.astype(net.dtype))[0])
-        runs[backend] = (out, states, dx, dstates, dict(layer.grads), evals)
-    a, b = runs["numpy"], runs[impl]
-    for u, v in zip(a[:4], b[:4]):
-        for p, q in zip(np.atleast_1d(u) if isinstance(u, np.ndarray) else u,
-                        np.atleast_1d(v) if isinstance(v, np.ndarray) else v):
-            np.testing.assert_allclose(q, p, rtol=0, atol=1e-12)
-    assert a[4].keys() == b[4].keys()
-    for k in a[4]:
-        np.testing.assert_allclose(b[4][k], a[4][k], rtol=0, atol=1e-11, err_msg=k)
-    for p, q in zip(a[5], b[5]):
+        runs[backend] = (train, evals)
+    (a, ea), (b, eb) = runs["numpy"], runs[impl]
+    if dtype == "float64":
+        for u, v in zip(a[:4], b[:4]):
+            for p, q in zip(np.atleast_1d(u) if isinstance(u, np.ndarray) else u,
+                            np.atleast_1d(v) if isinstance(v, np.ndarray) else v):
+                np.testing.assert_allclose(q, p, rtol=0, atol=1e-12)
+        assert a[4].keys() == b[4].keys()
+        for k in a[4]:
+            np.testing.assert_allclose(b[4][k], a[4][k], rtol=0, atol=1e-11, err_msg=k)
+    for p, q in zip(ea, eb):
         np.testing.assert_allclose(q, p, rtol=0, atol=1e-12 if p.dtype == np.float64 else 2e-6)
 
 
@@ -222,10 +244,13 @@ def test_input_dropout_on_a_diagonal_cell_and_a_compiled_path(fixed_masks):
 
 
 def test_training_with_zoneout_resumes_bit_exactly(tmp_path, capsys):
+    """On the reference: the masks are drawn in Python whatever the backend (the compiled loop equals the
+    reference on the same masks above)."""
     from rnnlab.cli import commands as cli
     from rnnlab.training.trainer import load_model, resume
     args = ["train", "--task", "adding", "--seq-len", "8", "--model", "lstm", "--hidden-size", "6", "--quiet",
-            "--zoneout", "0.2", "--zoneout-cell", "0.1", "--recurrent-dropout", "0.3", "--input-dropout", "0.1"]
+            "--zoneout", "0.2", "--zoneout-cell", "0.1", "--recurrent-dropout", "0.3", "--input-dropout", "0.1",
+            "--backend", "numpy"]
     assert cli.main(args + ["--steps", "8", "--out", str(tmp_path / "full")]) == 0
     assert cli.main(args + ["--steps", "4", "--out", str(tmp_path / "part")]) == 0
     resume(tmp_path / "part", steps=8)
@@ -468,6 +493,7 @@ def test_layer_norm_options_and_refusals(tmp_path):
     assert cli.main(["gradients", str(tmp_path / "r"), "--report", str(tmp_path / "g")]) == 0
 
 
+@pytest.mark.slow
 def test_variants_as_compare_entries(tmp_path, capsys):
     from rnnlab.cli import commands as cli
     code = cli.main(["compare", "--task", "adding", "--seq-len", "6", "--models",

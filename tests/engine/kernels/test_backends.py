@@ -1,10 +1,14 @@
-"""Every compiled backend (loop, with one-row and packed products, and split), selected by name, against the NumPy reference: float64 within
-1e-12, float32 within 1e-5 relative; NaN propagation, cache reuse, the output never read back."""
+"""Every compiled strategy (the loop with one-row and with packed products, the batch split), selected by name,
+against the NumPy reference, in every vector width: float64 within 1e-12 (every strategy, width and cell),
+float32 within 1e-5 relative (every strategy and cell in the host's width; the other widths in the slow tier,
+their products checked in float32 in test_packed_gemm.py); NaN propagation, cache reuse, the output never read
+back."""
 import numpy as np
 import pytest
 
 import rnnlab
-from support import BACKENDS, CELLS, COMPILED, STRATEGIES, needs_numba, serves, simd_cases, use_backend
+from support import (BACKENDS, CELLS, COMPILED, SIMD, STRATEGIES, cell_id, needs_numba, serves, simd_cases,
+                     use_backend)
 
 pytestmark = needs_numba
 
@@ -15,8 +19,14 @@ def impl(request, monkeypatch):
     return use_backend(request.param, monkeypatch)
 
 
-@pytest.mark.parametrize("simd,cls,kw", simd_cases(CELLS))
-@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+def _dtype_cases():
+    """float64 in every width; float32 in the host's, in the others in the slow tier."""
+    return [pytest.param(simd, cls, kw, dtype, tol, id=f"{dtype}-{simd}-{cell_id(cls, kw)}",
+                         marks=[pytest.mark.slow] if dtype == "float32" and simd != SIMD[0] else [])
+            for dtype, tol in (("float64", 1e-12), ("float32", 1e-5)) for simd, cls, kw in simd_cases(CELLS)]
+
+
+@pytest.mark.parametrize("simd,cls,kw,dtype,tol", _dtype_cases())
 @pytest.mark.parametrize("L,bidir,ragged", [(1, False, False), (2, True, True)])
 def test_compiled_equals_reference(cls, kw, dtype, tol, L, bidir, ragged, impl, simd, monkeypatch):
     monkeypatch.setenv("RNNLAB_SIMD", simd)
