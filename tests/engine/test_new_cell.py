@@ -78,9 +78,14 @@ def _kernel():
 
 @pytest.fixture(scope="module")
 def leaky():
+    """The registered cell's layer class, for this file's tests only: unregistered after them (the tests that
+    follow see rnnlab's own cells)."""
+    from rnnlab.engine import layers, registry
     kern = _kernel() if HAS_NUMBA else None
     register(CellSpec("leaky", sys.modules[__name__], (lambda opts: kern) if kern else None))
-    return rnnlab.engine.layers.layer_class("leaky")
+    yield layers.layer_class("leaky")
+    for table in (registry.SPECS, registry.CELLS, layers.LAYERS):
+        table.pop("leaky", None)
 
 
 @pytest.fixture
