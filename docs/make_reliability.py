@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_reliability.py", "tests/test_checks.py", "tests/test_checkpoint.py",
-         "tests/test_trainer.py", "tests/test_sequences.py", "tests/test_data_runs.py", "tests/test_silent.py",
-         "tests/test_fuzz_data.py", "tests/test_layer_memory.py", "tests/test_compare_checks.py",
-         "tests/test_tracking.py", "tests/test_sweep.py", "tests/test_interop.py", "-m", "not slow",
-         "-k", "not killed and not with_seeds and not existing_cluster and not asha"]     # no Ray clusters here
+TESTS = ["tests/test_reliability.py", "tests/engine/test_checks.py", "tests/model/test_checkpoint.py",
+         "tests/training/test_trainer.py", "tests/data/test_sequences.py", "tests/cli/test_data_runs.py",
+         "tests/cli/test_silent.py", "tests/cli/test_fuzz_data.py", "tests/engine/test_layer_memory.py",
+         "tests/study/test_compare_checks.py", "tests/scale/test_tracking.py", "tests/scale/test_sweep.py",
+         "tests/interop/test_interop.py", "-m", "not slow"]     # the fast tier: no Ray clusters or MPI jobs here
 
 
 RULES = """## The rules
@@ -45,30 +45,30 @@ RULES = """## The rules
 
 SILENT = [
     ("evaluate/predict/--val-data/estimators read features in the new file's column order",
-     "read by the stored names; a missing column named", "tests/test_silent.py::test_evaluate_predict_and_val_data_read_features_by_name"),
+     "read by the stored names; a missing column named", "tests/cli/test_silent.py::test_evaluate_predict_and_val_data_read_features_by_name"),
     ("text times sorted as text (dd/mm/yyyy, one stray cell)", "numbers, ISO 8601 or --time-format; else refused",
-     "tests/test_silent.py::test_text_times_are_parsed_never_sorted_as_text"),
+     "tests/cli/test_silent.py::test_text_times_are_parsed_never_sorted_as_text"),
     ("overflowing targets or features trained to NaN with exit 0", "refused naming the column",
-     "tests/test_silent.py::test_overflow_is_refused_not_trained_on"),
+     "tests/cli/test_silent.py::test_overflow_is_refused_not_trained_on"),
     ("negative or climbing learning rates (--min-lr, --lr-gamma)", "refused before the run folder",
-     "tests/test_silent.py::test_settings_are_refused_before_the_run_folder"),
+     "tests/cli/test_silent.py::test_settings_are_refused_before_the_run_folder"),
     ("predict/export/import/train --out replaced users' files", "refused unless --force; inputs never",
-     "tests/test_silent.py::test_predict_never_writes_over_its_input_or_an_unforced_file"),
+     "tests/cli/test_silent.py::test_predict_never_writes_over_its_input_or_an_unforced_file"),
     ("an unreachable MLflow server hung the run for minutes", "refused within seconds, no run folder",
-     "tests/test_tracking.py"),
+     "tests/scale/test_tracking.py"),
     ("--json --force wrote over the run's own model or training data", "those files are inputs: refused",
-     "tests/test_silent.py::test_a_runs_own_files_and_data_are_inputs_of_commands_on_it"),
+     "tests/cli/test_silent.py::test_a_runs_own_files_and_data_are_inputs_of_commands_on_it"),
     ("--report wrote over a folder of the user's files", "new, empty or rnnlab's folders only",
-     "tests/test_silent.py::test_report_folders_hold_only_rnnlabs_reports"),
+     "tests/cli/test_silent.py::test_report_folders_hold_only_rnnlabs_reports"),
     ("categorical ids mislabelled; CSV ids 007 and 7 merged", "ids by value, CSV ids as text",
-     "tests/test_silent.py::test_ids_are_values_not_positions_or_numbers"),
+     "tests/cli/test_silent.py::test_ids_are_values_not_positions_or_numbers"),
     ("shuffled rows or permuted columns trained another model", "canonical order: bit-identical weights",
-     "tests/test_silent.py::test_rows_shuffled_or_columns_permuted_train_the_same_model"),
+     "tests/cli/test_silent.py::test_rows_shuffled_or_columns_permuted_train_the_same_model"),
     ("settings the run would not use were ignored", "refused by name",
-     "tests/test_silent.py::test_settings_are_refused_before_the_run_folder"),
+     "tests/cli/test_silent.py::test_settings_are_refused_before_the_run_folder"),
     ("torch/Keras export of models the peer computes differently", "refused by name",
-     "tests/test_interop.py"),
-    ("resume ran on an edited config.toml", "refused naming the key", "tests/test_silent.py::test_resume_continues_the_same_run_only"),
+     "tests/interop/test_interop.py"),
+    ("resume ran on an edited config.toml", "refused naming the key", "tests/cli/test_silent.py::test_resume_continues_the_same_run_only"),
 ]
 
 

@@ -64,6 +64,7 @@ def test_diff_takes_the_best_of_each_side(tmp_path, capsys):
     assert main([files[0]]) == 2
 
 
+@pytest.mark.slow
 def test_scan_and_variant_benchmarks_run(tmp_path, capsys):
     from benchmarks.scan import main as scan_main
     from benchmarks.variants import main as variants_main
@@ -80,6 +81,7 @@ def test_scan_and_variant_benchmarks_run(tmp_path, capsys):
     assert "| lstm+layer_norm | loop |" in out and "| lstm+layer_norm | numpy |" in out
 
 
+@pytest.mark.slow
 def test_tile_benchmark_checks_and_times_every_candidate(tmp_path, capsys):
     from benchmarks.tiles import CANDIDATES, main
     out = tmp_path / "tiles.json"
@@ -92,6 +94,7 @@ def test_tile_benchmark_checks_and_times_every_candidate(tmp_path, capsys):
         main(["--variants", "neon"])
 
 
+@pytest.mark.slow
 def test_stream_benchmark_runs(tmp_path, capsys):
     from benchmarks.stream import main
     assert main(["--cells", "gru", "--hidden", "8", "--steps", "4", "--repeats", "1", "--json",

@@ -1,6 +1,5 @@
 """rnnlab.estimators: scikit-learn's API, its estimator checks, pipelines and searches, every input form."""
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ from rnnlab.errors import DataError  # noqa: E402
 from rnnlab.estimators import RNNClassifier, RNNRegressor, RNNTagger  # noqa: E402
 from rnnlab.tasks import read_ts  # noqa: E402
 from rnnlab.tasks.supervised import split_indices  # noqa: E402
+from support import FIXTURES  # noqa: E402
 
-JV = Path(__file__).parent / "data" / "JapaneseVowels_small.ts"
+JV = FIXTURES / "JapaneseVowels_small.ts"
 
 
 # Every check of scikit-learn's suite passes but one; 2-D X is read as univariate sequences of X.shape[1] steps.

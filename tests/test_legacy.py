@@ -1,12 +1,13 @@
 """Files written before the package layout of #29 keep loading: a run folder and a skops estimator."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-LEGACY = Path(__file__).parent / "data" / "legacy"
+from support import FIXTURES
+
+LEGACY = FIXTURES / "legacy"
 
 
 def test_an_old_run_folder_evaluates_to_its_recorded_loss(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Every command of the README runs: as written where it takes seconds, with its size flags overridden to small
 values where it trains for minutes. ``pip install`` steps are the install's, not run here; ``rnnlab lab`` serves
-until stopped and is driven by tests/test_lab.py."""
+until stopped and is driven by tests/lab/test_lab.py."""
 import re
 import shutil
 import shlex
@@ -51,7 +51,7 @@ def test_a_readme_command_runs(command, tmp_path, monkeypatch, capsys):
     from rnnlab.cli.main import main
     argv = shlex.split(command)[1:]
     if argv[0] in NOT_RUN:
-        pytest.skip(f"rnnlab {argv[0]} serves until stopped: tests/test_lab.py drives it")
+        pytest.skip(f"rnnlab {argv[0]} serves until stopped: tests/lab/test_lab.py drives it")
     for folder in ("configs", "examples"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     monkeypatch.chdir(tmp_path)                     # the README's relative paths, read and written here

@@ -10,7 +10,7 @@ A ``CellSpec`` names a cell's two halves:
                 ``kernels.loop``; "diagonal": an element-wise recurrence (``rnnlab.engine._diagonal``)
 
 Adding a cell: its ``cells`` module, its row kernels (``kernels.gates`` shows three) and ``register``, from any
-package: ``tests/test_new_cell.py`` registers one from outside rnnlab and runs it through every backend.
+package: ``tests/engine/test_new_cell.py`` registers one from outside rnnlab and runs it through every backend.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@
 
 A stream that has no step at some time (not yet begun, or ended) keeps its state unchanged, exactly as a padded
 row does (the same masks); its output there is 0 for a layer and NaN for a model (no prediction). Feeding a
-sequence in chunks of any sizes equals one pass over it (``tests/test_stream.py``, every cell). Time-major
+sequence in chunks of any sizes equals one pass over it (``tests/engine/test_stream.py``, every cell). Time-major
 only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
 kept, whatever ``rnnlab.no_grad`` says.
 

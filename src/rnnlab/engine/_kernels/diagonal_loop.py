@@ -4,7 +4,8 @@ The input projection P = x W_ih^T + b_ih (and the LRU's x B^T) and the products 
 BLAS calls, shared with the NumPy reference (``rnnlab.engine.cells.linear``); what is compiled is the element-wise
 work of every step -- the gates, g(v), the recurrence and, backwards, the recurrence's gradient and the
 gates' -- one pass over (T, B, H) instead of a dozen NumPy temporaries. The equations are the cells' own
-(``rnnlab.engine.cells.mingru`` ...; ``tests/test_diagonal.py`` checks this path against the reference in float64).
+(``rnnlab.engine.cells.mingru`` ...; ``tests/engine/test_diagonal.py`` checks this path against the reference in
+float64).
 
 Each ``forward(x, p, state0, mask)`` / ``backward(d_out, d_state, arrays, p)`` pair has the signature of the
 cells' NumPy functions (without ``how``) and returns the same ``DiagonalArrays`` and gradients.

@@ -1,0 +1,154 @@
+"""rnnlab.Stream: chunks of any sizes equal one pass, for every cell; streams that begin and end on their own
+keep their states while they have no step; models stream their per-step predictions; refusals."""
+import numpy as np
+import pytest
+
+import rnnlab
+from rnnlab.errors import ConfigError, ShapeError
+from rnnlab.engine.layers import LAYERS
+from support import ROOT
+
+CHUNKS = (1, 3, 2, 5, 1)                    # ragged chunk sizes, 12 steps
+
+
+def one_pass(layer, x):
+    with rnnlab.no_grad():
+        return layer(x)
+
+
+@pytest.mark.parametrize("cell", sorted(LAYERS))
+def test_chunks_equal_one_pass(cell):
+    layer = LAYERS[cell](3, 5, num_layers=2, seed=0, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((sum(CHUNKS), 4, 3))
+    want, want_state = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=4)
+    got, t = [], 0
+    for n in CHUNKS:
+        got.append(s.feed(x[t:t + n]) if n > 1 else s.feed(x[t])[None])     # a one-step call too
+        t += n
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-12, atol=1e-12)
+    for a, b in zip(states(s.state), states(want_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def states(hx):
+    return hx if isinstance(hx, tuple) else (hx,)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru"])
+def test_streams_begin_and_end_on_their_own(cell):
+    """Stream r has steps [start_r, end_r) of the 12; its outputs there and its final state equal one pass over
+    its own steps, and its state is untouched outside them (reset when a new stream starts in its slot)."""
+    layer = LAYERS[cell](3, 5, seed=1, dtype="float64")
+    rng = np.random.default_rng(1)
+    T, B = 12, 3
+    x = rng.standard_normal((T, B, 3))
+    span = [(0, 12), (4, 9), (2, 6)]
+    active = np.zeros((T, B), bool)
+    for r, (a, b) in enumerate(span):
+        active[a:b, r] = True
+    s = rnnlab.Stream(layer, batch_size=B)
+    outs, t = [], 0
+    for n in CHUNKS:
+        outs.append(s.feed(x[t:t + n], active=active[t:t + n]))
+        t += n
+    out = np.concatenate(outs)
+    final = s.state[0] if isinstance(s.state, tuple) else s.state
+    for r, (a, b) in enumerate(span):
+        want, st = one_pass(layer, x[a:b, r:r + 1])
+        np.testing.assert_allclose(out[a:b, r:r + 1], want, rtol=1e-12, atol=1e-12)
+        assert not out[~active[:, r], r].any()              # no step: output 0, as padding
+        h = st[0] if isinstance(st, tuple) else st
+        np.testing.assert_allclose(final[:, r:r + 1], h, rtol=1e-12, atol=1e-12)
+    s.reset([1])
+    assert not (s.state[0] if isinstance(s.state, tuple) else s.state)[:, 1].any()
+
+
+def test_a_model_streams_its_predictions():
+    m = rnnlab.SequenceModel(rnnlab.ModelConfig(input_size=2, output_size=3, hidden_size=6, target="every",
+                                                dtype="float64"), seed=0)
+    x = np.random.default_rng(2).standard_normal((7, 2, 2))
+    with rnnlab.no_grad():
+        want = m.predict(x)[0]
+    s = rnnlab.Stream(m, batch_size=2)
+    got = np.concatenate([s.feed(x[:4]), s.feed(x[4:6]), s.feed(x[6])[None]])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    y = s.feed(x[:2], active=np.array([[True, False], [True, True]]))
+    assert np.isnan(y[0, 1]).all() and np.isfinite(y[1]).all()
+
+
+def test_refusals():
+    with pytest.raises(ConfigError, match="bidirectional"):
+        rnnlab.Stream(rnnlab.GRU(2, 3, bidirectional=True))
+    with pytest.raises(ConfigError, match="batch_first"):
+        rnnlab.Stream(rnnlab.GRU(2, 3, batch_first=True))
+    s = rnnlab.Stream(rnnlab.GRU(2, 3), batch_size=2)
+    with pytest.raises(ShapeError, match="for 2 stream"):
+        s.feed(np.zeros((5, 3, 2)))
+    with pytest.raises(ShapeError, match="active"):
+        s.feed(np.zeros((5, 2, 2)), active=np.ones((4, 2), bool))
+    with pytest.raises(ShapeError, match="rows"):
+        s.reset([5])
+
+
+def test_predict_each_step_streams_a_run(tmp_path):
+    """`rnnlab predict --each-step --chunk N`: a row per step, its last row per id equal to predict's."""
+    pd = pytest.importorskip("pandas")
+    import subprocess
+    import sys
+    examples = ROOT / "examples"
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "rnnlab", *args], capture_output=True, text=True, cwd=examples,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p
+
+    run = tmp_path / "run"
+    cli("train", "--data", "visits.csv", "--id-col", "patient", "--time-col", "visit", "--target-col", "outcome",
+        "--model", "gru", "--steps", "10", "--hidden-size", "8", "--quiet", "--out", str(run))
+    cli("predict", str(run), "--data", "new_visits.csv", "--out", str(tmp_path / "last.csv"))
+    cli("predict", str(run), "--data", "new_visits.csv", "--out", str(tmp_path / "steps.csv"), "--each-step",
+        "--chunk", "3")
+    last, steps = pd.read_csv(tmp_path / "last.csv"), pd.read_csv(tmp_path / "steps.csv")
+    visits = pd.read_csv(examples / "new_visits.csv")
+    assert len(steps) == len(visits) and list(steps.columns[:2]) == ["patient", "visit"]
+    end = steps.groupby("patient").tail(1).set_index("patient").loc[last["patient"]]
+    np.testing.assert_allclose(end["p_sick"].to_numpy(), last["p_sick"].to_numpy(), rtol=1e-6)
+    assert (end["prediction"].to_numpy() == last["prediction"].to_numpy()).all()
+    p = subprocess.run([sys.executable, "-m", "rnnlab", "predict", str(run), "--data", "new_visits.csv", "--out",
+                        str(tmp_path / "x.csv"), "--chunk", "2"], capture_output=True, text=True, cwd=examples)
+    assert p.returncode == 2 and "--chunk" in p.stderr and "--each-step" in p.stderr
+
+
+@pytest.mark.parametrize("cell,kw", [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("lstm", {}),
+                                     ("lstm", {"peephole": True}), ("gru", {}), ("gru", {"reset": "before"}),
+                                     ("lstm", {"bias": False}), ("gru", {"layer_norm": True}), ("lstm", {"proj_size": 3})])
+@pytest.mark.parametrize("B", [1, 3])
+def test_one_step_fast_path_equals_the_layers_forward(cell, kw, B):
+    """A step fed alone runs the StepCalls (arrays made once); the same steps through the layer's forward (the
+    fast path switched off) give bit-identical outputs and states, streams masked on and off included."""
+    dt = "float32"
+    layer = LAYERS[cell](4, 6, num_layers=2, seed=3, dtype=dt, **kw)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, B, 4)).astype(dt)
+    active = rng.random((9, B)) < 0.7
+    fast, slow = rnnlab.Stream(layer, batch_size=B), rnnlab.Stream(layer, batch_size=B)
+    slow._steps = None
+    uses = fast._steps is not None
+    if not kw or kw in ({"nonlinearity": "relu"}, {"reset": "before"}, {"bias": False}):
+        assert uses                                       # the short call's cells and options
+    if kw.get("layer_norm") or kw.get("proj_size"):
+        assert not uses                                   # what the fast path leaves to the layer's forward
+    for t in range(9):
+        a = fast.feed(x[t], active=active[t] if t % 2 else None)
+        b = slow.feed(x[t], active=active[t] if t % 2 else None)
+        np.testing.assert_array_equal(a, b)
+        if t == 4:                                        # a chunk in between goes through the layer's forward
+            np.testing.assert_array_equal(fast.feed(x[:3]), slow.feed(x[:3]))
+    for u, v in zip(states(fast.state), states(slow.state), strict=True):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="NaN"):
+        fast.feed(np.full((B, 4), np.nan, dt))
+    with pytest.raises(ShapeError):
+        fast.feed(np.zeros((B, 5), dt))
