@@ -76,7 +76,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "outcomes.json"
         env = {**os.environ, "RNNLAB_RELIABILITY_JSON": str(out)}
-        p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:warnings", *TESTS], cwd=ROOT, env=env,
+        p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:warnings", "-n", "0", *TESTS], cwd=ROOT, env=env,
                            capture_output=True, text=True)
         summary = next((l.strip("= ") for l in reversed(p.stdout.splitlines()) if " passed" in l or " failed" in l),
                        "(no summary)")

@@ -25,6 +25,7 @@ def outcome():
 
 
 def pytest_sessionfinish(session, exitstatus):
+    # docs/make_reliability.py runs its tests in one process (-n 0): the counts live in this process
     path = os.environ.get("RNNLAB_RELIABILITY_JSON")
     if path and _OUTCOMES:
         with open(path, "w", encoding="utf-8") as fh:

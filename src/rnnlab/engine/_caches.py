@@ -17,7 +17,7 @@ import numpy as np
 
 @dataclass
 class CellArrays:
-    """A forward of the shared compiled loop (``kernels.loop``): rows in time order whatever the direction. The
+    """A forward of the shared compiled loop (``_kernels.loop``): rows in time order whatever the direction. The
     cell's cache ``C`` is laid out by its kernel (``CellKernel.cache`` names its blocks of H columns)."""
     kern: object                        # kernels.cell.CellKernel
     plan: object                        # kernels.cell.Plan: the kernel and the options the loop compiled for

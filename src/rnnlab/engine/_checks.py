@@ -6,7 +6,7 @@
     lengths_mask         lengths (B,) -> the (T, B, 1) mask, or None when no row is padded
     guard_inputs / check_unchanged    the fingerprints that let backward refuse inputs changed in place
 
-The NaN/Inf check and the fingerprint run compiled (``kernels.checks``: one pass, no temporary) for
+The NaN/Inf check and the fingerprint run compiled (``_kernels.compiled_checks``: one pass, no temporary) for
 contiguous float arrays of some size when Numba is installed, else with NumPy.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ _CHECKS = []
 
 
 def all_finite(arr: np.ndarray) -> bool:
-    """No NaN or Inf in arr: compiled (one pass, ``kernels.checks``) when Numba is installed and arr is a
+    """No NaN or Inf in arr: compiled (one pass, ``_kernels.compiled_checks``) when Numba is installed and arr is a
     contiguous float32/float64 array of some size, else NumPy's ``isfinite``."""
     checks = compiled_checks(arr) if arr.flags.c_contiguous else None
     if checks is not None:
@@ -30,7 +30,7 @@ def all_finite(arr: np.ndarray) -> bool:
 
 
 def compiled_checks(arr: np.ndarray):
-    """The compiled checks module (``kernels.checks``) for a float32/float64 array of 512 entries or more
+    """The compiled checks module (``_kernels.compiled_checks``) for a float32/float64 array of 512 entries or more
     (below, NumPy is as fast), or None (smaller, another dtype, or no Numba; looked up once)."""
     if arr.size < 512 or arr.dtype.kind != "f" or arr.itemsize not in (4, 8):
         return None
@@ -45,7 +45,7 @@ def compiled_checks(arr: np.ndarray):
 
 
 def fingerprint(arr: np.ndarray) -> tuple:
-    """(sum, position-weighted sum) of arr's values in float64 (the weights: see ``kernels.checks.fingerprint``):
+    """(sum, position-weighted sum) of arr's values in float64 (the weights: see ``_kernels.compiled_checks.fingerprint``):
     compiled for float32/float64 arrays of some size when Numba is installed, else NumPy. The same array always
     takes the same route, so an unchanged array gives the same two numbers bit for bit."""
     flat = arr.reshape(-1)                                  # a copy only for a non-contiguous view

@@ -54,7 +54,7 @@ def _flip(a, reverse):
 
 
 def plan(layer, B, keep, T):
-    """(backend, what the direction functions take, the BLAS scope) of one call; the stack is ``engine.forward``."""
+    """(backend, what the direction functions take, the BLAS scope) of one call; the stack is ``dispatch.forward``."""
     backend = choose(layer.backend, layer.cell, T)
     how = "loop" if backend in ("numpy", "loop") else layer.cell_opts.get("scan", layer.cell.SCAN)
     fwd, bwd = _cell_functions(layer, backend)

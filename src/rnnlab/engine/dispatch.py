@@ -46,8 +46,8 @@ FOLDED = {"hybrid": "'hybrid' (BLAS per step) was folded into 'loop', whose pack
 SPLIT_MIN_VFMA = 1 << 10
 BLAS_SINGLE_THREAD_WORK = 1 << 20    # multiply-adds per step below which BLAS runs on one thread
 # inference on one row: the units split where each thread gets at least UNITS_MIN_VFMA vector multiply-adds per
-# step of [x h 1] [W_ih W_hh b]^T (at I = 64 from H = 192 for the LSTM and the GRU, H = 512 for the RNN: below,
-# one thread was as fast at 200 steps), and the call's steps times that at least UNITS_MIN_WORK (a call hands
+# step of [x h 1] [W_ih W_hh b]^T (at I = 64, float32, 512-bit: from H = 152 for the LSTM, 180 the GRU, 331 the
+# RNN; below it one thread was as fast at 200 steps), and the call's steps times that at least UNITS_MIN_WORK (a call hands
 # work to a second thread, some 50-80 µs: at I = 64 an LSTM takes it from 26 steps at H = 256, 8 at H = 512)
 UNITS_MIN_VFMA = 1 << 12
 UNITS_MIN_WORK = 64 * UNITS_MIN_VFMA

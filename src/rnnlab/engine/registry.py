@@ -4,12 +4,12 @@ A ``CellSpec`` names a cell's two halves:
 
     module      its ``rnnlab.engine.cells`` module: G, STATE, GATES, the NumPy step forward and backward (the
                 reference, ``rnnlab.engine._reference``) and grad_W_hh
-    kernel      opts -> its compiled row kernels, a ``kernels.cell.CellKernel`` (imported on first use: the
+    kernel      opts -> its compiled row kernels, a ``_kernels.cell.CellKernel`` (imported on first use: the
                 reference runs without Numba); None: the cell runs on the NumPy reference only
     family      "dense": a recurrence through a full W_hh, the time loops of ``rnnlab.engine._reference`` and
-                ``kernels.loop``; "diagonal": an element-wise recurrence (``rnnlab.engine._diagonal``)
+                ``_kernels.loop``; "diagonal": an element-wise recurrence (``rnnlab.engine._diagonal``)
 
-Adding a cell: its ``cells`` module, its row kernels (``kernels.gates`` shows three) and ``register``, from any
+Adding a cell: its ``cells`` module, its row kernels (``_kernels.gates`` shows three) and ``register``, from any
 package: ``tests/engine/test_new_cell.py`` registers one from outside rnnlab and runs it through every backend.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def spec(name: str) -> CellSpec:
 
 
 def kernel_for(name: str, opts: dict):
-    """The compiled row kernels that serve this cell with these options (``kernels.cell.CellKernel``)."""
+    """The compiled row kernels that serve this cell with these options (``_kernels.cell.CellKernel``)."""
     s = spec(name)
     if s.kernel is None:
         raise ConfigError(f"cell {name!r}: has no compiled kernels; use backend='numpy'")

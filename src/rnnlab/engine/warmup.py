@@ -8,7 +8,7 @@ the one-thread loop on one row too, a one-step call (a stream's) and a long one.
 the inference forwards only, for a serving process, which never calls a backward kernel (Numba compiles, or
 loads from its cache, each kernel on its first call).
 
-Where the cache goes is Numba's choice (``kernels.cache_dir()``): NUMBA_CACHE_DIR when set, else beside the
+Where the cache goes is Numba's choice (``_kernels.cache_dir()``): NUMBA_CACHE_DIR when set, else beside the
 package when it is writable, else the user's cache folder.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ only, one forward direction: a bidirectional or reverse layer needs the whole se
 kept, whatever ``rnnlab.no_grad`` says.
 
 A step fed alone to a classic cell (no layer norm, zoneout or projections; fewer than 4 streams) runs a
-``kernels.loop.StepCall`` per layer whose arrays are made with the stream: the same loop and arithmetic as
+``_kernels.loop.StepCall`` per layer whose arrays are made with the stream: the same loop and arithmetic as
 the layer's own forward, bit for bit, reading the layer's weights as they are on every step (no copy: a
 change of the weights is seen at the next step).
 """
@@ -49,7 +49,7 @@ class Stream:
         self.reset()
 
     def _step_calls(self):
-        """The one-step fast path: per layer a ``kernels.loop.StepCall`` whose arrays are made once, chained
+        """The one-step fast path: per layer a ``_kernels.loop.StepCall`` whose arrays are made once, chained
         (layer l's output is layer l+1's input), when every step of this stream would run the one-thread loop's
         short call anyway (a classic cell without layer norm, zoneout or projections, B below the packed
         product's rows, inference); else None (each step goes through the layer's forward)."""

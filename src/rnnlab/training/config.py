@@ -81,7 +81,7 @@ class TrainConfig(LayerOptions):
     bptt_segment: int = _key(0, "bound BPTT's memory: keep the state every this many steps and recompute the rest "
                              "in backward (0: off)", OPTIM)
     backend: str = _key("auto", "auto | numpy (the readable reference) | loop | split | numba (compiled, chosen); "
-                        "diagonal cells: auto | numpy | scan (parallel over time)", OPTIM)
+                        "diagonal cells: auto | numpy | loop | scan (parallel over time)", OPTIM)
     optimizer: str = _key("adam", "sgd | adam | adamw | rmsprop | adagrad", OPTIM)
     lr: float = _key(1e-3, "the learning rate", OPTIM)
     momentum: float = _key(0.0, "sgd: momentum", OPTIM)

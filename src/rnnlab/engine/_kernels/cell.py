@@ -1,6 +1,6 @@
 """A cell as the shared compiled loops see it: a token whose Numba type names the cell's row kernels.
 
-The loops of ``kernels.loop`` (and the unit split of ``kernels.units``) are written once. Where a step needs a
+The loops of ``_kernels.loop`` (and the unit split of ``_kernels.units``) are written once. Where a step needs a
 cell's math they call a stub (``fwd_row``, ``bwd_row``, ``props``) with the cell's token as first argument; the
 stub is an ``@overload`` that picks the cell's row kernel by the token's *type* at typing time. So a loop
 compiles once per cell it meets (only the cells a process uses compile), and Numba's disk cache keeps working:
@@ -106,7 +106,7 @@ class CellKernel:
         self._plans = {}
 
     def plan(self, fused=False, direct=False, ln=False, zoneout=False) -> "Plan":
-        """The token of one call: this cell and the options it runs with (``kernels.loop`` compiles one loop
+        """The token of one call: this cell and the options it runs with (``_kernels.loop`` compiles one loop
         per plan, with only the code its options need)."""
         key = (bool(fused), bool(direct), bool(ln), bool(zoneout))
         p = self._plans.get(key)
@@ -150,7 +150,7 @@ def plan_of(cell):
     return p.kern, p.flags
 
 
-# ------------------------------------------------------------------ the stubs (``kernels.units``, the tests)
+# ------------------------------------------------------------------ the stubs (``_kernels.units``, the tests)
 # compiled with the loops' flags: fast math without nnan/ninf, NumPy's error model (a division check would stop
 # vectorisation)
 _JIT = {"fastmath": {"contract", "reassoc", "arcp", "nsz", "afn"}, "error_model": "numpy", "nogil": True}

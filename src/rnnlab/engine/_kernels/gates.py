@@ -1,9 +1,9 @@
 """Each cell's compiled row kernels: the only compiled copy of the cells' math (the other is ``rnnlab.engine.cells``).
 
 One step of a cell is a matrix product followed by elementwise gate math. The product is the strategy's
-(``kernels.loop``: one-row products or packed products over a block of rows, on one thread or several); the
+(``_kernels.loop``: one-row products or packed products over a block of rows, on one thread or several); the
 gate math is written here once per cell, as one batch row of one step, and registered as a ``CellKernel``
-(``kernels.cell``) that the shared loops call. ``tests/engine/kernels/test_gates.py`` runs one step of each kernel
+(``_kernels.cell``) that the shared loops call. ``tests/engine/kernels/test_gates.py`` runs one step of each kernel
 against its ``rnnlab.engine.cells`` step, options included:
 
     RNN          rnn_fwd / rnn_bwd             a = A (+ X) -> h = act(a); dL/dh -> dL/da (from the new h)

@@ -1,7 +1,7 @@
 """The compiled time loop, written once for every cell and option: backends "loop" (one thread) and "split".
 
 ``time_fwd`` and ``time_bwd`` run the whole sequence for a block of batch rows [r0, r1). Backend "loop" runs
-one block of all rows on the calling thread; "split" (``kernels.split``) runs one block per thread, with no
+one block of all rows on the calling thread; "split" (``_kernels.split``) runs one block per thread, with no
 synchronisation between steps (the rows of a batch are independent chains). No Python runs inside the loop.
 Per step:
 
@@ -10,7 +10,7 @@ Per step:
                (``pgemm``); cells whose x and h products enter as a sum may take [x_t | O | 1] [W_ih W_hh b]^T
                in one product; else x_t W_ih^T + b is computed for blocks of steps inside the loop (no
                (T, B, G*H) array written before it and read back), or, under layer norm, before the loop
-               A <- LN_h(A) + b_hh (layer norm), the cell's row kernel (``kernels.gates`` via ``kernels.cell``),
+               A <- LN_h(A) + b_hh (layer norm), the cell's row kernel (``_kernels.gates`` via ``_kernels.cell``),
                a second product and kernel for two-phase cells (the reset-before GRU), then zoneout's mix of
                the new states into the old; a padded row (mask 0) keeps its state and gets output 0
     backward   dL/d(new states) (zoneout: the kept share carried past the cell), the cell's row kernel ->
@@ -139,7 +139,7 @@ def _fwd(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):  # pragma: no cover
 
 @overload(_fwd, jit_options=_LOOP_JIT)
 def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
-    """The forward loop for one plan (``kernels.cell.Plan``): the cell's row kernel and its properties, and the
+    """The forward loop for one plan (``_kernels.cell.Plan``): the cell's row kernel and its properties, and the
     call's options, are constants here, so Numba drops the code of every option the call does not use."""
     kern, f = plan_of(cell)
     fwd = kern.fwd

@@ -5,7 +5,7 @@ both operands on every call; with a few dozen rows per thread that packing is a 
 W is packed once per sequence into column panels (``pack``), and each step runs a register-blocked
 micro-kernel over them (``pgemm``; docs/performance.md).
 
-Vectors sized to the host (``kernels.host.variant()``, or ``RNNLAB_SIMD``): 512-bit vectors and a tile of
+Vectors sized to the host (``_kernels.host.variant()``, or ``RNNLAB_SIMD``): 512-bit vectors and a tile of
 MR = 8 rows by NV = 2 vectors where AVX-512 gives 32 vector registers, 256-bit (AVX2) or 128-bit vectors and
 6 rows by 2 vectors with 16 registers (``TILES``): the MR*NV accumulators, NV panel vectors and a broadcast
 fit the register file. The variant reaches the compiled code as the type of a token argument (``token()``:

@@ -1,6 +1,6 @@
 """backend="split": the batch's rows split over threads, each running the whole time loop for its rows.
 
-The rows of a batch are independent chains, so each thread runs the shared compiled loop (``kernels.loop``'s
+The rows of a batch are independent chains, so each thread runs the shared compiled loop (``_kernels.loop``'s
 ``time_fwd`` and ``time_bwd``, every cell and option) for its own block of rows with no synchronisation
 between steps, its products packed over the block. The loops release the GIL, so plain Python threads run
 them in parallel; the weight gradients are large BLAS products after the loop, split over the same threads
@@ -20,12 +20,12 @@ from rnnlab.engine._kernels.threads import (
 
 def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout=None,
             rows=None):
-    """``kernels.loop.forward`` with one block of rows per thread (rows: the layer's RowSplit)."""
+    """``_kernels.loop.forward`` with one block of rows per thread (rows: the layer's RowSplit)."""
     return loop.forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, keep, alloc, zoneout,
                         rows or RowSplit())
 
 
 def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
-    """``kernels.loop.backward`` with one block of rows per thread; the products after the loop split over the
+    """``_kernels.loop.backward`` with one block of rows per thread; the products after the loop split over the
     same threads (``pmatmul``)."""
     return loop.backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows or RowSplit())

@@ -1,7 +1,7 @@
 """backend="units": inference with the hidden units split over threads, each keeping its share of the weights.
 
 With few batch rows a step's product is a few one-row products against the whole weight matrix: the batch
-split (``kernels.split``) gives each thread a row or two, and each thread then streams every weight from the
+split (``_kernels.split``) gives each thread a row or two, and each thread then streams every weight from the
 shared cache at every step (an LSTM with H = 256 has 1 MB of W_hh per direction; one core's second-level
 cache holds about 1 MB). Here thread j owns the units u0_j .. u1_j: the rows of W_hh of their gates (i f g o,
 r z n, or the RNN's one block), G blocks of contiguous rows of the layer's own W_hh, read where they are (dot
@@ -16,7 +16,7 @@ every thread for the next step. The states are double-buffered (``hbuf[s % 2]`` 
 Forward without caches only (``keep`` false: ``rnnlab.no_grad()``, evaluation and sampling); a forward for
 training raises ``BackendError``: its backward would need a reduction over the threads' shares of dL/dh at
 every step. Serves every cell with one product per step (``serves``); the gate math is the cell's row kernel
-(``kernels.gates``, called through ``kernels.cell``), the loop is written once for every cell.
+(``_kernels.gates``, called through ``_kernels.cell``), the loop is written once for every cell.
 """
 from __future__ import annotations
 

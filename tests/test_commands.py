@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # flags appended to a command (argparse: the last value wins) so that it trains for a few steps only
 SMALL = {
     "compare": ["--steps", "4", "--seeds", "1", "--eval-every", "2"],
+    "check": [],
     "gradients": ["--sweep-len", "12", "--sweep-hidden", "8"],
     "train": ["--steps", "4", "--eval-every", "2"],
 }
@@ -38,7 +39,30 @@ def readme_commands(text: str) -> list[str]:
     return commands
 
 
+def tour_commands(text: str) -> list[str]:
+    """The ``$ rnnlab ...`` lines of the tour's console blocks, continuation lines joined."""
+    commands, fence, pending = [], False, None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = line.strip() == "```console"
+            continue
+        if not fence:
+            continue
+        if pending is not None:
+            pending += " " + line.strip().rstrip("\\").strip()
+            if not line.rstrip().endswith("\\"):
+                commands.append(pending); pending = None
+        elif line.startswith("$ rnnlab "):
+            cmd = line[2:].rstrip()
+            if cmd.endswith("\\"):
+                pending = cmd.rstrip("\\").strip()
+            else:
+                commands.append(cmd)
+    return commands
+
+
 COMMANDS = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+TOUR = list(dict.fromkeys(tour_commands((ROOT / "docs" / "guide.md").read_text(encoding="utf-8"))))
 
 
 def test_the_readme_has_its_commands():
@@ -46,8 +70,23 @@ def test_the_readme_has_its_commands():
     assert len(COMMANDS) >= 5
 
 
+def test_the_tours_give_the_same_commands():
+    zh = tour_commands((ROOT / "docs" / "guide.zh.md").read_text(encoding="utf-8"))
+    assert list(dict.fromkeys(zh)) == TOUR and len(TOUR) >= 5
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_readme_command_runs(command, tmp_path, monkeypatch, capsys):
+    _run(command, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", TOUR)
+def test_a_tour_command_runs(command, tmp_path, monkeypatch, capsys):
+    _run(command, tmp_path, monkeypatch, capsys)
+
+
+def _run(command, tmp_path, monkeypatch, capsys):
     from rnnlab.cli.main import main
     argv = shlex.split(command)[1:]
     if argv[0] in NOT_RUN:
