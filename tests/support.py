@@ -24,6 +24,7 @@ puts tests/ on the path, pyproject's ``pythonpath``), never from conftest.py, wh
     COLS, write_long()   a long table of a user's sequences (CSV or Parquet) and the flags that read it
     process_tree(), cmdline(), reachable_from_outside()   processes from /proc: a process's descendants, its
                    command line, and the listening sockets of some that another machine could reach
+    doc_script()   a script of docs/ (make_code_map, make_cli_reference, make_guide) imported as a module
     torch_twin(), torch_run()   torch.nn's layer with a layer's options and weights, and a run of it (torch is
                    imported when they are called: the reference only)
 """
@@ -233,3 +234,12 @@ def reachable_from_outside(pids):
                     if ifaces != ["lo"] and addr not in LOOPBACK:
                         bad.append((p, cmdline(p)[:60], addr, ifaces))
     return bad, seen
+
+
+def doc_script(name: str):
+    """docs/<name>.py imported as a module (the docs' generators are scripts, not package modules)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

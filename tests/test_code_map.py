@@ -1,15 +1,13 @@
 """docs/code-map.md lists every module as it is, and every module says what it is (and why, when it is long)."""
-import importlib.util
 from pathlib import Path
+
+from support import doc_script
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_code_map", DOCS / "make_code_map.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return doc_script("make_code_map")
 
 
 def test_the_code_map_is_up_to_date():

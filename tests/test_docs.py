@@ -1,16 +1,14 @@
 """The docs describe the code as it is: the CLI reference is the parser's, and every option says what it does."""
 import argparse
-import importlib.util
 from pathlib import Path
+
+from support import doc_script
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return doc_script(name)
 
 
 def test_the_cli_reference_is_what_the_parser_prints():

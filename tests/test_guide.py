@@ -1,6 +1,5 @@
 """The tour (docs/guide.md and docs/guide.zh.md) is a notebook that runs, its two languages tell the same tour,
 and its tables are the numbers docs/make_guide.py measured."""
-import importlib.util
 import io
 import json
 import os
@@ -9,6 +8,7 @@ import tokenize
 from pathlib import Path
 
 import pytest
+from support import doc_script
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 DOCS = ROOT / "docs"
@@ -18,10 +18,7 @@ jupytext = pytest.importorskip("jupytext")
 
 
 def _make_guide():
-    spec = importlib.util.spec_from_file_location("make_guide", DOCS / "make_guide.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return doc_script("make_guide")
 
 
 def _text(lang):

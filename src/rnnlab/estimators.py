@@ -504,23 +504,27 @@ _MOVED = {"rnnlab.layers": "rnnlab.engine.layers", "rnnlab.model": "rnnlab.model
 
 
 def _renamed(data: bytes) -> bytes:
-    """A skops file's bytes with the module names of an older layout replaced by today's (schema only)."""
+    """A skops file's bytes with the module names of an older layout replaced by today's (schema only); a file
+    that names none is returned as it is."""
     import io
     import json
     import zipfile
     src = zipfile.ZipFile(io.BytesIO(data))
     schema = json.loads(src.read("schema.json"))
 
-    def walk(node):
+    def walk(node) -> bool:
+        moved = False
         if isinstance(node, dict):
             if node.get("__module__") in _MOVED:
                 node["__module__"] = _MOVED[node["__module__"]]
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
+                moved = True
+            node = node.values()
+        if isinstance(node, (list, type({}.values()))):
             for v in node:
-                walk(v)
-    walk(schema)
+                moved = walk(v) or moved
+        return moved
+    if not walk(schema):
+        return data
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():

@@ -1,17 +1,7 @@
 """The comparison's table says what its numbers are: underflowed gradient ratios counted apart, not folded into an
 interval; a setting an entry's cell does not have shown as '-'."""
-import math
-
 from rnnlab.study.compare import _ratio_text, _setting
-
-
-def _band(values):
-    import numpy as np
-    from rnnlab.study.seeds import interval
-    pos = [v for v in values if math.isfinite(v) and v > 0]
-    mean, _, ci = interval(np.log10(pos)) if pos else (float("nan"),) * 3
-    return {"geomean": 10 ** mean, "lo": 10 ** (mean - ci), "hi": 10 ** (mean + ci), "values": values,
-            "zero": sum(v == 0 for v in values), "undefined": sum(not math.isfinite(v) for v in values)}
+from rnnlab.study.compare import ratio_band as _band
 
 
 def test_underflowed_ratios_are_counted_apart():

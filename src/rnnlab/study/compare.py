@@ -556,21 +556,25 @@ def summarize_seeds(per: dict, metric: str, thr: float, runner: str, seed0: int)
         if all("grad_norm_h" in r for r in runs) and len(runs) > 1:
             bands[label] = {k: _band(r[k] for r in runs) for k in ("grad_norm_h", "init_grad_norm_h", "jacobian_norm")}
             for key, out in (("grad_norm_h", "grad_ratio"), ("init_grad_norm_h", "init_grad_ratio")):
-                ratios = [float(g[0] / g[-1]) if g[-1] > 0 else float("nan")
-                          for g in (np.asarray(r[key], float) for r in runs)]
-                # the interval is of the seeds whose ratio is a number > 0 (on a log scale: norms span orders of
-                # magnitude); a ratio that underflowed to 0 has no logarithm and is counted apart, not clamped
-                pos = [v for v in ratios if np.isfinite(v) and v > 0]
-                mean, sd, ci = _interval(np.log10(pos)) if pos else (float("nan"),) * 3
-                bands[label][out] = {"geomean": 10 ** mean, "lo": 10 ** (mean - ci), "hi": 10 ** (mean + ci),
-                                     "values": ratios, "zero": sum(v == 0 for v in ratios),
-                                     "undefined": sum(not np.isfinite(v) for v in ratios)}
+                bands[label][out] = ratio_band([float(g[0] / g[-1]) if g[-1] > 0 else float("nan")
+                                                for g in (np.asarray(r[key], float) for r in runs)])
     return {"metric": metric, "mode": "min" if metric in LOWER_IS_BETTER else "max", "threshold": thr,
             "rows": rows, "curves": curves, "runner": runner, "seeds": [seed0 + s for s in range(len(next(
                 iter(per.values()))))], "stopped_by_scheduler": [], "gradient_bands": bands}
 
 
 _TINY = 1e-300                          # a norm of exactly 0 on the log scale
+
+
+def ratio_band(ratios: list) -> dict:
+    """A gradient ratio over seeds: the geometric mean and 95 % Student-t interval of the seeds whose ratio is a
+    number > 0 (on a log scale: norms span orders of magnitude); a ratio that underflowed to 0 has no logarithm
+    and is counted apart ("zero"), as is one that is undefined (NaN), not clamped into the interval."""
+    from rnnlab.study.seeds import interval as _interval
+    pos = [v for v in ratios if np.isfinite(v) and v > 0]
+    mean, _, ci = _interval(np.log10(pos)) if pos else (float("nan"),) * 3
+    return {"geomean": 10 ** mean, "lo": 10 ** (mean - ci), "hi": 10 ** (mean + ci), "values": ratios,
+            "zero": sum(v == 0 for v in ratios), "undefined": sum(not np.isfinite(v) for v in ratios)}
 
 
 def _band(curves) -> dict:

@@ -197,8 +197,9 @@ class TrainConfig(LayerOptions):
     def fields(cls) -> dict:
         """Every setting by name, the layer options after ``bidirectional`` (the order of ``--help`` and of a
         run's config.toml)."""
-        own = [f for f in dataclasses.fields(cls) if f.name not in LayerOptions.names()]
-        options = [f for f in dataclasses.fields(cls) if f.name in LayerOptions.names()]
+        names = set(LayerOptions.names())
+        own = [f for f in dataclasses.fields(cls) if f.name not in names]
+        options = [f for f in dataclasses.fields(cls) if f.name in names]
         at = next(i for i, f in enumerate(own) if f.name == "bidirectional") + 1
         return {f.name: f for f in own[:at] + options + own[at:]}
 

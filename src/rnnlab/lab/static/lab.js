@@ -37,13 +37,14 @@ const TEXT = {
 let lang = "en", OPTIONS = null, PRESET = null;
 const runs = [];                                   // the runs on the page (one or two)
 const $ = s => document.querySelector(s);
+const translate = root => root.querySelectorAll("[data-t]").forEach(e => { e.textContent = tr(e.dataset.t); });
 const tr = (k, ...a) => { const v = TEXT[lang][k]; return typeof v === "function" ? v(...a) : (v ?? k); };
 
 function setLang(l) {
   lang = l;
   document.documentElement.lang = l === "zh" ? "zh-CN" : "en";
   $("#lang-en").classList.toggle("on", l === "en"); $("#lang-zh").classList.toggle("on", l === "zh");
-  document.querySelectorAll("[data-t]").forEach(e => { e.textContent = tr(e.dataset.t); });
+  translate(document);
   fillPresets(); showSay(); runs.forEach(r => { r.dirty = true; status(r); });
 }
 
@@ -144,7 +145,7 @@ function show(list) {
     el.querySelector(".label").textContent = info.label;
     el.querySelector(".describe").textContent = info.describe;
     el.querySelector(".download").href = `/api/runs/${info.id}/download`;
-    el.querySelectorAll("[data-t]").forEach(e => { e.textContent = tr(e.dataset.t); });   // the page's language
+    translate(el);                                    // the page's language
     el.querySelector(".folder").textContent = info.run_dir;
     runs.push(r);
     listen(r);
