@@ -2,7 +2,8 @@
 
     variant()     "avx512" (512-bit vectors, 32 registers), "avx2" (256-bit, 16) or "sse" (128-bit, 16):
                   from the host's features (llvmlite reports what LLVM compiles for), or RNNLAB_SIMD
-    describe()    one line for benchmarks and bug reports: CPU model, LLVM's CPU name, the variant, BLAS
+    describe()    one line for benchmarks and bug reports: CPU model, LLVM's CPU name, the CPUs (and the cgroup CPU
+                  quota, where there is one), the variant, BLAS
 """
 from __future__ import annotations
 
@@ -71,5 +72,8 @@ def blas_info() -> str:
 
 def describe() -> str:
     from llvmlite import binding as llvm
-    return (f"CPU {cpu_model()} (LLVM: {llvm.get_host_cpu_name()}, {os.cpu_count()} CPUs), rnnlab vectors "
+    from rnnlab.engine._kernels.threads import host_quota
+    quota = host_quota()
+    cpus = f"{os.cpu_count()} CPUs" + (f", CPU quota {quota:g}" if quota is not None else "")
+    return (f"CPU {cpu_model()} (LLVM: {llvm.get_host_cpu_name()}, {cpus}), rnnlab vectors "
             f"{variant()} ({VARIANTS[variant()]}-bit), BLAS {blas_info()}")

@@ -1,8 +1,12 @@
-"""Threads for the compiled loops: the setting (``RNNLAB_NUM_THREADS``), one worker pool per process, the
-batch's row split between threads (``RowSplit``) and the matrix product split over them (``pmatmul``)."""
+"""Threads for the compiled loops: the setting (``RNNLAB_NUM_THREADS``, else the CPUs and the cgroup CPU quota),
+one worker pool per process, the batch's row split between threads (``RowSplit``) and the matrix product split
+over them (``pmatmul``)."""
 from __future__ import annotations
 
+import functools
+import math
 import os
+import posixpath
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +21,9 @@ _LOCK = threading.Lock()
 
 
 def num_threads() -> int:
-    """Threads for the batch split: ``RNNLAB_NUM_THREADS`` if set, else the CPUs this process may run on."""
+    """Threads for the batch split: ``RNNLAB_NUM_THREADS`` if set, else the CPUs this process may run on, at most
+    its cgroup CPU quota rounded up (``cpu_quota``): a container allowed 2 CPUs of 16 would otherwise run 16
+    threads on 2 CPUs' time, and each step's barrier would wait for a thread the scheduler has put aside."""
     env = os.environ.get("RNNLAB_NUM_THREADS")
     if env:
         try:
@@ -28,9 +34,87 @@ def num_threads() -> int:
             raise ConfigError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}")
         return n
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:                                  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = host_quota()
+    if quota is not None:
+        # rounded up, as the JVM and Go do: the fraction is CPU time one more thread can use (1.5 CPUs: 2 threads)
+        n = min(n, max(1, math.ceil(quota)))
+    return n
+
+
+def _read(path):
+    """A small file's text, stripped; None if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            return fh.read().strip()
+    except (OSError, ValueError):
+        return None
+
+
+def _number(text):
+    """A finite number from a file's text; None for "max", garbage, inf or nan."""
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _up(top, path):
+    """The folders from top/path up to top itself: a parent cgroup's limit binds its children too. A path that
+    leaves top (a cgroup namespace shows '/..' for a cgroup outside it) gives top alone."""
+    parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
+    if ".." in parts:
+        parts = []
+    return [os.path.join(top, *parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def _v2_limit(folder):
+    """CPUs allowed by ``cpu.max`` ("200000 100000": quota and period in µs; "max 100000": no limit)."""
+    text = _read(os.path.join(folder, "cpu.max"))
+    fields = text.split() if text else []
+    quota, period = (_number(f) for f in fields[:2]) if len(fields) >= 2 else (None, None)
+    return quota / period if quota and period and quota > 0 and period > 0 else None
+
+
+def _v1_limit(folder):
+    """CPUs allowed by ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (a quota of -1: no limit)."""
+    quota = _number(_read(os.path.join(folder, "cpu.cfs_quota_us")))
+    period = _number(_read(os.path.join(folder, "cpu.cfs_period_us")))
+    return quota / period if quota and period and quota > 0 and period > 0 else None
+
+
+def cpu_quota(root="/sys/fs/cgroup", proc_cgroup="/proc/self/cgroup"):
+    """The CPUs this process's cgroup quota allows (quota / period, e.g. 1.5), the smallest over its cgroup and
+    the parents up to ``root``; None without a quota, off Linux or where the files cannot be read (never
+    raises). cgroup v2 (line ``0::/path``: ``<root>/<path>/cpu.max``) and v1 (line ``N:cpu,cpuacct:/path``:
+    ``<root>/cpu,cpuacct/<path>/cpu.cfs_quota_us``); inside a container the path may not exist under the
+    mount, whose own folder (reached by walking up) is then the container's cgroup."""
+    text = _read(proc_cgroup)
+    limits = []
+    for line in (text or "").splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        hierarchy, controllers, path = fields
+        if hierarchy == "0" and controllers == "":          # v2: the unified hierarchy
+            limits += [_v2_limit(folder) for folder in _up(root, path)]
+        elif "cpu" in controllers.split(","):               # v1: the cpu controller's own mount
+            for mount in dict.fromkeys([controllers, "cpu,cpuacct", "cpuacct,cpu", "cpu"]):
+                top = os.path.join(root, mount)
+                if os.path.isdir(top):
+                    limits += [_v1_limit(folder) for folder in _up(top, path)]
+                    break
+    limits = [x for x in limits if x is not None]
+    return min(limits) if limits else None
+
+
+@functools.lru_cache(maxsize=1)
+def host_quota():
+    """``cpu_quota()`` read once per process: ``num_threads`` runs on every layer call, and the files cost µs."""
+    return cpu_quota()
 
 
 def threads_for(B: int) -> int:
