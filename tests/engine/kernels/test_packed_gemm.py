@@ -63,6 +63,30 @@ def test_pgemm_equals_matmul(M, K, N, dtype, tol, variant):
     np.testing.assert_array_equal(big[:, 3 + N:], edge[:, 3 + N:])
 
 
+# (K, M, N): rows of a step's block; a tile's rows (8, 6 and fewer, any variant); one or two vectors of columns
+# and the last columns, fewer than a vector
+TGEMM_SHAPES = [(1, 1, 1), (16, 512, 160), (5, 7, 3), (33, 13, 37), (4, 20, 64), (9, 96, 17), (2, 3, 48)]
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("K,M,N", TGEMM_SHAPES)
+def test_tgemm_acc_equals_matmul(K, M, N, dtype, tol, variant):
+    """C += Y^T X on views with row strides longer than their rows (as the loop's blocks of DX, x and h):
+    every entry right, nothing outside C written."""
+    from rnnlab.engine._kernels.packed_gemm import tgemm_acc, token
+    rng = np.random.default_rng(K * 100 + M + N)
+    Y = rng.standard_normal((K, M + 3)).astype(dtype)[:, 1:1 + M]
+    X = rng.standard_normal((K, N + 6)).astype(dtype)[:, 4:4 + N]
+    big = rng.standard_normal((M, N + 7)).astype(dtype)
+    C = big[:, 3:3 + N]
+    C0, edge = C.copy(), big.copy()
+    tgemm_acc(C, Y, X, token())
+    ref = C0.astype(np.float64) + Y.T.astype(np.float64) @ X.astype(np.float64)
+    np.testing.assert_allclose(C, ref, rtol=0, atol=tol * max(1.0, np.sqrt(K)) * 4)
+    np.testing.assert_array_equal(big[:, :3], edge[:, :3])
+    np.testing.assert_array_equal(big[:, 3 + N:], edge[:, 3 + N:])
+
+
 def test_pack_layout(monkeypatch):
     from rnnlab.engine._kernels.packed_gemm import pack
     monkeypatch.setenv("RNNLAB_SIMD", "avx2")

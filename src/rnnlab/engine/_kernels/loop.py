@@ -36,7 +36,9 @@ from rnnlab.engine.cells import layernorm
 from rnnlab.engine.registry import kernel_for
 from rnnlab.engine._kernels.cell import _JIT, plan_of
 from rnnlab.engine._kernels.gates import FAST, ln_row, ln_row_bwd, mask_rows
-from rnnlab.engine._kernels.packed_gemm import MR_MAX, _lanes, _nv, _pack1, nr, pack, pgemm, token, vecmat_acc
+from rnnlab.engine._kernels.packed_gemm import (
+    MR_MAX, _lanes, _nv, _pack1, nr, pack, pgemm, tgemm_acc, token, vecmat_acc,
+)
 from rnnlab.engine._kernels.threads import pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
@@ -45,6 +47,12 @@ PACK_MIN_ROWS = 4    # rows of a block from which the packed product beats one-r
 # about 20 % slower a step) instead of copying them into row order first (the copy of an LSTM's W_hh^T at H = 256
 # takes some 300 µs, a few hundred steps' worth of the difference)
 SHORT_CALL = 64
+# the backward accumulates dW_ih and dW_hh inside the loop, a step's rows at a time (``tgemm_acc``), where a
+# block's accumulators (G*H x (I + H) entries) take at most WGRAD_MAX_BYTES and at most WGRAD_ROW_BYTES per row
+# of the block: each step reads and writes them once for its rows' products, so few rows must pay for it
+# (measured on znver4, 1 MB second-level cache per core: docs/performance.md); beyond, BLAS after the loop
+WGRAD_MAX_BYTES = 2 << 20
+WGRAD_ROW_BYTES = 48 << 10
 # the loops themselves run without reference counting: they allocate nothing (their callers hold every array
 # for the call), and the counts of the views and bundles they pass on per step were a tenth of a small step
 _LOOP_JIT = {**_JIT, "_nrt": False}
@@ -272,30 +280,36 @@ def time_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
 
 
 # ------------------------------------------------------------------ the loop, backward
-def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):  # pragma: no cover - replaced by the overload
+def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):  # pragma: no cover - replaced by the overload
     raise NotImplementedError
 
 
 @overload(_bwd, jit_options=_LOOP_JIT)
-def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
+def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
     """The backward loop for one plan (see ``_fwd_impl``)."""
     kern, f = plan_of(cell)
     bwd = kern.bwd
-    PHASES, N1G, READS_NEW = kern.phases, kern.g1, kern.reads_new
+    PHASES, N1G, READS_NEW, OP2 = kern.phases, kern.g1, kern.reads_new, kern.op2
     LN, ZO = f["ln"], f["zoneout"]
     ZN = ZO and READS_NEW
     SEP = kern.writes_dhw or LN                         # DHW is its own array
     COPY = LN and not kern.writes_dhw
 
-    def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
+    def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
         W1, W2 = w
         dS, G, dD, P, DRH, hn = gst
         DX, DHW, mask, dacc = io
         Hs, C, Vh, Ih, Zn, hT = cache
         rm, Z, lnh, copt, reverse, dln = opt
+        x2, dx2, Pih, dWi, dWh, HM = wg
         RM, MASK, BIAS = rm.shape[0] > 0, mask.shape[0] > 0, dacc.shape[0] > 0
+        WG = dWi.shape[0] > 0
         T, B, H = d_out.shape
         nst = dS.shape[0]
+        # this block's accumulators: block i of n starts at B*i//n, so ceil(r0 n / B) is i (two blocks may split
+        # anywhere: then any r0 > 0 is the second)
+        nsl = dWi.shape[0]
+        slot = min(nsl - 1, (r0 * nsl + B - 1) // B)
         GH = DX.shape[1]
         n1 = N1G * H
         D = (DX, DHW, dD, DRH)
@@ -359,6 +373,20 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
                             dacc[r, 1, j] += DHW[row, j]
                 if LN:
                     ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
+            if WG:                                      # this step's share of dW_ih, dW_hh and dx, rows hot
+                a0, a1 = c0 + r0, c0 + r1
+                tgemm_acc(dWi[slot], DX[a0:a1], x2[a0:a1], tok)
+                if RM:
+                    for r in range(r0, r1):
+                        for k in range(H):
+                            HM[r, k] = Hs[c0 + r, k] * rm[r, k]
+                    tgemm_acc(dWh[slot, :n1], DHW[a0:a1, :n1], HM[r0:r1], tok)
+                else:
+                    tgemm_acc(dWh[slot, :n1], DHW[a0:a1, :n1], Hs[a0:a1], tok)
+                if PHASES == 2:
+                    e0 = OP2 * H
+                    tgemm_acc(dWh[slot, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
+                pgemm(dx2[a0:a1], DX[a0:a1], Pih, dx2.shape[1], False, tile, tok)
             _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
             for r in range(r0, r1):
                 if MASK and mask[t, r] == 0.0:
@@ -372,7 +400,7 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, tile, tok):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-def time_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
+def time_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok):
     """Rows r0 .. r1 back over the sequence (the loop itself: ``_bwd_impl``). Bundles:
     w = (W1, W2): W_hh's first-product rows (n1, H), and the second's (two-phase cells), plain or packed
     gst = (dS, G, dD, P, DRH, hn): dL/d(states) (n, B, H), in place: in dL/d(final), out dL/d(initial); scratch
@@ -381,8 +409,12 @@ def time_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, tok):
         per-row sums (B, 2, G*H) of DX and DHW (the bias gradients), or empty without bias
     cache = (Hs, C, Vh, Ih, Zn, hT): the forward's caches, and the final h
     opt = (rm, Z, lnh, copt, reverse, dln): as forward; dln (B, 2, n1) the sums of LN_h's gain and bias
-        gradients per row"""
-    _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, _tile(io[0], tok), tok)
+        gradients per row
+    wg = (x2, dx2, Pih, dWi, dWh, HM): the weight gradients and dx inside the loop, each step's rows while they
+        are in the cache (empty dWi: after the loop, as BLAS products): the input x (T*B, I), dx (T*B, I), W_ih
+        packed, the accumulators of dW_ih (n, G*H, I) and dW_hh (n, G*H, H), one per block of rows, and the
+        scratch rows of h m (B, H)"""
+    _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, _tile(io[0], tok), tok)
 
 
 # ------------------------------------------------------------------ the contract
@@ -543,6 +575,13 @@ class StepCall:
         return self.out
 
 
+def wgrad_in_loop(GH, I, H, itemsize, rows) -> bool:
+    """Whether a backward of packed products accumulates its weight gradients inside the loop (``rows``: the
+    rows of a thread's block), by the limits WGRAD_MAX_BYTES and WGRAD_ROW_BYTES."""
+    acc_bytes = GH * (I + H) * itemsize
+    return acc_bytes <= WGRAD_MAX_BYTES and acc_bytes <= WGRAD_ROW_BYTES * rows
+
+
 def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
     """-> Grads from the forward's DirCache; workspace(shape, dtype) holds dL/d(x W_ih^T)."""
     a = cache.arrays
@@ -569,21 +608,33 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     W1 = _weights(W_hh[:n1], packed)
     W2 = _weights(W_hh[n1:], packed) if kern.phases == 2 else _empty(3 if packed else 2, dt)
     Hs2, C2 = a.Hs.reshape(T * B, H), a.C.reshape(T * B, -1)
+    x2 = cache.x.reshape(T * B, I)
+    # the weight gradients inside the loop where a block's accumulators stay in the second-level cache
+    in_loop = packed and ln is None and wgrad_in_loop(GH, I, H, dt.itemsize, B // nthreads)
+    if in_loop:
+        dx2 = np.empty((T * B, I), dt)
+        wg = (np.ascontiguousarray(x2, dtype=dt), dx2, _pack1(W_ih, nr(dt)), np.zeros((nthreads, GH, I), dt),
+              np.zeros((nthreads, GH, H), dt), np.empty((B, H), dt) if a.rm.size else _empty(2, dt))
+    else:
+        wg = (_empty(2, dt), _empty(2, dt), _empty(3, dt), _empty(3, dt), _empty(3, dt), _empty(2, dt))
     args = (a.plan, np.ascontiguousarray(d_out, dtype=dt), (W1, W2), gst, (DX, DHW, m2, dacc),
             (Hs2, C2, a.Vh, a.Ih, a.Zn, a.hT), (a.rm, _empty(3, dt) if a.Z is None else a.Z, a.lnh, copt, cache.reverse, dln),
-            tok)
+            wg, tok)
     if rows is None:
         time_bwd(0, B, *args)
         mm = np.matmul
     else:
-        rows.run(time_bwd, B, args)
+        rows.run(time_bwd, B, args, even=in_loop)
         mm = pmatmul
-    # the products over all steps
-    Hop = (a.Hs * a.rm).reshape(T * B, H) if a.rm.size else Hs2       # the products' operand h m
-    dW_hh = mm(DHW[:, :n1].T, Hop)
-    if kern.phases == 2:
-        e0 = kern.op2 * H
-        dW_hh = np.concatenate([dW_hh, mm(DHW[:, n1:].T, C2[:, e0:e0 + H])], axis=0)
+    if in_loop:
+        dWi, dWh = wg[3], wg[4]
+        dW_ih, dW_hh = (dWi[0], dWh[0]) if nthreads == 1 else (dWi.sum(axis=0), dWh.sum(axis=0))
+    else:                                               # the products over all steps
+        Hop = (a.Hs * a.rm).reshape(T * B, H) if a.rm.size else Hs2       # the products' operand h m
+        dW_hh = mm(DHW[:, :n1].T, Hop)
+        if kern.phases == 2:
+            e0 = kern.op2 * H
+            dW_hh = np.concatenate([dW_hh, mm(DHW[:, n1:].T, C2[:, e0:e0 + H])], axis=0)
     db_ih = db_hh = None
     if has_bias:
         db_ih = dacc[:, 0].sum(axis=0)
@@ -595,6 +646,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
         sums = dln.sum(axis=0)
         extra["ln_hh_weight"], extra["ln_hh_bias"] = sums[0], sums[1]
     extra.update(copt_grads(copt))                      # the cell's own parameters' gradients (LSTM: LN_c)
-    x2 = cache.x.reshape(T * B, I)
-    return Grads(dx=mm(DX, W_ih).reshape(cache.x.shape), dstate0=tuple(dS[j] for j in range(dS.shape[0])),
-                 dW_ih=mm(DX.T, x2), dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh, extra=extra or None)
+    if not in_loop:
+        dx2, dW_ih = mm(DX, W_ih), mm(DX.T, x2)
+    return Grads(dx=dx2.reshape(cache.x.shape), dstate0=tuple(dS[j] for j in range(dS.shape[0])),
+                 dW_ih=dW_ih, dW_hh=dW_hh, db_ih=db_ih, db_hh=db_hh, extra=extra or None)

@@ -96,100 +96,122 @@ def _no_unroll(mod):
     return loop_id
 
 
-def _make_ukr(MR, NV):
+def _make_ukr(MR, NV, strided=False):
     """The (MR, NV vectors) micro-kernel: C[:MR, :NV*VW] = (C if acc else 0) + A[:MR, :K] @ B[:K, :NV*VW].
     Arguments: K, the addresses of A, B and C, A's, B's and C's row strides in elements (B: a packed panel,
     ldb = NR, or any row-major matrix), acc, z, any value of the element type (it picks float32 or float64),
-    and tok, the variant token (it picks the vector width: VW = bytes per vector / itemsize lanes)."""
-    @intrinsic
-    def ukr(typingctx, K, a, lda, bp, ldb, c, ldc, acc, z, tok):
+    and tok, the variant token (it picks the vector width: VW = bytes per vector / itemsize lanes).
+    ``strided``: A's k stride is an argument after lda (lak) instead of 1, so A may be the transpose of a
+    row-major matrix (lda = 1, lak = its row stride): the weight gradients' products Y^T X (``tgemm_acc``)."""
+    def signature(K, a, lda, lak, bp, ldb, c, ldc, acc, z, tok):
         if z not in _ITEM:
             raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
-        sig = types.void(K, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        VW = _vb(tok) // _ITEM[z]
+        args = (K, a, lda) + ((lak,) if strided else ()) + (bp, ldb, c, ldc, acc, z, tok)
+        return types.void(*args), _vb(tok) // _ITEM[z]
 
-        def codegen(context, builder, signature, args):
-            K, a, lda, bp, ldb, c, ldc, acc, _, _ = args
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            ft = ir.FloatType() if z == types.float32 else ir.DoubleType()
-            vt = ir.VectorType(ft, VW)
-            al = 4 if z == types.float32 else 8                 # element alignment (rows need not be aligned)
-            fp, vp = ft.as_pointer(), vt.as_pointer()
-
-            def wide(v):
-                return builder.sext(v, i64) if v.type.width < 64 else v
-            K, lda, ldb, ldc = wide(K), wide(lda), wide(ldb), wide(ldc)
-            a, bp, c = builder.inttoptr(a, fp), builder.inttoptr(bp, fp), builder.inttoptr(c, fp)
-            accb = builder.icmp_unsigned("!=", acc, ir.Constant(acc.type, 0))
-            zero = ir.Constant(vt, [0.0] * VW)
-            crow = [builder.gep(c, [builder.mul(ir.Constant(i64, i), ldc)]) for i in range(MR)]
-            arow = [builder.gep(a, [builder.mul(ir.Constant(i64, i), lda)]) for i in range(MR)]
-            cvec = [builder.bitcast(builder.gep(crow[i], [ir.Constant(i64, v * VW)]), vp)
-                    for i in range(MR) for v in range(NV)]
-            fn = builder.function
-            start = builder.block
-            ld = fn.append_basic_block("pgemm_load_c")
-            entry = fn.append_basic_block("pgemm_init")
-            builder.cbranch(accb, ld, entry)                # C is read only when added to (acc): a load then
-            builder.position_at_end(ld)                     # discarded by a select still costs its cache miss
-            loaded = [builder.load(p, align=al) for p in cvec]
-            builder.branch(entry)
-            builder.position_at_end(entry)
-            init = []
-            for x in loaded:
-                ph = builder.phi(vt)
-                ph.add_incoming(x, ld)
-                ph.add_incoming(zero, start)
-                init.append(ph)
-            loop = fn.append_basic_block("pgemm_loop")
-            done = fn.append_basic_block("pgemm_done")
-            builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
-
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            k.add_incoming(ir.Constant(i64, 0), entry)
-            phis = []
-            for x in init:
-                ph = builder.phi(vt)
-                ph.add_incoming(x, entry)
-                phis.append(ph)
-            boff = builder.mul(k, ldb)
-            bv = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(boff, ir.Constant(i64, v * VW))]), vp),
-                               align=al) for v in range(NV)]
-            mod = builder.module
-            name = f"llvm.fmuladd.v{VW}{'f32' if z == types.float32 else 'f64'}"
-            fma = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(vt, [vt, vt, vt]), name)
-            undef = ir.Constant(vt, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
-            new = []
-            for i in range(MR):
-                s = builder.load(builder.gep(arow[i], [k]), align=al)
-                sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
-                for v in range(NV):
-                    new.append(builder.call(fma, [sv, bv[v], phis[i * NV + v]]))
-            k1 = builder.add(k, ir.Constant(i64, 1))
-            k.add_incoming(k1, loop)
-            for ph, x in zip(phis, new):
-                ph.add_incoming(x, loop)
-            back = builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
-            back.set_metadata("llvm.loop", _no_unroll(mod))
-
-            builder.position_at_end(done)
-            outs = []
-            for x0, x1 in zip(init, new):                   # all phi nodes first, then the stores
-                ph = builder.phi(vt)
-                ph.add_incoming(x0, entry)
-                ph.add_incoming(x1, loop)
-                outs.append(ph)
-            for p, x in zip(cvec, outs):
-                builder.store(x, p, align=al)
-            return context.get_dummy_value()
-        return sig, codegen
+    if strided:
+        @intrinsic
+        def ukr(typingctx, K, a, lda, lak, bp, ldb, c, ldc, acc, z, tok):
+            sig, VW = signature(K, a, lda, lak, bp, ldb, c, ldc, acc, z, tok)
+            return sig, _ukr_codegen(MR, NV, VW, z, True)
+    else:
+        @intrinsic
+        def ukr(typingctx, K, a, lda, bp, ldb, c, ldc, acc, z, tok):
+            sig, VW = signature(K, a, lda, None, bp, ldb, c, ldc, acc, z, tok)
+            return sig, _ukr_codegen(MR, NV, VW, z, False)
     return ukr
+
+
+def _ukr_codegen(MR, NV, VW, z, strided):
+    """The LLVM IR of ``_make_ukr``'s kernel."""
+    def codegen(context, builder, signature, args):
+        if strided:
+            K, a, lda, lak, bp, ldb, c, ldc, acc, _, _ = args
+        else:
+            K, a, lda, bp, ldb, c, ldc, acc, _, _ = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        ft = ir.FloatType() if z == types.float32 else ir.DoubleType()
+        vt = ir.VectorType(ft, VW)
+        al = 4 if z == types.float32 else 8                 # element alignment (rows need not be aligned)
+        fp, vp = ft.as_pointer(), vt.as_pointer()
+
+        def wide(v):
+            return builder.sext(v, i64) if v.type.width < 64 else v
+        K, lda, ldb, ldc = wide(K), wide(lda), wide(ldb), wide(ldc)
+        lak = wide(lak) if strided else None
+        a, bp, c = builder.inttoptr(a, fp), builder.inttoptr(bp, fp), builder.inttoptr(c, fp)
+        accb = builder.icmp_unsigned("!=", acc, ir.Constant(acc.type, 0))
+        zero = ir.Constant(vt, [0.0] * VW)
+        crow = [builder.gep(c, [builder.mul(ir.Constant(i64, i), ldc)]) for i in range(MR)]
+        arow = [builder.gep(a, [builder.mul(ir.Constant(i64, i), lda)]) for i in range(MR)]
+        cvec = [builder.bitcast(builder.gep(crow[i], [ir.Constant(i64, v * VW)]), vp)
+                for i in range(MR) for v in range(NV)]
+        fn = builder.function
+        start = builder.block
+        ld = fn.append_basic_block("pgemm_load_c")
+        entry = fn.append_basic_block("pgemm_init")
+        builder.cbranch(accb, ld, entry)                # C is read only when added to (acc): a load then
+        builder.position_at_end(ld)                     # discarded by a select still costs its cache miss
+        loaded = [builder.load(p, align=al) for p in cvec]
+        builder.branch(entry)
+        builder.position_at_end(entry)
+        init = []
+        for x in loaded:
+            ph = builder.phi(vt)
+            ph.add_incoming(x, ld)
+            ph.add_incoming(zero, start)
+            init.append(ph)
+        loop = fn.append_basic_block("pgemm_loop")
+        done = fn.append_basic_block("pgemm_done")
+        builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        phis = []
+        for x in init:
+            ph = builder.phi(vt)
+            ph.add_incoming(x, entry)
+            phis.append(ph)
+        boff = builder.mul(k, ldb)
+        bv = [builder.load(builder.bitcast(builder.gep(bp, [builder.add(boff, ir.Constant(i64, v * VW))]), vp),
+                           align=al) for v in range(NV)]
+        mod = builder.module
+        name = f"llvm.fmuladd.v{VW}{'f32' if z == types.float32 else 'f64'}"
+        fma = mod.globals.get(name) or ir.Function(mod, ir.FunctionType(vt, [vt, vt, vt]), name)
+        undef = ir.Constant(vt, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
+        new = []
+        for i in range(MR):
+            s = builder.load(builder.gep(arow[i], [builder.mul(k, lak) if strided else k]), align=al)
+            sv = builder.shuffle_vector(builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
+            for v in range(NV):
+                new.append(builder.call(fma, [sv, bv[v], phis[i * NV + v]]))
+        k1 = builder.add(k, ir.Constant(i64, 1))
+        k.add_incoming(k1, loop)
+        for ph, x in zip(phis, new):
+            ph.add_incoming(x, loop)
+        back = builder.cbranch(builder.icmp_signed("<", k1, K), loop, done)
+        back.set_metadata("llvm.loop", _no_unroll(mod))
+
+        builder.position_at_end(done)
+        outs = []
+        for x0, x1 in zip(init, new):                   # all phi nodes first, then the stores
+            ph = builder.phi(vt)
+            ph.add_incoming(x0, entry)
+            ph.add_incoming(x1, loop)
+            outs.append(ph)
+        for p, x in zip(cvec, outs):
+            builder.store(x, p, align=al)
+        return context.get_dummy_value()
+    return codegen
 
 
 _u8, _u6, _u4, _u2, _u1 = (_make_ukr(m, 2) for m in (8, 6, 4, 2, 1))
 _r8, _r4, _r2, _r1 = (_make_ukr(1, n) for n in (8, 4, 2, 1))     # one row, 8 .. 1 vectors wide
+# A read across its rows (tgemm_acc): the tile's rows by 2 vectors, and by 1 vector for a last narrow panel
+_t8, _t6, _t4, _t2, _t1 = (_make_ukr(m, 2, True) for m in (8, 6, 4, 2, 1))
+_s8, _s6, _s4, _s2, _s1 = (_make_ukr(m, 1, True) for m in (8, 6, 4, 2, 1))
 
 
 def _make_dots(NV):
@@ -371,6 +393,55 @@ def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
     return rows6
 
 
+def _trows(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_trows, inline="always")
+def _trows_impl(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
+    """The strided micro-kernel of mr rows (a value of ``_take``) and nv vectors (2, or 1), accumulating."""
+    if TILES[_variant_of(tok)][0] == 8:
+        def trows8(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
+            if nv == 2:
+                if mr == 8:
+                    _t8(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+                elif mr == 4:
+                    _t4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+                elif mr == 2:
+                    _t2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+                else:
+                    _t1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            elif mr == 8:
+                _s8(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            elif mr == 4:
+                _s4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            elif mr == 2:
+                _s2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            else:
+                _s1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+        return trows8
+
+    def trows6(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
+        if nv == 2:
+            if mr == 6:
+                _t6(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            elif mr == 4:
+                _t4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            elif mr == 2:
+                _t2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            else:
+                _t1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+        elif mr == 6:
+            _s6(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+        elif mr == 4:
+            _s4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+        elif mr == 2:
+            _s2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+        else:
+            _s1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+    return trows6
+
+
 def _lanes(z, tok):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
@@ -519,3 +590,36 @@ def pgemm(C, A, P, N, acc, tile, tok):
                         for j in range(nv):
                             C[i + r, p * NR + j] = tile[r, j]
                 i += mr
+
+
+@njit(cache=True, nogil=True)
+def tgemm_acc(C, Y, X, tok):
+    """C (M, N) += Y^T @ X for Y (K, M) and X (K, N), both with rows contiguous (any row stride), neither
+    copied nor packed: the weight gradients' products (dL/dA of a block of rows, transposed, times those rows'
+    inputs), where K, the rows, is a few dozen per call. The tile's MR rows of C are MR consecutive entries of
+    a row of Y (read with Y's row stride as the k step), its NV vectors a strip of X's rows; for each strip of
+    columns the tiles of C run down the rows, so the strip is read from the first-level cache."""
+    K, M = Y.shape
+    N = X.shape[1]
+    if K == 0 or M == 0 or N == 0:
+        return
+    isz = Y.itemsize
+    lak, ldb, ldc = Y.strides[0] // isz, X.strides[0] // isz, C.strides[0] // isz
+    y0, x0, c0 = Y.ctypes.data, X.ctypes.data, C.ctypes.data
+    z = C[0, 0]
+    VW = _lanes(z, tok)
+    j = 0
+    while j + VW <= N:
+        nv = 2 if j + 2 * VW <= N else 1
+        i = 0
+        while i < M:
+            mr = _take(M - i, tok)
+            _trows(mr, nv, K, y0 + isz * i, lak, x0 + isz * j, ldb, c0 + isz * (i * ldc + j), ldc, z, tok)
+            i += mr
+        j += nv * VW
+    for jj in range(j, N):                                  # the last columns, fewer than a vector
+        for i in range(M):
+            acc = C[i, jj]
+            for k in range(K):
+                acc += Y[k, i] * X[k, jj]
+            C[i, jj] = acc
