@@ -33,7 +33,7 @@ from numba import njit
 import rnnlab
 from benchmarks.bench_layers import CLS, parse_shape, sgemm_peak
 from rnnlab.engine._kernels import host, loop
-from rnnlab.engine._kernels.packed_gemm import pgemm
+from rnnlab.engine._kernels.packed_gemm import pgemm, tgemm_acc
 
 SHAPES = [(32, 100, 32, 128), (16, 500, 16, 64), (32, 64, 32, 64)]
 
@@ -43,6 +43,16 @@ def _products(C, V, W, N, T, r0, r1, acc, tile, tok):
     """T packed products C[r0:r1] = V[r0:r1] @ W, as the loop runs them per step."""
     for _ in range(T):
         pgemm(C[r0:r1], V[r0:r1], W, N, acc, tile, tok)
+
+
+@njit(cache=False, nogil=True)
+def _wgrad_products(dWi, dWh, DX, x2, Hs, dx2, Pih, n1, T, B, r0, r1, tile, tok):
+    """The weight-gradient products the loop runs per step when it accumulates them (``loop.wgrad_in_loop``)."""
+    for t in range(T):
+        a0, a1 = t * B + r0, t * B + r1
+        tgemm_acc(dWi, DX[a0:a1], x2[a0:a1], tok)
+        tgemm_acc(dWh[:n1], DX[a0:a1, :n1], Hs[a0:a1], tok)
+        pgemm(dx2[a0:a1], DX[a0:a1], Pih, dx2.shape[1], False, tile, tok)
 
 
 def best_us(fn, repeats):
@@ -74,10 +84,12 @@ class _Capture:
 
 
 def _loop_parts(real, calls, B, rows, repeats):
-    """(loop on its threads, loop over the first block alone) in µs, from the captured blocks."""
+    """(loop on its threads, loop over the first block alone) in µs, from the captured blocks (split as the
+    call split them: evenly where they were even)."""
     args = calls[0][2]
     first = min(calls, key=lambda c: c[0])
-    both = (lambda: rows.run(real, B, args)) if len(calls) > 1 else (lambda: real(0, B, *args))
+    even = len(calls) == 2 and first[1] == B // 2
+    both = (lambda: rows.run(real, B, args, even=even)) if len(calls) > 1 else (lambda: real(0, B, *args))
     return best_us(both, repeats), best_us(lambda: real(first[0], first[1], *args), repeats), first
 
 
@@ -130,6 +142,7 @@ def measure(cell, B, T, I, H, repeats):
     row["train_step"] = best_us(train_step, repeats)
     r["loop"], r["loop_1block"], (r0, r1, args) = _loop_parts(cap.real, cap.calls, B, rows, repeats)
     plan, d, w, gst, io = args[:5]
+    r["wgrad_in_loop"] = in_loop = args[7][3].shape[0] > 0
     W1 = w[0]
     if W1.ndim == 3:
         P, DHW = gst[3], io[1]
@@ -143,8 +156,15 @@ def measure(cell, B, T, I, H, repeats):
     Hs = np.random.default_rng(2).standard_normal((T * B, H)).astype(dt)
     x2 = x.reshape(T * B, I)
     mm = loop.pmatmul if rows is not None else np.matmul
-    r["products_after"] = best_us(lambda: (mm(DX.T, Hs), mm(DX.T, x2), mm(DX, W_ih)), repeats)
     r["products_after_flops"] = 2 * T * B * GH * (H + 2 * I)
+    if in_loop:                                         # the loop computes them, a step's rows at a time
+        x2w, dx2, Pih, dWi, dWh, _ = args[7]
+        DXa, Hs2 = io[0], args[5][0]
+        r["wgrad"] = best_us(lambda: _wgrad_products(dWi[0], dWh[0], DXa, x2w, Hs2, dx2, Pih, dWh.shape[1], T, B,
+                                                     r0, r1, tile, tok), repeats)
+        r["wgrad_flops"] = r["products_after_flops"] * (r1 - r0) // B
+    else:
+        r["products_after"] = best_us(lambda: (mm(DX.T, Hs), mm(DX.T, x2), mm(DX, W_ih)), repeats)
     return row
 
 
@@ -171,7 +191,12 @@ def main(argv=None):
                 if "product" in r:
                     frac = r["product_flops"] * r["threads"] / (r["product"] * 1e-6) / peak
                     parts.append(f"product {r['product']:.0f} ({100 * frac:.0f} % of peak)")
-                    parts.append(f"rest of loop {r['loop_1block'] - r['product']:.0f}")
+                    rest = r["loop_1block"] - r["product"]
+                    if "wgrad" in r:
+                        frac = r["wgrad_flops"] * r["threads"] / (r["wgrad"] * 1e-6) / peak
+                        parts.append(f"weight gradients in the loop {r['wgrad']:.0f} ({100 * frac:.0f} %)")
+                        rest -= r["wgrad"]
+                    parts.append(f"rest of loop {rest:.0f}")
                 after = r.get("products_after", 0.0)
                 if after:
                     parts.append(f"products after {after:.0f} "
