@@ -168,3 +168,78 @@ def test_describe_names_the_quota(monkeypatch):
     assert ", CPU quota 1.5)" in host.describe()
     monkeypatch.setattr(threads, "host_quota", lambda: None)
     assert "CPU quota" not in host.describe()
+
+
+# ------------------------------------------------------------------ the hot workers (handoff)
+def _blocks_ran(bounds):
+    """_in_threads over ``bounds``: -> {block: the thread that ran it}."""
+    import threading
+    ran, lock = {}, threading.Lock()
+
+    def work(lo, hi):
+        with lock:
+            assert (lo, hi) not in ran
+            ran[(lo, hi)] = threading.get_ident()
+    threads._in_threads(work, bounds)
+    return ran
+
+
+@pytest.mark.parametrize("bounds", [[0, 3, 8], [0, 1, 2, 5]])
+def test_every_block_runs_once_the_first_on_the_caller(bounds):
+    """Each block runs exactly once, the first on the calling thread and every other on a worker of its own;
+    twenty calls in a row (the workers stay up between them) all do."""
+    import threading
+    pytest.importorskip("numba")
+    for _ in range(20):
+        ran = _blocks_ran(bounds)
+        assert sorted(ran) == list(zip(bounds[:-1], bounds[1:]))
+        assert ran[(bounds[0], bounds[1])] == threading.get_ident()
+        assert len(set(ran.values())) == len(bounds) - 1
+
+
+def test_a_workers_error_reaches_the_caller_and_the_workers_go_on():
+    pytest.importorskip("numba")
+
+    def work(lo, hi):
+        if lo > 0:
+            raise ValueError(f"block {lo}")
+    with pytest.raises(ValueError, match="block 4"):
+        threads._in_threads(work, [0, 4, 9])
+    assert len(_blocks_ran([0, 4, 9])) == 2
+
+
+def test_callers_on_two_python_threads_each_get_all_their_blocks():
+    """Two Python threads calling at once: one holds the workers, the other runs its blocks itself; every
+    block of every call runs, once."""
+    import threading
+    pytest.importorskip("numba")
+    import numpy as np
+    counts = [np.zeros(6, np.int64) for _ in range(2)]
+
+    def caller(c):
+        def work(lo, hi):
+            c[lo:hi] += 1
+        for _ in range(300):
+            threads._in_threads(work, [0, 2, 6])
+    ts = [threading.Thread(target=caller, args=(c,)) for c in counts]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for c in counts:
+        assert (c == 300).all()
+
+
+def test_a_forked_child_gets_workers_of_its_own():
+    """After a fork the child has none of its parent's threads: its first call makes new workers (a call on
+    the parent's would wait forever)."""
+    import multiprocessing
+    pytest.importorskip("numba")
+    _blocks_ran([0, 1, 2])                                      # the parent's workers exist
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_child_blocks).get(timeout=60) == 2
+
+
+def _child_blocks():
+    return len(set(_blocks_ran([0, 5, 10]).values()))

@@ -6,6 +6,8 @@
     cell.py          the token by which the loops call a cell's row kernels (its Numba type names them)
     gates.py         each cell's row kernels: the only compiled copy of the cells' math
     packed_gemm.py   the packed matrix product of the loops, sized to the host
+    threads.py       the thread count (RNNLAB_NUM_THREADS, the affinity mask, the CPU quota), the row split
+    handoff.py       the worker threads that stay up between calls: a block handed over in microseconds
     diagonal.py      the diagonal cells' compiled loops (minGRU, minLSTM, IndRNN, LRU)
     host.py          the host CPU, its vector features, the variant in use (RNNLAB_SIMD)
     checks.py        the compiled NaN/Inf check and fingerprint of ``rnnlab.engine._checks``

@@ -1,6 +1,6 @@
 """Threads for the compiled loops: the setting (``RNNLAB_NUM_THREADS``, else the CPUs and the cgroup CPU quota),
-one worker pool per process, the batch's row split between threads (``RowSplit``) and the matrix product split
-over them (``pmatmul``)."""
+the hot workers of ``handoff`` (an executor where it does not run), the batch's row split between threads
+(``RowSplit``) and the matrix product split over them (``pmatmul``)."""
 from __future__ import annotations
 
 import functools
@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from rnnlab.engine._kernels import handoff
 from rnnlab.errors import ConfigError
 
 MIN_ROWS = 1            # fewest batch rows per thread (the layer also asks for enough work per thread)
@@ -138,8 +139,15 @@ def _pool(n):
 
 def _in_threads(work, bounds):
     """work(lo, hi) for each block [bounds[i], bounds[i+1]), one block per thread; the first block runs in the
-    calling thread. The caller runs BLAS on one thread meanwhile (``rnnlab.engine.dispatch.blas_single_thread``)."""
+    calling thread. The caller runs BLAS on one thread meanwhile (``rnnlab.engine.dispatch.blas_single_thread``).
+    The blocks go to the hot workers (``handoff``) where they run; while another Python thread's call holds
+    them, this call runs its blocks in turn on its own thread."""
     n = len(bounds) - 1
+    if n > 1 and handoff.SUPPORTED:
+        if not handoff.workers(n).run(work, bounds):
+            for i in range(n):
+                work(bounds[i], bounds[i + 1])
+        return
     futures = [_pool(n - 1).submit(work, bounds[i], bounds[i + 1]) for i in range(1, n)] if n > 1 else []
     try:
         work(bounds[0], bounds[1])

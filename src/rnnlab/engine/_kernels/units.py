@@ -23,62 +23,22 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from rnnlab.errors import BackendError
 from rnnlab.engine._kernels.cell import fwd_row
 from rnnlab.engine._kernels.gates import FAST, mask_rows
+from rnnlab.engine._kernels.handoff import SPIN, _fetch_add, _load, _yield
 from rnnlab.engine._kernels.packed_gemm import MR_MAX, _pack1, dots_acc, nr, pgemm, token
 from rnnlab.engine._kernels.threads import _in_threads, num_threads
 
 MIN_UNITS = 8           # fewest hidden units per thread
-SUPPORTED = sys.platform != "win32"     # the barrier yields with POSIX sched_yield
+SUPPORTED = sys.platform != "win32"     # the barrier yields with POSIX sched_yield (handoff._yield)
 INFERENCE_ONLY = ("backend: 'units' runs inference only (under rnnlab.no_grad() or evaluation), got a forward "
                   "for training; use 'split', 'loop' or 'auto'")
-SPIN = 4096             # loads of the counter before a waiting thread yields its core
 
 
 # ------------------------------------------------------------------ the per-step barrier
-@intrinsic
-def _fetch_add(typingctx, arr, val):
-    """arr[0] += val atomically (sequentially consistent); -> the value before. arr: a 1-D int64 array."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
-        return None
-    sig = types.int64(arr, types.int64)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.atomic_rmw("add", ary.data, args[1], "seq_cst")
-    return sig, codegen
-
-
-@intrinsic
-def _load(typingctx, arr):
-    """arr[0], an atomic load with acquire ordering (what other threads wrote before their add is seen)."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
-        return None
-    sig = types.int64(arr)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.load_atomic(ary.data, "acquire", 8)
-    return sig, codegen
-
-
-@intrinsic
-def _yield(typingctx):
-    """sched_yield(): give the core to another runnable thread (more threads than cores)."""
-    sig = types.int32()
-
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.IntType(32), [])
-        fn = builder.module.globals.get("sched_yield") or ir.Function(builder.module, fnty, "sched_yield")
-        return builder.call(fn, [])
-    return sig, codegen
-
-
 @njit(cache=True, nogil=True)
 def barrier(sync, target):
     """Count this thread in (sync[0] += 1) and wait until sync[0] reaches target (n threads x steps done)."""
