@@ -2,7 +2,7 @@
 
     python -m benchmarks.render FILE
 
-Bold marks a ratio that meets the speed issue's target: <= 0.8x torch for the GRU and the RNN, <= 1.0x for
+Bold marks a ratio that meets the speed issue's target: <= 0.8x torch for the GRU and the RNN, <= 0.9x for
 the LSTM, <= 1.0x onnxruntime and JAX.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-TORCH_TARGET = {"lstm": 1.0, "gru": 0.8, "rnn": 0.8}
+TORCH_TARGET = {"lstm": 0.9, "gru": 0.8, "rnn": 0.8}
 NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 
 
