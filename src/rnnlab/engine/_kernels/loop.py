@@ -17,8 +17,10 @@ Per step:
                dL/d(x W_ih^T) (DX) and dL/d(h W_hh^T) (DHW), the bias sums per row, LN_h's backward,
                dh_{t-1} = (DHW W_hh) * m + the cell's direct part
 
-The weight gradients, dx, and the layer norm of the input projection are large BLAS products over all steps
-around the loop (``forward`` and ``backward`` below, the engine's contract for both backends).
+The weight gradients and dx: inside the backward loop, each step's rows accumulated while they are in the cache
+(``tgemm_acc``, where the accumulators are small: ``wgrad_in_loop``), else large BLAS products over all steps
+after it; the layer norm of the input projection: around the loop (``forward`` and ``backward`` below, the
+engine's contract for both backends).
 
 Contract: ``forward(...) -> (output, final state, CellArrays or None)``, ``backward(...) -> Grads``.
 

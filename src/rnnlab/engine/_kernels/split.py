@@ -3,8 +3,8 @@
 The rows of a batch are independent chains, so each thread runs the shared compiled loop (``_kernels.loop``'s
 ``time_fwd`` and ``time_bwd``, every cell and option) for its own block of rows with no synchronisation
 between steps, its products packed over the block. The loops release the GIL, so plain Python threads run
-them in parallel; the weight gradients are large BLAS products after the loop, split over the same threads
-(``pmatmul``).
+them in parallel; the weight gradients are accumulated per block of rows inside the loop (small layers) or are
+large BLAS products after the loop, split over the same threads (``pmatmul``).
 
 Why: a per-step product (B, H) x (H, 4H) is too small for two BLAS threads to share well, and a gate kernel
 runs on one core; splitting the batch keeps every core busy with whole steps (docs/performance.md).
@@ -26,6 +26,6 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
 
 
 def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
-    """``_kernels.loop.backward`` with one block of rows per thread; the products after the loop split over the
+    """``_kernels.loop.backward`` with one block of rows per thread; any products after the loop split over the
     same threads (``pmatmul``)."""
     return loop.backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows or RowSplit())
