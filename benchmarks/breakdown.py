@@ -55,13 +55,16 @@ def _wgrad_products(dWi, dWh, DX, x2, Hs, dx2, Pih, n1, T, B, r0, r1, tile, tok)
         pgemm(dx2[a0:a1], DX[a0:a1], Pih, dx2.shape[1], False, tile, tok)
 
 
-def best_us(fn, repeats):
-    fn()
+def best_us(fn, repeats, setup=None):
+    """The best time of ``fn()`` in µs, ``setup()`` (untimed) before each call."""
     best = float("inf")
-    for _ in range(repeats):
+    for i in range(repeats + 1):
+        if setup is not None:
+            setup()
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        if i:                                   # the first call warms up
+            best = min(best, time.perf_counter() - t0)
     return 1e6 * best
 
 
@@ -129,16 +132,13 @@ def measure(cell, B, T, I, H, repeats):
         layer(x)
         layer.backward(d_out)
 
-    def bwd_call():
-        layer.backward(d_out)
-
     def train_step():
         layer(x)
         layer.backward(d_out)
     rows = layer.row_split if len(cap.calls) > 1 else None
-    # backward() drops the caches: a fresh forward before each timed backward, its time taken out
-    fwd_t = row["train"]["call"]
-    r = row["backward"] = {"threads": len(cap.calls), "call": best_us(train_step, repeats) - fwd_t}
+    # backward() drops the caches: a fresh forward, untimed, before each timed backward
+    r = row["backward"] = {"threads": len(cap.calls),
+                           "call": best_us(lambda: layer.backward(d_out), repeats, setup=lambda: layer(x))}
     row["train_step"] = best_us(train_step, repeats)
     r["loop"], r["loop_1block"], (r0, r1, args) = _loop_parts(cap.real, cap.calls, B, rows, repeats)
     plan, d, w, gst, io = args[:5]
