@@ -46,13 +46,18 @@ def _products(C, V, W, N, T, r0, r1, acc, tile, tok):
 
 
 @njit(cache=False, nogil=True)
-def _wgrad_products(dWi, dWh, DX, x2, Hs, dx2, Pih, n1, T, B, r0, r1, tile, tok):
-    """The weight-gradient products the loop runs per step when it accumulates them (``loop.wgrad_in_loop``)."""
+def _wgrad_products(dWi, dWh, DX, x2, Hs, dx2, Pih, gb, T, B, r0, r1, tile, tok):
+    """The weight-gradient products the loop runs per step when it accumulates them (``loop.wgrad_in_loop``):
+    per group of rows in [r0, r1) (group g: rows gb[g] .. gb[g+1]), and dx for the block."""
+    n1 = dWh.shape[1]
     for t in range(T):
-        a0, a1 = t * B + r0, t * B + r1
-        tgemm_acc(dWi, DX[a0:a1], x2[a0:a1], tok)
-        tgemm_acc(dWh[:n1], DX[a0:a1, :n1], Hs[a0:a1], tok)
-        pgemm(dx2[a0:a1], DX[a0:a1], Pih, dx2.shape[1], False, tile, tok)
+        for g in range(dWi.shape[0]):
+            if gb[g] < r0 or gb[g] >= r1:
+                continue
+            a0, a1 = t * B + gb[g], t * B + gb[g + 1]
+            tgemm_acc(dWi[g], DX[a0:a1], x2[a0:a1], tok)
+            tgemm_acc(dWh[g, :n1], DX[a0:a1, :n1], Hs[a0:a1], tok)
+        pgemm(dx2[t * B + r0:t * B + r1], DX[t * B + r0:t * B + r1], Pih, dx2.shape[1], False, tile, tok)
 
 
 def best_us(fn, repeats, setup=None):
@@ -88,11 +93,11 @@ class _Capture:
 
 def _loop_parts(real, calls, B, rows, repeats):
     """(loop on its threads, loop over the first block alone) in µs, from the captured blocks (split as the
-    call split them: evenly where they were even)."""
+    call split them)."""
     args = calls[0][2]
     first = min(calls, key=lambda c: c[0])
-    even = len(calls) == 2 and first[1] == B // 2
-    both = (lambda: rows.run(real, B, args, even=even)) if len(calls) > 1 else (lambda: real(0, B, *args))
+    bounds = sorted(c[0] for c in calls) + [max(c[1] for c in calls)]
+    both = (lambda: rows.run(real, B, args, bounds=bounds)) if len(calls) > 1 else (lambda: real(0, B, *args))
     return best_us(both, repeats), best_us(lambda: real(first[0], first[1], *args), repeats), first
 
 
@@ -158,10 +163,10 @@ def measure(cell, B, T, I, H, repeats):
     mm = loop.pmatmul if rows is not None else np.matmul
     r["products_after_flops"] = 2 * T * B * GH * (H + 2 * I)
     if in_loop:                                         # the loop computes them, a step's rows at a time
-        x2w, dx2, Pih, dWi, dWh, _ = args[7]
+        x2w, dx2, Pih, dWi, dWh, _, gb = args[7]
         DXa, Hs2 = io[0], args[5][0]
-        r["wgrad"] = best_us(lambda: _wgrad_products(dWi[0], dWh[0], DXa, x2w, Hs2, dx2, Pih, dWh.shape[1], T, B,
-                                                     r0, r1, tile, tok), repeats)
+        r["wgrad"] = best_us(lambda: _wgrad_products(dWi, dWh, DXa, x2w, Hs2, dx2, Pih, gb, T, B, r0, r1, tile,
+                                                     tok), repeats)
         r["wgrad_flops"] = r["products_after_flops"] * (r1 - r0) // B
     else:
         r["products_after"] = best_us(lambda: (mm(DX.T, Hs), mm(DX.T, x2), mm(DX, W_ih)), repeats)

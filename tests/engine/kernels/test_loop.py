@@ -69,3 +69,28 @@ def test_weight_gradients_inside_and_after_the_loop(cls, kw, backend, monkeypatc
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-12)
         for k in ref[3]:
             np.testing.assert_allclose(got[3][k], ref[3][k], rtol=0, atol=1e-11, err_msg=f"{mode}: {k}")
+
+
+@pytest.mark.parametrize("B", [8, 32, 50])
+def test_weight_gradients_do_not_depend_on_the_threads(B, monkeypatch):
+    """The backward accumulates its weight gradients per group of rows fixed by the batch (``wgrad_groups``), the
+    threads taking whole groups: one, two and three threads give the same bits (float32, recurrent dropout),
+    so a run gives the same weights whatever RNNLAB_NUM_THREADS is (the seed runners' trials use one thread)."""
+    from rnnlab.engine._kernels import loop
+    rng = np.random.default_rng(B)
+    x = rng.standard_normal((7, B, 6)).astype(np.float32)
+    d = rng.standard_normal((7, B, 16)).astype(np.float32)
+    results = []
+    for threads, backend in ((1, "loop"), (2, "split"), (3, "split")):
+        monkeypatch.setenv("RNNLAB_NUM_THREADS", str(threads))
+        layer = rnnlab.LSTM(6, 16, dtype="float32", seed=1, backend=backend, recurrent_dropout=0.2)
+        layer.train()
+        out, _ = layer(x)
+        dx, _ = layer.backward(d)
+        assert layer.last_backend == backend
+        results.append([out, dx] + [layer.grads[k].copy() for k in sorted(layer.grads)])
+    assert loop.wgrad_groups(B) == (2 if B < 32 else B // 16)
+    assert loop.wgrad_in_loop(64, 6, 16, 4, B // loop.wgrad_groups(B))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)

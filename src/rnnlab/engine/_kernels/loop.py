@@ -44,7 +44,7 @@ from rnnlab.engine._kernels.packed_gemm import (
 from rnnlab.engine._kernels.threads import pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
-PACK_MIN_ROWS = 4    # rows of a block from which the packed product beats one-row products
+PACK_MIN_ROWS = 4    # rows of the batch from which the packed product beats one-row products
 # below this many steps a call of one-row products reads the layer's W_ih^T and W_hh^T as they are (dot products,
 # about 20 % slower a step) instead of copying them into row order first (the copy of an LSTM's W_hh^T at H = 256
 # takes some 300 µs, a few hundred steps' worth of the difference)
@@ -55,6 +55,7 @@ SHORT_CALL = 64
 # (measured on znver4, 1 MB second-level cache per core: docs/performance.md); beyond, BLAS after the loop
 WGRAD_MAX_BYTES = 2 << 20
 WGRAD_ROW_BYTES = 48 << 10
+WGRAD_GROUP_ROWS = 16
 # the loops themselves run without reference counting: they allocate nothing (their callers hold every array
 # for the call), and the counts of the views and bundles they pass on per step were a tenth of a small step
 _LOOP_JIT = {**_JIT, "_nrt": False}
@@ -303,15 +304,11 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
         DX, DHW, mask, dacc = io
         Hs, C, Vh, Ih, Zn, hT = cache
         rm, Z, lnh, copt, reverse, dln = opt
-        x2, dx2, Pih, dWi, dWh, HM = wg
+        x2, dx2, Pih, dWi, dWh, HM, gb = wg
         RM, MASK, BIAS = rm.shape[0] > 0, mask.shape[0] > 0, dacc.shape[0] > 0
         WG = dWi.shape[0] > 0
         T, B, H = d_out.shape
         nst = dS.shape[0]
-        # this block's accumulators: block i of n starts at B*i//n, so ceil(r0 n / B) is i (two blocks may split
-        # anywhere: then any r0 > 0 is the second)
-        nsl = dWi.shape[0]
-        slot = min(nsl - 1, (r0 * nsl + B - 1) // B)
         GH = DX.shape[1]
         n1 = N1G * H
         D = (DX, DHW, dD, DRH)
@@ -376,19 +373,23 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
                 if LN:
                     ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
             if WG:                                      # this step's share of dW_ih, dW_hh and dx, rows hot
-                a0, a1 = c0 + r0, c0 + r1
-                tgemm_acc(dWi[slot], DX[a0:a1], x2[a0:a1], tok)
                 if RM:
                     for r in range(r0, r1):
                         for k in range(H):
                             HM[r, k] = Hs[c0 + r, k] * rm[r, k]
-                    tgemm_acc(dWh[slot, :n1], DHW[a0:a1, :n1], HM[r0:r1], tok)
-                else:
-                    tgemm_acc(dWh[slot, :n1], DHW[a0:a1, :n1], Hs[a0:a1], tok)
-                if PHASES == 2:
-                    e0 = OP2 * H
-                    tgemm_acc(dWh[slot, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
-                pgemm(dx2[a0:a1], DX[a0:a1], Pih, dx2.shape[1], False, tile, tok)
+                for g in range(dWi.shape[0]):           # the groups of rows in this block, each its accumulators
+                    if gb[g] < r0 or gb[g] >= r1:
+                        continue
+                    a0, a1 = c0 + gb[g], c0 + gb[g + 1]
+                    tgemm_acc(dWi[g], DX[a0:a1], x2[a0:a1], tok)
+                    if RM:
+                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], HM[gb[g]:gb[g + 1]], tok)
+                    else:
+                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], Hs[a0:a1], tok)
+                    if PHASES == 2:
+                        e0 = OP2 * H
+                        tgemm_acc(dWh[g, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
+                pgemm(dx2[c0 + r0:c0 + r1], DX[c0 + r0:c0 + r1], Pih, dx2.shape[1], False, tile, tok)
             _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
             for r in range(r0, r1):
                 if MASK and mask[t, r] == 0.0:
@@ -412,10 +413,10 @@ def time_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok):
     cache = (Hs, C, Vh, Ih, Zn, hT): the forward's caches, and the final h
     opt = (rm, Z, lnh, copt, reverse, dln): as forward; dln (B, 2, n1) the sums of LN_h's gain and bias
         gradients per row
-    wg = (x2, dx2, Pih, dWi, dWh, HM): the weight gradients and dx inside the loop, each step's rows while they
-        are in the cache (empty dWi: after the loop, as BLAS products): the input x (T*B, I), dx (T*B, I), W_ih
-        packed, the accumulators of dW_ih (n, G*H, I) and dW_hh (n, G*H, H), one per block of rows, and the
-        scratch rows of h m (B, H)"""
+    wg = (x2, dx2, Pih, dWi, dWh, HM, gb): the weight gradients and dx inside the loop, each step's rows while
+        they are in the cache (empty dWi: after the loop, as BLAS products): the input x (T*B, I), dx (T*B, I),
+        W_ih packed, the accumulators of dW_ih (n, G*H, I) and dW_hh (n, G*H, H), one per group of rows (group g:
+        rows gb[g] .. gb[g+1]; a block [r0, r1) is whole groups), and the scratch rows of h m (B, H)"""
     _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, _tile(io[0], tok), tok)
 
 
@@ -430,6 +431,7 @@ def _empty(ndim, dt):
 
 
 _EMPTIES = {}
+_NO_GROUPS = np.zeros(1, np.int64)
 
 
 def _stack(states, dt):
@@ -458,8 +460,9 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
     tok = token()
     n1 = kern.g1 * H
     ln, rm = opts.get("ln"), opts.get("rec_mask")
-    nthreads = 1 if rows is None else rows.threads(B)
-    packed = (B // nthreads) >= PACK_MIN_ROWS
+    # packed products from PACK_MIN_ROWS rows of the batch, whatever the threads: the products' sums, and so the
+    # bits of a result, must not depend on how many threads share the rows
+    packed = B >= PACK_MIN_ROWS
     x = np.ascontiguousarray(x)
     m2 = mask_rows(mask, T, dt)
     fused = kern.sums and ln is None and packed
@@ -577,11 +580,18 @@ class StepCall:
         return self.out
 
 
+def wgrad_groups(B) -> int:
+    """The groups of rows whose weight gradients the backward loop accumulates apart (their sums added in order
+    after it): two from 8 rows, one per WGRAD_GROUP_ROWS rows beyond 32. A function of the batch alone, not of
+    the threads, which take whole groups: the same call gives the same bits on any number of threads."""
+    return 1 if B < 2 * PACK_MIN_ROWS else max(2, B // WGRAD_GROUP_ROWS)
+
+
 def wgrad_in_loop(GH, I, H, itemsize, rows) -> bool:
-    """Whether a backward of packed products accumulates its weight gradients inside the loop (``rows``: the
-    rows of a thread's block), by the limits WGRAD_MAX_BYTES and WGRAD_ROW_BYTES."""
+    """Whether a backward accumulates its weight gradients inside the loop (``rows``: the rows of a group), by
+    the limits WGRAD_MAX_BYTES and WGRAD_ROW_BYTES, from PACK_MIN_ROWS rows a group."""
     acc_bytes = GH * (I + H) * itemsize
-    return acc_bytes <= WGRAD_MAX_BYTES and acc_bytes <= WGRAD_ROW_BYTES * rows
+    return rows >= PACK_MIN_ROWS and acc_bytes <= WGRAD_MAX_BYTES and acc_bytes <= WGRAD_ROW_BYTES * rows
 
 
 def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, rows=None):
@@ -596,7 +606,7 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     n1 = kern.g1 * H
     ln = cache.opts.get("ln")
     nthreads = 1 if rows is None else rows.threads(B)
-    packed = (B // nthreads) >= PACK_MIN_ROWS
+    packed = B >= PACK_MIN_ROWS                         # as in forward
     m2 = mask_rows(cache.mask, T, dt)
     sep = kern.writes_dhw or ln is not None
     DX = workspace((T * B, GH), dt)
@@ -612,13 +622,16 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
     Hs2, C2 = a.Hs.reshape(T * B, H), a.C.reshape(T * B, -1)
     x2 = cache.x.reshape(T * B, I)
     # the weight gradients inside the loop where a block's accumulators stay in the second-level cache
-    in_loop = packed and ln is None and wgrad_in_loop(GH, I, H, dt.itemsize, B // nthreads)
+    groups = wgrad_groups(B)
+    in_loop = ln is None and wgrad_in_loop(GH, I, H, dt.itemsize, B // groups)
     if in_loop:
         dx2 = np.empty((T * B, I), dt)
-        wg = (np.ascontiguousarray(x2, dtype=dt), dx2, _pack1(W_ih, nr(dt)), np.zeros((nthreads, GH, I), dt),
-              np.zeros((nthreads, GH, H), dt), np.empty((B, H), dt) if a.rm.size else _empty(2, dt))
+        gb = np.array([B * g // groups for g in range(groups + 1)], np.int64)
+        wg = (np.ascontiguousarray(x2, dtype=dt), dx2, _pack1(W_ih, nr(dt)), np.zeros((groups, GH, I), dt),
+              np.zeros((groups, GH, H), dt), np.empty((B, H), dt) if a.rm.size else _empty(2, dt), gb)
     else:
-        wg = (_empty(2, dt), _empty(2, dt), _empty(3, dt), _empty(3, dt), _empty(3, dt), _empty(2, dt))
+        wg = (_empty(2, dt), _empty(2, dt), _empty(3, dt), _empty(3, dt), _empty(3, dt), _empty(2, dt),
+              _NO_GROUPS)
     args = (a.plan, np.ascontiguousarray(d_out, dtype=dt), (W1, W2), gst, (DX, DHW, m2, dacc),
             (Hs2, C2, a.Vh, a.Ih, a.Zn, a.hT), (a.rm, _empty(3, dt) if a.Z is None else a.Z, a.lnh, copt, cache.reverse, dln),
             wg, tok)
@@ -626,11 +639,15 @@ def backward(cell_name, d_out, d_state, cache, W_ih, W_hh, has_bias, workspace, 
         time_bwd(0, B, *args)
         mm = np.matmul
     else:
-        rows.run(time_bwd, B, args, even=in_loop)
+        if in_loop:                                     # whole groups per thread, evenly
+            n = min(nthreads, groups)
+            rows.run(time_bwd, B, args, bounds=[int(gb[groups * i // n]) for i in range(n + 1)])
+        else:
+            rows.run(time_bwd, B, args)
         mm = pmatmul
-    if in_loop:
+    if in_loop:                                         # the groups' sums added in their order
         dWi, dWh = wg[3], wg[4]
-        dW_ih, dW_hh = (dWi[0], dWh[0]) if nthreads == 1 else (dWi.sum(axis=0), dWh.sum(axis=0))
+        dW_ih, dW_hh = (dWi[0], dWh[0]) if groups == 1 else (dWi.sum(axis=0), dWh.sum(axis=0))
     else:                                               # the products over all steps
         Hop = (a.Hs * a.rm).reshape(T * B, H) if a.rm.size else Hs2       # the products' operand h m
         dW_hh = mm(DHW[:, :n1].T, Hop)

@@ -181,13 +181,15 @@ class RowSplit:
     def threads(self, B):
         return threads_for(B)
 
-    def run(self, kernel, B, args, even=False):
-        """kernel(r0, r1, *args) over the row blocks of the batch, one block per thread. ``even``: equal blocks
-        and no rebalancing, for a kernel whose sums over the rows of a block would change in their last bits
-        with the blocks (the backward's weight gradients accumulated per block): the same call then gives the
-        same bits every time."""
+    def run(self, kernel, B, args, bounds=None):
+        """kernel(r0, r1, *args) over the row blocks of the batch, one block per thread. ``bounds``: the blocks
+        given, no rebalancing (a kernel whose sums change in their last bits with its blocks: the backward's
+        weight gradients, accumulated per group of rows, takes whole groups)."""
+        if bounds is not None:
+            _in_threads(lambda r0, r1: kernel(r0, r1, *args), bounds)
+            return
         n = threads_for(B)
-        if n != 2 or even:          # more threads: which pool thread takes which block is not fixed
+        if n != 2:                  # more threads: which pool thread takes which block is not fixed
             _in_threads(lambda r0, r1: kernel(r0, r1, *args), [B * i // n for i in range(n + 1)])
             return
         m = min(B - MIN_ROWS, max(MIN_ROWS, round(B * self.share)))
