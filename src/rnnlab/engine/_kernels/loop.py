@@ -50,8 +50,8 @@ PACK_MIN_ROWS = 4    # rows of the batch from which the packed product beats one
 # takes some 300 µs, a few hundred steps' worth of the difference)
 SHORT_CALL = 64
 # the backward accumulates dW_ih and dW_hh inside the loop, a step's rows at a time (``tgemm_acc``), where a
-# block's accumulators (G*H x (I + H) entries) take at most WGRAD_MAX_BYTES and at most WGRAD_ROW_BYTES per row
-# of the block: each step reads and writes them once for its rows' products, so few rows must pay for it
+# group's accumulators (G*H x (I + H) entries) take at most WGRAD_MAX_BYTES and at most WGRAD_ROW_BYTES per row
+# of the group: each step reads and writes them once for its rows' products, so few rows must pay for it
 # (measured on znver4, 1 MB second-level cache per core: docs/performance.md); beyond, BLAS after the loop
 WGRAD_MAX_BYTES = 2 << 20
 WGRAD_ROW_BYTES = 48 << 10
