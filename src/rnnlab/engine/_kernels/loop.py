@@ -41,7 +41,7 @@ from rnnlab.engine._kernels.gates import FAST, ln_row, ln_row_bwd, mask_rows
 from rnnlab.engine._kernels.packed_gemm import (
     MR_MAX, _lanes, _nv, _pack1, nr, pack, pgemm, tgemm_acc, token, vecmat_acc,
 )
-from rnnlab.engine._kernels.threads import pmatmul
+from rnnlab.engine._kernels.threads import machine_threads, pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
 PACK_MIN_ROWS = 4    # rows of the batch from which the packed product beats one-row products
@@ -55,7 +55,7 @@ SHORT_CALL = 64
 # (measured on znver4, 1 MB second-level cache per core: docs/performance.md); beyond, BLAS after the loop
 WGRAD_MAX_BYTES = 2 << 20
 WGRAD_ROW_BYTES = 48 << 10
-WGRAD_GROUP_ROWS = 16
+WGRAD_GROUP_ROWS = 8
 # the loops themselves run without reference counting: they allocate nothing (their callers hold every array
 # for the call), and the counts of the views and bundles they pass on per step were a tenth of a small step
 _LOOP_JIT = {**_JIT, "_nrt": False}
@@ -582,9 +582,10 @@ class StepCall:
 
 def wgrad_groups(B) -> int:
     """The groups of rows whose weight gradients the backward loop accumulates apart (their sums added in order
-    after it): two from 8 rows, one per WGRAD_GROUP_ROWS rows beyond 32. A function of the batch alone, not of
-    the threads, which take whole groups: the same call gives the same bits on any number of threads."""
-    return 1 if B < 2 * PACK_MIN_ROWS else max(2, B // WGRAD_GROUP_ROWS)
+    after it): one per CPU of the machine's default thread count (``threads.machine_threads``), each of at least
+    WGRAD_GROUP_ROWS rows. Not a function of RNNLAB_NUM_THREADS: the threads take whole groups, so the same call
+    gives the same bits on any number of threads (the seed runners' one-thread trials and the serial runner)."""
+    return max(1, min(machine_threads(), B // WGRAD_GROUP_ROWS))
 
 
 def wgrad_in_loop(GH, I, H, itemsize, rows) -> bool:

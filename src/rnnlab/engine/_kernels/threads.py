@@ -34,6 +34,12 @@ def num_threads() -> int:
         if n < 1:
             raise ConfigError(f"RNNLAB_NUM_THREADS: expected a positive integer, got {env!r}")
         return n
+    return machine_threads()
+
+
+def machine_threads() -> int:
+    """The default thread count, whatever ``RNNLAB_NUM_THREADS`` says: the CPUs this process may run on, at most
+    its cgroup CPU quota rounded up."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:                                  # not on Linux
