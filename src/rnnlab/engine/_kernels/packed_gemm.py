@@ -400,46 +400,28 @@ def _trows(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):  # pragma: no cover - re
 @overload(_trows, inline="always")
 def _trows_impl(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
     """The strided micro-kernel of mr rows (a value of ``_take``) and nv vectors (2, or 1), accumulating."""
-    if TILES[_variant_of(tok)][0] == 8:
-        def trows8(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
-            if nv == 2:
-                if mr == 8:
-                    _t8(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-                elif mr == 4:
-                    _t4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-                elif mr == 2:
-                    _t2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-                else:
-                    _t1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-            elif mr == 8:
-                _s8(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-            elif mr == 4:
-                _s4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-            elif mr == 2:
-                _s2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-            else:
-                _s1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-        return trows8
+    MR = TILES[_variant_of(tok)][0]
+    top2, top1 = (_t8, _s8) if MR == 8 else (_t6, _s6)      # the variant's full tile, 2 and 1 vectors wide
 
-    def trows6(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
+    def trows(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
         if nv == 2:
-            if mr == 6:
-                _t6(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+            if mr == MR:
+                top2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
             elif mr == 4:
                 _t4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
             elif mr == 2:
                 _t2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
             else:
                 _t1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-        elif mr == 6:
-            _s6(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
+        elif mr == MR:
+            top1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
         elif mr == 4:
             _s4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
         elif mr == 2:
             _s2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
         else:
             _s1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-    return trows6
+    return trows
 
 
 def _lanes(z, tok):  # pragma: no cover - replaced by the overload below
