@@ -243,3 +243,43 @@ def test_a_forked_child_gets_workers_of_its_own():
 
 def _child_blocks():
     return len(set(_blocks_ran([0, 5, 10]).values()))
+
+
+def test_a_call_interrupted_between_a_post_and_its_notify_leaves_no_block_behind():
+    """A KeyboardInterrupt landing in ``post`` after its count and before it wakes the sleeping worker: the
+    interrupted call still waits for that worker's block (it wakes it itself), and the next call runs each of
+    its blocks once (the worker, left asleep with a count ahead, ran the next call's block twice)."""
+    import collections
+    import time
+    pytest.importorskip("numba")
+    from rnnlab.engine._kernels import handoff
+    w = handoff.Workers(2)
+    wk = w.workers[0]
+    deadline = time.monotonic() + 10
+    while not wk.sleeping and time.monotonic() < deadline:     # the worker gives up spinning and sleeps
+        time.sleep(0.01)
+    assert wk.sleeping
+
+    class Interrupted:
+        """The worker's condition, whose next ``with`` (post's, after its count) raises KeyboardInterrupt."""
+        def __init__(self, cond):
+            self.cond, self.armed = cond, True
+
+        def __enter__(self):
+            if self.armed:
+                self.armed = False
+                raise KeyboardInterrupt
+            return self.cond.__enter__()
+
+        def __exit__(self, *exc):
+            return self.cond.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self.cond, name)
+    wk.cond = Interrupted(wk.cond)
+    first, second = collections.Counter(), collections.Counter()
+    with pytest.raises(KeyboardInterrupt):
+        w.run(lambda lo, hi: first.update([lo]), [0, 1, 2])
+    assert first == {1: 1}                                      # the posted block ran, within the call
+    assert w.run(lambda lo, hi: second.update([lo]), [0, 1, 2])
+    assert second == {0: 1, 1: 1}

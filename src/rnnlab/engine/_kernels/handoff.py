@@ -130,7 +130,13 @@ class _Worker:
                 self.cond.notify()
 
     def wait(self):
-        wait_for(self.done, self.posted[0], -1)
+        # spin, and between rounds wake the worker if it sleeps: a post interrupted between its add and its
+        # notify (a KeyboardInterrupt) would otherwise leave the worker asleep, and this wait with it, for good
+        target = self.posted[0]
+        while not wait_for(self.done, target, HOT_ROUNDS):
+            with self.cond:
+                if self.sleeping:
+                    self.cond.notify()
         if self.error is not None:
             e, self.error = self.error, None
             raise e
@@ -150,13 +156,16 @@ class Workers:
             return False
         try:
             n = len(bounds) - 1
-            for i in range(1, n):
-                self.workers[i - 1].post(work, bounds[i], bounds[i + 1])
             try:
+                # the posts inside the try: a call interrupted among them (KeyboardInterrupt) still waits for the
+                # blocks it posted, else a worker not yet started would run the next call's block twice (the
+                # task is read after the count) and a block would outlive its call
+                for i in range(1, n):
+                    self.workers[i - 1].post(work, bounds[i], bounds[i + 1])
                 work(bounds[0], bounds[1])
             finally:
                 errors = []
-                for i in range(1, n):
+                for i in range(1, n):                 # a worker not posted to returns at once (done == posted)
                     try:
                         self.workers[i - 1].wait()
                     except BaseException as e:      # noqa: BLE001 - the first one is raised below
