@@ -283,3 +283,21 @@ def test_a_call_interrupted_between_a_post_and_its_notify_leaves_no_block_behind
     assert first == {1: 1}                                      # the posted block ran, within the call
     assert w.run(lambda lo, hi: second.update([lo]), [0, 1, 2])
     assert second == {0: 1, 1: 1}
+
+
+def test_more_blocks_add_workers_and_keep_the_old_ones():
+    """Calls of 2, 4, 6 and 3 blocks: each block runs once, and the workers are the ones the widest call needed
+    (no thread left behind asleep when a wider call came)."""
+    import threading
+    pytest.importorskip("numba")
+    from rnnlab.engine._kernels import handoff
+
+    def alive():
+        return sum(t.name == "rnnlab-handoff" for t in threading.enumerate())
+    _blocks_ran([0, 1, 2])
+    before, had = alive(), len(handoff.workers(2).workers)
+    for n in (2, 4, 6, 3):
+        bounds = list(range(0, 2 * n + 1, 2))
+        assert sorted(_blocks_ran(bounds)) == list(zip(bounds[:-1], bounds[1:]))
+    now = len(handoff.workers(2).workers)
+    assert now == max(had, 5) and alive() - before == now - had

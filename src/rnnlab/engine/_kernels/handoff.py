@@ -186,7 +186,9 @@ def workers(n) -> Workers:
     of its parent's threads)."""
     with _LOCK:
         w = _WORKERS[0] if _WORKERS else None
-        if w is None or w.pid != os.getpid() or len(w.workers) < n - 1:
+        if w is None or w.pid != os.getpid():
             w = Workers(n)
             _WORKERS[:] = [w]
+        while len(w.workers) < n - 1:                   # more blocks than before: more workers, the old kept
+            w.workers.append(_Worker())
         return w
