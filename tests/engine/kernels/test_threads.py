@@ -301,3 +301,17 @@ def test_more_blocks_add_workers_and_keep_the_old_ones():
         assert sorted(_blocks_ran(bounds)) == list(zip(bounds[:-1], bounds[1:]))
     now = len(handoff.workers(2).workers)
     assert now == max(had, 5) and alive() - before == now - had
+
+
+def test_a_child_forked_while_the_lock_was_held_still_runs():
+    """A fork while another thread holds the workers' lock: the child starts with a fresh lock and makes its own
+    workers (it would otherwise wait for a lock nobody in it will release)."""
+    import multiprocessing
+    pytest.importorskip("numba")
+    from rnnlab.engine._kernels import handoff
+    _blocks_ran([0, 1, 2])
+    lock = handoff._LOCK
+    with lock:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            assert pool.apply_async(_child_blocks).get(timeout=60) == 2

@@ -181,6 +181,18 @@ _WORKERS: list = []
 _LOCK = threading.Lock()
 
 
+def _after_fork_in_child():
+    """A forked child has none of its parent's threads, and a lock another thread held at the fork stays held
+    in it for good: the child starts with a fresh lock and no workers."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    _WORKERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def workers(n) -> Workers:
     """The process's workers for n blocks (made on first use, again after a fork: a forked child has none
     of its parent's threads)."""
