@@ -20,20 +20,17 @@ every step. Serves every cell with one product per step (``serves``); the gate m
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 from numba import njit
 
 from rnnlab.errors import BackendError
 from rnnlab.engine._kernels.cell import fwd_row
 from rnnlab.engine._kernels.gates import FAST, mask_rows
-from rnnlab.engine._kernels.handoff import SPIN, _fetch_add, _load, _yield
+from rnnlab.engine._kernels.handoff import SUPPORTED, _fetch_add, wait_for
 from rnnlab.engine._kernels.packed_gemm import MR_MAX, _pack1, dots_acc, nr, pgemm, token
 from rnnlab.engine._kernels.threads import _in_threads, num_threads
 
 MIN_UNITS = 8           # fewest hidden units per thread
-SUPPORTED = sys.platform != "win32"     # the barrier yields with POSIX sched_yield (handoff._yield)
 INFERENCE_ONLY = ("backend: 'units' runs inference only (under rnnlab.no_grad() or evaluation), got a forward "
                   "for training; use 'split', 'loop' or 'auto'")
 
@@ -43,12 +40,7 @@ INFERENCE_ONLY = ("backend: 'units' runs inference only (under rnnlab.no_grad() 
 def barrier(sync, target):
     """Count this thread in (sync[0] += 1) and wait until sync[0] reaches target (n threads x steps done)."""
     _fetch_add(sync, 1)
-    spins = 0
-    while _load(sync) < target:
-        spins += 1
-        if spins >= SPIN:
-            _yield()
-            spins = 0
+    wait_for(sync, target, -1)
 
 
 # ------------------------------------------------------------------ the per-thread loop
