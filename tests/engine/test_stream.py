@@ -152,3 +152,94 @@ def test_one_step_fast_path_equals_the_layers_forward(cell, kw, B):
         fast.feed(np.full((B, 4), np.nan, dt))
     with pytest.raises(ShapeError):
         fast.feed(np.zeros((B, 5), dt))
+
+
+# ------------------------------------------------------------------ the units split of a stream
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {}), ("rnn", {"nonlinearity": "relu"}),
+                                     ("lstm", {"bias": False})])
+def test_the_units_split_streams_like_one_pass(cell, kw, monkeypatch):
+    """Where the layer's inference splits its units over threads, a stream does too, its worker threads kept
+    waiting between calls (``_kernels.units_stream``): steps and ragged chunks, streams masked on and off, two
+    layers, equal one pass over the sequence (float64); a weight changed in place is seen at the next step."""
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    from rnnlab.engine._kernels.units_stream import UnitsStream
+    layer = LAYERS[cell](5, 16, num_layers=2, seed=2, dtype="float64", backend="units", **kw)
+    T = sum(CHUNKS) + 2
+    x = np.random.default_rng(5).standard_normal((T, 1, 5))
+    s = rnnlab.Stream(layer, batch_size=1)
+    assert isinstance(s._steps, UnitsStream) and s._steps.n == 2
+    got, t = [], 0
+    for n in CHUNKS + (1, 1):
+        got.append(s.feed(x[t:t + n]) if n > 1 else s.feed(x[t])[None])
+        t += n
+    want, want_state = one_pass(layer, x)
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-12, atol=1e-12)
+    for a, b in zip(states(s.state), states(want_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # a stream without the step keeps its state and gives 0
+    before = states(s.state)
+    assert not s.feed(x[0], active=np.array([False])).any()
+    for a, b in zip(states(s.state), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # weights changed in place: the next step reads them
+    s.reset()
+    layer.layer_params(1, 0)[1][...] *= 0.5
+    want2, _ = one_pass(layer, x[:2])
+    np.testing.assert_allclose(np.concatenate([s.feed(x[0])[None], s.feed(x[1])[None]]), want2, rtol=1e-12,
+                               atol=1e-12)
+    s._steps.close()
+
+
+def test_the_units_streams_workers_sleep_end_and_stop(monkeypatch):
+    """A worker with no step for a while sleeps (and is woken by the next), one asleep IDLE_S ends its thread
+    (the next step starts another), and the stream's collection stops them: the results stay equal."""
+    import gc
+    import time
+    from rnnlab.engine._kernels import units_stream
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    monkeypatch.setattr(units_stream, "IDLE_S", 0.2)
+    layer = rnnlab.GRU(3, 16, seed=0, dtype="float64", backend="units")
+    x = np.random.default_rng(6).standard_normal((4, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)
+    w = s._steps.workers[1]
+    got = [s.feed(x[0])]
+    thread = w["thread"]
+    assert thread.is_alive()
+    time.sleep(0.05)                                    # past the spinning: the worker sleeps
+    got.append(s.feed(x[1]))
+    assert w["thread"] is thread
+    deadline = time.time() + 10
+    while thread.is_alive() and time.time() < deadline:  # asleep past IDLE_S: the thread ends
+        time.sleep(0.05)
+    assert not thread.is_alive() and not w["thread"].is_alive()
+    got.append(s.feed(x[2]))                            # a new thread serves the next step
+    got.append(s.feed(x[3]))
+    assert w["thread"] is not thread and w["thread"].is_alive()
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-12, atol=1e-12)
+    last = w["thread"]
+    del s
+    gc.collect()
+    last.join(10)
+    assert not last.is_alive()
+
+
+def test_a_forked_child_streams_with_its_own_workers(monkeypatch):
+    """A child forked after the stream's workers started makes its own (else its first step would wait for ever
+    for threads it does not have)."""
+    import os
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    layer = rnnlab.LSTM(3, 16, seed=0, dtype="float64", backend="units")
+    x = np.random.default_rng(7).standard_normal((2, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)
+    s.feed(x[0])
+    pid = os.fork()
+    if pid == 0:                                        # the child: exit 0 when its step is right
+        import signal
+        signal.alarm(60)
+        ok = np.allclose(s.feed(x[1]), want[1], rtol=1e-12, atol=1e-12)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    np.testing.assert_allclose(s.feed(x[1]), want[1], rtol=1e-12, atol=1e-12)

@@ -49,30 +49,40 @@ class Stream:
         self.reset()
 
     def _step_calls(self):
-        """The one-step fast path: per layer a ``_kernels.loop.StepCall`` whose arrays are made once, chained
-        (layer l's output is layer l+1's input), when every step of this stream would run the one-thread loop's
-        short call anyway (a classic cell without layer norm, zoneout or projections, B below the packed
-        product's rows, inference); else None (each step goes through the layer's forward)."""
+        """The fast path for steps and chunks of up to MAX_CHUNK steps, its arrays made once with the stream
+        (inference of a classic cell without layer norm, zoneout or projections, B below the packed product's
+        rows): the units split with its threads kept waiting between calls (``_kernels.units_stream``) where
+        the layer's inference would split its units over threads, else per layer a one-thread
+        ``_kernels.loop.StepCall``, chained (layer l's output is layer l+1's input); None where neither serves
+        (each call goes through the layer's forward)."""
         from rnnlab.engine._kernels import loop
+        from rnnlab.engine.layers import DenseLayer
         layer = self.layer
         reg = getattr(layer, "regularization", {})
-        from rnnlab.engine.layers import DenseLayer
+        B = self.batch_size
         if (not isinstance(layer, DenseLayer)
-                or self.batch_size >= loop.PACK_MIN_ROWS or layer.output_size != layer.hidden_size
-                or layer.cell_opts.get("layer_norm") or any(reg.get(k) for k in ("zoneout", "zoneout_cell"))
-                or layer._choose(self.batch_size, False, 1) != "loop"):
+                or B >= loop.PACK_MIN_ROWS or layer.output_size != layer.hidden_size
+                or layer.cell_opts.get("layer_norm") or any(reg.get(k) for k in ("zoneout", "zoneout_cell"))):
+            return None
+        params = [layer.layer_params(l, 0) for l in range(layer.num_layers)]
+        opts = [{**layer.cell_opts, **layer.option_params(l, 0)} for l in range(layer.num_layers)]
+        if any(o.get("ln") is not None for o in opts):
+            return None
+        n_states = len(layer.state_sizes)
+        # the units split where the layer's own inference of a long call would take it (its threads' hand-over
+        # is paid once per stream here, not per call)
+        if layer._choose(B, False, 1 << 30) == "units" and all(
+                p is None or (p.flags.c_contiguous and p.dtype == layer.dtype) for ps in params for p in ps):
+            from rnnlab.engine._kernels.units_stream import UnitsStream
+            return UnitsStream(layer.cell_name, params, opts[0], B, layer.dtype, n_states, MAX_CHUNK)
+        if layer._choose(B, False, 1) != "loop":
             return None
         calls, x = [], None
-        for l in range(layer.num_layers):
-            W_ih, W_hh, b_ih, b_hh = layer.layer_params(l, 0)
-            opts = {**layer.cell_opts, **layer.option_params(l, 0)}
-            if opts.get("ln") is not None:
-                return None
-            c = loop.StepCall(layer.cell_name, W_ih, W_hh, b_ih, b_hh, opts, self.batch_size, layer.dtype,
-                              len(layer.state_sizes), x)
+        for ps, o in zip(params, opts):
+            c = loop.StepCall(layer.cell_name, *ps, o, B, layer.dtype, n_states, x, MAX_CHUNK)
             calls.append(c)
             x = c.out
-        return calls
+        return _Chain(calls)
 
     @property
     def tokens(self) -> bool:
@@ -83,8 +93,8 @@ class Stream:
         L, B = self.layer.num_layers, self.batch_size
         if rows is None:
             self._state = [np.zeros((L, B, n), self.layer.dtype) for n in self.layer.state_sizes]
-            for c in self._steps or ():
-                c.S[...] = 0.0
+            for S in self._steps.state if self._steps else ():
+                S[...] = 0.0
             return
         idx = np.arange(B)[np.asarray(rows)] if np.asarray(rows).dtype == bool else np.atleast_1d(rows)
         if np.asarray(rows).dtype == bool and np.asarray(rows).shape != (B,):
@@ -93,19 +103,19 @@ class Stream:
             raise ShapeError(f"rows: expected stream indices in [0, {B - 1}], got {idx.tolist()}")
         for s in self._state:
             s[:, idx] = 0.0
-        for c in self._steps or ():
-            c.S[:, idx] = 0.0
+        for S in self._steps.state if self._steps else ():
+            S[:, idx] = 0.0
 
     def _sync_from_steps(self):
-        """The fast path keeps the states in its StepCalls: copy them to ``_state`` (L, B, n) per kind."""
-        for j, s in enumerate(self._state):
-            for l, c in enumerate(self._steps):
-                s[l] = c.S[j]
+        """The fast path keeps the states in its own arrays: copy them to ``_state`` (L, B, n) per kind."""
+        for l, S in enumerate(self._steps.state):
+            for j, s in enumerate(self._state):
+                s[l] = S[j]
 
     def _sync_to_steps(self):
-        for j, s in enumerate(self._state):
-            for l, c in enumerate(self._steps):
-                c.S[j] = s[l]
+        for l, S in enumerate(self._steps.state):
+            for j, s in enumerate(self._state):
+                S[j] = s[l]
 
     @property
     def state(self):
@@ -136,8 +146,8 @@ class Stream:
                                  f"{'stream' if step else 'step and stream'}, got shape {np.asarray(active).shape} of "
                                  f"{np.asarray(active).dtype}")
             mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
-        if step and self._steps and not self.tokens:
-            return self._fast_step(x[0], mask)
+        if self._steps and T <= MAX_CHUNK and not self.tokens:
+            return self._fast(x, mask, step)
         if self._steps:
             self._sync_from_steps()
         with no_grad():
@@ -154,25 +164,25 @@ class Stream:
                 out = self._predict(out, mask)
         return out[0] if step else out
 
-    def _fast_step(self, x_t, mask):
-        """One step through the StepCalls: the same loop and arithmetic as the layer's short call."""
-        first = self._steps[0]
-        xb = first.x[0]
-        if x_t.shape != xb.shape:
-            raise ShapeError(f"x: expected a step of shape {xb.shape}, got {x_t.shape}")
-        xb[...] = x_t
+    def _fast(self, x, mask, step):
+        """Steps through the fast path: the same arithmetic as the layer's forward (``_step_calls``)."""
+        T = x.shape[0]
+        f = self._steps
+        xb = f.x[:T]
+        if x.shape != xb.shape:
+            raise ShapeError(f"x: expected a step of shape {xb.shape[1:]} or a chunk (T, {', '.join(map(str, xb.shape[1:]))}),"
+                             f" got {x.shape[1:] if step else x.shape}")
+        xb[...] = x
         if not np.isfinite(xb).all():
-            raise ValueError("x: NaN or Inf in the step's features")
-        masked = mask is not None
-        for c in self._steps:
-            if masked:
-                c.mask[0] = mask[0, :, 0]
-            c(masked)
-        out = self._steps[-1].out
+            raise ValueError("x: NaN or Inf in the step's features" if step else "x: NaN or Inf in the chunk's features")
+        if mask is not None:
+            f.mask[:T] = mask[..., 0]
+        out = f.run(T, mask is not None)
         if self.model is not None:
-            return self._predict(out, mask)[0]
-        y = out[0].copy()
-        return y
+            y = self._predict(out, mask)
+        else:
+            y = out.copy()
+        return y[0] if step else y
 
     def _predict(self, out, mask):
         """The model's prediction at every step of the chunk (T, B, K); NaN where a stream had no step."""
@@ -183,3 +193,25 @@ class Stream:
         if mask is not None:
             y = np.where(mask > 0, y, np.nan)
         return y
+
+
+MAX_CHUNK = 63      # the longest chunk the fast path takes (a short call: ``_kernels.loop.SHORT_CALL`` - 1)
+
+
+class _Chain:
+    """The one-thread fast path: a ``StepCall`` per layer, chained; the interface of ``UnitsStream``."""
+
+    def __init__(self, calls):
+        self.calls = calls
+        self.x, self.mask = calls[0].x, calls[0].mask
+        for c in calls[1:]:
+            c.mask = self.mask                          # one mask for every layer (before any call is made)
+
+    @property
+    def state(self):
+        return [c.S for c in self.calls]
+
+    def run(self, T, masked):
+        for c in self.calls:
+            c(T, masked)
+        return self.calls[-1].out[:T]

@@ -56,6 +56,20 @@ def _load(typingctx, arr):
 
 
 @intrinsic
+def _cas(typingctx, arr, expected, new):
+    """arr[0] = new if arr[0] == expected, atomically (sequentially consistent); -> whether it was swapped."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+    sig = types.boolean(arr, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        pair = builder.cmpxchg(ary.data, args[1], args[2], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+    return sig, codegen
+
+
+@intrinsic
 def _yield(typingctx):
     """sched_yield(): give the core to another runnable thread (more threads than cores)."""
     sig = types.int32()

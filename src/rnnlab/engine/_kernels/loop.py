@@ -535,17 +535,19 @@ def forward(cell_name, x, W_ih, W_hh, b_ih, b_hh, state0, mask, reverse, opts, k
 
 
 class StepCall:
-    """One direction's inference forward of ONE step on B < PACK_MIN_ROWS rows, its arrays made once
-    (``rnnlab.Stream``): the same loop and arrays as ``forward``'s short call, so a call is the copy of x_t
-    into ``x``, the loop over that step, the new state left in ``S`` (n, B, H) and the output in ``out``
-    (1, B, H). The weights are the layer's own (views, read as they are on every call); the bias sum is
-    formed again on each call, so in-place updates of the parameters are seen."""
+    """One direction's inference forward of up to ``max_steps`` (< SHORT_CALL) steps on B < PACK_MIN_ROWS rows (a
+    stream's step or chunk, ``rnnlab.Stream``), its arrays made once: the same loop and arrays as ``forward``'s
+    short call, so bit for bit its result. A call is the loop over x[:T] (T, B, I), the new state left in ``S``
+    (n, B, H) and the outputs in ``out[:T]`` (T, B, H). The weights are the layer's own (views, read as they are
+    on every call); the bias sum is formed again on each call, so in-place updates of the parameters are seen."""
 
-    def __init__(self, cell_name, W_ih, W_hh, b_ih, b_hh, opts, B, dt, n_states, x=None):
+    def __init__(self, cell_name, W_ih, W_hh, b_ih, b_hh, opts, B, dt, n_states, x=None, max_steps=1):
+        if not 1 <= max_steps < SHORT_CALL:
+            raise ValueError(f"max_steps: expected 1 to {SHORT_CALL - 1} (a short call), got {max_steps}")
         kern = kernel_for(cell_name, opts)
         GH, H = W_hh.shape
         n1 = kern.g1 * H
-        self.x = np.zeros((1, B, W_ih.shape[1]), dt) if x is None else x            # (1, B, I)
+        self.x = np.zeros((max_steps, B, W_ih.shape[1]), dt) if x is None else x     # (T, B, I)
         self.b_ih, self.b_hh, self.sums = b_ih, b_hh, kern.sums
         if kern.sums:
             bx = _empty(1, dt) if b_ih is None and b_hh is None else np.zeros(GH, dt)
@@ -554,30 +556,41 @@ class StepCall:
             bx = _empty(1, dt) if b_ih is None else b_ih
             bh = _empty(1, dt) if b_hh is None else b_hh
         self.bx = bx
+        self.S = np.zeros((n_states, B, H), dt)
+        self.out = np.empty((max_steps, B, H), dt)
+        self.mask = np.ones((max_steps, B), dt)
+        self.B, self.tok = B, token()
         Pih, W1 = np.asfortranarray(W_ih.T), np.asfortranarray(W_hh.T[:, :n1])
         W2 = np.asfortranarray(W_hh.T[:, n1:]) if kern.phases == 2 else _empty(2, dt)
-        self.S = np.zeros((n_states, B, H), dt)
-        self.out = np.empty((1, B, H), dt)
-        self.mask = np.ones((1, B), dt)
-        self._args = lambda m2: (kern.plan(direct=kern.sums), self.x, (Pih, W1, W2, bx, bh),
-                                 (self.S, np.empty((B, H), dt), np.empty_like(self.S), np.empty((B, 0), dt)),
-                                 (np.empty((B, GH), dt), np.empty((B, GH), dt), self.out, m2),
-                                 (np.empty((B, H), dt), np.empty((B, kern.kc * H), dt), _empty(2, dt), _empty(1, dt),
-                                  _empty(2, dt)),
-                                 (_empty(2, dt), _empty(3, dt), _empty(2, dt), kern.copt(opts, B, B, H, dt, None), False),
-                                 token())
-        self.args = {False: self._args(np.empty((0, 1), dt)), True: self._args(self.mask)}
-        self.B = B
+        # everything but the steps' views: the same arrays on every call
+        self._fixed = (kern.plan(direct=kern.sums), (Pih, W1, W2, bx, bh),
+                       (self.S, np.empty((B, H), dt), np.empty_like(self.S), np.empty((B, 0), dt)),
+                       (np.empty((B, GH), dt), np.empty((B, GH), dt)),
+                       (np.empty((B, H), dt), np.empty((B, kern.kc * H), dt), _empty(2, dt), _empty(1, dt),
+                        _empty(2, dt)),
+                       (_empty(2, dt), _empty(3, dt), _empty(2, dt), kern.copt(opts, B, B, H, dt, None), False))
+        self._no_mask = np.empty((0, 1), dt)
+        self._args = {}
 
-    def __call__(self, masked=False):
-        """One step: x_t already in ``x`` (and the (1, B) ``mask`` set when ``masked``)."""
+    def _for(self, T, masked):
+        """The loop's arguments for T steps (made once per T)."""
+        plan, w, st, (XW, A), cache, opt = self._fixed
+        return (plan, self.x[:T], w, st, (XW, A, self.out[:T], self.mask[:T] if masked else self._no_mask), cache,
+                opt, self.tok)
+
+    def __call__(self, T=1, masked=False):
+        """T steps: x[:T] filled (and mask[:T] when ``masked``) -> out[:T]."""
         if self.sums and self.bx.size:
             if self.b_ih is None or self.b_hh is None:
                 self.bx[...] = self.b_hh if self.b_ih is None else self.b_ih
             else:
                 np.add(self.b_ih, self.b_hh, out=self.bx)
-        time_fwd(0, self.B, *self.args[masked])
-        return self.out
+        key = (T, masked)
+        args = self._args.get(key)
+        if args is None:
+            args = self._args[key] = self._for(T, masked)
+        time_fwd(0, self.B, *args)
+        return self.out[:T]
 
 
 def wgrad_groups(B) -> int:
