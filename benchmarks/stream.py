@@ -2,10 +2,11 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.stream [--hidden 64 256] [--json FILE]
 
-float32, one stream (B = 1), I = 64, T = 200 steps; for each cell and H: µs per step of one inference call over
-the 200 steps (``rnnlab.no_grad``), µs per step fed one at a time, their ratio and the difference (the cost of
-a call from Python), and µs per step fed ``--chunk`` steps per call; best of ``--repeats`` blocks (a short call
-is at the mercy of the other processes).
+float32, one stream (B = 1), I = 64, T = 200 steps; for each cell and H: the stream's path (the units split with
+its threads kept between calls, or one thread), µs per step of one inference call over the 200 steps
+(``rnnlab.no_grad``), µs per step fed one at a time, their ratio and the difference (the cost of a call from
+Python), and µs per step fed ``--chunk`` steps per call; best of ``--repeats`` blocks (a short call is at the
+mercy of the other processes).
 """
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def measure(cell, H, I=64, T=200, repeats=15, chunk=8):
     one = best_us_per_step(whole, T, repeats)
     each = best_us_per_step(steps, T, repeats)
     per_chunk = best_us_per_step(chunks, T, repeats)
-    return {"cell": cell, "H": H, "one_call_us_per_step": one, "feed_us_per_step": each, "ratio": each / one,
+    path = type(stream._steps).__name__ if stream._steps is not None else "layer forward"
+    return {"cell": cell, "H": H, "path": {"UnitsStream": "units, threads kept", "_Chain": "one thread"}.get(path, path),
+            "one_call_us_per_step": one, "feed_us_per_step": each, "ratio": each / one,
             "per_call_us": each - one, "chunk": chunk, "chunk_us_per_step": per_chunk,
             "chunk_ratio": per_chunk / one}
 
@@ -69,10 +72,11 @@ def main(argv=None) -> int:
     print(host.describe())
     rows = [measure(c, H, T=a.steps, repeats=a.repeats, chunk=a.chunk) for c in a.cells.split(",") for H in a.hidden]
     print(f"one stream, I=64, {a.steps} steps, float32: µs per step")
-    print(f"| cell | H | one call | a step per call | ratio | per call from Python | {a.chunk} steps per call | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| cell | H | stream's path | one call | a step per call | ratio | per call from Python | {a.chunk} steps per call "
+          "| ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['cell'].upper()} | {r['H']} | {r['one_call_us_per_step']:.2f} | {r['feed_us_per_step']:.2f} | "
+        print(f"| {r['cell'].upper()} | {r['H']} | {r['path']} | {r['one_call_us_per_step']:.2f} | {r['feed_us_per_step']:.2f} | "
               f"{r['ratio']:.1f} | {r['per_call_us']:.1f} | {r['chunk_us_per_step']:.2f} | {r['chunk_ratio']:.1f} |")
     if a.json:
         with open(a.json, "w", encoding="utf-8") as fh:

@@ -187,7 +187,15 @@ def test_the_units_split_streams_like_one_pass(cell, kw, monkeypatch):
     want2, _ = one_pass(layer, x[:2])
     np.testing.assert_allclose(np.concatenate([s.feed(x[0])[None], s.feed(x[1])[None]]), want2, rtol=1e-12,
                                atol=1e-12)
-    s._steps.close()
+    thread = s._steps.workers[1]["thread"]
+    h = states(s.state)
+    s.close()                                           # the workers stop; the stream goes on without them
+    thread.join(10)
+    assert not thread.is_alive() and s._steps is None
+    for a, b in zip(states(s.state), h, strict=True):
+        np.testing.assert_array_equal(a, b)
+    want3, _ = one_pass(layer, x[:3])
+    np.testing.assert_allclose(s.feed(x[2]), want3[2], rtol=1e-12, atol=1e-12)
 
 
 def test_the_units_streams_workers_sleep_end_and_stop(monkeypatch):

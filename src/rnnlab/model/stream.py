@@ -6,6 +6,7 @@
     y = stream.feed(chunk, active=m)      # m (T, B) (or (B,) for a step): which streams have this step
     stream.reset(rows)                    # a new stream starts in these slots: their states back to zero
     stream.state                          # the layer's hx: h, or (h, c) for the LSTM, (L, B, H) each
+    stream.close()                        # stop its worker threads (or: with rnnlab.Stream(...) as stream:)
 
 A stream that has no step at some time (not yet begun, or ended) keeps its state unchanged, exactly as a padded
 row does (the same masks); its output there is 0 for a layer and NaN for a model (no prediction). Feeding a
@@ -13,10 +14,12 @@ sequence in chunks of any sizes equals one pass over it (``tests/engine/test_str
 only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
 kept, whatever ``rnnlab.no_grad`` says.
 
-A step fed alone to a classic cell (no layer norm, zoneout or projections; fewer than 4 streams) runs a
-``_kernels.loop.StepCall`` per layer whose arrays are made with the stream: the same loop and arithmetic as
-the layer's own forward, bit for bit, reading the layer's weights as they are on every step (no copy: a
-change of the weights is seen at the next step).
+Steps and chunks of up to MAX_CHUNK steps fed to a classic cell (no layer norm, zoneout or projections; fewer
+than 4 streams) take a fast path whose arrays are made with the stream, reading the layer's weights as they are
+on every call (no copy: a change of the weights is seen at the next call): where the layer's inference splits
+its hidden units over threads (one stream, enough units per thread), ``_kernels.units_stream``, whose worker
+threads wait in compiled code between calls; else a one-thread ``_kernels.loop.StepCall`` per layer, the same
+loop and arithmetic as the layer's own short call, bit for bit. Longer chunks go through the layer's forward.
 """
 from __future__ import annotations
 
@@ -46,6 +49,9 @@ class Stream:
             raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
         self.batch_size = check_int("batch_size", batch_size, 1)
         self._steps = self._step_calls()
+        if self._steps:
+            from rnnlab.engine._kernels.compiled_checks import all_finite
+            self._all_finite = all_finite               # one pass, no boolean array: a step's check in 0.3 µs
         self.reset()
 
     def _step_calls(self):
@@ -83,6 +89,21 @@ class Stream:
             calls.append(c)
             x = c.out
         return _Chain(calls)
+
+    def close(self) -> None:
+        """Stop the fast path's worker threads (the stream's collection does too); the stream still works, each
+        call through the layer's forward."""
+        if self._steps is not None:
+            self._sync_from_steps()
+            if hasattr(self._steps, "close"):
+                self._steps.close()
+            self._steps = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @property
     def tokens(self) -> bool:
@@ -173,7 +194,7 @@ class Stream:
             raise ShapeError(f"x: expected a step of shape {xb.shape[1:]} or a chunk (T, {', '.join(map(str, xb.shape[1:]))}),"
                              f" got {x.shape[1:] if step else x.shape}")
         xb[...] = x
-        if not np.isfinite(xb).all():
+        if not self._all_finite(f.x.reshape(-1)[:xb.size]):
             raise ValueError("x: NaN or Inf in the step's features" if step else "x: NaN or Inf in the chunk's features")
         if mask is not None:
             f.mask[:T] = mask[..., 0]

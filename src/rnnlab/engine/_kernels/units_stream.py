@@ -144,6 +144,7 @@ def _worker_loop(args, ctl, cond, state):
     row = ctl[args[0]]
     while True:
         if serve(*args, ctl, token()):
+            state["alive"] = False
             return
         with cond:
             while row[POSTED] < SLEEP + row[SERVED] + 1:      # no job posted since it slept
