@@ -49,9 +49,13 @@ class Stream:
             raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
         self.batch_size = check_int("batch_size", batch_size, 1)
         self._steps = self._step_calls()
+        if self._steps and self.tokens:
+            self._steps = None                          # token models embed first: the layer's forward
         if self._steps:
             from rnnlab.engine._kernels.compiled_checks import all_finite
             self._all_finite = all_finite               # one pass, no boolean array: a step's check in 0.3 µs
+            self._step_shape = self._steps.x.shape[1:]
+            self._x0 = self._steps.x[0].reshape(-1)     # a view: the step's features, flat
         self.reset()
 
     def _step_calls(self):
@@ -149,6 +153,13 @@ class Stream:
     def feed(self, x, active=None):
         """One step ((B, F), tokens (B,)) or a chunk ((T, B, F), tokens (T, B)) -> the outputs of its steps:
         the layer's output, or the model's prediction (probabilities or values) at every step."""
+        f = self._steps
+        if f is not None and active is None and type(x) is np.ndarray and x.shape == self._step_shape:
+            f.x[0] = x                                  # the usual step: (B, I) features, every stream
+            if not self._all_finite(self._x0):
+                raise ValueError("x: NaN or Inf in the step's features")
+            out = f.run(1, False)
+            return self._predict(out, None)[0] if self.model is not None else out[0].copy()
         x = np.asarray(x)
         step = x.ndim == (1 if self.tokens else 2)
         if step:
@@ -167,7 +178,7 @@ class Stream:
                                  f"{'stream' if step else 'step and stream'}, got shape {np.asarray(active).shape} of "
                                  f"{np.asarray(active).dtype}")
             mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
-        if self._steps and T <= MAX_CHUNK and not self.tokens:
+        if self._steps and T <= MAX_CHUNK:
             return self._fast(x, mask, step)
         if self._steps:
             self._sync_from_steps()
