@@ -3,7 +3,8 @@
 Numba compiles each kernel on its first call and keeps the machine code on disk (``cache=True``): the first
 process that uses a kernel pays for compiling it, later processes load it. This runs every compiled backend
 once on a tiny batch (forward with gradients and backward, with and without padded rows, and an inference
-forward; "units", which serves inference only, the inference forward) for the requested cells and dtypes, and
+forward; "units", which serves inference only, the inference forward and a stream's steps) for the requested
+cells and dtypes, and
 the one-thread loop on one row too, a one-step call (a stream's) and a long one. ``inference=True`` compiles
 the inference forwards only, for a serving process, which never calls a backward kernel (Numba compiles, or
 loads from its cache, each kernel on its first call).
@@ -66,6 +67,13 @@ def warmup(dtypes=("float32",), cells=tuple(CELL_CONFIGS), backends=COMPILED, re
                         layer.backward(np.ones_like(out))
                     with no_grad():
                         layer(x, lengths=lengths)
+                if backend == "units":                          # a stream's steps: its units split, threads kept
+                    from rnnlab.engine._kernels.units_stream import UnitsStream
+                    u = UnitsStream(layer.cell_name, [layer.layer_params(0, 0)], dict(layer.cell_opts), 1,
+                                    np.dtype(dtype), len(layer.state_sizes), 2)
+                    u.x[...] = x[:2, :1]
+                    u.run(2, False)
+                    u.close()
                 if backend == "loop" and name not in DIAGONAL:     # one row: a short call (a stream's step) and a
                     from rnnlab.engine._kernels.loop import SHORT_CALL            # long one read the weights differently
                     for T in (1, SHORT_CALL):
