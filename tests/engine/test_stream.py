@@ -77,6 +77,34 @@ def test_a_model_streams_its_predictions():
     assert np.isnan(y[0, 1]).all() and np.isfinite(y[1]).all()
 
 
+@pytest.mark.parametrize("mode", ["embedding", "onehot"])
+def test_a_token_model_streams_on_the_fast_path(mode):
+    """Tokens are embedded, then take the fast path: steps and chunks equal the model's prediction."""
+    m = rnnlab.SequenceModel(rnnlab.ModelConfig(input_size=7, output_size=7, hidden_size=6, target="every",
+                                                input_mode=mode, embedding_dim=4, cell="gru", dtype="float64"),
+                             seed=0)
+    tokens = np.random.default_rng(3).integers(0, 7, (6, 2))
+    with rnnlab.no_grad():
+        want = m.predict(tokens)[0]
+    s = rnnlab.Stream(m, batch_size=2)
+    assert s._steps is not None
+    got = np.concatenate([s.feed(tokens[0])[None], s.feed(tokens[1:4]), s.feed(tokens[4])[None], s.feed(tokens[5:])])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="tokens in"):
+        s.feed(np.array([7, 0]))
+
+
+def test_the_fast_path_refuses_what_the_layer_refuses():
+    from rnnlab.errors import DTypeError, NonFiniteError
+    s = rnnlab.Stream(rnnlab.GRU(3, 4), batch_size=1)
+    assert s._steps is not None
+    for x in (np.zeros((1, 3), int), np.zeros((2, 1, 3), int)):
+        with pytest.raises(DTypeError, match="floating-point"):
+            s.feed(x)
+    with pytest.raises(NonFiniteError, match="NaN or Inf"):
+        s.feed(np.full((2, 1, 3), np.inf, np.float32))
+
+
 def test_refusals():
     with pytest.raises(ConfigError, match="bidirectional"):
         rnnlab.Stream(rnnlab.GRU(2, 3, bidirectional=True))

@@ -14,8 +14,8 @@ sequence in chunks of any sizes equals one pass over it (``tests/engine/test_str
 only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
 kept, whatever ``rnnlab.no_grad`` says.
 
-Steps and chunks of up to MAX_CHUNK steps fed to a classic cell (no layer norm, zoneout or projections; fewer
-than 4 streams) take a fast path whose arrays are made with the stream, reading the layer's weights as they are
+Steps and chunks of up to MAX_CHUNK steps (a model's tokens embedded first) fed to a classic cell (no layer
+norm, zoneout or projections; fewer than 4 streams) take a fast path whose arrays are made with the stream, reading the layer's weights as they are
 on every call (no copy: a change of the weights is seen at the next call): where the layer's inference splits
 its hidden units over threads (one stream, enough units per thread), ``_kernels.units_stream``, whose worker
 threads wait in compiled code between calls; else a one-thread ``_kernels.loop.StepCall`` per layer, the same
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnlab.errors import ConfigError, ShapeError, check_int
+from rnnlab.errors import ConfigError, DTypeError, NonFiniteError, ShapeError, check_int
 from rnnlab.engine.grad_mode import no_grad
 
 
@@ -49,12 +49,10 @@ class Stream:
             raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
         self.batch_size = check_int("batch_size", batch_size, 1)
         self._steps = self._step_calls()
-        if self._steps and self.tokens:
-            self._steps = None                          # token models embed first: the layer's forward
         if self._steps:
             from rnnlab.engine._kernels.compiled_checks import all_finite
             self._all_finite = all_finite               # one pass, no boolean array: a step's check in 0.3 µs
-            self._step_shape = self._steps.x.shape[1:]
+            self._step_shape = None if self.tokens else self._steps.x.shape[1:]     # the short lane: features
             self._x0 = self._steps.x[0].reshape(-1)     # a view: the step's features, flat
         self.reset()
 
@@ -154,10 +152,11 @@ class Stream:
         """One step ((B, F), tokens (B,)) or a chunk ((T, B, F), tokens (T, B)) -> the outputs of its steps:
         the layer's output, or the model's prediction (probabilities or values) at every step."""
         f = self._steps
-        if f is not None and active is None and type(x) is np.ndarray and x.shape == self._step_shape:
+        if (f is not None and active is None and type(x) is np.ndarray and x.shape == self._step_shape
+                and x.dtype.kind == "f"):
             f.x[0] = x                                  # the usual step: (B, I) features, every stream
             if not self._all_finite(self._x0):
-                raise ValueError("x: NaN or Inf in the step's features")
+                raise NonFiniteError("x: expected finite values, found NaN or Inf in the step's features")
             out = f.run(1, False)
             return self._predict(out, None)[0] if self.model is not None else out[0].copy()
         x = np.asarray(x)
@@ -179,6 +178,10 @@ class Stream:
                                  f"{np.asarray(active).dtype}")
             mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
         if self._steps and T <= MAX_CHUNK:
+            if self.model is not None:
+                x, _ = self.model._embed(x)             # tokens to vectors; features checked as the model does
+            elif x.dtype.kind != "f":
+                raise DTypeError(f"x: expected a floating-point array, got dtype {x.dtype}")
             return self._fast(x, mask, step)
         if self._steps:
             self._sync_from_steps()
@@ -206,7 +209,8 @@ class Stream:
                              f" got {x.shape[1:] if step else x.shape}")
         xb[...] = x
         if not self._all_finite(f.x.reshape(-1)[:xb.size]):
-            raise ValueError("x: NaN or Inf in the step's features" if step else "x: NaN or Inf in the chunk's features")
+            raise NonFiniteError(f"x: expected finite values, found NaN or Inf in the {'step' if step else 'chunk'}'s "
+                                 "features")
         if mask is not None:
             f.mask[:T] = mask[..., 0]
         out = f.run(T, mask is not None)
