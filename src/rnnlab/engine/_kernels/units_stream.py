@@ -1,18 +1,19 @@
-"""The unit split for a stream (``rnnlab.Stream``): one step of every layer per call, the other threads waiting
-inside compiled code between steps.
+"""The unit split for a stream (``rnnlab.Stream``): a step or a chunk of steps of every layer per call, the other
+threads waiting inside compiled code between calls.
 
 Why: a step fed alone to an LSTM with H = 256 computes in about 20 µs on one thread, where the unit split of a
 whole call (``_kernels.units``) takes about 12 µs a step on two, each thread keeping its share of the weights in
 its own core's cache. Handing every step to a Python worker (``_kernels.handoff``) would cost the worker a
 wake-up and the GIL, more than the step. Here each worker thread runs a compiled loop (``serve``) that waits for
-the next step on an atomic counter, computes its units of every layer (each layer ending at a barrier, as the
-unit split's steps do) and waits again: it stays in compiled code, without the GIL, while steps keep coming.
-The caller's call (``step``) posts the step, computes its own units and returns after the last layer's barrier.
+the next job (a call's steps) on an atomic counter, computes its units of every layer at every step (each layer
+ending at a barrier, as the unit split's steps do) and waits again: it stays in compiled code, without the GIL,
+while calls keep coming. The caller (``post_and_run``) posts the job, computes its own units and returns after
+the last barrier.
 
-A worker that sees no step for ``handoff.HOT_ROUNDS`` rounds of spinning and yielding (about a millisecond)
+A worker that sees no job for ``handoff.HOT_ROUNDS`` rounds of spinning and yielding (about a millisecond)
 marks its counter asleep with a compare-and-swap (a post racing it fails the swap and is served) and sleeps in
-Python; the post that finds the mark wakes it. A worker asleep IDLE_S seconds ends, and the next step starts
-another; a stream that is garbage-collected stops its workers.
+Python; the post that finds the mark wakes it. A worker asleep IDLE_S seconds ends, and the next call starts
+another; ``close()``, or the stream's garbage collection, stops them.
 
 Per layer and thread: its units' rows of W_ih and W_hh (gate block g: rows g*H + u0 .. g*H + u1), read where
 they are (``packed_gemm.dots_acc``: an update of the weights in place is seen at the next step); x_t W_ih^T of its
@@ -32,7 +33,7 @@ from rnnlab.engine._kernels.cell import fwd_row
 from rnnlab.engine._kernels.gates import FAST
 from rnnlab.engine._kernels.handoff import HOT_ROUNDS, _cas, _fetch_add, add, wait_for
 from rnnlab.engine._kernels.packed_gemm import dots_acc, token
-from rnnlab.engine._kernels.units import barrier, serves, threads_for
+from rnnlab.engine._kernels.units import barrier, threads_for
 
 SLEEP = 1 << 62         # added to a worker's ``posted`` count while it sleeps in Python
 IDLE_S = 5.0            # seconds a worker sleeps without a step before its thread ends
