@@ -234,7 +234,7 @@ def test_the_units_streams_workers_sleep_end_and_stop(monkeypatch):
     from rnnlab.engine._kernels import units_stream
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
     monkeypatch.setattr(units_stream, "IDLE_S", 0.2)
-    layer = rnnlab.GRU(3, 16, seed=0, dtype="float64", backend="units")
+    layer = rnnlab.GRU(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")    # the kernels compiled above
     x = np.random.default_rng(6).standard_normal((4, 1, 3))
     want, _ = one_pass(layer, x)
     s = rnnlab.Stream(layer, batch_size=1)
@@ -265,7 +265,7 @@ def test_a_forked_child_streams_with_its_own_workers(monkeypatch):
     for threads it does not have)."""
     import os
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
-    layer = rnnlab.LSTM(3, 16, seed=0, dtype="float64", backend="units")
+    layer = rnnlab.LSTM(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")
     x = np.random.default_rng(7).standard_normal((2, 1, 3))
     want, _ = one_pass(layer, x)
     s = rnnlab.Stream(layer, batch_size=1)
