@@ -279,3 +279,35 @@ def test_a_forked_child_streams_with_its_own_workers(monkeypatch):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     np.testing.assert_allclose(s.feed(x[1]), want[1], rtol=1e-12, atol=1e-12)
+
+
+def test_a_units_stream_call_interrupted_before_its_wake_still_runs_its_step(monkeypatch):
+    """A KeyboardInterrupt between the post of a job and its run (here: in the wake of a sleeping worker) raises
+    after the step is taken; the stream goes on right (the worker had served the posted job with the next call's
+    inputs, one step behind for good)."""
+    import time
+    from rnnlab.engine._kernels import units_stream
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    layer = rnnlab.GRU(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")    # the kernels compiled above
+    x = np.random.default_rng(8).standard_normal((5, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)
+    got = [s.feed(x[0])]
+    deadline = time.time() + 10
+    while s._steps.ctl[1, units_stream.POSTED] < units_stream.SLEEP and time.time() < deadline:
+        time.sleep(0.01)                                # past the spinning: the worker sleeps
+    wake = units_stream.UnitsStream._wake
+
+    def interrupted(self):
+        monkeypatch.setattr(units_stream.UnitsStream, "_wake", wake)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(units_stream.UnitsStream, "_wake", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.feed(x[1])
+    np.testing.assert_allclose(s.state, one_pass(layer, x[:2])[1], rtol=1e-12, atol=1e-12)    # the step taken
+    got.append(want[1])
+    for t in range(2, 5):
+        time.sleep(0.01 * (t % 2))
+        got.append(s.feed(x[t]))
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-12, atol=1e-12)
+    s.close()

@@ -210,8 +210,15 @@ class UnitsStream:
         if self.pid != os.getpid():
             self._forked()
         if post_and_run(*self._args[0], self.ctl, self.tok):
-            self._wake()
-            run(*self._args[0], self.ctl, self.tok)
+            # the job is posted and the awake workers are in it: it runs whatever interrupts the wake (a
+            # KeyboardInterrupt; the wake done again first), else they would finish it with the next call's inputs
+            try:
+                self._wake()
+            except BaseException:
+                self._wake()
+                raise
+            finally:
+                run(*self._args[0], self.ctl, self.tok)
         return self.y[:T]
 
     def _forked(self):
@@ -228,11 +235,11 @@ class UnitsStream:
             for j in range(1, self.n):
                 w = self.workers[j]
                 if not w["alive"]:
-                    w["alive"] = True
-                    w["thread"] = threading.Thread(target=_worker_loop, args=(self._args[j], self.ctl, self.cond, w),
-                                                   name="rnnlab-stream-units", daemon=True)
+                    thread = threading.Thread(target=_worker_loop, args=(self._args[j], self.ctl, self.cond, w),
+                                              name="rnnlab-stream-units", daemon=True)
+                    w["alive"], w["thread"] = True, thread     # once made: a wake cut short, done again, starts it
                     add(self.ctl[j], -SLEEP)                # a new thread starts awake; its ``serve`` takes the job
-                    w["thread"].start()
+                    thread.start()
             self.cond.notify_all()
 
     def close(self):
