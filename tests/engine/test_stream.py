@@ -311,3 +311,23 @@ def test_a_units_stream_call_interrupted_before_its_wake_still_runs_its_step(mon
         got.append(s.feed(x[t]))
     np.testing.assert_allclose(np.array(got), want, rtol=1e-12, atol=1e-12)
     s.close()
+
+
+@pytest.mark.parametrize("kw", [{"dropout": 0.5, "num_layers": 2}, {"input_dropout": 0.5}, {"recurrent_dropout": 0.5}])
+def test_a_layer_training_with_dropout_streams_through_its_forward(kw):
+    """In training the layer draws its dropout, which the fast path does not: steps and chunks take the layer's
+    forward (the same draws as a stream without the fast path); in evaluation, the fast path again."""
+    import copy
+    layer = rnnlab.GRU(3, 6, seed=0, dtype="float64", **kw)
+    x = np.random.default_rng(9).standard_normal((5, 2, 3))
+    fast, slow = rnnlab.Stream(layer, batch_size=2), rnnlab.Stream(layer, batch_size=2)
+    assert fast._steps is not None
+    slow._steps = None
+    for chunk in (x[0], x[1:4], x[4]):
+        rng = copy.deepcopy(layer.rng)
+        a = fast.feed(chunk)
+        layer.rng = rng
+        np.testing.assert_array_equal(a, slow.feed(chunk))
+    layer.eval()
+    ya = np.concatenate([fast.feed(x[:2]), fast.feed(x[2])[None]])
+    np.testing.assert_array_equal(ya, slow.feed(x[:3]))

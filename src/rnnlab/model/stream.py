@@ -49,6 +49,11 @@ class Stream:
             raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
         self.batch_size = check_int("batch_size", batch_size, 1)
         self._steps = self._step_calls()
+        # the fast path draws no dropout: a layer in training with some (between layers, on x_t or h_t) takes its
+        # forward, which does
+        reg = getattr(self.layer, "regularization", {})
+        self._drops = bool((self.layer.num_layers > 1 and self.layer.dropout) or reg.get("input_dropout")
+                           or reg.get("recurrent_dropout"))
         if self._steps:
             from rnnlab.engine._kernels.compiled_checks import all_finite
             self._all_finite = all_finite               # one pass, no boolean array: a step's check in 0.3 µs
@@ -152,6 +157,8 @@ class Stream:
         """One step ((B, F), tokens (B,)) or a chunk ((T, B, F), tokens (T, B)) -> the outputs of its steps:
         the layer's output, or the model's prediction (probabilities or values) at every step."""
         f = self._steps
+        if f is not None and self._drops and self.layer.training:
+            f = None                                    # dropout drawn: the layer's forward
         if (f is not None and active is None and type(x) is np.ndarray and x.shape == self._step_shape
                 and x.dtype.kind == "f"):
             f.x[0] = x                                  # the usual step: (B, I) features, every stream
@@ -177,7 +184,7 @@ class Stream:
                                  f"{'stream' if step else 'step and stream'}, got shape {np.asarray(active).shape} of "
                                  f"{np.asarray(active).dtype}")
             mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
-        if self._steps and T <= MAX_CHUNK:
+        if f is not None and T <= MAX_CHUNK:
             if self.model is not None:
                 x, _ = self.model._embed(x)             # tokens to vectors; features checked as the model does
             elif x.dtype.kind != "f":
