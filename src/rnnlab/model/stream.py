@@ -14,12 +14,13 @@ sequence in chunks of any sizes equals one pass over it (``tests/engine/test_str
 only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
 kept, whatever ``rnnlab.no_grad`` says.
 
-Steps and chunks of up to MAX_CHUNK steps (a model's tokens embedded first) fed to a classic cell (no layer
-norm, zoneout or projections; fewer than 4 streams; no dropout drawn in training) take a fast path whose arrays are made with the stream, reading the layer's weights as they are
-on every call (no copy: a change of the weights is seen at the next call): where the layer's inference splits
-its hidden units over threads (one stream, enough units per thread), ``_kernels.units_stream``, whose worker
-threads wait in compiled code between calls; else a one-thread ``_kernels.loop.StepCall`` per layer, the same
-loop and arithmetic as the layer's own short call, bit for bit. Longer chunks go through the layer's forward.
+Steps and chunks of up to MAX_CHUNK steps (a model's tokens embedded first) fed to a classic cell (no layer norm,
+zoneout or projections; fewer than 4 streams; no dropout drawn in training) take a fast path whose arrays are made
+with the stream, reading the layer's weights as they are on every call (no copy: a change of the weights is seen
+at the next call): where the layer's inference splits its hidden units over threads (one stream, enough units per
+thread), ``_kernels.units_stream``, whose worker threads wait in compiled code between calls; else a one-thread
+``_kernels.loop.StepCall`` per layer, the same loop and arithmetic as the layer's own short call, bit for bit.
+Longer chunks go through the layer's forward.
 """
 from __future__ import annotations
 
