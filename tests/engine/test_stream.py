@@ -331,3 +331,22 @@ def test_a_layer_training_with_dropout_streams_through_its_forward(kw):
     layer.eval()
     ya = np.concatenate([fast.feed(x[:2]), fast.feed(x[2])[None]])
     np.testing.assert_array_equal(ya, slow.feed(x[:3]))
+
+
+def test_a_units_streams_workers_compute_with_its_vector_width(monkeypatch):
+    """A worker thread started after the process's RNNLAB_SIMD changed takes the stream's variant, as the caller
+    does (it read the setting again: a wrong one ended the thread, and the caller waited for it for good)."""
+    import threading
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    layer = rnnlab.GRU(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")    # the kernels compiled above
+    x = np.random.default_rng(10).standard_normal((1, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)              # no worker thread yet: the first step starts it
+    monkeypatch.setenv("RNNLAB_SIMD", "none")
+    got = []
+    caller = threading.Thread(target=lambda: got.append(s.feed(x[0])), daemon=True)
+    caller.start()
+    caller.join(60)
+    assert got, "the step never returned"
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+    s.close()

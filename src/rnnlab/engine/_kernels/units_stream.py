@@ -140,11 +140,12 @@ def post_and_run(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok):
     return asleep
 
 
-def _worker_loop(args, ctl, cond, state):
-    """Worker thread j (args[0]): serve jobs; asleep, wait for a post (or stop); end after IDLE_S idle seconds."""
+def _worker_loop(args, ctl, tok, cond, state):
+    """Worker thread j (args[0]): serve jobs; asleep, wait for a post (or stop); end after IDLE_S idle seconds.
+    tok: the stream's vector width, the caller's (the process's setting may have changed since)."""
     row = ctl[args[0]]
     while True:
-        if serve(*args, ctl, token()):
+        if serve(*args, ctl, tok):
             state["alive"] = False
             return
         with cond:
@@ -235,8 +236,8 @@ class UnitsStream:
             for j in range(1, self.n):
                 w = self.workers[j]
                 if not w["alive"]:
-                    thread = threading.Thread(target=_worker_loop, args=(self._args[j], self.ctl, self.cond, w),
-                                              name="rnnlab-stream-units", daemon=True)
+                    thread = threading.Thread(target=_worker_loop, name="rnnlab-stream-units", daemon=True,
+                                              args=(self._args[j], self.ctl, self.tok, self.cond, w))
                     w["alive"], w["thread"] = True, thread     # once made: a wake cut short, done again, starts it
                     add(self.ctl[j], -SLEEP)                # a new thread starts awake; its ``serve`` takes the job
                     thread.start()
