@@ -281,10 +281,11 @@ def test_a_forked_child_streams_with_its_own_workers(monkeypatch):
     np.testing.assert_allclose(s.feed(x[1]), want[1], rtol=1e-12, atol=1e-12)
 
 
-def test_a_units_stream_call_interrupted_before_its_wake_still_runs_its_step(monkeypatch):
-    """A KeyboardInterrupt between the post of a job and its run (here: in the wake of a sleeping worker) raises
-    after the step is taken; the stream goes on right (the worker had served the posted job with the next call's
-    inputs, one step behind for good)."""
+@pytest.mark.parametrize("where", ["post", "wake"])
+def test_a_units_stream_call_interrupted_between_post_and_run_still_runs_its_step(where, monkeypatch):
+    """A KeyboardInterrupt between the post of a job and its run (as the post returns, or in the wake of a
+    sleeping worker) raises after the step is taken; the stream goes on right (the workers had served the posted
+    job with the next call's inputs, one step behind for good)."""
     import time
     from rnnlab.engine._kernels import units_stream
     monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
@@ -296,12 +297,16 @@ def test_a_units_stream_call_interrupted_before_its_wake_still_runs_its_step(mon
     deadline = time.time() + 10
     while s._steps.ctl[1, units_stream.POSTED] < units_stream.SLEEP and time.time() < deadline:
         time.sleep(0.01)                                # past the spinning: the worker sleeps
-    wake = units_stream.UnitsStream._wake
+    name = {"post": "post_and_run", "wake": "_wake"}[where]
+    owner = units_stream if where == "post" else units_stream.UnitsStream
+    real = getattr(owner, name)
 
-    def interrupted(self):
-        monkeypatch.setattr(units_stream.UnitsStream, "_wake", wake)
+    def interrupted(*args):
+        monkeypatch.setattr(owner, name, real)
+        if where == "post":
+            real(*args)                                 # posted: the interrupt lands as the call returns
         raise KeyboardInterrupt
-    monkeypatch.setattr(units_stream.UnitsStream, "_wake", interrupted)
+    monkeypatch.setattr(owner, name, interrupted)
     with pytest.raises(KeyboardInterrupt):
         s.feed(x[1])
     np.testing.assert_allclose(s.state, one_pass(layer, x[:2])[1], rtol=1e-12, atol=1e-12)    # the step taken

@@ -39,6 +39,7 @@ SLEEP = 1 << 62         # added to a worker's ``posted`` count while it sleeps i
 IDLE_S = 5.0            # seconds a worker sleeps without a step before its thread ends
 POSTED, SERVED, STOP = 0, 1, 2     # a worker's control row ctl[j]: jobs posted to it, jobs it served, stop
 STEPS, NSTEPS = 3, 4               # the caller's row ctl[0]: the stream's steps so far, the posted job's steps
+                                   # (and its POSTED, SERVED: the jobs it posted and those it ran)
 ROW = 16                # int64 per control row: 128 bytes, no two threads' counters on one cache line
 
 
@@ -128,12 +129,14 @@ def run(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok):
     """The caller's share of a posted job; returns after every thread's last barrier."""
     _units_job(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok)
     ctl[0, STEPS] += ctl[0, NSTEPS]
+    ctl[0, SERVED] += 1
 
 
 @njit(cache=True, nogil=True)
 def post_and_run(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok):
     """One call for the usual case: post; if every worker was awake, the caller's share at once (-> 0);
     else -> the number asleep, nothing computed (the caller wakes them, then calls ``run``)."""
+    ctl[0, POSTED] += 1
     asleep = post(ctl)
     if asleep == 0:
         run(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok)
@@ -210,16 +213,17 @@ class UnitsStream:
         self.ctl[0, NSTEPS] = T
         if self.pid != os.getpid():
             self._forked()
-        if post_and_run(*self._args[0], self.ctl, self.tok):
-            # the job is posted and the awake workers are in it: it runs whatever interrupts the wake (a
-            # KeyboardInterrupt; the wake done again first), else they would finish it with the next call's inputs
-            try:
+        try:
+            if post_and_run(*self._args[0], self.ctl, self.tok):
                 self._wake()
-            except BaseException:
-                self._wake()
-                raise
-            finally:
                 run(*self._args[0], self.ctl, self.tok)
+        except BaseException:
+            # a job posted and not run (a KeyboardInterrupt between the two): the awake workers are in it, so it
+            # runs now (the wake done again), else they would finish it with the next call's inputs
+            if self.ctl[0, POSTED] != self.ctl[0, SERVED]:
+                self._wake()
+                run(*self._args[0], self.ctl, self.tok)
+            raise
         return self.y[:T]
 
     def _forked(self):
