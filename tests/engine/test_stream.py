@@ -355,3 +355,47 @@ def test_a_units_streams_workers_compute_with_its_vector_width(monkeypatch):
     assert got, "the step never returned"
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
     s.close()
+
+
+def test_a_units_stream_interrupted_as_it_takes_its_lock_goes_on(monkeypatch):
+    """A KeyboardInterrupt as ``threading.Condition.__enter__`` returns (Python code: the lock taken, and no
+    ``with`` yet to give it back) must not leave the stream's lock held by the caller: the worker it wakes would
+    wait for the lock for good, and the caller, in compiled code, for the worker. (The caller here is a thread of
+    its own, so that a stream stuck fails the test instead of hanging it.)"""
+    import threading
+    import time
+    from rnnlab.engine._kernels import units_stream
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    layer = rnnlab.GRU(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")    # the kernels compiled above
+    x = np.random.default_rng(11).standard_normal((4, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)
+    got = []
+
+    def caller():
+        got.append(s.feed(x[0]))
+        deadline = time.time() + 10
+        while s._steps.ctl[1, units_stream.POSTED] < units_stream.SLEEP and time.time() < deadline:
+            time.sleep(0.01)                            # past the spinning: the worker sleeps
+        cond, me = s._steps.cond, threading.get_ident()
+
+        class Interrupted(type(cond)):
+            def __enter__(self):
+                taken = super().__enter__()
+                if threading.get_ident() == me:         # the caller's thread (where a signal lands)
+                    self.__class__ = Interrupted.__bases__[0]
+                    raise KeyboardInterrupt
+                return taken
+        cond.__class__ = Interrupted
+        try:
+            got.append(s.feed(x[1]))
+        except KeyboardInterrupt:
+            got.append(want[1])                         # the step taken all the same
+        cond.__class__ = Interrupted.__bases__[0]
+        got.extend(s.feed(x[t]) for t in (2, 3))
+    thread = threading.Thread(target=caller, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert len(got) == 4, "the stream's steps never returned"
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-12, atol=1e-12)
+    s.close()

@@ -190,7 +190,10 @@ class UnitsStream:
         self.sync = np.zeros(1, np.int64)
         self.ctl = np.zeros((n, ROW), np.int64)
         self.ctl[1:, POSTED] = SLEEP                        # no worker thread yet: the first post starts them
-        self.cond = threading.Condition()
+        # the condition's lock taken directly (a C method) where a KeyboardInterrupt can land: Condition.__enter__ is
+        # Python, and an interrupt as it returns leaves the lock held (the woken worker then waits for it for good)
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.workers = [{"alive": False, "thread": None} for _ in range(n)]
         self.pid = os.getpid()
         self._args = [(j, self.bounds[j], self.bounds[j + 1], n, kern, self.layers, (self.x, self.mask, self.y),
@@ -229,14 +232,15 @@ class UnitsStream:
     def _forked(self):
         """A forked child has none of its parent's threads (and maybe a lock held at the fork): start afresh."""
         self.pid = os.getpid()
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         for w in self.workers:
             w["alive"], w["thread"] = False, None
         self.ctl[1:, POSTED] = SLEEP + self.ctl[1:, SERVED]
 
     def _wake(self):
         """Wake the sleeping workers (a job is posted to them), starting a thread where one has ended."""
-        with self.cond:
+        with self.lock:
             for j in range(1, self.n):
                 w = self.workers[j]
                 if not w["alive"]:
@@ -254,7 +258,7 @@ class UnitsStream:
 
 def _stop(ctl, get):
     """Stop the workers (get: the stream's attributes, read when it stops: a fork replaces its condition)."""
-    with get("cond"):
+    with get("lock"):
         ctl[1:, STOP] = 1
         if any(w["alive"] for w in get("workers")):
             post(ctl)
