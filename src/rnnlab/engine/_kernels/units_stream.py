@@ -246,7 +246,9 @@ class UnitsStream:
                 if not w["alive"]:
                     thread = threading.Thread(target=_worker_loop, name="rnnlab-stream-units", daemon=True,
                                               args=(self._args[j], self.ctl, self.tok, self.cond, w))
-                    w["alive"], w["thread"] = True, thread     # once made: a wake cut short, done again, starts it
+                    # (not guarded: a KeyboardInterrupt from here into Thread.start, itself not guarded in CPython,
+                    # can leave the worker marked alive without its thread, and the job's barriers waiting for it)
+                    w["alive"], w["thread"] = True, thread
                     add(self.ctl[j], -SLEEP)                # a new thread starts awake; its ``serve`` takes the job
                     thread.start()
             self.cond.notify_all()
