@@ -279,3 +279,123 @@ def test_a_forked_child_streams_with_its_own_workers(monkeypatch):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     np.testing.assert_allclose(s.feed(x[1]), want[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("where", ["post", "wake"])
+def test_a_units_stream_call_interrupted_between_post_and_run_still_runs_its_step(where, monkeypatch):
+    """A KeyboardInterrupt between the post of a job and its run (as the post returns, or in the wake of a
+    sleeping worker) raises after the step is taken; the stream goes on right (the workers had served the posted
+    job with the next call's inputs, one step behind for good)."""
+    import time
+    from rnnlab.engine._kernels import units_stream
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    layer = rnnlab.GRU(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")    # the kernels compiled above
+    x = np.random.default_rng(8).standard_normal((5, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)
+    got = [s.feed(x[0])]
+    deadline = time.time() + 10
+    while s._steps.ctl[1, units_stream.POSTED] < units_stream.SLEEP and time.time() < deadline:
+        time.sleep(0.01)                                # past the spinning: the worker sleeps
+    name = {"post": "post_and_run", "wake": "_wake"}[where]
+    owner = units_stream if where == "post" else units_stream.UnitsStream
+    real = getattr(owner, name)
+
+    def interrupted(*args):
+        monkeypatch.setattr(owner, name, real)
+        if where == "post":
+            real(*args)                                 # posted: the interrupt lands as the call returns
+        raise KeyboardInterrupt
+    monkeypatch.setattr(owner, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        s.feed(x[1])
+    np.testing.assert_allclose(s.state, one_pass(layer, x[:2])[1], rtol=1e-12, atol=1e-12)    # the step taken
+    got.append(want[1])
+    for t in range(2, 5):
+        time.sleep(0.01 * (t % 2))
+        got.append(s.feed(x[t]))
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-12, atol=1e-12)
+    s.close()
+
+
+@pytest.mark.parametrize("kw", [{"dropout": 0.5, "num_layers": 2}, {"input_dropout": 0.5}, {"recurrent_dropout": 0.5}])
+def test_a_layer_training_with_dropout_streams_through_its_forward(kw):
+    """In training the layer draws its dropout, which the fast path does not: steps and chunks take the layer's
+    forward (the same draws as a stream without the fast path); in evaluation, the fast path again."""
+    import copy
+    layer = rnnlab.GRU(3, 6, seed=0, dtype="float64", **kw)
+    x = np.random.default_rng(9).standard_normal((5, 2, 3))
+    fast, slow = rnnlab.Stream(layer, batch_size=2), rnnlab.Stream(layer, batch_size=2)
+    assert fast._steps is not None
+    slow._steps = None
+    for chunk in (x[0], x[1:4], x[4]):
+        rng = copy.deepcopy(layer.rng)
+        a = fast.feed(chunk)
+        layer.rng = rng
+        np.testing.assert_array_equal(a, slow.feed(chunk))
+    layer.eval()
+    ya = np.concatenate([fast.feed(x[:2]), fast.feed(x[2])[None]])
+    np.testing.assert_array_equal(ya, slow.feed(x[:3]))
+
+
+def test_a_units_streams_workers_compute_with_its_vector_width(monkeypatch):
+    """A worker thread started after the process's RNNLAB_SIMD changed takes the stream's variant, as the caller
+    does (it read the setting again: a wrong one ended the thread, and the caller waited for it for good)."""
+    import threading
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    layer = rnnlab.GRU(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")    # the kernels compiled above
+    x = np.random.default_rng(10).standard_normal((1, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)              # no worker thread yet: the first step starts it
+    monkeypatch.setenv("RNNLAB_SIMD", "none")
+    got = []
+    caller = threading.Thread(target=lambda: got.append(s.feed(x[0])), daemon=True)
+    caller.start()
+    caller.join(60)
+    assert got, "the step never returned"
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+    s.close()
+
+
+def test_a_units_stream_interrupted_as_it_takes_its_lock_goes_on(monkeypatch):
+    """A KeyboardInterrupt as ``threading.Condition.__enter__`` returns (Python code: the lock taken, and no
+    ``with`` yet to give it back) must not leave the stream's lock held by the caller: the worker it wakes would
+    wait for the lock for good, and the caller, in compiled code, for the worker. (The caller here is a thread of
+    its own, so that a stream stuck fails the test instead of hanging it.)"""
+    import threading
+    import time
+    from rnnlab.engine._kernels import units_stream
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    layer = rnnlab.GRU(3, 16, num_layers=2, seed=0, dtype="float64", backend="units")    # the kernels compiled above
+    x = np.random.default_rng(11).standard_normal((4, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)
+    got = []
+
+    def caller():
+        got.append(s.feed(x[0]))
+        deadline = time.time() + 10
+        while s._steps.ctl[1, units_stream.POSTED] < units_stream.SLEEP and time.time() < deadline:
+            time.sleep(0.01)                            # past the spinning: the worker sleeps
+        cond, me = s._steps.cond, threading.get_ident()
+
+        class Interrupted(type(cond)):
+            def __enter__(self):
+                taken = super().__enter__()
+                if threading.get_ident() == me:         # the caller's thread (where a signal lands)
+                    self.__class__ = Interrupted.__bases__[0]
+                    raise KeyboardInterrupt
+                return taken
+        cond.__class__ = Interrupted
+        try:
+            got.append(s.feed(x[1]))
+        except KeyboardInterrupt:
+            got.append(want[1])                         # the step taken all the same
+        cond.__class__ = Interrupted.__bases__[0]
+        got.extend(s.feed(x[t]) for t in (2, 3))
+    thread = threading.Thread(target=caller, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert len(got) == 4, "the stream's steps never returned"
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-12, atol=1e-12)
+    s.close()

@@ -14,12 +14,13 @@ sequence in chunks of any sizes equals one pass over it (``tests/engine/test_str
 only, one forward direction: a bidirectional or reverse layer needs the whole sequence and is refused. Inference: no caches are
 kept, whatever ``rnnlab.no_grad`` says.
 
-Steps and chunks of up to MAX_CHUNK steps (a model's tokens embedded first) fed to a classic cell (no layer
-norm, zoneout or projections; fewer than 4 streams) take a fast path whose arrays are made with the stream, reading the layer's weights as they are
-on every call (no copy: a change of the weights is seen at the next call): where the layer's inference splits
-its hidden units over threads (one stream, enough units per thread), ``_kernels.units_stream``, whose worker
-threads wait in compiled code between calls; else a one-thread ``_kernels.loop.StepCall`` per layer, the same
-loop and arithmetic as the layer's own short call, bit for bit. Longer chunks go through the layer's forward.
+Steps and chunks of up to MAX_CHUNK steps (a model's tokens embedded first) fed to a classic cell (no layer norm,
+zoneout or projections; fewer than 4 streams; no dropout drawn in training) take a fast path whose arrays are made
+with the stream, reading the layer's weights as they are on every call (no copy: a change of the weights is seen
+at the next call): where the layer's inference splits its hidden units over threads (one stream, enough units per
+thread), ``_kernels.units_stream``, whose worker threads wait in compiled code between calls; else a one-thread
+``_kernels.loop.StepCall`` per layer, the same loop and arithmetic as the layer's own short call, bit for bit.
+Longer chunks go through the layer's forward.
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ class Stream:
             raise ConfigError("net: a stream feeds time-major chunks (T, B, F); got a layer with batch_first=True")
         self.batch_size = check_int("batch_size", batch_size, 1)
         self._steps = self._step_calls()
+        # the fast path draws no dropout: a layer in training with some (between layers, on x_t or h_t) takes its
+        # forward, which does
+        reg = getattr(self.layer, "regularization", {})
+        self._drops = bool((self.layer.num_layers > 1 and self.layer.dropout) or reg.get("input_dropout")
+                           or reg.get("recurrent_dropout"))
         if self._steps:
             from rnnlab.engine._kernels.compiled_checks import all_finite
             self._all_finite = all_finite               # one pass, no boolean array: a step's check in 0.3 µs
@@ -152,6 +158,8 @@ class Stream:
         """One step ((B, F), tokens (B,)) or a chunk ((T, B, F), tokens (T, B)) -> the outputs of its steps:
         the layer's output, or the model's prediction (probabilities or values) at every step."""
         f = self._steps
+        if f is not None and self._drops and self.layer.training:
+            f = None                                    # dropout drawn: the layer's forward
         if (f is not None and active is None and type(x) is np.ndarray and x.shape == self._step_shape
                 and x.dtype.kind == "f"):
             f.x[0] = x                                  # the usual step: (B, I) features, every stream
@@ -177,7 +185,7 @@ class Stream:
                                  f"{'stream' if step else 'step and stream'}, got shape {np.asarray(active).shape} of "
                                  f"{np.asarray(active).dtype}")
             mask = a.astype(self.layer.dtype)[..., None]             # (T, B, 1)
-        if self._steps and T <= MAX_CHUNK:
+        if f is not None and T <= MAX_CHUNK:
             if self.model is not None:
                 x, _ = self.model._embed(x)             # tokens to vectors; features checked as the model does
             elif x.dtype.kind != "f":

@@ -39,6 +39,7 @@ SLEEP = 1 << 62         # added to a worker's ``posted`` count while it sleeps i
 IDLE_S = 5.0            # seconds a worker sleeps without a step before its thread ends
 POSTED, SERVED, STOP = 0, 1, 2     # a worker's control row ctl[j]: jobs posted to it, jobs it served, stop
 STEPS, NSTEPS = 3, 4               # the caller's row ctl[0]: the stream's steps so far, the posted job's steps
+                                   # (and its POSTED, SERVED: the jobs it posted and those it ran)
 ROW = 16                # int64 per control row: 128 bytes, no two threads' counters on one cache line
 
 
@@ -128,23 +129,26 @@ def run(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok):
     """The caller's share of a posted job; returns after every thread's last barrier."""
     _units_job(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok)
     ctl[0, STEPS] += ctl[0, NSTEPS]
+    ctl[0, SERVED] += 1
 
 
 @njit(cache=True, nogil=True)
 def post_and_run(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok):
     """One call for the usual case: post; if every worker was awake, the caller's share at once (-> 0);
     else -> the number asleep, nothing computed (the caller wakes them, then calls ``run``)."""
+    ctl[0, POSTED] += 1
     asleep = post(ctl)
     if asleep == 0:
         run(j, u0, u1, n, cell, layers, io, parts, sync, ctl, tok)
     return asleep
 
 
-def _worker_loop(args, ctl, cond, state):
-    """Worker thread j (args[0]): serve jobs; asleep, wait for a post (or stop); end after IDLE_S idle seconds."""
+def _worker_loop(args, ctl, tok, cond, state):
+    """Worker thread j (args[0]): serve jobs; asleep, wait for a post (or stop); end after IDLE_S idle seconds.
+    tok: the stream's vector width, the caller's (the process's setting may have changed since)."""
     row = ctl[args[0]]
     while True:
-        if serve(*args, ctl, token()):
+        if serve(*args, ctl, tok):
             state["alive"] = False
             return
         with cond:
@@ -186,7 +190,10 @@ class UnitsStream:
         self.sync = np.zeros(1, np.int64)
         self.ctl = np.zeros((n, ROW), np.int64)
         self.ctl[1:, POSTED] = SLEEP                        # no worker thread yet: the first post starts them
-        self.cond = threading.Condition()
+        # the condition's lock taken directly (a C method) where a KeyboardInterrupt can land: Condition.__enter__ is
+        # Python, and an interrupt as it returns leaves the lock held (the woken worker then waits for it for good)
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.workers = [{"alive": False, "thread": None} for _ in range(n)]
         self.pid = os.getpid()
         self._args = [(j, self.bounds[j], self.bounds[j + 1], n, kern, self.layers, (self.x, self.mask, self.y),
@@ -209,30 +216,41 @@ class UnitsStream:
         self.ctl[0, NSTEPS] = T
         if self.pid != os.getpid():
             self._forked()
-        if post_and_run(*self._args[0], self.ctl, self.tok):
-            self._wake()
-            run(*self._args[0], self.ctl, self.tok)
+        try:
+            if post_and_run(*self._args[0], self.ctl, self.tok):
+                self._wake()
+                run(*self._args[0], self.ctl, self.tok)
+        except BaseException:
+            # a job posted and not run (a KeyboardInterrupt between the two): the awake workers are in it, so it
+            # runs now (the wake done again), else they would finish it with the next call's inputs
+            if self.ctl[0, POSTED] != self.ctl[0, SERVED]:
+                self._wake()
+                run(*self._args[0], self.ctl, self.tok)
+            raise
         return self.y[:T]
 
     def _forked(self):
         """A forked child has none of its parent's threads (and maybe a lock held at the fork): start afresh."""
         self.pid = os.getpid()
-        self.cond = threading.Condition()
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         for w in self.workers:
             w["alive"], w["thread"] = False, None
         self.ctl[1:, POSTED] = SLEEP + self.ctl[1:, SERVED]
 
     def _wake(self):
         """Wake the sleeping workers (a job is posted to them), starting a thread where one has ended."""
-        with self.cond:
+        with self.lock:
             for j in range(1, self.n):
                 w = self.workers[j]
                 if not w["alive"]:
-                    w["alive"] = True
-                    w["thread"] = threading.Thread(target=_worker_loop, args=(self._args[j], self.ctl, self.cond, w),
-                                                   name="rnnlab-stream-units", daemon=True)
+                    thread = threading.Thread(target=_worker_loop, name="rnnlab-stream-units", daemon=True,
+                                              args=(self._args[j], self.ctl, self.tok, self.cond, w))
+                    # (not guarded: a KeyboardInterrupt from here into Thread.start, itself not guarded in CPython,
+                    # can leave the worker marked alive without its thread, and the job's barriers waiting for it)
+                    w["alive"], w["thread"] = True, thread
                     add(self.ctl[j], -SLEEP)                # a new thread starts awake; its ``serve`` takes the job
-                    w["thread"].start()
+                    thread.start()
             self.cond.notify_all()
 
     def close(self):
@@ -242,7 +260,7 @@ class UnitsStream:
 
 def _stop(ctl, get):
     """Stop the workers (get: the stream's attributes, read when it stops: a fork replaces its condition)."""
-    with get("cond"):
+    with get("lock"):
         ctl[1:, STOP] = 1
         if any(w["alive"] for w in get("workers")):
             post(ctl)
