@@ -67,13 +67,15 @@ def warmup(dtypes=("float32",), cells=tuple(CELL_CONFIGS), backends=COMPILED, re
                         layer.backward(np.ones_like(out))
                     with no_grad():
                         layer(x, lengths=lengths)
-                if backend == "units":                          # a stream's steps: its units split, threads kept
-                    from rnnlab.engine._kernels.units_stream import UnitsStream
-                    u = UnitsStream(layer.cell_name, [layer.layer_params(0, 0)], dict(layer.cell_opts), 1,
-                                    np.dtype(dtype), len(layer.state_sizes), 2)
-                    u.x[...] = x[:2, :1]
-                    u.run(2, False)
-                    u.close()
+                if backend == "units":      # a stream's steps: its units split, threads kept (one and two layers:
+                    from rnnlab.engine._kernels.units_stream import UnitsStream       # its kernels take the layers)
+                    for L in (1, 2):
+                        deep = layer_class(cell)(3, H, num_layers=L, dtype=dtype, seed=0, **opts)
+                        u = UnitsStream(cell, [deep.layer_params(l, 0) for l in range(L)], dict(deep.cell_opts), 1,
+                                        np.dtype(dtype), len(deep.state_sizes), 2)
+                        u.x[...] = x[:2, :1]
+                        u.run(2, False)
+                        u.close()
                 if backend == "loop" and name not in DIAGONAL:     # one row: a short call (a stream's step) and a
                     from rnnlab.engine._kernels.loop import SHORT_CALL            # long one read the weights differently
                     for T in (1, SHORT_CALL):
