@@ -297,6 +297,9 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
     ZN = ZO and READS_NEW
     SEP = kern.writes_dhw or LN                         # DHW is its own array
     COPY = LN and not kern.writes_dhw
+    # the weight gradients inside the loop come only with the packed products (``wgrad_in_loop`` wants
+    # PACK_MIN_ROWS rows a group): a backward of one-row products compiles none of their code
+    WGL = w.types[0].ndim == 3
 
     def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
         W1, W2 = w
@@ -372,7 +375,7 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
                             dacc[r, 1, j] += DHW[row, j]
                 if LN:
                     ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
-            if WG:                                      # this step's share of dW_ih, dW_hh and dx, rows hot
+            if WGL and WG:                              # this step's share of dW_ih, dW_hh and dx, rows hot
                 if RM:
                     for r in range(r0, r1):
                         for k in range(H):
