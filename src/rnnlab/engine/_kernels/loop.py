@@ -107,7 +107,8 @@ def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
         return rows
 
     def block(C, V, W, acc, r0, r1, tile, tok):
-        pgemm(C[r0:r1], V[r0:r1], W, C.shape[1], acc, tile, tok)
+        pgemm(C[r0:r1, :C.shape[1]], V[r0:r1, :V.shape[1]], W, C.shape[1], acc, tile, tok)     # layout 'A': one
+        # compiled pgemm per dtype and width for every call site (see _project)
     return block
 
 
@@ -126,7 +127,8 @@ def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
             for r in range(n * B):
                 for j in range(GH):
                     rows[r, j] = bx[j]
-        pgemm(rows, x.reshape(T * B, I)[ta * B:(ta + n) * B], Pih, GH, has_b, tile, tok)
+        # operands sliced to layout 'A' as every other caller passes them: one compiled pgemm (0.8 s a signature)
+        pgemm(rows[:, :GH], x.reshape(T * B, I)[ta * B:(ta + n) * B, :I], Pih, GH, has_b, tile, tok)
         return ta
     for k in range(n):
         rows = XW[k * B + r0:k * B + r1]
@@ -134,7 +136,7 @@ def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
             for r in range(r1 - r0):
                 for j in range(GH):
                     rows[r, j] = bx[j]
-        pgemm(rows, x[ta + k, r0:r1], Pih, GH, has_b, tile, tok)
+        pgemm(rows[:, :GH], x[ta + k, r0:r1, :I], Pih, GH, has_b, tile, tok)
     return ta
 
 
@@ -386,15 +388,17 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
                     if gb[g] < r0 or gb[g] >= r1:
                         continue
                     a0, a1 = c0 + gb[g], c0 + gb[g + 1]
-                    tgemm_acc(dWi[g], DX[a0:a1], x2[a0:a1], tok)
+                    # Y and X sliced to layout 'A' at every call: one compiled tgemm_acc, not one per layout
+                    tgemm_acc(dWi[g], DX[a0:a1, :GH], x2[a0:a1, :x2.shape[1]], tok)
                     if RM:
-                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], HM[gb[g]:gb[g + 1]], tok)
+                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], HM[gb[g]:gb[g + 1], :H], tok)
                     else:
-                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], Hs[a0:a1], tok)
+                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], Hs[a0:a1, :H], tok)
                     if PHASES == 2:
                         e0 = OP2 * H
                         tgemm_acc(dWh[g, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
-                pgemm(dx2[c0 + r0:c0 + r1], DX[c0 + r0:c0 + r1], Pih, dx2.shape[1], False, tile, tok)
+                _prod(dx2[c0:c0 + B], DX[c0:c0 + B], Pih, False, r0, r1, tile, tok)     # (a literal False
+                # passed to pgemm itself would compile a pgemm of its own)
             _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
             for r in range(r0, r1):
                 if MASK and mask[t, r] == 0.0:
