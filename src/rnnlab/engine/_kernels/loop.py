@@ -157,7 +157,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
     """The forward loop for one plan (``_kernels.cell.Plan``): the cell's row kernel and its properties, and the
     call's options, are constants here, so Numba drops the code of every option the call does not use."""
     kern, f = plan_of(cell)
-    fwd = kern.fwd
+    fwd = kern.fwd if f["ln"] else kern.plain[0]       # (plain: the kernel without the code of layer norm)
     PHASES, N1G, OP2 = kern.phases, kern.g1, kern.op2
     CPREV = kern.cache.index("c_prev") if "c_prev" in kern.cache else -1
     FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
@@ -295,7 +295,7 @@ def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):  # pragma:
 def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
     """The backward loop for one plan (see ``_fwd_impl``)."""
     kern, f = plan_of(cell)
-    bwd = kern.bwd
+    bwd = kern.bwd if f["ln"] else kern.plain[1]
     PHASES, N1G, READS_NEW, OP2 = kern.phases, kern.g1, kern.reads_new, kern.op2
     LN, ZO = f["ln"], f["zoneout"]
     ZN = ZO and READS_NEW
