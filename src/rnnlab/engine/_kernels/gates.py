@@ -220,16 +220,14 @@ RNN = CellKernel("rnn", rnn_fwd, rnn_bwd, plain=(rnn_fwd_sum, rnn_bwd), g1=1, re
 
 # ------------------------------------------------------------------ LSTM (gates i f g o)
 # cache [c_{t-1} | i | f | g | o | tanh(LN_c(c_t))]; copt (S, lnc (2, H) or (0, H), Vc, Ic, acc (B, 2, H))
-@njit(cache=True)
 def gate_scales(GH, like):
     """S (2, 4H): the LSTM's gates as one formula, S[0] tanh(S[0] a) + S[1]: (0.5, 0.5) for the sigmoid gates
-    i, f, o (sigmoid(a) = 0.5 tanh(a / 2) + 0.5), (1, 0) for g: one vectorised loop over all 4H gates."""
-    S = np.empty((2, GH), like.dtype)                 # like: an array of the dtype wanted
+    i, f, o (sigmoid(a) = 0.5 tanh(a / 2) + 0.5), (1, 0) for g: one vectorised loop over all 4H gates. NumPy
+    (made once per H and dtype, ``_scales``: a compiled copy cost a compilation per dtype)."""
+    S = np.full((2, GH), 0.5, like.dtype)             # like: an array of the dtype wanted
     H = GH // 4
-    for j in range(GH):
-        tanh_gate = 2 * H <= j < 3 * H
-        S[0, j] = 1.0 if tanh_gate else 0.5
-        S[1, j] = 0.0 if tanh_gate else 0.5
+    S[0, 2 * H:3 * H] = 1.0
+    S[1, 2 * H:3 * H] = 0.0
     return S
 
 
