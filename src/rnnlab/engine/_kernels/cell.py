@@ -116,6 +116,9 @@ class CellKernel:
         key = (bool(fused), bool(direct), bool(ln), bool(zoneout))
         p = self._plans.get(key)
         if p is None:
+            if self.sums and not (ln or fused or direct):       # the kernels of ``plain`` take X as empty
+                raise ValueError(f"CellKernel {self.name!r}: a plan without layer norm for a cell whose products "
+                                 f"enter as a sum is fused or direct")
             p = self._plans[key] = Plan(self, dict(zip(("direct", "fused", "ln", "zoneout"),
                                                         (key[1], key[0], key[2], key[3]))))
         return p
