@@ -488,8 +488,10 @@ def test_layer_norm_options_and_refusals(tmp_path):
     if HAS_NUMBA:
         with pytest.raises(BackendError, match="'units' serves cells with one product per step"):
             LSTM(3, 4, layer_norm=True, backend="units")
+    # float64 and 3 rows a batch: the loop test_the_compiled_loop_equals_the_reference compiles (none of its own)
     assert cli.main(["train", "--task", "copy", "--seq-len", "4", "--model", "gru", "--layer-norm", "--hidden-size",
-                     "6", "--steps", "3", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+                     "6", "--steps", "3", "--batch-size", "3", "--dtype", "float64", "--out", str(tmp_path / "r"),
+                     "--quiet"]) == 0
     assert cli.main(["gradients", str(tmp_path / "r"), "--report", str(tmp_path / "g")]) == 0
 
 

@@ -11,6 +11,10 @@ against its ``rnnlab.engine.cells`` step, options included:
     GRU          gru_fwd / gru_bwd             reset='after': one product, A = h W_hh^T + b_hh
     GRU_BEFORE   gru_before_fwd / _bwd         reset='before': two products, the n block's from r * h
 
+The RNN and the LSTM also give the shared loops' plans without layer norm kernels of their own (``rnn_fwd_sum``,
+``lstm_fwd_sum``, ``lstm_bwd_sum``: ``CellKernel``'s ``plain``): the same code, written once, with a constant
+that drops X (A holds the whole sum there) and LN_c before Numba types it, a second less to compile a loop.
+
 The options are mechanisms of the loops around these kernels: recurrent dropout multiplies the products'
 operand (``st``'s O), zoneout mixes the new states (``st``'s N) into the old, layer norm normalises the
 recurrent product before the kernel (``ln_row``) and, for the LSTM, c_t inside it.
@@ -152,19 +156,41 @@ def ln_row_bwd(D, rd, c0, K, gamma, V, rv, Inv, acc, ra):
 
 # ------------------------------------------------------------------ RNN: cache none; copt (act,)
 @njit(inline="always", fastmath=FAST, error_model="numpy")
-def rnn_fwd(p, A, X, st, r, C, rc, copt):
-    """h = act(A[r] + X[r]); act: 0 tanh, 1 relu, 2 identity (the branches are loop-invariant: LLVM unswitches
+def _rnn_fwd(p, A, X, st, r, C, rc, copt, WITH_X):
+    """h = act(A[r] + X[r]), X read where WITH_X (a constant: the code of the other case is dropped before
+    typing) and X has rows; act: 0 tanh, 1 relu, 2 identity (the branches are loop-invariant: LLVM unswitches
     them)."""
     N = st[2]
     act = copt[0]
     has_x = X.shape[0] > 0
-    for k in range(uint64(N.shape[2])):
-        v = A[r, k] + X[r, k] if has_x else A[r, k]
-        if act == 0:
-            v = th(v)
-        elif act == 1:
-            v = 0.0 if v <= 0.0 else v                      # NaN <= 0 is false: NaN passes
-        N[0, r, k] = v
+    if WITH_X:
+        for k in range(uint64(N.shape[2])):
+            v = A[r, k] + X[r, k] if has_x else A[r, k]
+            if act == 0:
+                v = th(v)
+            elif act == 1:
+                v = 0.0 if v <= 0.0 else v                  # NaN <= 0 is false: NaN passes
+            N[0, r, k] = v
+    else:
+        for k in range(uint64(N.shape[2])):
+            v = A[r, k]
+            if act == 0:
+                v = th(v)
+            elif act == 1:
+                v = 0.0 if v <= 0.0 else v
+            N[0, r, k] = v
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def rnn_fwd(p, A, X, st, r, C, rc, copt):
+    """h = act(A[r] + X[r]) (X empty: act(A[r]))."""
+    _rnn_fwd(p, A, X, st, r, C, rc, copt, True)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def rnn_fwd_sum(p, A, X, st, r, C, rc, copt):
+    """h = act(A[r]): the shared loops' plans without layer norm, where A holds the whole sum (X is empty)."""
+    _rnn_fwd(p, A, X, st, r, C, rc, copt, False)
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
@@ -188,29 +214,28 @@ def _rnn_copt(opts, rows, B, H, dt, ln):
     return (ACT[opts.get("nonlinearity", "tanh")],)
 
 
-RNN = CellKernel("rnn", rnn_fwd, rnn_bwd, g1=1, reads_new=True, cache=(), copt=_rnn_copt,
-                 serves=("recurrent_dropout", "zoneout"))
+RNN = CellKernel("rnn", rnn_fwd, rnn_bwd, plain=(rnn_fwd_sum, rnn_bwd), g1=1, reads_new=True, cache=(),
+                 copt=_rnn_copt, serves=("recurrent_dropout", "zoneout"))
 
 
 # ------------------------------------------------------------------ LSTM (gates i f g o)
 # cache [c_{t-1} | i | f | g | o | tanh(LN_c(c_t))]; copt (S, lnc (2, H) or (0, H), Vc, Ic, acc (B, 2, H))
-@njit(cache=True)
 def gate_scales(GH, like):
     """S (2, 4H): the LSTM's gates as one formula, S[0] tanh(S[0] a) + S[1]: (0.5, 0.5) for the sigmoid gates
-    i, f, o (sigmoid(a) = 0.5 tanh(a / 2) + 0.5), (1, 0) for g: one vectorised loop over all 4H gates."""
-    S = np.empty((2, GH), like.dtype)                 # like: an array of the dtype wanted
+    i, f, o (sigmoid(a) = 0.5 tanh(a / 2) + 0.5), (1, 0) for g: one vectorised loop over all 4H gates. NumPy
+    (made once per H and dtype, ``_scales``: a compiled copy cost a compilation per dtype)."""
+    S = np.full((2, GH), 0.5, like.dtype)             # like: an array of the dtype wanted
     H = GH // 4
-    for j in range(GH):
-        tanh_gate = 2 * H <= j < 3 * H
-        S[0, j] = 1.0 if tanh_gate else 0.5
-        S[1, j] = 0.0 if tanh_gate else 0.5
+    S[0, 2 * H:3 * H] = 1.0
+    S[1, 2 * H:3 * H] = 0.0
     return S
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
-def lstm_fwd(p, A, X, st, r, C, rc, copt):
+def _lstm_fwd(p, A, X, st, r, C, rc, copt, ANY):
     """The gates, c_t = f c_{t-1} + i g, then (LN_c) and h_t = o tanh(c_t): the row kernel split at c_t. One
-    store per loop: LLVM vectorises a loop only while its run-time alias checks stay few."""
+    store per loop: LLVM vectorises a loop only while its run-time alias checks stay few. ANY (a constant):
+    whether X and LN_c may be there; without, their code is dropped before typing (``lstm_fwd_sum``)."""
     S, N = st[0], st[2]
     Sg, lnc, Vc, Ic = copt[0], copt[1], copt[2], copt[3]
     H = uint64(S.shape[2])
@@ -219,7 +244,7 @@ def lstm_fwd(p, A, X, st, r, C, rc, copt):
     H3 = uint64(3) * H
     H4 = uint64(4) * H
     H5 = uint64(5) * H
-    if X.shape[0] > 0:                                      # i f g o: s tanh(s a) + o, see gate_scales
+    if ANY and X.shape[0] > 0:                              # i f g o: s tanh(s a) + o, see gate_scales
         for j in range(GH):
             sj = Sg[0, j]
             C[rc, H + j] = sj * th(sj * (A[r, j] + X[r, j])) + Sg[1, j]
@@ -227,7 +252,7 @@ def lstm_fwd(p, A, X, st, r, C, rc, copt):
         for j in range(GH):
             sj = Sg[0, j]
             C[rc, H + j] = sj * th(sj * A[r, j]) + Sg[1, j]
-    if lnc.shape[0] == 0:                                   # one pass: c_{t-1}, c_t, tanh(c_t), h_t
+    if not ANY or lnc.shape[0] == 0:                        # one pass: c_{t-1}, c_t, tanh(c_t), h_t
         for k in range(H):
             cp = S[1, r, k]
             C[rc, k] = cp
@@ -251,9 +276,21 @@ def lstm_fwd(p, A, X, st, r, C, rc, copt):
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")
-def lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt):
+def lstm_fwd(p, A, X, st, r, C, rc, copt):
+    """One row forward, any options (X empty or not, LN_c where copt's lnc has rows)."""
+    _lstm_fwd(p, A, X, st, r, C, rc, copt, True)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def lstm_fwd_sum(p, A, X, st, r, C, rc, copt):
+    """One row forward in the shared loops' plans without layer norm: A holds the whole sum (X empty), no LN_c."""
+    _lstm_fwd(p, A, X, st, r, C, rc, copt, False)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def _lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt, LNC):
     """do, then dL/dc_t through h = o tanh(LN_c(c_t)) (dD[0] holds it meanwhile), then di, df, dg and the
-    cell path dc_{t-1} = dc f (the direct part, dD[1])."""
+    cell path dc_{t-1} = dc f (the direct part, dD[1]). LNC (a constant): whether LN_c may be there."""
     DX, dD = D[0], D[2]
     lnc, Vc, Ic, acc = copt[1], copt[2], copt[3], copt[4]
     H = uint64(dD.shape[2])
@@ -267,7 +304,7 @@ def lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt):
     for k in range(H):
         tc = C[rc, H5 + k]
         dD[0, r, k] = G[0, r, k] * C[rc, H4 + k] * (1.0 - tc * tc)
-    if lnc.shape[0] > 0:
+    if LNC and lnc.shape[0] > 0:
         ln_row_bwd(dD[0], r, 0, H, lnc[0], Vc, rc, Ic, acc, r)
     for k in range(H):
         dD[0, r, k] += G[1, r, k]                           # dL/dc_t
@@ -284,6 +321,18 @@ def lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt):
         dD[1, r, k] = dD[0, r, k] * C[rc, H2 + k]
     for k in range(H):
         dD[0, r, k] = 0.0
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt):
+    """One row back, any options."""
+    _lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt, True)
+
+
+@njit(inline="always", fastmath=FAST, error_model="numpy")
+def lstm_bwd_sum(p, G, r, C, rc, Hp, hn, D, copt):
+    """One row back in the shared loops' plans without layer norm (no LN_c)."""
+    _lstm_bwd(p, G, r, C, rc, Hp, hn, D, copt, False)
 
 
 def _lstm_copt(opts, rows, B, H, dt, ln):
@@ -309,7 +358,7 @@ def _lstm_copt_grads(copt):
     return fresh, lambda c: dict(zip(("ln_c_weight", "ln_c_bias"), c[4].sum(axis=0)))
 
 
-LSTM = CellKernel("lstm", lstm_fwd, lstm_bwd, copt=_lstm_copt, copt_grads=_lstm_copt_grads, g1=4, cache=("c_prev", "i", "f", "g", "o", "tanh_c"), gates=tuple("ifgo"),
+LSTM = CellKernel("lstm", lstm_fwd, lstm_bwd, plain=(lstm_fwd_sum, lstm_bwd_sum), copt=_lstm_copt, copt_grads=_lstm_copt_grads, g1=4, cache=("c_prev", "i", "f", "g", "o", "tanh_c"), gates=tuple("ifgo"),
                   serves=("recurrent_dropout", "zoneout", "zoneout_cell", "layer_norm"))
 
 

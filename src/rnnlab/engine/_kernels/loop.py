@@ -66,11 +66,13 @@ def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by th
     raise NotImplementedError
 
 
-@overload(_prod, inline="always")
+@overload(_prod, jit_options=_LOOP_JIT)
 def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
     """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W with columns
     contiguous (the layer's own W^T, Fortran order: a short call uses it as it is, no copy) -> one dot
-    product per output, four at a time; W packed (``pack``, 3-D) -> the packed product of the block."""
+    product per output, four at a time; W packed (``pack``, 3-D) -> the packed product of the block.
+    A function the loops call once a step, compiled once per signature and process (not inlined: each inlined
+    copy was typed, lowered and optimised again, the dot products 0.2-0.5 s each)."""
     if W.ndim == 2 and W.layout == "F":
         def dots(C, V, W, acc, r0, r1, tile, tok):
             K, N = W.shape
@@ -105,7 +107,8 @@ def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
         return rows
 
     def block(C, V, W, acc, r0, r1, tile, tok):
-        pgemm(C[r0:r1], V[r0:r1], W, C.shape[1], acc, tile, tok)
+        pgemm(C[r0:r1, :C.shape[1]], V[r0:r1, :V.shape[1]], W, C.shape[1], acc, tile, tok)     # layout 'A': one
+        # compiled pgemm per dtype and width for every call site (see _project)
     return block
 
 
@@ -124,7 +127,8 @@ def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
             for r in range(n * B):
                 for j in range(GH):
                     rows[r, j] = bx[j]
-        pgemm(rows, x.reshape(T * B, I)[ta * B:(ta + n) * B], Pih, GH, has_b, tile, tok)
+        # operands sliced to layout 'A' as every other caller passes them: one compiled pgemm (0.8 s a signature)
+        pgemm(rows[:, :GH], x.reshape(T * B, I)[ta * B:(ta + n) * B, :I], Pih, GH, has_b, tile, tok)
         return ta
     for k in range(n):
         rows = XW[k * B + r0:k * B + r1]
@@ -132,7 +136,7 @@ def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
             for r in range(r1 - r0):
                 for j in range(GH):
                     rows[r, j] = bx[j]
-        pgemm(rows, x[ta + k, r0:r1], Pih, GH, has_b, tile, tok)
+        pgemm(rows[:, :GH], x[ta + k, r0:r1, :I], Pih, GH, has_b, tile, tok)
     return ta
 
 
@@ -153,7 +157,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
     """The forward loop for one plan (``_kernels.cell.Plan``): the cell's row kernel and its properties, and the
     call's options, are constants here, so Numba drops the code of every option the call does not use."""
     kern, f = plan_of(cell)
-    fwd = kern.fwd
+    fwd = kern.fwd if f["ln"] else kern.plain[0]       # (plain: the kernel without the code of layer norm)
     PHASES, N1G, OP2 = kern.phases, kern.g1, kern.op2
     CPREV = kern.cache.index("c_prev") if "c_prev" in kern.cache else -1
     FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
@@ -291,12 +295,15 @@ def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):  # pragma:
 def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
     """The backward loop for one plan (see ``_fwd_impl``)."""
     kern, f = plan_of(cell)
-    bwd = kern.bwd
+    bwd = kern.bwd if f["ln"] else kern.plain[1]
     PHASES, N1G, READS_NEW, OP2 = kern.phases, kern.g1, kern.reads_new, kern.op2
     LN, ZO = f["ln"], f["zoneout"]
     ZN = ZO and READS_NEW
     SEP = kern.writes_dhw or LN                         # DHW is its own array
     COPY = LN and not kern.writes_dhw
+    # the weight gradients inside the loop come only with the packed products (``wgrad_in_loop`` wants
+    # PACK_MIN_ROWS rows a group): a backward of one-row products compiles none of their code
+    WGL = w.types[0].ndim == 3
 
     def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
         W1, W2 = w
@@ -372,7 +379,7 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
                             dacc[r, 1, j] += DHW[row, j]
                 if LN:
                     ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
-            if WG:                                      # this step's share of dW_ih, dW_hh and dx, rows hot
+            if WGL and WG:                              # this step's share of dW_ih, dW_hh and dx, rows hot
                 if RM:
                     for r in range(r0, r1):
                         for k in range(H):
@@ -381,15 +388,17 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
                     if gb[g] < r0 or gb[g] >= r1:
                         continue
                     a0, a1 = c0 + gb[g], c0 + gb[g + 1]
-                    tgemm_acc(dWi[g], DX[a0:a1], x2[a0:a1], tok)
+                    # Y and X sliced to layout 'A' at every call: one compiled tgemm_acc, not one per layout
+                    tgemm_acc(dWi[g], DX[a0:a1, :GH], x2[a0:a1, :x2.shape[1]], tok)
                     if RM:
-                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], HM[gb[g]:gb[g + 1]], tok)
+                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], HM[gb[g]:gb[g + 1], :H], tok)
                     else:
-                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], Hs[a0:a1], tok)
+                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], Hs[a0:a1, :H], tok)
                     if PHASES == 2:
                         e0 = OP2 * H
                         tgemm_acc(dWh[g, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
-                pgemm(dx2[c0 + r0:c0 + r1], DX[c0 + r0:c0 + r1], Pih, dx2.shape[1], False, tile, tok)
+                _prod(dx2[c0:c0 + B], DX[c0:c0 + B], Pih, False, r0, r1, tile, tok)     # (a literal False
+                # passed to pgemm itself would compile a pgemm of its own)
             _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
             for r in range(r0, r1):
                 if MASK and mask[t, r] == 0.0:

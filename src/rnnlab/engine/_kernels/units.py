@@ -60,8 +60,10 @@ def units_fwd(u0, u1, n, cell, SB, w, scratch, io, copt, tok):
     G = XP.shape[0]
     Hj = u1 - u0
     has_mask, sums = mask.shape[0] > 0, X.shape[0] == 0
-    for g in range(G):                                  # W_ih's rows of these units x^T, every step at once
-        pgemm(XP[g], W_ih[g * H + u0:g * H + u1], Px, T * B, False, tile, tok)
+    no_acc = T < 0                                      # False, as a run-time bool: a literal False and the
+    for g in range(G):                                  # operands' layout 'C' compiled a pgemm of their own
+        # W_ih's rows of these units x^T, every step at once; operands in layout 'A', as the loops pass them
+        pgemm(XP[g][:, :T * B], W_ih[g * H + u0:g * H + u1, :W_ih.shape[1]], Px, T * B, no_acc, tile, tok)
     P = A if sums else X                                # where x_t W_ih^T (+ b) goes
     for s in range(T):
         t = T - 1 - s if reverse else s
