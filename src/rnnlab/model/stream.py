@@ -91,11 +91,11 @@ class Stream:
             return UnitsStream(layer.cell_name, params, opts[0], B, layer.dtype, n_states, MAX_CHUNK)
         if layer._choose(B, False, 1) != "loop":
             return None
-        calls, x = [], None
+        calls, x, mask = [], None, None
         for ps, o in zip(params, opts):
-            c = loop.StepCall(layer.cell_name, *ps, o, B, layer.dtype, n_states, x, MAX_CHUNK)
+            c = loop.StepCall(layer.cell_name, *ps, o, B, layer.dtype, n_states, x, MAX_CHUNK, mask)
             calls.append(c)
-            x = c.out
+            x, mask = c.out, c.mask                     # layer l's output is layer l+1's input; one mask
         return _Chain(calls)
 
     def close(self) -> None:
@@ -247,9 +247,7 @@ class _Chain:
 
     def __init__(self, calls):
         self.calls = calls
-        self.x, self.mask = calls[0].x, calls[0].mask
-        for c in calls[1:]:
-            c.mask = self.mask                          # one mask for every layer (before any call is made)
+        self.x, self.mask = calls[0].x, calls[0].mask   # the first layer's: the others read its mask too
 
     @property
     def state(self):

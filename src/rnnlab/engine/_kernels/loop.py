@@ -547,10 +547,11 @@ class StepCall:
     """One direction's inference forward of up to ``max_steps`` (< SHORT_CALL) steps on B < PACK_MIN_ROWS rows (a
     stream's step or chunk, ``rnnlab.Stream``), its arrays made once: the same loop and arrays as ``forward``'s
     short call, so bit for bit its result. A call is the loop over x[:T] (T, B, I), the new state left in ``S``
-    (n, B, H) and the outputs in ``out[:T]`` (T, B, H). The weights are the layer's own (views, read as they are
+    (n, B, H) and the outputs in ``out[:T]`` (T, B, H); ``x`` and ``mask`` may be given (a chain of layers: the
+    layer below's ``out``, one mask for all). The weights are the layer's own (views, read as they are
     on every call); the bias sum is formed again on each call, so in-place updates of the parameters are seen."""
 
-    def __init__(self, cell_name, W_ih, W_hh, b_ih, b_hh, opts, B, dt, n_states, x=None, max_steps=1):
+    def __init__(self, cell_name, W_ih, W_hh, b_ih, b_hh, opts, B, dt, n_states, x=None, max_steps=1, mask=None):
         if not 1 <= max_steps < SHORT_CALL:
             raise ValueError(f"max_steps: expected 1 to {SHORT_CALL - 1} (a short call), got {max_steps}")
         kern = kernel_for(cell_name, opts)
@@ -567,7 +568,7 @@ class StepCall:
         self.bx = bx
         self.S = np.zeros((n_states, B, H), dt)
         self.out = np.empty((max_steps, B, H), dt)
-        self.mask = np.ones((max_steps, B), dt)
+        self.mask = np.ones((max_steps, B), dt) if mask is None else mask                  # (T, B)
         self.B, self.tok = B, token()
         Pih, W1 = np.asfortranarray(W_ih.T), np.asfortranarray(W_hh.T[:, :n1])
         W2 = np.asfortranarray(W_hh.T[:, n1:]) if kern.phases == 2 else _empty(2, dt)
