@@ -30,7 +30,7 @@ norm) written once for every cell; the bundles it reads are defined beside it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 from numba.extending import overload
 
 from rnnlab.engine._caches import CellArrays, Grads
@@ -207,8 +207,8 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                 for r in range(r0, r1):
                     for k in range(I):
                         XH[r, k] = x[t, r, k]
-                    for k in range(H):
-                        XH[r, I + k] = V[r, k]
+                    for k in range(uint64(H)):          # unsigned: a signed I + k kept the copy scalar
+                        XH[r, uint64(I) + k] = V[r, k]  # (Numba's check for a negative index; 6 % of an RNN step)
                     if XH.shape[1] > I + H:
                         XH[r, I + H] = 1.0
                 _prod(A1, XH, W1, False, r0, r1, tile, tok)
@@ -245,8 +245,8 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                     for j in range(C.shape[1]):
                         C[c0 + r, j] = 0.0
                     if CPREV >= 0:
-                        for k in range(H):
-                            C[c0 + r, CPREV * H + k] = S[1, r, k]
+                        for k in range(uint64(H)):
+                            C[c0 + r, uint64(CPREV * H) + k] = S[1, r, k]
                     continue
                 if ZO:                                  # s_t = s_{t-1} + k (s_new - s_{t-1})
                     if ZN:
