@@ -115,8 +115,12 @@ def test_refusals():
         s.feed(np.zeros((5, 3, 2)))
     with pytest.raises(ShapeError, match="active"):
         s.feed(np.zeros((5, 2, 2)), active=np.ones((4, 2), bool))
-    with pytest.raises(ShapeError, match="rows"):
-        s.reset([5])
+    for rows in ([5], np.ones(3, bool), [0.5], [[0, 1]]):
+        with pytest.raises(ShapeError, match="rows"):
+            s.reset(rows)
+    s.feed(np.ones((1, 2, 2)))
+    s.reset(np.array([False, True]))                    # a mask: only the second stream's state
+    assert s.state[:, 0].any() and not s.state[:, 1].any()
 
 
 def test_predict_each_step_streams_a_run(tmp_path):

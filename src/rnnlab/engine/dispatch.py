@@ -153,10 +153,12 @@ def choose(backend, cell_name, opts, B, GH, H, segment, itemsize=4, reference=Fa
         return "numpy"
     vb = _vector_bytes()
     vfma = B * GH * H * itemsize // vb
-    if not keep and B == 1 and T and _units_serve(cell_name, opts, options):
+    step = GH * (K or H) * itemsize // vb             # a step's vector multiply-adds at one row
+    # the thread count (an environment read, the CPU affinity) only where two threads could get enough work
+    if not keep and B == 1 and T and kern.phases == 1 and not options and step >= 2 * UNITS_MIN_VFMA:
         from rnnlab.engine._kernels import units
         n = units.threads_for(H)
-        per_thread = GH * (K or H) * itemsize // vb // max(1, n)
+        per_thread = step // max(1, n)
         if n > 1 and per_thread >= UNITS_MIN_VFMA and T * per_thread >= UNITS_MIN_WORK:
             return "units"
     if B > 1 and vfma >= 2 * SPLIT_MIN_VFMA:

@@ -125,9 +125,15 @@ class Stream:
             for S in self._steps.state if self._steps else ():
                 S[...] = 0.0
             return
-        idx = np.arange(B)[np.asarray(rows)] if np.asarray(rows).dtype == bool else np.atleast_1d(rows)
-        if np.asarray(rows).dtype == bool and np.asarray(rows).shape != (B,):
-            raise ShapeError(f"rows: expected a bool mask of shape ({B},), got {np.asarray(rows).shape}")
+        sel = np.asarray(rows)
+        if sel.dtype == bool:
+            if sel.shape != (B,):
+                raise ShapeError(f"rows: expected a bool mask of shape ({B},), got {sel.shape}")
+            idx = np.flatnonzero(sel)
+        elif sel.dtype.kind in "iu" and sel.ndim <= 1:
+            idx = np.atleast_1d(sel)
+        else:
+            raise ShapeError(f"rows: expected a stream index, a list of them or a ({B},) bool mask, got {rows!r}")
         if idx.size and (idx.min() < -B or idx.max() >= B):
             raise ShapeError(f"rows: expected stream indices in [0, {B - 1}], got {idx.tolist()}")
         for s in self._state:
