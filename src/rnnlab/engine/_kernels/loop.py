@@ -62,53 +62,41 @@ _LOOP_JIT = {**_JIT, "_nrt": False}
 
 
 # ------------------------------------------------------------------ products over a block of rows
-def _dots(C, V, W, acc, r0, r1):  # pragma: no cover - replaced by the overload below
-    raise NotImplementedError
-
-
-@overload(_dots, jit_options=_LOOP_JIT)
-def _dots_impl(C, V, W, acc, r0, r1):
-    """C[r] (+)= V[r] @ W for r in [r0, r1), W (K, N) with columns contiguous (the layer's own W^T, Fortran
-    order: a short call uses it as it is, no copy): one dot product per output, four at a time. A function of
-    its own, compiled once per signature and process (inlined at each call site, each copy was typed, lowered and
-    optimised again: 0.2-0.5 s each)."""
-    def dots(C, V, W, acc, r0, r1):
-        K, N = W.shape
-        for r in range(r0, r1):
-            if not acc:                                 # (a zero from the data would carry its NaN)
-                for j in range(N):
-                    C[r, j] = 0.0
-            j = 0
-            while j + 4 <= N:
-                a0, a1, a2, a3 = C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3]
-                for k in range(K):
-                    v = V[r, k]
-                    a0 += v * W[k, j]
-                    a1 += v * W[k, j + 1]
-                    a2 += v * W[k, j + 2]
-                    a3 += v * W[k, j + 3]
-                C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = a0, a1, a2, a3
-                j += 4
-            for jj in range(j, N):
-                a = C[r, jj]
-                for k in range(K):
-                    a += V[r, k] * W[k, jj]
-                C[r, jj] = a
-    return dots
-
-
 def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by the overload below
     raise NotImplementedError
 
 
-@overload(_prod, inline="always")
+@overload(_prod, jit_options=_LOOP_JIT)
 def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
-    """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products (``vecmat_acc``,
-    inlined: a call per step cost 10-15 ns of an 80 ns step at B = 1, H = 32); W with columns contiguous ->
-    ``_dots``; W packed (``pack``, 3-D) -> the packed product of the block (``pgemm``). Only the one-row
-    products' code is inlined at the call site; the other two are calls of functions compiled once."""
+    """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W with columns
+    contiguous (the layer's own W^T, Fortran order: a short call uses it as it is, no copy) -> one dot
+    product per output, four at a time; W packed (``pack``, 3-D) -> the packed product of the block.
+    A function the loops call once a step, compiled once per signature and process (not inlined: each inlined
+    copy was typed, lowered and optimised again, the dot products 0.2-0.5 s each)."""
     if W.ndim == 2 and W.layout == "F":
-        return lambda C, V, W, acc, r0, r1, tile, tok: _dots(C, V, W, acc, r0, r1)
+        def dots(C, V, W, acc, r0, r1, tile, tok):
+            K, N = W.shape
+            for r in range(r0, r1):
+                if not acc:                             # (a zero from the data would carry its NaN)
+                    for j in range(N):
+                        C[r, j] = 0.0
+                j = 0
+                while j + 4 <= N:
+                    a0, a1, a2, a3 = C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3]
+                    for k in range(K):
+                        v = V[r, k]
+                        a0 += v * W[k, j]
+                        a1 += v * W[k, j + 1]
+                        a2 += v * W[k, j + 2]
+                        a3 += v * W[k, j + 3]
+                    C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = a0, a1, a2, a3
+                    j += 4
+                for jj in range(j, N):
+                    a = C[r, jj]
+                    for k in range(K):
+                        a += V[r, k] * W[k, jj]
+                    C[r, jj] = a
+        return dots
     if W.ndim == 2:
         def rows(C, V, W, acc, r0, r1, tile, tok):
             for r in range(r0, r1):
@@ -223,7 +211,8 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                         XH[r, uint64(I) + k] = V[r, k]  # (Numba's check for a negative index; 6 % of an RNN step)
                     if XH.shape[1] > I + H:
                         XH[r, I + H] = 1.0
-                _prod(A1, XH, W1, False, r0, r1, tile, tok)
+                _prod(A1, XH[:, :XH.shape[1]], W1, False, r0, r1, tile, tok)    # (operands of
+                # layout 'A' where the weights are packed: one compiled product for the loops' calls, not one per layout)
                 Ar, Xr = A, X0
             elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
                 _prod(X, V, W1, True, r0, r1, tile, tok)
@@ -369,7 +358,7 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
                             hn[r, k] = hT[r, k]
                 bwd(1, G, r, C, row, Hs, hn, D, copt)
             if PHASES == 2:                             # dL/d(r h m) = dn W_hn, times m
-                _prod(DRH, DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
+                _prod(DRH[:, :H], DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
                 for r in range(r0, r1):
                     if not MASK or mask[t, r] != 0.0:
                         if RM:
@@ -409,9 +398,9 @@ def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
                     if PHASES == 2:
                         e0 = OP2 * H
                         tgemm_acc(dWh[g, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
-                _prod(dx2[c0:c0 + B], DX[c0:c0 + B], Pih, False, r0, r1, tile, tok)     # (a literal False
+                _prod(dx2[c0:c0 + B, :dx2.shape[1]], DX[c0:c0 + B, :GH], Pih, False, r0, r1, tile, tok)     # (a literal False
                 # passed to pgemm itself would compile a pgemm of its own)
-            _prod(P, DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
+            _prod(P[:, :H], DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
             for r in range(r0, r1):
                 if MASK and mask[t, r] == 0.0:
                     continue
