@@ -112,6 +112,17 @@ def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
     return block
 
 
+@njit(inline="always", nogil=True, fastmath=FAST, error_model="numpy")
+def _rows(C, V, W, acc, r0, r1, tok):
+    """C[r] (+)= V[r] @ W for r in [r0, r1), W (K, N) rows contiguous: ``_prod``'s one-row products, for the
+    forward loop to inline where its calls' arguments would cost a fair part of a small step."""
+    for r in range(r0, r1):
+        if not acc:
+            for j in range(C.shape[1]):
+                C[r, j] = 0.0
+        vecmat_acc(C, r, V, r, W, tok)
+
+
 @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
     """x_t W_ih^T (+ b) of the scan's steps s .. s+n-1 (n = XW rows / B) for rows r0 .. r1, into XW ((n*B,
@@ -163,6 +174,10 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
     FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
     PROJECT, ZN = not (FUSED or LN), ZO and kern.reads_new
     STEPX = PROJECT and w.types[0].ndim == 2           # W_ih^T as it is (a short call): x_t W_ih^T per step
+    # one-row products with rows contiguous (a long call of under PACK_MIN_ROWS rows) written into the loop: as a
+    # call of _prod, passing its ~45 arguments cost 10-15 ns of an 80 ns step (B = 1, H = 32)
+    ROWS1 = w.types[1].ndim == 2 and w.types[1].layout == "C"
+    ROWS2 = w.types[2].ndim == 2 and w.types[2].layout == "C"
 
     def impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
         Pih, W1, W2, bx, bh = w
@@ -215,10 +230,16 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                 # layout 'A' where the weights are packed: one compiled product for the loops' calls, not one per layout)
                 Ar, Xr = A, X0
             elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
-                _prod(X, V, W1, True, r0, r1, tile, tok)
+                if ROWS1:
+                    _rows(X, V, W1, True, r0, r1, tok)
+                else:
+                    _prod(X, V, W1, True, r0, r1, tile, tok)
                 Ar, Xr = X, X0
             else:
-                _prod(A1, V, W1, False, r0, r1, tile, tok)
+                if ROWS1:
+                    _rows(A1, V, W1, False, r0, r1, tok)
+                else:
+                    _prod(A1, V, W1, False, r0, r1, tile, tok)
                 Ar, Xr = A, X
             if LN or BH:
                 for r in range(r0, r1):
@@ -232,7 +253,10 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                     fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
             if PHASES == 2:                             # the second product reads the cache's block OP2
                 e0 = OP2 * H
-                _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
+                if ROWS2:
+                    _rows(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tok)
+                else:
+                    _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
                 for r in range(r0, r1):
                     if not MASK or mask[t, r] != 0.0:
                         if BH:
