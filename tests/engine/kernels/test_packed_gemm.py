@@ -149,6 +149,24 @@ def test_pack_blocks_and_layouts(K1, K2, N, dtype, variant):
     np.testing.assert_array_equal(pack(np.ascontiguousarray(W1.T).T, np.ascontiguousarray(W2.T).T), expect)
 
 
+def test_pack_compiles_once_per_dtype_for_every_layout():
+    """Row-major, transposed, a column block, a strided view, a row broadcast from a vector: the same panels as
+    the blocks copied, and one compiled packing function for all of them (each layout compiled its own)."""
+    from rnnlab.engine._kernels.packed_gemm import nr, pack, pack_into
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((9, 40)).astype(np.float32)
+    b = rng.standard_normal(13).astype(np.float32)
+    blocks = (np.ascontiguousarray(W[:4, :13]), np.asfortranarray(W[:5, 20:33]), W[::2, 1:14], b[None, :],
+              W.T[3:16].T, W[:3, ::3][:, :13])
+    n = nr(np.float32)
+    want = np.zeros((sum(w.shape[0] for w in blocks), -(-13 // n) * n), np.float32)
+    want[:, :13] = np.concatenate([np.array(w) for w in blocks])
+    np.testing.assert_array_equal(pack(*blocks), want.reshape(len(want), -1, n).transpose(1, 0, 2))
+    for w in blocks:
+        pack(w)
+    assert len([s for s in pack_into.signatures if str(s[2].dtype) == "float32"]) == 1
+
+
 def test_pack_rejects_mismatched_blocks():
     from rnnlab.engine._kernels.packed_gemm import pack
     with pytest.raises(ValueError, match="20 columns"):

@@ -481,22 +481,23 @@ def vecmat_acc(out, ro, v, rv, M, tok):
 
 
 @njit(cache=True, nogil=True)
-def pack_into(P, W):
-    """P (ceil(N / NR), K, NR) = the column panels of W (K, N), zero padded. W may be a transposed view: the
-    loops follow its memory order (a column strip of a row-major W read row by row touches a new page per row;
-    blocks of 16 rows do not)."""
-    K, N = W.shape
+def pack_into(P, k0, w, K, N, sk, sn):
+    """P[:, k0:k0+K] = the column panels of W (K, N), zero padded; W given by its memory w (1-D) and its element
+    strides (sk, sn), so that one compiled function serves every memory layout (a transposed view, a row, a
+    block of columns: as arrays each layout compiled a function of its own, 0.3 s each). The loops follow W's
+    memory order (a column strip of a row-major W read row by row touches a new page per row; blocks of 16 rows
+    do not)."""
     NP, NR = P.shape[0], P.shape[2]
-    if W.strides[0] < W.strides[1]:                         # columns contiguous (a transposed view)
+    if sk < sn:                                             # columns contiguous (a transposed view)
         for p in range(NP):
             for j in range(NR):
                 col = p * NR + j
                 if col < N:
                     for k in range(K):
-                        P[p, k, j] = W[k, col]
+                        P[p, k0 + k, j] = w[k * sk + col * sn]
                 else:
                     for k in range(K):
-                        P[p, k, j] = 0.0
+                        P[p, k0 + k, j] = 0.0
         return
     for kb in range(0, K, 16):                              # rows contiguous: blocks of 16 rows
         ke = min(K, kb + 16)
@@ -505,22 +506,33 @@ def pack_into(P, W):
             j1 = min(NR, N - j0)
             for k in range(kb, ke):
                 for j in range(j1):
-                    P[p, k, j] = W[k, j0 + j]
+                    P[p, k0 + k, j] = w[k * sk + (j0 + j) * sn]
                 for j in range(j1, NR):
-                    P[p, k, j] = 0.0
+                    P[p, k0 + k, j] = 0.0
 
 
-@njit(cache=True, nogil=True)
+def _memory(W):
+    """(w, sk, sn): W's memory as a 1-D array (no copy where W is C or F contiguous, else a copy) and its element
+    strides."""
+    if not (W.flags.c_contiguous or W.flags.f_contiguous):
+        W = np.ascontiguousarray(W)
+    isz = W.itemsize
+    return W.ravel(order="K"), W.strides[0] // isz, W.strides[1] // isz
+
+
 def _pack1(W, NR):
-    P = np.empty(((W.shape[1] + NR - 1) // NR, W.shape[0], NR), W.dtype)
-    pack_into(P, W)
+    """pack(W) of one 2-D block, without pack's checks (a layer's per-call overhead)."""
+    K, N = W.shape
+    P = np.empty(((N + NR - 1) // NR, K, NR), W.dtype)
+    w, sk, sn = _memory(W)
+    pack_into(P, 0, w, K, N, sk, sn)
     return P
 
 
 def pack(*blocks):
     """The column panels P (ceil(N / NR), K, NR), for ``pgemm``, of W (K, N), or of the blocks (K_i, N)
     stacked along K (``np.concatenate(blocks)`` without the copy), any memory layout."""
-    if len(blocks) == 1 and blocks[0].ndim == 2:            # one compiled call (a layer's per-call overhead)
+    if len(blocks) == 1 and blocks[0].ndim == 2:
         return _pack1(blocks[0], nr(blocks[0].dtype))
     N = blocks[0].shape[1]
     if any(w.ndim != 2 or w.shape[1] != N for w in blocks):
@@ -528,9 +540,10 @@ def pack(*blocks):
     n = nr(blocks[0].dtype)
     P = np.empty(((N + n - 1) // n, sum(w.shape[0] for w in blocks), n), blocks[0].dtype)
     k0 = 0
-    for w in blocks:
-        pack_into(P[:, k0:k0 + w.shape[0]], w)
-        k0 += w.shape[0]
+    for W in blocks:
+        w, sk, sn = _memory(W)
+        pack_into(P, k0, w, W.shape[0], N, sk, sn)
+        k0 += W.shape[0]
     return P
 
 
