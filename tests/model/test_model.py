@@ -97,3 +97,20 @@ def test_model_input_errors():
         model(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="cell: expected one of.*'lstn'.*did you mean 'lstm'"):
         ModelConfig(input_size=1, output_size=1, cell="lstn").validate()
+
+
+def test_a_model_on_the_units_backend_predicts(monkeypatch):
+    """set_backend('units') on a model's layer: predictions (inference) run on it and equal the loop's; a forward
+    for training is refused with the backend's own error (the model's BLAS scope asked for a training call)."""
+    pytest.importorskip("numba")
+    from rnnlab.errors import BackendError
+    monkeypatch.setenv("RNNLAB_NUM_THREADS", "2")
+    model = SequenceModel(ModelConfig(input_size=3, output_size=2, hidden_size=64, target="every",
+                                      dtype="float64"), seed=0)
+    x = np.random.default_rng(4).standard_normal((9, 1, 3))
+    want, _ = model.predict(x)
+    model.rnn.set_backend("units")
+    got, _ = model.predict(x)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    with pytest.raises(BackendError, match="'units' runs inference only"):
+        model(x)

@@ -190,7 +190,7 @@ class RecurrentLayer:
         """Bytes of temporaries the initialisation needs besides the parameters: one float64 draw block."""
         return DRAW_BLOCK * 8
 
-    def blas_scope(self, B):
+    def blas_scope(self, B, T=None):
         raise NotImplementedError(f"{type(self).__name__}: a layer family defines blas_scope")
 
     def loop_options(self) -> list:
@@ -532,11 +532,12 @@ class DenseLayer(RecurrentLayer):
         s, p = self.suffix(l, d), self._params
         return p["weight_ih" + s], p["weight_hh" + s], p.get("bias_ih" + s), p.get("bias_hh" + s)
 
-    def blas_scope(self, B):
-        """(context, matmul) for work around this layer on a batch of B rows: the BLAS thread setting its
-        forward and backward use, and the matrix product to use under it. A model runs its own products
-        inside it, so that no two-thread BLAS call leaves worker threads spinning against the split path's."""
-        backend = self._choose(B)
+    def blas_scope(self, B, T=None):
+        """(context, matmul) for work around this layer on a batch of B rows (and T steps, if known): the BLAS
+        thread setting its forward and backward use, and the matrix product to use under it. A model runs its
+        own products inside it, so that no two-thread BLAS call leaves worker threads spinning against the split
+        path's. The backend is the one the layer's call takes: for inference under ``rnnlab.no_grad()``."""
+        backend = self._choose(B, is_grad_enabled(), T)
         return dispatch.blas_context(backend, B, self.gate_size, self.hidden_size), dispatch.matmul_for(backend)
 
 
@@ -768,7 +769,7 @@ class DiagonalLayer(RecurrentLayer):
         s = self.suffix(l, d)
         return {n: self._params[n + s] for n in self.cell.param_shapes(1, 1, self.bias)}
 
-    def blas_scope(self, B):
+    def blas_scope(self, B, T=None):
         return dispatch.blas_context("numpy", B, self.gate_size, self.hidden_size), np.matmul
 
     def carry(self, l=0, d=0) -> np.ndarray:

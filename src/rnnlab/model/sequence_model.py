@@ -206,7 +206,7 @@ class SequenceModel:
         logits are (T, B, K) for target='every' and (B, K) for target='last'.
         """
         x, tokens = self._embed(inputs)
-        scope, mm = self.rnn.blas_scope(x.shape[1])                          # BLAS threads: see blas_scope
+        scope, mm = self.rnn.blas_scope(x.shape[1], x.shape[0])              # BLAS threads: see blas_scope
         with scope:
             # inputs checked in _embed; a one-hot or embedded x is the model's own (the layer need not guard it)
             out, state = self.rnn._forward(x, hx, lengths, False, x_private=tokens is not None)
