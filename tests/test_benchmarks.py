@@ -132,3 +132,16 @@ def test_breakdown_and_peak_benchmarks_run(tmp_path, capsys):
     p = json.loads((tmp_path / "p.json").read_text())
     assert p["sgemm_gflops"]["best"] >= p["sgemm_gflops"]["median"] >= p["sgemm_gflops"]["worst"] > 0
     assert "sgemm 256^3" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_compile_benchmark_runs(tmp_path, capsys):
+    """benchmarks.compile: a first and a second process per run; a folder without rnnlab is refused."""
+    from benchmarks.compile import main
+    assert main(["--runs", "1", "--shapes", "one-row"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("one-row")][0]
+    first, second = (float(v.split()[-2]) for v in line.split(":")[-1].split(","))
+    assert first > 0 and second > 0
+    with pytest.raises(SystemExit):
+        main(["--src", str(tmp_path)])
+    assert "--src: expected a folder holding the rnnlab package" in capsys.readouterr().err
