@@ -261,28 +261,64 @@ def test_a_call_interrupted_between_a_post_and_its_notify_leaves_no_block_behind
     assert wk.sleeping
 
     class Interrupted:
-        """The worker's condition, whose next ``with`` (post's, after its count) raises KeyboardInterrupt."""
-        def __init__(self, cond):
-            self.cond, self.armed = cond, True
+        """The worker's lock, whose next ``with`` (post's, after its count) raises KeyboardInterrupt."""
+        def __init__(self, lock):
+            self.lock, self.armed = lock, True
 
         def __enter__(self):
             if self.armed:
                 self.armed = False
                 raise KeyboardInterrupt
-            return self.cond.__enter__()
+            return self.lock.__enter__()
 
         def __exit__(self, *exc):
-            return self.cond.__exit__(*exc)
-
-        def __getattr__(self, name):
-            return getattr(self.cond, name)
-    wk.cond = Interrupted(wk.cond)
+            return self.lock.__exit__(*exc)
+    wk.lock = Interrupted(wk.lock)
     first, second = collections.Counter(), collections.Counter()
     with pytest.raises(KeyboardInterrupt):
         w.run(lambda lo, hi: first.update([lo]), [0, 1, 2])
     assert first == {1: 1}                                      # the posted block ran, within the call
     assert w.run(lambda lo, hi: second.update([lo]), [0, 1, 2])
     assert second == {0: 1, 1: 1}
+
+
+def test_calls_never_enter_the_workers_condition_in_python():
+    """``threading.Condition.__enter__`` is Python: a KeyboardInterrupt as it returns leaves the lock held by
+    the caller, and the worker, going to sleep, then waits for it for good (and the next call for the worker).
+    post and wait take the lock itself (a C method). Here the condition's __enter__ takes the lock and raises
+    on the calling thread, as that interrupt would; calls to a sleeping worker must still all run (the calls
+    run on a thread of their own, so that workers stuck fail the test instead of hanging it)."""
+    import threading
+    import time
+    pytest.importorskip("numba")
+    from rnnlab.engine._kernels import handoff
+    w = handoff.Workers(2)
+    wk = w.workers[0]
+    ran = []
+
+    def caller():
+        me = threading.get_ident()
+
+        class Interrupted(type(wk.cond)):
+            def __enter__(self):
+                taken = super().__enter__()
+                if threading.get_ident() == me:
+                    raise KeyboardInterrupt
+                return taken
+        wk.cond.__class__ = Interrupted
+        for _ in range(3):
+            deadline = time.monotonic() + 10
+            while not wk.sleeping and time.monotonic() < deadline:
+                time.sleep(0.01)
+            try:
+                w.run(lambda lo, hi: ran.append(lo), [0, 1, 2])
+            except KeyboardInterrupt:
+                ran.append("interrupted")
+    thread = threading.Thread(target=caller, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "a call to the sleeping worker never returned"
+    assert sorted(ran) == [0, 0, 0, 1, 1, 1]
 
 
 def test_more_blocks_add_workers_and_keep_the_old_ones():

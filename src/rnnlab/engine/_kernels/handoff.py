@@ -112,7 +112,10 @@ class _Worker:
         self.done = np.zeros(1, np.int64)           # blocks finished (by the worker)
         self.task = None
         self.error = None
-        self.cond = threading.Condition()
+        # the condition's lock taken directly (a C method) where a KeyboardInterrupt can land: Condition.__enter__
+        # is Python, and an interrupt as it returns leaves the lock held (the worker then waits for it for good)
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
         self.sleeping = False
         self.thread = threading.Thread(target=self._loop, name="rnnlab-handoff", daemon=True)
         self.thread.start()
@@ -121,7 +124,7 @@ class _Worker:
         seen = 0
         while True:
             if not wait_for(self.posted, seen + 1, HOT_ROUNDS):
-                with self.cond:
+                with self.lock:
                     self.sleeping = True
                     while self.posted[0] < seen + 1:
                         self.cond.wait()
@@ -139,7 +142,7 @@ class _Worker:
         self.task = (fn, lo, hi)
         self.error = None
         add(self.posted, 1)
-        with self.cond:
+        with self.lock:
             if self.sleeping:
                 self.cond.notify()
 
@@ -148,7 +151,7 @@ class _Worker:
         # notify (a KeyboardInterrupt) would otherwise leave the worker asleep, and this wait with it, for good
         target = self.posted[0]
         while not wait_for(self.done, target, HOT_ROUNDS):
-            with self.cond:
+            with self.lock:
                 if self.sleeping:
                     self.cond.notify()
         if self.error is not None:
