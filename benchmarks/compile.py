@@ -64,6 +64,7 @@ def main(argv=None):
                    help="src folders of the checkouts to compare")
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = p.parse_args(argv)
+    args.src = [os.path.abspath(src) for src in args.src]   # the children run in another folder
     if args.runs < 1:
         p.error(f"--runs: expected a positive integer, got {args.runs}")
     for src in args.src:

@@ -121,6 +121,12 @@ def test_refusals():
     s.feed(np.ones((1, 2, 2)))
     s.reset(np.array([False, True]))                    # a mask: only the second stream's state
     assert s.state[:, 0].any() and not s.state[:, 1].any()
+    s.reset([])                                         # no stream: nothing reset
+    assert s.state[:, 0].any()
+    s.reset([-2])                                       # an index from the end, as NumPy's
+    assert not s.state.any()
+    with pytest.raises(ShapeError, match=r"in \[-2, 1\]"):
+        s.reset([-3])
 
 
 def test_predict_each_step_streams_a_run(tmp_path):

@@ -206,7 +206,8 @@ class SequenceModel:
         logits are (T, B, K) for target='every' and (B, K) for target='last'.
         """
         x, tokens = self._embed(inputs)
-        scope, mm = self.rnn.blas_scope(x.shape[1], x.shape[0])              # BLAS threads: see blas_scope
+        # BLAS threads (see blas_scope) for the call's rows: one for an unbatched (T, I) input, as the layer takes it
+        scope, mm = self.rnn.blas_scope(x.shape[1] if x.ndim == 3 else 1, x.shape[0])
         with scope:
             # inputs checked in _embed; a one-hot or embedded x is the model's own (the layer need not guard it)
             out, state = self.rnn._forward(x, hx, lengths, False, x_private=tokens is not None)

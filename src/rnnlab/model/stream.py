@@ -126,6 +126,8 @@ class Stream:
                 S[...] = 0.0
             return
         sel = np.asarray(rows)
+        if sel.size == 0 and sel.ndim == 1:                 # no stream (an empty list): nothing to reset
+            return
         if sel.dtype == bool:
             if sel.shape != (B,):
                 raise ShapeError(f"rows: expected a bool mask of shape ({B},), got {sel.shape}")
@@ -135,7 +137,7 @@ class Stream:
         else:
             raise ShapeError(f"rows: expected a stream index, a list of them or a ({B},) bool mask, got {rows!r}")
         if idx.size and (idx.min() < -B or idx.max() >= B):
-            raise ShapeError(f"rows: expected stream indices in [0, {B - 1}], got {idx.tolist()}")
+            raise ShapeError(f"rows: expected stream indices in [{-B}, {B - 1}], got {idx.tolist()}")
         for s in self._state:
             s[:, idx] = 0.0
         for S in self._steps.state if self._steps else ():
