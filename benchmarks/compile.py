@@ -45,6 +45,7 @@ print(time.perf_counter() - t0)
 
 def cold(src, shape, backend):
     """(first process, second process) seconds for one shape with the rnnlab of ``src``, a fresh cache."""
+    src = os.path.abspath(src)                              # the children run in another folder
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": src}
         times = []

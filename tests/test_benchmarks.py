@@ -145,3 +145,18 @@ def test_compile_benchmark_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--src", str(tmp_path)])
     assert "--src: expected a folder holding the rnnlab package" in capsys.readouterr().err
+
+
+def test_compile_benchmark_runs_the_checkout_given_by_a_relative_src(tmp_path, monkeypatch):
+    """--src src (relative, as the docs' "alternating checkouts" invite): the child processes run in the temp
+    folder, so PYTHONPATH=src named nothing there and they imported whatever rnnlab was installed instead."""
+    import os
+    import benchmarks.compile as bc
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    seen = tmp_path / "seen.txt"
+    monkeypatch.setattr(bc, "CHILD", f"import rnnlab; open({str(seen)!r}, 'a').write(rnnlab.__file__ + '\\n'); "
+                                     "print(0.0)")
+    monkeypatch.chdir(root)
+    bc.cold("src", (1, 1, 1, 1), "numpy")
+    for path in seen.read_text().split():
+        assert os.path.realpath(path).startswith(os.path.realpath(os.path.join(root, "src")) + os.sep), path
