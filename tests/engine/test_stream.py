@@ -328,6 +328,37 @@ def test_a_units_stream_call_interrupted_between_post_and_run_still_runs_its_ste
     s.close()
 
 
+@pytest.mark.parametrize("where", ["between the layers", "as the last layer returns"])
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_a_one_thread_stream_interrupted_between_its_layers_keeps_them_at_one_step(where, chunk):
+    """A KeyboardInterrupt after the first layer's call and before the second's (or after the second's, as its
+    call returns) raises with the step taken by every layer: the stream goes on equal to one pass (the second
+    layer had stayed a step behind the first for good)."""
+    layer = rnnlab.LSTM(3, 5, num_layers=2, seed=0, dtype="float64")
+    x = np.random.default_rng(9).standard_normal((4 * chunk, 1, 3))
+    want, _ = one_pass(layer, x)
+    s = rnnlab.Stream(layer, batch_size=1)
+    chain = s._steps
+    assert type(chain).__name__ == "_Chain"
+    got = [s.feed(x[:chunk])]
+    second = chain.calls[1]
+    real = type(second).__call__
+
+    class Interrupted(type(second)):
+        def __call__(self, *args):
+            self.__class__ = type(second).__mro__[1]    # once
+            if where == "as the last layer returns":
+                real(self, *args)
+            raise KeyboardInterrupt
+    second.__class__ = Interrupted
+    with pytest.raises(KeyboardInterrupt):
+        s.feed(x[chunk:2 * chunk])
+    np.testing.assert_allclose(s.state[0], one_pass(layer, x[:2 * chunk])[1][0], rtol=1e-12, atol=1e-12)
+    got.append(want[chunk:2 * chunk])
+    got.extend(s.feed(x[t * chunk:(t + 1) * chunk]) for t in (2, 3))
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kw", [{"dropout": 0.5, "num_layers": 2}, {"input_dropout": 0.5}, {"recurrent_dropout": 0.5}])
 def test_a_layer_training_with_dropout_streams_through_its_forward(kw):
     """In training the layer draws its dropout, which the fast path does not: steps and chunks take the layer's
