@@ -157,28 +157,18 @@ def ln_row_bwd(D, rd, c0, K, gamma, V, rv, Inv, acc, ra):
 # ------------------------------------------------------------------ RNN: cache none; copt (act,)
 @njit(inline="always", fastmath=FAST, error_model="numpy")
 def _rnn_fwd(p, A, X, st, r, C, rc, copt, WITH_X):
-    """h = act(A[r] + X[r]), X read where WITH_X (a constant: the code of the other case is dropped before
-    typing) and X has rows; act: 0 tanh, 1 relu, 2 identity (the branches are loop-invariant: LLVM unswitches
-    them)."""
+    """h = act(A[r] + X[r]), X read where WITH_X (a constant: without it X is never read) and X has rows; act:
+    0 tanh, 1 relu, 2 identity (the branches are loop-invariant: LLVM unswitches them)."""
     N = st[2]
     act = copt[0]
-    has_x = X.shape[0] > 0
-    if WITH_X:
-        for k in range(uint64(N.shape[2])):
-            v = A[r, k] + X[r, k] if has_x else A[r, k]
-            if act == 0:
-                v = th(v)
-            elif act == 1:
-                v = 0.0 if v <= 0.0 else v                  # NaN <= 0 is false: NaN passes
-            N[0, r, k] = v
-    else:
-        for k in range(uint64(N.shape[2])):
-            v = A[r, k]
-            if act == 0:
-                v = th(v)
-            elif act == 1:
-                v = 0.0 if v <= 0.0 else v
-            N[0, r, k] = v
+    has_x = WITH_X and X.shape[0] > 0
+    for k in range(uint64(N.shape[2])):
+        v = A[r, k] + X[r, k] if has_x else A[r, k]
+        if act == 0:
+            v = th(v)
+        elif act == 1:
+            v = 0.0 if v <= 0.0 else v                      # NaN <= 0 is false: NaN passes
+        N[0, r, k] = v
 
 
 @njit(inline="always", fastmath=FAST, error_model="numpy")

@@ -113,9 +113,10 @@ def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
 
 
 @njit(inline="always", nogil=True, fastmath=FAST, error_model="numpy")
-def _rows(C, V, W, acc, r0, r1, tok):
-    """C[r] (+)= V[r] @ W for r in [r0, r1), W (K, N) rows contiguous: ``_prod``'s one-row products, for the
-    forward loop to inline where its calls' arguments would cost a fair part of a small step."""
+def _rows(C, V, W, acc, r0, r1, tile, tok):
+    """C[r] (+)= V[r] @ W for r in [r0, r1), W (K, N) rows contiguous: ``_prod``'s one-row products (its
+    arguments), for the forward loop to inline where its calls' arguments would cost a fair part of a small
+    step."""
     for r in range(r0, r1):
         if not acc:
             for j in range(C.shape[1]):
@@ -176,8 +177,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
     STEPX = PROJECT and w.types[0].ndim == 2           # W_ih^T as it is (a short call): x_t W_ih^T per step
     # one-row products with rows contiguous (a long call of under PACK_MIN_ROWS rows) written into the loop: as a
     # call of _prod, passing its ~45 arguments cost 10-15 ns of an 80 ns step (B = 1, H = 32)
-    ROWS1 = w.types[1].ndim == 2 and w.types[1].layout == "C"
-    ROWS2 = w.types[2].ndim == 2 and w.types[2].layout == "C"
+    prod1, prod2 = ((_rows if t.ndim == 2 and t.layout == "C" else _prod) for t in w.types[1:3])
 
     def impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
         Pih, W1, W2, bx, bh = w
@@ -230,16 +230,10 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                 # layout 'A' where the weights are packed: one compiled product for the loops' calls, not one per layout)
                 Ar, Xr = A, X0
             elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
-                if ROWS1:
-                    _rows(X, V, W1, True, r0, r1, tok)
-                else:
-                    _prod(X, V, W1, True, r0, r1, tile, tok)
+                prod1(X, V, W1, True, r0, r1, tile, tok)
                 Ar, Xr = X, X0
             else:
-                if ROWS1:
-                    _rows(A1, V, W1, False, r0, r1, tok)
-                else:
-                    _prod(A1, V, W1, False, r0, r1, tile, tok)
+                prod1(A1, V, W1, False, r0, r1, tile, tok)
                 Ar, Xr = A, X
             if LN or BH:
                 for r in range(r0, r1):
@@ -253,10 +247,7 @@ def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
                     fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
             if PHASES == 2:                             # the second product reads the cache's block OP2
                 e0 = OP2 * H
-                if ROWS2:
-                    _rows(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tok)
-                else:
-                    _prod(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
+                prod2(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
                 for r in range(r0, r1):
                     if not MASK or mask[t, r] != 0.0:
                         if BH:
