@@ -125,7 +125,7 @@ def measure(cell, B, T, I, H, repeats):
         if W1.ndim == 3:                                # packed: the product the loop calls per step
             V = st[3] if st[3].shape[1] else st[1]      # [x | h | 1] (fused) or the operand h
             A = io[1]
-            tile = loop._tile(A, tok)
+            tile = loop.tile_for(A.dtype, tok)
             N = A.shape[1] if st[3].shape[1] else W1.shape[0] * W1.shape[2]
             N = min(N, A.shape[1])
             r["product"] = best_us(lambda: _products(A, V, W1, N, T, r0, r1, False, tile, tok), repeats)
@@ -151,7 +151,7 @@ def measure(cell, B, T, I, H, repeats):
     W1 = w[0]
     if W1.ndim == 3:
         P, DHW = gst[3], io[1]
-        tile = loop._tile(io[0], tok)
+        tile = loop.tile_for(io[0].dtype, tok)
         H_ = P.shape[1]
         r["product"] = best_us(lambda: _products(P, DHW, W1, H_, T, r0, r1, False, tile, tok), repeats)
         r["product_flops"] = 2 * T * (r1 - r0) * W1.shape[1] * H_

@@ -29,6 +29,9 @@ norm) written once for every cell; the bundles it reads are defined beside it.
 """
 from __future__ import annotations
 
+import threading
+import types
+
 import numpy as np
 from numba import njit, uint64
 from numba.extending import overload
@@ -38,9 +41,7 @@ from rnnlab.engine.cells import layernorm
 from rnnlab.engine.registry import kernel_for
 from rnnlab.engine._kernels.cell import _JIT, plan_of
 from rnnlab.engine._kernels.gates import FAST, ln_row, ln_row_bwd, mask_rows
-from rnnlab.engine._kernels.packed_gemm import (
-    MR_MAX, _lanes, _nv, _pack1, nr, pack, pgemm, tgemm_acc, token, vecmat_acc,
-)
+from rnnlab.engine._kernels.packed_gemm import _pack1, nr, pack, pgemm, tgemm_acc, tile_for, token, vecmat_acc
 from rnnlab.engine._kernels.threads import machine_threads, pmatmul
 
 PROJ_ROWS = 128      # rows (steps x batch rows) of x W_ih^T computed at once inside the loop
@@ -152,142 +153,190 @@ def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
     return ta
 
 
-@njit(cache=True, nogil=True)
-def _tile(A, tok):
-    """The packed product's scratch tile, one per thread: MR_MAX rows of a panel's width."""
-    z = A[0, 0]
-    return np.empty((MR_MAX, _nv(tok) * _lanes(z, tok)), A.dtype)
+# ------------------------------------------------------------------ one compiled loop per plan
+# The loops below are templates: ``_compiled`` compiles a copy of one per plan (``_kernels.cell.Plan``: a cell and
+# the options of a call) and kind of weights, with that plan's constants among the copy's globals: its row kernel
+# (``row_fwd``, ``row_bwd``), the cell's properties and the call's options. Numba takes a global as a constant and
+# drops the branches it rules out before typing, so a plan compiles only the code it runs. The copy is itself the
+# cached entry point: a cached function calling the loop, the earlier layout, re-optimised and re-emitted the
+# whole loop in its own library (2.5 s of a first training step's 9.6, docs/performance.md). Numba's disk cache
+# keys a copy by the loop's source and its signature, whose token type names the plan and the digest of the
+# cell's row kernels (``_kernels.cell``): every global set here follows from the two.
+_COMPILED: dict = {}
+_COMPILING = threading.Lock()
+
+
+def _compiled(loop, key, consts):
+    """The cached, compiled copy of ``loop`` with ``consts`` among its globals, made once per ``key``."""
+    fn = _COMPILED.get(key)
+    if fn is None:
+        with _COMPILING:                                # one dispatcher per key, whichever thread asks first
+            fn = _COMPILED.get(key)
+            if fn is None:
+                code = types.FunctionType(loop.__code__, {**loop.__globals__, **consts}, loop.__name__)
+                code.__qualname__, code.__doc__ = loop.__qualname__, loop.__doc__
+                fn = _COMPILED[key] = njit(cache=True, **_LOOP_JIT)(code)
+    return fn
+
+
+def compiled_loops() -> list:
+    """The compiled loops this process has made, (name, dispatcher) per plan (tests, ``benchmarks.serve``)."""
+    return [(key[0], fn) for key, fn in list(_COMPILED.items())]
+
+
+def _row_major(W) -> bool:
+    """Whether Numba types W as a 2-D array with rows contiguous (layout 'C'), as ``_prod`` would see it."""
+    return W.ndim == 2 and W.flags.c_contiguous
+
+
+def _fwd_compiled(plan, w):
+    """The forward loop of one plan and kind of weights w = (Pih, W1, W2, ...): W_ih^T as it is (a short call)
+    or packed; each product's one-row products written into the loop (``_rows``: 2-D weights, rows contiguous)."""
+    key = ("_fwd_loop", plan.key, w[0].ndim == 2, _row_major(w[1]), _row_major(w[2]))
+    fn = _COMPILED.get(key)
+    if fn is not None:
+        return fn
+    kern, f = plan.kern, plan.flags
+    FUSED, LN, ZO = f["fused"], f["ln"], f["zoneout"]
+    PROJECT = not (FUSED or LN)
+    # one-row products with rows contiguous (a long call of under PACK_MIN_ROWS rows) written into the loop: as a
+    # call of _prod, passing its ~45 arguments cost 10-15 ns of an 80 ns step (B = 1, H = 32)
+    consts = dict(row_fwd=kern.fwd if LN else kern.plain[0],    # (plain: without the code of layer norm)
+                  PHASES=kern.phases, N1G=kern.g1, OP2=kern.op2,
+                  CPREV=kern.cache.index("c_prev") if "c_prev" in kern.cache else -1,
+                  FUSED=FUSED, DIRECT=f["direct"], LN=LN, ZO=ZO, PROJECT=PROJECT, ZN=ZO and kern.reads_new,
+                  STEPX=PROJECT and key[2],                     # W_ih^T as it is (a short call): x_t W_ih^T per step
+                  prod1=_rows if key[3] else _prod, prod2=_rows if key[4] else _prod)
+    return _compiled(_fwd_loop, key, consts)
+
+
+def _bwd_compiled(plan, w):
+    """The backward loop of one plan and kind of weights w = (W1, W2): plain or packed."""
+    key = ("_bwd_loop", plan.key, w[0].ndim == 3)
+    fn = _COMPILED.get(key)
+    if fn is not None:
+        return fn
+    kern, f = plan.kern, plan.flags
+    LN, ZO = f["ln"], f["zoneout"]
+    # the weight gradients inside the loop come only with the packed products (``wgrad_in_loop`` wants
+    # PACK_MIN_ROWS rows a group): a backward of one-row products compiles none of their code
+    consts = dict(row_bwd=kern.bwd if LN else kern.plain[1], PHASES=kern.phases, N1G=kern.g1,
+                  READS_NEW=kern.reads_new, OP2=kern.op2, LN=LN, ZO=ZO, ZN=ZO and kern.reads_new,
+                  SEP=kern.writes_dhw or LN, COPY=LN and not kern.writes_dhw,   # DHW its own array; LN: copied
+                  WGL=key[2])
+    return _compiled(_bwd_loop, key, consts)
 
 
 # ------------------------------------------------------------------ the loop, forward
-def _fwd(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):  # pragma: no cover - replaced by the overload
-    raise NotImplementedError
-
-
-@overload(_fwd, jit_options=_LOOP_JIT)
-def _fwd_impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
-    """The forward loop for one plan (``_kernels.cell.Plan``): the cell's row kernel and its properties, and the
-    call's options, are constants here, so Numba drops the code of every option the call does not use."""
-    kern, f = plan_of(cell)
-    fwd = kern.fwd if f["ln"] else kern.plain[0]       # (plain: the kernel without the code of layer norm)
-    PHASES, N1G, OP2 = kern.phases, kern.g1, kern.op2
-    CPREV = kern.cache.index("c_prev") if "c_prev" in kern.cache else -1
-    FUSED, DIRECT, LN, ZO = f["fused"], f["direct"], f["ln"], f["zoneout"]
-    PROJECT, ZN = not (FUSED or LN), ZO and kern.reads_new
-    STEPX = PROJECT and w.types[0].ndim == 2           # W_ih^T as it is (a short call): x_t W_ih^T per step
-    # one-row products with rows contiguous (a long call of under PACK_MIN_ROWS rows) written into the loop: as a
-    # call of _prod, passing its ~45 arguments cost 10-15 ns of an 80 ns step (B = 1, H = 32)
-    prod1, prod2 = ((_rows if t.ndim == 2 and t.layout == "C" else _prod) for t in w.types[1:3])
-
-    def impl(r0, r1, cell, x, w, st, io, cache, opt, tile, tok):
-        Pih, W1, W2, bx, bh = w
-        S, O, N, XH = st
-        XW, A, out, mask = io
-        Hs, C, Vh, Ih, Zn = cache
-        rm, Z, lnh, copt, reverse = opt
-        T, B, I = x.shape
-        nst, _, H = S.shape
-        n1 = N1G * H
-        RM, MASK, BH = rm.shape[0] > 0, mask.shape[0] > 0, bh.shape[0] > 0     # cheap: decided at run time
-        KEEP = Hs.shape[0] == T * B
-        A1 = A[:, :n1]
-        V = O if RM else S[0]                           # the products' operand
-        stn = (S, V, N)                                 # built once: a tuple per row costs reference counts
-        X0 = XW[:0]                                     # no x W_ih^T (fused, or accumulated into X)
-        ta = 0
-        nxt = 0
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            if STEPX:                                   # X = x_t W_ih^T + b, one step (XW: B rows)
-                X = XW[:B]
-                for r in range(r0, r1):
-                    for j in range(X.shape[1]):
-                        X[r, j] = bx[j] if bx.shape[0] > 0 else 0.0
-                _prod(X, x[t], Pih, True, r0, r1, tile, tok)
-            else:
-                if PROJECT and s == nxt:
-                    nxt += XW.shape[0] // B
-                    ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
-                X = XW[(t - ta) * B:(t - ta + 1) * B]   # (B, G*H), or (0, G*H) when fused
-            c0 = t * B if KEEP else 0
-            if KEEP or PHASES == 2:
-                for r in range(r0, r1):
-                    for k in range(H):
-                        Hs[c0 + r, k] = S[0, r, k]
-            if RM:
-                for r in range(r0, r1):
-                    for k in range(H):
-                        O[r, k] = S[0, r, k] * rm[r, k]
-            if FUSED:                                   # [x_t | O | 1] [W_ih W_hh b]^T
-                for r in range(r0, r1):
-                    for k in range(I):
-                        XH[r, k] = x[t, r, k]
-                    for k in range(uint64(H)):          # unsigned: a signed I + k kept the copy scalar
-                        XH[r, uint64(I) + k] = V[r, k]  # (Numba's check for a negative index; 6 % of an RNN step)
-                    if XH.shape[1] > I + H:
-                        XH[r, I + H] = 1.0
-                _prod(A1, XH[:, :XH.shape[1]], W1, False, r0, r1, tile, tok)    # (operands of
-                # layout 'A' where the weights are packed: one compiled product for the loops' calls, not one per layout)
-                Ar, Xr = A, X0
-            elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
-                prod1(X, V, W1, True, r0, r1, tile, tok)
-                Ar, Xr = X, X0
-            else:
-                prod1(A1, V, W1, False, r0, r1, tile, tok)
-                Ar, Xr = A, X
-            if LN or BH:
-                for r in range(r0, r1):
-                    if LN:
-                        ln_row(A, r, 0, n1, lnh[0], lnh[1], Vh, c0 + r, Ih)
-                    if BH:
-                        for j in range(n1):
-                            A[r, j] += bh[j]
+def _fwd_loop(r0, r1, cell, x, w, st, io, cache, opt, tok, tile):
+    """The forward loop (a template, see above; the bundles: ``time_fwd``). Plan constants: row_fwd, PHASES,
+    N1G, OP2, CPREV, FUSED, DIRECT, LN, ZO, PROJECT, ZN, STEPX, prod1, prod2 (``_fwd_compiled``)."""
+    Pih, W1, W2, bx, bh = w
+    S, O, N, XH = st
+    XW, A, out, mask = io
+    Hs, C, Vh, Ih, Zn = cache
+    rm, Z, lnh, copt, reverse = opt
+    T, B, I = x.shape
+    nst, _, H = S.shape
+    n1 = N1G * H
+    RM, MASK, BH = rm.shape[0] > 0, mask.shape[0] > 0, bh.shape[0] > 0     # cheap: decided at run time
+    KEEP = Hs.shape[0] == T * B
+    A1 = A[:, :n1]
+    V = O if RM else S[0]                           # the products' operand
+    stn = (S, V, N)                                 # built once: a tuple per row costs reference counts
+    X0 = XW[:0]                                     # no x W_ih^T (fused, or accumulated into X)
+    ta = 0
+    nxt = 0
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        if STEPX:                                   # X = x_t W_ih^T + b, one step (XW: B rows)
+            X = XW[:B]
+            for r in range(r0, r1):
+                for j in range(X.shape[1]):
+                    X[r, j] = bx[j] if bx.shape[0] > 0 else 0.0
+            _prod(X, x[t], Pih, True, r0, r1, tile, tok)
+        else:
+            if PROJECT and s == nxt:
+                nxt += XW.shape[0] // B
+                ta = _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok)
+            X = XW[(t - ta) * B:(t - ta + 1) * B]   # (B, G*H), or (0, G*H) when fused
+        c0 = t * B if KEEP else 0
+        if KEEP or PHASES == 2:
+            for r in range(r0, r1):
+                for k in range(H):
+                    Hs[c0 + r, k] = S[0, r, k]
+        if RM:
+            for r in range(r0, r1):
+                for k in range(H):
+                    O[r, k] = S[0, r, k] * rm[r, k]
+        if FUSED:                                   # [x_t | O | 1] [W_ih W_hh b]^T
+            for r in range(r0, r1):
+                for k in range(I):
+                    XH[r, k] = x[t, r, k]
+                for k in range(uint64(H)):          # unsigned: a signed I + k kept the copy scalar
+                    XH[r, uint64(I) + k] = V[r, k]  # (Numba's check for a negative index; 6 % of an RNN step)
+                if XH.shape[1] > I + H:
+                    XH[r, I + H] = 1.0
+            _prod(A1, XH[:, :XH.shape[1]], W1, False, r0, r1, tile, tok)    # (operands of
+            # layout 'A' where the weights are packed: one compiled product for the loops' calls, not one per layout)
+            Ar, Xr = A, X0
+        elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
+            prod1(X, V, W1, True, r0, r1, tile, tok)
+            Ar, Xr = X, X0
+        else:
+            prod1(A1, V, W1, False, r0, r1, tile, tok)
+            Ar, Xr = A, X
+        if LN or BH:
+            for r in range(r0, r1):
+                if LN:
+                    ln_row(A, r, 0, n1, lnh[0], lnh[1], Vh, c0 + r, Ih)
+                if BH:
+                    for j in range(n1):
+                        A[r, j] += bh[j]
+        for r in range(r0, r1):
+            if not MASK or mask[t, r] != 0.0:
+                row_fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
+        if PHASES == 2:                             # the second product reads the cache's block OP2
+            e0 = OP2 * H
+            prod2(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
             for r in range(r0, r1):
                 if not MASK or mask[t, r] != 0.0:
-                    fwd(1, Ar, Xr, stn, r, C, c0 + r, copt)
-            if PHASES == 2:                             # the second product reads the cache's block OP2
-                e0 = OP2 * H
-                prod2(A[:, n1:], C[c0:c0 + B, e0:e0 + H], W2, False, r0, r1, tile, tok)
-                for r in range(r0, r1):
-                    if not MASK or mask[t, r] != 0.0:
-                        if BH:
-                            for j in range(n1, A.shape[1]):
-                                A[r, j] += bh[j]
-                        fwd(2, A, X, stn, r, C, c0 + r, copt)
-            for r in range(r0, r1):
-                if MASK and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
+                    if BH:
+                        for j in range(n1, A.shape[1]):
+                            A[r, j] += bh[j]
+                    row_fwd(2, A, X, stn, r, C, c0 + r, copt)
+        for r in range(r0, r1):
+            if MASK and mask[t, r] == 0.0:          # padded: state kept, output 0, no gates (zeros)
+                for k in range(H):
+                    out[t, r, k] = 0.0
+                for j in range(C.shape[1]):
+                    C[c0 + r, j] = 0.0
+                if CPREV >= 0:
+                    for k in range(uint64(H)):
+                        C[c0 + r, uint64(CPREV * H) + k] = S[1, r, k]
+                continue
+            if ZO:                                  # s_t = s_{t-1} + k (s_new - s_{t-1})
+                if ZN:
                     for k in range(H):
-                        out[t, r, k] = 0.0
-                    for j in range(C.shape[1]):
-                        C[c0 + r, j] = 0.0
-                    if CPREV >= 0:
-                        for k in range(uint64(H)):
-                            C[c0 + r, uint64(CPREV * H) + k] = S[1, r, k]
-                    continue
-                if ZO:                                  # s_t = s_{t-1} + k (s_new - s_{t-1})
-                    if ZN:
-                        for k in range(H):
-                            Zn[c0 + r, k] = N[0, r, k]
-                    for j in range(nst):
-                        for k in range(H):
-                            S[j, r, k] += Z[j, t * B + r, k] * (N[j, r, k] - S[j, r, k])
+                        Zn[c0 + r, k] = N[0, r, k]
+                for j in range(nst):
                     for k in range(H):
-                        out[t, r, k] = S[0, r, k]
-                else:
+                        S[j, r, k] += Z[j, t * B + r, k] * (N[j, r, k] - S[j, r, k])
+                for k in range(H):
+                    out[t, r, k] = S[0, r, k]
+            else:
+                for k in range(H):
+                    v = N[0, r, k]
+                    S[0, r, k] = v
+                    out[t, r, k] = v
+                for j in range(1, nst):
                     for k in range(H):
-                        v = N[0, r, k]
-                        S[0, r, k] = v
-                        out[t, r, k] = v
-                    for j in range(1, nst):
-                        for k in range(H):
-                            S[j, r, k] = N[j, r, k]
-    return impl
+                        S[j, r, k] = N[j, r, k]
 
 
-@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def time_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
-    """Rows r0 .. r1 over the whole sequence (the loop itself: ``_fwd_impl``). cell: a ``Plan``. Bundles (an
-    absent array is an empty one):
+    """Rows r0 .. r1 over the whole sequence: the plan's compiled ``_fwd_loop`` with a tile of its own (one per
+    thread). cell: a ``Plan``. Bundles (an absent array is an empty one):
     w = (Pih, W1, W2, bx, bh): W_ih^T packed (projected in the loop) or empty (XW holds every step's x W_ih^T +
         b, or the product is fused); the first product's weights (O W_hh^T, or the fused [W_ih W_hh b]^T);
         the second's (two-phase cells); the bias added to x W_ih^T, and the one added to A after layer norm
@@ -299,137 +348,119 @@ def time_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
         h before zoneout (cells that read it). rows = T*B, or B (inference: one reused step)
     opt = (rm, Z, lnh, copt, reverse): recurrent dropout mask (B, H); zoneout's shares (n, T*B, H); LN_h's
         gain and bias (2, n1); the cell's own bundle"""
-    _fwd(r0, r1, cell, x, w, st, io, cache, opt, _tile(io[1], tok), tok)
+    _fwd_compiled(cell, w)(r0, r1, cell, x, w, st, io, cache, opt, tok, tile_for(x.dtype, tok))
 
 
 # ------------------------------------------------------------------ the loop, backward
-def _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):  # pragma: no cover - replaced by the overload
-    raise NotImplementedError
-
-
-@overload(_bwd, jit_options=_LOOP_JIT)
-def _bwd_impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
-    """The backward loop for one plan (see ``_fwd_impl``)."""
-    kern, f = plan_of(cell)
-    bwd = kern.bwd if f["ln"] else kern.plain[1]
-    PHASES, N1G, READS_NEW, OP2 = kern.phases, kern.g1, kern.reads_new, kern.op2
-    LN, ZO = f["ln"], f["zoneout"]
-    ZN = ZO and READS_NEW
-    SEP = kern.writes_dhw or LN                         # DHW is its own array
-    COPY = LN and not kern.writes_dhw
-    # the weight gradients inside the loop come only with the packed products (``wgrad_in_loop`` wants
-    # PACK_MIN_ROWS rows a group): a backward of one-row products compiles none of their code
-    WGL = w.types[0].ndim == 3
-
-    def impl(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tile, tok):
-        W1, W2 = w
-        dS, G, dD, P, DRH, hn = gst
-        DX, DHW, mask, dacc = io
-        Hs, C, Vh, Ih, Zn, hT = cache
-        rm, Z, lnh, copt, reverse, dln = opt
-        x2, dx2, Pih, dWi, dWh, HM, gb = wg
-        RM, MASK, BIAS = rm.shape[0] > 0, mask.shape[0] > 0, dacc.shape[0] > 0
-        WG = dWi.shape[0] > 0
-        T, B, H = d_out.shape
-        nst = dS.shape[0]
-        GH = DX.shape[1]
-        n1 = N1G * H
-        D = (DX, DHW, dD, DRH)
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            c0 = t * B
-            tn = t - 1 if reverse else t + 1            # the step after t in scan order
-            for r in range(r0, r1):
-                row = c0 + r
-                if MASK and mask[t, r] == 0.0:          # padded: no gradient into the cell, dS passes
+def _bwd_loop(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok, tile):
+    """The backward loop (a template, see above; the bundles: ``time_bwd``). Plan constants: row_bwd, PHASES,
+    N1G, READS_NEW, OP2, LN, ZO, ZN, SEP, COPY, WGL (``_bwd_compiled``)."""
+    W1, W2 = w
+    dS, G, dD, P, DRH, hn = gst
+    DX, DHW, mask, dacc = io
+    Hs, C, Vh, Ih, Zn, hT = cache
+    rm, Z, lnh, copt, reverse, dln = opt
+    x2, dx2, Pih, dWi, dWh, HM, gb = wg
+    RM, MASK, BIAS = rm.shape[0] > 0, mask.shape[0] > 0, dacc.shape[0] > 0
+    WG = dWi.shape[0] > 0
+    T, B, H = d_out.shape
+    nst = dS.shape[0]
+    GH = DX.shape[1]
+    n1 = N1G * H
+    D = (DX, DHW, dD, DRH)
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        c0 = t * B
+        tn = t - 1 if reverse else t + 1            # the step after t in scan order
+        for r in range(r0, r1):
+            row = c0 + r
+            if MASK and mask[t, r] == 0.0:          # padded: no gradient into the cell, dS passes
+                for j in range(GH):
+                    DX[row, j] = 0.0
+                if SEP:
                     for j in range(GH):
-                        DX[row, j] = 0.0
-                    if SEP:
-                        for j in range(GH):
-                            DHW[row, j] = 0.0
-                    continue
+                        DHW[row, j] = 0.0
+                continue
+            for k in range(H):
+                G[0, r, k] = dS[0, r, k] + d_out[t, r, k]
+            for j in range(1, nst):
                 for k in range(H):
-                    G[0, r, k] = dS[0, r, k] + d_out[t, r, k]
-                for j in range(1, nst):
+                    G[j, r, k] = dS[j, r, k]
+            if ZO:                                  # the kept share passes the cell
+                for j in range(nst):
                     for k in range(H):
-                        G[j, r, k] = dS[j, r, k]
-                if ZO:                                  # the kept share passes the cell
-                    for j in range(nst):
-                        for k in range(H):
-                            zk = Z[j, row, k]
-                            dS[j, r, k] = G[j, r, k] * (1.0 - zk)
-                            G[j, r, k] *= zk
-                else:
-                    for j in range(nst):
-                        for k in range(H):
-                            dS[j, r, k] = 0.0
-                if READS_NEW:                           # the new h: zoneout's cache, or the state after t
+                        zk = Z[j, row, k]
+                        dS[j, r, k] = G[j, r, k] * (1.0 - zk)
+                        G[j, r, k] *= zk
+            else:
+                for j in range(nst):
                     for k in range(H):
-                        if ZN:
-                            hn[r, k] = Zn[row, k]
-                        elif 0 <= tn < T:
-                            hn[r, k] = Hs[tn * B + r, k]
-                        else:
-                            hn[r, k] = hT[r, k]
-                bwd(1, G, r, C, row, Hs, hn, D, copt)
-            if PHASES == 2:                             # dL/d(r h m) = dn W_hn, times m
-                _prod(DRH[:, :H], DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
-                for r in range(r0, r1):
-                    if not MASK or mask[t, r] != 0.0:
-                        if RM:
-                            for k in range(H):
-                                DRH[r, k] *= rm[r, k]
-                        bwd(2, G, r, C, c0 + r, Hs, hn, D, copt)
-            for r in range(r0, r1):
-                if MASK and mask[t, r] == 0.0:
-                    continue
-                row = c0 + r
-                if COPY:
-                    for j in range(GH):
-                        DHW[row, j] = DX[row, j]
-                if BIAS:
-                    for j in range(GH):
-                        dacc[r, 0, j] += DX[row, j]
-                    if SEP:
-                        for j in range(GH):
-                            dacc[r, 1, j] += DHW[row, j]
-                if LN:
-                    ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
-            if WGL and WG:                              # this step's share of dW_ih, dW_hh and dx, rows hot
-                if RM:
-                    for r in range(r0, r1):
-                        for k in range(H):
-                            HM[r, k] = Hs[c0 + r, k] * rm[r, k]
-                for g in range(dWi.shape[0]):           # the groups of rows in this block, each its accumulators
-                    if gb[g] < r0 or gb[g] >= r1:
-                        continue
-                    a0, a1 = c0 + gb[g], c0 + gb[g + 1]
-                    # Y and X sliced to layout 'A' at every call: one compiled tgemm_acc, not one per layout
-                    tgemm_acc(dWi[g], DX[a0:a1, :GH], x2[a0:a1, :x2.shape[1]], tok)
-                    if RM:
-                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], HM[gb[g]:gb[g + 1], :H], tok)
+                        dS[j, r, k] = 0.0
+            if READS_NEW:                           # the new h: zoneout's cache, or the state after t
+                for k in range(H):
+                    if ZN:
+                        hn[r, k] = Zn[row, k]
+                    elif 0 <= tn < T:
+                        hn[r, k] = Hs[tn * B + r, k]
                     else:
-                        tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], Hs[a0:a1, :H], tok)
-                    if PHASES == 2:
-                        e0 = OP2 * H
-                        tgemm_acc(dWh[g, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
-                _prod(dx2[c0:c0 + B, :dx2.shape[1]], DX[c0:c0 + B, :GH], Pih, False, r0, r1, tile, tok)     # (a literal False
-                # passed to pgemm itself would compile a pgemm of its own)
-            _prod(P[:, :H], DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
+                        hn[r, k] = hT[r, k]
+            row_bwd(1, G, r, C, row, Hs, hn, D, copt)
+        if PHASES == 2:                             # dL/d(r h m) = dn W_hn, times m
+            _prod(DRH[:, :H], DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
             for r in range(r0, r1):
-                if MASK and mask[t, r] == 0.0:
-                    continue
-                for k in range(H):
-                    dS[0, r, k] += (P[r, k] * rm[r, k] if RM else P[r, k]) + dD[0, r, k]
-                for j in range(1, nst):
+                if not MASK or mask[t, r] != 0.0:
+                    if RM:
+                        for k in range(H):
+                            DRH[r, k] *= rm[r, k]
+                    row_bwd(2, G, r, C, c0 + r, Hs, hn, D, copt)
+        for r in range(r0, r1):
+            if MASK and mask[t, r] == 0.0:
+                continue
+            row = c0 + r
+            if COPY:
+                for j in range(GH):
+                    DHW[row, j] = DX[row, j]
+            if BIAS:
+                for j in range(GH):
+                    dacc[r, 0, j] += DX[row, j]
+                if SEP:
+                    for j in range(GH):
+                        dacc[r, 1, j] += DHW[row, j]
+            if LN:
+                ln_row_bwd(DHW, row, 0, n1, lnh[0], Vh, row, Ih, dln, r)
+        if WGL and WG:                              # this step's share of dW_ih, dW_hh and dx, rows hot
+            if RM:
+                for r in range(r0, r1):
                     for k in range(H):
-                        dS[j, r, k] += dD[j, r, k]
-    return impl
+                        HM[r, k] = Hs[c0 + r, k] * rm[r, k]
+            for g in range(dWi.shape[0]):           # the groups of rows in this block, each its accumulators
+                if gb[g] < r0 or gb[g] >= r1:
+                    continue
+                a0, a1 = c0 + gb[g], c0 + gb[g + 1]
+                # Y and X sliced to layout 'A' at every call: one compiled tgemm_acc, not one per layout
+                tgemm_acc(dWi[g], DX[a0:a1, :GH], x2[a0:a1, :x2.shape[1]], tok)
+                if RM:
+                    tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], HM[gb[g]:gb[g + 1], :H], tok)
+                else:
+                    tgemm_acc(dWh[g, :n1], DHW[a0:a1, :n1], Hs[a0:a1, :H], tok)
+                if PHASES == 2:
+                    e0 = OP2 * H
+                    tgemm_acc(dWh[g, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
+            _prod(dx2[c0:c0 + B, :dx2.shape[1]], DX[c0:c0 + B, :GH], Pih, False, r0, r1, tile, tok)     # (a literal False
+            # passed to pgemm itself would compile a pgemm of its own)
+        _prod(P[:, :H], DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
+        for r in range(r0, r1):
+            if MASK and mask[t, r] == 0.0:
+                continue
+            for k in range(H):
+                dS[0, r, k] += (P[r, k] * rm[r, k] if RM else P[r, k]) + dD[0, r, k]
+            for j in range(1, nst):
+                for k in range(H):
+                    dS[j, r, k] += dD[j, r, k]
 
 
-@njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
 def time_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok):
-    """Rows r0 .. r1 back over the sequence (the loop itself: ``_bwd_impl``). Bundles:
+    """Rows r0 .. r1 back over the sequence: the plan's compiled ``_bwd_loop``. Bundles:
     w = (W1, W2): W_hh's first-product rows (n1, H), and the second's (two-phase cells), plain or packed
     gst = (dS, G, dD, P, DRH, hn): dL/d(states) (n, B, H), in place: in dL/d(final), out dL/d(initial); scratch
         for dL/d(new states), the cell's direct part, the product dDHW W_hh, phase 2's product, the new h
@@ -442,7 +473,7 @@ def time_bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok):
         they are in the cache (empty dWi: after the loop, as BLAS products): the input x (T*B, I), dx (T*B, I),
         W_ih packed, the accumulators of dW_ih (n, G*H, I) and dW_hh (n, G*H, H), one per group of rows (group g:
         rows gb[g] .. gb[g+1]; a block [r0, r1) is whole groups), and the scratch rows of h m (B, H)"""
-    _bwd(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, _tile(io[0], tok), tok)
+    _bwd_compiled(cell, w)(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok, tile_for(d_out.dtype, tok))
 
 
 # ------------------------------------------------------------------ the contract
@@ -597,12 +628,13 @@ class StepCall:
                        (_empty(2, dt), _empty(3, dt), _empty(2, dt), kern.copt(opts, B, B, H, dt, None), False))
         self._no_mask = np.empty((0, 1), dt)
         self._args = {}
+        self._loop, self._tile = _fwd_compiled(self._fixed[0], self._fixed[1]), tile_for(dt, self.tok)
 
     def _for(self, T, masked):
         """The loop's arguments for T steps (made once per T)."""
         plan, w, st, (XW, A), cache, opt = self._fixed
         return (plan, self.x[:T], w, st, (XW, A, self.out[:T], self.mask[:T] if masked else self._no_mask), cache,
-                opt, self.tok)
+                opt, self.tok, self._tile)
 
     def __call__(self, T=1, masked=False):
         """T steps: x[:T] filled (and mask[:T] when ``masked``) -> out[:T]."""
@@ -615,7 +647,7 @@ class StepCall:
         args = self._args.get(key)
         if args is None:
             args = self._args[key] = self._for(T, masked)
-        time_fwd(0, self.B, *args)
+        self._loop(0, self.B, *args)            # ``time_fwd`` without its look-up and its tile per call
         return self.out[:T]
 
 

@@ -75,6 +75,15 @@ def nr(dtype) -> int:
     return TILES[v][1] * host.VARIANTS[v] // 8 // np.dtype(dtype).itemsize
 
 
+_TILE_VARIANT = {np.dtype(d): v for v, d in _TOKEN.items()}     # a token's dtype -> its variant
+
+
+def tile_for(dtype, tok) -> np.ndarray:
+    """A scratch tile for ``pgemm``: MR_MAX rows of a panel's width (of ``tok``'s variant). One per thread."""
+    v = _TILE_VARIANT[tok.dtype]
+    return np.empty((MR_MAX, TILES[v][1] * host.VARIANTS[v] // 8 // np.dtype(dtype).itemsize), dtype)
+
+
 def _vb(tok) -> int:
     if not isinstance(tok, types.Array) or tok.dtype not in _TOKEN_VB:
         raise TypingError(f"packed_gemm: expected a variant token (packed_gemm.token()), got {tok}")
