@@ -34,6 +34,7 @@ import types
 
 import numpy as np
 from numba import njit, uint64
+from numba.core.errors import TypingError
 from numba.extending import overload
 
 from rnnlab.engine._caches import CellArrays, Grads
@@ -69,11 +70,13 @@ def _prod(C, V, W, acc, r0, r1, tile, tok):  # pragma: no cover - replaced by th
 
 @overload(_prod, jit_options=_LOOP_JIT)
 def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
-    """C[r] (+)= V[r] @ W for r in [r0, r1): W (K, N) with rows contiguous -> one-row products; W with columns
-    contiguous (the layer's own W^T, Fortran order: a short call uses it as it is, no copy) -> one dot
-    product per output, four at a time; W packed (``pack``, 3-D) -> the packed product of the block.
-    A function the loops call once a step, compiled once per signature and process (not inlined: each inlined
-    copy was typed, lowered and optimised again, the dot products 0.2-0.5 s each)."""
+    """C[r] (+)= V[r] @ W for r in [r0, r1), W (K, N) 2-D: rows contiguous -> one-row products; columns
+    contiguous (the layer's own W^T, Fortran order: a short call uses it as it is, no copy) -> one dot product
+    per output, four at a time. (W packed: ``_block``.) A function the loops call once a step, compiled once
+    per signature and process (not inlined: each inlined copy was typed, lowered and optimised again, the dot
+    products 0.2-0.5 s each)."""
+    if W.ndim != 2:
+        raise TypingError(f"_prod: expected 2-D weights (packed ones: _block), got {W}")
     if W.ndim == 2 and W.layout == "F":
         def dots(C, V, W, acc, r0, r1, tile, tok):
             K, N = W.shape
@@ -98,19 +101,22 @@ def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
                         a += V[r, k] * W[k, jj]
                     C[r, jj] = a
         return dots
-    if W.ndim == 2:
+    else:
         def rows(C, V, W, acc, r0, r1, tile, tok):
             for r in range(r0, r1):
                 if not acc:
                     for j in range(C.shape[1]):
                         C[r, j] = 0.0
                 vecmat_acc(C, r, V, r, W, tok)
-        return rows
+    return rows
 
-    def block(C, V, W, acc, r0, r1, tile, tok):
-        pgemm(C[r0:r1, :C.shape[1]], V[r0:r1, :V.shape[1]], W, C.shape[1], acc, tile, tok)     # layout 'A': one
-        # compiled pgemm per dtype and width for every call site (see _project)
-    return block
+
+@njit(inline="always", nogil=True)
+def _block(C, V, W, acc, r0, r1, tile, tok):
+    """C[r0:r1] (+)= V[r0:r1] @ W, W packed (``pack``, 3-D): the packed product of the block, its call written
+    into the loop. The operands sliced to layout 'A', and acc made a plain bool (a literal is typed by its
+    value): one compiled pgemm per dtype and width for every call site (see _project)."""
+    pgemm(C[r0:r1, :C.shape[1]], V[r0:r1, :V.shape[1]], W, C.shape[1], bool(acc), tile, tok)
 
 
 @njit(inline="always", nogil=True, fastmath=FAST, error_model="numpy")
@@ -184,15 +190,16 @@ def compiled_loops() -> list:
     return [(key[0], fn) for key, fn in list(_COMPILED.items())]
 
 
-def _row_major(W) -> bool:
-    """Whether Numba types W as a 2-D array with rows contiguous (layout 'C'), as ``_prod`` would see it."""
-    return W.ndim == 2 and W.flags.c_contiguous
+def _product(W):
+    """The loops' product for weights W: ``_block`` (packed), ``_rows`` (2-D, rows contiguous: Numba's layout
+    'C', written into the loop) or ``_prod`` (the layer's own W^T, columns contiguous: a call)."""
+    return _block if W.ndim == 3 else _rows if W.flags.c_contiguous else _prod
 
 
 def _fwd_compiled(plan, w):
     """The forward loop of one plan and kind of weights w = (Pih, W1, W2, ...): W_ih^T as it is (a short call)
-    or packed; each product's one-row products written into the loop (``_rows``: 2-D weights, rows contiguous)."""
-    key = ("_fwd_loop", plan.key, w[0].ndim == 2, _row_major(w[1]), _row_major(w[2]))
+    or packed; each product's function (``_product``)."""
+    key = ("_fwd_loop", plan.key, w[0].ndim == 2, _product(w[1]), _product(w[2]))
     fn = _COMPILED.get(key)
     if fn is not None:
         return fn
@@ -206,7 +213,7 @@ def _fwd_compiled(plan, w):
                   CPREV=kern.cache.index("c_prev") if "c_prev" in kern.cache else -1,
                   FUSED=FUSED, DIRECT=f["direct"], LN=LN, ZO=ZO, PROJECT=PROJECT, ZN=ZO and kern.reads_new,
                   STEPX=PROJECT and key[2],                     # W_ih^T as it is (a short call): x_t W_ih^T per step
-                  prod1=_rows if key[3] else _prod, prod2=_rows if key[4] else _prod)
+                  prod1=key[3], prod2=key[4])
     return _compiled(_fwd_loop, key, consts)
 
 
@@ -223,7 +230,7 @@ def _bwd_compiled(plan, w):
     consts = dict(row_bwd=kern.bwd if LN else kern.plain[1], PHASES=kern.phases, N1G=kern.g1,
                   READS_NEW=kern.reads_new, OP2=kern.op2, LN=LN, ZO=ZO, ZN=ZO and kern.reads_new,
                   SEP=kern.writes_dhw or LN, COPY=LN and not kern.writes_dhw,   # DHW its own array; LN: copied
-                  WGL=key[2])
+                  WGL=key[2], prodw=_block if key[2] else _prod)
     return _compiled(_bwd_loop, key, consts)
 
 
@@ -277,8 +284,7 @@ def _fwd_loop(r0, r1, cell, x, w, st, io, cache, opt, tok, tile):
                     XH[r, uint64(I) + k] = V[r, k]  # (Numba's check for a negative index; 6 % of an RNN step)
                 if XH.shape[1] > I + H:
                     XH[r, I + H] = 1.0
-            _prod(A1, XH[:, :XH.shape[1]], W1, False, r0, r1, tile, tok)    # (operands of
-            # layout 'A' where the weights are packed: one compiled product for the loops' calls, not one per layout)
+            _block(A1, XH[:, :XH.shape[1]], W1, False, r0, r1, tile, tok)
             Ar, Xr = A, X0
         elif DIRECT:                                # O W_hh^T accumulates into x W_ih^T's rows
             prod1(X, V, W1, True, r0, r1, tile, tok)
@@ -354,7 +360,7 @@ def time_fwd(r0, r1, cell, x, w, st, io, cache, opt, tok):
 # ------------------------------------------------------------------ the loop, backward
 def _bwd_loop(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok, tile):
     """The backward loop (a template, see above; the bundles: ``time_bwd``). Plan constants: row_bwd, PHASES,
-    N1G, READS_NEW, OP2, LN, ZO, ZN, SEP, COPY, WGL (``_bwd_compiled``)."""
+    N1G, READS_NEW, OP2, LN, ZO, ZN, SEP, COPY, WGL, prodw (``_bwd_compiled``)."""
     W1, W2 = w
     dS, G, dD, P, DRH, hn = gst
     DX, DHW, mask, dacc = io
@@ -406,7 +412,7 @@ def _bwd_loop(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok, tile):
                         hn[r, k] = hT[r, k]
             row_bwd(1, G, r, C, row, Hs, hn, D, copt)
         if PHASES == 2:                             # dL/d(r h m) = dn W_hn, times m
-            _prod(DRH[:, :H], DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
+            prodw(DRH[:, :H], DX[c0:c0 + B, n1:], W2, False, r0, r1, tile, tok)
             for r in range(r0, r1):
                 if not MASK or mask[t, r] != 0.0:
                     if RM:
@@ -446,9 +452,8 @@ def _bwd_loop(r0, r1, cell, d_out, w, gst, io, cache, opt, wg, tok, tile):
                 if PHASES == 2:
                     e0 = OP2 * H
                     tgemm_acc(dWh[g, n1:], DHW[a0:a1, n1:], C[a0:a1, e0:e0 + H], tok)
-            _prod(dx2[c0:c0 + B, :dx2.shape[1]], DX[c0:c0 + B, :GH], Pih, False, r0, r1, tile, tok)     # (a literal False
-            # passed to pgemm itself would compile a pgemm of its own)
-        _prod(P[:, :H], DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
+            _block(dx2[c0:c0 + B, :dx2.shape[1]], DX[c0:c0 + B, :GH], Pih, False, r0, r1, tile, tok)
+        prodw(P[:, :H], DHW[c0:c0 + B, :n1], W1, False, r0, r1, tile, tok)
         for r in range(r0, r1):
             if MASK and mask[t, r] == 0.0:
                 continue
