@@ -120,12 +120,12 @@ def test_the_k_loop_is_not_unrolled():
     """The micro-kernel's k loop carries llvm.loop.unroll.disable: unrolled copies of a tile spill (a 12-row
     tile's accumulators went to the stack on znver4, at 40 % of the speed)."""
     from numba import njit
-    from rnnlab.engine._kernels.packed_gemm import _u8, token
+    from rnnlab.engine._kernels.packed_gemm import _rows
 
     @njit                                               # not cached: a cached function cannot be inspected
-    def one_tile(A, P, C, tok):
-        _u8(A.shape[1], A.ctypes.data, A.shape[1], P.ctypes.data, P.shape[1], C.ctypes.data, C.shape[1], 0,
-            A[0, 0], tok)
+    def one_tile(A, P, C, tok):                         # 8 rows, 2 vectors: AVX-512's full tile
+        _rows(8, A.shape[1], A.ctypes.data, A.shape[1], P.ctypes.data, P.shape[1], C.ctypes.data, C.shape[1], 0,
+              A[0, 0], tok)
     A, C = np.ones((8, 5), np.float32), np.zeros((8, 32), np.float32)
     one_tile(A, np.ones((5, 32), np.float32), C, np.empty(0, np.int32))
     assert (C == 5).all()

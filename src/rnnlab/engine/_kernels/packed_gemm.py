@@ -216,11 +216,7 @@ def _ukr_codegen(MR, NV, VW, z, strided):
     return codegen
 
 
-_u8, _u6, _u4, _u2, _u1 = (_make_ukr(m, 2) for m in (8, 6, 4, 2, 1))
 _r8, _r4, _r2, _r1 = (_make_ukr(1, n) for n in (8, 4, 2, 1))     # one row, 8 .. 1 vectors wide
-# A read across its rows (tgemm_acc): the tile's rows by 2 vectors, and by 1 vector for a last narrow panel
-_t8, _t6, _t4, _t2, _t1 = (_make_ukr(m, 2, True) for m in (8, 6, 4, 2, 1))
-_s8, _s6, _s4, _s2, _s1 = (_make_ukr(m, 1, True) for m in (8, 6, 4, 2, 1))
 
 
 def _make_dots(NV):
@@ -360,99 +356,99 @@ def dots_acc(out, ro, o0, W, w0, n, v, rv, tok):
         out[ro, o0 + ii] += acc
 
 
-def _take(m, tok):  # pragma: no cover - replaced by the overload below
-    raise NotImplementedError
+# ------------------------------------------------------------------ the variant's choices, written into the caller
+# Intrinsics rather than ``@overload(inline="always")``: Numba compiles an inlined overload as a function of its
+# own before it inlines it (the micro-kernels' switches took 0.1-0.3 s each of a first training step)
+def _wide(builder, v):
+    return builder.sext(v, ir.IntType(64)) if v.type.width < 64 else v
 
 
-@overload(_take, inline="always")
-def _take_impl(m, tok):
+def _constant(value):
+    return lambda context, builder, sig, args: context.get_constant(types.intp, value)
+
+
+@intrinsic
+def _take(typingctx, m, tok):
     """Rows of C for the next micro-kernel call when m rows are left: MR (the variant's), then 4/2/1."""
     MR = TILES[_variant_of(tok)][0]
-    return lambda m, tok: MR if m >= MR else 4 if m >= 4 else 2 if m >= 2 else 1
+
+    def codegen(context, builder, sig, args):
+        m = _wide(builder, args[0])
+        out = ir.Constant(m.type, 1)
+        for n in (2, 4, MR):                            # the largest n <= m wins
+            out = builder.select(builder.icmp_signed(">=", m, ir.Constant(m.type, n)), ir.Constant(m.type, n), out)
+        return out
+    return types.intp(m, tok), codegen
 
 
-def _rows(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):  # pragma: no cover - replaced by the overload below
-    raise NotImplementedError
-
-
-@overload(_rows, inline="always")
-def _rows_impl(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
-    """The micro-kernel of mr rows (a value of ``_take``) of the token's variant: only its kernels compile."""
-    if TILES[_variant_of(tok)][0] == 8:
-        def rows8(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
-            if mr == 8:
-                _u8(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-            elif mr == 4:
-                _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-            elif mr == 2:
-                _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-            else:
-                _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        return rows8
-
-    def rows6(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
-        if mr == 6:
-            _u6(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        elif mr == 4:
-            _u4(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        elif mr == 2:
-            _u2(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-        else:
-            _u1(kc, a, lda, bp, ldb, c, ldc, acc, z, tok)
-    return rows6
-
-
-def _trows(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):  # pragma: no cover - replaced by the overload below
-    raise NotImplementedError
-
-
-@overload(_trows, inline="always")
-def _trows_impl(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
-    """The strided micro-kernel of mr rows (a value of ``_take``) and nv vectors (2, or 1), accumulating."""
-    MR = TILES[_variant_of(tok)][0]
-    top2, top1 = (_t8, _s8) if MR == 8 else (_t6, _s6)      # the variant's full tile, 2 and 1 vectors wide
-
-    def trows(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
-        if nv == 2:
-            if mr == MR:
-                top2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-            elif mr == 4:
-                _t4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-            elif mr == 2:
-                _t2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-            else:
-                _t1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-        elif mr == MR:
-            top1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-        elif mr == 4:
-            _s4(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-        elif mr == 2:
-            _s2(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-        else:
-            _s1(kc, a, 1, lak, b, ldb, c, ldc, 1, z, tok)
-    return trows
-
-
-def _lanes(z, tok):  # pragma: no cover - replaced by the overload below
-    raise NotImplementedError
-
-
-@overload(_lanes, inline="always")
-def _lanes_impl(z, tok):
+@intrinsic
+def _lanes(typingctx, z, tok):
+    """Lanes per vector for elements like z under the token's variant."""
     if z not in _ITEM:
         raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+    return types.intp(z, tok), _constant(_vb(tok) // _ITEM[z])
+
+
+@intrinsic
+def _nv(typingctx, tok):
+    """Vectors per panel (NV) of the token's variant."""
+    return types.intp(tok), _constant(TILES[_variant_of(tok)][1])
+
+
+def _switch(builder, selector, cases, default):
+    """Runs the codegen of the case whose value is ``selector`` (an i64), else ``default``; each one's code
+    written into its own block."""
+    fn = builder.function
+    done = fn.append_basic_block("tile_done")
+    other = fn.append_basic_block("tile_default")
+    sw = builder.switch(selector, other)
+    for value, emit in cases:
+        block = fn.append_basic_block(f"tile_{value}")
+        sw.add_case(ir.Constant(selector.type, value), block)
+        builder.position_at_end(block)
+        emit()
+        builder.branch(done)
+    builder.position_at_end(other)
+    default()
+    builder.branch(done)
+    builder.position_at_end(done)
+
+
+@intrinsic
+def _rows(typingctx, mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok):
+    """The micro-kernel of mr rows (a value of ``_take``) of the token's variant: only its kernels compile."""
+    if z not in _ITEM:
+        raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+    MR, NV = TILES[_variant_of(tok)]
     VW = _vb(tok) // _ITEM[z]
-    return lambda z, tok: VW
+    kern = {m: _ukr_codegen(m, NV, VW, z, False) for m in (MR, 4, 2, 1)}
+
+    def codegen(context, builder, sig, args):
+        rest = args[1:]
+        emit = {m: (lambda k=k: k(context, builder, None, rest)) for m, k in kern.items()}
+        _switch(builder, _wide(builder, args[0]), [(m, emit[m]) for m in (MR, 4, 2)], emit[1])
+        return context.get_dummy_value()
+    return types.void(mr, kc, a, lda, bp, ldb, c, ldc, acc, z, tok), codegen
 
 
-def _nv(tok):  # pragma: no cover - replaced by the overload below
-    raise NotImplementedError
+@intrinsic
+def _trows(typingctx, mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
+    """The strided micro-kernel of mr rows (a value of ``_take``) and nv vectors (2, or 1), accumulating."""
+    if z not in _ITEM:
+        raise TypingError(f"packed_gemm: float32 or float64 expected, got {z}")
+    MR = TILES[_variant_of(tok)][0]
+    VW = _vb(tok) // _ITEM[z]
+    kern = {(m, n): _ukr_codegen(m, n, VW, z, True) for m in (MR, 4, 2, 1) for n in (2, 1)}
 
-
-@overload(_nv, inline="always")
-def _nv_impl(tok):
-    NV = TILES[_variant_of(tok)][1]
-    return lambda tok: NV
+    def codegen(context, builder, sig, args):
+        mr, nv, kc, a, lak, b, ldb, c, ldc, zv, tk = args
+        one = ir.Constant(ir.IntType(64), 1)
+        rest = (kc, a, one, lak, b, ldb, c, ldc, one, zv, tk)          # A's row stride 1, k stride lak; acc
+        emit = {key: (lambda k=k: k(context, builder, None, rest)) for key, k in kern.items()}
+        sel = builder.add(builder.mul(_wide(builder, mr), ir.Constant(ir.IntType(64), 4)), _wide(builder, nv))
+        _switch(builder, sel, [(4 * m + n, emit[m, n]) for m, n in kern if (m, n) != (1, 1)], emit[1, 1])
+        return context.get_dummy_value()
+    return types.void(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -582,14 +578,16 @@ def pgemm(C, A, P, N, acc, tile, tok):
             while i < M:
                 mr = _take(M - i, tok)
                 a = a0 + isz * (i * lda + kb)
-                if nv == NR:
-                    _rows(mr, kc, a, lda, bp, NR, c0 + isz * (i * ldc + p * NR), ldc, ac, z, tok)
-                else:                                       # partial panel: through the tile
+                c, ld = c0 + isz * (i * ldc + p * NR), ldc
+                if nv < NR:                                 # partial panel: through the tile
+                    c, ld = t0 + 0, NR                      # (+ 0: an int64 as c; with a uint64 address c
+                    # would be typed a float)
                     if ac:
                         for r in range(mr):
                             for j in range(nv):
                                 tile[r, j] = C[i + r, p * NR + j]
-                    _rows(mr, kc, a, lda, bp, NR, t0, NR, ac, z, tok)
+                _rows(mr, kc, a, lda, bp, NR, c, ld, ac, z, tok)    # one call site: its micro-kernels written
+                if nv < NR:                                         # once into every loop that calls pgemm
                     for r in range(mr):
                         for j in range(nv):
                             C[i + r, p * NR + j] = tile[r, j]
