@@ -1,14 +1,17 @@
 """A cell as the shared compiled loops see it: a token whose Numba type names the cell's row kernels.
 
-The loops of ``_kernels.loop`` (and the unit split of ``_kernels.units``) are written once. Where a step needs a
-cell's math they call a stub (``fwd_row``, ``bwd_row``, ``props``) with the cell's token as first argument; the
-stub is an ``@overload`` that picks the cell's row kernel by the token's *type* at typing time. So a loop
-compiles once per cell it meets (only the cells a process uses compile), and Numba's disk cache keeps working:
-a factory closing over the kernels, or a kernel passed as an argument, would miss it in every process.
+The loops of ``_kernels.loop`` and the unit split of ``_kernels.units`` are written once, and take a token (a
+``Plan``: the cell and a call's options) whose Numba *type* names the cell. ``_kernels.loop`` compiles a copy of
+its loop per plan with the plan's row kernel among the copy's globals (``loop._compiled``); ``_kernels.units``
+calls a stub (``fwd_row``, ``bwd_row``) with the token as first argument, an ``@overload`` that picks the
+cell's row kernel by the token's type at typing time. Either way a loop compiles once per cell it meets (only
+the cells a process uses compile), and Numba's disk cache keeps working: a closure over the kernels, or a
+kernel passed as an argument, would miss it in every process (Numba hashes a closure's cells, and a compiled
+function pickles with an identifier new in each process).
 
-Numba keys a cached loop to the loop's own source file. A cell's row kernels live in another file, so the
-token's type name carries a digest of the kernels' source files (and of the helpers they inline): editing a row
-kernel gives a new type, and the loop compiles afresh instead of running a stale copy.
+Numba keys a cached loop to the loop's own source file and its signature. A cell's row kernels live in another
+file, so the token's type name carries a digest of the kernels' source files (and of the helpers they inline):
+editing a row kernel gives a new type, and the loop compiles afresh instead of running a stale copy.
 
 A cell's compiled half, ``CellKernel``:
 

@@ -165,7 +165,7 @@ def _project(XW, x, s, r0, r1, reverse, Pih, bx, tile, tok):
 # (``row_fwd``, ``row_bwd``), the cell's properties and the call's options. Numba takes a global as a constant and
 # drops the branches it rules out before typing, so a plan compiles only the code it runs. The copy is itself the
 # cached entry point: a cached function calling the loop, the earlier layout, re-optimised and re-emitted the
-# whole loop in its own library (2.5 s of a first training step's 9.6, docs/performance.md). Numba's disk cache
+# whole loop in its own library (2.5 s of a first training step's 10, docs/performance.md). Numba's disk cache
 # keys a copy by the loop's source and its signature, whose token type names the plan and the digest of the
 # cell's row kernels (``_kernels.cell``): every global set here follows from the two.
 _COMPILED: dict = {}
