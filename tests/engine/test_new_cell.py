@@ -196,3 +196,18 @@ def test_an_edited_row_kernel_is_compiled_afresh(tmp_path):
     first = run("A[r, k] + X[r, k]")
     assert run("A[r, k] + X[r, k]") == first                       # the same kernel, from the cache
     assert run("SCALE * (A[r, k] + X[r, k])") == pytest.approx(2 * first, rel=1e-6)
+
+
+@needs_numba
+def test_a_cells_properties_name_its_compiled_loops():
+    """The loops compile a cell's properties in as constants (gate blocks, phases, the backward's reading of
+    the new h, ...), and Numba's cache keys a loop by its signature: kernels of the same source with other
+    properties (a registration edited in a file the digest does not read) get other token types, so a loop
+    cached for the old properties is never served for the new ones."""
+    from rnnlab.engine._kernels.cell import CellKernel
+    k = _kernel()
+    base = dict(g1=1, cache=("u",))
+    changes = [{}, dict(g1=2), dict(phases=2, op2=0), dict(reads_new=True), dict(writes_dhw=True),
+               dict(sums=False), dict(cache=("u", "v"))]
+    names = {CellKernel("props", k.fwd, k.bwd, **{**base, **c}).plan(direct=True).nbtype.name for c in changes}
+    assert len(names) == len(changes)

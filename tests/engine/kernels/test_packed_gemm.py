@@ -261,3 +261,25 @@ def test_a_host_llvm_cannot_describe_gets_the_128_bit_variant(monkeypatch):
         assert host.cpu_features() == set() and host.variant() == "sse"
     finally:
         host.host_variant.cache_clear()
+
+
+def test_one_row_products_refuse_weights_without_contiguous_rows():
+    """vecmat_acc reads a row's columns as vectors: a matrix in Fortran order is refused when the caller
+    compiles, and a view that steps over columns (layout 'A', known only at run time) is summed column by
+    column, not wrongly."""
+    from numba import njit
+    from numba.core.errors import TypingError
+    from rnnlab.engine._kernels.packed_gemm import token, vecmat_acc
+
+    @njit                                               # not cached: its failing signature must not be stored
+    def one_row(out, v, M, tok):
+        vecmat_acc(out, 0, v, 0, M, tok)
+    M = np.arange(100, dtype=np.float32).reshape(5, 20)
+    out, v = np.zeros((1, 20), np.float32), np.ones((1, 5), np.float32)
+    one_row(out, v, M, token())
+    np.testing.assert_allclose(out[0], M.sum(axis=0))
+    out[:] = 0.0
+    one_row(out[:, :10], v, M[:, ::2], token())         # every other column: layout 'A', column stride 2
+    np.testing.assert_allclose(out[0, :10], M[:, ::2].sum(axis=0))
+    with pytest.raises(TypingError, match="rows contiguous"):
+        one_row(out, v, np.asfortranarray(M), token())

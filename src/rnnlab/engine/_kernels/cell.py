@@ -107,7 +107,11 @@ class CellKernel:
         # copt_grads(copt) -> (the bundle with fresh gradient sums for a backward, {name: gradient} getter)
         self.copt = copt or (lambda opts, rows, B, H, dt, ln: (0,))
         self.copt_grads = copt_grads or (lambda copt: (copt, lambda c: {}))
-        self.key = f"{name}:{_digest(fwd, bwd, *self.plain)}"
+        # the properties the loops compile in as constants, beside the kernels' digest: a cell registered from a
+        # file other than its kernels' would otherwise meet a cached loop built for its old properties
+        props = (f"g{g1}p{phases}o{op2}r{int(reads_new)}w{int(writes_dhw)}s{int(sums)}"
+                 f"c{'.'.join(self.cache)}")
+        self.key = f"{name}:{_digest(fwd, bwd, *self.plain)}:{props}"
         self.kern, self.flags = self, {}
         self.nbtype = self._numba_type_ = CellType(self.key)     # read by Numba's dispatcher: 1 µs less a call
         _KERNELS[self.key] = self
@@ -153,12 +157,6 @@ def _unbox_cell(typ, obj, c):
 
 def _kernel(cell) -> CellKernel:
     return _KERNELS[cell.cell_key].kern
-
-
-def plan_of(cell):
-    """(CellKernel, flags) of a token's Numba type, at typing time."""
-    p = _KERNELS[cell.cell_key]
-    return p.kern, p.flags
 
 
 # ------------------------------------------------------------------ the stubs (``_kernels.units``, the tests)

@@ -40,7 +40,7 @@ from numba.extending import overload
 from rnnlab.engine._caches import CellArrays, Grads
 from rnnlab.engine.cells import layernorm
 from rnnlab.engine.registry import kernel_for
-from rnnlab.engine._kernels.cell import _JIT, plan_of
+from rnnlab.engine._kernels.cell import _JIT
 from rnnlab.engine._kernels.gates import FAST, ln_row, ln_row_bwd, mask_rows
 from rnnlab.engine._kernels.packed_gemm import _pack1, nr, pack, pgemm, tgemm_acc, tile_for, token, vecmat_acc
 from rnnlab.engine._kernels.threads import machine_threads, pmatmul

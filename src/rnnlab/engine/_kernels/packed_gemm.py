@@ -451,12 +451,22 @@ def _trows(typingctx, mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok):
     return types.void(mr, nv, kc, a, lak, b, ldb, c, ldc, z, tok), codegen
 
 
+@intrinsic
+def _not_fortran(typingctx, M):
+    """Nothing at run time; at typing, refuses a matrix in Fortran order (its columns contiguous, not its
+    rows): the one-row products read a row's columns as vectors."""
+    if not (isinstance(M, types.Array) and M.ndim == 2 and M.layout != "F"):
+        raise TypingError(f"vecmat_acc: expected a 2-D matrix with rows contiguous, got {M}")
+    return types.none(M), lambda context, builder, sig, args: context.get_dummy_value()
+
+
 @njit(cache=True, nogil=True, inline="always")
 def vecmat_acc(out, ro, v, rv, M, tok):
     """out[ro, :] += v[rv, :] @ M for one row, M (K, N) unpacked with rows contiguous (and the rows of out and
     v contiguous), vectors of the token's variant: blocks of 8, 4, 2 and 1 vectors of columns with their
     accumulators in registers for the whole k loop, then a scalar loop over the last columns (faster than
     rank-1 updates of out[ro] in memory)."""
+    _not_fortran(M)
     K, N = M.shape
     isz = M.itemsize
     z = out[ro, 0]
@@ -466,18 +476,19 @@ def vecmat_acc(out, ro, v, rv, M, tok):
     c = out.ctypes.data + out.strides[0] * ro
     m = M.ctypes.data
     j = 0
-    while j + 8 * VW <= N:
-        _r8(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
-        j += 8 * VW
-    if j + 4 * VW <= N:
-        _r4(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
-        j += 4 * VW
-    if j + 2 * VW <= N:
-        _r2(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
-        j += 2 * VW
-    if j + VW <= N:
-        _r1(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
-        j += VW
+    if M.strides[1] == isz:         # (a view of layout 'A' may step over columns: all in the scalar loop below)
+        while j + 8 * VW <= N:
+            _r8(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+            j += 8 * VW
+        if j + 4 * VW <= N:
+            _r4(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+            j += 4 * VW
+        if j + 2 * VW <= N:
+            _r2(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+            j += 2 * VW
+        if j + VW <= N:
+            _r1(K, a, 0, m + isz * j, ldm, c + isz * j, 0, 1, z, tok)
+            j += VW
     for jj in range(j, N):
         acc = out[ro, jj]
         for k in range(K):
@@ -586,8 +597,8 @@ def pgemm(C, A, P, N, acc, tile, tok):
                         for r in range(mr):
                             for j in range(nv):
                                 tile[r, j] = C[i + r, p * NR + j]
-                _rows(mr, kc, a, lda, bp, NR, c, ld, ac, z, tok)    # one call site: its micro-kernels written
-                if nv < NR:                                         # once into every loop that calls pgemm
+                _rows(mr, kc, a, lda, bp, NR, c, ld, ac, z, tok)    # one call site: the micro-kernels
+                if nv < NR:                                         # written once into pgemm
                     for r in range(mr):
                         for j in range(nv):
                             C[i + r, p * NR + j] = tile[r, j]
