@@ -76,3 +76,25 @@ def test_warmup_inference_serves_a_prediction_without_compiling(tmp_path):
     n = json.loads(p.stdout.strip().splitlines()[-1])
     assert n["bwd"] == 0 and n["fwd"] >= 1
     assert n["misses"] == 0 and n["hits"] >= 1, n
+
+
+def test_stale_kernels_are_dropped_when_a_kernel_source_changed(tmp_path, monkeypatch):
+    """Numba checks a cached kernel against its own file only (a loop whose callee in another file changed
+    would run the old callee): rnnlab drops its kernels' cache files when the digest of their sources kept
+    beside them differs from the sources now, and leaves every other file of the folder alone."""
+    from rnnlab.engine import _kernels
+    ours = ["loop._fwd_loop-238.py311.nbi", "loop._fwd_loop-238.py311.1.nbc", "packed_gemm.pgemm-560.py311.nbi"]
+    theirs = ["mymodule.f-3.py311.nbi", "mymodule.f-3.py311.1.nbc", "loop.cpython-311.pyc", "notes.txt"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("x")
+    assert _kernels.drop_stale(str(tmp_path))           # no digest kept: kernels of unknown sources
+    assert sorted(os.listdir(tmp_path)) == sorted(theirs + [_kernels.STAMP])
+    for name in ours:
+        (tmp_path / name).write_text("x")
+    assert not _kernels.drop_stale(str(tmp_path))       # the same sources: kept
+    assert all((tmp_path / name).exists() for name in ours)
+    monkeypatch.setattr(_kernels, "sources_digest", lambda: "0" * 40)      # a kernel's source edited
+    assert _kernels.drop_stale(str(tmp_path))
+    assert not any((tmp_path / name).exists() for name in ours)
+    assert all((tmp_path / name).exists() for name in theirs)
+    assert (tmp_path / _kernels.STAMP).read_text().strip() == "0" * 40

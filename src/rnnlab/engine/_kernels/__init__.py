@@ -12,15 +12,18 @@
     host.py          the host CPU, its vector features, the variant in use (RNNLAB_SIMD)
     checks.py        the compiled NaN/Inf check and fingerprint of ``rnnlab.engine._checks``
 
-Numba's on-disk cache is checked against each function's own source file only. The loops' cache also keys
-on a digest of the row kernels' files (``cell.py``); after editing another kernel module (``packed_gemm.py``,
-``threads.py``), delete the ``__pycache__/*.nbi``/``*.nbc`` files of the modules that call into it (an
-installed release is always consistent: every file is new).
+Numba's on-disk cache is checked against each function's own source file only: a kernel whose callee in
+another file changed would run the callee's old code (an edited checkout, an editable install after a pull).
+So the first ``cache_dir()`` of a process compares a digest of this folder's sources with the one kept beside
+the cache, and where they differ drops the cached kernels of these modules (their ``.nbi``/``.nbc`` files,
+nothing else) before any loads. The loops' cache also keys on a digest of the row kernels' files
+(``cell.py``), which covers cells registered from elsewhere.
 
 ``available()`` tells whether Numba is installed; ``cache_dir()`` where Numba keeps the compiled kernels.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 
@@ -47,10 +50,11 @@ def cache_dir() -> str:
     NUMBA_CACHE_DIR when set and writable (a subfolder of it); else ``__pycache__`` beside the kernels when
     writable (a source checkout, an editable install); else the user's cache folder (``~/.cache/numba/...``),
     where the kernels of an install into a read-only site-packages go. ConfigError when none is writable (Numba
-    would refuse to define the kernels). Needs Numba."""
+    would refuse to define the kernels). The first call per folder drops stale kernels (``drop_stale``): every
+    compiled module calls it on import. Needs Numba."""
     from numba.core.caching import FunctionCache
     try:
-        return FunctionCache(_probe).cache_path
+        path = FunctionCache(_probe).cache_path
     except RuntimeError:                    # Numba: "cannot cache function ...: no locator available"
         from numba.misc.appdirs import AppDirs
         from rnnlab.errors import ConfigError
@@ -58,3 +62,48 @@ def cache_dir() -> str:
                           f"{os.path.join(os.path.dirname(__file__), '__pycache__')}, not "
                           f"{AppDirs('numba', appauthor=False).user_cache_dir}); set NUMBA_CACHE_DIR to a writable "
                           f"folder") from None
+    if path not in _CHECKED:                # once per folder and process, before any kernel loads from it
+        _CHECKED.append(path)
+        drop_stale(path)
+    return path
+
+
+_CHECKED = []
+_HERE = os.path.dirname(os.path.abspath(__file__))
+STAMP = "rnnlab-kernels.sha1"               # the digest of the sources the cached kernels were compiled from
+
+
+def sources_digest() -> str:
+    """A digest of this folder's Python sources (names and contents)."""
+    h = hashlib.sha1()
+    for name in sorted(os.listdir(_HERE)):
+        if name.endswith(".py"):
+            with open(os.path.join(_HERE, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()
+
+
+def drop_stale(path: str) -> bool:
+    """Removes the cached kernels of this folder's modules from ``path`` unless the digest kept there
+    (``STAMP``) is that of the sources now, then keeps the new one; True when it removed. Only files named
+    ``<module>.*.nbi`` or ``.nbc`` after one of these modules go: Numba's cache of other code stays."""
+    digest = sources_digest()
+    stamp = os.path.join(path, STAMP)
+    try:
+        with open(stamp) as f:
+            if f.read().strip() == digest:
+                return False
+    except OSError:
+        pass
+    modules = {name[:-3] for name in os.listdir(_HERE) if name.endswith(".py")}
+    for name in os.listdir(path):
+        if name.endswith((".nbi", ".nbc")) and name.split(".", 1)[0] in modules:
+            try:
+                os.remove(os.path.join(path, name))
+            except OSError:                 # another process removed it first
+                pass
+    tmp = f"{stamp}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(digest + "\n")
+    os.replace(tmp, stamp)                  # whole, for a process reading it at the same time
+    return True

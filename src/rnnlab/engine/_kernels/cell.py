@@ -51,7 +51,7 @@ from numba.extending import NativeValue, models, overload, register_model, typeo
 
 from rnnlab.engine._kernels import cache_dir
 
-cache_dir()     # a one-line error where Numba has nowhere to cache, before its traceback at the first kernel
+cache_dir()     # a one-line error where Numba has nowhere to cache, and stale kernels dropped, before the first kernel
 
 # The row kernels are inlined into the loops at Numba's IR level (a call per row costs the reference counts of
 # a dozen arrays); Numba's SSA pass then warns, from a pedantic self-check, about the inlined loops' variables.

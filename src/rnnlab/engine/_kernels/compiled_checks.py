@@ -6,7 +6,7 @@ from numba import njit, uint64
 
 from rnnlab.engine._kernels import cache_dir
 
-cache_dir()     # a one-line error where Numba has nowhere to cache, before its traceback at the first kernel
+cache_dir()     # a one-line error where Numba has nowhere to cache, and stale kernels dropped, before the first kernel
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"}, error_model="numpy")

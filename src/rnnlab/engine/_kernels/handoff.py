@@ -23,6 +23,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from rnnlab.engine._kernels import cache_dir
+
+cache_dir()     # stale kernels dropped before any of this module's loads (see ``_kernels``)
+
 SUPPORTED = sys.platform != "win32"
 SPIN = 4096             # loads of a counter between two yields of the core
 HOT_ROUNDS = 64         # rounds of SPIN loads and a yield a worker waits for the next block before it sleeps

@@ -41,7 +41,7 @@ from numba.extending import intrinsic, overload
 from rnnlab.engine._kernels import cache_dir
 from rnnlab.engine._kernels import host
 
-cache_dir()     # a one-line error where Numba has nowhere to cache, before its traceback at the first kernel
+cache_dir()     # a one-line error where Numba has nowhere to cache, and stale kernels dropped, before the first kernel
 
 # (MR rows, NV vectors) of the register tile per variant: MR * NV accumulators, NV panel vectors and a
 # broadcast in the register file (32 with AVX-512, 16 otherwise). On znver4 (docs/performance.md) 8 x 2 ran at
