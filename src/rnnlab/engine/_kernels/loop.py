@@ -77,38 +77,32 @@ def _prod_impl(C, V, W, acc, r0, r1, tile, tok):
     products 0.2-0.5 s each)."""
     if W.ndim != 2:
         raise TypingError(f"_prod: expected 2-D weights (packed ones: _block), got {W}")
-    if W.ndim == 2 and W.layout == "F":
-        def dots(C, V, W, acc, r0, r1, tile, tok):
-            K, N = W.shape
-            for r in range(r0, r1):
-                if not acc:                             # (a zero from the data would carry its NaN)
-                    for j in range(N):
-                        C[r, j] = 0.0
-                j = 0
-                while j + 4 <= N:
-                    a0, a1, a2, a3 = C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3]
-                    for k in range(K):
-                        v = V[r, k]
-                        a0 += v * W[k, j]
-                        a1 += v * W[k, j + 1]
-                        a2 += v * W[k, j + 2]
-                        a3 += v * W[k, j + 3]
-                    C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = a0, a1, a2, a3
-                    j += 4
-                for jj in range(j, N):
-                    a = C[r, jj]
-                    for k in range(K):
-                        a += V[r, k] * W[k, jj]
-                    C[r, jj] = a
-        return dots
-    else:
-        def rows(C, V, W, acc, r0, r1, tile, tok):
-            for r in range(r0, r1):
-                if not acc:
-                    for j in range(C.shape[1]):
-                        C[r, j] = 0.0
-                vecmat_acc(C, r, V, r, W, tok)
-    return rows
+    if W.layout != "F":
+        return lambda C, V, W, acc, r0, r1, tile, tok: _rows(C, V, W, acc, r0, r1, tile, tok)
+
+    def dots(C, V, W, acc, r0, r1, tile, tok):
+        K, N = W.shape
+        for r in range(r0, r1):
+            if not acc:                             # (a zero from the data would carry its NaN)
+                for j in range(N):
+                    C[r, j] = 0.0
+            j = 0
+            while j + 4 <= N:
+                a0, a1, a2, a3 = C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3]
+                for k in range(K):
+                    v = V[r, k]
+                    a0 += v * W[k, j]
+                    a1 += v * W[k, j + 1]
+                    a2 += v * W[k, j + 2]
+                    a3 += v * W[k, j + 3]
+                C[r, j], C[r, j + 1], C[r, j + 2], C[r, j + 3] = a0, a1, a2, a3
+                j += 4
+            for jj in range(j, N):
+                a = C[r, jj]
+                for k in range(K):
+                    a += V[r, k] * W[k, jj]
+                C[r, jj] = a
+    return dots
 
 
 @njit(inline="always", nogil=True)
@@ -121,9 +115,9 @@ def _block(C, V, W, acc, r0, r1, tile, tok):
 
 @njit(inline="always", nogil=True, fastmath=FAST, error_model="numpy")
 def _rows(C, V, W, acc, r0, r1, tile, tok):
-    """C[r] (+)= V[r] @ W for r in [r0, r1), W (K, N) rows contiguous: ``_prod``'s one-row products (its
-    arguments), for the forward loop to inline where its calls' arguments would cost a fair part of a small
-    step."""
+    """C[r] (+)= V[r] @ W for r in [r0, r1), W (K, N) rows contiguous: the one-row products, behind ``_prod``'s
+    call (the backward) or written into the forward loop, where the call's arguments would cost a fair part of
+    a small step."""
     for r in range(r0, r1):
         if not acc:
             for j in range(C.shape[1]):
@@ -173,15 +167,14 @@ _COMPILING = threading.Lock()
 
 
 def _compiled(loop, key, consts):
-    """The cached, compiled copy of ``loop`` with ``consts`` among its globals, made once per ``key``."""
-    fn = _COMPILED.get(key)
-    if fn is None:
-        with _COMPILING:                                # one dispatcher per key, whichever thread asks first
-            fn = _COMPILED.get(key)
-            if fn is None:
-                code = types.FunctionType(loop.__code__, {**loop.__globals__, **consts}, loop.__name__)
-                code.__qualname__, code.__doc__ = loop.__qualname__, loop.__doc__
-                fn = _COMPILED[key] = njit(cache=True, **_LOOP_JIT)(code)
+    """The cached, compiled copy of ``loop`` with ``consts`` among its globals, made once per ``key`` (the
+    callers look ``key`` up first)."""
+    with _COMPILING:                                    # one dispatcher per key, whichever thread asks first
+        fn = _COMPILED.get(key)
+        if fn is None:
+            code = types.FunctionType(loop.__code__, {**loop.__globals__, **consts}, loop.__name__)
+            code.__qualname__, code.__doc__ = loop.__qualname__, loop.__doc__
+            fn = _COMPILED[key] = njit(cache=True, **_LOOP_JIT)(code)
     return fn
 
 

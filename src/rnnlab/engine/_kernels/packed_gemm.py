@@ -69,9 +69,9 @@ def token() -> np.ndarray:
     return _TOKENS[host.variant()]
 
 
-def nr(dtype) -> int:
-    """Columns per packed panel: NV vectors of the variant in use (``TILES``)."""
-    v = host.variant()
+def nr(dtype, variant=None) -> int:
+    """Columns per packed panel: NV vectors of ``variant`` (default: the variant in use; ``TILES``)."""
+    v = variant or host.variant()
     return TILES[v][1] * host.VARIANTS[v] // 8 // np.dtype(dtype).itemsize
 
 
@@ -80,8 +80,7 @@ _TILE_VARIANT = {np.dtype(d): v for v, d in _TOKEN.items()}     # a token's dtyp
 
 def tile_for(dtype, tok) -> np.ndarray:
     """A scratch tile for ``pgemm``: MR_MAX rows of a panel's width (of ``tok``'s variant). One per thread."""
-    v = _TILE_VARIANT[tok.dtype]
-    return np.empty((MR_MAX, TILES[v][1] * host.VARIANTS[v] // 8 // np.dtype(dtype).itemsize), dtype)
+    return np.empty((MR_MAX, nr(dtype, _TILE_VARIANT[tok.dtype])), dtype)
 
 
 def _vb(tok) -> int:
